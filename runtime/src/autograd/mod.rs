@@ -1,0 +1,114 @@
+//! The dynamic tape: nodes recorded by ops, the backward engine, `no_grad`, gradcheck.
+//!
+//! Each op's backward lives in its own op file (`ops/*.rs`) as a type
+//! implementing [`Backward`]; this module only records and walks them.
+
+mod engine;
+mod gradcheck;
+mod mode;
+
+use std::sync::{Arc, Mutex};
+
+pub use gradcheck::{gradcheck, gradcheck_opts, GradcheckOptions, GradcheckReport};
+pub use mode::{is_grad_enabled, no_grad, set_grad_enabled, NoGradGuard};
+
+use crate::tensor::Tensor;
+
+/// The backward of one recorded op: given dL/d(output), the gradient for each
+/// recorded input (in the order passed to [`record`]); `None` where an input
+/// needs none.
+pub(crate) trait Backward: Send + Sync {
+    fn backward(&self, grad: &Tensor) -> Vec<Option<Tensor>>;
+}
+
+/// Where a recorded input's gradient goes.
+pub(crate) enum Edge {
+    /// Into the node that produced the input.
+    Node(Arc<GradNode>),
+    /// Into a leaf's `.grad()`.
+    Leaf(Tensor),
+}
+
+/// A node of the graph: an op's backward and the edges to its inputs.
+pub struct GradNode {
+    name: &'static str,
+    /// `None` once backward has run without `retain_graph`: the saved tensors are freed.
+    op: Mutex<Option<Box<dyn Backward>>>,
+    next: Vec<Option<Edge>>,
+}
+
+impl GradNode {
+    /// The node's name, like PyTorch's `grad_fn` (`MulBackward`).
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+}
+
+fn edge_of(t: &Tensor) -> Option<Edge> {
+    if let Some(n) = t.grad_node() {
+        Some(Edge::Node(n.clone()))
+    } else if t.requires_grad() {
+        Some(Edge::Leaf(t.clone()))
+    } else {
+        None
+    }
+}
+
+/// Whether an op on `inputs` must be recorded now.
+#[inline]
+pub(crate) fn needs_grad(inputs: &[&Tensor]) -> bool {
+    inputs.iter().any(|t| t.requires_grad()) && is_grad_enabled()
+}
+
+/// Links `output` to `inputs` through a node named `name` whose backward is
+/// built by `make` (only called when recording, so ops pay nothing otherwise).
+#[inline]
+pub(crate) fn record<B: Backward + 'static>(
+    name: &'static str,
+    inputs: &[&Tensor],
+    output: Tensor,
+    make: impl FnOnce() -> B,
+) -> Tensor {
+    if !needs_grad(inputs) {
+        return output;
+    }
+    let node = Arc::new(GradNode {
+        name,
+        op: Mutex::new(Some(Box::new(make()))),
+        next: inputs.iter().map(|t| edge_of(t)).collect(),
+    });
+    output.with_grad_fn(node)
+}
+
+/// A tensor kept for backward: detached (so a node never owns its own output's
+/// grad_fn, which would be a cycle) and stamped with its storage version, so a
+/// later in-place write is caught instead of giving a wrong gradient.
+pub(crate) struct SavedTensor {
+    tensor: Tensor,
+    version: u64,
+}
+
+impl SavedTensor {
+    pub(crate) fn new(t: &Tensor) -> Self {
+        SavedTensor {
+            tensor: t.detach(),
+            version: t.storage().version(),
+        }
+    }
+
+    #[track_caller]
+    pub(crate) fn get(&self) -> &Tensor {
+        let now = self.tensor.storage().version();
+        assert!(
+            now == self.version,
+            "one of the tensors needed for gradient computation has been modified by an \
+             in-place operation (shape {:?}, version {} when saved, {} now); \
+             use the out-of-place form of the op (e.g. `a.add(&b)` instead of `a.add_(&b)`), \
+             or .clone_data() the tensor before modifying it",
+            self.tensor.shape(),
+            self.version,
+            now
+        );
+        &self.tensor
+    }
+}

@@ -1,0 +1,82 @@
+//! The error type of fallible (`try_`) operations.
+
+use std::fmt;
+
+/// What went wrong in a fallible tensor operation.
+///
+/// Panicking forms of the same operations print exactly this message, so a
+/// user sees the same words whether they called `a.add(&b)` or `a.try_add(&b)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// Shapes that cannot work together: names the op, both shapes and the fix.
+    Shape {
+        /// The operation that refused its inputs (`add`, `matmul`, ...).
+        op: &'static str,
+        /// The full explanation, shapes and fix included.
+        msg: String,
+    },
+    /// A dtype the op does not support, or two dtypes that cannot be combined.
+    DType {
+        /// The operation that refused its inputs.
+        op: &'static str,
+        /// The full explanation.
+        msg: String,
+    },
+    /// Tensors on different devices used together.
+    Device {
+        /// The operation that refused its inputs.
+        op: &'static str,
+        /// The full explanation.
+        msg: String,
+    },
+    /// An autograd misuse (backward through a freed graph, in-place on a leaf, ...).
+    Autograd(String),
+    /// Any other invalid argument (out-of-range index, bad step, ...).
+    Invalid(String),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Shape { op, msg } | Error::DType { op, msg } | Error::Device { op, msg } => {
+                write!(f, "{op}: {msg}")
+            }
+            Error::Autograd(msg) | Error::Invalid(msg) => f.write_str(msg),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// `Result` with [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    pub(crate) fn shape(op: &'static str, msg: impl Into<String>) -> Self {
+        Error::Shape {
+            op,
+            msg: msg.into(),
+        }
+    }
+    pub(crate) fn dtype(op: &'static str, msg: impl Into<String>) -> Self {
+        Error::DType {
+            op,
+            msg: msg.into(),
+        }
+    }
+}
+
+/// Unwraps a `try_` result in a panicking op, printing the error's own message.
+pub(crate) trait OrPanic<T> {
+    fn or_panic(self) -> T;
+}
+
+impl<T> OrPanic<T> for Result<T> {
+    #[track_caller]
+    fn or_panic(self) -> T {
+        match self {
+            Ok(v) => v,
+            Err(e) => panic!("{e}"),
+        }
+    }
+}

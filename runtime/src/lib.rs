@@ -1,0 +1,46 @@
+//! The tensor runtime of `deriv`: N-dimensional tensors on a [`Device`], CPU
+//! kernels (faer for matmul, rayon for large elementwise work), and a dynamic
+//! autograd tape with PyTorch's semantics.
+//!
+//! Most users depend on the `deriv` facade crate, which re-exports all of this.
+//!
+//! ```
+//! use deriv_runtime::prelude::*;
+//! let x = tensor![[1., 2.], [3., 4.]].requires_grad_(true);
+//! let y = x.matmul(&x).relu().mean();
+//! y.backward();
+//! assert_eq!(x.grad().unwrap().shape(), &[2, 2]);
+//! assert_eq!(y.grad_fn(), Some("MeanBackward"));
+//! ```
+
+#![warn(missing_docs)]
+
+pub mod autograd;
+pub mod backend;
+mod error;
+#[cfg(feature = "ndarray")]
+mod interop;
+mod ops;
+mod random;
+mod tensor;
+
+pub use autograd::{
+    gradcheck, gradcheck_opts, is_grad_enabled, no_grad, set_grad_enabled, GradcheckOptions,
+    GradcheckReport, NoGradGuard,
+};
+pub use backend::Device;
+pub use error::{Error, Result};
+pub use ops::activation::{relu_backward, sigmoid_backward, tanh_backward};
+pub use ops::elementwise::Operand;
+pub use ops::reduce::Dims;
+pub use ops::shape::ShapeSpec;
+pub use random::{manual_seed, with_global_generator, Generator};
+pub use tensor::{DType, Element, Float, Tensor, TensorLiteral, TensorOptions};
+
+/// Everything a model script needs: `use deriv::prelude::*;`.
+pub mod prelude {
+    pub use crate::tensor;
+    pub use crate::{
+        manual_seed, no_grad, DType, Device, Generator, NoGradGuard, Tensor, TensorOptions,
+    };
+}

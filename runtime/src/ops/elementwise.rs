@@ -1,0 +1,822 @@
+//! Elementwise arithmetic and math with broadcasting; comparisons and `where`;
+//! dtype casts. Forward kernels and backward rules side by side.
+
+use std::ops::{Add, Div, Mul, Neg, Sub};
+
+use super::reduce::sum_to;
+use super::{float_map, float_zip, same_device};
+use crate::autograd::{needs_grad, record, Backward, SavedTensor};
+use crate::backend::{cpu, Buffer};
+use crate::error::{OrPanic, Result};
+use crate::tensor::{broadcast_shapes, DType, Tensor};
+
+// ---------------------------------------------------------------- casts
+
+struct CastBackward {
+    from: DType,
+}
+impl Backward for CastBackward {
+    fn backward(&self, g: &Tensor) -> Vec<Option<Tensor>> {
+        vec![Some(cast(g, self.from))]
+    }
+}
+
+/// `t` converted to `dtype`; the same tensor when it already has it.
+pub(crate) fn cast(t: &Tensor, dtype: DType) -> Tensor {
+    if t.dtype() == dtype {
+        return t.clone();
+    }
+    let buf = {
+        let b = t.storage().read();
+        let l = t.layout();
+        macro_rules! conv {
+            ($v:expr, $conv:expr) => {
+                match dtype {
+                    DType::F32 => Buffer::F32(cpu::map($v, l, |x| $conv(x) as f32)),
+                    DType::F64 => Buffer::F64(cpu::map($v, l, |x| $conv(x))),
+                    DType::I64 => Buffer::I64(cpu::map($v, l, |x| $conv(x) as i64)),
+                    DType::Bool => Buffer::Bool(cpu::map($v, l, |x| $conv(x) != 0.0)),
+                }
+            };
+        }
+        match &*b {
+            Buffer::F32(v) => conv!(v, |x: f32| x as f64),
+            Buffer::F64(v) => conv!(v, |x: f64| x),
+            Buffer::I64(v) => conv!(v, |x: i64| x as f64),
+            Buffer::Bool(v) => conv!(v, |x: bool| x as u8 as f64),
+        }
+    };
+    let out = Tensor::from_buffer(buf, t.shape(), t.device());
+    if dtype.is_float() && t.dtype().is_float() {
+        let from = t.dtype();
+        record("ToCopyBackward", &[t], out, || CastBackward { from })
+    } else {
+        out
+    }
+}
+
+struct CloneBackward;
+impl Backward for CloneBackward {
+    fn backward(&self, g: &Tensor) -> Vec<Option<Tensor>> {
+        vec![Some(g.clone())]
+    }
+}
+
+impl Tensor {
+    /// A contiguous copy of the data in new storage (PyTorch's `x.clone()`;
+    /// Rust's `clone()` copies only the handle). Differentiable.
+    pub fn clone_data(&self) -> Tensor {
+        let buf = {
+            let b = self.storage().read();
+            let l = self.layout();
+            match &*b {
+                Buffer::F32(v) => Buffer::F32(cpu::map(v, l, |x| x)),
+                Buffer::F64(v) => Buffer::F64(cpu::map(v, l, |x| x)),
+                Buffer::I64(v) => Buffer::I64(cpu::map(v, l, |x| x)),
+                Buffer::Bool(v) => Buffer::Bool(cpu::map(v, l, |x| x)),
+            }
+        };
+        let out = Tensor::from_buffer(buf, self.shape(), self.device());
+        record("CloneBackward", &[self], out, || CloneBackward)
+    }
+}
+
+/// A zero-dimensional tensor holding `v`, typed to combine with `t` without
+/// changing its dtype (a fractional value with an integer tensor gives f32).
+pub(crate) fn scalar_for(t: &Tensor, v: f64) -> Tensor {
+    match t.dtype() {
+        DType::F32 => Tensor::scalar(v as f32),
+        DType::F64 => Tensor::scalar(v),
+        _ if v.fract() == 0.0 => Tensor::scalar(v as i64),
+        _ => Tensor::scalar(v as f32),
+    }
+}
+
+/// The right-hand side of a binary op: a tensor, or a number that becomes a
+/// 0-d tensor of the other side's dtype (`x.add(1.0)`, `x.mul_(0.9)`).
+pub trait Operand {
+    /// The operand as a tensor compatible with `like`.
+    fn into_operand(self, like: &Tensor) -> Tensor;
+    /// The plain number, when this operand is one.
+    fn as_number(&self) -> Option<f64> {
+        None
+    }
+}
+
+impl Operand for &Tensor {
+    fn into_operand(self, _like: &Tensor) -> Tensor {
+        self.clone()
+    }
+}
+
+impl Operand for Tensor {
+    fn into_operand(self, _like: &Tensor) -> Tensor {
+        self
+    }
+}
+
+macro_rules! number_operand {
+    ($($t:ty),*) => {$(
+        impl Operand for $t {
+            fn into_operand(self, like: &Tensor) -> Tensor {
+                scalar_for(like, self as f64)
+            }
+            fn as_number(&self) -> Option<f64> {
+                Some(*self as f64)
+            }
+        }
+    )*};
+}
+number_operand!(f64, f32, i32, i64);
+
+// ---------------------------------------------------------------- integer arithmetic
+
+fn zip_int(
+    op: &'static str,
+    a: &Tensor,
+    b: &Tensor,
+    f: impl Fn(i64, i64) -> i64 + Sync,
+) -> Result<Tensor> {
+    same_device(op, a, b)?;
+    let shape = broadcast_shapes(op, a.shape(), b.shape())?;
+    let a = cast(a, DType::I64);
+    let b = cast(b, DType::I64);
+    let la = a.layout().broadcast_to(&shape);
+    let lb = b.layout().broadcast_to(&shape);
+    let out = {
+        let ga = a.storage().read();
+        let gb_holder;
+        let gb = if a.shares_storage(&b) {
+            &ga
+        } else {
+            gb_holder = b.storage().read();
+            &gb_holder
+        };
+        match (&*ga, &**gb) {
+            (Buffer::I64(x), Buffer::I64(y)) => cpu::zip(x, &la, y, &lb, f),
+            _ => unreachable!("both operands were cast to i64"),
+        }
+    };
+    Ok(Tensor::from_buffer(Buffer::I64(out), &shape, a.device()))
+}
+
+fn both_int(a: &Tensor, b: &Tensor) -> bool {
+    !a.dtype().is_float() && !b.dtype().is_float()
+}
+
+// ---------------------------------------------------------------- add / sub
+
+struct AddBackward {
+    a_shape: Vec<usize>,
+    b_shape: Vec<usize>,
+    b_sign: f64,
+}
+impl Backward for AddBackward {
+    fn backward(&self, g: &Tensor) -> Vec<Option<Tensor>> {
+        let gb = sum_to(g, &self.b_shape);
+        let gb = if self.b_sign < 0.0 { -&gb } else { gb };
+        vec![Some(sum_to(g, &self.a_shape)), Some(gb)]
+    }
+}
+
+struct MulBackward {
+    a: Option<SavedTensor>,
+    b: Option<SavedTensor>,
+    a_shape: Vec<usize>,
+    b_shape: Vec<usize>,
+}
+impl Backward for MulBackward {
+    fn backward(&self, g: &Tensor) -> Vec<Option<Tensor>> {
+        // d(a*b)/da = b, saved only when a needs a gradient (and vice versa).
+        let ga = self.b.as_ref().map(|b| sum_to(&(g * b.get()), &self.a_shape));
+        let gb = self.a.as_ref().map(|a| sum_to(&(g * a.get()), &self.b_shape));
+        vec![ga, gb]
+    }
+}
+
+struct DivBackward {
+    a: SavedTensor,
+    b: SavedTensor,
+    needs: [bool; 2],
+}
+impl Backward for DivBackward {
+    fn backward(&self, g: &Tensor) -> Vec<Option<Tensor>> {
+        let (a, b) = (self.a.get(), self.b.get());
+        let ga = self.needs[0].then(|| sum_to(&(g / b), a.shape()));
+        let gb = self.needs[1].then(|| {
+            let d = float_zip!("div_backward", a, b, |x, y| -x / (y * y)).or_panic();
+            sum_to(&(g * &d), b.shape())
+        });
+        vec![ga, gb]
+    }
+}
+
+impl Tensor {
+    /// Elementwise `self + other` with broadcasting (`torch.add`).
+    #[track_caller]
+    pub fn add(&self, other: impl Operand) -> Tensor {
+        self.try_add(other).or_panic()
+    }
+
+    /// Fallible [`add`](Self::add): an error names both shapes when they don't broadcast.
+    pub fn try_add(&self, other: impl Operand) -> Result<Tensor> {
+        let other = &other.into_operand(self);
+        let out = if both_int(self, other) {
+            zip_int("add", self, other, |x, y| x.wrapping_add(y))?
+        } else {
+            float_zip!("add", self, other, |x, y| x + y)?
+        };
+        Ok(record("AddBackward", &[self, other], out, || AddBackward {
+            a_shape: self.shape().to_vec(),
+            b_shape: other.shape().to_vec(),
+            b_sign: 1.0,
+        }))
+    }
+
+    /// Elementwise `self - other` with broadcasting.
+    #[track_caller]
+    pub fn sub(&self, other: impl Operand) -> Tensor {
+        self.try_sub(other).or_panic()
+    }
+
+    /// Fallible [`sub`](Self::sub).
+    pub fn try_sub(&self, other: impl Operand) -> Result<Tensor> {
+        let other = &other.into_operand(self);
+        let out = if both_int(self, other) {
+            zip_int("sub", self, other, |x, y| x.wrapping_sub(y))?
+        } else {
+            float_zip!("sub", self, other, |x, y| x - y)?
+        };
+        Ok(record("SubBackward", &[self, other], out, || AddBackward {
+            a_shape: self.shape().to_vec(),
+            b_shape: other.shape().to_vec(),
+            b_sign: -1.0,
+        }))
+    }
+
+    /// Elementwise `self * other` with broadcasting.
+    #[track_caller]
+    pub fn mul(&self, other: impl Operand) -> Tensor {
+        self.try_mul(other).or_panic()
+    }
+
+    /// Fallible [`mul`](Self::mul).
+    pub fn try_mul(&self, other: impl Operand) -> Result<Tensor> {
+        let other = &other.into_operand(self);
+        let out = if both_int(self, other) {
+            zip_int("mul", self, other, |x, y| x.wrapping_mul(y))?
+        } else {
+            float_zip!("mul", self, other, |x, y| x * y)?
+        };
+        Ok(record("MulBackward", &[self, other], out, || MulBackward {
+            a: other.requires_grad().then(|| SavedTensor::new(self)),
+            b: self.requires_grad().then(|| SavedTensor::new(other)),
+            a_shape: self.shape().to_vec(),
+            b_shape: other.shape().to_vec(),
+        }))
+    }
+
+    /// Elementwise true division with broadcasting (integers give f32, as in PyTorch).
+    #[track_caller]
+    pub fn div(&self, other: impl Operand) -> Tensor {
+        self.try_div(other).or_panic()
+    }
+
+    /// Fallible [`div`](Self::div).
+    pub fn try_div(&self, other: impl Operand) -> Result<Tensor> {
+        let other = &other.into_operand(self);
+        let out = float_zip!("div", self, other, |x, y| x / y)?;
+        Ok(record("DivBackward", &[self, other], out, || DivBackward {
+            a: SavedTensor::new(self),
+            b: SavedTensor::new(other),
+            needs: [self.requires_grad(), other.requires_grad()],
+        }))
+    }
+
+    /// `self + alpha * other` (`torch.add(a, b, alpha=..)`).
+    #[track_caller]
+    pub fn add_scaled(&self, other: &Tensor, alpha: f64) -> Tensor {
+        self.add(other * alpha)
+    }
+}
+
+// ---------------------------------------------------------------- pow, maximum, minimum
+
+struct PowBackward {
+    a: SavedTensor,
+    b: SavedTensor,
+    out: SavedTensor,
+    needs: [bool; 2],
+}
+impl Backward for PowBackward {
+    fn backward(&self, g: &Tensor) -> Vec<Option<Tensor>> {
+        let (a, b, out) = (self.a.get(), self.b.get(), self.out.get());
+        let ga = self.needs[0].then(|| {
+            let d = float_zip!("pow_backward", a, b, |x, y| if y == 0.0 {
+                0.0
+            } else {
+                y * x.powf(y - 1.0)
+            })
+            .or_panic();
+            sum_to(&(g * &d), a.shape())
+        });
+        let gb = self.needs[1].then(|| {
+            // d(a^b)/db = a^b ln a, taken as 0 where a = 0 and b >= 0 (PyTorch's choice).
+            let d = float_zip!("pow_backward", out, a, |o, x| if x == 0.0 {
+                0.0
+            } else {
+                o * x.ln()
+            })
+            .or_panic();
+            sum_to(&(g * &d), b.shape())
+        });
+        vec![ga, gb]
+    }
+}
+
+struct PowScalarBackward {
+    x: SavedTensor,
+    p: f64,
+}
+impl Backward for PowScalarBackward {
+    fn backward(&self, g: &Tensor) -> Vec<Option<Tensor>> {
+        let p = self.p;
+        let d = if p == 0.0 {
+            self.x.get().zeros_like()
+        } else if p == 2.0 {
+            float_map!(self.x.get(), |x| 2.0 * x)
+        } else {
+            float_map!(self.x.get(), |x| (p as F) * x.powf((p - 1.0) as F))
+        };
+        vec![Some(g * &d)]
+    }
+}
+
+struct MaxMinBackward {
+    a: SavedTensor,
+    b: SavedTensor,
+    is_max: bool,
+}
+impl Backward for MaxMinBackward {
+    fn backward(&self, g: &Tensor) -> Vec<Option<Tensor>> {
+        let (a, b) = (self.a.get(), self.b.get());
+        // The winner takes the gradient; ties split it evenly (as PyTorch does).
+        let sign = if self.is_max { 1.0 } else { -1.0 };
+        let wa = float_zip!("maximum_backward", a, b, |x, y| {
+            let d = (x - y) * (sign as F);
+            if d > 0.0 {
+                1.0
+            } else if d == 0.0 {
+                0.5
+            } else {
+                0.0
+            }
+        })
+        .or_panic();
+        let ga = sum_to(&(g * &wa), a.shape());
+        let gb = sum_to(&(g * &(1.0 - &wa)), b.shape());
+        vec![Some(ga), Some(gb)]
+    }
+}
+
+impl Tensor {
+    /// Elementwise `self ^ exponent` with broadcasting (`torch.pow`); the
+    /// exponent is a tensor or a number (`x.pow(2.0)`).
+    #[track_caller]
+    pub fn pow(&self, exponent: impl Operand) -> Tensor {
+        if let Some(p) = exponent.as_number() {
+            return self.pow_scalar(p);
+        }
+        let exponent = &exponent.into_operand(self);
+        let out = float_zip!("pow", self, exponent, |x, y| x.powf(y)).or_panic();
+        let saved_out = needs_grad(&[self, exponent]).then(|| SavedTensor::new(&out));
+        record("PowBackward", &[self, exponent], out, || PowBackward {
+            a: SavedTensor::new(self),
+            b: SavedTensor::new(exponent),
+            out: saved_out.expect("saved when recording"),
+            needs: [self.requires_grad(), exponent.requires_grad()],
+        })
+    }
+
+    /// Elementwise `self ^ p` for a number `p` (`x ** 2`).
+    pub fn pow_scalar(&self, p: f64) -> Tensor {
+        let out = if p == 2.0 {
+            float_map!(self, |x| x * x)
+        } else if p.fract() == 0.0 && p.abs() < 64.0 {
+            float_map!(self, |x| x.powi(p as i32))
+        } else {
+            float_map!(self, |x| x.powf(p as F))
+        };
+        record("PowBackward", &[self], out, || PowScalarBackward {
+            x: SavedTensor::new(self),
+            p,
+        })
+    }
+
+    /// Elementwise square root.
+    pub fn sqrt(&self) -> Tensor {
+        let out = float_map!(self, |x| x.sqrt());
+        let saved = self.requires_grad().then(|| SavedTensor::new(&out));
+        record("SqrtBackward", &[self], out, || UnaryBackward {
+            saved: saved.expect("saved when recording"),
+            rule: Rule::Sqrt,
+        })
+    }
+
+    /// Elementwise larger of two tensors, with broadcasting (`torch.maximum`).
+    #[track_caller]
+    pub fn maximum(&self, other: impl Operand) -> Tensor {
+        let other = &other.into_operand(self);
+        let out = float_zip!("maximum", self, other, |x, y| crate::tensor::Float::max_nan(
+            x, y
+        ))
+        .or_panic();
+        record("MaximumBackward", &[self, other], out, || MaxMinBackward {
+            a: SavedTensor::new(self),
+            b: SavedTensor::new(other),
+            is_max: true,
+        })
+    }
+
+    /// Elementwise smaller of two tensors, with broadcasting (`torch.minimum`).
+    #[track_caller]
+    pub fn minimum(&self, other: impl Operand) -> Tensor {
+        let other = &other.into_operand(self);
+        let out = float_zip!("minimum", self, other, |x, y| crate::tensor::Float::min_nan(
+            x, y
+        ))
+        .or_panic();
+        record("MinimumBackward", &[self, other], out, || MaxMinBackward {
+            a: SavedTensor::new(self),
+            b: SavedTensor::new(other),
+            is_max: false,
+        })
+    }
+}
+
+// ---------------------------------------------------------------- unary math
+
+/// The derivative rules of the one-input math ops, each from what it saved.
+enum Rule {
+    /// saved = input: d = -1
+    Neg,
+    /// saved = output: d = y
+    Exp,
+    /// saved = input: d = 1/x
+    Log,
+    /// saved = output: d = 1/(2y)
+    Sqrt,
+    /// saved = input: d = sign(x)
+    Abs,
+    /// saved = input: d = 1 where min <= x <= max
+    Clamp(Option<f64>, Option<f64>),
+}
+
+struct UnaryBackward {
+    saved: SavedTensor,
+    rule: Rule,
+}
+impl Backward for UnaryBackward {
+    fn backward(&self, g: &Tensor) -> Vec<Option<Tensor>> {
+        let s = self.saved.get();
+        let gx = match &self.rule {
+            Rule::Neg => -g,
+            Rule::Exp => g * s,
+            Rule::Log => g / s,
+            Rule::Sqrt => float_zip!("sqrt_backward", g, s, |d, y| d / (2.0 * y)).or_panic(),
+            Rule::Abs => float_zip!("abs_backward", g, s, |d, x| if x > 0.0 {
+                d
+            } else if x < 0.0 {
+                -d
+            } else {
+                0.0
+            })
+            .or_panic(),
+            Rule::Clamp(lo, hi) => {
+                let lo = lo.unwrap_or(f64::NEG_INFINITY);
+                let hi = hi.unwrap_or(f64::INFINITY);
+                float_zip!("clamp_backward", g, s, |d, x| if x >= (lo as F) && x <= (hi as F) {
+                    d
+                } else {
+                    0.0
+                })
+                .or_panic()
+            }
+        };
+        vec![Some(gx)]
+    }
+}
+
+impl Tensor {
+    fn unary(&self, name: &'static str, out: Tensor, rule: Rule, save_output: bool) -> Tensor {
+        if !needs_grad(&[self]) {
+            return out;
+        }
+        let saved = SavedTensor::new(if save_output { &out } else { self });
+        record(name, &[self], out, || UnaryBackward { saved, rule })
+    }
+
+    /// Elementwise negation.
+    pub fn neg(&self) -> Tensor {
+        if !self.dtype().is_float() {
+            return zip_int("neg", self, &Tensor::scalar(0i64), |x, _| x.wrapping_neg()).or_panic();
+        }
+        let out = float_map!(self, |x| -x);
+        self.unary("NegBackward", out, Rule::Neg, false)
+    }
+
+    /// Elementwise e^x.
+    pub fn exp(&self) -> Tensor {
+        let out = float_map!(self, |x| x.exp());
+        self.unary("ExpBackward", out, Rule::Exp, true)
+    }
+
+    /// Elementwise natural logarithm.
+    pub fn log(&self) -> Tensor {
+        let out = float_map!(self, |x| x.ln());
+        self.unary("LogBackward", out, Rule::Log, false)
+    }
+
+    /// Elementwise absolute value.
+    pub fn abs(&self) -> Tensor {
+        if self.dtype() == DType::I64 {
+            return zip_int("abs", self, &Tensor::scalar(0i64), |x, _| x.wrapping_abs()).or_panic();
+        }
+        let out = float_map!(self, |x| x.abs());
+        self.unary("AbsBackward", out, Rule::Abs, false)
+    }
+
+    /// Elementwise clamp into `[min, max]`; either bound may be `None` (`torch.clamp`).
+    pub fn clamp(&self, min: Option<f64>, max: Option<f64>) -> Tensor {
+        let lo = min.unwrap_or(f64::NEG_INFINITY);
+        let hi = max.unwrap_or(f64::INFINITY);
+        let out = float_map!(self, |x| {
+            // NaN stays NaN, as in PyTorch.
+            if x < (lo as F) {
+                lo as F
+            } else if x > (hi as F) {
+                hi as F
+            } else {
+                x
+            }
+        });
+        self.unary("ClampBackward", out, Rule::Clamp(min, max), false)
+    }
+
+    /// Clamp from below (`clamp(min=..)`).
+    pub fn clamp_min(&self, min: f64) -> Tensor {
+        self.clamp(Some(min), None)
+    }
+
+    /// Clamp from above (`clamp(max=..)`).
+    pub fn clamp_max(&self, max: f64) -> Tensor {
+        self.clamp(None, Some(max))
+    }
+
+    /// Elementwise square.
+    pub fn square(&self) -> Tensor {
+        self.pow_scalar(2.0)
+    }
+}
+
+// ---------------------------------------------------------------- comparisons and where
+
+fn compare(op: &'static str, a: &Tensor, b: &Tensor, f: fn(std::cmp::Ordering) -> bool) -> Result<Tensor> {
+    same_device(op, a, b)?;
+    let shape = broadcast_shapes(op, a.shape(), b.shape())?;
+    let dt = DType::promote(a.dtype(), b.dtype());
+    let a = cast(a, dt);
+    let b = cast(b, dt);
+    let la = a.layout().broadcast_to(&shape);
+    let lb = b.layout().broadcast_to(&shape);
+    let out = {
+        let ga = a.storage().read();
+        let gb_holder;
+        let gb = if a.shares_storage(&b) {
+            &ga
+        } else {
+            gb_holder = b.storage().read();
+            &gb_holder
+        };
+        // NaN compares unequal and unordered: every comparison but `ne` is false.
+        let cmp = |o: Option<std::cmp::Ordering>| match o {
+            Some(o) => f(o),
+            None => op == "ne",
+        };
+        match (&*ga, &**gb) {
+            (Buffer::F32(x), Buffer::F32(y)) => cpu::zip(x, &la, y, &lb, |p, q| cmp(p.partial_cmp(&q))),
+            (Buffer::F64(x), Buffer::F64(y)) => cpu::zip(x, &la, y, &lb, |p, q| cmp(p.partial_cmp(&q))),
+            (Buffer::I64(x), Buffer::I64(y)) => cpu::zip(x, &la, y, &lb, |p, q| cmp(p.partial_cmp(&q))),
+            (Buffer::Bool(x), Buffer::Bool(y)) => cpu::zip(x, &la, y, &lb, |p, q| cmp(p.partial_cmp(&q))),
+            _ => unreachable!("both operands were cast to one dtype"),
+        }
+    };
+    Ok(Tensor::from_buffer(Buffer::Bool(out), &shape, a.device()))
+}
+
+macro_rules! comparisons {
+    ($($name:ident, $sname:ident, $doc:literal, $f:expr;)*) => {
+        impl Tensor {
+            $(
+                #[doc = concat!("Elementwise `self ", $doc, " other` with broadcasting: a bool mask.")]
+                #[track_caller]
+                pub fn $name(&self, other: &Tensor) -> Tensor {
+                    compare(stringify!($name), self, other, $f).or_panic()
+                }
+                #[doc = concat!("Elementwise `self ", $doc, " value`: a bool mask.")]
+                pub fn $sname(&self, value: f64) -> Tensor {
+                    compare(stringify!($name), self, &scalar_for(self, value), $f).or_panic()
+                }
+            )*
+        }
+    };
+}
+
+comparisons! {
+    eq, eq_scalar, "==", |o| o.is_eq();
+    ne, ne_scalar, "!=", |o| o.is_ne();
+    lt, lt_scalar, "<", |o| o.is_lt();
+    le, le_scalar, "<=", |o| o.is_le();
+    gt, gt_scalar, ">", |o| o.is_gt();
+    ge, ge_scalar, ">=", |o| o.is_ge();
+}
+
+struct WhereBackward {
+    cond: Tensor,
+    a_shape: Vec<usize>,
+    b_shape: Vec<usize>,
+}
+impl Backward for WhereBackward {
+    fn backward(&self, g: &Tensor) -> Vec<Option<Tensor>> {
+        let zero = g.zeros_like();
+        let ga = sum_to(&Tensor::where_(&self.cond, g, &zero), &self.a_shape);
+        let gb = sum_to(&Tensor::where_(&self.cond, &zero, g), &self.b_shape);
+        vec![Some(ga), Some(gb)]
+    }
+}
+
+impl Tensor {
+    /// Elementwise `cond ? a : b` with broadcasting of all three (`torch.where`).
+    #[track_caller]
+    pub fn where_(cond: &Tensor, a: &Tensor, b: &Tensor) -> Tensor {
+        Self::try_where(cond, a, b).or_panic()
+    }
+
+    /// Fallible [`where_`](Self::where_).
+    pub fn try_where(cond: &Tensor, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        same_device("where", cond, a)?;
+        same_device("where", a, b)?;
+        let shape = broadcast_shapes("where", a.shape(), b.shape())?;
+        let shape = broadcast_shapes("where", cond.shape(), &shape)?;
+        let dt = DType::promote(a.dtype(), b.dtype());
+        let (ca, cb, cc) = (cast(a, dt), cast(b, dt), cast(cond, DType::Bool));
+        let (la, lb, lc) = (
+            ca.layout().broadcast_to(&shape),
+            cb.layout().broadcast_to(&shape),
+            cc.layout().broadcast_to(&shape),
+        );
+        let buf = {
+            // Copies avoid locking one storage twice when operands alias.
+            let ca = if ca.shares_storage(&cc) { ca.clone_data_nograd() } else { ca };
+            let cb = if cb.shares_storage(&cc) || cb.shares_storage(&ca) {
+                cb.clone_data_nograd()
+            } else {
+                cb
+            };
+            let (gc, ga, gb) = (cc.storage().read(), ca.storage().read(), cb.storage().read());
+            let Buffer::Bool(c) = &*gc else {
+                unreachable!("cond was cast to bool")
+            };
+            macro_rules! sel {
+                ($x:expr, $y:expr, $v:ident) => {
+                    Buffer::$v(cpu::zip3(c, &lc, $x, &la, $y, &lb, |k, p, q| if k { p } else { q }))
+                };
+            }
+            match (&*ga, &*gb) {
+                (Buffer::F32(x), Buffer::F32(y)) => sel!(x, y, F32),
+                (Buffer::F64(x), Buffer::F64(y)) => sel!(x, y, F64),
+                (Buffer::I64(x), Buffer::I64(y)) => sel!(x, y, I64),
+                (Buffer::Bool(x), Buffer::Bool(y)) => sel!(x, y, Bool),
+                _ => unreachable!("operands were cast to one dtype"),
+            }
+        };
+        let out = Tensor::from_buffer(buf, &shape, a.device());
+        Ok(record("WhereBackward", &[a, b], out, || WhereBackward {
+            cond: cond.detach(),
+            a_shape: a.shape().to_vec(),
+            b_shape: b.shape().to_vec(),
+        }))
+    }
+
+    /// A copy that records nothing (kernel plumbing).
+    pub(crate) fn clone_data_nograd(&self) -> Tensor {
+        crate::autograd::no_grad(|| self.clone_data())
+    }
+
+    /// Elementwise logical not of a mask.
+    pub fn logical_not(&self) -> Tensor {
+        self.eq_scalar(0.0)
+    }
+}
+
+// ---------------------------------------------------------------- operators
+
+macro_rules! binary_operator {
+    ($trait:ident, $method:ident, $inherent:ident) => {
+        impl $trait<&Tensor> for &Tensor {
+            type Output = Tensor;
+            #[track_caller]
+            fn $method(self, rhs: &Tensor) -> Tensor {
+                Tensor::$inherent(self, rhs)
+            }
+        }
+        impl $trait<Tensor> for Tensor {
+            type Output = Tensor;
+            #[track_caller]
+            fn $method(self, rhs: Tensor) -> Tensor {
+                Tensor::$inherent(&self, &rhs)
+            }
+        }
+        impl $trait<&Tensor> for Tensor {
+            type Output = Tensor;
+            #[track_caller]
+            fn $method(self, rhs: &Tensor) -> Tensor {
+                Tensor::$inherent(&self, rhs)
+            }
+        }
+        impl $trait<Tensor> for &Tensor {
+            type Output = Tensor;
+            #[track_caller]
+            fn $method(self, rhs: Tensor) -> Tensor {
+                Tensor::$inherent(self, &rhs)
+            }
+        }
+        impl $trait<f64> for &Tensor {
+            type Output = Tensor;
+            fn $method(self, rhs: f64) -> Tensor {
+                Tensor::$inherent(self, &scalar_for(self, rhs))
+            }
+        }
+        impl $trait<f64> for Tensor {
+            type Output = Tensor;
+            fn $method(self, rhs: f64) -> Tensor {
+                Tensor::$inherent(&self, &scalar_for(&self, rhs))
+            }
+        }
+        impl $trait<f32> for &Tensor {
+            type Output = Tensor;
+            fn $method(self, rhs: f32) -> Tensor {
+                Tensor::$inherent(self, &scalar_for(self, rhs as f64))
+            }
+        }
+        impl $trait<f32> for Tensor {
+            type Output = Tensor;
+            fn $method(self, rhs: f32) -> Tensor {
+                Tensor::$inherent(&self, &scalar_for(&self, rhs as f64))
+            }
+        }
+        impl $trait<&Tensor> for f64 {
+            type Output = Tensor;
+            fn $method(self, rhs: &Tensor) -> Tensor {
+                Tensor::$inherent(&scalar_for(rhs, self), rhs)
+            }
+        }
+        impl $trait<Tensor> for f64 {
+            type Output = Tensor;
+            fn $method(self, rhs: Tensor) -> Tensor {
+                Tensor::$inherent(&scalar_for(&rhs, self), &rhs)
+            }
+        }
+        impl $trait<&Tensor> for f32 {
+            type Output = Tensor;
+            fn $method(self, rhs: &Tensor) -> Tensor {
+                Tensor::$inherent(&scalar_for(rhs, self as f64), rhs)
+            }
+        }
+        impl $trait<Tensor> for f32 {
+            type Output = Tensor;
+            fn $method(self, rhs: Tensor) -> Tensor {
+                Tensor::$inherent(&scalar_for(&rhs, self as f64), &rhs)
+            }
+        }
+    };
+}
+
+binary_operator!(Add, add, add);
+binary_operator!(Sub, sub, sub);
+binary_operator!(Mul, mul, mul);
+binary_operator!(Div, div, div);
+
+impl Neg for &Tensor {
+    type Output = Tensor;
+    fn neg(self) -> Tensor {
+        Tensor::neg(self)
+    }
+}
+
+impl Neg for Tensor {
+    type Output = Tensor;
+    fn neg(self) -> Tensor {
+        Tensor::neg(&self)
+    }
+}

@@ -1,0 +1,227 @@
+//! In-place ops, named with a trailing `_` as in PyTorch. They write into the
+//! tensor's storage (so every view of it sees the change) and record nothing:
+//! on a tensor that requires grad they are refused outside `no_grad`.
+
+use super::elementwise::{cast, Operand};
+use crate::autograd::is_grad_enabled;
+use crate::backend::{cpu, Buffer};
+use crate::error::{Error, OrPanic, Result};
+use crate::tensor::{broadcast_shapes, DType, Tensor};
+
+impl Tensor {
+    #[track_caller]
+    fn check_inplace(&self, op: &'static str, other: Option<&Tensor>) {
+        if !is_grad_enabled() {
+            return;
+        }
+        if self.requires_grad() {
+            if self.is_leaf() {
+                panic!(
+                    "{op}: a leaf tensor that requires grad is being used in an in-place \
+                     operation. Update parameters inside no_grad, e.g. \
+                     `no_grad(|| w.sub_(&(w.grad().unwrap() * lr)))`, or write through \
+                     `w.detach()`, which shares w's storage (PyTorch's `w.data`)"
+                );
+            }
+            panic!(
+                "{op}: in-place operations on a tensor that is part of the autograd graph \
+                 (grad_fn {}) are not supported; use the out-of-place form (e.g. `x.add(..)` \
+                 for `x.add_(..)`), or detach() first",
+                self.grad_fn().unwrap_or("?")
+            );
+        }
+        if let Some(o) = other {
+            if o.requires_grad() {
+                panic!(
+                    "{op}: the source requires grad, but an in-place op on a tensor that does \
+                     not cannot record it; use the out-of-place form, or run it under no_grad"
+                );
+            }
+        }
+    }
+
+    /// The operand broadcast-checked against self's shape and cast to its dtype,
+    /// copied when it aliases self's storage.
+    fn inplace_operand(&self, op: &'static str, other: &Tensor) -> Result<Tensor> {
+        super::same_device(op, self, other)?;
+        let shape = broadcast_shapes(op, self.shape(), other.shape())?;
+        if shape != self.shape() {
+            return Err(Error::shape(
+                op,
+                format!(
+                    "output with shape {:?} doesn't match the broadcast shape {shape:?}: an \
+                     in-place op cannot grow the tensor it writes into; use the out-of-place form",
+                    self.shape()
+                ),
+            ));
+        }
+        let o = cast(other, self.dtype());
+        Ok(if o.shares_storage(self) {
+            o.clone_data_nograd()
+        } else {
+            o
+        })
+    }
+
+    #[track_caller]
+    fn update_with(
+        &self,
+        op: &'static str,
+        other: &Tensor,
+        f32f: impl Fn(f32, f32) -> f32 + Sync,
+        f64f: impl Fn(f64, f64) -> f64 + Sync,
+        i64f: Option<fn(i64, i64) -> i64>,
+    ) -> &Tensor {
+        self.check_inplace(op, Some(other));
+        let o = self.inplace_operand(op, other).or_panic();
+        let lo = o.layout().broadcast_to(self.shape());
+        let ob = o.storage().read();
+        let mut sb = self.storage().write();
+        match (&mut *sb, &*ob) {
+            (Buffer::F32(d), Buffer::F32(s)) => cpu::update(d, self.layout(), s, &lo, f32f),
+            (Buffer::F64(d), Buffer::F64(s)) => cpu::update(d, self.layout(), s, &lo, f64f),
+            (Buffer::I64(d), Buffer::I64(s)) if i64f.is_some() => {
+                cpu::update(d, self.layout(), s, &lo, i64f.expect("checked"))
+            }
+            _ => panic!(
+                "{op}: not supported for {} tensors; convert with .to_dtype(DType::F32)",
+                self.dtype()
+            ),
+        }
+        self
+    }
+
+    /// `self += other` in place (other broadcasts to self's shape; a number works too).
+    #[track_caller]
+    pub fn add_(&self, other: impl Operand) -> &Tensor {
+        let o = other.into_operand(self);
+        self.update_with("add_", &o, |x, y| x + y, |x, y| x + y, Some(i64::wrapping_add))
+    }
+
+    /// `self += alpha * other` in place: the optimizer update (`add_(other, alpha=)`).
+    ///
+    /// ```
+    /// use deriv_runtime::{no_grad, tensor};
+    /// let w = tensor![1., 1.];
+    /// w.add_scaled_(&tensor![2., 4.], -0.5);
+    /// assert_eq!(w.to_vec::<f32>(), vec![0., -1.]);
+    /// ```
+    #[track_caller]
+    pub fn add_scaled_(&self, other: &Tensor, alpha: f64) -> &Tensor {
+        let (a32, a64) = (alpha as f32, alpha);
+        self.update_with("add_", other, move |x, y| x + a32 * y, move |x, y| x + a64 * y, None)
+    }
+
+    /// `self -= other` in place.
+    #[track_caller]
+    pub fn sub_(&self, other: impl Operand) -> &Tensor {
+        let o = other.into_operand(self);
+        self.update_with("sub_", &o, |x, y| x - y, |x, y| x - y, Some(i64::wrapping_sub))
+    }
+
+    /// `self *= other` in place.
+    #[track_caller]
+    pub fn mul_(&self, other: impl Operand) -> &Tensor {
+        let o = other.into_operand(self);
+        self.update_with("mul_", &o, |x, y| x * y, |x, y| x * y, Some(i64::wrapping_mul))
+    }
+
+    /// `self /= other` in place (float tensors only, as in PyTorch).
+    #[track_caller]
+    pub fn div_(&self, other: impl Operand) -> &Tensor {
+        let o = other.into_operand(self);
+        self.update_with("div_", &o, |x, y| x / y, |x, y| x / y, None)
+    }
+
+    /// Copies `src` (broadcast to self's shape, converted to self's dtype) into self.
+    #[track_caller]
+    pub fn copy_(&self, src: &Tensor) -> &Tensor {
+        self.check_inplace("copy_", Some(src));
+        let o = self.inplace_operand("copy_", src).or_panic();
+        let lo = o.layout().broadcast_to(self.shape());
+        let ob = o.storage().read();
+        let mut sb = self.storage().write();
+        match (&mut *sb, &*ob) {
+            (Buffer::F32(d), Buffer::F32(s)) => cpu::update(d, self.layout(), s, &lo, |_, y| y),
+            (Buffer::F64(d), Buffer::F64(s)) => cpu::update(d, self.layout(), s, &lo, |_, y| y),
+            (Buffer::I64(d), Buffer::I64(s)) => cpu::update(d, self.layout(), s, &lo, |_, y| y),
+            (Buffer::Bool(d), Buffer::Bool(s)) => cpu::update(d, self.layout(), s, &lo, |_, y| y),
+            _ => unreachable!("the source was cast to self's dtype"),
+        }
+        self
+    }
+
+    /// Sets every element to `value` in place.
+    #[track_caller]
+    pub fn fill_(&self, value: f64) -> &Tensor {
+        self.check_inplace("fill_", None);
+        let mut sb = self.storage().write();
+        let l = self.layout();
+        match &mut *sb {
+            Buffer::F32(d) => cpu::update_scalar(d, l, |_| value as f32),
+            Buffer::F64(d) => cpu::update_scalar(d, l, |_| value),
+            Buffer::I64(d) => cpu::update_scalar(d, l, |_| value as i64),
+            Buffer::Bool(d) => cpu::update_scalar(d, l, |_| value != 0.0),
+        }
+        self
+    }
+
+    /// Sets every element to zero in place (`x.grad().unwrap().zero_()`).
+    #[track_caller]
+    pub fn zero_(&self) -> &Tensor {
+        self.fill_(0.0)
+    }
+
+    /// Clamps into `[min, max]` in place; either bound may be `None`.
+    #[track_caller]
+    pub fn clamp_(&self, min: Option<f64>, max: Option<f64>) -> &Tensor {
+        self.check_inplace("clamp_", None);
+        let lo = min.unwrap_or(f64::NEG_INFINITY);
+        let hi = max.unwrap_or(f64::INFINITY);
+        let mut sb = self.storage().write();
+        let l = self.layout();
+        match &mut *sb {
+            Buffer::F32(d) => cpu::update_scalar(d, l, |x| {
+                if x < lo as f32 {
+                    lo as f32
+                } else if x > hi as f32 {
+                    hi as f32
+                } else {
+                    x
+                }
+            }),
+            Buffer::F64(d) => cpu::update_scalar(d, l, |x| x.max(lo).min(hi)),
+            Buffer::I64(d) => cpu::update_scalar(d, l, |x| {
+                (x as f64).max(lo).min(hi) as i64
+            }),
+            Buffer::Bool(_) => panic!("clamp_: not supported for bool tensors"),
+        }
+        self
+    }
+
+    /// Overwrites self with uniform samples from `[low, high)` (global generator).
+    #[track_caller]
+    pub fn uniform_(&self, low: f64, high: f64) -> &Tensor {
+        let r = Tensor::rand(self.shape()).to_dtype(if self.dtype() == DType::F64 {
+            DType::F64
+        } else {
+            DType::F32
+        });
+        crate::autograd::no_grad(|| {
+            let scaled = &r * (high - low) + low;
+            self.copy_(&scaled);
+        });
+        self
+    }
+
+    /// Overwrites self with normal samples of the given mean and std (global generator).
+    #[track_caller]
+    pub fn normal_(&self, mean: f64, std: f64) -> &Tensor {
+        let r = Tensor::randn(self.shape());
+        crate::autograd::no_grad(|| {
+            let scaled = &r * std + mean;
+            self.copy_(&scaled);
+        });
+        self
+    }
+}

@@ -1,0 +1,140 @@
+//! Operations, one family per file: forward kernels, backward rules and tape
+//! nodes side by side, so each file answers "how is this op differentiated".
+
+pub(crate) mod activation;
+pub(crate) mod elementwise;
+pub(crate) mod inplace;
+pub(crate) mod matmul;
+pub(crate) mod reduce;
+pub(crate) mod shape;
+
+use crate::backend::{cpu, Buffer};
+use crate::error::{Error, Result};
+use crate::tensor::{broadcast_shapes, DType, Tensor};
+
+/// Fails unless both tensors are on the same device.
+pub(crate) fn same_device(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
+    if a.device() != b.device() {
+        return Err(Error::Device {
+            op,
+            msg: format!(
+                "expected all tensors to be on the same device, but found {} and {}; \
+                 move one with .to(&device)",
+                a.device(),
+                b.device()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// `t` as a float tensor: itself when already float, else converted to f32
+/// (integer and bool inputs to float math, as in PyTorch).
+pub(crate) fn as_float(t: &Tensor) -> Tensor {
+    if t.dtype().is_float() {
+        t.clone()
+    } else {
+        elementwise::cast(t, DType::F32)
+    }
+}
+
+/// Applies a float function elementwise; the macro [`float_map!`] writes the
+/// f32 and f64 versions from one body.
+pub(crate) fn map_float(
+    t: &Tensor,
+    f32f: impl Fn(f32) -> f32 + Sync,
+    f64f: impl Fn(f64) -> f64 + Sync,
+) -> Tensor {
+    let t = as_float(t);
+    let buf = {
+        let b = t.storage().read();
+        match &*b {
+            Buffer::F32(v) => Buffer::F32(cpu::map(v, t.layout(), f32f)),
+            Buffer::F64(v) => Buffer::F64(cpu::map(v, t.layout(), f64f)),
+            _ => unreachable!("as_float returns a float tensor"),
+        }
+    };
+    Tensor::from_buffer(buf, t.shape(), t.device())
+}
+
+/// Applies a float function of two broadcast operands elementwise, computed in
+/// their promoted float dtype.
+pub(crate) fn zip_float(
+    op: &'static str,
+    a: &Tensor,
+    b: &Tensor,
+    f32f: impl Fn(f32, f32) -> f32 + Sync,
+    f64f: impl Fn(f64, f64) -> f64 + Sync,
+) -> Result<Tensor> {
+    same_device(op, a, b)?;
+    let shape = broadcast_shapes(op, a.shape(), b.shape())?;
+    let mut dt = DType::promote(a.dtype(), b.dtype());
+    if !dt.is_float() {
+        dt = DType::F32;
+    }
+    let a = elementwise::cast(a, dt);
+    let b = elementwise::cast(b, dt);
+    let la = a.layout().broadcast_to(&shape);
+    let lb = b.layout().broadcast_to(&shape);
+    let buf = {
+        let ga = a.storage().read();
+        // The same storage on both sides (x * x) must not be locked twice.
+        let gb_holder;
+        let gb = if a.shares_storage(&b) {
+            &ga
+        } else {
+            gb_holder = b.storage().read();
+            &gb_holder
+        };
+        match (&*ga, &**gb) {
+            (Buffer::F32(x), Buffer::F32(y)) => Buffer::F32(cpu::zip(x, &la, y, &lb, f32f)),
+            (Buffer::F64(x), Buffer::F64(y)) => Buffer::F64(cpu::zip(x, &la, y, &lb, f64f)),
+            _ => unreachable!("both operands were cast to one float dtype"),
+        }
+    };
+    Ok(Tensor::from_buffer(buf, &shape, a.device()))
+}
+
+/// Writes one body for both float types: `float_map!(t, |x| x.exp())`.
+/// Inside the body `F` names the element type (`p as F`).
+macro_rules! float_map {
+    ($t:expr, |$x:ident| $body:expr) => {
+        $crate::ops::map_float(
+            $t,
+            {
+                #[allow(dead_code)]
+                type F = f32;
+                move |$x: F| -> F { $body }
+            },
+            {
+                #[allow(dead_code)]
+                type F = f64;
+                move |$x: F| -> F { $body }
+            },
+        )
+    };
+}
+
+/// Writes one body for both float types: `float_zip!("op", a, b, |x, y| x * y)`.
+/// Inside the body `F` names the element type.
+macro_rules! float_zip {
+    ($op:expr, $a:expr, $b:expr, |$x:ident, $y:ident| $body:expr) => {
+        $crate::ops::zip_float(
+            $op,
+            $a,
+            $b,
+            {
+                #[allow(dead_code)]
+                type F = f32;
+                move |$x: F, $y: F| -> F { $body }
+            },
+            {
+                #[allow(dead_code)]
+                type F = f64;
+                move |$x: F, $y: F| -> F { $body }
+            },
+        )
+    };
+}
+
+pub(crate) use {float_map, float_zip};

@@ -1,0 +1,549 @@
+//! Reductions over all elements or chosen dims: sum, mean, max/min (values and
+//! indices), argmax/argmin, var, std, and `sum_to` (the backward of broadcasting).
+
+use rayon::prelude::*;
+
+use crate::autograd::{no_grad, record, Backward, SavedTensor};
+use crate::backend::{cpu, Buffer};
+use crate::error::OrPanic;
+use crate::tensor::{norm_dim, Float, Layout, Tensor};
+
+/// One or several dimensions, negative ones counting from the end:
+/// `1`, `-1`, `[0, 2]`, `&[1, 2][..]`, `vec![0]`.
+pub trait Dims {
+    /// The dimensions as given.
+    fn to_dims(&self) -> Vec<isize>;
+}
+
+macro_rules! impl_dims {
+    ($($t:ty),*) => {$(
+        impl Dims for $t {
+            fn to_dims(&self) -> Vec<isize> {
+                vec![*self as isize]
+            }
+        }
+        impl<const N: usize> Dims for [$t; N] {
+            fn to_dims(&self) -> Vec<isize> {
+                self.iter().map(|&d| d as isize).collect()
+            }
+        }
+        impl Dims for &[$t] {
+            fn to_dims(&self) -> Vec<isize> {
+                self.iter().map(|&d| d as isize).collect()
+            }
+        }
+        impl Dims for Vec<$t> {
+            fn to_dims(&self) -> Vec<isize> {
+                self.iter().map(|&d| d as isize).collect()
+            }
+        }
+    )*};
+}
+impl_dims!(i32, i64, isize, usize);
+
+/// Normalised, sorted, de-duplicated dims; an empty list means all dims.
+#[track_caller]
+fn resolve_dims(op: &'static str, dims: &impl Dims, ndim: usize) -> Vec<usize> {
+    let given = dims.to_dims();
+    if given.is_empty() {
+        return (0..ndim).collect();
+    }
+    let mut out: Vec<usize> = given
+        .iter()
+        .map(|&d| norm_dim(op, d, ndim).or_panic())
+        .collect();
+    out.sort_unstable();
+    let before = out.len();
+    out.dedup();
+    assert!(
+        out.len() == before,
+        "{op}: dim {given:?} appears more than once in the list of dims to reduce"
+    );
+    // A 0-d tensor reduces over "dim 0" as over nothing.
+    if ndim == 0 {
+        out.clear();
+    }
+    out
+}
+
+/// The result shape with reduced dims kept as 1.
+fn keepdim_shape(shape: &[usize], dims: &[usize]) -> Vec<usize> {
+    shape
+        .iter()
+        .enumerate()
+        .map(|(i, &s)| if dims.contains(&i) { 1 } else { s })
+        .collect()
+}
+
+fn final_shape(shape: &[usize], dims: &[usize], keepdim: bool) -> Vec<usize> {
+    if keepdim {
+        keepdim_shape(shape, dims)
+    } else {
+        shape
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !dims.contains(i))
+            .map(|(_, &s)| s)
+            .collect()
+    }
+}
+
+/// Splits a layout into the kept part and the reduced part.
+fn split(l: &Layout, dims: &[usize]) -> (Layout, Layout) {
+    let mut kept = Layout {
+        shape: vec![],
+        strides: vec![],
+        offset: l.offset,
+    };
+    let mut red = Layout {
+        shape: vec![],
+        strides: vec![],
+        offset: 0,
+    };
+    for d in 0..l.ndim() {
+        let part = if dims.contains(&d) { &mut red } else { &mut kept };
+        part.shape.push(l.shape[d]);
+        part.strides.push(l.strides[d]);
+    }
+    (kept, red)
+}
+
+/// Folds every reduced block: `out[o] = finish(fold(init, elements of block o))`;
+/// `step` also receives the row-major position of the element within its block.
+fn reduce_blocks<T: Copy + Sync, Acc: Clone + Send + Sync, A: Send>(
+    src: &[T],
+    l: &Layout,
+    dims: &[usize],
+    init: Acc,
+    step: impl Fn(Acc, T, usize) -> Acc + Sync,
+    finish: impl Fn(Acc) -> A + Sync,
+) -> Vec<A> {
+    let (kept, red) = split(l, dims);
+    let n_out = kept.numel();
+    let n_red = red.numel();
+    let fold_at = |base: usize| {
+        let mut acc = init.clone();
+        let mut pos = 0;
+        cpu::walk(&red.shape, [&red.strides], [base], 0, n_red, |[o]| {
+            acc = step(acc.clone(), src[o], pos);
+            pos += 1;
+        });
+        finish(acc)
+    };
+    let fill = |start: usize, chunk: &mut [std::mem::MaybeUninit<A>]| {
+        let mut i = 0;
+        cpu::walk(&kept.shape, [&kept.strides], [kept.offset], start, chunk.len(), |[b]| {
+            chunk[i].write(fold_at(b));
+            i += 1;
+        });
+    };
+    if n_out * n_red >= cpu::PAR_THRESHOLD && n_out > 1 {
+        let per = (n_out / (4 * rayon::current_num_threads())).max(1);
+        let mut out: Vec<A> = Vec::with_capacity(n_out);
+        out.spare_capacity_mut()[..n_out]
+            .par_chunks_mut(per)
+            .enumerate()
+            .for_each(|(i, c)| fill(i * per, c));
+        // SAFETY: `fill` writes every slot of every chunk.
+        unsafe { out.set_len(n_out) };
+        out
+    } else {
+        cpu::build_vec(n_out, fill)
+    }
+}
+
+/// Sum of a contiguous slice with eight running partial sums (vectorises, and
+/// loses less precision than one running sum).
+fn sum_slice<T: Float>(s: &[T]) -> T {
+    let mut acc = [T::ZERO; 8];
+    let chunks = s.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for k in 0..8 {
+            acc[k] += c[k];
+        }
+    }
+    let mut total = T::ZERO;
+    for a in acc {
+        total += a;
+    }
+    for &x in rest {
+        total += x;
+    }
+    total
+}
+
+/// Sums over `dims` of a float buffer, with fast paths for contiguous inputs
+/// reduced over trailing dims (slices) or leading dims (rows added together).
+fn sum_float<T: Float>(src: &[T], l: &Layout, dims: &[usize]) -> Vec<T> {
+    let nd = l.ndim();
+    if l.is_contiguous() && !dims.is_empty() {
+        let n = l.numel();
+        let s = &src[l.offset..l.offset + n];
+        let k = dims.len();
+        if dims.iter().enumerate().all(|(i, &d)| d == nd - k + i) {
+            let r: usize = l.shape[nd - k..].iter().product();
+            if r == 0 {
+                return vec![T::ZERO; l.shape[..nd - k].iter().product()];
+            }
+            return if n >= cpu::PAR_THRESHOLD {
+                s.par_chunks(r).map(sum_slice).collect()
+            } else {
+                s.chunks(r).map(sum_slice).collect()
+            };
+        }
+        if dims.iter().enumerate().all(|(i, &d)| d == i) {
+            let o: usize = l.shape[k..].iter().product();
+            let mut out = vec![T::ZERO; o];
+            if o > 0 {
+                for row in s.chunks(o) {
+                    for (a, &x) in out.iter_mut().zip(row) {
+                        *a += x;
+                    }
+                }
+            }
+            return out;
+        }
+    }
+    reduce_blocks(src, l, dims, T::ZERO, |a, x, _| a + x, |a| a)
+}
+
+struct SumBackward {
+    input_shape: Vec<usize>,
+    keep_shape: Vec<usize>,
+    scale: f64,
+}
+impl Backward for SumBackward {
+    fn backward(&self, g: &Tensor) -> Vec<Option<Tensor>> {
+        let g = g.reshape(&self.keep_shape);
+        let g = if self.scale != 1.0 { &g * self.scale } else { g };
+        vec![Some(g.expand(&self.input_shape))]
+    }
+}
+
+struct SelectBackward {
+    input_shape: Vec<usize>,
+    keep_shape: Vec<usize>,
+    dim: usize,
+    indices: Tensor,
+}
+impl Backward for SelectBackward {
+    fn backward(&self, g: &Tensor) -> Vec<Option<Tensor>> {
+        // The gradient goes to the selected element of each slice.
+        let g = g.reshape(&self.keep_shape);
+        let z = Tensor::zeros_opts(&self.input_shape, &g.options());
+        vec![Some(z.scatter_add(self.dim as isize, &self.indices, &g))]
+    }
+}
+
+struct ExtremumAllBackward {
+    x: SavedTensor,
+    value: SavedTensor,
+}
+impl Backward for ExtremumAllBackward {
+    fn backward(&self, g: &Tensor) -> Vec<Option<Tensor>> {
+        // Ties share the gradient evenly, as in PyTorch.
+        let mask = self.x.get().eq(self.value.get()).to_dtype(g.dtype());
+        let count = mask.sum();
+        vec![Some(&(&mask * g) / &count)]
+    }
+}
+
+struct VarBackward {
+    x: SavedTensor,
+    dims: Vec<usize>,
+    keep_shape: Vec<usize>,
+    denom: f64,
+    /// For std: the saved output (std), since d std = d var / (2 std).
+    std: Option<SavedTensor>,
+}
+impl Backward for VarBackward {
+    fn backward(&self, g: &Tensor) -> Vec<Option<Tensor>> {
+        let x = self.x.get();
+        let centered = x - &x.mean_dim(self.dims.clone(), true);
+        let g = g.reshape(&self.keep_shape);
+        let scale = match &self.std {
+            None => &g * (2.0 / self.denom),
+            Some(s) => &g / &(s.get().reshape(&self.keep_shape) * self.denom),
+        };
+        vec![Some(&centered * &scale)]
+    }
+}
+
+impl Tensor {
+    /// Sum of all elements: a 0-d tensor (integers and bools sum to i64).
+    pub fn sum(&self) -> Tensor {
+        self.sum_dim(Vec::<isize>::new(), false)
+    }
+
+    /// Sum over `dims` (one dim or a list; negative counts from the end),
+    /// keeping them as size 1 when `keepdim`.
+    ///
+    /// ```
+    /// use deriv_runtime::tensor;
+    /// let x = tensor![[1., 2.], [3., 4.]];
+    /// assert_eq!(x.sum_dim(0, false).to_vec::<f32>(), vec![4., 6.]);
+    /// assert_eq!(x.sum_dim([0, 1], true).shape(), &[1, 1]);
+    /// ```
+    #[track_caller]
+    pub fn sum_dim(&self, dims: impl Dims, keepdim: bool) -> Tensor {
+        let dims = resolve_dims("sum", &dims, self.ndim());
+        let out_shape = final_shape(self.shape(), &dims, keepdim);
+        let l = self.layout();
+        let buf = {
+            let b = self.storage().read();
+            match &*b {
+                Buffer::F32(v) => Buffer::F32(sum_float(v, l, &dims)),
+                Buffer::F64(v) => Buffer::F64(sum_float(v, l, &dims)),
+                Buffer::I64(v) => Buffer::I64(reduce_blocks(v, l, &dims, 0i64, |a, x, _| a.wrapping_add(x), |a| a)),
+                Buffer::Bool(v) => Buffer::I64(reduce_blocks(v, l, &dims, 0i64, |a, x, _| a + x as i64, |a| a)),
+            }
+        };
+        let out = Tensor::from_buffer(buf, &out_shape, self.device());
+        record("SumBackward", &[self], out, || SumBackward {
+            input_shape: self.shape().to_vec(),
+            keep_shape: keepdim_shape(self.shape(), &dims),
+            scale: 1.0,
+        })
+    }
+
+    /// Mean of all elements: a 0-d tensor. Panics for integer tensors, as
+    /// PyTorch does: convert with `.to_dtype(DType::F32)` first.
+    pub fn mean(&self) -> Tensor {
+        self.mean_dim(Vec::<isize>::new(), false)
+    }
+
+    /// Mean over `dims`, keeping them as size 1 when `keepdim`.
+    #[track_caller]
+    pub fn mean_dim(&self, dims: impl Dims, keepdim: bool) -> Tensor {
+        assert!(
+            self.dtype().is_float(),
+            "mean: input dtype must be floating point, got {}; convert with .to_dtype(DType::F32)",
+            self.dtype()
+        );
+        let dims = resolve_dims("mean", &dims, self.ndim());
+        let count: usize = dims.iter().map(|&d| self.shape()[d]).product();
+        let out = no_grad(|| self.sum_dim(dims.clone(), keepdim)) * (1.0 / count as f64);
+        record("MeanBackward", &[self], out, || SumBackward {
+            input_shape: self.shape().to_vec(),
+            keep_shape: keepdim_shape(self.shape(), &dims),
+            scale: 1.0 / count as f64,
+        })
+    }
+
+    /// Largest or smallest element along `dim`, with its index (the first one on ties).
+    fn extremum_dim(&self, op: &'static str, dim: isize, keepdim: bool, largest: bool) -> (Tensor, Tensor) {
+        let d = norm_dim(op, dim, self.ndim()).or_panic();
+        let dims = if self.ndim() == 0 { vec![] } else { vec![d] };
+        assert!(
+            self.ndim() == 0 || self.shape()[d] > 0,
+            "{op}: cannot reduce over dimension {d} of size 0 (shape {:?})",
+            self.shape()
+        );
+        let out_shape = final_shape(self.shape(), &dims, keepdim);
+        let l = self.layout();
+        // A NaN wins (PyTorch propagates NaN); otherwise strictly better replaces.
+        fn pick<T: PartialOrd + Copy>(largest: bool) -> impl Fn((T, usize, bool), T, usize) -> (T, usize, bool) + Sync {
+            move |(best, bi, started), x, i| {
+                #[allow(clippy::eq_op)]
+                let x_nan = x != x;
+                #[allow(clippy::eq_op)]
+                let best_nan = best != best;
+                if !started || (!best_nan && (x_nan || if largest { x > best } else { x < best })) {
+                    (x, i, true)
+                } else {
+                    (best, bi, true)
+                }
+            }
+        }
+        let (values, indices): (Buffer, Vec<i64>) = {
+            let b = self.storage().read();
+            macro_rules! run {
+                ($v:expr, $variant:ident, $zero:expr) => {{
+                    let r = reduce_blocks($v, l, &dims, ($zero, 0usize, false), pick(largest), |a| a);
+                    (
+                        Buffer::$variant(r.iter().map(|a| a.0).collect()),
+                        r.iter().map(|a| a.1 as i64).collect(),
+                    )
+                }};
+            }
+            match &*b {
+                Buffer::F32(v) => run!(v, F32, 0f32),
+                Buffer::F64(v) => run!(v, F64, 0f64),
+                Buffer::I64(v) => run!(v, I64, 0i64),
+                Buffer::Bool(v) => run!(v, Bool, false),
+            }
+        };
+        let values = Tensor::from_buffer(values, &out_shape, self.device());
+        let indices = Tensor::from_vec(indices, &out_shape);
+        let keep_shape = keepdim_shape(self.shape(), &dims);
+        let name = if largest { "MaxBackward" } else { "MinBackward" };
+        let values = record(name, &[self], values, || SelectBackward {
+            input_shape: self.shape().to_vec(),
+            keep_shape: keep_shape.clone(),
+            dim: d,
+            indices: indices.reshape(&keep_shape),
+        });
+        (values, indices)
+    }
+
+    fn extremum_all(&self, largest: bool) -> Tensor {
+        assert!(
+            self.numel() > 0,
+            "{}: cannot reduce an empty tensor (shape {:?}); pass a dim with max_dim/min_dim",
+            if largest { "max" } else { "min" },
+            self.shape()
+        );
+        let flat = no_grad(|| self.reshape([self.numel()]));
+        let (v, _) = no_grad(|| flat.extremum_dim("max", 0, false, largest));
+        if !crate::autograd::needs_grad(&[self]) {
+            return v;
+        }
+        let saved_v = SavedTensor::new(&v);
+        let name = if largest { "MaxBackward" } else { "MinBackward" };
+        record(name, &[self], v, || ExtremumAllBackward {
+            x: SavedTensor::new(self),
+            value: saved_v,
+        })
+    }
+
+    /// The largest element: a 0-d tensor (NaN if any element is NaN).
+    pub fn max(&self) -> Tensor {
+        self.extremum_all(true)
+    }
+
+    /// The smallest element: a 0-d tensor.
+    pub fn min(&self) -> Tensor {
+        self.extremum_all(false)
+    }
+
+    /// Largest values along `dim` and their indices (`torch.max(x, dim)`).
+    ///
+    /// ```
+    /// use deriv_runtime::tensor;
+    /// let (v, i) = tensor![[1., 5.], [7., 2.]].max_dim(1, false);
+    /// assert_eq!(v.to_vec::<f32>(), vec![5., 7.]);
+    /// assert_eq!(i.to_vec::<i64>(), vec![1, 0]);
+    /// ```
+    #[track_caller]
+    pub fn max_dim(&self, dim: isize, keepdim: bool) -> (Tensor, Tensor) {
+        self.extremum_dim("max", dim, keepdim, true)
+    }
+
+    /// Smallest values along `dim` and their indices.
+    #[track_caller]
+    pub fn min_dim(&self, dim: isize, keepdim: bool) -> (Tensor, Tensor) {
+        self.extremum_dim("min", dim, keepdim, false)
+    }
+
+    /// Index of the largest element of the flattened tensor (0-d i64).
+    pub fn argmax(&self) -> Tensor {
+        no_grad(|| self.reshape([self.numel()]).extremum_dim("argmax", 0, false, true).1)
+    }
+
+    /// Index of the smallest element of the flattened tensor (0-d i64).
+    pub fn argmin(&self) -> Tensor {
+        no_grad(|| self.reshape([self.numel()]).extremum_dim("argmin", 0, false, false).1)
+    }
+
+    /// Indices of the largest values along `dim` (i64).
+    #[track_caller]
+    pub fn argmax_dim(&self, dim: isize, keepdim: bool) -> Tensor {
+        no_grad(|| self.extremum_dim("argmax", dim, keepdim, true).1)
+    }
+
+    /// Indices of the smallest values along `dim` (i64).
+    #[track_caller]
+    pub fn argmin_dim(&self, dim: isize, keepdim: bool) -> Tensor {
+        no_grad(|| self.extremum_dim("argmin", dim, keepdim, false).1)
+    }
+
+    fn var_impl(&self, dims: &impl Dims, correction: usize, keepdim: bool, std: bool) -> Tensor {
+        let op = if std { "std" } else { "var" };
+        assert!(
+            self.dtype().is_float(),
+            "{op}: input dtype must be floating point, got {}; convert with .to_dtype(DType::F32)",
+            self.dtype()
+        );
+        let dims = resolve_dims(op, dims, self.ndim());
+        let n: usize = dims.iter().map(|&d| self.shape()[d]).product();
+        // n <= correction gives inf/NaN, as PyTorch does (with a warning there).
+        let denom = n as f64 - correction as f64;
+        let out = no_grad(|| {
+            let centered = self - &self.mean_dim(dims.clone(), true);
+            let v = centered.square().sum_dim(dims.clone(), keepdim) * (1.0 / denom);
+            if std {
+                v.sqrt()
+            } else {
+                v
+            }
+        });
+        if !crate::autograd::needs_grad(&[self]) {
+            return out;
+        }
+        let saved_std = std.then(|| SavedTensor::new(&out));
+        let name = if std { "StdBackward" } else { "VarBackward" };
+        record(name, &[self], out, || VarBackward {
+            x: SavedTensor::new(self),
+            dims: dims.clone(),
+            keep_shape: keepdim_shape(self.shape(), &dims),
+            denom,
+            std: saved_std,
+        })
+    }
+
+    /// Unbiased variance of all elements (Bessel's correction, PyTorch's default).
+    pub fn var(&self) -> Tensor {
+        self.var_impl(&Vec::<isize>::new(), 1, false, false)
+    }
+
+    /// Variance over `dims` with `correction` (1: unbiased, 0: population).
+    #[track_caller]
+    pub fn var_dim(&self, dims: impl Dims, correction: usize, keepdim: bool) -> Tensor {
+        self.var_impl(&dims, correction, keepdim, false)
+    }
+
+    /// Unbiased standard deviation of all elements (PyTorch's default).
+    pub fn std(&self) -> Tensor {
+        self.var_impl(&Vec::<isize>::new(), 1, false, true)
+    }
+
+    /// Standard deviation over `dims` with `correction` (1: unbiased).
+    #[track_caller]
+    pub fn std_dim(&self, dims: impl Dims, correction: usize, keepdim: bool) -> Tensor {
+        self.var_impl(&dims, correction, keepdim, true)
+    }
+
+    /// Sums `self` down to `shape`, which it was broadcast from: the backward of
+    /// broadcasting, shared by every broadcasting op's gradient.
+    ///
+    /// ```
+    /// use deriv_runtime::Tensor;
+    /// let g = Tensor::ones([4, 3]);
+    /// assert_eq!(g.sum_to(&[1, 3]).to_vec::<f32>(), vec![4., 4., 4.]);
+    /// ```
+    #[track_caller]
+    pub fn sum_to(&self, shape: &[usize]) -> Tensor {
+        sum_to(self, shape)
+    }
+}
+
+/// See [`Tensor::sum_to`].
+pub(crate) fn sum_to(g: &Tensor, shape: &[usize]) -> Tensor {
+    if g.shape() == shape {
+        return g.clone();
+    }
+    let lead = g.ndim() - shape.len();
+    let mut dims: Vec<usize> = (0..lead).collect();
+    for (i, &s) in shape.iter().enumerate() {
+        if s == 1 && g.shape()[lead + i] != 1 {
+            dims.push(lead + i);
+        }
+    }
+    let summed = if dims.is_empty() {
+        g.clone()
+    } else {
+        g.sum_dim(dims, true)
+    };
+    summed.reshape(shape)
+}

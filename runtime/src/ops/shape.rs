@@ -1,0 +1,839 @@
+//! Shape ops. Views (reshape of viewable data, transpose, permute, squeeze,
+//! unsqueeze, expand, narrow/slice, split, chunk) share storage; copies
+//! (contiguous, index_select, gather, scatter_add, cat, stack) make new storage.
+
+use std::ops::{Bound, RangeBounds};
+
+use super::reduce::sum_to;
+use super::same_device;
+use crate::autograd::{needs_grad, no_grad, record, Backward};
+use crate::backend::{cpu, Buffer};
+use crate::error::{Error, OrPanic, Result};
+use crate::tensor::{contiguous_strides, norm_dim, DType, Element, Layout, Tensor};
+
+/// A target shape for `reshape`/`view`: sizes, one of which may be -1 (inferred).
+pub trait ShapeSpec {
+    /// The sizes as given, -1 meaning "infer".
+    fn to_spec(&self) -> Vec<i64>;
+}
+
+macro_rules! impl_shape_spec {
+    ($($t:ty),*) => {$(
+        impl<const N: usize> ShapeSpec for [$t; N] {
+            fn to_spec(&self) -> Vec<i64> { self.iter().map(|&d| d as i64).collect() }
+        }
+        impl<const N: usize> ShapeSpec for &[$t; N] {
+            fn to_spec(&self) -> Vec<i64> { self.iter().map(|&d| d as i64).collect() }
+        }
+        impl ShapeSpec for &[$t] {
+            fn to_spec(&self) -> Vec<i64> { self.iter().map(|&d| d as i64).collect() }
+        }
+        impl ShapeSpec for Vec<$t> {
+            fn to_spec(&self) -> Vec<i64> { self.iter().map(|&d| d as i64).collect() }
+        }
+        impl ShapeSpec for &Vec<$t> {
+            fn to_spec(&self) -> Vec<i64> { self.iter().map(|&d| d as i64).collect() }
+        }
+    )*};
+}
+impl_shape_spec!(usize, isize, i32, i64);
+
+/// Resolves a spec (with at most one -1) against `numel` elements.
+fn resolve_shape(op: &'static str, from: &[usize], spec: &[i64]) -> Result<Vec<usize>> {
+    let numel: usize = from.iter().product();
+    let infer: Vec<usize> = (0..spec.len()).filter(|&i| spec[i] == -1).collect();
+    let bad = || {
+        Error::shape(
+            op,
+            format!(
+                "shape {spec:?} is invalid for input of shape {from:?} ({numel} elements); \
+                 the new sizes must multiply to {numel} (use -1 for one size to infer it)"
+            ),
+        )
+    };
+    if infer.len() > 1 || spec.iter().any(|&d| d < -1) {
+        return Err(bad());
+    }
+    let known: usize = spec.iter().filter(|&&d| d != -1).map(|&d| d as usize).product();
+    let mut out: Vec<usize> = spec.iter().map(|&d| d.max(0) as usize).collect();
+    if let Some(&i) = infer.first() {
+        if known == 0 || numel % known != 0 {
+            return Err(bad());
+        }
+        out[i] = numel / known;
+    } else if known != numel {
+        return Err(bad());
+    }
+    Ok(out)
+}
+
+struct ReshapeBackward {
+    input_shape: Vec<usize>,
+}
+impl Backward for ReshapeBackward {
+    fn backward(&self, g: &Tensor) -> Vec<Option<Tensor>> {
+        vec![Some(g.reshape(&self.input_shape))]
+    }
+}
+
+struct PermuteBackward {
+    inverse: Vec<usize>,
+}
+impl Backward for PermuteBackward {
+    fn backward(&self, g: &Tensor) -> Vec<Option<Tensor>> {
+        vec![Some(g.permute(&self.inverse))]
+    }
+}
+
+struct ExpandBackward {
+    input_shape: Vec<usize>,
+}
+impl Backward for ExpandBackward {
+    fn backward(&self, g: &Tensor) -> Vec<Option<Tensor>> {
+        vec![Some(sum_to(g, &self.input_shape))]
+    }
+}
+
+struct SliceBackward {
+    input_shape: Vec<usize>,
+    dim: usize,
+    start: usize,
+    step: usize,
+}
+impl Backward for SliceBackward {
+    fn backward(&self, g: &Tensor) -> Vec<Option<Tensor>> {
+        let z = Tensor::zeros_opts(&self.input_shape, &g.options());
+        let len = g.shape()[self.dim];
+        let end = self.start + (len.max(1) - 1) * self.step + 1;
+        if len > 0 {
+            z.slice_step(self.dim as isize, self.start as isize..end as isize, self.step)
+                .copy_(g);
+        }
+        vec![Some(z)]
+    }
+}
+
+impl Tensor {
+    /// A view with the same storage and another layout, linked to `self` on the tape.
+    fn view_op(&self, name: &'static str, layout: Layout, back: impl Backward + 'static) -> Tensor {
+        let out = self.with_layout(layout);
+        if needs_grad(&[self]) {
+            record(name, &[self], out, || back)
+        } else {
+            out
+        }
+    }
+
+    /// The same elements in a new shape (one size may be -1): a view when the
+    /// strides allow, a copy otherwise (`torch.reshape`).
+    ///
+    /// ```
+    /// use deriv_runtime::Tensor;
+    /// let x = Tensor::arange(0., 6., 1.);
+    /// assert_eq!(x.reshape([2, -1]).shape(), &[2, 3]);
+    /// ```
+    #[track_caller]
+    pub fn reshape(&self, shape: impl ShapeSpec) -> Tensor {
+        self.try_reshape(shape).or_panic()
+    }
+
+    /// Fallible [`reshape`](Self::reshape).
+    pub fn try_reshape(&self, shape: impl ShapeSpec) -> Result<Tensor> {
+        let shape = resolve_shape("reshape", self.shape(), &shape.to_spec())?;
+        if shape == self.shape() {
+            return Ok(self.clone());
+        }
+        let src = match self.layout().view_strides(&shape) {
+            Some(_) => self.clone(),
+            None => self.contiguous(),
+        };
+        src.try_view_resolved("reshape", shape)
+    }
+
+    /// The same elements in a new shape, always sharing storage (`torch.view`);
+    /// panics when the strides don't allow it, saying to use `reshape`.
+    #[track_caller]
+    pub fn view(&self, shape: impl ShapeSpec) -> Tensor {
+        let shape = resolve_shape("view", self.shape(), &shape.to_spec()).or_panic();
+        self.try_view_resolved("view", shape).or_panic()
+    }
+
+    fn try_view_resolved(&self, op: &'static str, shape: Vec<usize>) -> Result<Tensor> {
+        let Some(strides) = self.layout().view_strides(&shape) else {
+            return Err(Error::shape(
+                op,
+                format!(
+                    "view size {shape:?} is not compatible with the input's shape {:?} and \
+                     strides {:?} (at least one dimension spans across two contiguous \
+                     subspaces); use .reshape(..) instead, or .contiguous() first",
+                    self.shape(),
+                    self.strides()
+                ),
+            ));
+        };
+        let layout = Layout {
+            shape,
+            strides,
+            offset: self.layout().offset,
+        };
+        Ok(self.view_op(
+            "ViewBackward",
+            layout,
+            ReshapeBackward {
+                input_shape: self.shape().to_vec(),
+            },
+        ))
+    }
+
+    /// Flattens dims `start..=end` into one (`torch.flatten`; `flatten(0, -1)` flattens all).
+    #[track_caller]
+    pub fn flatten(&self, start: isize, end: isize) -> Tensor {
+        if self.ndim() == 0 {
+            return self.reshape([1]);
+        }
+        let s = norm_dim("flatten", start, self.ndim()).or_panic();
+        let e = norm_dim("flatten", end, self.ndim()).or_panic();
+        assert!(s <= e, "flatten: start_dim {start} comes after end_dim {end}");
+        let mut shape: Vec<usize> = self.shape()[..s].to_vec();
+        shape.push(self.shape()[s..=e].iter().product());
+        shape.extend_from_slice(&self.shape()[e + 1..]);
+        self.reshape(shape)
+    }
+
+    /// Dims reordered: output dim i is input dim `dims[i]` (a view).
+    #[track_caller]
+    pub fn permute(&self, dims: &[usize]) -> Tensor {
+        let nd = self.ndim();
+        let mut seen = vec![false; nd];
+        assert!(
+            dims.len() == nd && dims.iter().all(|&d| d < nd && !std::mem::replace(&mut seen[d], true)),
+            "permute: {dims:?} is not a permutation of the {nd} dims of a tensor of shape {:?}",
+            self.shape()
+        );
+        let l = self.layout();
+        let layout = Layout {
+            shape: dims.iter().map(|&d| l.shape[d]).collect(),
+            strides: dims.iter().map(|&d| l.strides[d]).collect(),
+            offset: l.offset,
+        };
+        let mut inverse = vec![0; nd];
+        for (i, &d) in dims.iter().enumerate() {
+            inverse[d] = i;
+        }
+        self.view_op("PermuteBackward", layout, PermuteBackward { inverse })
+    }
+
+    /// Swaps two dims (a view).
+    #[track_caller]
+    pub fn transpose(&self, dim0: isize, dim1: isize) -> Tensor {
+        let nd = self.ndim();
+        if nd == 0 {
+            return self.clone();
+        }
+        let a = norm_dim("transpose", dim0, nd).or_panic();
+        let b = norm_dim("transpose", dim1, nd).or_panic();
+        let mut dims: Vec<usize> = (0..nd).collect();
+        dims.swap(a, b);
+        self.permute(&dims)
+    }
+
+    /// The transpose of a matrix; 0-d and 1-d tensors are returned as they are (`torch.t`).
+    #[track_caller]
+    pub fn t(&self) -> Tensor {
+        assert!(
+            self.ndim() <= 2,
+            "t: expects a tensor with <= 2 dimensions, but this one has shape {:?}; use \
+             .transpose(-2, -1) to swap the last two dims",
+            self.shape()
+        );
+        if self.ndim() < 2 {
+            self.clone()
+        } else {
+            self.transpose(0, 1)
+        }
+    }
+
+    /// Removes every size-1 dim (a view).
+    pub fn squeeze(&self) -> Tensor {
+        let shape: Vec<usize> = self.shape().iter().copied().filter(|&s| s != 1).collect();
+        self.reshape(shape)
+    }
+
+    /// Removes `dim` if it has size 1 (otherwise returns the tensor unchanged, as PyTorch).
+    #[track_caller]
+    pub fn squeeze_dim(&self, dim: isize) -> Tensor {
+        let d = norm_dim("squeeze", dim, self.ndim()).or_panic();
+        if self.ndim() == 0 || self.shape()[d] != 1 {
+            return self.clone();
+        }
+        let mut shape = self.shape().to_vec();
+        shape.remove(d);
+        self.reshape(shape)
+    }
+
+    /// Inserts a size-1 dim at `dim` (`-1` appends) (a view).
+    #[track_caller]
+    pub fn unsqueeze(&self, dim: isize) -> Tensor {
+        let d = norm_dim("unsqueeze", dim, self.ndim() + 1).or_panic();
+        let mut shape = self.shape().to_vec();
+        shape.insert(d, 1);
+        self.reshape(shape)
+    }
+
+    /// Broadcasts to a larger `shape` without copying: size-1 dims stretch and
+    /// new dims are added in front (`torch.expand`).
+    #[track_caller]
+    pub fn expand(&self, shape: impl AsRef<[usize]>) -> Tensor {
+        self.try_expand(shape).or_panic()
+    }
+
+    /// Fallible [`expand`](Self::expand).
+    pub fn try_expand(&self, shape: impl AsRef<[usize]>) -> Result<Tensor> {
+        let shape = shape.as_ref();
+        if shape == self.shape() {
+            return Ok(self.clone());
+        }
+        let ok = shape.len() >= self.ndim()
+            && self
+                .shape()
+                .iter()
+                .zip(&shape[shape.len() - self.ndim()..])
+                .all(|(&s, &t)| s == t || s == 1);
+        if !ok {
+            return Err(Error::shape(
+                "expand",
+                format!(
+                    "cannot expand shape {:?} to {shape:?}: each existing dim must equal the \
+                     target size or be 1, and new dims go in front",
+                    self.shape()
+                ),
+            ));
+        }
+        let layout = self.layout().broadcast_to(shape);
+        Ok(self.view_op(
+            "ExpandBackward",
+            layout,
+            ExpandBackward {
+                input_shape: self.shape().to_vec(),
+            },
+        ))
+    }
+
+    /// Expands to `other`'s shape.
+    #[track_caller]
+    pub fn expand_as(&self, other: &Tensor) -> Tensor {
+        self.expand(other.shape())
+    }
+
+    /// `len` elements of `dim` starting at `start` (a view; `torch.narrow`).
+    #[track_caller]
+    pub fn narrow(&self, dim: isize, start: usize, len: usize) -> Tensor {
+        let d = norm_dim("narrow", dim, self.ndim()).or_panic();
+        let size = self.shape()[d];
+        assert!(
+            start + len <= size,
+            "narrow: start ({start}) + length ({len}) exceeds dimension {d} of size {size} \
+             (shape {:?})",
+            self.shape()
+        );
+        self.slice_step(dim, start as isize..(start + len) as isize, 1)
+    }
+
+    /// The elements of `dim` in `range` (negative bounds count from the end,
+    /// out-of-range bounds are clipped, as in Python): `x.slice(1, 2..)`.
+    #[track_caller]
+    pub fn slice(&self, dim: isize, range: impl RangeBounds<isize>) -> Tensor {
+        self.slice_step(dim, range, 1)
+    }
+
+    /// [`slice`](Self::slice) taking every `step`-th element (`x[:, a:b:step]`).
+    #[track_caller]
+    pub fn slice_step(&self, dim: isize, range: impl RangeBounds<isize>, step: usize) -> Tensor {
+        assert!(step > 0, "slice: step must be positive, got 0");
+        let d = norm_dim("slice", dim, self.ndim()).or_panic();
+        let size = self.shape()[d] as isize;
+        let clip = |v: isize| if v < 0 { (v + size).max(0) } else { v.min(size) };
+        let start = match range.start_bound() {
+            Bound::Included(&s) => clip(s),
+            Bound::Excluded(&s) => clip(s + 1),
+            Bound::Unbounded => 0,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(&e) => clip(e + 1),
+            Bound::Excluded(&e) => clip(e),
+            Bound::Unbounded => size,
+        };
+        let len = if end > start { (end - start) as usize } else { 0 };
+        let start = start.min(size) as usize;
+        let l = self.layout();
+        let mut layout = l.clone();
+        layout.offset = l.offset + start * l.strides[d];
+        layout.shape[d] = len.div_ceil(step);
+        layout.strides[d] = l.strides[d] * step;
+        self.view_op(
+            "SliceBackward",
+            layout,
+            SliceBackward {
+                input_shape: self.shape().to_vec(),
+                dim: d,
+                start,
+                step,
+            },
+        )
+    }
+
+    /// The slice at `index` along `dim`, with that dim removed (`x[:, i]`; a view).
+    #[track_caller]
+    pub fn select(&self, dim: isize, index: isize) -> Tensor {
+        let d = norm_dim("select", dim, self.ndim()).or_panic();
+        let size = self.shape()[d] as isize;
+        let i = if index < 0 { index + size } else { index };
+        assert!(
+            (0..size).contains(&i),
+            "select: index {index} is out of range for dimension {d} of size {size}"
+        );
+        self.narrow(d as isize, i as usize, 1).squeeze_dim(d as isize)
+    }
+
+    /// Splits `dim` into pieces of `size` (the last may be smaller); views.
+    #[track_caller]
+    pub fn split(&self, size: usize, dim: isize) -> Vec<Tensor> {
+        assert!(size > 0, "split: split_size must be positive, got 0");
+        let d = norm_dim("split", dim, self.ndim()).or_panic();
+        let n = self.shape()[d];
+        (0..n.div_ceil(size))
+            .map(|i| self.narrow(d as isize, i * size, size.min(n - i * size)))
+            .collect()
+    }
+
+    /// Splits `dim` into pieces of the given sizes, which must add up to its size.
+    #[track_caller]
+    pub fn split_sizes(&self, sizes: &[usize], dim: isize) -> Vec<Tensor> {
+        let d = norm_dim("split", dim, self.ndim()).or_panic();
+        let n = self.shape()[d];
+        assert!(
+            sizes.iter().sum::<usize>() == n,
+            "split_with_sizes: sizes {sizes:?} must sum to the size of dimension {d} ({n})"
+        );
+        let mut start = 0;
+        sizes
+            .iter()
+            .map(|&s| {
+                let t = self.narrow(d as isize, start, s);
+                start += s;
+                t
+            })
+            .collect()
+    }
+
+    /// Splits `dim` into `chunks` nearly equal pieces (`torch.chunk`).
+    #[track_caller]
+    pub fn chunk(&self, chunks: usize, dim: isize) -> Vec<Tensor> {
+        assert!(chunks > 0, "chunk: number of chunks must be positive, got 0");
+        let d = norm_dim("chunk", dim, self.ndim()).or_panic();
+        let n = self.shape()[d];
+        self.split(n.div_ceil(chunks).max(1), dim)
+    }
+
+    /// The tensor itself when contiguous, else a contiguous copy.
+    pub fn contiguous(&self) -> Tensor {
+        if self.is_contiguous() {
+            self.clone()
+        } else {
+            self.clone_data()
+        }
+    }
+}
+
+// ---------------------------------------------------------------- gathering copies
+
+/// Outer count, dim size and inner count of a contiguous shape split at `dim`.
+fn split_at(shape: &[usize], dim: usize) -> (usize, usize, usize) {
+    (
+        shape[..dim].iter().product(),
+        shape[dim],
+        shape[dim + 1..].iter().product(),
+    )
+}
+
+/// Checks index values against `size` and returns them as usize.
+fn checked_indices(op: &'static str, index: &Tensor, size: usize, dim: usize) -> Result<Vec<usize>> {
+    if index.dtype() != DType::I64 {
+        return Err(Error::dtype(
+            op,
+            format!(
+                "index must be an i64 tensor, got {}; convert with .to_dtype(DType::I64)",
+                index.dtype()
+            ),
+        ));
+    }
+    index
+        .to_vec::<i64>()
+        .into_iter()
+        .map(|i| {
+            let j = if i < 0 { i + size as i64 } else { i };
+            if j < 0 || j >= size as i64 {
+                Err(Error::Invalid(format!(
+                    "{op}: index {i} is out of bounds for dimension {dim} with size {size}"
+                )))
+            } else {
+                Ok(j as usize)
+            }
+        })
+        .collect()
+}
+
+fn gather_rows<T: Element>(src: &[T], shape: &[usize], dim: usize, idx: &[usize]) -> Vec<T> {
+    let (outer, size, inner) = split_at(shape, dim);
+    let mut out = Vec::with_capacity(outer * idx.len() * inner);
+    for o in 0..outer {
+        for &i in idx {
+            let s = (o * size + i) * inner;
+            out.extend_from_slice(&src[s..s + inner]);
+        }
+    }
+    out
+}
+
+struct IndexSelectBackward {
+    input_shape: Vec<usize>,
+    dim: usize,
+    idx: Vec<usize>,
+}
+impl Backward for IndexSelectBackward {
+    fn backward(&self, g: &Tensor) -> Vec<Option<Tensor>> {
+        let g = g.contiguous();
+        let (outer, size, inner) = split_at(&self.input_shape, self.dim);
+        let gb = g.storage().read();
+        let off = g.layout().offset;
+        macro_rules! acc {
+            ($v:expr, $t:ty) => {{
+                let mut out = vec![<$t>::default(); outer * size * inner];
+                let src = &$v[off..];
+                for o in 0..outer {
+                    for (k, &i) in self.idx.iter().enumerate() {
+                        let s = (o * self.idx.len() + k) * inner;
+                        let d = (o * size + i) * inner;
+                        for (a, &b) in out[d..d + inner].iter_mut().zip(&src[s..s + inner]) {
+                            *a += b;
+                        }
+                    }
+                }
+                Buffer::from_vec(out)
+            }};
+        }
+        let buf = match &*gb {
+            Buffer::F32(v) => acc!(v, f32),
+            Buffer::F64(v) => acc!(v, f64),
+            _ => unreachable!("gradients are float"),
+        };
+        vec![Some(Tensor::from_buffer(buf, &self.input_shape, g.device()))]
+    }
+}
+
+/// Walks the positions of an index tensor of `ishape` and yields, for each,
+/// (row-major position, offset of the same coordinates in a contiguous tensor
+/// of `tshape` with coordinate `dim` set to zero).
+fn for_each_coord(ishape: &[usize], tshape: &[usize], dim: usize, mut f: impl FnMut(usize, usize)) {
+    let tstrides = contiguous_strides(tshape);
+    let mut masked = tstrides.clone();
+    masked[dim] = 0;
+    let n: usize = ishape.iter().product();
+    let mut pos = 0;
+    cpu::walk(ishape, [&masked], [0], 0, n, |[o]| {
+        f(pos, o);
+        pos += 1;
+    });
+}
+
+struct GatherBackward {
+    input_shape: Vec<usize>,
+    dim: usize,
+    index: Tensor,
+}
+impl Backward for GatherBackward {
+    fn backward(&self, g: &Tensor) -> Vec<Option<Tensor>> {
+        let z = Tensor::zeros_opts(&self.input_shape, &g.options());
+        vec![Some(z.scatter_add(self.dim as isize, &self.index, g))]
+    }
+}
+
+struct ScatterAddBackward {
+    dim: usize,
+    index: Tensor,
+}
+impl Backward for ScatterAddBackward {
+    fn backward(&self, g: &Tensor) -> Vec<Option<Tensor>> {
+        vec![Some(g.clone()), Some(g.gather(self.dim as isize, &self.index))]
+    }
+}
+
+fn check_index_shape(op: &'static str, input: &Tensor, index: &Tensor, dim: usize) -> Result<()> {
+    let ok = index.ndim() == input.ndim()
+        && (0..input.ndim()).all(|d| d == dim || index.shape()[d] <= input.shape()[d]);
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::shape(
+            op,
+            format!(
+                "index of shape {:?} does not fit input of shape {:?}: it needs the same \
+                 number of dims, and no larger than the input outside dim {dim}",
+                index.shape(),
+                input.shape()
+            ),
+        ))
+    }
+}
+
+impl Tensor {
+    /// The entries at `index` (1-D i64) along `dim` (`torch.index_select`).
+    ///
+    /// ```
+    /// use deriv_runtime::tensor;
+    /// let x = tensor![[1., 2.], [3., 4.], [5., 6.]];
+    /// assert_eq!(x.index_select(0, &tensor![2, 0]).to_vec::<f32>(), vec![5., 6., 1., 2.]);
+    /// ```
+    #[track_caller]
+    pub fn index_select(&self, dim: isize, index: &Tensor) -> Tensor {
+        let d = norm_dim("index_select", dim, self.ndim()).or_panic();
+        assert!(
+            index.ndim() <= 1,
+            "index_select: index must be 0-d or 1-d, got shape {:?}",
+            index.shape()
+        );
+        let idx = checked_indices("index_select", index, self.shape()[d], d).or_panic();
+        let src = self.contiguous();
+        let mut shape = self.shape().to_vec();
+        shape[d] = idx.len();
+        let buf = {
+            let b = src.storage().read();
+            let off = src.layout().offset;
+            let n = src.numel();
+            match &*b {
+                Buffer::F32(v) => Buffer::F32(gather_rows(&v[off..off + n], src.shape(), d, &idx)),
+                Buffer::F64(v) => Buffer::F64(gather_rows(&v[off..off + n], src.shape(), d, &idx)),
+                Buffer::I64(v) => Buffer::I64(gather_rows(&v[off..off + n], src.shape(), d, &idx)),
+                Buffer::Bool(v) => Buffer::Bool(gather_rows(&v[off..off + n], src.shape(), d, &idx)),
+            }
+        };
+        let out = Tensor::from_buffer(buf, &shape, self.device());
+        record("IndexSelectBackward", &[self], out, || IndexSelectBackward {
+            input_shape: self.shape().to_vec(),
+            dim: d,
+            idx,
+        })
+    }
+
+    /// `out[i][j][k] = self[i][index[i][j][k]][k]` for dim 1, and so on (`torch.gather`).
+    #[track_caller]
+    pub fn gather(&self, dim: isize, index: &Tensor) -> Tensor {
+        let d = norm_dim("gather", dim, self.ndim()).or_panic();
+        check_index_shape("gather", self, index, d).or_panic();
+        let idx = checked_indices("gather", index, self.shape()[d], d).or_panic();
+        let src = self.contiguous();
+        let dstride = contiguous_strides(src.shape())[d];
+        let buf = {
+            let b = src.storage().read();
+            let off = src.layout().offset;
+            macro_rules! g {
+                ($v:expr) => {{
+                    let mut out = Vec::with_capacity(idx.len());
+                    for_each_coord(index.shape(), src.shape(), d, |pos, o| {
+                        out.push($v[off + o + idx[pos] * dstride]);
+                    });
+                    Buffer::from_vec(out)
+                }};
+            }
+            match &*b {
+                Buffer::F32(v) => g!(v),
+                Buffer::F64(v) => g!(v),
+                Buffer::I64(v) => g!(v),
+                Buffer::Bool(v) => g!(v),
+            }
+        };
+        let out = Tensor::from_buffer(buf, index.shape(), self.device());
+        record("GatherBackward", &[self], out, || GatherBackward {
+            input_shape: self.shape().to_vec(),
+            dim: d,
+            index: index.detach(),
+        })
+    }
+
+    /// A copy of `self` with `src` added at `index` along `dim`:
+    /// `out[i][index[i][j]] += src[i][j]` for dim 1 (`torch.scatter_add`).
+    #[track_caller]
+    pub fn scatter_add(&self, dim: isize, index: &Tensor, src: &Tensor) -> Tensor {
+        let d = norm_dim("scatter_add", dim, self.ndim()).or_panic();
+        check_index_shape("scatter_add", self, index, d).or_panic();
+        assert!(
+            src.ndim() == index.ndim()
+                && index.shape().iter().zip(src.shape()).all(|(i, s)| i <= s),
+            "scatter_add: src of shape {:?} must cover index of shape {:?}",
+            src.shape(),
+            index.shape()
+        );
+        let idx = checked_indices("scatter_add", index, self.shape()[d], d).or_panic();
+        let out = no_grad(|| self.clone_data());
+        let src_c = no_grad(|| src.to_dtype(self.dtype()).contiguous());
+        let sstrides = contiguous_strides(src_c.shape());
+        let dstride = contiguous_strides(self.shape())[d];
+        {
+            let mut ob = out.storage().write();
+            let sb = src_c.storage().read();
+            let soff = src_c.layout().offset;
+            // Source offsets: index coordinates in src's (possibly larger) shape.
+            let n = index.numel();
+            let mut src_offs = Vec::with_capacity(n);
+            cpu::walk(index.shape(), [&sstrides], [soff], 0, n, |[o]| src_offs.push(o));
+            macro_rules! sc {
+                ($o:expr, $s:expr) => {
+                    for_each_coord(index.shape(), self.shape(), d, |pos, o| {
+                        $o[o + idx[pos] * dstride] += $s[src_offs[pos]];
+                    })
+                };
+            }
+            match (&mut *ob, &*sb) {
+                (Buffer::F32(o), Buffer::F32(s)) => sc!(o, s),
+                (Buffer::F64(o), Buffer::F64(s)) => sc!(o, s),
+                (Buffer::I64(o), Buffer::I64(s)) => sc!(o, s),
+                _ => panic!("scatter_add: unsupported dtype {}", self.dtype()),
+            }
+        }
+        record("ScatterAddBackward", &[self, src], out, || ScatterAddBackward {
+            dim: d,
+            index: index.detach(),
+        })
+    }
+}
+
+// ---------------------------------------------------------------- cat and stack
+
+struct CatBackward {
+    dim: usize,
+    sizes: Vec<usize>,
+}
+impl Backward for CatBackward {
+    fn backward(&self, g: &Tensor) -> Vec<Option<Tensor>> {
+        g.split_sizes(&self.sizes, self.dim as isize)
+            .into_iter()
+            .map(Some)
+            .collect()
+    }
+}
+
+fn cat_impl(name: &'static str, tensors: &[Tensor], dim: isize) -> Result<Tensor> {
+    let first = tensors.first().ok_or_else(|| {
+        Error::Invalid(format!("{}: expected a non-empty list of tensors", name_of(name)))
+    })?;
+    let nd = first.ndim();
+    let d = norm_dim("cat", dim, nd)?;
+    let mut dtype = first.dtype();
+    for (i, t) in tensors.iter().enumerate() {
+        same_device("cat", first, t)?;
+        let ok = t.ndim() == nd && (0..nd).all(|k| k == d || t.shape()[k] == first.shape()[k]);
+        if !ok {
+            return Err(Error::shape(
+                "cat",
+                format!(
+                    "sizes of tensors must match except in dimension {d}: tensor 0 has shape \
+                     {:?} but tensor {i} has shape {:?}",
+                    first.shape(),
+                    t.shape()
+                ),
+            ));
+        }
+        dtype = DType::promote(dtype, t.dtype());
+    }
+    let parts: Vec<Tensor> = no_grad(|| tensors.iter().map(|t| t.to_dtype(dtype).contiguous()).collect());
+    let sizes: Vec<usize> = tensors.iter().map(|t| t.shape()[d]).collect();
+    let mut shape = first.shape().to_vec();
+    shape[d] = sizes.iter().sum();
+    let (outer, _, inner) = split_at(&shape, d);
+    let guards: Vec<_> = parts.iter().map(|p| p.storage().read()).collect();
+    macro_rules! join {
+        ($variant:ident) => {{
+            let slices: Vec<&[_]> = guards
+                .iter()
+                .zip(&parts)
+                .map(|(g, p)| match &**g {
+                    Buffer::$variant(v) => &v[p.layout().offset..p.layout().offset + p.numel()],
+                    _ => unreachable!("parts were cast to one dtype"),
+                })
+                .collect();
+            let mut out = Vec::with_capacity(shape.iter().product());
+            for o in 0..outer {
+                for (s, &size) in slices.iter().zip(&sizes) {
+                    out.extend_from_slice(&s[o * size * inner..(o + 1) * size * inner]);
+                }
+            }
+            Buffer::$variant(out)
+        }};
+    }
+    let buf = match dtype {
+        DType::F32 => join!(F32),
+        DType::F64 => join!(F64),
+        DType::I64 => join!(I64),
+        DType::Bool => join!(Bool),
+    };
+    drop(guards);
+    let out = Tensor::from_buffer(buf, &shape, first.device());
+    let refs: Vec<&Tensor> = tensors.iter().collect();
+    Ok(record(name, &refs, out, || CatBackward { dim: d, sizes }))
+}
+
+fn name_of(node: &'static str) -> &'static str {
+    if node == "StackBackward" {
+        "stack"
+    } else {
+        "cat"
+    }
+}
+
+impl Tensor {
+    /// Joins tensors along an existing `dim` (`torch.cat`).
+    ///
+    /// ```
+    /// use deriv_runtime::{tensor, Tensor};
+    /// let c = Tensor::cat(&[tensor![[1., 2.]], tensor![[3., 4.]]], 0);
+    /// assert_eq!(c.shape(), &[2, 2]);
+    /// ```
+    #[track_caller]
+    pub fn cat(tensors: &[Tensor], dim: isize) -> Tensor {
+        Self::try_cat(tensors, dim).or_panic()
+    }
+
+    /// Fallible [`cat`](Self::cat).
+    pub fn try_cat(tensors: &[Tensor], dim: isize) -> Result<Tensor> {
+        cat_impl("CatBackward", tensors, dim)
+    }
+
+    /// Joins same-shaped tensors along a new `dim` (`torch.stack`).
+    #[track_caller]
+    pub fn stack(tensors: &[Tensor], dim: isize) -> Tensor {
+        Self::try_stack(tensors, dim).or_panic()
+    }
+
+    /// Fallible [`stack`](Self::stack).
+    pub fn try_stack(tensors: &[Tensor], dim: isize) -> Result<Tensor> {
+        let first = tensors
+            .first()
+            .ok_or_else(|| Error::Invalid("stack: expected a non-empty list of tensors".into()))?;
+        for (i, t) in tensors.iter().enumerate() {
+            if t.shape() != first.shape() {
+                return Err(Error::shape(
+                    "stack",
+                    format!(
+                        "stack expects each tensor to be equal size, but got {:?} at entry 0 \
+                         and {:?} at entry {i}",
+                        first.shape(),
+                        t.shape()
+                    ),
+                ));
+            }
+        }
+        let d = norm_dim("stack", dim, first.ndim() + 1)? as isize;
+        let parts: Vec<Tensor> = tensors.iter().map(|t| t.unsqueeze(d)).collect();
+        cat_impl("StackBackward", &parts, d)
+    }
+}

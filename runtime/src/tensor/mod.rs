@@ -1,0 +1,313 @@
+//! The `Tensor` handle: storage plus a view, a dtype, and autograd metadata.
+
+mod creation;
+mod display;
+mod dtype;
+mod layout;
+mod literal;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+pub use creation::TensorOptions;
+pub use dtype::{DType, Element, Float};
+pub(crate) use layout::{broadcast_shapes, contiguous_strides, norm_dim, Layout};
+pub use literal::TensorLiteral;
+
+use crate::autograd::GradNode;
+use crate::backend::{Buffer, Device, Storage};
+
+/// An N-dimensional array on a [`Device`], with PyTorch-style autograd.
+///
+/// A `Tensor` is a cheap handle: `clone()` copies a pointer, and views
+/// (`reshape` of contiguous data, `transpose`, `permute`, `narrow`, `expand`)
+/// share storage with the tensor they view.
+///
+/// ```
+/// use deriv_runtime::{tensor, Tensor};
+/// let x = tensor![[1., 2.], [3., 4.]].requires_grad_(true);
+/// let y = (&x * &x).sum();
+/// y.backward();
+/// assert_eq!(x.grad().unwrap().to_vec::<f32>(), vec![2., 4., 6., 8.]);
+/// ```
+#[derive(Clone)]
+pub struct Tensor(pub(crate) Arc<TensorImpl>);
+
+pub(crate) struct TensorImpl {
+    pub(crate) storage: Arc<Storage>,
+    pub(crate) layout: Layout,
+    pub(crate) dtype: DType,
+    /// The node that produced this tensor; `None` for leaves.
+    pub(crate) grad_fn: Option<Arc<GradNode>>,
+    /// Set by `requires_grad_` on leaves; non-leaves require grad through `grad_fn`.
+    pub(crate) requires_grad: AtomicBool,
+    /// The accumulated gradient of a leaf.
+    pub(crate) grad: Mutex<Option<Tensor>>,
+}
+
+impl Tensor {
+    /// A new leaf over fresh storage with a contiguous layout.
+    pub(crate) fn from_buffer(buf: Buffer, shape: &[usize], device: Device) -> Tensor {
+        debug_assert_eq!(buf.len(), shape.iter().product::<usize>());
+        let dtype = buf.dtype();
+        Tensor::from_parts(
+            Arc::new(Storage::new(buf, device)),
+            Layout::contiguous(shape),
+            dtype,
+        )
+    }
+
+    pub(crate) fn from_parts(storage: Arc<Storage>, layout: Layout, dtype: DType) -> Tensor {
+        Tensor(Arc::new(TensorImpl {
+            storage,
+            layout,
+            dtype,
+            grad_fn: None,
+            requires_grad: AtomicBool::new(false),
+            grad: Mutex::new(None),
+        }))
+    }
+
+    /// A view of the same storage with another layout (no autograd link).
+    pub(crate) fn with_layout(&self, layout: Layout) -> Tensor {
+        Tensor::from_parts(self.0.storage.clone(), layout, self.0.dtype)
+    }
+
+    pub(crate) fn layout(&self) -> &Layout {
+        &self.0.layout
+    }
+
+    pub(crate) fn storage(&self) -> &Arc<Storage> {
+        &self.0.storage
+    }
+
+    /// The size of each dimension.
+    pub fn shape(&self) -> &[usize] {
+        &self.0.layout.shape
+    }
+
+    /// PyTorch's `size()`: the same as [`shape`](Self::shape).
+    pub fn size(&self) -> &[usize] {
+        self.shape()
+    }
+
+    /// The size of dimension `dim` (negative counts from the end).
+    pub fn size_of(&self, dim: isize) -> usize {
+        let d = crate::error::OrPanic::or_panic(norm_dim("size_of", dim, self.ndim()));
+        self.shape()[d]
+    }
+
+    /// Element strides of each dimension.
+    pub fn strides(&self) -> &[usize] {
+        &self.0.layout.strides
+    }
+
+    /// The number of dimensions.
+    pub fn ndim(&self) -> usize {
+        self.0.layout.ndim()
+    }
+
+    /// PyTorch's `dim()`: the number of dimensions.
+    pub fn dim(&self) -> usize {
+        self.ndim()
+    }
+
+    /// The number of elements.
+    pub fn numel(&self) -> usize {
+        self.0.layout.numel()
+    }
+
+    /// The element type.
+    pub fn dtype(&self) -> DType {
+        self.0.dtype
+    }
+
+    /// The device holding the data.
+    pub fn device(&self) -> Device {
+        self.0.storage.device()
+    }
+
+    /// Whether the elements are laid out row-major with no gaps.
+    pub fn is_contiguous(&self) -> bool {
+        self.0.layout.is_contiguous()
+    }
+
+    /// Whether two tensors view the same storage.
+    pub fn shares_storage(&self, other: &Tensor) -> bool {
+        Arc::ptr_eq(&self.0.storage, &other.0.storage)
+    }
+
+    /// A copy on `device` (the same tensor when it is already there).
+    ///
+    /// Gradients flow back through the move, as in PyTorch.
+    pub fn to(&self, device: &Device) -> Tensor {
+        if self.device() == *device {
+            return self.clone();
+        }
+        // Only the CPU exists without the `cuda` feature, so every tensor is
+        // already on every device that can be named.
+        unreachable!("device {device} is not available in this build")
+    }
+
+    /// Copies the elements into a `Vec` in row-major order, converting to `T`.
+    ///
+    /// ```
+    /// use deriv_runtime::tensor;
+    /// assert_eq!(tensor![[1, 2], [3, 4]].t().to_vec::<i64>(), vec![1, 3, 2, 4]);
+    /// ```
+    pub fn to_vec<T: Element>(&self) -> Vec<T> {
+        let buf = self.0.storage.read();
+        let l = &self.0.layout;
+        match &*buf {
+            Buffer::F32(v) => crate::backend::cpu::map(v, l, |x| T::from_f64(x as f64)),
+            Buffer::F64(v) => crate::backend::cpu::map(v, l, T::from_f64),
+            Buffer::I64(v) => crate::backend::cpu::map(v, l, |x| T::from_f64(x as f64)),
+            Buffer::Bool(v) => crate::backend::cpu::map(v, l, |x| T::from_f64(x as u8 as f64)),
+        }
+    }
+
+    /// The single value of a one-element tensor, as f64 (PyTorch's `item()`).
+    ///
+    /// Panics when the tensor has more than one element.
+    pub fn item(&self) -> f64 {
+        assert!(
+            self.numel() == 1,
+            "item: a Tensor with {} elements (shape {:?}) cannot be converted to a scalar; \
+             reduce it first (e.g. .sum() or .mean()) or index one element",
+            self.numel(),
+            self.shape()
+        );
+        self.elem_f64(0)
+    }
+
+    /// The element at row-major position `i` of this view, as f64.
+    pub(crate) fn elem_f64(&self, i: usize) -> f64 {
+        let l = &self.0.layout;
+        let mut rem = i;
+        let mut off = l.offset;
+        for d in (0..l.ndim()).rev() {
+            off += (rem % l.shape[d]) * l.strides[d];
+            rem /= l.shape[d];
+        }
+        match &*self.0.storage.read() {
+            Buffer::F32(v) => v[off] as f64,
+            Buffer::F64(v) => v[off],
+            Buffer::I64(v) => v[off] as f64,
+            Buffer::Bool(v) => v[off] as u8 as f64,
+        }
+    }
+
+    /// A copy converted to `dtype` (the same tensor when it already has it).
+    /// Differentiable between float types.
+    pub fn to_dtype(&self, dtype: DType) -> Tensor {
+        crate::ops::elementwise::cast(self, dtype)
+    }
+
+    // ----- autograd metadata -----
+
+    /// Whether operations on this tensor are recorded for backward.
+    pub fn requires_grad(&self) -> bool {
+        self.0.grad_fn.is_some() || self.0.requires_grad.load(Ordering::Relaxed)
+    }
+
+    /// Marks a leaf as requiring grad (or not) and returns it, like PyTorch's
+    /// `requires_grad_`.
+    ///
+    /// Panics on a non-leaf, or on a tensor whose dtype cannot carry gradients.
+    pub fn requires_grad_(self, requires_grad: bool) -> Tensor {
+        self.set_requires_grad(requires_grad);
+        self
+    }
+
+    /// In-place form of [`requires_grad_`](Self::requires_grad_) on a borrowed handle.
+    pub fn set_requires_grad(&self, requires_grad: bool) {
+        assert!(
+            self.is_leaf() || requires_grad,
+            "requires_grad_: you can only change requires_grad flags of leaf tensors; \
+             use .detach() to get a leaf that shares this tensor's data"
+        );
+        assert!(
+            !requires_grad || self.dtype().is_float(),
+            "requires_grad_: only floating point tensors can require gradients, \
+             this one is {}; convert it first with .to_dtype(DType::F32)",
+            self.dtype()
+        );
+        self.0.requires_grad.store(requires_grad, Ordering::Relaxed);
+    }
+
+    /// Whether this tensor is a leaf of the graph (created by the user, not by a
+    /// recorded op).
+    pub fn is_leaf(&self) -> bool {
+        self.0.grad_fn.is_none()
+    }
+
+    /// The name of the backward node that produced this tensor
+    /// (`"MulBackward"`, `"MeanBackward"`, ...), `None` for leaves.
+    pub fn grad_fn(&self) -> Option<&'static str> {
+        self.0.grad_fn.as_ref().map(|n| n.name())
+    }
+
+    pub(crate) fn grad_node(&self) -> Option<&Arc<GradNode>> {
+        self.0.grad_fn.as_ref()
+    }
+
+    /// The accumulated gradient of a leaf, a handle sharing its storage, so
+    /// `x.grad().unwrap().zero_()` resets it as in PyTorch.
+    pub fn grad(&self) -> Option<Tensor> {
+        self.0.grad.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replaces the stored gradient (`None` drops it, like `x.grad = None`).
+    pub fn set_grad(&self, grad: Option<Tensor>) {
+        if let Some(g) = &grad {
+            assert!(
+                g.shape() == self.shape(),
+                "set_grad: assigned grad has shape {:?} but the tensor has shape {:?}",
+                g.shape(),
+                self.shape()
+            );
+        }
+        *self.0.grad.lock().unwrap_or_else(|e| e.into_inner()) = grad;
+    }
+
+    /// Zeroes the stored gradient in place, keeping its buffer for the next
+    /// backward (a no-op when there is none).
+    pub fn zero_grad(&self) {
+        if let Some(g) = self.grad() {
+            crate::autograd::no_grad(|| g.zero_());
+        }
+    }
+
+    pub(crate) fn grad_slot(&self) -> std::sync::MutexGuard<'_, Option<Tensor>> {
+        self.0.grad.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A new leaf sharing this tensor's data, cut from the graph.
+    pub fn detach(&self) -> Tensor {
+        Tensor::from_parts(
+            self.0.storage.clone(),
+            self.0.layout.clone(),
+            self.0.dtype,
+        )
+    }
+
+    /// Installs `node` as this freshly made tensor's grad_fn.
+    pub(crate) fn with_grad_fn(mut self, node: Arc<GradNode>) -> Tensor {
+        match Arc::get_mut(&mut self.0) {
+            Some(inner) => {
+                inner.grad_fn = Some(node);
+                self
+            }
+            None => {
+                let t = self.with_layout(self.0.layout.clone());
+                t.with_grad_fn(node)
+            }
+        }
+    }
+}
+
+// Tensors are handed between threads (data loaders, rayon).
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Tensor>();
+};
