@@ -763,18 +763,6 @@ macro_rules! binary_operator {
                 Tensor::$inherent(&self, &scalar_for(&self, rhs))
             }
         }
-        impl $trait<f32> for &Tensor {
-            type Output = Tensor;
-            fn $method(self, rhs: f32) -> Tensor {
-                Tensor::$inherent(self, &scalar_for(self, rhs as f64))
-            }
-        }
-        impl $trait<f32> for Tensor {
-            type Output = Tensor;
-            fn $method(self, rhs: f32) -> Tensor {
-                Tensor::$inherent(&self, &scalar_for(&self, rhs as f64))
-            }
-        }
         impl $trait<&Tensor> for f64 {
             type Output = Tensor;
             fn $method(self, rhs: &Tensor) -> Tensor {
@@ -785,18 +773,6 @@ macro_rules! binary_operator {
             type Output = Tensor;
             fn $method(self, rhs: Tensor) -> Tensor {
                 Tensor::$inherent(&scalar_for(&rhs, self), &rhs)
-            }
-        }
-        impl $trait<&Tensor> for f32 {
-            type Output = Tensor;
-            fn $method(self, rhs: &Tensor) -> Tensor {
-                Tensor::$inherent(&scalar_for(rhs, self as f64), rhs)
-            }
-        }
-        impl $trait<Tensor> for f32 {
-            type Output = Tensor;
-            fn $method(self, rhs: Tensor) -> Tensor {
-                Tensor::$inherent(&scalar_for(&rhs, self as f64), &rhs)
             }
         }
     };
