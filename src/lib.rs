@@ -1,1 +1,33 @@
+//! # deriv
+//!
+//! A Rust neural-network framework with PyTorch's tensors and autograd, and
+//! (with the `network!` macro and `#[derive(Module)]`, arriving next) backward
+//! passes derived at compile time.
+//!
+//! This facade re-exports the tensor runtime ([`deriv_runtime`]) and the
+//! macros ([`deriv_macros`]); `use deriv::prelude::*;` brings in what a model
+//! script needs.
+//!
+//! ```
+//! use deriv::prelude::*;
+//!
+//! // Example 0 of the PyTorch tutorials: minimise (x1 - 3)² + (x2 + 2)².
+//! let x1 = Tensor::scalar(0.0f32).requires_grad_(true);
+//! let x2 = Tensor::scalar(0.0f32).requires_grad_(true);
+//! for _ in 0..100 {
+//!     let f = (&x1 - 3.0).pow(2.0) + (&x2 + 2.0).pow(2.0);
+//!     f.backward();
+//!     no_grad(|| {
+//!         x1.sub_(&(x1.grad().unwrap() * 0.1));
+//!         x2.sub_(&(x2.grad().unwrap() * 0.1));
+//!     });
+//!     x1.grad().unwrap().zero_();
+//!     x2.grad().unwrap().zero_();
+//! }
+//! assert!((x1.item() - 3.0).abs() < 1e-3 && (x2.item() + 2.0).abs() < 1e-3);
+//! ```
+
 pub use deriv_runtime::*;
+
+#[doc(inline)]
+pub use deriv_runtime::tensor;

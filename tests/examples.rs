@@ -1,0 +1,35 @@
+//! The runnable examples, checked: each computes what it says it computes.
+
+#[path = "../examples/gradient_descent.rs"]
+mod gradient_descent;
+#[path = "../examples/jacobian.rs"]
+mod jacobian;
+#[path = "../examples/linear_regression.rs"]
+mod linear_regression;
+
+#[test]
+fn gradient_descent_reaches_the_minimum() {
+    let (x1, x2) = gradient_descent::descend(100, 0.1, false);
+    assert!((x1 - 3.0).abs() < 1e-3, "x1 = {x1}");
+    assert!((x2 + 2.0).abs() < 1e-3, "x2 = {x2}");
+    // With lr 0.1 each step shrinks the distance to the minimum by 0.8, so a
+    // few steps must still be far from it: the loop really is the descent.
+    let (y1, _) = gradient_descent::descend(3, 0.1, false);
+    let expected = 3.0 * (1.0 - 0.8f64.powi(3));
+    assert!((y1 - expected).abs() < 1e-5, "after 3 steps x1 = {y1}, expected {expected}");
+}
+
+#[test]
+fn linear_regression_recovers_the_true_parameters() {
+    let (w, b, w_true, b_true) = linear_regression::fit(false);
+    for (l, t) in w.iter().zip(&w_true) {
+        assert!((l - t).abs() < 0.01, "learnt {w:?}, true {w_true:?}");
+    }
+    assert!((b - b_true).abs() < 0.01, "learnt b {b}, true {b_true}");
+}
+
+#[test]
+fn vector_jacobian_products_match_the_analytic_jacobian() {
+    let err = jacobian::max_error(false);
+    assert!(err < 1e-12, "max difference {err}");
+}
