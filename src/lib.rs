@@ -31,3 +31,8 @@ pub use deriv_runtime::*;
 
 #[doc(inline)]
 pub use deriv_runtime::tensor;
+
+/// The README's code, compiled and run as a doctest so it stays true.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

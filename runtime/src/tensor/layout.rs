@@ -164,3 +164,55 @@ pub(crate) fn norm_dim(op: &'static str, dim: isize, ndim: usize) -> Result<usiz
     }
     Ok(d as usize)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::Tensor;
+
+    /// Every reshape of every permuted/sliced view must read the same elements
+    /// as reshaping a contiguous copy, whether it ends up a view or a copy.
+    #[test]
+    fn reshape_of_strided_views_matches_contiguous_copy() {
+        let base = Tensor::arange(0., 120., 1.).reshape([2, 3, 4, 5]);
+        let perms: [[usize; 4]; 4] = [[0, 1, 2, 3], [1, 0, 2, 3], [0, 1, 3, 2], [3, 2, 1, 0]];
+        let mut views_taken = 0;
+        for p in perms {
+            let v = base.permute(&p);
+            for view in [v.clone(), v.narrow(0, 0, 1), v.slice_step(1, .., 2)] {
+                let n = view.numel();
+                let expected = view.contiguous().to_vec::<f32>();
+                // Try every factorisation of n into up to three sizes.
+                for a in 1..=n {
+                    if n % a != 0 {
+                        continue;
+                    }
+                    for b in 1..=n / a {
+                        if (n / a) % b != 0 {
+                            continue;
+                        }
+                        let shape = [a, b, n / a / b];
+                        let r = view.reshape(shape);
+                        assert_eq!(r.to_vec::<f32>(), expected, "{:?} -> {shape:?}", view.shape());
+                        if r.shares_storage(&view) {
+                            views_taken += 1;
+                        }
+                    }
+                }
+            }
+        }
+        // Some of those must have been served as views, not copies.
+        assert!(views_taken > 50, "only {views_taken} reshapes were views");
+    }
+
+    #[test]
+    fn view_strides_of_merged_and_split_dims() {
+        // A transposed matrix cannot be flattened without a copy...
+        let t = Tensor::arange(0., 6., 1.).reshape([2, 3]).t();
+        assert!(t.layout().view_strides(&[6]).is_none());
+        // ...but splitting one of its dims can.
+        assert_eq!(t.layout().view_strides(&[3, 2, 1]), Some(vec![1, 3, 1]));
+        // Size-1 dims in the source are ignored.
+        let u = Tensor::zeros([4, 1, 5]).permute(&[2, 1, 0]);
+        assert_eq!(u.layout().view_strides(&[5, 4]), Some(vec![1, 5]));
+    }
+}
