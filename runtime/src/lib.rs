@@ -20,9 +20,15 @@ pub mod backend;
 mod error;
 #[cfg(feature = "ndarray")]
 mod interop;
+/// The `ndarray` crate this build converts to and from (the `ndarray` feature),
+/// re-exported so callers use the matching version.
+#[cfg(feature = "ndarray")]
+pub use ndarray;
+pub mod nn;
 mod ops;
 mod random;
 mod tensor;
+pub mod vjp;
 
 pub use autograd::{
     gradcheck, gradcheck_opts, is_grad_enabled, no_grad, set_grad_enabled, GradcheckOptions,

@@ -18,7 +18,7 @@ fn freed_graph_error() -> Error {
 }
 
 /// Adds `g` into a leaf's `.grad()`, in place when a gradient is already there.
-fn accumulate(leaf: &Tensor, g: Tensor) {
+pub(crate) fn accumulate(leaf: &Tensor, g: Tensor) {
     let g = if g.dtype() != leaf.dtype() {
         g.to_dtype(leaf.dtype())
     } else {

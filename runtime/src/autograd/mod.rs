@@ -3,7 +3,7 @@
 //! Each op's backward lives in its own op file (`ops/*.rs`) as a type
 //! implementing [`Backward`]; this module only records and walks them.
 
-mod engine;
+pub(crate) mod engine;
 mod gradcheck;
 mod mode;
 
@@ -41,6 +41,28 @@ impl GradNode {
     /// The node's name, like PyTorch's `grad_fn` (`MulBackward`).
     pub fn name(&self) -> &'static str {
         self.name
+    }
+}
+
+impl Drop for GradNode {
+    /// Unlinks the graph iteratively: dropping a long chain (an RNN over many
+    /// steps, `total = &total + &loss` in a loop) recursively would overflow the stack.
+    fn drop(&mut self) {
+        fn take(next: &mut Vec<Option<Edge>>, stack: &mut Vec<Arc<GradNode>>) {
+            for edge in next.drain(..) {
+                if let Some(Edge::Node(n)) = edge {
+                    stack.push(n);
+                }
+            }
+        }
+        let mut stack: Vec<Arc<GradNode>> = Vec::new();
+        take(&mut self.next, &mut stack);
+        while let Some(node) = stack.pop() {
+            // Only the last owner unlinks; the node then drops with no children.
+            if let Ok(mut inner) = Arc::try_unwrap(node) {
+                take(&mut inner.next, &mut stack);
+            }
+        }
     }
 }
 

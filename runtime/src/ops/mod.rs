@@ -7,6 +7,7 @@ pub(crate) mod inplace;
 pub(crate) mod matmul;
 pub(crate) mod reduce;
 pub(crate) mod shape;
+pub(crate) mod softmax;
 
 use crate::backend::{cpu, Buffer};
 use crate::error::{Error, Result};

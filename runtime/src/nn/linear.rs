@@ -1,0 +1,106 @@
+//! `Linear`: y = x·Wᵀ + b.
+
+use super::module::{accumulate_grad, join_name};
+use super::{init, Differentiable, Forward, Module};
+use crate::autograd::no_grad;
+use crate::backend::Device;
+use crate::tensor::{Tensor, TensorOptions};
+
+/// A fully connected layer, `y = x·Wᵀ + b` (`nn.Linear`): weight of shape
+/// `[out_features, in_features]`, bias `[out_features]`, both initialised from
+/// U(-1/√in, 1/√in) like PyTorch.
+///
+/// ```
+/// use deriv_runtime::nn::{Forward, Linear};
+/// use deriv_runtime::{Device, Tensor};
+/// let fc = Linear::new(784, 10, &Device::Cpu);
+/// let y = fc.forward(&Tensor::randn([64, 784]));
+/// assert_eq!(y.shape(), &[64, 10]);
+/// ```
+pub struct Linear {
+    /// `[out_features, in_features]`.
+    pub weight: Tensor,
+    /// `[out_features]`, if the layer has one.
+    pub bias: Option<Tensor>,
+}
+
+impl Linear {
+    /// A layer with a bias, its parameters created on `device`.
+    pub fn new(in_features: usize, out_features: usize, device: &Device) -> Self {
+        Self::with_bias(in_features, out_features, true, device)
+    }
+
+    /// A layer with or without a bias.
+    pub fn with_bias(in_features: usize, out_features: usize, bias: bool, device: &Device) -> Self {
+        let opts = TensorOptions::new().device(device);
+        let weight = Tensor::zeros_opts([out_features, in_features], &opts);
+        init::kaiming_uniform_(&weight, 5f64.sqrt());
+        let bias = bias.then(|| {
+            let b = Tensor::zeros_opts([out_features], &opts);
+            let bound = if in_features > 0 {
+                1.0 / (in_features as f64).sqrt()
+            } else {
+                0.0
+            };
+            init::uniform_(&b, -bound, bound);
+            b.requires_grad_(true)
+        });
+        Linear {
+            weight: weight.requires_grad_(true),
+            bias,
+        }
+    }
+
+    /// Inputs per sample.
+    pub fn in_features(&self) -> usize {
+        self.weight.shape()[1]
+    }
+
+    /// Outputs per sample.
+    pub fn out_features(&self) -> usize {
+        self.weight.shape()[0]
+    }
+}
+
+impl Module for Linear {
+    fn visit_parameters(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor)) {
+        f(&join_name(prefix, "weight"), &self.weight);
+        if let Some(b) = &self.bias {
+            f(&join_name(prefix, "bias"), b);
+        }
+    }
+
+    fn visit_parameters_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Tensor)) {
+        f(&join_name(prefix, "weight"), &mut self.weight);
+        if let Some(b) = &mut self.bias {
+            f(&join_name(prefix, "bias"), b);
+        }
+    }
+}
+
+impl Forward for Linear {
+    fn forward(&self, x: &Tensor) -> Tensor {
+        super::functional::linear(x, &self.weight, self.bias.as_ref())
+    }
+}
+
+impl Differentiable for Linear {
+    /// The input.
+    type Saved = Tensor;
+
+    fn forward_train(&self, x: &Tensor) -> (Tensor, Tensor) {
+        let y = no_grad(|| self.forward(x));
+        (y, x.detach())
+    }
+
+    fn backward(&self, x: Tensor, grad_out: &Tensor, input_grad: bool) -> Option<Tensor> {
+        no_grad(|| {
+            let (dx, dw, db) = crate::vjp::linear(grad_out, &x, &self.weight, input_grad);
+            accumulate_grad(&self.weight, dw);
+            if let Some(b) = &self.bias {
+                accumulate_grad(b, db);
+            }
+            dx
+        })
+    }
+}

@@ -1,0 +1,21 @@
+//! Neural-network building blocks: the [`Module`] trait, layers, and their
+//! functional forms in [`functional`].
+//!
+//! Every layer works on both paths: [`Forward::forward`] runs recorded ops (so
+//! `loss.backward()` reaches the parameters through the tape), and
+//! [`Differentiable`] gives the compile-time path a forward that saves only what
+//! backward needs and a backward that adds into the parameters' `.grad()`.
+
+mod activation;
+#[doc(hidden)]
+pub mod dsl;
+pub mod functional;
+pub mod init;
+mod linear;
+mod module;
+mod sequential;
+
+pub use activation::{Dropout, Flatten, Identity, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh};
+pub use linear::Linear;
+pub use module::{accumulate_grad, join_name, Differentiable, Forward, Module};
+pub use sequential::Sequential;

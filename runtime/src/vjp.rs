@@ -1,0 +1,174 @@
+//! The gradient rules, one function per op: given what the forward saved and
+//! dL/d(output), the gradient of each input.
+//!
+//! The tape's nodes and the code `network!` generates at compile time call
+//! these same functions, so the two ways to differentiate agree by
+//! construction. `need` flags skip the work for inputs that need no gradient.
+
+use crate::tensor::Tensor;
+
+pub use crate::ops::activation::{
+    relu_backward as relu, sigmoid_backward as sigmoid, tanh_backward as tanh,
+};
+pub use crate::ops::softmax::{log_softmax_backward as log_softmax, softmax_backward as softmax};
+
+/// Sums `g` down to `shape`, which it was broadcast from: the rule shared by
+/// every broadcasting op.
+pub fn sum_to(g: &Tensor, shape: &[usize]) -> Tensor {
+    crate::ops::reduce::sum_to(g, shape)
+}
+
+/// `a + b` with broadcasting: each side gets `g` summed to its shape.
+pub fn add(g: &Tensor, a_shape: &[usize], b_shape: &[usize]) -> (Tensor, Tensor) {
+    (sum_to(g, a_shape), sum_to(g, b_shape))
+}
+
+/// `a - b` with broadcasting.
+pub fn sub(g: &Tensor, a_shape: &[usize], b_shape: &[usize]) -> (Tensor, Tensor) {
+    (sum_to(g, a_shape), -&sum_to(g, b_shape))
+}
+
+/// `a * b` with broadcasting: `da = g·b`, `db = g·a`, each summed to its shape.
+pub fn mul(
+    g: &Tensor,
+    a: &Tensor,
+    b: &Tensor,
+    need: [bool; 2],
+) -> (Option<Tensor>, Option<Tensor>) {
+    (
+        need[0].then(|| sum_to(&(g * b), a.shape())),
+        need[1].then(|| sum_to(&(g * a), b.shape())),
+    )
+}
+
+/// `a / b` with broadcasting: `da = g / b`, `db = -g·a / b²`.
+pub fn div(
+    g: &Tensor,
+    a: &Tensor,
+    b: &Tensor,
+    need: [bool; 2],
+) -> (Option<Tensor>, Option<Tensor>) {
+    (
+        need[0].then(|| sum_to(&(g / b), a.shape())),
+        need[1].then(|| sum_to(&(-(g * a) / (b * b)), b.shape())),
+    )
+}
+
+/// `-x`.
+pub fn neg(g: &Tensor) -> Tensor {
+    -g
+}
+
+/// `y = exp(x)`, from the output: `g·y`.
+pub fn exp(y: &Tensor, g: &Tensor) -> Tensor {
+    g * y
+}
+
+/// `log(x)`, from the input: `g / x`.
+pub fn log(x: &Tensor, g: &Tensor) -> Tensor {
+    g / x
+}
+
+/// `y = sqrt(x)`, from the output: `g / (2y)`.
+pub fn sqrt(y: &Tensor, g: &Tensor) -> Tensor {
+    g / &(y * 2.0)
+}
+
+/// `x^p` for a number p: `g·p·x^(p-1)`.
+pub fn pow_scalar(x: &Tensor, p: f64, g: &Tensor) -> Tensor {
+    if p == 0.0 {
+        g.zeros_like()
+    } else {
+        g * &(x.pow_scalar(p - 1.0) * p)
+    }
+}
+
+/// `a @ b` (`torch.matmul` rules, batched and 1-D included).
+pub fn matmul(
+    g: &Tensor,
+    a: &Tensor,
+    b: &Tensor,
+    need: [bool; 2],
+) -> (Option<Tensor>, Option<Tensor>) {
+    let a2 = if a.ndim() == 1 {
+        a.unsqueeze(0)
+    } else {
+        a.clone()
+    };
+    let b2 = if b.ndim() == 1 {
+        b.unsqueeze(1)
+    } else {
+        b.clone()
+    };
+    // The gradient in the promoted (at least 2-D) output shape.
+    let (an, bn) = (a2.ndim(), b2.ndim());
+    let mut gshape =
+        crate::tensor::broadcast_shapes("matmul", &a2.shape()[..an - 2], &b2.shape()[..bn - 2])
+            .expect("shapes were checked by the forward matmul");
+    gshape.extend([a2.shape()[an - 2], b2.shape()[bn - 1]]);
+    let g2 = g.reshape(&gshape);
+    (
+        need[0].then(|| sum_to(&g2.matmul(&b2.transpose(-2, -1)), a2.shape()).reshape(a.shape())),
+        need[1].then(|| sum_to(&a2.transpose(-2, -1).matmul(&g2), b2.shape()).reshape(b.shape())),
+    )
+}
+
+/// Any reshape (`reshape`, `view`, `flatten`, `squeeze`, `unsqueeze`): back to the input shape.
+pub fn reshape(g: &Tensor, input_shape: &[usize]) -> Tensor {
+    g.reshape(input_shape)
+}
+
+/// `transpose(d0, d1)`: the same swap.
+pub fn transpose(g: &Tensor, d0: isize, d1: isize) -> Tensor {
+    g.transpose(d0, d1)
+}
+
+/// A sum over `dims` (empty: all) of an input of `input_shape`: `g` broadcast back.
+pub fn sum(g: &Tensor, input_shape: &[usize], dims: &[isize], keepdim: bool) -> Tensor {
+    let nd = input_shape.len() as isize;
+    let mut keep: Vec<usize> = input_shape.to_vec();
+    if dims.is_empty() {
+        keep.iter_mut().for_each(|s| *s = 1);
+    } else {
+        for &d in dims {
+            keep[(if d < 0 { d + nd } else { d }) as usize] = 1;
+        }
+    }
+    let _ = keepdim; // the keepdim shape is rebuilt from dims either way
+    g.reshape(&keep).expand(input_shape)
+}
+
+/// A mean over `dims` (empty: all): the sum's rule divided by the count.
+pub fn mean(g: &Tensor, input_shape: &[usize], dims: &[isize], keepdim: bool) -> Tensor {
+    let nd = input_shape.len() as isize;
+    let count: usize = if dims.is_empty() {
+        input_shape.iter().product()
+    } else {
+        dims.iter()
+            .map(|&d| input_shape[(if d < 0 { d + nd } else { d }) as usize])
+            .product()
+    };
+    sum(&(g * (1.0 / count as f64)), input_shape, dims, keepdim)
+}
+
+/// `y = x·Wᵀ + b` (a Linear layer): returns (dx if needed, dW, db).
+pub fn linear(
+    g: &Tensor,
+    x: &Tensor,
+    w: &Tensor,
+    need_x: bool,
+) -> (Option<Tensor>, Tensor, Tensor) {
+    // Fold leading batch dims so dW is one matrix product.
+    let out = w.shape()[0];
+    let g2 = g.reshape([-1, out as i64]);
+    let x2 = x.reshape([-1, w.shape()[1] as i64]);
+    let dw = g2.t().matmul(&x2);
+    let db = g2.sum_dim(0, false);
+    let dx = need_x.then(|| g.matmul(w));
+    (dx, dw, db)
+}
+
+/// Dropout with the kept-and-scaled mask it applied: `g·mask`.
+pub fn dropout(mask: &Tensor, g: &Tensor) -> Tensor {
+    g * mask
+}
