@@ -144,7 +144,8 @@ pub fn gradcheck_opts(
             let err = (analytic[j] - numerical).abs();
             let tol = opts.atol + opts.rtol * numerical.abs();
             let ratio = err / tol;
-            if !(err <= tol) {
+            // A NaN on either side fails the check.
+            if err.is_nan() || tol.is_nan() || err > tol {
                 report.passed = false;
             }
             // NaN ratios count as the worst.

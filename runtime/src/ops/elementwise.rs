@@ -188,8 +188,14 @@ struct MulBackward {
 impl Backward for MulBackward {
     fn backward(&self, g: &Tensor) -> Vec<Option<Tensor>> {
         // d(a*b)/da = b, saved only when a needs a gradient (and vice versa).
-        let ga = self.b.as_ref().map(|b| sum_to(&(g * b.get()), &self.a_shape));
-        let gb = self.a.as_ref().map(|a| sum_to(&(g * a.get()), &self.b_shape));
+        let ga = self
+            .b
+            .as_ref()
+            .map(|b| sum_to(&(g * b.get()), &self.a_shape));
+        let gb = self
+            .a
+            .as_ref()
+            .map(|a| sum_to(&(g * a.get()), &self.b_shape));
         vec![ga, gb]
     }
 }
@@ -322,12 +328,9 @@ impl Backward for PowBackward {
         });
         let gb = self.needs[1].then(|| {
             // d(a^b)/db = a^b ln a, taken as 0 where a = 0 and b >= 0 (PyTorch's choice).
-            let d = float_zip!("pow_backward", out, a, |o, x| if x == 0.0 {
-                0.0
-            } else {
-                o * x.ln()
-            })
-            .or_panic();
+            let d = float_zip!("pow_backward", out, a, |o, x| o * x.ln()).or_panic();
+            let zero_base = Tensor::where_(&a.eq_scalar(0.0), &b.ge_scalar(0.0), &Tensor::scalar(false));
+            let d = Tensor::where_(&zero_base, &d.zeros_like(), &d);
             sum_to(&(g * &d), b.shape())
         });
         vec![ga, gb]
@@ -427,9 +430,12 @@ impl Tensor {
     #[track_caller]
     pub fn maximum(&self, other: impl Operand) -> Tensor {
         let other = &other.into_operand(self);
-        let out = float_zip!("maximum", self, other, |x, y| crate::tensor::Float::max_nan(
-            x, y
-        ))
+        let out = float_zip!(
+            "maximum",
+            self,
+            other,
+            |x, y| crate::tensor::Float::max_nan(x, y)
+        )
         .or_panic();
         record("MaximumBackward", &[self, other], out, || MaxMinBackward {
             a: SavedTensor::new(self),
@@ -442,9 +448,12 @@ impl Tensor {
     #[track_caller]
     pub fn minimum(&self, other: impl Operand) -> Tensor {
         let other = &other.into_operand(self);
-        let out = float_zip!("minimum", self, other, |x, y| crate::tensor::Float::min_nan(
-            x, y
-        ))
+        let out = float_zip!(
+            "minimum",
+            self,
+            other,
+            |x, y| crate::tensor::Float::min_nan(x, y)
+        )
         .or_panic();
         record("MinimumBackward", &[self, other], out, || MaxMinBackward {
             a: SavedTensor::new(self),
@@ -495,11 +504,16 @@ impl Backward for UnaryBackward {
             Rule::Clamp(lo, hi) => {
                 let lo = lo.unwrap_or(f64::NEG_INFINITY);
                 let hi = hi.unwrap_or(f64::INFINITY);
-                float_zip!("clamp_backward", g, s, |d, x| if x >= (lo as F) && x <= (hi as F) {
-                    d
-                } else {
-                    0.0
-                })
+                float_zip!(
+                    "clamp_backward",
+                    g,
+                    s,
+                    |d, x| if x >= (lo as F) && x <= (hi as F) {
+                        d
+                    } else {
+                        0.0
+                    }
+                )
                 .or_panic()
             }
         };
@@ -581,7 +595,12 @@ impl Tensor {
 
 // ---------------------------------------------------------------- comparisons and where
 
-fn compare(op: &'static str, a: &Tensor, b: &Tensor, f: fn(std::cmp::Ordering) -> bool) -> Result<Tensor> {
+fn compare(
+    op: &'static str,
+    a: &Tensor,
+    b: &Tensor,
+    f: fn(std::cmp::Ordering) -> bool,
+) -> Result<Tensor> {
     same_device(op, a, b)?;
     let shape = broadcast_shapes(op, a.shape(), b.shape())?;
     let dt = DType::promote(a.dtype(), b.dtype());
@@ -604,10 +623,18 @@ fn compare(op: &'static str, a: &Tensor, b: &Tensor, f: fn(std::cmp::Ordering) -
             None => op == "ne",
         };
         match (&*ga, &**gb) {
-            (Buffer::F32(x), Buffer::F32(y)) => cpu::zip(x, &la, y, &lb, |p, q| cmp(p.partial_cmp(&q))),
-            (Buffer::F64(x), Buffer::F64(y)) => cpu::zip(x, &la, y, &lb, |p, q| cmp(p.partial_cmp(&q))),
-            (Buffer::I64(x), Buffer::I64(y)) => cpu::zip(x, &la, y, &lb, |p, q| cmp(p.partial_cmp(&q))),
-            (Buffer::Bool(x), Buffer::Bool(y)) => cpu::zip(x, &la, y, &lb, |p, q| cmp(p.partial_cmp(&q))),
+            (Buffer::F32(x), Buffer::F32(y)) => {
+                cpu::zip(x, &la, y, &lb, |p, q| cmp(p.partial_cmp(&q)))
+            }
+            (Buffer::F64(x), Buffer::F64(y)) => {
+                cpu::zip(x, &la, y, &lb, |p, q| cmp(p.partial_cmp(&q)))
+            }
+            (Buffer::I64(x), Buffer::I64(y)) => {
+                cpu::zip(x, &la, y, &lb, |p, q| cmp(p.partial_cmp(&q)))
+            }
+            (Buffer::Bool(x), Buffer::Bool(y)) => {
+                cpu::zip(x, &la, y, &lb, |p, q| cmp(p.partial_cmp(&q)))
+            }
             _ => unreachable!("both operands were cast to one dtype"),
         }
     };
@@ -642,15 +669,16 @@ comparisons! {
 }
 
 struct WhereBackward {
-    cond: Tensor,
+    cond: SavedTensor,
     a_shape: Vec<usize>,
     b_shape: Vec<usize>,
 }
 impl Backward for WhereBackward {
     fn backward(&self, g: &Tensor) -> Vec<Option<Tensor>> {
         let zero = g.zeros_like();
-        let ga = sum_to(&Tensor::where_(&self.cond, g, &zero), &self.a_shape);
-        let gb = sum_to(&Tensor::where_(&self.cond, &zero, g), &self.b_shape);
+        let cond = self.cond.get();
+        let ga = sum_to(&Tensor::where_(cond, g, &zero), &self.a_shape);
+        let gb = sum_to(&Tensor::where_(cond, &zero, g), &self.b_shape);
         vec![Some(ga), Some(gb)]
     }
 }
@@ -677,19 +705,35 @@ impl Tensor {
         );
         let buf = {
             // Copies avoid locking one storage twice when operands alias.
-            let ca = if ca.shares_storage(&cc) { ca.clone_data_nograd() } else { ca };
+            let ca = if ca.shares_storage(&cc) {
+                ca.clone_data_nograd()
+            } else {
+                ca
+            };
             let cb = if cb.shares_storage(&cc) || cb.shares_storage(&ca) {
                 cb.clone_data_nograd()
             } else {
                 cb
             };
-            let (gc, ga, gb) = (cc.storage().read(), ca.storage().read(), cb.storage().read());
+            let (gc, ga, gb) = (
+                cc.storage().read(),
+                ca.storage().read(),
+                cb.storage().read(),
+            );
             let Buffer::Bool(c) = &*gc else {
                 unreachable!("cond was cast to bool")
             };
             macro_rules! sel {
                 ($x:expr, $y:expr, $v:ident) => {
-                    Buffer::$v(cpu::zip3(c, &lc, $x, &la, $y, &lb, |k, p, q| if k { p } else { q }))
+                    Buffer::$v(cpu::zip3(
+                        c,
+                        &lc,
+                        $x,
+                        &la,
+                        $y,
+                        &lb,
+                        |k, p, q| if k { p } else { q },
+                    ))
                 };
             }
             match (&*ga, &*gb) {
@@ -702,7 +746,7 @@ impl Tensor {
         };
         let out = Tensor::from_buffer(buf, &shape, a.device());
         Ok(record("WhereBackward", &[a, b], out, || WhereBackward {
-            cond: cond.detach(),
+            cond: SavedTensor::new(cond),
             a_shape: a.shape().to_vec(),
             b_shape: b.shape().to_vec(),
         }))

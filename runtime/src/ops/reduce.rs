@@ -101,7 +101,11 @@ fn split(l: &Layout, dims: &[usize]) -> (Layout, Layout) {
         offset: 0,
     };
     for d in 0..l.ndim() {
-        let part = if dims.contains(&d) { &mut red } else { &mut kept };
+        let part = if dims.contains(&d) {
+            &mut red
+        } else {
+            &mut kept
+        };
         part.shape.push(l.shape[d]);
         part.strides.push(l.strides[d]);
     }
@@ -132,10 +136,17 @@ fn reduce_blocks<T: Copy + Sync, Acc: Clone + Send + Sync, A: Send>(
     };
     let fill = |start: usize, chunk: &mut [std::mem::MaybeUninit<A>]| {
         let mut i = 0;
-        cpu::walk(&kept.shape, [&kept.strides], [kept.offset], start, chunk.len(), |[b]| {
-            chunk[i].write(fold_at(b));
-            i += 1;
-        });
+        cpu::walk(
+            &kept.shape,
+            [&kept.strides],
+            [kept.offset],
+            start,
+            chunk.len(),
+            |[b]| {
+                chunk[i].write(fold_at(b));
+                i += 1;
+            },
+        );
     };
     if n_out * n_red >= cpu::PAR_THRESHOLD && n_out > 1 {
         let per = (n_out / (4 * rayon::current_num_threads())).max(1);
@@ -216,7 +227,11 @@ struct SumBackward {
 impl Backward for SumBackward {
     fn backward(&self, g: &Tensor) -> Vec<Option<Tensor>> {
         let g = g.reshape(&self.keep_shape);
-        let g = if self.scale != 1.0 { &g * self.scale } else { g };
+        let g = if self.scale != 1.0 {
+            &g * self.scale
+        } else {
+            g
+        };
         vec![Some(g.expand(&self.input_shape))]
     }
 }
@@ -225,14 +240,22 @@ struct SelectBackward {
     input_shape: Vec<usize>,
     keep_shape: Vec<usize>,
     dim: usize,
-    indices: Tensor,
+    indices: SavedTensor,
 }
 impl Backward for SelectBackward {
     fn backward(&self, g: &Tensor) -> Vec<Option<Tensor>> {
         // The gradient goes to the selected element of each slice.
         let g = g.reshape(&self.keep_shape);
+        if self.input_shape.is_empty() {
+            // A 0-d input is its own extremum.
+            return vec![Some(g)];
+        }
         let z = Tensor::zeros_opts(&self.input_shape, &g.options());
-        vec![Some(z.scatter_add(self.dim as isize, &self.indices, &g))]
+        vec![Some(z.scatter_add(
+            self.dim as isize,
+            self.indices.get(),
+            &g,
+        ))]
     }
 }
 
@@ -264,7 +287,12 @@ impl Backward for VarBackward {
         let g = g.reshape(&self.keep_shape);
         let scale = match &self.std {
             None => &g * (2.0 / self.denom),
-            Some(s) => &g / &(s.get().reshape(&self.keep_shape) * self.denom),
+            Some(s) => {
+                // Where std is 0 the gradient is 0, not 0/0 (PyTorch masks it too).
+                let s = s.get().reshape(&self.keep_shape);
+                let scale = &g / &(&s * self.denom);
+                Tensor::where_(&s.eq_scalar(0.0), &scale.zeros_like(), &scale)
+            }
         };
         vec![Some(&centered * &scale)]
     }
@@ -295,8 +323,22 @@ impl Tensor {
             match &*b {
                 Buffer::F32(v) => Buffer::F32(sum_float(v, l, &dims)),
                 Buffer::F64(v) => Buffer::F64(sum_float(v, l, &dims)),
-                Buffer::I64(v) => Buffer::I64(reduce_blocks(v, l, &dims, 0i64, |a, x, _| a.wrapping_add(x), |a| a)),
-                Buffer::Bool(v) => Buffer::I64(reduce_blocks(v, l, &dims, 0i64, |a, x, _| a + x as i64, |a| a)),
+                Buffer::I64(v) => Buffer::I64(reduce_blocks(
+                    v,
+                    l,
+                    &dims,
+                    0i64,
+                    |a, x, _| a.wrapping_add(x),
+                    |a| a,
+                )),
+                Buffer::Bool(v) => Buffer::I64(reduce_blocks(
+                    v,
+                    l,
+                    &dims,
+                    0i64,
+                    |a, x, _| a + x as i64,
+                    |a| a,
+                )),
             }
         };
         let out = Tensor::from_buffer(buf, &out_shape, self.device());
@@ -332,7 +374,13 @@ impl Tensor {
     }
 
     /// Largest or smallest element along `dim`, with its index (the first one on ties).
-    fn extremum_dim(&self, op: &'static str, dim: isize, keepdim: bool, largest: bool) -> (Tensor, Tensor) {
+    fn extremum_dim(
+        &self,
+        op: &'static str,
+        dim: isize,
+        keepdim: bool,
+        largest: bool,
+    ) -> (Tensor, Tensor) {
         let d = norm_dim(op, dim, self.ndim()).or_panic();
         let dims = if self.ndim() == 0 { vec![] } else { vec![d] };
         assert!(
@@ -343,7 +391,9 @@ impl Tensor {
         let out_shape = final_shape(self.shape(), &dims, keepdim);
         let l = self.layout();
         // A NaN wins (PyTorch propagates NaN); otherwise strictly better replaces.
-        fn pick<T: PartialOrd + Copy>(largest: bool) -> impl Fn((T, usize, bool), T, usize) -> (T, usize, bool) + Sync {
+        fn pick<T: PartialOrd + Copy>(
+            largest: bool,
+        ) -> impl Fn((T, usize, bool), T, usize) -> (T, usize, bool) + Sync {
             move |(best, bi, started), x, i| {
                 #[allow(clippy::eq_op)]
                 let x_nan = x != x;
@@ -360,7 +410,8 @@ impl Tensor {
             let b = self.storage().read();
             macro_rules! run {
                 ($v:expr, $variant:ident, $zero:expr) => {{
-                    let r = reduce_blocks($v, l, &dims, ($zero, 0usize, false), pick(largest), |a| a);
+                    let r =
+                        reduce_blocks($v, l, &dims, ($zero, 0usize, false), pick(largest), |a| a);
                     (
                         Buffer::$variant(r.iter().map(|a| a.0).collect()),
                         r.iter().map(|a| a.1 as i64).collect(),
@@ -377,12 +428,16 @@ impl Tensor {
         let values = Tensor::from_buffer(values, &out_shape, self.device());
         let indices = Tensor::from_vec(indices, &out_shape);
         let keep_shape = keepdim_shape(self.shape(), &dims);
-        let name = if largest { "MaxBackward" } else { "MinBackward" };
+        let name = if largest {
+            "MaxBackward"
+        } else {
+            "MinBackward"
+        };
         let values = record(name, &[self], values, || SelectBackward {
             input_shape: self.shape().to_vec(),
             keep_shape: keep_shape.clone(),
             dim: d,
-            indices: indices.reshape(&keep_shape),
+            indices: SavedTensor::new(&indices.reshape(&keep_shape)),
         });
         (values, indices)
     }
@@ -400,7 +455,11 @@ impl Tensor {
             return v;
         }
         let saved_v = SavedTensor::new(&v);
-        let name = if largest { "MaxBackward" } else { "MinBackward" };
+        let name = if largest {
+            "MaxBackward"
+        } else {
+            "MinBackward"
+        };
         record(name, &[self], v, || ExtremumAllBackward {
             x: SavedTensor::new(self),
             value: saved_v,
@@ -438,12 +497,20 @@ impl Tensor {
 
     /// Index of the largest element of the flattened tensor (0-d i64).
     pub fn argmax(&self) -> Tensor {
-        no_grad(|| self.reshape([self.numel()]).extremum_dim("argmax", 0, false, true).1)
+        no_grad(|| {
+            self.reshape([self.numel()])
+                .extremum_dim("argmax", 0, false, true)
+                .1
+        })
     }
 
     /// Index of the smallest element of the flattened tensor (0-d i64).
     pub fn argmin(&self) -> Tensor {
-        no_grad(|| self.reshape([self.numel()]).extremum_dim("argmin", 0, false, false).1)
+        no_grad(|| {
+            self.reshape([self.numel()])
+                .extremum_dim("argmin", 0, false, false)
+                .1
+        })
     }
 
     /// Indices of the largest values along `dim` (i64).

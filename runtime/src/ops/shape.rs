@@ -6,7 +6,7 @@ use std::ops::{Bound, RangeBounds};
 
 use super::reduce::sum_to;
 use super::same_device;
-use crate::autograd::{needs_grad, no_grad, record, Backward};
+use crate::autograd::{needs_grad, no_grad, record, Backward, SavedTensor};
 use crate::backend::{cpu, Buffer};
 use crate::error::{Error, OrPanic, Result};
 use crate::tensor::{contiguous_strides, norm_dim, DType, Element, Layout, Tensor};
@@ -54,7 +54,11 @@ fn resolve_shape(op: &'static str, from: &[usize], spec: &[i64]) -> Result<Vec<u
     if infer.len() > 1 || spec.iter().any(|&d| d < -1) {
         return Err(bad());
     }
-    let known: usize = spec.iter().filter(|&&d| d != -1).map(|&d| d as usize).product();
+    let known: usize = spec
+        .iter()
+        .filter(|&&d| d != -1)
+        .map(|&d| d as usize)
+        .product();
     let mut out: Vec<usize> = spec.iter().map(|&d| d.max(0) as usize).collect();
     if let Some(&i) = infer.first() {
         if known == 0 || numel % known != 0 {
@@ -106,8 +110,12 @@ impl Backward for SliceBackward {
         let len = g.shape()[self.dim];
         let end = self.start + (len.max(1) - 1) * self.step + 1;
         if len > 0 {
-            z.slice_step(self.dim as isize, self.start as isize..end as isize, self.step)
-                .copy_(g);
+            z.slice_step(
+                self.dim as isize,
+                self.start as isize..end as isize,
+                self.step,
+            )
+            .copy_(g);
         }
         vec![Some(z)]
     }
@@ -193,7 +201,10 @@ impl Tensor {
         }
         let s = norm_dim("flatten", start, self.ndim()).or_panic();
         let e = norm_dim("flatten", end, self.ndim()).or_panic();
-        assert!(s <= e, "flatten: start_dim {start} comes after end_dim {end}");
+        assert!(
+            s <= e,
+            "flatten: start_dim {start} comes after end_dim {end}"
+        );
         let mut shape: Vec<usize> = self.shape()[..s].to_vec();
         shape.push(self.shape()[s..=e].iter().product());
         shape.extend_from_slice(&self.shape()[e + 1..]);
@@ -206,7 +217,10 @@ impl Tensor {
         let nd = self.ndim();
         let mut seen = vec![false; nd];
         assert!(
-            dims.len() == nd && dims.iter().all(|&d| d < nd && !std::mem::replace(&mut seen[d], true)),
+            dims.len() == nd
+                && dims
+                    .iter()
+                    .all(|&d| d < nd && !std::mem::replace(&mut seen[d], true)),
             "permute: {dims:?} is not a permutation of the {nd} dims of a tensor of shape {:?}",
             self.shape()
         );
@@ -352,7 +366,13 @@ impl Tensor {
         assert!(step > 0, "slice: step must be positive, got 0");
         let d = norm_dim("slice", dim, self.ndim()).or_panic();
         let size = self.shape()[d] as isize;
-        let clip = |v: isize| if v < 0 { (v + size).max(0) } else { v.min(size) };
+        let clip = |v: isize| {
+            if v < 0 {
+                (v + size).max(0)
+            } else {
+                v.min(size)
+            }
+        };
         let start = match range.start_bound() {
             Bound::Included(&s) => clip(s),
             Bound::Excluded(&s) => clip(s + 1),
@@ -363,7 +383,11 @@ impl Tensor {
             Bound::Excluded(&e) => clip(e),
             Bound::Unbounded => size,
         };
-        let len = if end > start { (end - start) as usize } else { 0 };
+        let len = if end > start {
+            (end - start) as usize
+        } else {
+            0
+        };
         let start = start.min(size) as usize;
         let l = self.layout();
         let mut layout = l.clone();
@@ -392,7 +416,8 @@ impl Tensor {
             (0..size).contains(&i),
             "select: index {index} is out of range for dimension {d} of size {size}"
         );
-        self.narrow(d as isize, i as usize, 1).squeeze_dim(d as isize)
+        self.narrow(d as isize, i as usize, 1)
+            .squeeze_dim(d as isize)
     }
 
     /// Splits `dim` into pieces of `size` (the last may be smaller); views.
@@ -429,7 +454,10 @@ impl Tensor {
     /// Splits `dim` into `chunks` nearly equal pieces (`torch.chunk`).
     #[track_caller]
     pub fn chunk(&self, chunks: usize, dim: isize) -> Vec<Tensor> {
-        assert!(chunks > 0, "chunk: number of chunks must be positive, got 0");
+        assert!(
+            chunks > 0,
+            "chunk: number of chunks must be positive, got 0"
+        );
         let d = norm_dim("chunk", dim, self.ndim()).or_panic();
         let n = self.shape()[d];
         self.split(n.div_ceil(chunks).max(1), dim)
@@ -457,7 +485,12 @@ fn split_at(shape: &[usize], dim: usize) -> (usize, usize, usize) {
 }
 
 /// Checks index values against `size` and returns them as usize.
-fn checked_indices(op: &'static str, index: &Tensor, size: usize, dim: usize) -> Result<Vec<usize>> {
+fn checked_indices(
+    op: &'static str,
+    index: &Tensor,
+    size: usize,
+    dim: usize,
+) -> Result<Vec<usize>> {
     if index.dtype() != DType::I64 {
         return Err(Error::dtype(
             op,
@@ -527,7 +560,11 @@ impl Backward for IndexSelectBackward {
             Buffer::F64(v) => acc!(v, f64),
             _ => unreachable!("gradients are float"),
         };
-        vec![Some(Tensor::from_buffer(buf, &self.input_shape, g.device()))]
+        vec![Some(Tensor::from_buffer(
+            buf,
+            &self.input_shape,
+            g.device(),
+        ))]
     }
 }
 
@@ -549,22 +586,36 @@ fn for_each_coord(ishape: &[usize], tshape: &[usize], dim: usize, mut f: impl Fn
 struct GatherBackward {
     input_shape: Vec<usize>,
     dim: usize,
-    index: Tensor,
+    index: SavedTensor,
 }
 impl Backward for GatherBackward {
     fn backward(&self, g: &Tensor) -> Vec<Option<Tensor>> {
         let z = Tensor::zeros_opts(&self.input_shape, &g.options());
-        vec![Some(z.scatter_add(self.dim as isize, &self.index, g))]
+        vec![Some(z.scatter_add(self.dim as isize, self.index.get(), g))]
     }
 }
 
 struct ScatterAddBackward {
     dim: usize,
-    index: Tensor,
+    index: SavedTensor,
+    src_shape: Vec<usize>,
 }
 impl Backward for ScatterAddBackward {
     fn backward(&self, g: &Tensor) -> Vec<Option<Tensor>> {
-        vec![Some(g.clone()), Some(g.gather(self.dim as isize, &self.index))]
+        let gs = g.gather(self.dim as isize, self.index.get());
+        // src may be larger than index: the elements it did not use get zero.
+        let gs = if gs.shape() == self.src_shape.as_slice() {
+            gs
+        } else {
+            let z = Tensor::zeros_opts(&self.src_shape, &gs.options());
+            let mut used = z.clone();
+            for (d, &n) in gs.shape().iter().enumerate() {
+                used = used.narrow(d as isize, 0, n);
+            }
+            used.copy_(&gs);
+            z
+        };
+        vec![Some(g.clone()), Some(gs)]
     }
 }
 
@@ -614,14 +665,18 @@ impl Tensor {
                 Buffer::F32(v) => Buffer::F32(gather_rows(&v[off..off + n], src.shape(), d, &idx)),
                 Buffer::F64(v) => Buffer::F64(gather_rows(&v[off..off + n], src.shape(), d, &idx)),
                 Buffer::I64(v) => Buffer::I64(gather_rows(&v[off..off + n], src.shape(), d, &idx)),
-                Buffer::Bool(v) => Buffer::Bool(gather_rows(&v[off..off + n], src.shape(), d, &idx)),
+                Buffer::Bool(v) => {
+                    Buffer::Bool(gather_rows(&v[off..off + n], src.shape(), d, &idx))
+                }
             }
         };
         let out = Tensor::from_buffer(buf, &shape, self.device());
-        record("IndexSelectBackward", &[self], out, || IndexSelectBackward {
-            input_shape: self.shape().to_vec(),
-            dim: d,
-            idx,
+        record("IndexSelectBackward", &[self], out, || {
+            IndexSelectBackward {
+                input_shape: self.shape().to_vec(),
+                dim: d,
+                idx,
+            }
         })
     }
 
@@ -656,7 +711,7 @@ impl Tensor {
         record("GatherBackward", &[self], out, || GatherBackward {
             input_shape: self.shape().to_vec(),
             dim: d,
-            index: index.detach(),
+            index: SavedTensor::new(index),
         })
     }
 
@@ -685,7 +740,9 @@ impl Tensor {
             // Source offsets: index coordinates in src's (possibly larger) shape.
             let n = index.numel();
             let mut src_offs = Vec::with_capacity(n);
-            cpu::walk(index.shape(), [&sstrides], [soff], 0, n, |[o]| src_offs.push(o));
+            cpu::walk(index.shape(), [&sstrides], [soff], 0, n, |[o]| {
+                src_offs.push(o)
+            });
             macro_rules! sc {
                 ($o:expr, $s:expr) => {
                     for_each_coord(index.shape(), self.shape(), d, |pos, o| {
@@ -700,9 +757,12 @@ impl Tensor {
                 _ => panic!("scatter_add: unsupported dtype {}", self.dtype()),
             }
         }
-        record("ScatterAddBackward", &[self, src], out, || ScatterAddBackward {
-            dim: d,
-            index: index.detach(),
+        record("ScatterAddBackward", &[self, src], out, || {
+            ScatterAddBackward {
+                dim: d,
+                index: SavedTensor::new(index),
+                src_shape: src.shape().to_vec(),
+            }
         })
     }
 }
@@ -724,7 +784,10 @@ impl Backward for CatBackward {
 
 fn cat_impl(name: &'static str, tensors: &[Tensor], dim: isize) -> Result<Tensor> {
     let first = tensors.first().ok_or_else(|| {
-        Error::Invalid(format!("{}: expected a non-empty list of tensors", name_of(name)))
+        Error::Invalid(format!(
+            "{}: expected a non-empty list of tensors",
+            name_of(name)
+        ))
     })?;
     let nd = first.ndim();
     let d = norm_dim("cat", dim, nd)?;
@@ -745,7 +808,12 @@ fn cat_impl(name: &'static str, tensors: &[Tensor], dim: isize) -> Result<Tensor
         }
         dtype = DType::promote(dtype, t.dtype());
     }
-    let parts: Vec<Tensor> = no_grad(|| tensors.iter().map(|t| t.to_dtype(dtype).contiguous()).collect());
+    let parts: Vec<Tensor> = no_grad(|| {
+        tensors
+            .iter()
+            .map(|t| t.to_dtype(dtype).contiguous())
+            .collect()
+    });
     let sizes: Vec<usize> = tensors.iter().map(|t| t.shape()[d]).collect();
     let mut shape = first.shape().to_vec();
     shape[d] = sizes.iter().sum();

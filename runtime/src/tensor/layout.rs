@@ -129,8 +129,16 @@ pub(crate) fn broadcast_shapes(op: &'static str, a: &[usize], b: &[usize]) -> Re
     let n = a.len().max(b.len());
     let mut out = vec![0; n];
     for i in 0..n {
-        let da = if i + a.len() >= n { a[i + a.len() - n] } else { 1 };
-        let db = if i + b.len() >= n { b[i + b.len() - n] } else { 1 };
+        let da = if i + a.len() >= n {
+            a[i + a.len() - n]
+        } else {
+            1
+        };
+        let db = if i + b.len() >= n {
+            b[i + b.len() - n]
+        } else {
+            1
+        };
         out[i] = if da == db || db == 1 {
             da
         } else if da == 1 {
@@ -153,7 +161,8 @@ pub(crate) fn broadcast_shapes(op: &'static str, a: &[usize], b: &[usize]) -> Re
 /// Normalises a possibly negative dimension index for a tensor of rank `ndim`.
 pub(crate) fn norm_dim(op: &'static str, dim: isize, ndim: usize) -> Result<usize> {
     let n = ndim as isize;
-    let d = if dim < 0 { dim + n } else { dim };
+    // A 0-d tensor accepts dims 0 and -1, as in PyTorch (and as the message says).
+    let d = if dim < 0 { dim + n.max(1) } else { dim };
     if d < 0 || d >= n.max(1) || (ndim == 0 && d != 0) {
         return Err(Error::Invalid(format!(
             "{op}: dimension {dim} is out of range for a tensor of rank {ndim} \
@@ -192,7 +201,12 @@ mod tests {
                         }
                         let shape = [a, b, n / a / b];
                         let r = view.reshape(shape);
-                        assert_eq!(r.to_vec::<f32>(), expected, "{:?} -> {shape:?}", view.shape());
+                        assert_eq!(
+                            r.to_vec::<f32>(),
+                            expected,
+                            "{:?} -> {shape:?}",
+                            view.shape()
+                        );
                         if r.shares_storage(&view) {
                             views_taken += 1;
                         }
