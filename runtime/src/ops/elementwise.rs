@@ -81,14 +81,24 @@ impl Tensor {
     }
 }
 
-/// A zero-dimensional tensor holding `v`, typed to combine with `t` without
-/// changing its dtype (a fractional value with an integer tensor gives f32).
+/// A zero-dimensional tensor holding the float `v`, typed like a Python float
+/// in PyTorch: it keeps a float tensor's dtype, and makes integer math f32.
 pub(crate) fn scalar_for(t: &Tensor, v: f64) -> Tensor {
     match t.dtype() {
-        DType::F32 => Tensor::scalar(v as f32),
         DType::F64 => Tensor::scalar(v),
-        _ if v.fract() == 0.0 => Tensor::scalar(v as i64),
+        // A float number with an integer or bool tensor computes in f32, as a
+        // Python float does in PyTorch.
         _ => Tensor::scalar(v as f32),
+    }
+}
+
+/// A zero-dimensional tensor holding the integer `v`, typed to combine with
+/// `t` without changing its dtype (bool tensors give i64), as a Python int.
+fn int_scalar_for(t: &Tensor, v: i64) -> Tensor {
+    match t.dtype() {
+        DType::F32 => Tensor::scalar(v as f32),
+        DType::F64 => Tensor::scalar(v as f64),
+        _ => Tensor::scalar(v),
     }
 }
 
@@ -116,10 +126,10 @@ impl Operand for Tensor {
 }
 
 macro_rules! number_operand {
-    ($($t:ty),*) => {$(
+    ($make:ident, $as:ty; $($t:ty),*) => {$(
         impl Operand for $t {
             fn into_operand(self, like: &Tensor) -> Tensor {
-                scalar_for(like, self as f64)
+                $make(like, self as $as)
             }
             fn as_number(&self) -> Option<f64> {
                 Some(*self as f64)
@@ -127,7 +137,8 @@ macro_rules! number_operand {
         }
     )*};
 }
-number_operand!(f64, f32, i32, i64);
+number_operand!(scalar_for, f64; f64, f32);
+number_operand!(int_scalar_for, i64; i32, i64);
 
 // ---------------------------------------------------------------- integer arithmetic
 
@@ -179,6 +190,30 @@ impl Backward for AddBackward {
     }
 }
 
+/// `tensor op number` on a float tensor: computed in one pass without a 0-d
+/// operand tensor, and recorded with the tensor as the only input.
+enum ScalarOp {
+    /// `+ v` and `- v`: the gradient passes through.
+    Shift,
+    Mul(f64),
+    Div(f64),
+}
+impl Backward for ScalarOp {
+    fn backward(&self, g: &Tensor) -> Vec<Option<Tensor>> {
+        vec![Some(match *self {
+            ScalarOp::Shift => g.clone(),
+            ScalarOp::Mul(v) => g.mul(v),
+            ScalarOp::Div(v) => g.div(v),
+        })]
+    }
+}
+
+impl Tensor {
+    fn record_scalar_op(&self, name: &'static str, out: Tensor, op: ScalarOp) -> Tensor {
+        record(name, &[self], out, || op)
+    }
+}
+
 struct MulBackward {
     a: Option<SavedTensor>,
     b: Option<SavedTensor>,
@@ -226,6 +261,10 @@ impl Tensor {
 
     /// Fallible [`add`](Self::add): an error names both shapes when they don't broadcast.
     pub fn try_add(&self, other: impl Operand) -> Result<Tensor> {
+        if let (Some(v), true) = (other.as_number(), self.dtype().is_float()) {
+            let out = float_map!(self, |x| x + (v as F));
+            return Ok(self.record_scalar_op("AddBackward", out, ScalarOp::Shift));
+        }
         let other = &other.into_operand(self);
         let out = if both_int(self, other) {
             zip_int("add", self, other, |x, y| x.wrapping_add(y))?
@@ -247,6 +286,10 @@ impl Tensor {
 
     /// Fallible [`sub`](Self::sub).
     pub fn try_sub(&self, other: impl Operand) -> Result<Tensor> {
+        if let (Some(v), true) = (other.as_number(), self.dtype().is_float()) {
+            let out = float_map!(self, |x| x - (v as F));
+            return Ok(self.record_scalar_op("SubBackward", out, ScalarOp::Shift));
+        }
         let other = &other.into_operand(self);
         let out = if both_int(self, other) {
             zip_int("sub", self, other, |x, y| x.wrapping_sub(y))?
@@ -268,6 +311,10 @@ impl Tensor {
 
     /// Fallible [`mul`](Self::mul).
     pub fn try_mul(&self, other: impl Operand) -> Result<Tensor> {
+        if let (Some(v), true) = (other.as_number(), self.dtype().is_float()) {
+            let out = float_map!(self, |x| x * (v as F));
+            return Ok(self.record_scalar_op("MulBackward", out, ScalarOp::Mul(v)));
+        }
         let other = &other.into_operand(self);
         let out = if both_int(self, other) {
             zip_int("mul", self, other, |x, y| x.wrapping_mul(y))?
@@ -290,6 +337,10 @@ impl Tensor {
 
     /// Fallible [`div`](Self::div).
     pub fn try_div(&self, other: impl Operand) -> Result<Tensor> {
+        if let (Some(v), true) = (other.as_number(), self.dtype().is_float()) {
+            let out = float_map!(self, |x| x / (v as F));
+            return Ok(self.record_scalar_op("DivBackward", out, ScalarOp::Div(v)));
+        }
         let other = &other.into_operand(self);
         let out = float_zip!("div", self, other, |x, y| x / y)?;
         Ok(record("DivBackward", &[self, other], out, || DivBackward {
@@ -329,7 +380,8 @@ impl Backward for PowBackward {
         let gb = self.needs[1].then(|| {
             // d(a^b)/db = a^b ln a, taken as 0 where a = 0 and b >= 0 (PyTorch's choice).
             let d = float_zip!("pow_backward", out, a, |o, x| o * x.ln()).or_panic();
-            let zero_base = Tensor::where_(&a.eq_scalar(0.0), &b.ge_scalar(0.0), &Tensor::scalar(false));
+            let zero_base =
+                Tensor::where_(&a.eq_scalar(0.0), &b.ge_scalar(0.0), &Tensor::scalar(false));
             let d = Tensor::where_(&zero_base, &d.zeros_like(), &d);
             sum_to(&(g * &d), b.shape())
         });
@@ -344,14 +396,17 @@ struct PowScalarBackward {
 impl Backward for PowScalarBackward {
     fn backward(&self, g: &Tensor) -> Vec<Option<Tensor>> {
         let p = self.p;
-        let d = if p == 0.0 {
-            self.x.get().zeros_like()
+        let x = self.x.get();
+        let gx = if p == 0.0 {
+            g * &x.zeros_like()
         } else if p == 2.0 {
-            float_map!(self.x.get(), |x| 2.0 * x)
+            float_zip!("pow_backward", g, x, |d, x| d * (2.0 * x)).or_panic()
         } else {
-            float_map!(self.x.get(), |x| (p as F) * x.powf((p - 1.0) as F))
+            float_zip!("pow_backward", g, x, |d, x| d
+                * ((p as F) * x.powf((p - 1.0) as F)))
+            .or_panic()
         };
-        vec![Some(g * &d)]
+        vec![Some(gx)]
     }
 }
 
@@ -430,6 +485,10 @@ impl Tensor {
     #[track_caller]
     pub fn maximum(&self, other: impl Operand) -> Tensor {
         let other = &other.into_operand(self);
+        if both_int(self, other) {
+            // Integers stay exact integers, as in PyTorch (f32 would round above 2^24).
+            return zip_int("maximum", self, other, |x, y| x.max(y)).or_panic();
+        }
         let out = float_zip!(
             "maximum",
             self,
@@ -448,6 +507,10 @@ impl Tensor {
     #[track_caller]
     pub fn minimum(&self, other: impl Operand) -> Tensor {
         let other = &other.into_operand(self);
+        if both_int(self, other) {
+            // Integers stay exact integers, as in PyTorch (f32 would round above 2^24).
+            return zip_int("minimum", self, other, |x, y| x.min(y)).or_panic();
+        }
         let out = float_zip!(
             "minimum",
             self,
@@ -564,14 +627,21 @@ impl Tensor {
     pub fn clamp(&self, min: Option<f64>, max: Option<f64>) -> Tensor {
         let lo = min.unwrap_or(f64::NEG_INFINITY);
         let hi = max.unwrap_or(f64::INFINITY);
+        if self.dtype() == DType::I64 && [min, max].iter().flatten().all(|b| b.fract() == 0.0) {
+            // Integer bounds keep an integer tensor exact, as in PyTorch.
+            let (lo, hi) = (lo as i64, hi as i64);
+            return zip_int("clamp", self, &Tensor::scalar(0i64), move |x, _| {
+                x.max(lo).min(hi)
+            })
+            .or_panic();
+        }
         let out = float_map!(self, |x| {
-            // NaN stays NaN, as in PyTorch.
-            if x < (lo as F) {
-                lo as F
-            } else if x > (hi as F) {
+            // NaN stays NaN, and min > max gives max, as in PyTorch.
+            let y = if x < (lo as F) { lo as F } else { x };
+            if y > (hi as F) {
                 hi as F
             } else {
-                x
+                y
             }
         });
         self.unary("ClampBackward", out, Rule::Clamp(min, max), false)
@@ -603,7 +673,7 @@ fn compare(
 ) -> Result<Tensor> {
     same_device(op, a, b)?;
     let shape = broadcast_shapes(op, a.shape(), b.shape())?;
-    let dt = DType::promote(a.dtype(), b.dtype());
+    let dt = super::result_type(a, b);
     let a = cast(a, dt);
     let b = cast(b, dt);
     let la = a.layout().broadcast_to(&shape);
@@ -652,7 +722,13 @@ macro_rules! comparisons {
                 }
                 #[doc = concat!("Elementwise `self ", $doc, " value`: a bool mask.")]
                 pub fn $sname(&self, value: f64) -> Tensor {
-                    compare(stringify!($name), self, &scalar_for(self, value), $f).or_panic()
+                    // Whole numbers compare exactly with integer tensors.
+                    let v = if !self.dtype().is_float() && value.fract() == 0.0 {
+                        int_scalar_for(self, value as i64)
+                    } else {
+                        scalar_for(self, value)
+                    };
+                    compare(stringify!($name), self, &v, $f).or_panic()
                 }
             )*
         }
@@ -696,7 +772,7 @@ impl Tensor {
         same_device("where", a, b)?;
         let shape = broadcast_shapes("where", a.shape(), b.shape())?;
         let shape = broadcast_shapes("where", cond.shape(), &shape)?;
-        let dt = DType::promote(a.dtype(), b.dtype());
+        let dt = super::result_type(a, b);
         let (ca, cb, cc) = (cast(a, dt), cast(b, dt), cast(cond, DType::Bool));
         let (la, lb, lc) = (
             ca.layout().broadcast_to(&shape),
@@ -798,13 +874,13 @@ macro_rules! binary_operator {
         impl $trait<f64> for &Tensor {
             type Output = Tensor;
             fn $method(self, rhs: f64) -> Tensor {
-                Tensor::$inherent(self, &scalar_for(self, rhs))
+                Tensor::$inherent(self, rhs)
             }
         }
         impl $trait<f64> for Tensor {
             type Output = Tensor;
             fn $method(self, rhs: f64) -> Tensor {
-                Tensor::$inherent(&self, &scalar_for(&self, rhs))
+                Tensor::$inherent(&self, rhs)
             }
         }
         impl $trait<&Tensor> for f64 {

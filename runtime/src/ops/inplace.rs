@@ -73,6 +73,16 @@ impl Tensor {
         i64f: Option<fn(i64, i64) -> i64>,
     ) -> &Tensor {
         self.check_inplace(op, Some(other));
+        // As in PyTorch, a result of a higher category (a float operand into an
+        // integer tensor) cannot be stored in place: it would be truncated.
+        if !self.dtype().is_float() && super::result_type(self, other) != self.dtype() {
+            panic!(
+                "{op}: result type {} can't be cast to the desired output type {} of this \
+                 tensor; use the out-of-place form, or convert with .to_dtype(..) first",
+                super::result_type(self, other),
+                self.dtype()
+            );
+        }
         let o = self.inplace_operand(op, other).or_panic();
         let lo = o.layout().broadcast_to(self.shape());
         let ob = o.storage().read();
@@ -95,7 +105,13 @@ impl Tensor {
     #[track_caller]
     pub fn add_(&self, other: impl Operand) -> &Tensor {
         let o = other.into_operand(self);
-        self.update_with("add_", &o, |x, y| x + y, |x, y| x + y, Some(i64::wrapping_add))
+        self.update_with(
+            "add_",
+            &o,
+            |x, y| x + y,
+            |x, y| x + y,
+            Some(i64::wrapping_add),
+        )
     }
 
     /// `self += alpha * other` in place: the optimizer update (`add_(other, alpha=)`).
@@ -109,21 +125,39 @@ impl Tensor {
     #[track_caller]
     pub fn add_scaled_(&self, other: &Tensor, alpha: f64) -> &Tensor {
         let (a32, a64) = (alpha as f32, alpha);
-        self.update_with("add_", other, move |x, y| x + a32 * y, move |x, y| x + a64 * y, None)
+        self.update_with(
+            "add_",
+            other,
+            move |x, y| x + a32 * y,
+            move |x, y| x + a64 * y,
+            None,
+        )
     }
 
     /// `self -= other` in place.
     #[track_caller]
     pub fn sub_(&self, other: impl Operand) -> &Tensor {
         let o = other.into_operand(self);
-        self.update_with("sub_", &o, |x, y| x - y, |x, y| x - y, Some(i64::wrapping_sub))
+        self.update_with(
+            "sub_",
+            &o,
+            |x, y| x - y,
+            |x, y| x - y,
+            Some(i64::wrapping_sub),
+        )
     }
 
     /// `self *= other` in place.
     #[track_caller]
     pub fn mul_(&self, other: impl Operand) -> &Tensor {
         let o = other.into_operand(self);
-        self.update_with("mul_", &o, |x, y| x * y, |x, y| x * y, Some(i64::wrapping_mul))
+        self.update_with(
+            "mul_",
+            &o,
+            |x, y| x * y,
+            |x, y| x * y,
+            Some(i64::wrapping_mul),
+        )
     }
 
     /// `self /= other` in place (float tensors only, as in PyTorch).
@@ -181,19 +215,24 @@ impl Tensor {
         let mut sb = self.storage().write();
         let l = self.layout();
         match &mut *sb {
+            // NaN stays NaN, and min > max gives max, as in PyTorch (and `clamp`).
             Buffer::F32(d) => cpu::update_scalar(d, l, |x| {
-                if x < lo as f32 {
-                    lo as f32
-                } else if x > hi as f32 {
+                let y = if x < lo as f32 { lo as f32 } else { x };
+                if y > hi as f32 {
                     hi as f32
                 } else {
-                    x
+                    y
                 }
             }),
-            Buffer::F64(d) => cpu::update_scalar(d, l, |x| x.max(lo).min(hi)),
-            Buffer::I64(d) => cpu::update_scalar(d, l, |x| {
-                (x as f64).max(lo).min(hi) as i64
+            Buffer::F64(d) => cpu::update_scalar(d, l, |x| {
+                let y = if x < lo { lo } else { x };
+                if y > hi {
+                    hi
+                } else {
+                    y
+                }
             }),
+            Buffer::I64(d) => cpu::update_scalar(d, l, |x| (x as f64).max(lo).min(hi) as i64),
             Buffer::Bool(_) => panic!("clamp_: not supported for bool tensors"),
         }
         self

@@ -36,8 +36,20 @@ macro_rules! gemm_batches {
             // SAFETY: offsets and strides come from valid layouts of these
             // buffers (checked by Layout), and dst is a distinct m*n slice.
             unsafe {
-                let lhs = MatRef::<$t>::from_raw_parts(a.data.as_ptr().add(a.offsets[i]), m, k, a.rs, a.cs);
-                let rhs = MatRef::<$t>::from_raw_parts(b.data.as_ptr().add(b.offsets[i]), k, n, b.rs, b.cs);
+                let lhs = MatRef::<$t>::from_raw_parts(
+                    a.data.as_ptr().add(a.offsets[i]),
+                    m,
+                    k,
+                    a.rs,
+                    a.cs,
+                );
+                let rhs = MatRef::<$t>::from_raw_parts(
+                    b.data.as_ptr().add(b.offsets[i]),
+                    k,
+                    n,
+                    b.rs,
+                    b.cs,
+                );
                 let dst = MatMut::<$t>::from_raw_parts_mut(dst.as_mut_ptr(), m, n, n as isize, 1);
                 faer::linalg::matmul::matmul(dst, Accum::Replace, lhs, rhs, 1.0, par);
             }
@@ -47,9 +59,15 @@ macro_rules! gemm_batches {
         let flops = m * n * k;
         if per == 0 {
         } else if batches > 1 && flops < PAR_FLOPS && batches * flops >= PAR_FLOPS {
-            out.par_chunks_mut(per).enumerate().for_each(|(i, d)| run(i, d, Par::Seq));
+            out.par_chunks_mut(per)
+                .enumerate()
+                .for_each(|(i, d)| run(i, d, Par::Seq));
         } else {
-            let par = if flops >= PAR_FLOPS { Par::rayon(0) } else { Par::Seq };
+            let par = if flops >= PAR_FLOPS {
+                Par::rayon(0)
+            } else {
+                Par::Seq
+            };
             for (i, d) in out.chunks_mut(per).enumerate() {
                 run(i, d, par);
             }
@@ -69,7 +87,9 @@ fn batch_offsets(l: &Layout, batch: &[usize]) -> Vec<usize> {
     .broadcast_to(batch);
     let n: usize = batch.iter().product();
     let mut offs = Vec::with_capacity(n);
-    cpu::walk(batch, [&own.strides], [own.offset], 0, n, |[o]| offs.push(o));
+    cpu::walk(batch, [&own.strides], [own.offset], 0, n, |[o]| {
+        offs.push(o)
+    });
     offs
 }
 
@@ -81,7 +101,10 @@ fn as_matrix(t: &Tensor, lhs: bool) -> Tensor {
     }
     let l = t.layout();
     let (shape, strides) = if lhs {
-        (vec![1, l.shape[0]], vec![l.shape[0] * l.strides[0], l.strides[0]])
+        (
+            vec![1, l.shape[0]],
+            vec![l.shape[0] * l.strides[0], l.strides[0]],
+        )
     } else {
         (vec![l.shape[0], 1], vec![l.strides[0], 1])
     };
@@ -93,7 +116,8 @@ fn as_matrix(t: &Tensor, lhs: bool) -> Tensor {
 }
 
 /// The product of two ≥2-D tensors with broadcast batch dims (no autograd).
-fn matmul_nd(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+/// Errors name `user`, the shapes the caller passed (before 1-D promotion).
+fn matmul_nd(a: &Tensor, b: &Tensor, user: (&[usize], &[usize])) -> Result<Tensor> {
     let (an, bn) = (a.ndim(), b.ndim());
     let (m, k) = (a.shape()[an - 2], a.shape()[an - 1]);
     let (k2, n) = (b.shape()[bn - 2], b.shape()[bn - 1]);
@@ -104,12 +128,23 @@ fn matmul_nd(a: &Tensor, b: &Tensor) -> Result<Tensor> {
                 "shapes {:?} and {:?} cannot be multiplied ({m}x{k} and {k2}x{n}): the last \
                  dim of the first ({k}) must equal the second-to-last dim of the second ({k2}); \
                  transpose an operand with .t() or .transpose(-2, -1) if that is what you meant",
-                a.shape(),
-                b.shape()
+                user.0, user.1
             ),
         ));
     }
-    let batch = broadcast_shapes("matmul", &a.shape()[..an - 2], &b.shape()[..bn - 2])?;
+    let batch = broadcast_shapes("matmul", &a.shape()[..an - 2], &b.shape()[..bn - 2]).map_err(
+        |e| match e {
+            Error::Shape { op, msg } => Error::Shape {
+                op,
+                msg: format!(
+                    "the batch dims (all but the last two) of shapes {:?} and {:?} must \
+                     broadcast, but {msg}",
+                    user.0, user.1
+                ),
+            },
+            e => e,
+        },
+    )?;
     let a_offs = batch_offsets(a.layout(), &batch);
     let b_offs = batch_offsets(b.layout(), &batch);
     let mut shape = batch.clone();
@@ -128,8 +163,18 @@ fn matmul_nd(a: &Tensor, b: &Tensor) -> Result<Tensor> {
         macro_rules! go {
             ($t:ty, $x:expr, $y:expr, $variant:ident) => {{
                 let mut out = vec![0 as $t; total];
-                let pa = Operand { data: $x, offsets: a_offs, rs: al.strides[an - 2] as isize, cs: al.strides[an - 1] as isize };
-                let pb = Operand { data: $y, offsets: b_offs, rs: bl.strides[bn - 2] as isize, cs: bl.strides[bn - 1] as isize };
+                let pa = Operand {
+                    data: $x,
+                    offsets: a_offs,
+                    rs: al.strides[an - 2] as isize,
+                    cs: al.strides[an - 1] as isize,
+                };
+                let pb = Operand {
+                    data: $y,
+                    offsets: b_offs,
+                    rs: bl.strides[bn - 2] as isize,
+                    cs: bl.strides[bn - 1] as isize,
+                };
                 gemm_batches!($t, &pa, &pb, &mut out[..], m, n, k);
                 Buffer::$variant(out)
             }};
@@ -153,8 +198,12 @@ impl Backward for MatmulBackward {
         let (a, b) = (self.a.get(), self.b.get());
         let (a2, b2) = (as_matrix(a, true), as_matrix(b, false));
         // The gradient in the promoted (≥2-D) output shape.
-        let batch = broadcast_shapes("matmul", &a2.shape()[..a2.ndim() - 2], &b2.shape()[..b2.ndim() - 2])
-            .or_panic();
+        let batch = broadcast_shapes(
+            "matmul",
+            &a2.shape()[..a2.ndim() - 2],
+            &b2.shape()[..b2.ndim() - 2],
+        )
+        .or_panic();
         let mut gshape = batch;
         gshape.extend([a2.shape()[a2.ndim() - 2], b2.shape()[b2.ndim() - 1]]);
         let g2 = g.reshape(&gshape);
@@ -208,7 +257,11 @@ impl Tensor {
         }
         let a = super::elementwise::cast(self, dt);
         let b = super::elementwise::cast(other, dt);
-        let out = matmul_nd(&as_matrix(&a, true), &as_matrix(&b, false))?;
+        let out = matmul_nd(
+            &as_matrix(&a, true),
+            &as_matrix(&b, false),
+            (self.shape(), other.shape()),
+        )?;
         // Drop the dims that 1-D operands were promoted with.
         let mut shape = out.shape().to_vec();
         if other.ndim() == 1 {

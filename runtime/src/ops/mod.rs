@@ -29,6 +29,25 @@ pub(crate) fn same_device(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()
     Ok(())
 }
 
+/// PyTorch's result type of two tensor operands: a 0-d operand decides the
+/// dtype only when its category (bool < integer < float) is higher than the
+/// other, dimensioned, operand's, so `f32 tensor * f64 0-d tensor` stays f32.
+pub(crate) fn result_type(a: &Tensor, b: &Tensor) -> DType {
+    fn category(d: DType) -> u8 {
+        match d {
+            DType::Bool => 0,
+            DType::I64 => 1,
+            DType::F32 | DType::F64 => 2,
+        }
+    }
+    let (da, db) = (a.dtype(), b.dtype());
+    match (a.ndim() == 0, b.ndim() == 0) {
+        (false, true) if category(db) <= category(da) => da,
+        (true, false) if category(da) <= category(db) => db,
+        _ => DType::promote(da, db),
+    }
+}
+
 /// `t` as a float tensor: itself when already float, else converted to f32
 /// (integer and bool inputs to float math, as in PyTorch).
 pub(crate) fn as_float(t: &Tensor) -> Tensor {
@@ -69,7 +88,7 @@ pub(crate) fn zip_float(
 ) -> Result<Tensor> {
     same_device(op, a, b)?;
     let shape = broadcast_shapes(op, a.shape(), b.shape())?;
-    let mut dt = DType::promote(a.dtype(), b.dtype());
+    let mut dt = result_type(a, b);
     if !dt.is_float() {
         dt = DType::F32;
     }

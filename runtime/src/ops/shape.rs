@@ -790,6 +790,13 @@ fn cat_impl(name: &'static str, tensors: &[Tensor], dim: isize) -> Result<Tensor
         ))
     })?;
     let nd = first.ndim();
+    if nd == 0 {
+        return Err(Error::shape(
+            "cat",
+            "zero-dimensional tensor (at position 0) cannot be concatenated; use stack to \
+             join 0-d tensors into a 1-D one, or unsqueeze(0) them first",
+        ));
+    }
     let d = norm_dim("cat", dim, nd)?;
     let mut dtype = first.dtype();
     for (i, t) in tensors.iter().enumerate() {
@@ -800,7 +807,8 @@ fn cat_impl(name: &'static str, tensors: &[Tensor], dim: isize) -> Result<Tensor
                 "cat",
                 format!(
                     "sizes of tensors must match except in dimension {d}: tensor 0 has shape \
-                     {:?} but tensor {i} has shape {:?}",
+                     {:?} but tensor {i} has shape {:?}; make the other dims agree (reshape, \
+                     narrow or expand), or join along the dim where they differ",
                     first.shape(),
                     t.shape()
                 ),
@@ -893,7 +901,8 @@ impl Tensor {
                     "stack",
                     format!(
                         "stack expects each tensor to be equal size, but got {:?} at entry 0 \
-                         and {:?} at entry {i}",
+                         and {:?} at entry {i}; make the shapes equal, or use cat to join \
+                         along an existing dim",
                         first.shape(),
                         t.shape()
                     ),

@@ -115,7 +115,11 @@ impl Tensor {
                 ),
             ));
         }
-        Ok(Tensor::from_buffer(Buffer::from_vec(data), shape, Device::Cpu))
+        Ok(Tensor::from_buffer(
+            Buffer::from_vec(data),
+            shape,
+            Device::Cpu,
+        ))
     }
 
     /// A tensor of `shape` copying `data` (row-major).
@@ -194,7 +198,9 @@ impl Tensor {
 
     /// The options (dtype, device) of this tensor, not requiring grad.
     pub fn options(&self) -> TensorOptions {
-        TensorOptions::new().dtype(self.dtype()).device(&self.device())
+        TensorOptions::new()
+            .dtype(self.dtype())
+            .device(&self.device())
     }
 
     /// Zeros of this tensor's shape, dtype and device.
@@ -307,10 +313,14 @@ impl Tensor {
     /// Uniform integers in `[low, high)` as i64, from the global generator (`torch.randint`).
     #[track_caller]
     pub fn randint(low: i64, high: i64, shape: impl AsRef<[usize]>) -> Tensor {
-        assert!(low < high, "randint: low ({low}) must be below high ({high})");
+        assert!(
+            low < high,
+            "randint: low ({low}) must be below high ({high})"
+        );
         let shape = shape.as_ref();
         let n: usize = shape.iter().product();
-        let v: Vec<i64> = with_global_generator(|g| (0..n).map(|_| g.int_range(low, high)).collect());
+        let v: Vec<i64> =
+            with_global_generator(|g| (0..n).map(|_| g.int_range(low, high)).collect());
         Tensor::from_vec(v, shape)
     }
 

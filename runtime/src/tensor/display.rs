@@ -8,6 +8,8 @@ use super::{DType, Tensor};
 const SUMMARIZE_THRESHOLD: usize = 1000;
 /// Items shown at each end of a summarised dimension.
 const EDGE_ITEMS: usize = 3;
+/// Rows of elements (and the suffixes) wrap at this many columns, as in PyTorch.
+const LINE_WIDTH: usize = 80;
 
 /// How the elements of one tensor are written (PyTorch's `_Formatter`).
 enum Style {
@@ -29,11 +31,16 @@ fn choose_style(dtype: DType, values: &[f64]) -> Style {
     if finite.is_empty() {
         return Style::Fixed;
     }
-    let abs: Vec<f64> = finite.iter().map(|v| v.abs()).filter(|&v| v != 0.0).collect();
+    let abs: Vec<f64> = finite
+        .iter()
+        .map(|v| v.abs())
+        .filter(|&v| v != 0.0)
+        .collect();
     let max = abs.iter().cloned().fold(0.0, f64::max);
     let min = abs.iter().cloned().fold(f64::INFINITY, f64::min);
     if finite.iter().all(|v| v.fract() == 0.0) {
-        if max > 1e8 {
+        // PyTorch switches integral floats to scientific on the same range test.
+        if max > 1e8 || (!abs.is_empty() && max / min > 1000.0) {
             Style::Sci
         } else {
             Style::FloatInt
@@ -105,24 +112,39 @@ impl Printer<'_> {
             .product();
         out.push('[');
         let idx = shown(self.shape[dim], self.summarize);
+        if dim == nd - 1 {
+            // PyTorch's `_vector_str`: " ..." is one more item, and rows wrap
+            // at LINE_WIDTH columns, continuing under the first element.
+            let per_line = (LINE_WIDTH.saturating_sub(indent) / (self.width + 2)).max(1);
+            let mut pos = 0;
+            for (k, i) in idx.iter().enumerate() {
+                if k > 0 && k % per_line == 0 {
+                    out.push_str(",\n");
+                    out.push_str(&" ".repeat(indent + 1));
+                } else if k > 0 {
+                    out.push_str(", ");
+                }
+                match i {
+                    None => out.push_str(" ..."),
+                    Some(_) => {
+                        let s = format_value(&self.style, self.values[base + pos]);
+                        out.push_str(&format!("{s:>w$}", w = self.width));
+                        pos += 1;
+                    }
+                }
+            }
+            out.push(']');
+            return;
+        }
         let mut pos = 0;
         for (k, i) in idx.iter().enumerate() {
             if k > 0 {
-                if dim == nd - 1 {
-                    out.push_str(", ");
-                } else {
-                    out.push(',');
-                    out.push_str(&"\n".repeat(nd - 1 - dim));
-                    out.push_str(&" ".repeat(indent + 1));
-                }
+                out.push(',');
+                out.push_str(&"\n".repeat(nd - 1 - dim));
+                out.push_str(&" ".repeat(indent + 1));
             }
             match i {
                 None => out.push_str("..."),
-                Some(_) if dim == nd - 1 => {
-                    let s = format_value(&self.style, self.values[base + pos]);
-                    out.push_str(&format!("{s:>w$}", w = self.width));
-                    pos += 1;
-                }
                 Some(_) => {
                     self.write(out, dim + 1, base + pos * stride, indent + 1);
                     pos += 1;
@@ -160,12 +182,16 @@ impl Tensor {
         if self.numel() == 0 {
             return "[]".into();
         }
-        // Width over the shown elements only (all of them when not summarised).
+        // Width over the shown elements only (all of them when not summarised);
+        // for floats only the finite nonzero ones count, as in PyTorch.
+        let is_float = self.dtype().is_float();
         let width = values
             .iter()
+            .filter(|v| !is_float || (v.is_finite() && **v != 0.0))
             .map(|&v| format_value(&style, v).len())
             .max()
-            .unwrap_or(0);
+            .unwrap_or(1)
+            .max(1);
         let p = Printer {
             shape: self.shape(),
             values: &values,
@@ -178,21 +204,29 @@ impl Tensor {
         out
     }
 
-    fn suffixes(&self, with_shape: bool) -> String {
-        let mut s = String::new();
-        if self.numel() == 0 || with_shape {
-            s.push_str(&format!(", size={:?}", self.shape()));
-        }
-        if !matches!(self.dtype(), DType::F32 | DType::I64 | DType::Bool) || with_shape {
-            s.push_str(&format!(", dtype={}", self.dtype()));
-        }
+    fn suffixes(&self, with_shape: bool) -> Vec<String> {
+        let mut s = Vec::new();
         if with_shape {
-            s.push_str(&format!(", device={}", self.device()));
+            s.push(format!("size={:?}", self.shape()));
+            s.push(format!("dtype={}", self.dtype()));
+            s.push(format!("device={}", self.device()));
+        } else if self.numel() == 0 {
+            // PyTorch names the shape unless it is (0,), and any non-default
+            // dtype, since there are no elements to tell it by.
+            if self.ndim() != 1 {
+                let dims: Vec<String> = self.shape().iter().map(|d| d.to_string()).collect();
+                s.push(format!("size=({})", dims.join(", ")));
+            }
+            if self.dtype() != DType::F32 {
+                s.push(format!("dtype={}", self.dtype()));
+            }
+        } else if !matches!(self.dtype(), DType::F32 | DType::I64 | DType::Bool) {
+            s.push(format!("dtype={}", self.dtype()));
         }
         if let Some(name) = self.grad_fn() {
-            s.push_str(&format!(", grad_fn=<{name}>"));
+            s.push(format!("grad_fn=<{name}>"));
         } else if self.requires_grad() {
-            s.push_str(", requires_grad=True");
+            s.push("requires_grad=True".into());
         }
         s
     }
@@ -202,13 +236,36 @@ impl fmt::Display for Tensor {
     /// Prints like PyTorch: `tensor([1., 2.], requires_grad=True)`; non-default
     /// dtypes are named (`dtype=f64`).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "tensor({}{})", self.format_body(7), self.suffixes(false))
+        // PyTorch's `_add_suffixes`: a suffix that would pass LINE_WIDTH goes
+        // on its own line, indented under the first bracket.
+        let mut out = format!("tensor({}", self.format_body(7));
+        let mut last_line = match out.rfind('\n') {
+            Some(i) => out.len() - i + 1,
+            None => out.len() + 2,
+        };
+        for suffix in self.suffixes(false) {
+            if last_line + suffix.len() + 2 > LINE_WIDTH {
+                out.push_str(",\n       ");
+                last_line = 7 + suffix.len();
+            } else {
+                out.push_str(", ");
+                last_line += suffix.len() + 2;
+            }
+            out.push_str(&suffix);
+        }
+        out.push(')');
+        f.write_str(&out)
     }
 }
 
 impl fmt::Debug for Tensor {
     /// Like `Display`, always naming the size, dtype and device.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "tensor({}{})", self.format_body(7), self.suffixes(true))
+        let suffixes: String = self
+            .suffixes(true)
+            .iter()
+            .map(|s| format!(", {s}"))
+            .collect();
+        write!(f, "tensor({}{suffixes})", self.format_body(7))
     }
 }

@@ -92,7 +92,8 @@ macro_rules! impl_element {
 impl_element!(f32, F32, |x: f32| x as f64, |v: f64| v as f32);
 impl_element!(f64, F64, |x: f64| x, |v: f64| v);
 impl_element!(i64, I64, |x: i64| x as f64, |v: f64| v as i64);
-impl_element!(bool, Bool, |x: bool| if x { 1.0 } else { 0.0 }, |v: f64| v != 0.0);
+impl_element!(bool, Bool, |x: bool| if x { 1.0 } else { 0.0 }, |v: f64| v
+    != 0.0);
 
 /// Floating-point elements: the math the float kernels need.
 pub trait Float:

@@ -254,7 +254,11 @@ impl Tensor {
     /// The accumulated gradient of a leaf, a handle sharing its storage, so
     /// `x.grad().unwrap().zero_()` resets it as in PyTorch.
     pub fn grad(&self) -> Option<Tensor> {
-        self.0.grad.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.0
+            .grad
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Replaces the stored gradient (`None` drops it, like `x.grad = None`).
@@ -284,11 +288,7 @@ impl Tensor {
 
     /// A new leaf sharing this tensor's data, cut from the graph.
     pub fn detach(&self) -> Tensor {
-        Tensor::from_parts(
-            self.0.storage.clone(),
-            self.0.layout.clone(),
-            self.0.dtype,
-        )
+        Tensor::from_parts(self.0.storage.clone(), self.0.layout.clone(), self.0.dtype)
     }
 
     /// Installs `node` as this freshly made tensor's grad_fn.
