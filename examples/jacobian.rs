@@ -15,11 +15,7 @@ fn f(x: &Tensor) -> Tensor {
 /// The Jacobian of `f` worked out by hand.
 fn analytic_jacobian(x: &[f64]) -> [[f64; 3]; 3] {
     let (a, b, c) = (x[0], x[1], x[2]);
-    [
-        [2.0 * a * b, a * a, 0.0],
-        [5.0, c, b],
-        [-1.0, 0.0, c.exp()],
-    ]
+    [[2.0 * a * b, a * a, 0.0], [5.0, c, b], [-1.0, 0.0, c.exp()]]
 }
 
 /// Returns the largest |autograd - analytic| over the Jacobian; prints both when `verbose`.

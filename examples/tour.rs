@@ -30,7 +30,10 @@ fn main() {
         videos.numel()
     );
     println!("randn(2, 3) = {}", Tensor::randn([2, 3]));
-    println!("arange(0, 6).reshape(2, 3) = {}", Tensor::arange(0, 6, 1).reshape([2, 3]));
+    println!(
+        "arange(0, 6).reshape(2, 3) = {}",
+        Tensor::arange(0, 6, 1).reshape([2, 3])
+    );
     println!("linspace(0, 1, 5) = {}", Tensor::linspace(0.0, 1.0, 5));
     println!("eye(3) = {}", Tensor::eye(3));
 
@@ -40,20 +43,36 @@ fn main() {
     println!("a * 2 - 1 = {}", &a * 2.0 - 1.0);
     println!("a.exp() = {}", a.exp());
     println!("a > 2 = {}", a.gt_scalar(2.0));
-    println!("where(a > 2, a, 0) = {}", Tensor::where_(&a.gt_scalar(2.0), &a, &a.zeros_like()));
+    println!(
+        "where(a > 2, a, 0) = {}",
+        Tensor::where_(&a.gt_scalar(2.0), &a, &a.zeros_like())
+    );
     let t = a.t();
-    println!("a.t() = {t}  (a view: shares storage = {})", t.shares_storage(&a));
+    println!(
+        "a.t() = {t}  (a view: shares storage = {})",
+        t.shares_storage(&a)
+    );
     let x = Tensor::arange(0., 24., 1.).reshape([2, 3, 4]);
     println!("x[:, 1:, ::2] = {}", x.slice(1, 1..).slice_step(2, .., 2));
-    println!("cat([a, a], 1) = {}", Tensor::cat(&[a.clone(), a.clone()], 1));
+    println!(
+        "cat([a, a], 1) = {}",
+        Tensor::cat(&[a.clone(), a.clone()], 1)
+    );
 
     heading("3. Reductions and matmul");
-    println!("x.sum() = {}   x.mean(dim 2) = {}", x.sum(), x.mean_dim(2, false));
+    println!(
+        "x.sum() = {}   x.mean(dim 2) = {}",
+        x.sum(),
+        x.mean_dim(2, false)
+    );
     let (values, indices) = x.max_dim(1, false);
     println!("x.max(dim 1) = values {values}, indices {indices}");
     println!("x.var() (unbiased) = {}   x.std() = {}", x.var(), x.std());
     println!("a @ a = {}", a.matmul(&a));
-    println!("batched [2,3,4] @ [4,2] -> {:?}", x.matmul(&Tensor::ones([4, 2])).shape());
+    println!(
+        "batched [2,3,4] @ [4,2] -> {:?}",
+        x.matmul(&Tensor::ones([4, 2])).shape()
+    );
 
     heading("4. In-place ops end with _");
     let b = Tensor::zeros([3]);
@@ -69,11 +88,17 @@ fn main() {
     y.backward_retain();
     println!("dy/dw = {}", w.grad().unwrap());
     y.backward();
-    println!("after a second backward (gradients accumulate): {}", w.grad().unwrap());
+    println!(
+        "after a second backward (gradients accumulate): {}",
+        w.grad().unwrap()
+    );
     w.grad().unwrap().zero_();
     println!("after w.grad().zero_(): {}", w.grad().unwrap());
     let frozen = no_grad(|| &w * 2.0);
-    println!("computed under no_grad: requires_grad = {}", frozen.requires_grad());
+    println!(
+        "computed under no_grad: requires_grad = {}",
+        frozen.requires_grad()
+    );
 
     heading("6. Example 0: gradient descent with autograd");
     let (x1, x2) = gradient_descent::descend(100, 0.1, false);
@@ -92,7 +117,12 @@ fn main() {
     heading("9. Devices");
     let device = Device::Cpu;
     let on_device = Tensor::ones_on([2, 2], &device);
-    println!("created on {}: {}; moved: {}", device, on_device, a.to(&device).device());
+    println!(
+        "created on {}: {}; moved: {}",
+        device,
+        on_device,
+        a.to(&device).device()
+    );
 
     heading("10. Checking gradients");
     let report = deriv::gradcheck(

@@ -1,8 +1,8 @@
 //! # deriv
 //!
 //! A Rust neural-network framework with PyTorch's tensors and autograd, and
-//! (with the `network!` macro and `#[derive(Module)]`, arriving next) backward
-//! passes derived at compile time.
+//! (with the [`network!`] macro and `#[derive(Module)]`) backward passes
+//! derived at compile time.
 //!
 //! This facade re-exports the tensor runtime ([`deriv_runtime`]) and the
 //! macros ([`deriv_macros`]); `use deriv::prelude::*;` brings in what a model
@@ -28,6 +28,17 @@
 //! ```
 
 pub use deriv_runtime::*;
+
+/// Declares a model whose backward pass is derived at compile time (see
+/// docs/network-dsl.md).
+pub use deriv_macros::network;
+
+/// Neural-network building blocks (the runtime's `nn`), and
+/// `#[derive(Module)]`, which shares the [`Module`](nn::Module) trait's name.
+pub mod nn {
+    pub use deriv_macros::Module;
+    pub use deriv_runtime::nn::*;
+}
 
 #[doc(inline)]
 pub use deriv_runtime::tensor;

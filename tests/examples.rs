@@ -16,7 +16,10 @@ fn gradient_descent_reaches_the_minimum() {
     // few steps must still be far from it: the loop really is the descent.
     let (y1, _) = gradient_descent::descend(3, 0.1, false);
     let expected = 3.0 * (1.0 - 0.8f64.powi(3));
-    assert!((y1 - expected).abs() < 1e-5, "after 3 steps x1 = {y1}, expected {expected}");
+    assert!(
+        (y1 - expected).abs() < 1e-5,
+        "after 3 steps x1 = {y1}, expected {expected}"
+    );
 }
 
 #[test]

@@ -1,0 +1,6 @@
+use deriv::nn::{Linear, Module};
+
+#[derive(Module)]
+struct Pair(Linear, Linear);
+
+fn main() {}

@@ -1,0 +1,10 @@
+use deriv::network;
+use deriv::nn::Linear;
+
+network! {
+    pub struct Net {
+        fc: Linear(4, 2),
+    }
+}
+
+fn main() {}

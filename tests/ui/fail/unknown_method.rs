@@ -1,0 +1,13 @@
+use deriv::network;
+use deriv::nn::Linear;
+
+network! {
+    pub struct Net {
+        fc: Linear(4, 2),
+    }
+    fn forward(x) {
+        fc(x).clamp(0.0, 1.0)
+    }
+}
+
+fn main() {}

@@ -1,0 +1,14 @@
+use deriv::network;
+use deriv::nn::Linear;
+
+network! {
+    pub struct Net {
+        fc: Linear(4, 2),
+    }
+    fn forward(x) {
+        let h = fc(x);
+        h + z
+    }
+}
+
+fn main() {}
