@@ -8,7 +8,12 @@ mod gradient_descent;
 mod jacobian;
 #[path = "linear_regression.rs"]
 mod linear_regression;
+#[path = "mlp_class.rs"]
+mod mlp_class;
+#[path = "mlp_sequential.rs"]
+mod mlp_sequential;
 
+use deriv::nn::Module;
 use deriv::prelude::*;
 
 fn heading(title: &str) {
@@ -130,4 +135,23 @@ fn main() {
         &[Tensor::randn([3, 4]), Tensor::randn([4, 2])],
     );
     println!("{report}");
+
+    heading("11. A network as a sequence of layers (network!, compile-time backward)");
+    let mlp = mlp_sequential::Mlp::default();
+    let names: Vec<String> = mlp.named_parameters().into_iter().map(|(n, _)| n).collect();
+    println!("Linear(2, 16) -> ReLU -> Linear(16, 1): parameters {names:?}");
+    println!(
+        "trained with forward_train + the generated backward: held-out accuracy {:.3}",
+        mlp_sequential::train(false)
+    );
+
+    heading("12. A network as a class with a custom forward (residual, log_softmax)");
+    println!(
+        "tape vs compile-time gradients on one batch: max difference {:.1e}",
+        mlp_class::paths_difference()
+    );
+    println!(
+        "trained through the tape (loss.backward()): held-out accuracy {:.3}",
+        mlp_class::train(false)
+    );
 }

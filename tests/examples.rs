@@ -36,3 +36,21 @@ fn vector_jacobian_products_match_the_analytic_jacobian() {
     let err = jacobian::max_error(false);
     assert!(err < 1e-12, "max difference {err}");
 }
+
+#[path = "../examples/mlp_class.rs"]
+mod mlp_class;
+#[path = "../examples/mlp_sequential.rs"]
+mod mlp_sequential;
+
+#[test]
+fn sequential_network_learns_the_circle() {
+    let acc = mlp_sequential::train(false);
+    assert!(acc >= 0.95, "held-out accuracy {acc}");
+}
+
+#[test]
+fn class_network_learns_the_spirals_and_its_two_backward_paths_agree() {
+    assert!(mlp_class::paths_difference() < 1e-6);
+    let acc = mlp_class::train(false);
+    assert!(acc >= 0.95, "held-out accuracy {acc}");
+}
