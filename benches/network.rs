@@ -62,7 +62,11 @@ fn bench_model<M: Differentiable>(
     let x = Tensor::randn_with([batch, features], &mut gen);
     let t = Tensor::randn_with([batch, outputs], &mut gen);
     let mut group = c.benchmark_group(name);
-    group.throughput(Throughput::Elements(if per_sample { batch as u64 } else { 1 }));
+    group.throughput(Throughput::Elements(if per_sample {
+        batch as u64
+    } else {
+        1
+    }));
     group.bench_function(BenchmarkId::new("compile_time", batch), |b| {
         b.iter(|| compile_time_step(&model, &x, &t, 0.01))
     });

@@ -18,7 +18,9 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput};
+use criterion::{
+    criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
+};
 use deriv::prelude::*;
 
 fn matmul(c: &mut Criterion) {
@@ -47,7 +49,10 @@ fn matmul(c: &mut Criterion) {
 
 fn elementwise(c: &mut Criterion) {
     for (name, op) in [
-        ("add_f32", (|a: &Tensor, b: &Tensor| a + b) as fn(&Tensor, &Tensor) -> Tensor),
+        (
+            "add_f32",
+            (|a: &Tensor, b: &Tensor| a + b) as fn(&Tensor, &Tensor) -> Tensor,
+        ),
         ("mul_f32", |a: &Tensor, b: &Tensor| a * b),
     ] {
         let mut group = c.benchmark_group(name);

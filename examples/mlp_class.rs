@@ -94,12 +94,20 @@ pub fn paths_difference() -> f64 {
     let (x, y) = spiral_data(20, &mut gen);
     let model = Net::default();
     nll(&model.forward(&x), &y).backward();
-    let tape: Vec<Vec<f32>> = model.parameters().iter().map(|p| p.grad().unwrap().to_vec()).collect();
+    let tape: Vec<Vec<f32>> = model
+        .parameters()
+        .iter()
+        .map(|p| p.grad().unwrap().to_vec())
+        .collect();
     model.zero_grad();
     let (logp, saved) = model.forward_train(&x);
     // d nll / d logp: -1/N at each row's true class.
     let n = x.shape()[0];
-    let grad = Tensor::zeros(logp.shape()).scatter_add(1, &y.unsqueeze(1), &Tensor::full([n, 1], -1.0 / n as f64));
+    let grad = Tensor::zeros(logp.shape()).scatter_add(
+        1,
+        &y.unsqueeze(1),
+        &Tensor::full([n, 1], -1.0 / n as f64),
+    );
     model.backward(saved, &grad, false);
     let mut worst: f64 = 0.0;
     for (p, t) in model.parameters().iter().zip(&tape) {

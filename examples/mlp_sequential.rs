@@ -34,7 +34,9 @@ fn logistic_loss(z: &Tensor, y: &Tensor) -> (f64, Tensor) {
 
 /// Accuracy of the model's sign on (x, y).
 pub fn accuracy(model: &Mlp, x: &Tensor, y: &Tensor) -> f64 {
-    let pred = no_grad(|| model.forward(x)).gt_scalar(0.0).to_dtype(deriv::DType::F32);
+    let pred = no_grad(|| model.forward(x))
+        .gt_scalar(0.0)
+        .to_dtype(deriv::DType::F32);
     pred.eq(y).to_dtype(deriv::DType::F32).mean().item()
 }
 

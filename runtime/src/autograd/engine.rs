@@ -2,9 +2,11 @@
 //! where a value fans out and accumulating into leaves.
 
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 
 use super::{no_grad, Edge, GradNode};
+use crate::backend::{cpu, Buffer};
 use crate::error::{Error, OrPanic, Result};
 use crate::tensor::Tensor;
 
@@ -27,7 +29,9 @@ pub(crate) fn accumulate(leaf: &Tensor, g: Tensor) {
     let mut slot = leaf.grad_slot();
     match &*slot {
         Some(existing) => {
-            existing.add_(&g);
+            if !add_same_shape(existing, &g) {
+                existing.add_(&g);
+            }
         }
         None => {
             // Keep the tensor when nothing else sees its storage; otherwise copy,
@@ -38,9 +42,57 @@ pub(crate) fn accumulate(leaf: &Tensor, g: Tensor) {
     }
 }
 
+/// Graphs up to this many nodes find a node's position by a linear scan, which
+/// beats hashing at this size; larger graphs build a hash map.
+const SMALL_GRAPH: usize = 32;
+
+/// Hashes a node's address: the low bits are alignment, so they are shifted out.
+#[derive(Default)]
+struct PtrHasher(u64);
+
+impl std::hash::Hasher for PtrHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.0 = ((n as u64) >> 4).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type NodeMap = HashMap<*const GradNode, usize, BuildHasherDefault<PtrHasher>>;
+
+/// `dst += src` for two float tensors of one shape and dtype in distinct
+/// storages: the common case of `accumulate`, without the broadcasting and
+/// checks of `add_` (which handles everything else). Whether it did the add.
+fn add_same_shape(dst: &Tensor, src: &Tensor) -> bool {
+    if dst.shape() != src.shape() || dst.dtype() != src.dtype() || dst.shares_storage(src) {
+        return false;
+    }
+    let s = src.storage().read();
+    match &*s {
+        Buffer::F32(s) => {
+            if let Buffer::F32(d) = &mut *dst.storage().write() {
+                cpu::update(d, dst.layout(), s, src.layout(), |x, y| x + y);
+            }
+        }
+        Buffer::F64(s) => {
+            if let Buffer::F64(d) = &mut *dst.storage().write() {
+                cpu::update(d, dst.layout(), s, src.layout(), |x, y| x + y);
+            }
+        }
+        _ => return false,
+    }
+    true
+}
+
 pub(crate) fn run_backward(root: &Tensor, seed: Tensor, retain_graph: bool) -> Result<()> {
     let _guard = super::NoGradGuard::new();
-    let Some(root_node) = root.grad_node().cloned() else {
+    let Some(root_node) = root.grad_node() else {
         if root.requires_grad() {
             // backward() on a leaf: its gradient is the seed.
             accumulate(root, seed);
@@ -53,41 +105,76 @@ pub(crate) fn run_backward(root: &Tensor, seed: Tensor, retain_graph: bool) -> R
                 .into(),
         ));
     };
+    // Every node is borrowed from `root`, which owns the graph through its edges
+    // for the whole call (edges never change while a node is shared).
+    let root_node: &GradNode = root_node;
 
-    // Topological order (depth-first post-order, reversed) and in-degrees.
-    let mut index: HashMap<*const GradNode, usize> = HashMap::new();
-    let mut nodes: Vec<Arc<GradNode>> = Vec::new();
-    let mut stack: Vec<(Arc<GradNode>, usize)> = vec![(root_node.clone(), 0)];
-    index.insert(Arc::as_ptr(&root_node), usize::MAX);
-    while let Some((node, child)) = stack.pop() {
-        if child < node.next.len() {
-            stack.push((node.clone(), child + 1));
-            if let Some(Edge::Node(n)) = &node.next[child] {
-                if let std::collections::hash_map::Entry::Vacant(e) = index.entry(Arc::as_ptr(n)) {
-                    e.insert(usize::MAX);
-                    stack.push((n.clone(), 0));
+    // Topological order: depth-first post-order, reversed. A node has been seen
+    // when it is on the stack or already ordered; past SMALL_GRAPH nodes a map
+    // answers that instead of scanning both.
+    let mut order: Vec<&GradNode> = Vec::with_capacity(8);
+    let mut stack: Vec<(&GradNode, usize)> = Vec::with_capacity(8);
+    let mut map: Option<NodeMap> = None;
+    stack.push((root_node, 0));
+    while let Some(top) = stack.last_mut() {
+        let (node, child) = *top;
+        let next = node.next.as_slice();
+        if child < next.len() {
+            top.1 += 1;
+            if let Some(Edge::Node(n)) = &next[child] {
+                let n: &GradNode = n;
+                let seen = match &map {
+                    Some(m) => m.contains_key(&ptr(n)),
+                    None => {
+                        stack.iter().any(|&(s, _)| std::ptr::eq(s, n))
+                            || order.iter().any(|&o| std::ptr::eq(o, n))
+                    }
+                };
+                if !seen {
+                    stack.push((n, 0));
+                    match &mut map {
+                        Some(m) => {
+                            m.insert(ptr(n), usize::MAX);
+                        }
+                        None if stack.len() + order.len() > SMALL_GRAPH => {
+                            let mut m = NodeMap::default();
+                            m.reserve(4 * SMALL_GRAPH);
+                            for &(s, _) in &stack {
+                                m.insert(ptr(s), usize::MAX);
+                            }
+                            for &o in &order {
+                                m.insert(ptr(o), usize::MAX);
+                            }
+                            map = Some(m);
+                        }
+                        None => {}
+                    }
                 }
             }
         } else {
-            nodes.push(node);
+            stack.pop();
+            order.push(node);
         }
     }
-    nodes.reverse();
-    for (i, n) in nodes.iter().enumerate() {
-        index.insert(Arc::as_ptr(n), i);
+    order.reverse();
+    if let Some(m) = &mut map {
+        for (i, &n) in order.iter().enumerate() {
+            m.insert(ptr(n), i);
+        }
     }
     // Check every node still has its saved tensors before touching any gradient,
     // so a refused backward leaves `.grad()` as it was.
-    for n in &nodes {
+    for n in &order {
         if n.op.lock().unwrap_or_else(|e| e.into_inner()).is_none() {
             return Err(freed_graph_error());
         }
     }
 
-    let mut grads: Vec<Option<Tensor>> = vec![None; nodes.len()];
+    let mut grads: Vec<Option<Tensor>> = Vec::with_capacity(order.len());
+    grads.resize(order.len(), None);
     grads[0] = Some(seed);
-    for i in 0..nodes.len() {
-        let node = &nodes[i];
+    for i in 0..order.len() {
+        let node = order[i];
         let Some(grad) = grads[i].take() else {
             continue;
         };
@@ -102,14 +189,25 @@ pub(crate) fn run_backward(root: &Tensor, seed: Tensor, retain_graph: bool) -> R
             }
             g
         };
-        for (edge, g) in node.next.iter().zip(input_grads) {
+        drop(grad);
+        for (edge, g) in node.next.as_slice().iter().zip(input_grads) {
             let (Some(edge), Some(g)) = (edge, g) else {
                 continue;
             };
             match edge {
                 Edge::Leaf(leaf) => accumulate(leaf, g),
                 Edge::Node(n) => {
-                    let j = index[&Arc::as_ptr(n)];
+                    // Inputs come after their consumers in topological order.
+                    let j = match &map {
+                        Some(m) => m[&ptr(n)],
+                        None => {
+                            i + 1
+                                + order[i + 1..]
+                                    .iter()
+                                    .position(|&o| std::ptr::eq(o, &**n))
+                                    .expect("every input node is ordered")
+                        }
+                    };
                     grads[j] = Some(match grads[j].take() {
                         Some(prev) => &prev + &g,
                         None => g,
@@ -119,6 +217,10 @@ pub(crate) fn run_backward(root: &Tensor, seed: Tensor, retain_graph: bool) -> R
         }
     }
     Ok(())
+}
+
+fn ptr(n: &GradNode) -> *const GradNode {
+    n
 }
 
 impl Tensor {

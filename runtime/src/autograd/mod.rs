@@ -34,7 +34,39 @@ pub struct GradNode {
     name: &'static str,
     /// `None` once backward has run without `retain_graph`: the saved tensors are freed.
     op: Mutex<Option<Box<dyn Backward>>>,
-    next: Vec<Option<Edge>>,
+    next: Edges,
+}
+
+/// A node's input edges: inline for the one- and two-input ops that make up
+/// most graphs (one allocation fewer per recorded op), on the heap past that.
+pub(crate) enum Edges {
+    Inline(usize, [Option<Edge>; 2]),
+    Heap(Vec<Option<Edge>>),
+}
+
+impl Edges {
+    fn of(inputs: &[&Tensor]) -> Edges {
+        match inputs {
+            [] => Edges::Inline(0, [None, None]),
+            [a] => Edges::Inline(1, [edge_of(a), None]),
+            [a, b] => Edges::Inline(2, [edge_of(a), edge_of(b)]),
+            _ => Edges::Heap(inputs.iter().map(|t| edge_of(t)).collect()),
+        }
+    }
+
+    pub(crate) fn as_slice(&self) -> &[Option<Edge>] {
+        match self {
+            Edges::Inline(n, e) => &e[..*n],
+            Edges::Heap(v) => v,
+        }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [Option<Edge>] {
+        match self {
+            Edges::Inline(n, e) => &mut e[..*n],
+            Edges::Heap(v) => v,
+        }
+    }
 }
 
 impl GradNode {
@@ -48,21 +80,51 @@ impl Drop for GradNode {
     /// Unlinks the graph iteratively: dropping a long chain (an RNN over many
     /// steps, `total = &total + &loss` in a loop) recursively would overflow the stack.
     fn drop(&mut self) {
-        fn take(next: &mut Vec<Option<Edge>>, stack: &mut Vec<Arc<GradNode>>) {
-            for edge in next.drain(..) {
-                if let Some(Edge::Node(n)) = edge {
-                    stack.push(n);
+        let mut stack = DropStack::default();
+        stack.unlink(&mut self.next);
+        while let Some(mut node) = stack.pop() {
+            // The node then drops with no children left.
+            stack.unlink(&mut node.next);
+        }
+    }
+}
+
+/// The nodes still to unlink while dropping a graph: a few inline, so dropping
+/// a small graph allocates nothing, the rest on the heap.
+#[derive(Default)]
+struct DropStack {
+    inline: [Option<GradNode>; 4],
+    len: usize,
+    spill: Vec<GradNode>,
+}
+
+impl DropStack {
+    /// Takes `next`'s node edges, keeping the nodes this was the last owner of.
+    fn unlink(&mut self, next: &mut Edges) {
+        for edge in next.as_mut_slice() {
+            if let Some(Edge::Node(n)) = edge.take() {
+                // Only the last owner unlinks; other owners just let go.
+                if let Ok(inner) = Arc::try_unwrap(n) {
+                    if self.len < self.inline.len() {
+                        self.inline[self.len] = Some(inner);
+                        self.len += 1;
+                    } else {
+                        self.spill.push(inner);
+                    }
                 }
             }
         }
-        let mut stack: Vec<Arc<GradNode>> = Vec::new();
-        take(&mut self.next, &mut stack);
-        while let Some(node) = stack.pop() {
-            // Only the last owner unlinks; the node then drops with no children.
-            if let Ok(mut inner) = Arc::try_unwrap(node) {
-                take(&mut inner.next, &mut stack);
-            }
+    }
+
+    fn pop(&mut self) -> Option<GradNode> {
+        if let Some(n) = self.spill.pop() {
+            return Some(n);
         }
+        if self.len == 0 {
+            return None;
+        }
+        self.len -= 1;
+        self.inline[self.len].take()
     }
 }
 
@@ -97,7 +159,7 @@ pub(crate) fn record<B: Backward + 'static>(
     let node = Arc::new(GradNode {
         name,
         op: Mutex::new(Some(Box::new(make()))),
-        next: inputs.iter().map(|t| edge_of(t)).collect(),
+        next: Edges::of(inputs),
     });
     output.with_grad_fn(node)
 }

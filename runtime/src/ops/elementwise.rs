@@ -208,6 +208,14 @@ impl Backward for ScalarOp {
     }
 }
 
+/// The number of a `float tensor op number` that the one-pass path computes
+/// exactly as the 0-d operand would: any f64, or an integer whose conversion
+/// through f64 is exact (|v| <= 2^53).
+fn fast_scalar(t: &Tensor, other: &impl Operand) -> Option<f64> {
+    let v = other.as_number()?;
+    (t.dtype().is_float() && v.abs() <= 9_007_199_254_740_992.0).then_some(v)
+}
+
 impl Tensor {
     fn record_scalar_op(&self, name: &'static str, out: Tensor, op: ScalarOp) -> Tensor {
         record(name, &[self], out, || op)
@@ -261,7 +269,7 @@ impl Tensor {
 
     /// Fallible [`add`](Self::add): an error names both shapes when they don't broadcast.
     pub fn try_add(&self, other: impl Operand) -> Result<Tensor> {
-        if let (Some(v), true) = (other.as_number(), self.dtype().is_float()) {
+        if let Some(v) = fast_scalar(self, &other) {
             let out = float_map!(self, |x| x + (v as F));
             return Ok(self.record_scalar_op("AddBackward", out, ScalarOp::Shift));
         }
@@ -286,7 +294,7 @@ impl Tensor {
 
     /// Fallible [`sub`](Self::sub).
     pub fn try_sub(&self, other: impl Operand) -> Result<Tensor> {
-        if let (Some(v), true) = (other.as_number(), self.dtype().is_float()) {
+        if let Some(v) = fast_scalar(self, &other) {
             let out = float_map!(self, |x| x - (v as F));
             return Ok(self.record_scalar_op("SubBackward", out, ScalarOp::Shift));
         }
@@ -311,7 +319,7 @@ impl Tensor {
 
     /// Fallible [`mul`](Self::mul).
     pub fn try_mul(&self, other: impl Operand) -> Result<Tensor> {
-        if let (Some(v), true) = (other.as_number(), self.dtype().is_float()) {
+        if let Some(v) = fast_scalar(self, &other) {
             let out = float_map!(self, |x| x * (v as F));
             return Ok(self.record_scalar_op("MulBackward", out, ScalarOp::Mul(v)));
         }
@@ -337,7 +345,7 @@ impl Tensor {
 
     /// Fallible [`div`](Self::div).
     pub fn try_div(&self, other: impl Operand) -> Result<Tensor> {
-        if let (Some(v), true) = (other.as_number(), self.dtype().is_float()) {
+        if let Some(v) = fast_scalar(self, &other) {
             let out = float_map!(self, |x| x / (v as F));
             return Ok(self.record_scalar_op("DivBackward", out, ScalarOp::Div(v)));
         }

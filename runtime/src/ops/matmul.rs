@@ -1,19 +1,23 @@
 //! Matrix products through faer: 1-D, 2-D and batched N-D with broadcast batch
 //! dims. Strides go straight to faer, so a transposed operand costs no copy.
 
+use std::mem::MaybeUninit;
+
 use faer::{Accum, MatMut, MatRef, Par};
-use rayon::prelude::*;
 
 use super::reduce::sum_to;
 use super::same_device;
 use crate::autograd::{record, Backward, SavedTensor};
+use crate::backend::cpu::sgemm::{self, MatPtr};
+use crate::backend::cpu::SharedPtr;
 use crate::backend::{cpu, Buffer};
 use crate::error::{Error, OrPanic, Result};
 use crate::tensor::{broadcast_shapes, DType, Layout, Tensor};
 
-/// Below this many multiply-adds a product runs on one thread: rayon's
-/// hand-off costs more than it saves (measured with `cargo bench`).
-const PAR_FLOPS: usize = 96 * 96 * 96;
+/// Below this many multiply-adds a product runs on one thread: waking rayon's
+/// workers costs more than the second thread saves. Measured on 2 cores: one
+/// thread wins up to n = 160 (square f32), two win from n = 192.
+const PAR_FLOPS: usize = 176 * 176 * 176;
 
 /// One operand of a batched product: its data, and for each batch the offset
 /// of its matrix, with the matrix's row and column strides.
@@ -24,52 +28,129 @@ struct Operand<'a, T> {
     cs: isize,
 }
 
-/// `out[b] = a[b] · b[b]` for every batch b, with out contiguous (m x n per batch).
+/// An element type's own kernel for small single-threaded products, where
+/// faer's packing costs more than it saves; false when it does not apply.
+trait SmallGemm: Sized {
+    /// # Safety
+    /// `a` and `b` (pointer, row stride, column stride) address valid m x k
+    /// and k x n matrices; `dst` holds m x n elements, row-major.
+    unsafe fn small(
+        _m: usize,
+        _n: usize,
+        _k: usize,
+        _a: (*const Self, isize, isize),
+        _b: (*const Self, isize, isize),
+        _dst: &mut [MaybeUninit<Self>],
+    ) -> bool {
+        false
+    }
+}
+
+impl SmallGemm for f32 {
+    unsafe fn small(
+        m: usize,
+        n: usize,
+        k: usize,
+        a: (*const f32, isize, isize),
+        b: (*const f32, isize, isize),
+        dst: &mut [MaybeUninit<f32>],
+    ) -> bool {
+        let mat = |(ptr, rs, cs): (*const f32, isize, isize)| MatPtr {
+            ptr,
+            rs: rs as usize,
+            cs: cs as usize,
+        };
+        // SAFETY: forwarded from the caller (layout strides are never negative).
+        unsafe { sgemm::sgemm(m, n, k, mat(a), mat(b), dst) }
+    }
+}
+
+impl SmallGemm for f64 {}
+
+/// `out[b] = a[b] · b[b]` for every batch b, with out contiguous (m x n per
+/// batch) and possibly uninitialised: every element is written, none is read.
+///
+/// Big products are cut into blocks of rows (or columns, for a wide result),
+/// each a single-threaded faer product on its own thread; the calling thread
+/// computes one block itself (see `cpu::par_parts`). On 2 cores this beats
+/// handing the whole product to faer's own parallel split by 10-50% at
+/// n = 192..1024 (thread wake-ups) and matches it at n = 2048.
 macro_rules! gemm_batches {
     ($t:ty, $a:expr, $b:expr, $out:expr, $m:expr, $n:expr, $k:expr) => {{
         let (a, b, out, m, n, k) = ($a, $b, $out, $m, $n, $k);
-        let run = |i: usize, dst: &mut [$t], par: Par| {
-            if k == 0 {
-                dst.iter_mut().for_each(|x| *x = 0.0);
-                return;
-            }
+        let out: &mut [MaybeUninit<$t>] = out;
+        let dst_base = SharedPtr::new(out.as_mut_ptr());
+        // Rows r0..r0+rows and columns c0..c0+cols of product i, single-threaded.
+        let block = |i: usize, r0: usize, rows: usize, c0: usize, cols: usize| {
             // SAFETY: offsets and strides come from valid layouts of these
-            // buffers (checked by Layout), and dst is a distinct m*n slice.
+            // buffers (checked by Layout), the block lies inside product i's
+            // m x n slice of `out`, and parallel blocks are disjoint. faer
+            // only writes it (`Accum::Replace`: documented not to read the
+            // previous values), so it may be uninitialised.
             unsafe {
-                let lhs = MatRef::<$t>::from_raw_parts(
-                    a.data.as_ptr().add(a.offsets[i]),
-                    m,
-                    k,
-                    a.rs,
-                    a.cs,
-                );
-                let rhs = MatRef::<$t>::from_raw_parts(
-                    b.data.as_ptr().add(b.offsets[i]),
-                    k,
-                    n,
-                    b.rs,
-                    b.cs,
-                );
-                let dst = MatMut::<$t>::from_raw_parts_mut(dst.as_mut_ptr(), m, n, n as isize, 1);
-                faer::linalg::matmul::matmul(dst, Accum::Replace, lhs, rhs, 1.0, par);
+                let dst = dst_base.get().add(i * m * n + r0 * n + c0);
+                if k == 0 {
+                    for r in 0..rows {
+                        for c in 0..cols {
+                            (*dst.add(r * n + c)).write(0.0);
+                        }
+                    }
+                    return;
+                }
+                let a_ptr = a.data.as_ptr().add(a.offsets[i]).offset(r0 as isize * a.rs);
+                let b_ptr = b.data.as_ptr().add(b.offsets[i]).offset(c0 as isize * b.cs);
+                if rows == m && cols == n {
+                    let whole = std::slice::from_raw_parts_mut(dst, m * n);
+                    let small = (a_ptr, a.rs, a.cs);
+                    if <$t as SmallGemm>::small(m, n, k, small, (b_ptr, b.rs, b.cs), whole) {
+                        return;
+                    }
+                }
+                let lhs = MatRef::<$t>::from_raw_parts(a_ptr, rows, k, a.rs, a.cs);
+                let rhs = MatRef::<$t>::from_raw_parts(b_ptr, k, cols, b.rs, b.cs);
+                let dst =
+                    MatMut::<$t>::from_raw_parts_mut(dst.cast::<$t>(), rows, cols, n as isize, 1);
+                faer::linalg::matmul::matmul(dst, Accum::Replace, lhs, rhs, 1.0, Par::Seq);
             }
         };
-        let per = m * n;
         let batches = a.offsets.len();
         let flops = m * n * k;
-        if per == 0 {
-        } else if batches > 1 && flops < PAR_FLOPS && batches * flops >= PAR_FLOPS {
-            out.par_chunks_mut(per)
-                .enumerate()
-                .for_each(|(i, d)| run(i, d, Par::Seq));
+        let threads = rayon::current_num_threads();
+        if m * n == 0 || batches == 0 {
+        } else if threads == 1 || batches * flops.max(1) < PAR_FLOPS {
+            for i in 0..batches {
+                block(i, 0, m, 0, n);
+            }
+        } else if flops < PAR_FLOPS {
+            // Many small products: whole products per thread.
+            let parts = threads.min(batches);
+            cpu::par_parts(parts, |p| {
+                for i in batches * p / parts..batches * (p + 1) / parts {
+                    block(i, 0, m, 0, n);
+                }
+            });
         } else {
-            let par = if flops >= PAR_FLOPS {
-                Par::rayon(0)
+            // Two blocks per thread balance a busy core, but past ~1024³ each
+            // block's copy of the shared operand costs more than that saves.
+            let want = if flops > 1 << 30 {
+                threads
             } else {
-                Par::Seq
+                2 * threads
             };
-            for (i, d) in out.chunks_mut(per).enumerate() {
-                run(i, d, par);
+            // Blocks of whole 16-row (16-column) tiles along the longer side.
+            let (len, split_rows) = if m >= n { (m, true) } else { (n, false) };
+            let step = len.div_ceil(want).next_multiple_of(16);
+            let parts = len.div_ceil(step);
+            for i in 0..batches {
+                cpu::par_parts(parts, |p| {
+                    let start = p * step;
+                    let size = step.min(len - start);
+                    if split_rows {
+                        block(i, start, size, 0, n);
+                    } else {
+                        block(i, 0, m, start, size);
+                    }
+                });
             }
         }
     }};
@@ -162,7 +243,8 @@ fn matmul_nd(a: &Tensor, b: &Tensor, user: (&[usize], &[usize])) -> Result<Tenso
         };
         macro_rules! go {
             ($t:ty, $x:expr, $y:expr, $variant:ident) => {{
-                let mut out = vec![0 as $t; total];
+                // Not zeroed: the product writes every element (see gemm_batches).
+                let mut out: Vec<$t> = Vec::with_capacity(total);
                 let pa = Operand {
                     data: $x,
                     offsets: a_offs,
@@ -175,7 +257,17 @@ fn matmul_nd(a: &Tensor, b: &Tensor, user: (&[usize], &[usize])) -> Result<Tenso
                     rs: bl.strides[bn - 2] as isize,
                     cs: bl.strides[bn - 1] as isize,
                 };
-                gemm_batches!($t, &pa, &pb, &mut out[..], m, n, k);
+                gemm_batches!(
+                    $t,
+                    &pa,
+                    &pb,
+                    &mut out.spare_capacity_mut()[..total],
+                    m,
+                    n,
+                    k
+                );
+                // SAFETY: gemm_batches initialised all `total` elements.
+                unsafe { out.set_len(total) };
                 Buffer::$variant(out)
             }};
         }
@@ -309,5 +401,74 @@ impl Tensor {
             other.shape()
         );
         self.matmul(other)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::tensor::Tensor;
+
+    fn filled(shape: &[usize], seed: usize) -> Tensor {
+        let n: usize = shape.iter().product();
+        let v: Vec<f32> = (0..n)
+            .map(|i| ((i * 7919 + seed * 104_729) % 1009) as f32 / 1009.0 - 0.5)
+            .collect();
+        Tensor::from_vec(v, shape)
+    }
+
+    /// `a · b` of 2-D tensors in f64, by the definition.
+    fn naive(a: &Tensor, b: &Tensor) -> Vec<f64> {
+        let (m, k, n) = (a.shape()[0], a.shape()[1], b.shape()[1]);
+        let (x, y) = (a.to_vec::<f64>(), b.to_vec::<f64>());
+        let mut out = vec![0.0; m * n];
+        for i in 0..m {
+            for p in 0..k {
+                for j in 0..n {
+                    out[i * n + j] += x[i * k + p] * y[p * n + j];
+                }
+            }
+        }
+        out
+    }
+
+    fn assert_close(got: &Tensor, want: &[f64], what: &str) {
+        for (i, (g, w)) in got.to_vec::<f64>().iter().zip(want).enumerate() {
+            assert!(
+                (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
+                "{what}: element {i}: {g} vs {w}"
+            );
+        }
+    }
+
+    /// Every scheduling branch of `gemm_batches`: single-threaded (faer and the
+    /// small kernel), row blocks, column blocks, transposed operands, whole
+    /// products per thread, and an empty inner dimension.
+    #[test]
+    fn every_split_matches_the_definition() {
+        for &(m, k, n) in &[
+            (64, 64, 64),
+            (200, 180, 190),
+            (20, 300, 1000),
+            (257, 129, 100),
+        ] {
+            let (a, b) = (filled(&[m, k], 1), filled(&[k, n], 2));
+            assert_close(&a.matmul(&b), &naive(&a, &b), &format!("{m}x{k} . {k}x{n}"));
+            let (at, bt) = (filled(&[k, m], 3).t(), filled(&[n, k], 4).t());
+            assert_close(
+                &at.matmul(&bt),
+                &naive(&at, &bt),
+                &format!("transposed {m}x{k}x{n}"),
+            );
+        }
+        let (a, b) = (filled(&[16, 96, 80], 5), filled(&[16, 80, 96], 6));
+        let c = a.matmul(&b);
+        for i in 0..16 {
+            let (ai, bi) = (a.select(0, i as isize), b.select(0, i as isize));
+            let want = naive(&ai, &bi);
+            assert_close(&c.select(0, i as isize), &want, &format!("batch {i}"));
+        }
+        let z = Tensor::zeros([300, 0]).matmul(&Tensor::zeros([0, 400]));
+        assert_eq!(z.shape(), &[300, 400]);
+        assert!(z.to_vec::<f32>().iter().all(|&x| x == 0.0));
     }
 }

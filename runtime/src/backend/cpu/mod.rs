@@ -1,17 +1,173 @@
-//! CPU kernels: strided traversal with contiguous fast paths and rayon above a size threshold.
+//! CPU kernels: strided traversal with contiguous fast paths, AVX2 code for
+//! the contiguous loops where the CPU has it, and all cores above a size threshold.
 
+use std::any::Any;
 use std::mem::MaybeUninit;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
 
 use crate::tensor::Layout;
 
-/// Below this many elements a kernel stays on the calling thread: spawning
-/// rayon tasks costs more than the work.
+pub(crate) mod sgemm;
+
+/// Below this many elements a kernel stays on the calling thread: handing
+/// work to another thread costs more than it saves.
 pub(crate) const PAR_THRESHOLD: usize = 1 << 15;
 
-/// Elements per rayon task for elementwise kernels.
-const PAR_CHUNK: usize = 1 << 14;
+/// Runs `f` compiled for AVX2 when the CPU has it (a contiguous loop inside
+/// vectorises 8 f32 wide instead of SSE2's 4); plain otherwise. AVX2 changes no
+/// result: IEEE arithmetic is the same at any width, and nothing is fused.
+#[inline(always)]
+fn vectorized<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            #[target_feature(enable = "avx2")]
+            unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
+                f()
+            }
+            // SAFETY: the CPU supports AVX2 (checked just above).
+            return unsafe { avx2(f) };
+        }
+    }
+    f()
+}
+
+/// A raw pointer that parallel parts share; each part touches its own range.
+pub(crate) struct SharedPtr<T>(*mut T);
+impl<T> Clone for SharedPtr<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for SharedPtr<T> {}
+// SAFETY: used only to hand disjoint ranges of one buffer to parallel parts.
+unsafe impl<T: Send> Send for SharedPtr<T> {}
+// SAFETY: as above.
+unsafe impl<T: Send> Sync for SharedPtr<T> {}
+impl<T> SharedPtr<T> {
+    pub(crate) fn new(ptr: *mut T) -> Self {
+        SharedPtr(ptr)
+    }
+    pub(crate) fn get(self) -> *mut T {
+        self.0
+    }
+}
+
+/// Calls `f(start, end)` on contiguous ranges covering `0..n`: one range below
+/// [`PAR_THRESHOLD`], else one per pool thread, run in parallel.
+fn par_ranges(n: usize, f: impl Fn(usize, usize) + Sync) {
+    let parts = if n < PAR_THRESHOLD {
+        1
+    } else {
+        rayon::current_num_threads()
+            .min(n / (PAR_THRESHOLD / 2))
+            .max(1)
+    };
+    if parts == 1 {
+        f(0, n);
+        return;
+    }
+    // Range ends on 16-element boundaries, so no two parts write one cache line.
+    let bound = |i: usize| if i == parts { n } else { (n * i / parts) & !15 };
+    par_parts(parts, |i| f(bound(i), bound(i + 1)));
+}
+
+/// Calls `f(i)` for every `i` in `0..parts`, in parallel: through
+/// [`fork_join`] from outside the rayon pool, by work stealing inside it.
+pub(crate) fn par_parts(parts: usize, f: impl Fn(usize) + Sync) {
+    match parts {
+        0 => {}
+        1 => f(0),
+        _ if rayon::current_thread_index().is_some() => {
+            (0..parts).into_par_iter().for_each(&f);
+        }
+        _ => fork_join(parts, &f),
+    }
+}
+
+const PENDING: u8 = 0;
+const RUNNING: u8 = 1;
+const DONE: u8 = 2;
+
+/// One part of a [`fork_join`]: who runs it, and its panic if it had one.
+#[derive(Default)]
+struct Slot {
+    state: AtomicU8,
+    panic: Mutex<Option<Box<dyn Any + Send>>>,
+}
+
+/// Runs `work(0..parts)` in parallel from a thread outside the rayon pool. The
+/// calling thread takes part 0 itself (rayon's `join` would park it and hand
+/// everything to the pool, paying two thread wake-ups), pool threads the rest;
+/// any part no pool thread has started by the time the caller is done, the
+/// caller runs too, so a busy or sleeping pool costs no more than one thread.
+fn fork_join(parts: usize, work: &(dyn Fn(usize) + Sync)) {
+    // SAFETY: the lifetime is erased only for the pool jobs, and a job calls
+    // `work` only after claiming its slot (PENDING -> RUNNING); before this
+    // function returns or unwinds, `Join` claims every unclaimed slot and waits
+    // for every claimed one to finish, so no call outlives the borrow.
+    let work_static: &'static (dyn Fn(usize) + Sync) = unsafe { std::mem::transmute(work) };
+    let slots: Vec<Arc<Slot>> = (1..parts).map(|_| Arc::default()).collect();
+    for (i, slot) in slots.iter().enumerate() {
+        let slot = slot.clone();
+        rayon::spawn(move || {
+            if slot
+                .state
+                .compare_exchange(PENDING, RUNNING, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
+                if let Err(p) = catch_unwind(AssertUnwindSafe(|| work_static(i + 1))) {
+                    *slot.panic.lock().unwrap_or_else(|e| e.into_inner()) = Some(p);
+                }
+                slot.state.store(DONE, Ordering::Release);
+            }
+        });
+    }
+    let join = Join(&slots);
+    work(0);
+    for (i, slot) in slots.iter().enumerate() {
+        if slot
+            .state
+            .compare_exchange(PENDING, DONE, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+        {
+            work(i + 1);
+        }
+    }
+    drop(join);
+    for slot in &slots {
+        if let Some(p) = slot.panic.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            std::panic::resume_unwind(p);
+        }
+    }
+}
+
+/// Claims the parts no pool thread has started and waits for the started ones
+/// (also when the caller's own part unwinds).
+struct Join<'a>(&'a [Arc<Slot>]);
+
+impl Drop for Join<'_> {
+    fn drop(&mut self) {
+        for slot in self.0 {
+            let state = &slot.state;
+            let _ = state.compare_exchange(PENDING, DONE, Ordering::Acquire, Ordering::Relaxed);
+            let mut spins = 0u32;
+            while state.load(Ordering::Acquire) == RUNNING {
+                // The pool thread has about as much work as the caller had.
+                if spins < 1 << 12 {
+                    spins += 1;
+                    std::hint::spin_loop();
+                } else {
+                    std::thread::yield_now();
+                }
+            }
+        }
+    }
+}
 
 /// Calls `f` with the storage offsets of elements `start..start + len` (in
 /// row-major order of `shape`) for each of `K` stride sets at once.
@@ -98,22 +254,19 @@ pub(crate) fn walk<const K: usize>(
     }
 }
 
-/// Builds a vector of `n` elements whose chunk `[start, start + chunk.len())` is
+/// Builds a vector of `n` elements whose range `[start, start + chunk.len())` is
 /// written by `fill(start, chunk)`, in parallel when `n` is large.
 pub(crate) fn build_vec<U: Send>(
     n: usize,
     fill: impl Fn(usize, &mut [MaybeUninit<U>]) + Sync,
 ) -> Vec<U> {
     let mut out: Vec<U> = Vec::with_capacity(n);
-    let spare = &mut out.spare_capacity_mut()[..n];
-    if n >= PAR_THRESHOLD {
-        spare
-            .par_chunks_mut(PAR_CHUNK)
-            .enumerate()
-            .for_each(|(i, chunk)| fill(i * PAR_CHUNK, chunk));
-    } else {
-        fill(0, spare);
-    }
+    let base = SharedPtr(out.spare_capacity_mut().as_mut_ptr());
+    par_ranges(n, |start, end| {
+        // SAFETY: the ranges are disjoint and inside the n-element capacity.
+        let chunk = unsafe { std::slice::from_raw_parts_mut(base.get().add(start), end - start) };
+        fill(start, chunk);
+    });
     // SAFETY: every `fill` call writes each element of its chunk (the callers
     // below write exactly one value per slot), so all `n` are initialised.
     unsafe { out.set_len(n) };
@@ -129,14 +282,13 @@ pub(crate) fn map<T: Copy + Sync, U: Send>(
     let n = layout.numel();
     if layout.is_contiguous() {
         let s = &src[layout.offset..layout.offset + n];
-        if n < PAR_THRESHOLD {
-            return s.iter().map(|&x| f(x)).collect();
-        }
         return build_vec(n, |start, chunk| {
-            let end = start + chunk.len();
-            for (o, &x) in chunk.iter_mut().zip(&s[start..end]) {
-                o.write(f(x));
-            }
+            let s = &s[start..start + chunk.len()];
+            vectorized(|| {
+                for (o, &x) in chunk.iter_mut().zip(s) {
+                    o.write(f(x));
+                }
+            })
         });
     }
     build_vec(n, |start, chunk| {
@@ -170,14 +322,14 @@ pub(crate) fn zip<A: Copy + Sync, B: Copy + Sync, U: Send>(
     if a_contig && b_contig {
         let sa = &a[la.offset..la.offset + n];
         let sb = &b[lb.offset..lb.offset + n];
-        if n < PAR_THRESHOLD {
-            return sa.iter().zip(sb).map(|(&x, &y)| f(x, y)).collect();
-        }
         return build_vec(n, |start, chunk| {
             let end = start + chunk.len();
-            for ((o, &x), &y) in chunk.iter_mut().zip(&sa[start..end]).zip(&sb[start..end]) {
-                o.write(f(x, y));
-            }
+            let (sa, sb) = (&sa[start..end], &sb[start..end]);
+            vectorized(|| {
+                for ((o, &x), &y) in chunk.iter_mut().zip(sa).zip(sb) {
+                    o.write(f(x, y));
+                }
+            })
         });
     }
     // One side a single broadcast value: a tight loop over the other.
@@ -241,21 +393,18 @@ pub(crate) fn update<T: Copy + Send + Sync, S: Copy + Sync>(
 ) {
     let n = ld.numel();
     if ld.is_contiguous() && ls.is_contiguous() {
-        let d = &mut dst[ld.offset..ld.offset + n];
+        let d = SharedPtr(dst[ld.offset..ld.offset + n].as_mut_ptr());
         let s = &src[ls.offset..ls.offset + n];
-        if n < PAR_THRESHOLD {
-            for (x, &y) in d.iter_mut().zip(s) {
-                *x = f(*x, y);
-            }
-        } else {
-            d.par_chunks_mut(PAR_CHUNK)
-                .zip(s.par_chunks(PAR_CHUNK))
-                .for_each(|(dc, sc)| {
-                    for (x, &y) in dc.iter_mut().zip(sc) {
-                        *x = f(*x, y);
-                    }
-                });
-        }
+        par_ranges(n, |start, end| {
+            // SAFETY: the ranges are disjoint and inside the n checked above.
+            let d = unsafe { std::slice::from_raw_parts_mut(d.get().add(start), end - start) };
+            let s = &s[start..end];
+            vectorized(|| {
+                for (x, &y) in d.iter_mut().zip(s) {
+                    *x = f(*x, y);
+                }
+            })
+        });
         return;
     }
     if ld.is_contiguous() && ls.strides.iter().all(|&s| s == 0) {
@@ -283,21 +432,69 @@ pub(crate) fn update_scalar<T: Copy + Send + Sync>(
 ) {
     let n = ld.numel();
     if ld.is_contiguous() {
-        let d = &mut dst[ld.offset..ld.offset + n];
-        if n < PAR_THRESHOLD {
-            d.iter_mut().for_each(|x| *x = f(*x));
-        } else {
-            d.par_chunks_mut(PAR_CHUNK)
-                .for_each(|c| c.iter_mut().for_each(|x| *x = f(*x)));
-        }
+        let d = SharedPtr(dst[ld.offset..ld.offset + n].as_mut_ptr());
+        par_ranges(n, |start, end| {
+            // SAFETY: the ranges are disjoint and inside the n checked above.
+            let d = unsafe { std::slice::from_raw_parts_mut(d.get().add(start), end - start) };
+            vectorized(|| d.iter_mut().for_each(|x| *x = f(*x)))
+        });
         return;
     }
-    walk(
-        &ld.shape,
-        [&ld.strides],
-        [ld.offset],
-        0,
-        n,
-        |[od]| dst[od] = f(dst[od]),
-    );
+    walk(&ld.shape, [&ld.strides], [ld.offset], 0, n, |[od]| {
+        dst[od] = f(dst[od])
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parallel_kernels_cover_every_element_once() {
+        for n in [
+            0,
+            1,
+            17,
+            PAR_THRESHOLD - 1,
+            PAR_THRESHOLD,
+            3 * PAR_THRESHOLD + 5,
+        ] {
+            let v = build_vec(n, |start, chunk| {
+                for (i, o) in chunk.iter_mut().enumerate() {
+                    o.write(start + i);
+                }
+            });
+            assert!(v.iter().copied().eq(0..n), "build_vec, n = {n}");
+            let l = Layout::contiguous(&[n]);
+            let mut d: Vec<usize> = (0..n).collect();
+            update(&mut d, &l, &v, &l, |x, y| x + y);
+            update_scalar(&mut d, &l, |x| x + 1);
+            assert!(
+                d.iter().copied().eq((0..n).map(|i| 2 * i + 1)),
+                "update, n = {n}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_panicking_part_propagates_its_payload() {
+        let n = 4 * PAR_THRESHOLD;
+        for bad_start in [true, false] {
+            let r = catch_unwind(|| {
+                build_vec(n, |start, chunk| {
+                    if (start == 0) == bad_start {
+                        panic!("boom at {start}");
+                    }
+                    chunk.iter_mut().for_each(|o| {
+                        o.write(0u8);
+                    });
+                })
+            });
+            let msg = r.expect_err("a part panicked");
+            let msg = msg
+                .downcast_ref::<String>()
+                .expect("a formatted panic message");
+            assert!(msg.starts_with("boom at"), "{msg}");
+        }
+    }
 }
