@@ -341,6 +341,37 @@ pub(crate) fn zip<A: Copy + Sync, B: Copy + Sync, U: Send>(
         let x = a[la.offset];
         return map(b, lb, |y| f(x, y));
     }
+    // Both contiguous over trailing dims (a bias row broadcast over a batch,
+    // say): walk the leading dims, and run tight loops along the rows.
+    let (k, inner) = common_contiguous_suffix(la, lb);
+    if inner >= 8 && n > 0 {
+        let (outer_a, outer_b) = (&la.strides[..k], &lb.strides[..k]);
+        return build_vec(n, |start, chunk| {
+            let end = start + chunk.len();
+            let first_row = start / inner;
+            let rows = (end - 1) / inner - first_row + 1;
+            let mut pos = start;
+            walk(
+                &la.shape[..k],
+                [outer_a, outer_b],
+                [la.offset, lb.offset],
+                first_row,
+                rows,
+                |[oa, ob]| {
+                    let row_start = pos - pos % inner;
+                    let (c0, c1) = (pos - row_start, (end - row_start).min(inner));
+                    let dst = &mut chunk[pos - start..pos - start + (c1 - c0)];
+                    let (ra, rb) = (&a[oa + c0..oa + c1], &b[ob + c0..ob + c1]);
+                    vectorized(|| {
+                        for ((o, &x), &y) in dst.iter_mut().zip(ra).zip(rb) {
+                            o.write(f(x, y));
+                        }
+                    });
+                    pos += c1 - c0;
+                },
+            );
+        });
+    }
     build_vec(n, |start, chunk| {
         let mut i = 0;
         walk(
@@ -355,6 +386,22 @@ pub(crate) fn zip<A: Copy + Sync, B: Copy + Sync, U: Send>(
             },
         );
     })
+}
+
+/// The first dim `k` from which both layouts (of one shape) are row-major
+/// contiguous, and the number of elements in that trailing block.
+fn common_contiguous_suffix(la: &Layout, lb: &Layout) -> (usize, usize) {
+    let mut k = la.ndim();
+    let mut inner = 1;
+    while k > 0 {
+        let d = k - 1;
+        if la.shape[d] != 1 && (la.strides[d] != inner || lb.strides[d] != inner) {
+            break;
+        }
+        inner *= la.shape[d];
+        k -= 1;
+    }
+    (k, inner)
 }
 
 /// `out[i] = f(c[lc(i)], a[la(i)], b[lb(i)])`, all layouts of the output's shape.
@@ -448,6 +495,38 @@ pub(crate) fn update_scalar<T: Copy + Send + Sync>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The row-run path of `zip` against a plain element-by-element walk, for
+    /// broadcasts whose trailing block is shared, with rows cut by the
+    /// parallel chunking (sizes above PAR_THRESHOLD) and views with offsets.
+    #[test]
+    fn zip_row_runs_match_elementwise_walk() {
+        let cases: [(&[usize], &[usize]); 5] = [
+            (&[64, 256], &[256]),
+            (&[300, 257], &[257]),
+            (&[5, 7, 64], &[7, 64]),
+            (&[4, 3, 10], &[4, 1, 10]),
+            (&[2, 9, 1, 33], &[9, 1, 33]),
+        ];
+        for (sa, sb) in cases {
+            let la = Layout::contiguous(sa);
+            let nb: usize = sb.iter().product();
+            // Offset views into larger buffers, so offsets are exercised too.
+            let lb = Layout {
+                offset: 3,
+                ..Layout::contiguous(sb)
+            }
+            .broadcast_to(sa);
+            let a: Vec<f32> = (0..la.numel()).map(|i| i as f32 * 0.5).collect();
+            let b: Vec<f32> = (0..nb + 3).map(|i| i as f32 * -1.25).collect();
+            let got = zip(&a, &la, &b, &lb, |x, y| x * 3.0 + y);
+            let mut want = Vec::with_capacity(la.numel());
+            walk(&la.shape, [&la.strides, &lb.strides], [0, 3], 0, la.numel(), |[oa, ob]| {
+                want.push(a[oa] * 3.0 + b[ob])
+            });
+            assert_eq!(got, want, "{sa:?} with {sb:?}");
+        }
+    }
 
     #[test]
     fn parallel_kernels_cover_every_element_once() {
