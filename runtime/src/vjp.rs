@@ -7,6 +7,12 @@
 
 use crate::tensor::Tensor;
 
+pub use crate::ops::elementwise::{
+    div_backward as div, exp_backward as exp, log_backward as log, mul_backward as mul,
+    pow_scalar_backward as pow_scalar, sqrt_backward as sqrt,
+};
+pub use crate::ops::matmul::matmul_backward as matmul;
+
 pub use crate::ops::activation::{
     relu_backward as relu, sigmoid_backward as sigmoid, tanh_backward as tanh,
 };
@@ -28,89 +34,9 @@ pub fn sub(g: &Tensor, a_shape: &[usize], b_shape: &[usize]) -> (Tensor, Tensor)
     (sum_to(g, a_shape), -&sum_to(g, b_shape))
 }
 
-/// `a * b` with broadcasting: `da = g·b`, `db = g·a`, each summed to its shape.
-pub fn mul(
-    g: &Tensor,
-    a: &Tensor,
-    b: &Tensor,
-    need: [bool; 2],
-) -> (Option<Tensor>, Option<Tensor>) {
-    (
-        need[0].then(|| sum_to(&(g * b), a.shape())),
-        need[1].then(|| sum_to(&(g * a), b.shape())),
-    )
-}
-
-/// `a / b` with broadcasting: `da = g / b`, `db = -g·a / b²`.
-pub fn div(
-    g: &Tensor,
-    a: &Tensor,
-    b: &Tensor,
-    need: [bool; 2],
-) -> (Option<Tensor>, Option<Tensor>) {
-    (
-        need[0].then(|| sum_to(&(g / b), a.shape())),
-        need[1].then(|| sum_to(&(-(g * a) / (b * b)), b.shape())),
-    )
-}
-
 /// `-x`.
 pub fn neg(g: &Tensor) -> Tensor {
     -g
-}
-
-/// `y = exp(x)`, from the output: `g·y`.
-pub fn exp(y: &Tensor, g: &Tensor) -> Tensor {
-    g * y
-}
-
-/// `log(x)`, from the input: `g / x`.
-pub fn log(x: &Tensor, g: &Tensor) -> Tensor {
-    g / x
-}
-
-/// `y = sqrt(x)`, from the output: `g / (2y)`.
-pub fn sqrt(y: &Tensor, g: &Tensor) -> Tensor {
-    g / &(y * 2.0)
-}
-
-/// `x^p` for a number p: `g·p·x^(p-1)`.
-pub fn pow_scalar(x: &Tensor, p: f64, g: &Tensor) -> Tensor {
-    if p == 0.0 {
-        g.zeros_like()
-    } else {
-        g * &(x.pow_scalar(p - 1.0) * p)
-    }
-}
-
-/// `a @ b` (`torch.matmul` rules, batched and 1-D included).
-pub fn matmul(
-    g: &Tensor,
-    a: &Tensor,
-    b: &Tensor,
-    need: [bool; 2],
-) -> (Option<Tensor>, Option<Tensor>) {
-    let a2 = if a.ndim() == 1 {
-        a.unsqueeze(0)
-    } else {
-        a.clone()
-    };
-    let b2 = if b.ndim() == 1 {
-        b.unsqueeze(1)
-    } else {
-        b.clone()
-    };
-    // The gradient in the promoted (at least 2-D) output shape.
-    let (an, bn) = (a2.ndim(), b2.ndim());
-    let mut gshape =
-        crate::tensor::broadcast_shapes("matmul", &a2.shape()[..an - 2], &b2.shape()[..bn - 2])
-            .expect("shapes were checked by the forward matmul");
-    gshape.extend([a2.shape()[an - 2], b2.shape()[bn - 1]]);
-    let g2 = g.reshape(&gshape);
-    (
-        need[0].then(|| sum_to(&g2.matmul(&b2.transpose(-2, -1)), a2.shape()).reshape(a.shape())),
-        need[1].then(|| sum_to(&a2.transpose(-2, -1).matmul(&g2), b2.shape()).reshape(b.shape())),
-    )
 }
 
 /// Any reshape (`reshape`, `view`, `flatten`, `squeeze`, `unsqueeze`): back to the input shape.

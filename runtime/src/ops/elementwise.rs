@@ -223,22 +223,13 @@ impl Tensor {
 }
 
 struct MulBackward {
-    a: Option<SavedTensor>,
-    b: Option<SavedTensor>,
-    a_shape: Vec<usize>,
-    b_shape: Vec<usize>,
+    a: SavedTensor,
+    b: SavedTensor,
+    needs: [bool; 2],
 }
 impl Backward for MulBackward {
     fn backward(&self, g: &Tensor) -> Vec<Option<Tensor>> {
-        // d(a*b)/da = b, saved only when a needs a gradient (and vice versa).
-        let ga = self
-            .b
-            .as_ref()
-            .map(|b| sum_to(&(g * b.get()), &self.a_shape));
-        let gb = self
-            .a
-            .as_ref()
-            .map(|a| sum_to(&(g * a.get()), &self.b_shape));
+        let (ga, gb) = mul_backward(g, self.a.get(), self.b.get(), self.needs);
         vec![ga, gb]
     }
 }
@@ -250,14 +241,39 @@ struct DivBackward {
 }
 impl Backward for DivBackward {
     fn backward(&self, g: &Tensor) -> Vec<Option<Tensor>> {
-        let (a, b) = (self.a.get(), self.b.get());
-        let ga = self.needs[0].then(|| sum_to(&(g / b), a.shape()));
-        let gb = self.needs[1].then(|| {
-            let d = float_zip!("div_backward", a, b, |x, y| -x / (y * y)).or_panic();
-            sum_to(&(g * &d), b.shape())
-        });
+        let (ga, gb) = div_backward(g, self.a.get(), self.b.get(), self.needs);
         vec![ga, gb]
     }
+}
+
+/// dL/da and dL/db of `a / b` with broadcasting: `g / b` and `-g·a / b²`,
+/// each summed to its operand's shape; `need` skips a side.
+pub fn div_backward(
+    g: &Tensor,
+    a: &Tensor,
+    b: &Tensor,
+    need: [bool; 2],
+) -> (Option<Tensor>, Option<Tensor>) {
+    let ga = need[0].then(|| sum_to(&(g / b), a.shape()));
+    let gb = need[1].then(|| {
+        let d = float_zip!("div_backward", a, b, |x, y| -x / (y * y)).or_panic();
+        sum_to(&(g * &d), b.shape())
+    });
+    (ga, gb)
+}
+
+/// dL/da and dL/db of `a * b` with broadcasting: `g·b` and `g·a`, each summed
+/// to its operand's shape; `need` skips a side.
+pub fn mul_backward(
+    g: &Tensor,
+    a: &Tensor,
+    b: &Tensor,
+    need: [bool; 2],
+) -> (Option<Tensor>, Option<Tensor>) {
+    (
+        need[0].then(|| sum_to(&(g * b), a.shape())),
+        need[1].then(|| sum_to(&(g * a), b.shape())),
+    )
 }
 
 impl Tensor {
@@ -330,10 +346,9 @@ impl Tensor {
             float_zip!("mul", self, other, |x, y| x * y)?
         };
         Ok(record("MulBackward", &[self, other], out, || MulBackward {
-            a: other.requires_grad().then(|| SavedTensor::new(self)),
-            b: self.requires_grad().then(|| SavedTensor::new(other)),
-            a_shape: self.shape().to_vec(),
-            b_shape: other.shape().to_vec(),
+            a: SavedTensor::new(self),
+            b: SavedTensor::new(other),
+            needs: [self.requires_grad(), other.requires_grad()],
         }))
     }
 
@@ -403,18 +418,20 @@ struct PowScalarBackward {
 }
 impl Backward for PowScalarBackward {
     fn backward(&self, g: &Tensor) -> Vec<Option<Tensor>> {
-        let p = self.p;
-        let x = self.x.get();
-        let gx = if p == 0.0 {
-            g * &x.zeros_like()
-        } else if p == 2.0 {
-            float_zip!("pow_backward", g, x, |d, x| d * (2.0 * x)).or_panic()
-        } else {
-            float_zip!("pow_backward", g, x, |d, x| d
-                * ((p as F) * x.powf((p - 1.0) as F)))
-            .or_panic()
-        };
-        vec![Some(gx)]
+        vec![Some(pow_scalar_backward(self.x.get(), self.p, g))]
+    }
+}
+
+/// dL/dx of `x^p` for a number p, fused into one pass: `g·p·x^(p-1)`.
+pub fn pow_scalar_backward(x: &Tensor, p: f64, g: &Tensor) -> Tensor {
+    if p == 0.0 {
+        g * &x.zeros_like()
+    } else if p == 2.0 {
+        float_zip!("pow_backward", g, x, |d, x| d * (2.0 * x)).or_panic()
+    } else {
+        float_zip!("pow_backward", g, x, |d, x| d
+            * ((p as F) * x.powf((p - 1.0) as F)))
+        .or_panic()
     }
 }
 
@@ -561,9 +578,9 @@ impl Backward for UnaryBackward {
         let s = self.saved.get();
         let gx = match &self.rule {
             Rule::Neg => -g,
-            Rule::Exp => g * s,
-            Rule::Log => g / s,
-            Rule::Sqrt => float_zip!("sqrt_backward", g, s, |d, y| d / (2.0 * y)).or_panic(),
+            Rule::Exp => exp_backward(s, g),
+            Rule::Log => log_backward(s, g),
+            Rule::Sqrt => sqrt_backward(s, g),
             Rule::Abs => float_zip!("abs_backward", g, s, |d, x| if x > 0.0 {
                 d
             } else if x < 0.0 {
@@ -590,6 +607,21 @@ impl Backward for UnaryBackward {
         };
         vec![Some(gx)]
     }
+}
+
+/// dL/dx of `y = exp(x)`, from the output: `g·y`.
+pub fn exp_backward(y: &Tensor, g: &Tensor) -> Tensor {
+    g * y
+}
+
+/// dL/dx of `log(x)`, from the input: `g / x`.
+pub fn log_backward(x: &Tensor, g: &Tensor) -> Tensor {
+    g / x
+}
+
+/// dL/dx of `y = sqrt(x)`, from the output: `g / (2y)`, in one pass.
+pub fn sqrt_backward(y: &Tensor, g: &Tensor) -> Tensor {
+    float_zip!("sqrt_backward", g, y, |d, v| d / (2.0 * v)).or_panic()
 }
 
 impl Tensor {

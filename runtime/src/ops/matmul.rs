@@ -280,6 +280,58 @@ fn matmul_nd(a: &Tensor, b: &Tensor, user: (&[usize], &[usize])) -> Result<Tenso
     Ok(Tensor::from_buffer(buf, &shape, a.device()))
 }
 
+/// Whether the last two dims of a ≥2-D tensor are laid out column-major (a
+/// transposed view such as `w.t()`).
+fn column_major(t: &Tensor) -> bool {
+    let n = t.ndim();
+    t.strides()[n - 2] == 1 && t.strides()[n - 1] != 1 && t.shape()[n - 2] > 1
+}
+
+/// dL/da and dL/db of `a.matmul(b)` (PyTorch's rules: 1-D operands, broadcast
+/// batch dims) from dL/d(output) `g`; `need` skips a side. Each gradient comes
+/// out in its operand's memory order: for a transposed weight
+/// (`x.matmul(&w.t())`) the gradient is computed as (gᵀ·x)ᵀ, so once the
+/// transpose's own backward flips it back it is contiguous like `w`, and
+/// accumulating it into `w.grad()` is a straight vector add.
+pub fn matmul_backward(
+    g: &Tensor,
+    a: &Tensor,
+    b: &Tensor,
+    need: [bool; 2],
+) -> (Option<Tensor>, Option<Tensor>) {
+    let (a2, b2) = (as_matrix(a, true), as_matrix(b, false));
+    // The gradient in the promoted (≥2-D) output shape.
+    let batch = broadcast_shapes(
+        "matmul",
+        &a2.shape()[..a2.ndim() - 2],
+        &b2.shape()[..b2.ndim() - 2],
+    )
+    .or_panic();
+    let mut gshape = batch;
+    gshape.extend([a2.shape()[a2.ndim() - 2], b2.shape()[b2.ndim() - 1]]);
+    let g2 = g.reshape(&gshape);
+    let gt = || g2.transpose(-2, -1);
+    let da = need[0].then(|| {
+        // da = g·bᵀ, or (b·gᵀ)ᵀ to come out column-major like a.
+        let d = if column_major(&a2) {
+            b2.matmul(&gt()).transpose(-2, -1)
+        } else {
+            g2.matmul(&b2.transpose(-2, -1))
+        };
+        sum_to(&d, a2.shape()).reshape(a.shape())
+    });
+    let db = need[1].then(|| {
+        // db = aᵀ·g, or (gᵀ·a)ᵀ to come out column-major like b.
+        let d = if column_major(&b2) {
+            gt().matmul(&a2).transpose(-2, -1)
+        } else {
+            a2.transpose(-2, -1).matmul(&g2)
+        };
+        sum_to(&d, b2.shape()).reshape(b.shape())
+    });
+    (da, db)
+}
+
 struct MatmulBackward {
     a: SavedTensor,
     b: SavedTensor,
@@ -287,26 +339,7 @@ struct MatmulBackward {
 }
 impl Backward for MatmulBackward {
     fn backward(&self, g: &Tensor) -> Vec<Option<Tensor>> {
-        let (a, b) = (self.a.get(), self.b.get());
-        let (a2, b2) = (as_matrix(a, true), as_matrix(b, false));
-        // The gradient in the promoted (≥2-D) output shape.
-        let batch = broadcast_shapes(
-            "matmul",
-            &a2.shape()[..a2.ndim() - 2],
-            &b2.shape()[..b2.ndim() - 2],
-        )
-        .or_panic();
-        let mut gshape = batch;
-        gshape.extend([a2.shape()[a2.ndim() - 2], b2.shape()[b2.ndim() - 1]]);
-        let g2 = g.reshape(&gshape);
-        let da = self.needs[0].then(|| {
-            let d = g2.matmul(&b2.transpose(-2, -1));
-            sum_to(&d, a2.shape()).reshape(a.shape())
-        });
-        let db = self.needs[1].then(|| {
-            let d = a2.transpose(-2, -1).matmul(&g2);
-            sum_to(&d, b2.shape()).reshape(b.shape())
-        });
+        let (da, db) = matmul_backward(g, self.a.get(), self.b.get(), self.needs);
         vec![da, db]
     }
 }

@@ -521,9 +521,14 @@ mod tests {
             let b: Vec<f32> = (0..nb + 3).map(|i| i as f32 * -1.25).collect();
             let got = zip(&a, &la, &b, &lb, |x, y| x * 3.0 + y);
             let mut want = Vec::with_capacity(la.numel());
-            walk(&la.shape, [&la.strides, &lb.strides], [0, 3], 0, la.numel(), |[oa, ob]| {
-                want.push(a[oa] * 3.0 + b[ob])
-            });
+            walk(
+                &la.shape,
+                [&la.strides, &lb.strides],
+                [0, 3],
+                0,
+                la.numel(),
+                |[oa, ob]| want.push(a[oa] * 3.0 + b[ob]),
+            );
             assert_eq!(got, want, "{sa:?} with {sb:?}");
         }
     }
