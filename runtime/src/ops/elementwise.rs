@@ -148,26 +148,11 @@ fn zip_int(
     b: &Tensor,
     f: impl Fn(i64, i64) -> i64 + Sync,
 ) -> Result<Tensor> {
-    same_device(op, a, b)?;
-    let shape = broadcast_shapes(op, a.shape(), b.shape())?;
-    let a = cast(a, DType::I64);
-    let b = cast(b, DType::I64);
-    let la = a.layout().broadcast_to(&shape);
-    let lb = b.layout().broadcast_to(&shape);
-    let out = {
-        let ga = a.storage().read();
-        let gb_holder;
-        let gb = if a.shares_storage(&b) {
-            &ga
-        } else {
-            gb_holder = b.storage().read();
-            &gb_holder
-        };
-        match (&*ga, &**gb) {
-            (Buffer::I64(x), Buffer::I64(y)) => cpu::zip(x, &la, y, &lb, f),
-            _ => unreachable!("both operands were cast to i64"),
-        }
-    };
+    let (shape, a, la, b, lb) = super::broadcast_pair(op, a, b, DType::I64)?;
+    let out = super::read_pair(&a, &b, |ga, gb| match (ga, gb) {
+        (Buffer::I64(x), Buffer::I64(y)) => cpu::zip(x, &la, y, &lb, f),
+        _ => unreachable!("both operands were cast to i64"),
+    });
     Ok(Tensor::from_buffer(Buffer::I64(out), &shape, a.device()))
 }
 
@@ -509,44 +494,45 @@ impl Tensor {
     /// Elementwise larger of two tensors, with broadcasting (`torch.maximum`).
     #[track_caller]
     pub fn maximum(&self, other: impl Operand) -> Tensor {
-        let other = &other.into_operand(self);
-        if both_int(self, other) {
-            // Integers stay exact integers, as in PyTorch (f32 would round above 2^24).
-            return zip_int("maximum", self, other, |x, y| x.max(y)).or_panic();
-        }
-        let out = float_zip!(
-            "maximum",
-            self,
-            other,
-            |x, y| crate::tensor::Float::max_nan(x, y)
-        )
-        .or_panic();
-        record("MaximumBackward", &[self, other], out, || MaxMinBackward {
-            a: SavedTensor::new(self),
-            b: SavedTensor::new(other),
-            is_max: true,
-        })
+        self.extremum_with(&other.into_operand(self), true)
     }
 
     /// Elementwise smaller of two tensors, with broadcasting (`torch.minimum`).
     #[track_caller]
     pub fn minimum(&self, other: impl Operand) -> Tensor {
-        let other = &other.into_operand(self);
+        self.extremum_with(&other.into_operand(self), false)
+    }
+
+    #[track_caller]
+    fn extremum_with(&self, other: &Tensor, is_max: bool) -> Tensor {
+        let op = if is_max { "maximum" } else { "minimum" };
         if both_int(self, other) {
             // Integers stay exact integers, as in PyTorch (f32 would round above 2^24).
-            return zip_int("minimum", self, other, |x, y| x.min(y)).or_panic();
+            let pick = if is_max { i64::max } else { i64::min };
+            return zip_int(op, self, other, pick).or_panic();
         }
-        let out = float_zip!(
-            "minimum",
-            self,
-            other,
-            |x, y| crate::tensor::Float::min_nan(x, y)
-        )
+        let sign = if is_max { 1.0 } else { -1.0 };
+        let out = float_zip!(op, self, other, |x, y| {
+            // NaN-propagating, as PyTorch's maximum/minimum.
+            let d = (x - y) * (sign as F);
+            if x.is_nan() || y.is_nan() {
+                F::NAN
+            } else if d >= 0.0 {
+                x
+            } else {
+                y
+            }
+        })
         .or_panic();
-        record("MinimumBackward", &[self, other], out, || MaxMinBackward {
+        let name = if is_max {
+            "MaximumBackward"
+        } else {
+            "MinimumBackward"
+        };
+        record(name, &[self, other], out, || MaxMinBackward {
             a: SavedTensor::new(self),
             b: SavedTensor::new(other),
-            is_max: false,
+            is_max,
         })
     }
 }
@@ -711,28 +697,15 @@ fn compare(
     b: &Tensor,
     f: fn(std::cmp::Ordering) -> bool,
 ) -> Result<Tensor> {
-    same_device(op, a, b)?;
-    let shape = broadcast_shapes(op, a.shape(), b.shape())?;
     let dt = super::result_type(a, b);
-    let a = cast(a, dt);
-    let b = cast(b, dt);
-    let la = a.layout().broadcast_to(&shape);
-    let lb = b.layout().broadcast_to(&shape);
-    let out = {
-        let ga = a.storage().read();
-        let gb_holder;
-        let gb = if a.shares_storage(&b) {
-            &ga
-        } else {
-            gb_holder = b.storage().read();
-            &gb_holder
-        };
+    let (shape, a, la, b, lb) = super::broadcast_pair(op, a, b, dt)?;
+    let out = super::read_pair(&a, &b, |ga, gb| {
         // NaN compares unequal and unordered: every comparison but `ne` is false.
         let cmp = |o: Option<std::cmp::Ordering>| match o {
             Some(o) => f(o),
             None => op == "ne",
         };
-        match (&*ga, &**gb) {
+        match (ga, gb) {
             (Buffer::F32(x), Buffer::F32(y)) => {
                 cpu::zip(x, &la, y, &lb, |p, q| cmp(p.partial_cmp(&q)))
             }
@@ -747,7 +720,7 @@ fn compare(
             }
             _ => unreachable!("both operands were cast to one dtype"),
         }
-    };
+    });
     Ok(Tensor::from_buffer(Buffer::Bool(out), &shape, a.device()))
 }
 

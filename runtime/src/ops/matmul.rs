@@ -232,51 +232,41 @@ fn matmul_nd(a: &Tensor, b: &Tensor, user: (&[usize], &[usize])) -> Result<Tenso
     shape.extend([m, n]);
     let total: usize = shape.iter().product();
     let (al, bl) = (a.layout(), b.layout());
-    let buf = {
-        let ga = a.storage().read();
-        let gb_holder;
-        let gb = if a.shares_storage(b) {
-            &ga
-        } else {
-            gb_holder = b.storage().read();
-            &gb_holder
-        };
-        macro_rules! go {
-            ($t:ty, $x:expr, $y:expr, $variant:ident) => {{
-                // Not zeroed: the product writes every element (see gemm_batches).
-                let mut out: Vec<$t> = Vec::with_capacity(total);
-                let pa = Operand {
-                    data: $x,
-                    offsets: a_offs,
-                    rs: al.strides[an - 2] as isize,
-                    cs: al.strides[an - 1] as isize,
-                };
-                let pb = Operand {
-                    data: $y,
-                    offsets: b_offs,
-                    rs: bl.strides[bn - 2] as isize,
-                    cs: bl.strides[bn - 1] as isize,
-                };
-                gemm_batches!(
-                    $t,
-                    &pa,
-                    &pb,
-                    &mut out.spare_capacity_mut()[..total],
-                    m,
-                    n,
-                    k
-                );
-                // SAFETY: gemm_batches initialised all `total` elements.
-                unsafe { out.set_len(total) };
-                Buffer::$variant(out)
-            }};
-        }
-        match (&*ga, &**gb) {
-            (Buffer::F32(x), Buffer::F32(y)) => go!(f32, x, y, F32),
-            (Buffer::F64(x), Buffer::F64(y)) => go!(f64, x, y, F64),
-            _ => unreachable!("operands were cast to one float dtype"),
-        }
-    };
+    macro_rules! go {
+        ($t:ty, $x:expr, $y:expr, $variant:ident) => {{
+            // Not zeroed: the product writes every element (see gemm_batches).
+            let mut out: Vec<$t> = Vec::with_capacity(total);
+            let pa = Operand {
+                data: $x,
+                offsets: a_offs,
+                rs: al.strides[an - 2] as isize,
+                cs: al.strides[an - 1] as isize,
+            };
+            let pb = Operand {
+                data: $y,
+                offsets: b_offs,
+                rs: bl.strides[bn - 2] as isize,
+                cs: bl.strides[bn - 1] as isize,
+            };
+            gemm_batches!(
+                $t,
+                &pa,
+                &pb,
+                &mut out.spare_capacity_mut()[..total],
+                m,
+                n,
+                k
+            );
+            // SAFETY: gemm_batches initialised all `total` elements.
+            unsafe { out.set_len(total) };
+            Buffer::$variant(out)
+        }};
+    }
+    let buf = super::read_pair(a, b, |ga, gb| match (ga, gb) {
+        (Buffer::F32(x), Buffer::F32(y)) => go!(f32, x, y, F32),
+        (Buffer::F64(x), Buffer::F64(y)) => go!(f64, x, y, F64),
+        _ => unreachable!("operands were cast to one float dtype"),
+    });
     Ok(Tensor::from_buffer(buf, &shape, a.device()))
 }
 

@@ -11,7 +11,7 @@ pub(crate) mod softmax;
 
 use crate::backend::{cpu, Buffer};
 use crate::error::{Error, Result};
-use crate::tensor::{broadcast_shapes, DType, Tensor};
+use crate::tensor::{broadcast_shapes, DType, Layout, Tensor};
 
 /// Fails unless both tensors are on the same device.
 pub(crate) fn same_device(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
@@ -77,6 +77,36 @@ pub(crate) fn map_float(
     Tensor::from_buffer(buf, t.shape(), t.device())
 }
 
+/// Runs `f` on the buffers of `a` and `b` under read locks, taking a single
+/// lock when both view one storage (`x * x`): a second read lock on the same
+/// `RwLock` could deadlock behind a waiting writer.
+pub(crate) fn read_pair<R>(a: &Tensor, b: &Tensor, f: impl FnOnce(&Buffer, &Buffer) -> R) -> R {
+    let ga = a.storage().read();
+    if a.shares_storage(b) {
+        f(&ga, &ga)
+    } else {
+        let gb = b.storage().read();
+        f(&ga, &gb)
+    }
+}
+
+/// The broadcast shape of `a` and `b` (on one device), and both cast to
+/// `dtype` with their layouts broadcast to it.
+pub(crate) fn broadcast_pair(
+    op: &'static str,
+    a: &Tensor,
+    b: &Tensor,
+    dtype: DType,
+) -> Result<(Vec<usize>, Tensor, Layout, Tensor, Layout)> {
+    same_device(op, a, b)?;
+    let shape = broadcast_shapes(op, a.shape(), b.shape())?;
+    let a = elementwise::cast(a, dtype);
+    let b = elementwise::cast(b, dtype);
+    let la = a.layout().broadcast_to(&shape);
+    let lb = b.layout().broadcast_to(&shape);
+    Ok((shape, a, la, b, lb))
+}
+
 /// Applies a float function of two broadcast operands elementwise, computed in
 /// their promoted float dtype.
 pub(crate) fn zip_float(
@@ -86,32 +116,16 @@ pub(crate) fn zip_float(
     f32f: impl Fn(f32, f32) -> f32 + Sync,
     f64f: impl Fn(f64, f64) -> f64 + Sync,
 ) -> Result<Tensor> {
-    same_device(op, a, b)?;
-    let shape = broadcast_shapes(op, a.shape(), b.shape())?;
     let mut dt = result_type(a, b);
     if !dt.is_float() {
         dt = DType::F32;
     }
-    let a = elementwise::cast(a, dt);
-    let b = elementwise::cast(b, dt);
-    let la = a.layout().broadcast_to(&shape);
-    let lb = b.layout().broadcast_to(&shape);
-    let buf = {
-        let ga = a.storage().read();
-        // The same storage on both sides (x * x) must not be locked twice.
-        let gb_holder;
-        let gb = if a.shares_storage(&b) {
-            &ga
-        } else {
-            gb_holder = b.storage().read();
-            &gb_holder
-        };
-        match (&*ga, &**gb) {
-            (Buffer::F32(x), Buffer::F32(y)) => Buffer::F32(cpu::zip(x, &la, y, &lb, f32f)),
-            (Buffer::F64(x), Buffer::F64(y)) => Buffer::F64(cpu::zip(x, &la, y, &lb, f64f)),
-            _ => unreachable!("both operands were cast to one float dtype"),
-        }
-    };
+    let (shape, a, la, b, lb) = broadcast_pair(op, a, b, dt)?;
+    let buf = read_pair(&a, &b, |ga, gb| match (ga, gb) {
+        (Buffer::F32(x), Buffer::F32(y)) => Buffer::F32(cpu::zip(x, &la, y, &lb, f32f)),
+        (Buffer::F64(x), Buffer::F64(y)) => Buffer::F64(cpu::zip(x, &la, y, &lb, f64f)),
+        _ => unreachable!("both operands were cast to one float dtype"),
+    });
     Ok(Tensor::from_buffer(buf, &shape, a.device()))
 }
 
