@@ -758,7 +758,18 @@ fn out_of_range_indices() {
         msg,
         "scatter_add: index 5 is out of bounds for dimension 0 with size 2"
     );
-    // The last valid index and negative selection work.
+    // Negative indices are refused in index tensors (as PyTorch does)...
+    let msg = panic_message(|| drop(tensor![1., 2., 3.].index_select(0, &tensor![-1])));
+    assert_eq!(
+        msg,
+        "index_select: index -1 is out of bounds for dimension 0 with size 3"
+    );
+    let msg = panic_message(|| drop(tensor![[1., 2.]].gather(1, &tensor![[-1]])));
+    assert_eq!(
+        msg,
+        "gather: index -1 is out of bounds for dimension 1 with size 2"
+    );
+    // ...while select counts from the end, and the last valid index works.
     assert_eq!(tensor![1., 2., 3.].select(0, -1).item(), 3.0);
     assert_eq!(tensor![1., 2., 3.].index_select(0, &tensor![2]).item(), 3.0);
 }

@@ -504,13 +504,14 @@ fn checked_indices(
         .to_vec::<i64>()
         .into_iter()
         .map(|i| {
-            let j = if i < 0 { i + size as i64 } else { i };
-            if j < 0 || j >= size as i64 {
+            // Negative indices are out of bounds here, as in PyTorch (only
+            // dims and `select` count from the end).
+            if i < 0 || i >= size as i64 {
                 Err(Error::Invalid(format!(
                     "{op}: index {i} is out of bounds for dimension {dim} with size {size}"
                 )))
             } else {
-                Ok(j as usize)
+                Ok(i as usize)
             }
         })
         .collect()
