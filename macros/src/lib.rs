@@ -6,6 +6,7 @@
 //! `::deriv::...`, so a crate using them depends on `deriv`.
 //! docs/network-dsl.md describes the language, the rule table and the checks.
 
+mod chain;
 mod errors;
 mod module;
 mod network;

@@ -4,7 +4,7 @@
 //! (burn-derive's split), errors as `syn::Error`s at the user's tokens.
 
 use proc_macro2::{TokenStream, TokenTree};
-use quote::{format_ident, quote, ToTokens};
+use quote::{quote, ToTokens};
 use syn::ext::IdentExt;
 use syn::{Data, DeriveInput, Fields, Ident, Token, Type};
 
@@ -335,50 +335,20 @@ fn sequential_impls(input: &DeriveInput, fields: &[FieldInfo], errs: &mut Errors
         layers.iter().map(|f| f.ty),
         quote!(::deriv::nn::Differentiable),
     );
-    let n = layers.len();
     let members: Vec<&Ident> = layers.iter().map(|f| f.ident).collect();
     let types: Vec<&Type> = layers.iter().map(|f| f.ty).collect();
-    let hs: Vec<Ident> = (0..n).map(|i| format_ident!("h{}", i + 1)).collect();
-    let ss: Vec<Ident> = (0..n).map(|i| format_ident!("s{}", i)).collect();
-    let ins: Vec<TokenStream> = (0..n)
-        .map(|i| {
-            if i == 0 {
-                quote!(x)
-            } else {
-                let h = &hs[i - 1];
-                quote!(&#h)
-            }
-        })
-        .collect();
-    let last = &hs[n - 1];
-    let mut steps = TokenStream::new();
-    for i in (0..n).rev() {
-        let m = members[i];
-        let s = &ss[i];
-        let flag = if i == 0 {
-            quote!(input_grad)
-        } else {
-            quote!(true)
-        };
-        let step = if i + 1 == n {
-            quote!(::deriv::nn::Differentiable::backward(&self.#m, #s, grad_out, #flag))
-        } else {
-            let d = format_ident!("d_h{}", i + 1);
-            quote!(#d.and_then(|#d| ::deriv::nn::Differentiable::backward(&self.#m, #s, &#d, #flag)))
-        };
-        if i == 0 {
-            steps.extend(step);
-        } else {
-            let d = format_ident!("d_h{}", i);
-            steps.extend(quote!(let #d = #step;));
-        }
-    }
+    let crate::chain::Chain {
+        forward,
+        forward_train_lets,
+        last,
+        saved: ss,
+        backward_steps: steps,
+    } = crate::chain::chain(&members);
     quote! {
 
         impl #impl_g ::deriv::nn::Forward for #name #ty_g #where_c {
             fn forward(&self, x: &::deriv::Tensor) -> ::deriv::Tensor {
-                #(let #hs = ::deriv::nn::Forward::forward(&self.#members, #ins);)*
-                #last
+                #forward
             }
         }
 
@@ -388,7 +358,7 @@ fn sequential_impls(input: &DeriveInput, fields: &[FieldInfo], errs: &mut Errors
 
             fn forward_train(&self, x: &::deriv::Tensor) -> (::deriv::Tensor, Self::Saved) {
                 ::deriv::no_grad(|| {
-                    #(let (#hs, #ss) = ::deriv::nn::Differentiable::forward_train(&self.#members, #ins);)*
+                    #forward_train_lets
                     (#last, (#(#ss,)*))
                 })
             }

@@ -188,63 +188,19 @@ pub fn sequential(def: &NetworkDef, layers: &[Layer]) -> TokenStream {
         .collect();
     let common = common(def, &members, true);
     let idx: Vec<syn::Index> = (0..layers.len()).map(syn::Index::from).collect();
-    let hs: Vec<Ident> = (0..layers.len())
-        .map(|i| format_ident!("h{}", i + 1))
-        .collect();
-    let ss: Vec<Ident> = (0..layers.len()).map(|i| format_ident!("s{}", i)).collect();
-    let last = hs.last().cloned().unwrap_or_else(|| format_ident!("x"));
-    // forward: h1 = layer0(x); h2 = layer1(&h1); ...
-    let ins: Vec<TokenStream> = (0..layers.len())
-        .map(|i| {
-            if i == 0 {
-                quote!(x)
-            } else {
-                let h = &hs[i - 1];
-                quote!(&#h)
-            }
-        })
-        .collect();
-    let forward = quote! {
-        #(let #hs = ::deriv::nn::Forward::forward(&self.#idx, #ins);)*
-        #last
-    };
+    let crate::chain::Chain {
+        forward,
+        forward_train_lets,
+        last,
+        saved: ss,
+        backward_steps: steps,
+    } = crate::chain::chain(&idx);
     let forward_train = quote! {
         ::deriv::no_grad(|| {
-            #(let (#hs, #ss) = ::deriv::nn::Differentiable::forward_train(&self.#idx, #ins);)*
+            #forward_train_lets
             (#last, #saved(#(#ss),*))
         })
     };
-    // backward: the adjoint of h_i is d_h{i}; layer i maps d_h{i+1} to d_h{i}.
-    let mut steps = TokenStream::new();
-    let n = layers.len();
-    for i in (0..n).rev() {
-        let layer = &idx[i];
-        let s = &ss[i];
-        let g = if i + 1 == n {
-            quote!(grad_out)
-        } else {
-            let d = format_ident!("d_h{}", i + 1);
-            quote!(&#d)
-        };
-        let input_flag = if i == 0 {
-            quote!(input_grad)
-        } else {
-            quote!(true)
-        };
-        let call = quote!(::deriv::nn::Differentiable::backward(&self.#layer, #s, #g, #input_flag));
-        let step = if i + 1 == n {
-            call
-        } else {
-            let d = format_ident!("d_h{}", i + 1);
-            quote!(#d.and_then(|#d| #call))
-        };
-        if i == 0 {
-            steps.extend(step);
-        } else {
-            let d = format_ident!("d_h{}", i);
-            steps.extend(quote!(let #d = #step;));
-        }
-    }
     let backward = quote! {
         ::deriv::no_grad(|| {
             let #saved(#(#ss),*) = saved;
