@@ -49,32 +49,21 @@ pub fn transpose(g: &Tensor, d0: isize, d1: isize) -> Tensor {
     g.transpose(d0, d1)
 }
 
-/// A sum over `dims` (empty: all) of an input of `input_shape`: `g` broadcast back.
+/// A sum over `dims` (empty: all) of an input of `input_shape`: `g` broadcast
+/// back (`keepdim` does not change the rule: the kept shape is rebuilt from `dims`).
 pub fn sum(g: &Tensor, input_shape: &[usize], dims: &[isize], keepdim: bool) -> Tensor {
-    let nd = input_shape.len() as isize;
-    let mut keep: Vec<usize> = input_shape.to_vec();
-    if dims.is_empty() {
-        keep.iter_mut().for_each(|s| *s = 1);
-    } else {
-        for &d in dims {
-            keep[(if d < 0 { d + nd } else { d }) as usize] = 1;
-        }
-    }
-    let _ = keepdim; // the keepdim shape is rebuilt from dims either way
-    g.reshape(&keep).expand(input_shape)
+    let _ = keepdim;
+    let keep = crate::ops::reduce::reduced_keep_shape(input_shape, dims);
+    crate::ops::reduce::sum_backward(g, input_shape, &keep, 1.0)
 }
 
-/// A mean over `dims` (empty: all): the sum's rule divided by the count.
+/// A mean over `dims` (empty: all): the sum's rule scaled by 1/count.
 pub fn mean(g: &Tensor, input_shape: &[usize], dims: &[isize], keepdim: bool) -> Tensor {
-    let nd = input_shape.len() as isize;
-    let count: usize = if dims.is_empty() {
-        input_shape.iter().product()
-    } else {
-        dims.iter()
-            .map(|&d| input_shape[(if d < 0 { d + nd } else { d }) as usize])
-            .product()
-    };
-    sum(&(g * (1.0 / count as f64)), input_shape, dims, keepdim)
+    let _ = keepdim;
+    let keep = crate::ops::reduce::reduced_keep_shape(input_shape, dims);
+    let count: usize =
+        input_shape.iter().product::<usize>() / keep.iter().product::<usize>().max(1);
+    crate::ops::reduce::sum_backward(g, input_shape, &keep, 1.0 / count as f64)
 }
 
 /// `y = x·Wᵀ + b` (a Linear layer): returns (dx if needed, dW, db).

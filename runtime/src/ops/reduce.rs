@@ -226,14 +226,29 @@ struct SumBackward {
 }
 impl Backward for SumBackward {
     fn backward(&self, g: &Tensor) -> Vec<Option<Tensor>> {
-        let g = g.reshape(&self.keep_shape);
-        let g = if self.scale != 1.0 {
-            &g * self.scale
-        } else {
-            g
-        };
-        vec![Some(g.expand(&self.input_shape))]
+        vec![Some(sum_backward(
+            g,
+            &self.input_shape,
+            &self.keep_shape,
+            self.scale,
+        ))]
     }
+}
+
+/// dL/dx of a sum (`scale` 1) or mean (`scale` 1/count) over some dims of an
+/// input of `input_shape`: `g·scale`, viewed with the reduced dims kept as 1
+/// (`keep_shape`) and broadcast back without a copy.
+pub fn sum_backward(g: &Tensor, input_shape: &[usize], keep_shape: &[usize], scale: f64) -> Tensor {
+    let g = g.reshape(keep_shape);
+    let g = if scale != 1.0 { &g * scale } else { g };
+    g.expand(input_shape)
+}
+
+/// The keepdim shape of a reduction over `dims` (given as the user gave them;
+/// empty means all) of an input of `input_shape`.
+pub(crate) fn reduced_keep_shape(input_shape: &[usize], dims: &[isize]) -> Vec<usize> {
+    let resolved = resolve_dims("sum", &dims.to_vec(), input_shape.len());
+    keepdim_shape(input_shape, &resolved)
 }
 
 struct SelectBackward {
