@@ -17,17 +17,21 @@
 
 pub mod autograd;
 pub mod backend;
+pub mod data;
 mod error;
 #[cfg(feature = "ndarray")]
 mod interop;
+pub mod io;
 /// The `ndarray` crate this build converts to and from (the `ndarray` feature),
 /// re-exported so callers use the matching version.
 #[cfg(feature = "ndarray")]
 pub use ndarray;
 pub mod nn;
 mod ops;
+pub mod optim;
 mod random;
 mod tensor;
+pub mod train;
 pub mod vjp;
 
 pub use autograd::{
@@ -35,6 +39,7 @@ pub use autograd::{
     GradcheckReport, NoGradGuard,
 };
 pub use backend::Device;
+pub use data::datasets;
 pub use error::{Error, Result};
 pub use ops::activation::{relu_backward, sigmoid_backward, tanh_backward};
 pub use ops::elementwise::Operand;

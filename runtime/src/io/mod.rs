@@ -1,0 +1,1 @@
+//! Saving and loading tensors: safetensors, state dicts, checkpoints.

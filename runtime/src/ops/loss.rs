@@ -1,0 +1,1 @@
+//! Loss functions: forward kernels, backward rules and tape nodes.

@@ -1,0 +1,2 @@
+//! Optimizers that update parameters in place, outside the tape, and
+//! learning-rate schedulers.

@@ -1,0 +1,1 @@
+//! The Lightning-like Trainer.
