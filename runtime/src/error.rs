@@ -33,6 +33,21 @@ pub enum Error {
     Autograd(String),
     /// Any other invalid argument (out-of-range index, bad step, ...).
     Invalid(String),
+    /// Reading or writing a file failed (missing file, permissions, disk full).
+    Io {
+        /// The file.
+        path: String,
+        /// What the operating system said, and the fix where one is known.
+        msg: String,
+    },
+    /// A file's contents are not what was expected: a truncated or corrupt
+    /// safetensors file, a bad CSV row, a missing or mis-shaped tensor.
+    Format {
+        /// The file (or `<memory>` for bytes that came from no file).
+        path: String,
+        /// What is wrong and where.
+        msg: String,
+    },
 }
 
 impl fmt::Display for Error {
@@ -42,6 +57,7 @@ impl fmt::Display for Error {
                 write!(f, "{op}: {msg}")
             }
             Error::Autograd(msg) | Error::Invalid(msg) => f.write_str(msg),
+            Error::Io { path, msg } | Error::Format { path, msg } => write!(f, "{path}: {msg}"),
         }
     }
 }
@@ -55,6 +71,18 @@ impl Error {
     pub(crate) fn shape(op: &'static str, msg: impl Into<String>) -> Self {
         Error::Shape {
             op,
+            msg: msg.into(),
+        }
+    }
+    pub(crate) fn io(path: &std::path::Path, err: &std::io::Error) -> Self {
+        Error::Io {
+            path: path.display().to_string(),
+            msg: err.to_string(),
+        }
+    }
+    pub(crate) fn format(path: &std::path::Path, msg: impl Into<String>) -> Self {
+        Error::Format {
+            path: path.display().to_string(),
             msg: msg.into(),
         }
     }

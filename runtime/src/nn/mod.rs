@@ -17,5 +17,5 @@ mod sequential;
 
 pub use activation::{Dropout, Flatten, Identity, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh};
 pub use linear::Linear;
-pub use module::{accumulate_grad, join_name, Differentiable, Forward, Module};
+pub use module::{accumulate_grad, join_name, Differentiable, Forward, IncompatibleKeys, Module};
 pub use sequential::Sequential;

@@ -2,6 +2,8 @@
 
 use crate::autograd::no_grad;
 use crate::backend::Device;
+use crate::error::{Error, Result};
+use crate::io::StateDict;
 use crate::tensor::{DType, Tensor};
 
 /// `prefix.name`, or `name` at the top level: the dotted parameter paths
@@ -98,6 +100,116 @@ pub trait Module: Send + Sync {
     fn eval(&mut self) {
         self.set_training(false);
     }
+
+    /// The parameters by dotted name, detached (sharing storage with the
+    /// model, as in PyTorch): what [`save_safetensors`](Self::save_safetensors) writes.
+    fn state_dict(&self) -> StateDict {
+        let mut sd = StateDict::new();
+        self.visit_parameters("", &mut |n, t| sd.insert(n, t.detach()));
+        sd
+    }
+
+    /// Copies each tensor of `state` into the parameter of that name, in
+    /// place (so optimizers holding the parameters keep working), converting
+    /// dtype as PyTorch's `load_state_dict` does.
+    ///
+    /// Strict, like PyTorch's default: a missing or unexpected name, or a
+    /// shape that differs, is an `Err` naming it, and nothing is copied.
+    fn load_state_dict(&mut self, state: &StateDict) -> Result<()> {
+        let keys = self.load_state_dict_with(state, true)?;
+        debug_assert!(keys.missing_keys.is_empty() && keys.unexpected_keys.is_empty());
+        Ok(())
+    }
+
+    /// [`load_state_dict`](Self::load_state_dict) with PyTorch's `strict`
+    /// flag: when false, names on one side only are reported, not refused.
+    /// A shape mismatch is always an `Err`.
+    fn load_state_dict_with(
+        &mut self,
+        state: &StateDict,
+        strict: bool,
+    ) -> Result<IncompatibleKeys> {
+        let mut keys = IncompatibleKeys::default();
+        let mut mismatched = Vec::new();
+        let mut own = Vec::new();
+        self.visit_parameters("", &mut |n, t| {
+            own.push(n.to_string());
+            match state.get(n) {
+                None => keys.missing_keys.push(n.to_string()),
+                Some(src) if src.shape() != t.shape() => mismatched.push(format!(
+                    "{n}: the checkpoint has shape {:?}, the model {:?}",
+                    src.shape(),
+                    t.shape()
+                )),
+                Some(_) => {}
+            }
+        });
+        keys.unexpected_keys = state
+            .keys()
+            .filter(|k| !own.iter().any(|o| o == k))
+            .map(str::to_string)
+            .collect();
+        if !mismatched.is_empty() {
+            return Err(Error::Invalid(format!(
+                "load_state_dict: size mismatch for {}; build the model with the sizes the \
+                 checkpoint was saved from",
+                mismatched.join("; ")
+            )));
+        }
+        if strict && (!keys.missing_keys.is_empty() || !keys.unexpected_keys.is_empty()) {
+            return Err(Error::Invalid(format!(
+                "load_state_dict: missing keys [{}], unexpected keys [{}]; check the model \
+                 matches the checkpoint, or pass strict = false to load what matches",
+                keys.missing_keys.join(", "),
+                keys.unexpected_keys.join(", ")
+            )));
+        }
+        no_grad(|| {
+            self.visit_parameters("", &mut |n, t| {
+                if let Some(src) = state.get(n) {
+                    let src = if src.device() != t.device() {
+                        src.to(&t.device())
+                    } else {
+                        src.clone()
+                    };
+                    let src = if src.dtype() != t.dtype() {
+                        src.to_dtype(t.dtype())
+                    } else {
+                        src
+                    };
+                    t.copy_(&src);
+                }
+            })
+        });
+        Ok(keys)
+    }
+
+    /// Writes the [`state_dict`](Self::state_dict) to a safetensors file
+    /// (atomically), readable by `safetensors.torch.load_file`.
+    fn save_safetensors(&self, path: &std::path::Path) -> Result<()> {
+        crate::io::save_file(&self.state_dict(), path)
+    }
+
+    /// Loads parameters from a safetensors file, strictly (see
+    /// [`load_state_dict`](Self::load_state_dict)); a truncated or corrupt
+    /// file is an `Err` and leaves the parameters untouched.
+    fn load_safetensors(&mut self, path: &std::path::Path) -> Result<()> {
+        let state = crate::io::load_file(path)?;
+        self.load_state_dict(&state).map_err(|e| Error::Format {
+            path: path.display().to_string(),
+            msg: e.to_string(),
+        })
+    }
+}
+
+/// The names [`Module::load_state_dict_with`] found on one side only
+/// (PyTorch's `_IncompatibleKeys`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IncompatibleKeys {
+    /// Parameters of the model that the state dict lacks.
+    pub missing_keys: Vec<String>,
+    /// Entries of the state dict that name no parameter.
+    pub unexpected_keys: Vec<String>,
 }
 
 /// A module with one input and one output (`forward(x)`), on the tape.
