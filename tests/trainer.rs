@@ -1,0 +1,252 @@
+//! The Trainer: both backward paths, resuming, early stopping, files.
+
+use deriv::data::{DataLoader, TensorDataset};
+use deriv::nn::{Linear, Module};
+use deriv::optim::{Adam, Optimizer, SGD};
+use deriv::prelude::*;
+use deriv::train::{Classifier, EarlyStopping, History, Mode, StepOutput, Trainer, TrainingModule};
+use deriv::{io::Checkpoint, network};
+
+network! {
+    pub struct Mlp = Linear(4, 16) -> ReLU -> Linear(16, 3);
+}
+use deriv::nn::ReLU;
+
+/// Three Gaussian blobs in 4-D, `n` points each, labels 0..3.
+fn blobs(n: usize, seed: u64) -> (Tensor, Tensor) {
+    let mut g = Generator::new(seed);
+    let mut xs = Vec::new();
+    let mut ys = Vec::new();
+    for i in 0..3 * n {
+        let c = (i % 3) as i64;
+        for d in 0..4 {
+            let center = if d as i64 == c { 2.0 } else { 0.0 };
+            xs.push((center + g.normal()) as f32);
+        }
+        ys.push(c);
+    }
+    (Tensor::from_vec(xs, [3 * n, 4]), Tensor::from_vec(ys, [3 * n]))
+}
+
+fn loaders(dtype: DType) -> (DataLoader<TensorDataset<(Tensor, Tensor)>>, DataLoader<TensorDataset<(Tensor, Tensor)>>) {
+    let (x, y) = blobs(40, 1);
+    let (vx, vy) = blobs(20, 2);
+    let train = DataLoader::new(TensorDataset::new((x.to_dtype(dtype), y)), 16)
+        .shuffle(true)
+        .seed(7);
+    let val = DataLoader::new(TensorDataset::new((vx.to_dtype(dtype), vy)), 32);
+    (train, val)
+}
+
+fn params(m: &impl Module) -> Vec<Vec<f64>> {
+    m.parameters().iter().map(|p| p.to_vec::<f64>()).collect()
+}
+
+fn max_diff(a: &[Vec<f64>], b: &[Vec<f64>]) -> f64 {
+    a.iter()
+        .flatten()
+        .zip(b.iter().flatten())
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max)
+}
+
+#[test]
+fn compiled_and_tape_training_reach_the_same_parameters() {
+    let (train, val) = loaders(DType::F64);
+    let run = |compiled: bool| {
+        manual_seed(3);
+        let mut net = Mlp::default();
+        net.to_dtype(DType::F64);
+        let mut clf = Classifier::new(net).optimizer(|p| SGD::new(p, 0.1).momentum(0.9));
+        let h = Trainer::new()
+            .max_epochs(3)
+            .quiet()
+            .compiled(compiled)
+            .fit(&mut clf, &train, Some(&val))
+            .unwrap();
+        (params(&clf), h)
+    };
+    let (pc, hc) = run(true);
+    let (pt, ht) = run(false);
+    assert!(max_diff(&pc, &pt) < 1e-10, "paths differ by {}", max_diff(&pc, &pt));
+    for name in ["train_loss", "train_acc", "val_loss", "val_acc"] {
+        let (a, b) = (hc.get(name), ht.get(name));
+        assert_eq!(a.len(), 3, "{name}");
+        for (x, y) in a.iter().zip(&b) {
+            assert!((x - y).abs() < 1e-10, "{name}: {a:?} vs {b:?}");
+        }
+    }
+    // It learnt: the blobs are well separated.
+    assert!(hc.last("val_acc").unwrap() > 0.9, "{hc:?}");
+    assert!(hc.get("train_loss")[2] < hc.get("train_loss")[0]);
+}
+
+#[test]
+fn resuming_from_a_checkpoint_continues_to_the_same_result() {
+    let dir = std::env::temp_dir().join(format!("deriv-trainer-resume-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (train, val) = loaders(DType::F32);
+    let make = || Classifier::new(Mlp::default()).optimizer(|p| Adam::new(p, 1e-2));
+
+    manual_seed(5);
+    let mut straight = make();
+    let full = Trainer::new()
+        .max_epochs(4)
+        .quiet()
+        .fit(&mut straight, &train, Some(&val))
+        .unwrap();
+
+    manual_seed(5);
+    let mut first = make();
+    let ckpt = dir.join("run.safetensors");
+    Trainer::new()
+        .max_epochs(2)
+        .quiet()
+        .checkpoint(&ckpt)
+        .fit(&mut first, &train, Some(&val))
+        .unwrap();
+    assert_eq!(Checkpoint::load(&ckpt).unwrap().epoch, 2);
+
+    // A fresh process would start from other weights: the checkpoint restores them.
+    manual_seed(99);
+    let mut resumed = make();
+    let history = Trainer::new()
+        .max_epochs(4)
+        .quiet()
+        .resume_from(&ckpt)
+        .fit(&mut resumed, &train, Some(&val))
+        .unwrap();
+    assert_eq!(params(&resumed), params(&straight));
+    assert_eq!(history, full);
+
+    // A corrupt checkpoint is an error naming the file, not a panic.
+    let bytes = std::fs::read(&ckpt).unwrap();
+    std::fs::write(&ckpt, &bytes[..bytes.len() - 10]).unwrap();
+    let e = Trainer::new()
+        .max_epochs(4)
+        .quiet()
+        .resume_from(&ckpt)
+        .fit(&mut make(), &train, Some(&val))
+        .unwrap_err();
+    assert!(e.to_string().contains("run.safetensors"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn early_stopping_stops_when_the_metric_stops_improving() {
+    let (train, val) = loaders(DType::F32);
+    manual_seed(0);
+    // lr 0: nothing changes, so val_loss never improves after the first epoch.
+    let mut clf = Classifier::new(Mlp::default()).optimizer(|p| SGD::new(p, 0.0));
+    let h = Trainer::new()
+        .max_epochs(20)
+        .quiet()
+        .early_stopping(EarlyStopping::new("val_loss").patience(2))
+        .fit(&mut clf, &train, Some(&val))
+        .unwrap();
+    assert_eq!(h.len(), 3, "best at epoch 1, then 2 epochs without improvement");
+
+    // Monitoring a rising metric in Max mode keeps going while it improves.
+    manual_seed(0);
+    let mut clf = Classifier::new(Mlp::default()).optimizer(|p| SGD::new(p, 0.05));
+    let h = Trainer::new()
+        .max_epochs(4)
+        .quiet()
+        .early_stopping(EarlyStopping::new("train_acc").mode(Mode::Max).patience(10))
+        .fit(&mut clf, &train, Some(&val))
+        .unwrap();
+    assert_eq!(h.len(), 4);
+
+    // A metric no step reports is an error naming the ones available.
+    let e = Trainer::new()
+        .max_epochs(2)
+        .quiet()
+        .early_stopping(EarlyStopping::new("val_f1"))
+        .fit(&mut clf, &train, Some(&val))
+        .unwrap_err();
+    assert!(e.to_string().contains("val_f1") && e.to_string().contains("val_acc"), "{e}");
+}
+
+#[test]
+fn training_curves_are_written_as_svg() {
+    let path = std::env::temp_dir().join(format!("deriv-curves-{}.svg", std::process::id()));
+    let (train, val) = loaders(DType::F32);
+    manual_seed(0);
+    let mut clf = Classifier::new(Mlp::default());
+    let h = Trainer::new()
+        .max_epochs(3)
+        .quiet()
+        .plot(&path)
+        .fit(&mut clf, &train, Some(&val))
+        .unwrap();
+    let svg = std::fs::read_to_string(&path).unwrap();
+    assert!(svg.starts_with("<svg"));
+    assert_eq!(svg.matches("<polyline").count(), h.names().len());
+    for name in ["train_loss", "val_loss", "train_acc", "val_acc"] {
+        assert!(svg.contains(name), "{name}");
+    }
+    std::fs::remove_file(&path).unwrap();
+}
+
+/// Linear regression on the tape, written as a user would.
+struct Regression {
+    fc: Linear,
+}
+
+impl Module for Regression {
+    fn visit_parameters(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor)) {
+        self.fc.visit_parameters(&deriv::nn::join_name(prefix, "fc"), f)
+    }
+    fn visit_parameters_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Tensor)) {
+        self.fc.visit_parameters_mut(&deriv::nn::join_name(prefix, "fc"), f)
+    }
+}
+
+impl TrainingModule for Regression {
+    type Batch = (Tensor, Tensor);
+    fn training_step(&mut self, (x, y): &(Tensor, Tensor)) -> StepOutput {
+        use deriv::nn::Forward;
+        let err = self.fc.forward(x) - y;
+        let mse = (&err * &err).mean();
+        let mae = err.abs().mean().item();
+        StepOutput::new(mse).metric("mae", mae).batch_size(x.shape()[0])
+    }
+    fn validation_step(&mut self, batch: &(Tensor, Tensor)) -> StepOutput {
+        self.training_step(batch)
+    }
+    fn configure_optimizers(&self) -> Box<dyn Optimizer> {
+        Box::new(SGD::new(self.parameters(), 0.1))
+    }
+}
+
+#[test]
+fn a_custom_training_module_trains_on_the_tape() {
+    manual_seed(0);
+    let x = Tensor::randn([64, 2]);
+    let y = x.matmul(&tensor![[2.0], [-1.0]]) + 0.5;
+    let batches: Vec<(Tensor, Tensor)> = (0..4)
+        .map(|i| (x.narrow(0, 16 * i, 16), y.narrow(0, 16 * i, 16)))
+        .collect();
+    let mut model = Regression {
+        fc: Linear::new(2, 1, &Device::Cpu),
+    };
+    let mut trainer = Trainer::new().max_epochs(30).quiet();
+    let h: History = trainer.fit(&mut model, &batches, Some(&batches)).unwrap();
+    assert!(h.last("val_loss").unwrap() < 1e-4, "{:?}", h.get("val_loss"));
+    let w = model.fc.weight.to_vec::<f32>();
+    assert!((w[0] - 2.0).abs() < 0.01 && (w[1] + 1.0).abs() < 0.01, "{w:?}");
+    // validate / test average over the batches with the given weights.
+    let v = trainer.validate(&mut model, &batches);
+    let t = trainer.test(&mut model, &batches);
+    assert_eq!(v.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["val_loss", "val_mae"]);
+    assert_eq!(t[0].0, "test_loss");
+    assert!((v[0].1 - t[0].1).abs() < 1e-12);
+    let direct = {
+        let err = deriv::no_grad(|| {
+            use deriv::nn::Forward;
+            model.fc.forward(&x) - &y
+        });
+        (&err * &err).mean().item()
+    };
+    assert!((v[0].1 - direct).abs() < 1e-6, "{} vs {direct}", v[0].1);
+}
