@@ -18,7 +18,10 @@ use deriv::{datasets, DType, Generator, Tensor};
 
 /// A bundled CSV, parsed here by hand (independently of deriv's reader):
 /// the optional `N,D,CLASSES...` line and the rows as (features, label).
-fn bundled_csv(name: &str, has_meta: bool) -> (Option<Vec<String>>, Vec<(Vec<f32>, i64)>) {
+/// One row of a bundled CSV: its features and label.
+type Row = (Vec<f32>, i64);
+
+fn bundled_csv(name: &str, has_meta: bool) -> (Option<Vec<String>>, Vec<Row>) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("runtime/data")
         .join(name);
@@ -46,7 +49,7 @@ fn bundled_csv(name: &str, has_meta: bool) -> (Option<Vec<String>>, Vec<(Vec<f32
     (meta, rows)
 }
 
-fn check_against_csv(ds: &TabularDataset, rows: &[(Vec<f32>, i64)]) {
+fn check_against_csv(ds: &TabularDataset, rows: &[Row]) {
     let d = rows[0].0.len();
     assert_eq!(ds.features.shape(), &[rows.len(), d]);
     assert_eq!(ds.features.dtype(), DType::F32);
@@ -785,9 +788,7 @@ fn standard_scaler_matches_a_hand_computation() {
     let (_, z) = StandardScaler::fit_transform(&x);
     let zm = z.mean_dim(0, false).to_vec::<f64>();
     let zs = z.std_dim(0, 0, false).to_vec::<f64>();
-    for c in 0..3 {
-        assert!(zm[c].abs() < 1e-12);
-    }
+    assert!(zm.iter().all(|m| m.abs() < 1e-12), "{zm:?}");
     assert!((zs[0] - 1.0).abs() < 1e-12 && (zs[1] - 1.0).abs() < 1e-12 && zs[2] == 0.0);
 
     // f32 in, f32 statistics out.

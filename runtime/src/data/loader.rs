@@ -208,7 +208,7 @@ impl<D: Dataset + 'static> DataLoader<D> {
     }
 }
 
-impl<'a, D: Dataset + 'static> IntoIterator for &'a DataLoader<D> {
+impl<D: Dataset + 'static> IntoIterator for &DataLoader<D> {
     type Item = Batch<D>;
     type IntoIter = DataLoaderIter<D>;
     fn into_iter(self) -> DataLoaderIter<D> {
