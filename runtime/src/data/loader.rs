@@ -28,8 +28,9 @@ pub type Batch<D> = <<D as Dataset>::Item as Collate>::Batch;
 /// `n` background threads (batch `k` by worker `k % n`), each running up to
 /// [`prefetch`](Self::prefetch) batches ahead, and handed out in order: the
 /// batches are exactly those of `num_workers(0)`, which builds them on the
-/// caller's thread. Dropping the iterator stops and joins the workers; a
-/// panic in a worker is re-raised on the caller's thread.
+/// caller's thread. Dropping the iterator stops and joins the workers (after
+/// the batches they are building, if any); a panic in a worker is re-raised
+/// on the caller's thread.
 ///
 /// ```
 /// use deriv_runtime::data::{DataLoader, TensorDataset};
