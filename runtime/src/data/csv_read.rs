@@ -1,0 +1,457 @@
+//! Reading numeric CSV files into tensors.
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::tensor::{DType, Tensor};
+
+/// How [`read_csv`] and [`read_csv_xy`] read a file.
+///
+/// The default is a comma-separated file with a header line, read as `f32`.
+///
+/// ```
+/// use deriv_runtime::data::CsvOptions;
+/// use deriv_runtime::DType;
+/// let opts = CsvOptions::default().has_header(false).delimiter(b';').dtype(DType::F64);
+/// assert!(!opts.has_header && opts.delimiter == b';');
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CsvOptions {
+    /// Whether the first line names the columns (default `true`); the names
+    /// appear in error messages.
+    pub has_header: bool,
+    /// The byte between fields (default `b','`; `b'\t'` for TSV).
+    pub delimiter: u8,
+    /// The element type of the values (or of the features in
+    /// [`read_csv_xy`]): `F32` (default), `F64` or `I64`.
+    pub dtype: DType,
+    /// Lines starting with this byte are skipped (default `None`).
+    pub comment: Option<u8>,
+}
+
+impl Default for CsvOptions {
+    fn default() -> Self {
+        CsvOptions {
+            has_header: true,
+            delimiter: b',',
+            dtype: DType::F32,
+            comment: None,
+        }
+    }
+}
+
+impl CsvOptions {
+    /// The defaults: a comma-separated file with a header, read as `f32`.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Sets [`has_header`](Self::has_header).
+    pub fn has_header(mut self, has_header: bool) -> Self {
+        self.has_header = has_header;
+        self
+    }
+    /// Sets [`delimiter`](Self::delimiter).
+    pub fn delimiter(mut self, delimiter: u8) -> Self {
+        self.delimiter = delimiter;
+        self
+    }
+    /// Sets [`dtype`](Self::dtype).
+    pub fn dtype(mut self, dtype: DType) -> Self {
+        self.dtype = dtype;
+        self
+    }
+    /// Sets [`comment`](Self::comment).
+    pub fn comment(mut self, comment: Option<u8>) -> Self {
+        self.comment = comment;
+        self
+    }
+}
+
+/// A column of a CSV file, by position (0-based; negative counts from the
+/// end, so `-1` is the last column) or by header name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Column {
+    /// The column at this position (negative: from the end).
+    Index(isize),
+    /// The column with this header name (needs `has_header`).
+    Name(String),
+}
+
+impl From<isize> for Column {
+    fn from(i: isize) -> Self {
+        Column::Index(i)
+    }
+}
+impl From<i32> for Column {
+    fn from(i: i32) -> Self {
+        Column::Index(i as isize)
+    }
+}
+impl From<usize> for Column {
+    fn from(i: usize) -> Self {
+        Column::Index(i as isize)
+    }
+}
+impl From<&str> for Column {
+    fn from(name: &str) -> Self {
+        Column::Name(name.to_string())
+    }
+}
+impl From<String> for Column {
+    fn from(name: String) -> Self {
+        Column::Name(name)
+    }
+}
+
+/// Reads a CSV file of numbers into a 2-D tensor `[rows, columns]` of
+/// `opts.dtype`.
+///
+/// Every row must have the same number of fields (the header's, when there
+/// is one). Any problem is an `Err` naming the file, the line (1-based), the
+/// column (1-based, with its header name) and the offending text; a file
+/// that cannot be opened is an `Err` naming the path.
+///
+/// ```
+/// use deriv_runtime::data::{read_csv, CsvOptions};
+/// let path = std::env::temp_dir().join("deriv_read_csv_doc.csv");
+/// std::fs::write(&path, "a,b\n1,2\n3,4.5\n").unwrap();
+/// let t = read_csv(&path, &CsvOptions::default()).unwrap();
+/// assert_eq!(t.shape(), &[2, 2]);
+/// assert_eq!(t.to_vec::<f32>(), vec![1., 2., 3., 4.5]);
+///
+/// std::fs::write(&path, "a,b\n1,2\n3,x\n").unwrap();
+/// let err = read_csv(&path, &CsvOptions::default()).unwrap_err().to_string();
+/// assert!(err.contains("line 3, column 2 (\"b\")"), "{err}");
+/// ```
+pub fn read_csv(path: impl AsRef<Path>, opts: &CsvOptions) -> Result<Tensor> {
+    let path = path.as_ref();
+    let source = path.display().to_string();
+    Ok(parse(&read(path)?, &source, opts, None)?.features)
+}
+
+/// Reads a CSV file of features and an integer class label per row: the
+/// features as a 2-D tensor `[rows, columns - 1]` of `opts.dtype` (`f32` by
+/// default) and the labels, taken from `label_column` (an index, negative
+/// from the end, or a header name), as a 1-D `i64` tensor.
+///
+/// Errors as [`read_csv`]; a label that is not a whole number is an error
+/// too.
+///
+/// ```
+/// use deriv_runtime::data::{read_csv_xy, CsvOptions};
+/// let path = std::env::temp_dir().join("deriv_read_csv_xy_doc.csv");
+/// std::fs::write(&path, "x1,x2,species\n5.1,3.5,0\n6.2,2.9,2\n").unwrap();
+/// let (x, y) = read_csv_xy(&path, &CsvOptions::default(), "species").unwrap();
+/// assert_eq!(x.to_vec::<f32>(), vec![5.1, 3.5, 6.2, 2.9]);
+/// assert_eq!(y.to_vec::<i64>(), vec![0, 2]);
+/// let (_, y) = read_csv_xy(&path, &CsvOptions::default(), -1).unwrap();
+/// assert_eq!(y.to_vec::<i64>(), vec![0, 2]);
+/// ```
+pub fn read_csv_xy(
+    path: impl AsRef<Path>,
+    opts: &CsvOptions,
+    label_column: impl Into<Column>,
+) -> Result<(Tensor, Tensor)> {
+    let path = path.as_ref();
+    let source = path.display().to_string();
+    let label = label_column.into();
+    let t = parse(&read(path)?, &source, opts, Some(&label))?;
+    Ok((t.features, t.labels.expect("a label column was asked for")))
+}
+
+fn read(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path)
+        .map_err(|e| Error::Invalid(format!("read_csv: cannot read {}: {e}", path.display())))
+}
+
+/// Turns the csv crate's record offsets into the 1-based line numbers an
+/// editor shows (its own line count leaves out blank lines). Offsets must
+/// come in increasing order.
+struct Lines<'a> {
+    data: &'a [u8],
+    comment: Option<u8>,
+    /// A position already counted, and the line it is on.
+    pos: usize,
+    line: u64,
+}
+
+impl<'a> Lines<'a> {
+    fn new(data: &'a [u8], comment: Option<u8>) -> Self {
+        Lines {
+            data,
+            comment,
+            pos: 0,
+            line: 1,
+        }
+    }
+
+    /// The line of the record the reader reports at `offset`: the offset may
+    /// point at the end of the previous record, so line ends, blank lines and
+    /// comment lines are stepped over first.
+    fn of_record(&mut self, offset: u64) -> u64 {
+        let d = self.data;
+        let mut i = (offset as usize).min(d.len());
+        loop {
+            while i < d.len() && (d[i] == b'\n' || d[i] == b'\r') {
+                i += 1;
+            }
+            let at_line_start = i == 0 || d[i - 1] == b'\n';
+            match self.comment {
+                Some(c) if at_line_start && i < d.len() && d[i] == c => {
+                    while i < d.len() && d[i] != b'\n' {
+                        i += 1;
+                    }
+                }
+                _ => break,
+            }
+        }
+        if i < self.pos {
+            // Not expected; count from the start rather than guess.
+            self.pos = 0;
+            self.line = 1;
+        }
+        self.line += d[self.pos..i].iter().filter(|&&b| b == b'\n').count() as u64;
+        self.pos = i;
+        self.line
+    }
+}
+
+/// What [`parse`] read.
+pub(crate) struct Parsed {
+    /// `[rows, columns]` of the options' dtype (the label column left out).
+    pub(crate) features: Tensor,
+    /// The label column as i64, when one was asked for.
+    pub(crate) labels: Option<Tensor>,
+}
+
+/// Values of one dtype, filled row by row.
+enum Values {
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+    I64(Vec<i64>),
+}
+
+/// Where a field sits, for error messages.
+struct Place<'a> {
+    source: &'a str,
+    header: Option<&'a [String]>,
+    line: u64,
+}
+
+impl Place<'_> {
+    fn column(&self, col: usize) -> String {
+        match self.header.and_then(|h| h.get(col)) {
+            Some(name) => format!("column {} ({name:?})", col + 1),
+            None => format!("column {}", col + 1),
+        }
+    }
+
+    fn error(&self, col: usize, what: &str) -> Error {
+        Error::Invalid(format!(
+            "read_csv: {}: line {}, {}: {what}",
+            self.source,
+            self.line,
+            self.column(col)
+        ))
+    }
+
+    fn text<'b>(&self, field: &'b [u8], col: usize) -> Result<&'b str> {
+        std::str::from_utf8(field).map_err(|_| {
+            self.error(
+                col,
+                &format!(
+                    "{:?} is not valid UTF-8 text",
+                    String::from_utf8_lossy(field)
+                ),
+            )
+        })
+    }
+
+    fn float(&self, field: &[u8], col: usize) -> Result<f64> {
+        let text = self.text(field, col)?;
+        if text.is_empty() {
+            return Err(self.error(col, "empty field; every value must be a number"));
+        }
+        text.parse::<f64>()
+            .map_err(|_| self.error(col, &format!("cannot parse {text:?} as a number")))
+    }
+
+    fn whole(&self, field: &[u8], col: usize, what: &str) -> Result<i64> {
+        let text = self.text(field, col)?;
+        if let Ok(v) = text.parse::<i64>() {
+            return Ok(v);
+        }
+        match text.parse::<f64>() {
+            // "2.0" is the label 2; beyond 2^53 a float no longer names one integer.
+            Ok(v) if v.fract() == 0.0 && v.abs() <= 9_007_199_254_740_992.0 => Ok(v as i64),
+            _ => Err(self.error(
+                col,
+                &format!("cannot parse {text:?} as {what}: it is not a whole number"),
+            )),
+        }
+    }
+}
+
+/// The position `col` names in rows of `width` fields.
+fn resolve(col: &Column, width: usize, header: Option<&[String]>, source: &str) -> Result<usize> {
+    match col {
+        Column::Index(i) => {
+            let w = width as isize;
+            let j = if *i < 0 { i + w } else { *i };
+            if j < 0 || j >= w {
+                return Err(Error::Invalid(format!(
+                    "read_csv_xy: {source}: label column {i} is out of range for rows of \
+                     {w} fields; use 0..{w}, or -1 for the last"
+                )));
+            }
+            Ok(j as usize)
+        }
+        Column::Name(name) => {
+            let Some(header) = header else {
+                return Err(Error::Invalid(format!(
+                    "read_csv_xy: {source}: label column {name:?} is a name, but the \
+                     options say the file has no header; set has_header, or pass the \
+                     column's index"
+                )));
+            };
+            header.iter().position(|h| h == name).ok_or_else(|| {
+                Error::Invalid(format!(
+                    "read_csv_xy: {source}: no column is named {name:?}; the header is {header:?}"
+                ))
+            })
+        }
+    }
+}
+
+/// Parses a CSV source (`source` names it in messages), with `label` taken
+/// out as i64 labels when given.
+pub(crate) fn parse(
+    data: &[u8],
+    source: &str,
+    opts: &CsvOptions,
+    label: Option<&Column>,
+) -> Result<Parsed> {
+    let mut values = match opts.dtype {
+        DType::F32 => Values::F32(Vec::new()),
+        DType::F64 => Values::F64(Vec::new()),
+        DType::I64 => Values::I64(Vec::new()),
+        DType::Bool => {
+            return Err(Error::Invalid(format!(
+                "read_csv: {source}: dtype bool is not supported; read the values as \
+                 DType::I64 (or a float type) and compare them"
+            )))
+        }
+    };
+    let mut rdr = ::csv::ReaderBuilder::new()
+        .has_headers(false)
+        .delimiter(opts.delimiter)
+        .comment(opts.comment)
+        .flexible(true)
+        .trim(::csv::Trim::All)
+        .from_reader(data);
+    let mut record = ::csv::ByteRecord::new();
+    let mut line_of = Lines::new(data, opts.comment);
+    let mut header: Option<Vec<String>> = None;
+    // The row width, the line that set it, and the label's position.
+    let mut shape: Option<(usize, u64, Option<usize>)> = None;
+    let mut labels: Vec<i64> = Vec::new();
+    let mut rows = 0usize;
+    loop {
+        match rdr.read_byte_record(&mut record) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => {
+                let at = e
+                    .position()
+                    .map(|p| format!(" at line {}", line_of.of_record(p.byte())))
+                    .unwrap_or_default();
+                return Err(Error::Invalid(format!(
+                    "read_csv: {source}: cannot read the file{at}: {e}"
+                )));
+            }
+        }
+        let line = record.position().map_or(0, |p| line_of.of_record(p.byte()));
+        let is_header = opts.has_header && header.is_none();
+        if is_header {
+            header = Some(
+                record
+                    .iter()
+                    .map(|f| String::from_utf8_lossy(f).into_owned())
+                    .collect(),
+            );
+        }
+        let (width, first, label_col) = match shape {
+            Some(s) => s,
+            None => {
+                let w = record.len();
+                let l = match label {
+                    Some(c) => Some(resolve(c, w, header.as_deref(), source)?),
+                    None => None,
+                };
+                *shape.insert((w, line, l))
+            }
+        };
+        if is_header {
+            continue;
+        }
+        let place = Place {
+            source,
+            header: header.as_deref(),
+            line,
+        };
+        if record.len() != width {
+            let n = record.len();
+            let origin = if header.is_some() {
+                format!("the header (line {first}) has {width}")
+            } else {
+                format!("the first row (line {first}) has {width}")
+            };
+            let what = if n < width {
+                format!("{} is missing", place.column(n))
+            } else {
+                format!(
+                    "{} is extra (it holds {:?})",
+                    place.column(width),
+                    String::from_utf8_lossy(&record[width])
+                )
+            };
+            return Err(Error::Invalid(format!(
+                "read_csv: {source}: line {line}: {what}: this row has {n} fields but {origin}; \
+                 every row needs the same number of fields"
+            )));
+        }
+        for (col, field) in record.iter().enumerate() {
+            if Some(col) == label_col {
+                labels.push(place.whole(field, col, "a class label")?);
+                continue;
+            }
+            match &mut values {
+                Values::F32(v) => v.push(place.float(field, col)? as f32),
+                Values::F64(v) => v.push(place.float(field, col)?),
+                Values::I64(v) => v.push(place.whole(field, col, "an integer")?),
+            }
+        }
+        rows += 1;
+    }
+    if rows == 0 {
+        let only = if header.is_some() {
+            " (only a header line)"
+        } else {
+            ""
+        };
+        return Err(Error::Invalid(format!(
+            "read_csv: {source} has no data rows{only}"
+        )));
+    }
+    let (width, _, label_col) = shape.expect("a row was read");
+    let cols = width - usize::from(label_col.is_some());
+    let features = match values {
+        Values::F32(v) => Tensor::from_vec(v, [rows, cols]),
+        Values::F64(v) => Tensor::from_vec(v, [rows, cols]),
+        Values::I64(v) => Tensor::from_vec(v, [rows, cols]),
+    };
+    Ok(Parsed {
+        features,
+        labels: label_col.map(|_| Tensor::from_vec(labels, [rows])),
+    })
+}

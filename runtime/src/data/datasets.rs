@@ -1,0 +1,361 @@
+//! The bundled data sets, and [`TabularDataset`], the features-and-labels
+//! form they come in.
+//!
+//! Three small classic classification sets ship inside the crate (from the
+//! UCI Machine Learning Repository, CC BY 4.0; see `runtime/data/README.md`):
+//!
+//! | function | samples | features | classes |
+//! |---|---|---|---|
+//! | [`breast_cancer`] | 569 | 30 | 2 (malignant, benign) |
+//! | [`digits`] | 1797 | 64 (8x8 pixels, 0-16) | 10 (`"0"`..`"9"`) |
+//! | [`iris`] | 150 | 4 | 3 (setosa, versicolor, virginica) |
+//!
+//! ```
+//! use deriv_runtime::data::DataLoader;
+//! use deriv_runtime::datasets;
+//! let (train, test) = datasets::iris().standardized_split(0.2, 0);
+//! assert_eq!((train.len(), test.len()), (120, 30));
+//! let loader = DataLoader::new(train, 16).shuffle(true).seed(0);
+//! for (x, y) in &loader {
+//!     assert_eq!(x.shape()[1], 4);
+//!     assert_eq!(y.dtype(), deriv_runtime::DType::I64);
+//! }
+//! ```
+
+use super::csv_read::{parse, Column, CsvOptions};
+use super::dataset::{check_index, gather_rows, Dataset};
+use crate::random::Generator;
+use crate::tensor::{DType, Tensor};
+use crate::Device;
+
+pub use super::scaler::StandardScaler;
+
+/// A classification data set held in memory: `features` `[n, d]` (f32 for
+/// the bundled sets), integer class `targets` `[n]` (i64) and the name of
+/// each class.
+///
+/// A sample is `(features[i], targets[i])` (shapes `[d]` and `[]`); a batch
+/// is gathered with one `index_select` per tensor.
+#[derive(Clone, Debug)]
+pub struct TabularDataset {
+    /// The features, one row per sample.
+    pub features: Tensor,
+    /// The class index of each sample (i64).
+    pub targets: Tensor,
+    /// The name of each class; class `k` is `class_names[k]`.
+    pub class_names: Vec<String>,
+}
+
+impl TabularDataset {
+    /// A data set from `[n, d]` features, `[n]` i64 targets and the class
+    /// names (panics when the shapes or dtypes do not fit together).
+    #[track_caller]
+    pub fn new(features: Tensor, targets: Tensor, class_names: Vec<String>) -> Self {
+        assert!(
+            features.ndim() == 2,
+            "TabularDataset::new: features must be 2-D [samples, features], got shape {:?}",
+            features.shape()
+        );
+        assert!(
+            targets.ndim() == 1 && targets.shape()[0] == features.shape()[0],
+            "TabularDataset::new: targets must be 1-D with one entry per sample ({}), got \
+             shape {:?}",
+            features.shape()[0],
+            targets.shape()
+        );
+        assert!(
+            targets.dtype() == DType::I64,
+            "TabularDataset::new: targets must be i64 class indices, got {}; convert them \
+             with .to_dtype(DType::I64)",
+            targets.dtype()
+        );
+        TabularDataset {
+            features,
+            targets,
+            class_names,
+        }
+    }
+
+    /// The number of samples.
+    pub fn len(&self) -> usize {
+        self.features.shape()[0]
+    }
+
+    /// Whether there are no samples.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The number of features per sample (`d`).
+    pub fn num_features(&self) -> usize {
+        self.features.shape()[1]
+    }
+
+    /// The number of classes: the number of class names, or (without names)
+    /// one more than the largest target.
+    pub fn num_classes(&self) -> usize {
+        if !self.class_names.is_empty() || self.is_empty() {
+            return self.class_names.len();
+        }
+        self.targets.max().item() as usize + 1
+    }
+
+    /// How many samples each class has (index = class).
+    pub fn class_counts(&self) -> Vec<usize> {
+        let mut counts = vec![0; self.num_classes()];
+        for t in self.targets.to_vec::<i64>() {
+            let t = t as usize;
+            if t >= counts.len() {
+                counts.resize(t + 1, 0);
+            }
+            counts[t] += 1;
+        }
+        counts
+    }
+
+    /// The samples at `indices`, in that order (class names kept).
+    #[track_caller]
+    pub fn select(&self, indices: &[usize]) -> TabularDataset {
+        let (features, targets) = gather_rows(
+            &(self.features.clone(), self.targets.clone()),
+            indices,
+            self.len(),
+        );
+        TabularDataset {
+            features,
+            targets,
+            class_names: self.class_names.clone(),
+        }
+    }
+
+    /// A copy with both tensors on `device`.
+    pub fn to(&self, device: &Device) -> TabularDataset {
+        TabularDataset {
+            features: self.features.to(device),
+            targets: self.targets.to(device),
+            class_names: self.class_names.clone(),
+        }
+    }
+
+    /// Splits into a shuffled train set and test set, like scikit-learn's
+    /// `train_test_split(shuffle=True)`: the test set has
+    /// `ceil(test_fraction * n)` samples, the train set the rest; the order is
+    /// a permutation drawn from a [`Generator`] seeded with `seed`, the test
+    /// set taking its first samples. Panics unless `0 < test_fraction < 1`
+    /// leaves both sets non-empty.
+    ///
+    /// ```
+    /// let (train, test) = deriv_runtime::datasets::iris().train_test_split(0.2, 42);
+    /// assert_eq!((train.len(), test.len()), (120, 30));
+    /// ```
+    #[track_caller]
+    pub fn train_test_split(
+        &self,
+        test_fraction: f64,
+        seed: u64,
+    ) -> (TabularDataset, TabularDataset) {
+        let n_test = self.test_size("train_test_split", test_fraction);
+        let perm = Generator::new(seed).permutation(self.len());
+        (self.select(&perm[n_test..]), self.select(&perm[..n_test]))
+    }
+
+    /// Like [`train_test_split`](Self::train_test_split), but each class
+    /// keeps (as nearly as whole samples allow) its share in both sets, like
+    /// scikit-learn's `train_test_split(stratify=y)`: the train set's count
+    /// of each class is `floor(n_train * count / n)` plus one for the classes
+    /// with the largest remainders (the earlier class on ties), the test set
+    /// gets the rest of each class, and both are shuffled.
+    ///
+    /// ```
+    /// let (train, test) = deriv_runtime::datasets::iris().stratified_split(0.2, 0);
+    /// assert_eq!(train.class_counts(), vec![40, 40, 40]);
+    /// assert_eq!(test.class_counts(), vec![10, 10, 10]);
+    /// ```
+    #[track_caller]
+    pub fn stratified_split(
+        &self,
+        test_fraction: f64,
+        seed: u64,
+    ) -> (TabularDataset, TabularDataset) {
+        let n = self.len();
+        let n_test = self.test_size("stratified_split", test_fraction);
+        let n_train = n - n_test;
+        let targets = self.targets.to_vec::<i64>();
+        let counts = self.class_counts();
+        let present = counts.iter().filter(|&&c| c > 0).count();
+        assert!(
+            n_train >= present && n_test >= present,
+            "stratified_split: the train ({n_train}) and test ({n_test}) sets must each be \
+             at least as large as the number of classes ({present}); change test_fraction"
+        );
+        // Train share of each class: floors, then the largest remainders.
+        let exact: Vec<f64> = counts
+            .iter()
+            .map(|&c| n_train as f64 * c as f64 / n as f64)
+            .collect();
+        let mut take: Vec<usize> = exact.iter().map(|e| e.floor() as usize).collect();
+        let mut order: Vec<usize> = (0..counts.len()).collect();
+        order.sort_by(|&a, &b| {
+            let (ra, rb) = (exact[a] - exact[a].floor(), exact[b] - exact[b].floor());
+            rb.total_cmp(&ra).then(a.cmp(&b))
+        });
+        let short = n_train - take.iter().sum::<usize>();
+        for &c in order.iter().take(short) {
+            take[c] += 1;
+        }
+        let mut gen = Generator::new(seed);
+        let (mut train, mut test) = (Vec::with_capacity(n_train), Vec::with_capacity(n_test));
+        for (class, &k) in take.iter().enumerate() {
+            let members: Vec<usize> = (0..n).filter(|&i| targets[i] as usize == class).collect();
+            let perm = gen.permutation(members.len());
+            train.extend(perm[..k].iter().map(|&p| members[p]));
+            test.extend(perm[k..].iter().map(|&p| members[p]));
+        }
+        let train: Vec<usize> = gen.permutation(n_train).iter().map(|&p| train[p]).collect();
+        let test: Vec<usize> = gen.permutation(n_test).iter().map(|&p| test[p]).collect();
+        (self.select(&train), self.select(&test))
+    }
+
+    /// [`train_test_split`](Self::train_test_split), then both sets
+    /// standardised with a [`StandardScaler`] fitted on the train set only
+    /// (so no statistic of the test set leaks into training).
+    ///
+    /// ```
+    /// let (train, _test) = deriv_runtime::datasets::iris().standardized_split(0.2, 42);
+    /// let m = train.features.mean_dim(0, false).abs().max().item();
+    /// assert!(m < 1e-5);
+    /// ```
+    #[track_caller]
+    pub fn standardized_split(
+        &self,
+        test_fraction: f64,
+        seed: u64,
+    ) -> (TabularDataset, TabularDataset) {
+        let (mut train, mut test) = self.train_test_split(test_fraction, seed);
+        let scaler = StandardScaler::fit(&train.features);
+        train.features = scaler.transform(&train.features);
+        test.features = scaler.transform(&test.features);
+        (train, test)
+    }
+
+    #[track_caller]
+    fn test_size(&self, op: &str, test_fraction: f64) -> usize {
+        let n = self.len();
+        assert!(
+            test_fraction > 0.0 && test_fraction < 1.0,
+            "{op}: test_fraction must be between 0 and 1 (exclusive), got {test_fraction}"
+        );
+        let n_test = (test_fraction * n as f64).ceil() as usize;
+        assert!(
+            n_test < n,
+            "{op}: with {n} samples and test_fraction {test_fraction} the train set would be \
+             empty; use a smaller test_fraction"
+        );
+        n_test
+    }
+}
+
+impl Dataset for TabularDataset {
+    type Item = (Tensor, Tensor);
+    fn len(&self) -> usize {
+        TabularDataset::len(self)
+    }
+    #[track_caller]
+    fn get(&self, index: usize) -> (Tensor, Tensor) {
+        check_index("TabularDataset", index, self.len());
+        let i = index as isize;
+        (self.features.select(0, i), self.targets.select(0, i))
+    }
+    #[track_caller]
+    fn get_batch(&self, indices: &[usize]) -> (Tensor, Tensor) {
+        gather_rows(
+            &(self.features.clone(), self.targets.clone()),
+            indices,
+            self.len(),
+        )
+    }
+}
+
+/// Parses a bundled file: an optional `N,D,CLASS...` line, then rows of `D`
+/// features and a label.
+fn bundled(name: &str, text: &str, has_meta: bool, class_names: Vec<String>) -> TabularDataset {
+    let source = format!("{name} (bundled)");
+    let (meta, body) = if has_meta {
+        let (first, rest) = text.split_once('\n').expect("bundled file has lines");
+        (Some(first.trim()), rest)
+    } else {
+        (None, text)
+    };
+    let opts = CsvOptions::default().has_header(false);
+    let parsed = parse(body.as_bytes(), &source, &opts, Some(&Column::Index(-1)))
+        .unwrap_or_else(|e| panic!("bundled data set {name} is corrupt: {e}"));
+    let features = parsed.features;
+    let targets = parsed.labels.expect("labels were asked for");
+    let class_names = match meta {
+        None => class_names,
+        Some(meta) => {
+            let f: Vec<&str> = meta.split(',').collect();
+            let (n, d): (usize, usize) = (f[0].parse().unwrap(), f[1].parse().unwrap());
+            assert_eq!(
+                features.shape(),
+                &[n, d],
+                "bundled data set {name}: its header promises {n} x {d}"
+            );
+            f[2..].iter().map(|s| s.to_string()).collect()
+        }
+    };
+    TabularDataset::new(features, targets, class_names)
+}
+
+/// Breast Cancer Wisconsin (Diagnostic): 569 samples of 30 features of cell
+/// nuclei from a fine-needle aspirate image, classes 0 = `"malignant"`
+/// (212 samples), 1 = `"benign"` (357). Features are f32, unscaled (their
+/// ranges differ by orders of magnitude, so standardise them, e.g. with
+/// [`TabularDataset::standardized_split`]).
+///
+/// ```
+/// let ds = deriv_runtime::datasets::breast_cancer();
+/// assert_eq!((ds.len(), ds.num_features(), ds.num_classes()), (569, 30, 2));
+/// ```
+pub fn breast_cancer() -> TabularDataset {
+    bundled(
+        "breast_cancer.csv",
+        include_str!("../../data/breast_cancer.csv"),
+        true,
+        Vec::new(),
+    )
+}
+
+/// Optical Recognition of Handwritten Digits (the UCI test part, as in
+/// scikit-learn's `load_digits`): 1797 images of 8x8 pixels, row-major, values
+/// 0-16 as f32, classes `"0"`..`"9"`.
+///
+/// ```
+/// let ds = deriv_runtime::datasets::digits();
+/// assert_eq!((ds.len(), ds.num_features(), ds.num_classes()), (1797, 64, 10));
+/// ```
+pub fn digits() -> TabularDataset {
+    bundled(
+        "digits.csv",
+        include_str!("../../data/digits.csv"),
+        false,
+        (0..10).map(|d| d.to_string()).collect(),
+    )
+}
+
+/// Fisher's iris flowers: 150 samples of 4 features (sepal length, sepal
+/// width, petal length, petal width, in cm) as f32, 50 of each class
+/// `"setosa"`, `"versicolor"`, `"virginica"`.
+///
+/// ```
+/// let ds = deriv_runtime::datasets::iris();
+/// assert_eq!((ds.len(), ds.num_features(), ds.num_classes()), (150, 4, 3));
+/// ```
+pub fn iris() -> TabularDataset {
+    bundled(
+        "iris.csv",
+        include_str!("../../data/iris.csv"),
+        true,
+        Vec::new(),
+    )
+}
