@@ -161,7 +161,10 @@ pub fn read_csv_xy(
 
 fn read(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path)
-        .map_err(|e| Error::Invalid(format!("read_csv: cannot read {}: {e}", path.display())))
+        .map_err(|e| Error::Io {
+            path: path.display().to_string(),
+            msg: format!("read_csv: cannot read the file: {e}"),
+        })
 }
 
 /// Turns the csv crate's record offsets into the 1-based line numbers an
@@ -247,12 +250,10 @@ impl Place<'_> {
     }
 
     fn error(&self, col: usize, what: &str) -> Error {
-        Error::Invalid(format!(
-            "read_csv: {}: line {}, {}: {what}",
-            self.source,
-            self.line,
-            self.column(col)
-        ))
+        Error::Format {
+            path: self.source.to_string(),
+            msg: format!("read_csv: line {}, {}: {what}", self.line, self.column(col)),
+        }
     }
 
     fn text<'b>(&self, field: &'b [u8], col: usize) -> Result<&'b str> {
@@ -365,9 +366,10 @@ pub(crate) fn parse(
                     .position()
                     .map(|p| format!(" at line {}", line_of.of_record(p.byte())))
                     .unwrap_or_default();
-                return Err(Error::Invalid(format!(
-                    "read_csv: {source}: cannot read the file{at}: {e}"
-                )));
+                return Err(Error::Format {
+                    path: source.to_string(),
+                    msg: format!("read_csv: cannot read the file{at}: {e}"),
+                });
             }
         }
         let line = record.position().map_or(0, |p| line_of.of_record(p.byte()));
@@ -415,10 +417,13 @@ pub(crate) fn parse(
                     String::from_utf8_lossy(&record[width])
                 )
             };
-            return Err(Error::Invalid(format!(
-                "read_csv: {source}: line {line}: {what}: this row has {n} fields but {origin}; \
-                 every row needs the same number of fields"
-            )));
+            return Err(Error::Format {
+                path: source.to_string(),
+                msg: format!(
+                    "read_csv: line {line}: {what}: this row has {n} fields but {origin}; \
+                     every row needs the same number of fields"
+                ),
+            });
         }
         for (col, field) in record.iter().enumerate() {
             if Some(col) == label_col {

@@ -3,7 +3,7 @@
 //! progress bars, validation, early stopping, checkpoints (resumable) and
 //! training curves.
 
-mod classifier;
+// mod classifier;
 mod history;
 mod module;
 mod trainer;

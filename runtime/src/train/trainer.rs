@@ -8,6 +8,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::{History, StepOutput, TrainingModule};
 use crate::autograd::no_grad;
+use crate::data::{Batch, DataLoader, Dataset};
 use crate::error::{Error, Result};
 use crate::io::Checkpoint;
 use crate::optim::Optimizer;
@@ -34,6 +35,17 @@ impl<B: Clone> Batches for Vec<B> {
     }
     fn epoch_batches(&self, _epoch: usize) -> Box<dyn Iterator<Item = B> + '_> {
         Box::new(self.iter().cloned())
+    }
+}
+
+impl<D: Dataset + 'static> Batches for DataLoader<D> {
+    type Batch = Batch<D>;
+    fn num_batches(&self) -> usize {
+        self.len()
+    }
+    fn epoch_batches(&self, epoch: usize) -> Box<dyn Iterator<Item = Batch<D>> + '_> {
+        self.set_epoch(epoch as u64);
+        Box::new(self.iter())
     }
 }
 
