@@ -3,6 +3,9 @@
 //! equal to the tape's gradient, BCE-with-logits stable at ±100, reduction
 //! shapes, grad_fn names and the error messages for bad targets.
 
+// The reference numbers are PyTorch's output as printed (ln 2 among them).
+#![allow(clippy::approx_constant)]
+
 use deriv::nn::functional as F;
 use deriv::nn::{
     BCELoss, BCEWithLogitsLoss, BceWithLogitsOptions, CrossEntropyLoss, CrossEntropyOptions,
@@ -834,6 +837,11 @@ fn gradcheck_cross_entropy_every_option() {
             |v| F::cross_entropy_with(&v[0], &v[1], &opts),
             &[randn(&[2, 3, 2], 6), uniform(&[2, 3, 2], 0.0, 1.0, 7)],
         );
+        let opts = ce_opts(Some(w()), r, 0.25, -100);
+        check_grad(
+            |v| F::cross_entropy_with(&v[0], &v[1], &opts),
+            &[randn(&[4], 8), uniform(&[4], 0.0, 1.0, 9)],
+        );
     }
 }
 
@@ -956,6 +964,11 @@ fn loss_backward_equals_the_tape() {
             &p(),
         );
         check_paths(
+            &CrossEntropyLoss::new().reduction(r).label_smoothing(0.3),
+            &randn(&[4], 34),
+            &uniform(&[4], 0.0, 1.0, 35),
+        );
+        check_paths(
             &NLLLoss::new().reduction(r).weight(w()),
             &randn(&[3, 4], 25).log_softmax(1),
             &t,
@@ -1062,7 +1075,8 @@ fn vjp_rules_match_the_tape_for_targets_too() {
 fn reduction_shapes() {
     let t = i64s(&[3, 0, 1], &[3]);
     let t3 = i64s(&[2, 0, 1, 1], &[2, 2]);
-    let cases: Vec<(Box<dyn Fn(Reduction) -> Tensor>, Vec<usize>)> = vec![
+    type Case = (Box<dyn Fn(Reduction) -> Tensor>, Vec<usize>);
+    let cases: Vec<Case> = vec![
         (Box::new(|r| F::mse_loss_with(&a(), &b(), r)), vec![2, 3]),
         (Box::new(|r| F::l1_loss_with(&a(), &b(), r)), vec![2, 3]),
         (

@@ -750,8 +750,9 @@ pub(crate) struct ClassTargets {
     wt: Tensor,
     /// `[1, C, 1..]` class weights in the input's dtype.
     wb: Option<Tensor>,
-    /// 0-d: Σ of the class weights (C without weights), for label smoothing.
-    wsum: Tensor,
+    /// 0-d: Σ of the class weights, for label smoothing (`None` without
+    /// weights: C).
+    wsum: Option<Tensor>,
 }
 
 impl ClassTargets {
@@ -778,6 +779,14 @@ impl ClassTargets {
             }
             Reduction::Sum => l.sum(),
             Reduction::Mean => l.sum() / &self.wt.sum(),
+        }
+    }
+
+    /// `t · Σ_c w_c`.
+    fn times_wsum(&self, t: &Tensor) -> Tensor {
+        match &self.wsum {
+            Some(s) => t * s,
+            None => t * self.n_classes as f64,
         }
     }
 
@@ -895,11 +904,7 @@ fn class_targets(
             }
         }
         let (wt, wsum, wb) = match wb {
-            None => (
-                valid.to_dtype(dt),
-                crate::ops::elementwise::scalar_for(input, n_classes as f64),
-                None,
-            ),
+            None => (valid.to_dtype(dt), None, None),
             Some(w) => {
                 let wt = w
                     .index_select(0, &safe.reshape([-1i64]))
@@ -907,7 +912,7 @@ fn class_targets(
                 wt.mul_(&valid);
                 let mut shape = vec![1; t.ndim() + 1];
                 shape[1] = n_classes;
-                (wt, w.sum(), Some(w.reshape(shape)))
+                (wt, Some(w.sum()), Some(w.reshape(shape)))
             }
         };
         Ok(ClassTargets {
@@ -1035,7 +1040,7 @@ fn class_logits_core(
                     Some(wb) => (&shifted * wb).sum_dim(1, false),
                     None => shifted.sum_dim(1, false),
                 };
-                let smooth = ws - &lse * &ct.wsum;
+                let smooth = ws - ct.times_wsum(&lse);
                 terms = terms * (1.0 - eps) + smooth * (eps / ct.n_classes as f64);
             }
             ct.finish(terms, reduction)
@@ -1049,7 +1054,7 @@ fn class_logits_core(
             // S = coef·((1-ε)·w_t + (ε/C)·Σw): the row total of -dL/dlp.
             let smooth_coef = &coef * (eps / ct.n_classes as f64);
             let total = if eps > 0.0 {
-                &onehot + &(&smooth_coef * &ct.wsum)
+                &onehot + &ct.times_wsum(&smooth_coef)
             } else {
                 onehot.clone()
             };
@@ -1267,22 +1272,37 @@ fn prob_targets(
     })
 }
 
+/// A per-sample factor: a plain number (no 0-d tensor needed) or a tensor.
+enum Coef {
+    Number(f64),
+    Tensor(Tensor),
+}
+
+impl Coef {
+    fn times(&self, t: &Tensor) -> Tensor {
+        match self {
+            Coef::Number(s) => t * *s,
+            Coef::Tensor(c) => t * c,
+        }
+    }
+}
+
 impl ProbTargets {
-    /// `seed / count` (mean) or `seed`, as `[N, 1, d1..]` or 0-d.
-    fn coef(&self, seed: Seed, reduction: Reduction, like: &Tensor) -> Tensor {
+    /// `seed / count` (mean) or `seed`: a number, or `[N, 1, d1..]` / 0-d.
+    fn coef(&self, seed: Seed, reduction: Reduction) -> Coef {
         let scale = match reduction {
             Reduction::Mean => 1.0 / self.count as f64,
             _ => 1.0,
         };
         match seed {
-            Seed::One => crate::ops::elementwise::scalar_for(like, scale),
+            Seed::One => Coef::Number(scale),
             Seed::Times(g) => {
                 let g = g * scale;
-                match reduction {
+                Coef::Tensor(match reduction {
                     Reduction::None if self.batched => g.unsqueeze(1),
                     Reduction::None => g.reshape([1usize, 1]),
                     _ => g,
-                }
+                })
             }
         }
     }
@@ -1335,15 +1355,15 @@ fn prob_logits_core(
             pt.finish(-(&lp * &pt.tw).sum_dim(1, false), reduction)
         });
         let grad = seed.map(|s| {
-            let coef = pt.coef(s, reduction, &x);
+            let coef = pt.coef(s, reduction);
             let total = pt.tw.sum_dim(1, true);
             let e = if e.dtype() == pt.tw.dtype() {
                 e
             } else {
                 e.to_dtype(pt.tw.dtype())
             };
-            e.mul_(&(&(&total * &coef) / &sumexp));
-            e.sub_(&(&pt.tw * &coef));
+            e.mul_(&(&coef.times(&total) / &sumexp));
+            e.sub_(&coef.times(&pt.tw));
             pt.unbatched(e, x.dtype())
         });
         (loss, grad)
@@ -1362,8 +1382,8 @@ fn prob_target_grad(
 ) -> Tensor {
     no_grad(|| {
         let lp = batched_view(lp, pt.batched);
-        let coef = pt.coef(Seed::Times(g), reduction, &lp);
-        let d = &lp * &(&coef * (eps - 1.0));
+        let d = pt.coef(Seed::Times(g), reduction).times(&lp);
+        d.mul_(eps - 1.0);
         if let Some(wb) = &pt.wb {
             d.mul_(wb);
         }
@@ -1384,8 +1404,12 @@ impl Backward for SoftCrossEntropyBackward {
         let lp = self.lp.get();
         let dlp = self.need[0].then(|| {
             no_grad(|| {
-                let coef = self.pt.coef(Seed::Times(g), self.reduction, lp);
-                self.pt.unbatched(-(&self.pt.tw * &coef), lp.dtype())
+                let d = self
+                    .pt
+                    .coef(Seed::Times(g), self.reduction)
+                    .times(&self.pt.tw);
+                d.mul_(-1.0);
+                self.pt.unbatched(d, lp.dtype())
             })
         });
         let dt = self.need[1].then(|| {
