@@ -746,7 +746,7 @@ pub(crate) struct ClassTargets {
     /// `[N, d1..]` bool: the entries not equal to `ignore_index`.
     valid: Tensor,
     /// `[N, d1..]` float: the class weight of each target, 0 where ignored
-    /// (`None` without class weights: `valid` as float then).
+    /// (without class weights: `valid` as a float mask).
     wt: Tensor,
     /// `[1, C, 1..]` class weights in the input's dtype.
     wb: Option<Tensor>,
