@@ -1363,7 +1363,7 @@ fn prob_logits_core(
                 e.to_dtype(pt.tw.dtype())
             };
             e.mul_(&(&coef.times(&total) / &sumexp));
-            e.sub_(&coef.times(&pt.tw));
+            e.sub_(coef.times(&pt.tw));
             pt.unbatched(e, x.dtype())
         });
         (loss, grad)
