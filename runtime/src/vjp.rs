@@ -87,3 +87,19 @@ pub fn linear(
 pub fn dropout(mask: &Tensor, g: &Tensor) -> Tensor {
     g * mask
 }
+
+// ---------------------------------------------------------------- losses
+//
+// `grad_out` has the loss's shape (0-d for the mean and the sum). The tape's
+// loss nodes and `nn::Loss::backward` call these same kernels.
+
+pub use crate::ops::loss::{
+    binary_cross_entropy_backward as binary_cross_entropy,
+    binary_cross_entropy_target_backward as binary_cross_entropy_target,
+    binary_cross_entropy_with_logits_backward as binary_cross_entropy_with_logits,
+    binary_cross_entropy_with_logits_target_backward as binary_cross_entropy_with_logits_target,
+    cross_entropy_backward as cross_entropy,
+    cross_entropy_log_probs_backward as cross_entropy_log_probs,
+    cross_entropy_target_backward as cross_entropy_target, l1_loss_backward as l1_loss,
+    mse_loss_backward as mse_loss, nll_loss_backward as nll_loss,
+};

@@ -63,3 +63,183 @@ pub fn dropout(x: &Tensor, p: f64, training: bool) -> Tensor {
     }
     x * &dropout_mask(x, p)
 }
+
+// ---------------------------------------------------------------- losses
+
+pub use super::loss::{BceWithLogitsOptions, CrossEntropyOptions, NllLossOptions, Reduction};
+use crate::error::{OrPanic, Result};
+use crate::ops::loss as L;
+
+/// Mean squared error, `mean((input - target)²)` (`F.mse_loss`). The target
+/// must have the input's shape (any numeric dtype; the math runs in the
+/// promoted float dtype). One `MseLossBackward` node on the tape.
+///
+/// ```
+/// use deriv_runtime::{nn::functional as F, tensor};
+/// assert_eq!(F::mse_loss(&tensor![1., 3.], &tensor![0., 0.]).item(), 5.0);
+/// ```
+#[track_caller]
+pub fn mse_loss(input: &Tensor, target: &Tensor) -> Tensor {
+    mse_loss_with(input, target, Reduction::Mean)
+}
+
+/// [`mse_loss`] with a [`Reduction`].
+#[track_caller]
+pub fn mse_loss_with(input: &Tensor, target: &Tensor, reduction: Reduction) -> Tensor {
+    try_mse_loss_with(input, target, reduction).or_panic()
+}
+
+/// Fallible [`mse_loss_with`]: an error names a non-float input, a bool target
+/// or mismatched shapes.
+pub fn try_mse_loss_with(input: &Tensor, target: &Tensor, reduction: Reduction) -> Result<Tensor> {
+    L::regression_loss("mse_loss", input, target, reduction)
+}
+
+/// Mean absolute error, `mean(|input - target|)` (`F.l1_loss`); the gradient
+/// at `input == target` is 0, as in PyTorch. One `L1LossBackward` node.
+#[track_caller]
+pub fn l1_loss(input: &Tensor, target: &Tensor) -> Tensor {
+    l1_loss_with(input, target, Reduction::Mean)
+}
+
+/// [`l1_loss`] with a [`Reduction`].
+#[track_caller]
+pub fn l1_loss_with(input: &Tensor, target: &Tensor, reduction: Reduction) -> Tensor {
+    try_l1_loss_with(input, target, reduction).or_panic()
+}
+
+/// Fallible [`l1_loss_with`].
+pub fn try_l1_loss_with(input: &Tensor, target: &Tensor, reduction: Reduction) -> Result<Tensor> {
+    L::regression_loss("l1_loss", input, target, reduction)
+}
+
+/// Binary cross-entropy of probabilities `input` in [0, 1] against `target`
+/// (same shape and dtype): `-(y·log x + (1 - y)·log(1 - x))`, each log clamped
+/// to >= -100 as in PyTorch (`F.binary_cross_entropy`). Prefer
+/// [`binary_cross_entropy_with_logits`] on raw scores: it is stable.
+/// One `BinaryCrossEntropyBackward` node.
+///
+/// ```
+/// use deriv_runtime::{nn::functional as F, tensor};
+/// let loss = F::binary_cross_entropy(&tensor![0.5, 1.0], &tensor![1., 0.]);
+/// assert!((loss.item() - (2f64.ln() + 100.0) / 2.0).abs() < 1e-4);
+/// ```
+#[track_caller]
+pub fn binary_cross_entropy(input: &Tensor, target: &Tensor) -> Tensor {
+    binary_cross_entropy_with(input, target, None, Reduction::Mean)
+}
+
+/// [`binary_cross_entropy`] with a rescaling `weight` (broadcast to the input's
+/// shape; the mean still divides by the element count) and a [`Reduction`].
+#[track_caller]
+pub fn binary_cross_entropy_with(
+    input: &Tensor,
+    target: &Tensor,
+    weight: Option<&Tensor>,
+    reduction: Reduction,
+) -> Tensor {
+    try_binary_cross_entropy_with(input, target, weight, reduction).or_panic()
+}
+
+/// Fallible [`binary_cross_entropy_with`]: an error names an input outside
+/// [0, 1], a target of another dtype or shape, or a weight that does not broadcast.
+pub fn try_binary_cross_entropy_with(
+    input: &Tensor,
+    target: &Tensor,
+    weight: Option<&Tensor>,
+    reduction: Reduction,
+) -> Result<Tensor> {
+    L::binary_cross_entropy(input, target, weight, reduction)
+}
+
+/// Binary cross-entropy of logits (`F.binary_cross_entropy_with_logits`):
+/// `(1 - y)·z + log(1 + e^-z)`, computed as `(1 - y)·z + max(-z, 0) +
+/// log1p(e^-|z|)`, so the loss and its gradient `σ(z) - y` stay finite and
+/// exact for any `z` (±100 included). The target is float, of the input's
+/// shape. One `BinaryCrossEntropyWithLogitsBackward` node.
+#[track_caller]
+pub fn binary_cross_entropy_with_logits(logits: &Tensor, target: &Tensor) -> Tensor {
+    binary_cross_entropy_with_logits_with(logits, target, &BceWithLogitsOptions::default())
+}
+
+/// [`binary_cross_entropy_with_logits`] with a `weight`, a `pos_weight`
+/// (`(1 - y)·z + (1 + (pos_weight - 1)·y)·softplus(-z)`) and a [`Reduction`].
+#[track_caller]
+pub fn binary_cross_entropy_with_logits_with(
+    logits: &Tensor,
+    target: &Tensor,
+    opts: &BceWithLogitsOptions,
+) -> Tensor {
+    try_binary_cross_entropy_with_logits_with(logits, target, opts).or_panic()
+}
+
+/// Fallible [`binary_cross_entropy_with_logits_with`].
+pub fn try_binary_cross_entropy_with_logits_with(
+    logits: &Tensor,
+    target: &Tensor,
+    opts: &BceWithLogitsOptions,
+) -> Result<Tensor> {
+    L::binary_cross_entropy_with_logits(logits, target, opts)
+}
+
+/// Cross-entropy of logits (`F.cross_entropy`): `log_softmax` over the class
+/// dim, then [`nll_loss`], as PyTorch does (so `grad_fn` is `NllLossBackward`
+/// after a `LogSoftmaxBackward`).
+///
+/// Logits are `[N, C]`, `[C]` or `[N, C, d1, ...]`; the target is i64 class
+/// indices of shape `[N]`, `[]` or `[N, d1, ...]`, or float class
+/// probabilities of the logits' own shape (then the node is
+/// `SoftCrossEntropyBackward`, and the mean divides by `N·d1·...`).
+///
+/// ```
+/// use deriv_runtime::{nn::functional as F, tensor};
+/// let logits = tensor![[0., 0.], [0., 0.]];
+/// let loss = F::cross_entropy(&logits, &tensor![0, 1]);
+/// assert!((loss.item() - 2f64.ln()).abs() < 1e-6);
+/// ```
+#[track_caller]
+pub fn cross_entropy(logits: &Tensor, target: &Tensor) -> Tensor {
+    cross_entropy_with(logits, target, &CrossEntropyOptions::default())
+}
+
+/// [`cross_entropy`] with class weights, label smoothing, `ignore_index` and
+/// a [`Reduction`], all with PyTorch's semantics: the weighted mean divides by
+/// the sum of the (non-ignored) targets' weights; with label smoothing ε the
+/// loss is `(1 - ε)·nll + (ε/C)·Σ_c w_c·(-log p_c)`, reduced the same way.
+#[track_caller]
+pub fn cross_entropy_with(logits: &Tensor, target: &Tensor, opts: &CrossEntropyOptions) -> Tensor {
+    try_cross_entropy_with(logits, target, opts).or_panic()
+}
+
+/// Fallible [`cross_entropy_with`]: an error names a target of the wrong
+/// dtype or shape, a class index out of range, a bad weight or smoothing.
+pub fn try_cross_entropy_with(
+    logits: &Tensor,
+    target: &Tensor,
+    opts: &CrossEntropyOptions,
+) -> Result<Tensor> {
+    L::cross_entropy(logits, target, opts)
+}
+
+/// Negative log-likelihood of log-probabilities (`F.nll_loss`): the mean of
+/// `-log_probs[n, target[n]]`. Shapes as in [`cross_entropy`] (class
+/// indices only). One `NllLossBackward` node.
+#[track_caller]
+pub fn nll_loss(log_probs: &Tensor, target: &Tensor) -> Tensor {
+    nll_loss_with(log_probs, target, &NllLossOptions::default())
+}
+
+/// [`nll_loss`] with class weights, `ignore_index` and a [`Reduction`].
+#[track_caller]
+pub fn nll_loss_with(log_probs: &Tensor, target: &Tensor, opts: &NllLossOptions) -> Tensor {
+    try_nll_loss_with(log_probs, target, opts).or_panic()
+}
+
+/// Fallible [`nll_loss_with`].
+pub fn try_nll_loss_with(
+    log_probs: &Tensor,
+    target: &Tensor,
+    opts: &NllLossOptions,
+) -> Result<Tensor> {
+    L::nll_loss(log_probs, target, opts)
+}

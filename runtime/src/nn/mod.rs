@@ -12,10 +12,17 @@ pub mod dsl;
 pub mod functional;
 pub mod init;
 mod linear;
+mod loss;
 mod module;
 mod sequential;
 
 pub use activation::{Dropout, Flatten, Identity, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh};
 pub use linear::Linear;
-pub use module::{accumulate_grad, join_name, Differentiable, Forward, IncompatibleKeys, Module};
+pub use loss::{
+    BCELoss, BCEWithLogitsLoss, BceWithLogitsOptions, CrossEntropyLoss, CrossEntropyOptions,
+    L1Loss, Loss, MSELoss, NLLLoss, NllLossOptions, Reduction,
+};
+pub use module::{
+    accumulate_grad, join_name, Differentiable, Forward, IncompatibleKeys, Module,
+};
 pub use sequential::Sequential;

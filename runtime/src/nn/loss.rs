@@ -1,0 +1,451 @@
+//! Loss modules (`nn.MSELoss`, `nn.CrossEntropyLoss`, ...) and the [`Loss`]
+//! trait that serves both ways to differentiate.
+//!
+//! [`Loss::forward`] records one node on the tape, so `loss.backward()` reaches
+//! the input; [`Loss::backward`] and [`Loss::forward_backward`] compute the
+//! input gradient without recording, for the compile-time path (a network's
+//! generated `backward` takes it from there). Both call the rules in
+//! [`crate::vjp`].
+
+use crate::autograd::no_grad;
+use crate::error::OrPanic;
+use crate::ops::loss::{self as ops, Seed};
+use crate::tensor::Tensor;
+
+/// How a loss combines its per-element values (PyTorch's `reduction=`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Reduction {
+    /// No reduction: one loss per element (per sample for the class losses).
+    None,
+    /// The mean (the default). Class-weighted `nll_loss`/`cross_entropy` with
+    /// class indices divide by the sum of the targets' weights, and ignored
+    /// targets do not count.
+    #[default]
+    Mean,
+    /// The sum.
+    Sum,
+}
+
+/// Options of [`cross_entropy_with`](super::functional::cross_entropy_with)
+/// (PyTorch's keyword arguments and defaults).
+///
+/// ```
+/// use deriv_runtime::nn::{functional as F, CrossEntropyOptions, Reduction};
+/// use deriv_runtime::tensor;
+/// let opts = CrossEntropyOptions { label_smoothing: 0.1, reduction: Reduction::Sum, ..Default::default() };
+/// let loss = F::cross_entropy_with(&tensor![[2., 0., 1.]], &tensor![0], &opts);
+/// assert_eq!(loss.shape(), &[] as &[usize]);
+/// ```
+#[derive(Clone, Debug)]
+pub struct CrossEntropyOptions {
+    /// A weight per class (`[C]`), or `None` for equal weights.
+    pub weight: Option<Tensor>,
+    /// How the per-sample losses combine.
+    pub reduction: Reduction,
+    /// Mixes the target with the uniform distribution: `(1 - ε)·target + ε/C`.
+    /// In `[0, 1]`; 0 by default.
+    pub label_smoothing: f64,
+    /// A class-index target equal to this contributes nothing (and does not
+    /// count in the mean). -100 by default; must be negative with
+    /// class-probability targets.
+    pub ignore_index: i64,
+}
+
+impl Default for CrossEntropyOptions {
+    fn default() -> Self {
+        CrossEntropyOptions {
+            weight: None,
+            reduction: Reduction::Mean,
+            label_smoothing: 0.0,
+            ignore_index: -100,
+        }
+    }
+}
+
+/// Options of [`nll_loss_with`](super::functional::nll_loss_with).
+#[derive(Clone, Debug)]
+pub struct NllLossOptions {
+    /// A weight per class (`[C]`), or `None` for equal weights.
+    pub weight: Option<Tensor>,
+    /// How the per-sample losses combine.
+    pub reduction: Reduction,
+    /// A target equal to this contributes nothing; -100 by default.
+    pub ignore_index: i64,
+}
+
+impl Default for NllLossOptions {
+    fn default() -> Self {
+        NllLossOptions {
+            weight: None,
+            reduction: Reduction::Mean,
+            ignore_index: -100,
+        }
+    }
+}
+
+/// Options of
+/// [`binary_cross_entropy_with_logits_with`](super::functional::binary_cross_entropy_with_logits_with).
+#[derive(Clone, Debug, Default)]
+pub struct BceWithLogitsOptions {
+    /// A rescaling weight broadcast to the input's shape.
+    pub weight: Option<Tensor>,
+    /// The weight of positive examples, broadcast to the input's shape (a
+    /// `[C]` tensor weights each class of a `[N, C]` multi-label input).
+    pub pos_weight: Option<Tensor>,
+    /// How the per-element losses combine.
+    pub reduction: Reduction,
+}
+
+/// A loss function usable on both paths.
+///
+/// ```
+/// use deriv_runtime::nn::{CrossEntropyLoss, Loss};
+/// use deriv_runtime::tensor;
+/// let logits = tensor![[2., 0., 1.], [0., 1., 0.]].requires_grad_(true);
+/// let y = tensor![0, 1];
+/// let ce = CrossEntropyLoss::new();
+/// // The tape:
+/// let loss = ce.forward(&logits, &y);
+/// loss.backward();
+/// // The compile-time path: the same numbers, nothing recorded.
+/// let (value, grad) = ce.forward_backward(&logits, &y);
+/// assert!((value.item() - loss.item()).abs() < 1e-6);
+/// let tape = logits.grad().unwrap().to_vec::<f32>();
+/// for (a, b) in grad.to_vec::<f32>().iter().zip(&tape) {
+///     assert!((a - b).abs() < 1e-6);
+/// }
+/// ```
+pub trait Loss: Send + Sync {
+    /// Recorded on the tape: `loss.backward()` reaches the input.
+    fn forward(&self, input: &Tensor, target: &Tensor) -> Tensor;
+
+    /// The compile-time path: dLoss/d(input) times `grad_out` (which has the
+    /// loss's shape), computed without recording.
+    fn backward(&self, input: &Tensor, target: &Tensor, grad_out: &Tensor) -> Tensor;
+
+    /// The loss value and d(loss)/d(input) with `grad_out = 1` (for
+    /// [`Reduction::None`], ones of the loss's shape: the gradient of its
+    /// sum), without recording. The built-in losses compute both from shared
+    /// intermediates in one pass.
+    fn forward_backward(&self, input: &Tensor, target: &Tensor) -> (Tensor, Tensor) {
+        let loss = no_grad(|| self.forward(input, target));
+        let grad = self.backward(input, target, &loss.ones_like());
+        (loss, grad)
+    }
+}
+
+/// Sets the reduction (builder).
+macro_rules! reduction_builder {
+    () => {
+        /// Sets how the per-element losses combine (`Reduction::Mean` by default).
+        pub fn reduction(mut self, reduction: Reduction) -> Self {
+            self.reduction = reduction;
+            self
+        }
+    };
+}
+
+/// Mean squared error (`nn.MSELoss`): `(input - target)²`, reduced.
+///
+/// ```
+/// use deriv_runtime::nn::{Loss, MSELoss, Reduction};
+/// use deriv_runtime::tensor;
+/// let mse = MSELoss::new().reduction(Reduction::Sum);
+/// assert_eq!(mse.forward(&tensor![1., 2.], &tensor![0., 0.]).item(), 5.0);
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MSELoss {
+    reduction: Reduction,
+}
+
+impl MSELoss {
+    /// The loss with mean reduction.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    reduction_builder!();
+}
+
+impl Loss for MSELoss {
+    #[track_caller]
+    fn forward(&self, input: &Tensor, target: &Tensor) -> Tensor {
+        ops::regression_loss("mse_loss", input, target, self.reduction).or_panic()
+    }
+    #[track_caller]
+    fn backward(&self, input: &Tensor, target: &Tensor, grad_out: &Tensor) -> Tensor {
+        crate::vjp::mse_loss(input, target, grad_out, self.reduction)
+    }
+    #[track_caller]
+    fn forward_backward(&self, input: &Tensor, target: &Tensor) -> (Tensor, Tensor) {
+        both(ops::regression_core(
+            "mse_loss",
+            input,
+            target,
+            self.reduction,
+            true,
+            Some(Seed::One),
+        ))
+    }
+}
+
+/// Mean absolute error (`nn.L1Loss`): `|input - target|`, reduced.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct L1Loss {
+    reduction: Reduction,
+}
+
+impl L1Loss {
+    /// The loss with mean reduction.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    reduction_builder!();
+}
+
+impl Loss for L1Loss {
+    #[track_caller]
+    fn forward(&self, input: &Tensor, target: &Tensor) -> Tensor {
+        ops::regression_loss("l1_loss", input, target, self.reduction).or_panic()
+    }
+    #[track_caller]
+    fn backward(&self, input: &Tensor, target: &Tensor, grad_out: &Tensor) -> Tensor {
+        crate::vjp::l1_loss(input, target, grad_out, self.reduction)
+    }
+    #[track_caller]
+    fn forward_backward(&self, input: &Tensor, target: &Tensor) -> (Tensor, Tensor) {
+        both(ops::regression_core(
+            "l1_loss",
+            input,
+            target,
+            self.reduction,
+            true,
+            Some(Seed::One),
+        ))
+    }
+}
+
+/// Binary cross-entropy on probabilities (`nn.BCELoss`):
+/// `-w·(y·log x + (1 - y)·log(1 - x))`, logs clamped at -100.
+#[derive(Clone, Debug, Default)]
+pub struct BCELoss {
+    weight: Option<Tensor>,
+    reduction: Reduction,
+}
+
+impl BCELoss {
+    /// The loss with mean reduction and no weight.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    reduction_builder!();
+    /// A rescaling weight, broadcast to the input's shape.
+    pub fn weight(mut self, weight: Tensor) -> Self {
+        self.weight = Some(weight);
+        self
+    }
+}
+
+impl Loss for BCELoss {
+    #[track_caller]
+    fn forward(&self, input: &Tensor, target: &Tensor) -> Tensor {
+        ops::binary_cross_entropy(input, target, self.weight.as_ref(), self.reduction).or_panic()
+    }
+    #[track_caller]
+    fn backward(&self, input: &Tensor, target: &Tensor, grad_out: &Tensor) -> Tensor {
+        crate::vjp::binary_cross_entropy(
+            input,
+            target,
+            self.weight.as_ref(),
+            grad_out,
+            self.reduction,
+        )
+    }
+    #[track_caller]
+    fn forward_backward(&self, input: &Tensor, target: &Tensor) -> (Tensor, Tensor) {
+        both(ops::bce_loss_core(
+            input,
+            target,
+            self.weight.as_ref(),
+            self.reduction,
+            true,
+            Some(Seed::One),
+        ))
+    }
+}
+
+/// Binary cross-entropy on logits (`nn.BCEWithLogitsLoss`): the sigmoid and the
+/// loss in one numerically stable formula (finite for any logit).
+///
+/// ```
+/// use deriv_runtime::nn::{BCEWithLogitsLoss, Loss};
+/// use deriv_runtime::tensor;
+/// let (loss, grad) = BCEWithLogitsLoss::new().forward_backward(&tensor![100., -100.], &tensor![0., 1.]);
+/// assert!((loss.item() - 100.0).abs() < 1e-4);
+/// assert_eq!(grad.to_vec::<f32>(), vec![0.5, -0.5]);
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct BCEWithLogitsLoss {
+    opts: BceWithLogitsOptions,
+}
+
+impl BCEWithLogitsLoss {
+    /// The loss with mean reduction and no weights.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Sets how the per-element losses combine (`Reduction::Mean` by default).
+    pub fn reduction(mut self, reduction: Reduction) -> Self {
+        self.opts.reduction = reduction;
+        self
+    }
+    /// A rescaling weight, broadcast to the input's shape.
+    pub fn weight(mut self, weight: Tensor) -> Self {
+        self.opts.weight = Some(weight);
+        self
+    }
+    /// The weight of positive examples, broadcast to the input's shape.
+    pub fn pos_weight(mut self, pos_weight: Tensor) -> Self {
+        self.opts.pos_weight = Some(pos_weight);
+        self
+    }
+}
+
+impl Loss for BCEWithLogitsLoss {
+    #[track_caller]
+    fn forward(&self, input: &Tensor, target: &Tensor) -> Tensor {
+        ops::binary_cross_entropy_with_logits(input, target, &self.opts).or_panic()
+    }
+    #[track_caller]
+    fn backward(&self, input: &Tensor, target: &Tensor, grad_out: &Tensor) -> Tensor {
+        crate::vjp::binary_cross_entropy_with_logits(input, target, grad_out, &self.opts)
+    }
+    #[track_caller]
+    fn forward_backward(&self, input: &Tensor, target: &Tensor) -> (Tensor, Tensor) {
+        both(ops::bce_logits_loss_core(
+            input,
+            target,
+            &self.opts,
+            true,
+            Some(Seed::One),
+        ))
+    }
+}
+
+/// Cross-entropy on logits (`nn.CrossEntropyLoss`): `log_softmax` over the
+/// class dim (1, or 0 for a single `[C]` sample) and the negative
+/// log-likelihood of class-index targets, or of class probabilities when the
+/// target is a float tensor of the input's shape.
+#[derive(Clone, Debug, Default)]
+pub struct CrossEntropyLoss {
+    opts: CrossEntropyOptions,
+}
+
+impl CrossEntropyLoss {
+    /// The loss with PyTorch's defaults (mean, no weight, no smoothing,
+    /// `ignore_index = -100`).
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Sets how the per-sample losses combine (`Reduction::Mean` by default).
+    pub fn reduction(mut self, reduction: Reduction) -> Self {
+        self.opts.reduction = reduction;
+        self
+    }
+    /// A weight per class (`[C]`).
+    pub fn weight(mut self, weight: Tensor) -> Self {
+        self.opts.weight = Some(weight);
+        self
+    }
+    /// Label smoothing ε in `[0, 1]`.
+    pub fn label_smoothing(mut self, eps: f64) -> Self {
+        self.opts.label_smoothing = eps;
+        self
+    }
+    /// The class index whose targets are skipped (-100 by default).
+    pub fn ignore_index(mut self, index: i64) -> Self {
+        self.opts.ignore_index = index;
+        self
+    }
+}
+
+impl Loss for CrossEntropyLoss {
+    #[track_caller]
+    fn forward(&self, input: &Tensor, target: &Tensor) -> Tensor {
+        ops::cross_entropy(input, target, &self.opts).or_panic()
+    }
+    #[track_caller]
+    fn backward(&self, input: &Tensor, target: &Tensor, grad_out: &Tensor) -> Tensor {
+        crate::vjp::cross_entropy(input, target, grad_out, &self.opts)
+    }
+    #[track_caller]
+    fn forward_backward(&self, input: &Tensor, target: &Tensor) -> (Tensor, Tensor) {
+        both(ops::cross_entropy_core(
+            input,
+            target,
+            &self.opts,
+            true,
+            Some(Seed::One),
+            None,
+        ))
+    }
+}
+
+/// Negative log-likelihood of log-probabilities (`nn.NLLLoss`):
+/// `-weight[t]·input[n, t]` per sample.
+#[derive(Clone, Debug, Default)]
+pub struct NLLLoss {
+    opts: NllLossOptions,
+}
+
+impl NLLLoss {
+    /// The loss with PyTorch's defaults (mean, no weight, `ignore_index = -100`).
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Sets how the per-sample losses combine (`Reduction::Mean` by default).
+    pub fn reduction(mut self, reduction: Reduction) -> Self {
+        self.opts.reduction = reduction;
+        self
+    }
+    /// A weight per class (`[C]`).
+    pub fn weight(mut self, weight: Tensor) -> Self {
+        self.opts.weight = Some(weight);
+        self
+    }
+    /// The class index whose targets are skipped (-100 by default).
+    pub fn ignore_index(mut self, index: i64) -> Self {
+        self.opts.ignore_index = index;
+        self
+    }
+}
+
+impl Loss for NLLLoss {
+    #[track_caller]
+    fn forward(&self, input: &Tensor, target: &Tensor) -> Tensor {
+        ops::nll_loss(input, target, &self.opts).or_panic()
+    }
+    #[track_caller]
+    fn backward(&self, input: &Tensor, target: &Tensor, grad_out: &Tensor) -> Tensor {
+        crate::vjp::nll_loss(input, target, grad_out, &self.opts)
+    }
+    #[track_caller]
+    fn forward_backward(&self, input: &Tensor, target: &Tensor) -> (Tensor, Tensor) {
+        both(ops::nll_loss_core(
+            input,
+            target,
+            &self.opts,
+            true,
+            Some(Seed::One),
+        ))
+    }
+}
+
+/// Unwraps a core's (loss, gradient) pair.
+#[track_caller]
+fn both(r: crate::Result<(Option<Tensor>, Option<Tensor>)>) -> (Tensor, Tensor) {
+    let (loss, grad) = r.or_panic();
+    (
+        loss.expect("asked for the loss"),
+        grad.expect("asked for the gradient"),
+    )
+}
