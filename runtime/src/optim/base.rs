@@ -741,8 +741,8 @@ fn apply<F: OptFloat, A: Algorithm>(
 }
 
 /// Runs the update on one thread below the backend's parallel threshold,
-/// else on disjoint ranges in parallel; each range is compiled for AVX2 when
-/// the CPU has it (no fused multiply-add, so results are the same).
+/// else on disjoint ranges in parallel (the kernels are elementwise, so the
+/// split changes no result).
 fn run<F: Float, A: Algorithm>(
     algo: &A,
     group: &ParamGroup,
@@ -761,7 +761,7 @@ fn run<F: Float, A: Algorithm>(
             .max(1)
     };
     if parts == 1 {
-        cpu::vectorized(|| algo.update(group, step, fresh, p, g, s));
+        algo.update(group, step, fresh, p, g, s);
         return;
     }
     let pp = cpu::SharedPtr::new(p.as_mut_ptr());
@@ -781,6 +781,6 @@ fn run<F: Float, A: Algorithm>(
                 unsafe { std::slice::from_raw_parts_mut(ptr.get().add(a), b - a) }
             }
         });
-        cpu::vectorized(|| algo.update(group, step, fresh, p, &g[a..b], s));
+        algo.update(group, step, fresh, p, &g[a..b], s);
     });
 }
