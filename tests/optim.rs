@@ -1096,6 +1096,48 @@ fn f32_parameters_follow_the_f64_reference() {
 }
 
 #[test]
+fn every_optimizer_runs_in_f32_close_to_f64() {
+    type Make = fn(Vec<Tensor>) -> Box<dyn Optimizer>;
+    let makers: [Make; 5] = [
+        |p| {
+            Box::new(
+                SGD::new(p, 0.02)
+                    .momentum(0.9)
+                    .nesterov(true)
+                    .weight_decay(0.1),
+            )
+        },
+        |p| Box::new(Adam::new(p, 0.05).weight_decay(0.1).maximize(true)),
+        |p| Box::new(AdamW::new(p, 0.05).amsgrad(true)),
+        |p| Box::new(RMSprop::new(p, 0.01).centered(true).momentum(0.5)),
+        |p| {
+            Box::new(
+                Adagrad::new(p, 0.1)
+                    .lr_decay(0.1)
+                    .initial_accumulator_value(0.1),
+            )
+        },
+    ];
+    for (i, make) in makers.iter().enumerate() {
+        let run = |dtype: DType| {
+            let (w, m) = params(dtype);
+            let mut opt = make(vec![w.clone(), m.clone()]);
+            train(&mut *opt, &w, &m, STEPS);
+            assert_eq!(w.dtype(), dtype);
+            flat(&w, &m)
+        };
+        let (single, double) = (run(DType::F32), run(DType::F64));
+        assert!(
+            single != double,
+            "optimizer {i}: f32 must round differently"
+        );
+        for (a, b) in single.iter().zip(&double) {
+            assert!((a - b).abs() < 1e-4, "optimizer {i}: f32 {a} vs f64 {b}");
+        }
+    }
+}
+
+#[test]
 fn non_contiguous_grad_and_parameter() {
     // The same 3x4 update four ways: contiguous everything, a transposed
     // grad, a transposed (strided) parameter, and both.

@@ -246,13 +246,21 @@ macro_rules! impl_opt_float {
             fn slice(b: &Buffer) -> &[Self] {
                 match b {
                     Buffer::$v(v) => v,
-                    _ => unreachable!("dtypes were checked before locking"),
+                    _ => panic!(
+                        "optimizer step: expected a host {} buffer; a device backend needs \
+                         its kernel beside optim/fused.rs",
+                        stringify!($t)
+                    ),
                 }
             }
             fn slice_mut(b: &mut Buffer) -> &mut [Self] {
                 match b {
                     Buffer::$v(v) => v,
-                    _ => unreachable!("dtypes were checked before locking"),
+                    _ => panic!(
+                        "optimizer step: expected a host {} buffer; a device backend needs \
+                         its kernel beside optim/fused.rs",
+                        stringify!($t)
+                    ),
                 }
             }
             fn scratch(s: &mut Scratch) -> (&mut Vec<Self>, &mut Vec<Self>) {
