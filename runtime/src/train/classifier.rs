@@ -3,10 +3,12 @@
 
 use super::{StepOutput, TrainingModule};
 use crate::nn::{BCEWithLogitsLoss, CrossEntropyLoss, Differentiable, Loss, Module};
+use crate::optim::lr_scheduler::LrScheduler;
 use crate::optim::{Adam, Optimizer};
 use crate::tensor::{DType, Tensor};
 
 type MakeOptimizer = Box<dyn Fn(Vec<Tensor>) -> Box<dyn Optimizer> + Send + Sync>;
+type MakeScheduler = Box<dyn Fn(&mut dyn Optimizer) -> Box<dyn LrScheduler> + Send + Sync>;
 
 /// Wraps a model into a classifier the [`Trainer`](super::Trainer) can fit:
 /// cross-entropy over class logits (`new`) or BCE-with-logits over one
@@ -39,6 +41,7 @@ pub struct Classifier<M> {
     cross_entropy: CrossEntropyLoss,
     bce: BCEWithLogitsLoss,
     make_optimizer: MakeOptimizer,
+    make_scheduler: Option<MakeScheduler>,
 }
 
 impl<M: Differentiable> Classifier<M> {
@@ -51,6 +54,7 @@ impl<M: Differentiable> Classifier<M> {
             cross_entropy: CrossEntropyLoss::new(),
             bce: BCEWithLogitsLoss::new(),
             make_optimizer: Box::new(|params| Box::new(Adam::new(params, 1e-3))),
+            make_scheduler: None,
         }
     }
 
@@ -69,6 +73,16 @@ impl<M: Differentiable> Classifier<M> {
         make: impl Fn(Vec<Tensor>) -> O + Send + Sync + 'static,
     ) -> Self {
         self.make_optimizer = Box::new(move |params| Box::new(make(params)));
+        self
+    }
+
+    /// A learning-rate scheduler, stepped after every epoch:
+    /// `.scheduler(|opt| StepLR::new(opt, 10, 0.5))`.
+    pub fn scheduler<S: LrScheduler + 'static>(
+        mut self,
+        make: impl Fn(&mut dyn Optimizer) -> S + Send + Sync + 'static,
+    ) -> Self {
+        self.make_scheduler = Some(Box::new(move |opt| Box::new(make(opt))));
         self
     }
 
@@ -155,6 +169,10 @@ impl<M: Differentiable> TrainingModule for Classifier<M> {
 
     fn configure_optimizers(&self) -> Box<dyn Optimizer> {
         (self.make_optimizer)(self.model.parameters())
+    }
+
+    fn configure_scheduler(&self, optimizer: &mut dyn Optimizer) -> Option<Box<dyn LrScheduler>> {
+        self.make_scheduler.as_ref().map(|make| make(optimizer))
     }
 
     fn compiled_training_step(&mut self, (x, y): &(Tensor, Tensor)) -> Option<StepOutput> {

@@ -135,11 +135,16 @@ impl History {
     }
 
     /// Draws the training curves as an SVG: losses on the left, every other
-    /// metric (accuracy) on the right, one line per series, against the epoch.
+    /// metric (accuracy) but the learning rate on the right, one line per
+    /// series, against the epoch.
     pub fn to_svg(&self) -> String {
         let names = self.names();
-        let (losses, others): (Vec<&String>, Vec<&String>) =
-            names.iter().partition(|n| n.contains("loss"));
+        // The learning rate stays in the history but off the plot: its scale
+        // would flatten the accuracy curves.
+        let (losses, others): (Vec<&String>, Vec<&String>) = names
+            .iter()
+            .filter(|n| n.as_str() != "lr")
+            .partition(|n| n.contains("loss"));
         let (w, h) = (900.0, 360.0);
         let mut svg = format!(
             "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" \

@@ -3,12 +3,12 @@
 //! progress bars, validation, early stopping, checkpoints (resumable) and
 //! training curves.
 
-// mod classifier;
+mod classifier;
 mod history;
 mod module;
 mod trainer;
 
-// pub use classifier::Classifier;
+pub use classifier::Classifier;
 pub use history::History;
 pub use module::{StepOutput, TrainingModule};
 pub use trainer::{Batches, EarlyStopping, Mode, Trainer};

@@ -1,6 +1,7 @@
 //! What a model implements to be trained by the [`Trainer`](super::Trainer).
 
 use crate::nn::Module;
+use crate::optim::lr_scheduler::LrScheduler;
 use crate::optim::Optimizer;
 use crate::tensor::Tensor;
 
@@ -71,6 +72,13 @@ pub trait TrainingModule: Module {
 
     /// The optimizer over this model's parameters.
     fn configure_optimizers(&self) -> Box<dyn Optimizer>;
+
+    /// A learning-rate scheduler over `optimizer`, stepped after every
+    /// epoch; `None` (the default) keeps the learning rate fixed.
+    fn configure_scheduler(&self, optimizer: &mut dyn Optimizer) -> Option<Box<dyn LrScheduler>> {
+        let _ = optimizer;
+        None
+    }
 
     /// The compile-time path: computes the loss and adds every parameter's
     /// gradient into `.grad()` without recording, returning the step's

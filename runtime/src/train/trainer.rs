@@ -11,7 +11,11 @@ use crate::autograd::no_grad;
 use crate::data::{Batch, DataLoader, Dataset};
 use crate::error::{Error, Result};
 use crate::io::Checkpoint;
+use crate::optim::lr_scheduler::LrScheduler;
 use crate::optim::Optimizer;
+
+/// The prefix of a scheduler's entries in a checkpoint's metadata.
+const SCHEDULER: &str = "scheduler.";
 
 /// Where the Trainer gets its batches: one pass per epoch, in an order that
 /// depends only on the epoch number, so a resumed run sees the same batches
@@ -254,6 +258,7 @@ impl Trainer {
         L: Batches<Batch = M::Batch>,
     {
         let mut optimizer = model.configure_optimizers();
+        let mut scheduler = model.configure_scheduler(optimizer.as_mut());
         let mut history = History::default();
         let mut start = 0;
         if let Some(es) = &mut self.early_stopping {
@@ -267,6 +272,19 @@ impl Trainer {
             if let Some(state) = &ckpt.optimizer {
                 optimizer
                     .load_state_dict(state)
+                    .map_err(|e| Error::format(path, e.to_string()))?;
+            }
+            if let Some(sched) = &mut scheduler {
+                let state: Vec<(String, f64)> = ckpt
+                    .metadata
+                    .iter()
+                    .filter_map(|(k, v)| {
+                        let name = k.strip_prefix(SCHEDULER)?;
+                        Some((name.to_string(), v.parse().ok()?))
+                    })
+                    .collect();
+                sched
+                    .load_state_dict(&state)
                     .map_err(|e| Error::format(path, e.to_string()))?;
             }
             if let Some(csv) = ckpt.metadata.get("history") {
@@ -309,6 +327,10 @@ impl Trainer {
             }
             bar.finish_and_clear();
             let mut metrics = train_avg.finish("train_");
+            metrics.push(("lr".into(), optimizer.lr()));
+            if let Some(sched) = &mut scheduler {
+                sched.step(optimizer.as_mut());
+            }
             if let Some(val) = val {
                 metrics.extend(run_eval(model, val, epoch, "val_", |m, b| {
                     m.validation_step(b)
@@ -325,7 +347,14 @@ impl Trainer {
                 println!("epoch {}/{total}  {line}", epoch + 1);
             }
             if let Some(path) = &self.checkpoint {
-                save_checkpoint(path, epoch + 1, model, optimizer.as_ref(), &history)?;
+                save_checkpoint(
+                    path,
+                    epoch + 1,
+                    model,
+                    optimizer.as_ref(),
+                    scheduler.as_deref(),
+                    &history,
+                )?;
             }
             if let Some(path) = &self.plot {
                 history.write_svg(path)?;
@@ -416,6 +445,7 @@ fn save_checkpoint<M: TrainingModule>(
     epoch: usize,
     model: &M,
     optimizer: &dyn Optimizer,
+    scheduler: Option<&dyn LrScheduler>,
     history: &History,
 ) -> Result<()> {
     let mut ckpt = Checkpoint {
@@ -425,6 +455,9 @@ fn save_checkpoint<M: TrainingModule>(
         ..Default::default()
     };
     ckpt.metadata.insert("history".into(), history.to_csv());
+    for (name, v) in scheduler.map(|s| s.state_dict()).unwrap_or_default() {
+        ckpt.metadata.insert(format!("{SCHEDULER}{name}"), v.to_string());
+    }
     ckpt.save(path)
 }
 

@@ -21,7 +21,7 @@ pub(crate) const PAR_THRESHOLD: usize = 1 << 15;
 /// vectorises 8 f32 wide instead of SSE2's 4); plain otherwise. AVX2 changes no
 /// result: IEEE arithmetic is the same at any width, and nothing is fused.
 #[inline(always)]
-fn vectorized<R>(f: impl FnOnce() -> R) -> R {
+pub(crate) fn vectorized<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx2") {
