@@ -29,7 +29,10 @@ pub fn train(verbose: bool) -> f64 {
             total += loss.item();
         }
         if verbose && epoch % 5 == 0 {
-            println!("epoch {epoch:2}  mean batch loss {:.4}", total / loader.len() as f64);
+            println!(
+                "epoch {epoch:2}  mean batch loss {:.4}",
+                total / loader.len() as f64
+            );
         }
     }
 

@@ -2,6 +2,8 @@
 //!
 //! Run: `cargo run --release --example tour`
 
+#[path = "classification.rs"]
+mod classification;
 #[path = "gradient_descent.rs"]
 mod gradient_descent;
 #[path = "jacobian.rs"]
@@ -12,6 +14,10 @@ mod linear_regression;
 mod mlp_class;
 #[path = "mlp_sequential.rs"]
 mod mlp_sequential;
+#[path = "perceptron.rs"]
+mod perceptron;
+#[path = "trainer.rs"]
+mod trainer;
 
 use deriv::nn::Module;
 use deriv::prelude::*;
@@ -153,5 +159,67 @@ fn main() {
     println!(
         "trained through the tape (loss.backward()): held-out accuracy {:.3}",
         mlp_class::train(false)
+    );
+
+    heading("13. Data: bundled data sets, CSV, DataLoader");
+    let cancer = deriv::datasets::breast_cancer();
+    println!(
+        "breast_cancer(): {} samples, {} features, classes {:?}",
+        cancer.len(),
+        cancer.num_features(),
+        cancer.class_names
+    );
+    let (train_set, test_set) = cancer.standardized_split(0.2, 42);
+    let loader = deriv::data::DataLoader::new(train_set, 16)
+        .shuffle(true)
+        .seed(0);
+    let (xb, yb) = loader.iter().next().unwrap();
+    println!(
+        "{} train / {} test; DataLoader(batch 16): {} batches, the first {:?} and {:?}",
+        loader.dataset().len(),
+        test_set.len(),
+        loader.len(),
+        xb.shape(),
+        yb.shape()
+    );
+
+    heading("14. Losses and optimizers");
+    let logits = tensor![[2.0, 0.5, -1.0], [0.1, 0.2, 3.0]];
+    let classes = tensor![0i64, 2];
+    println!(
+        "cross_entropy = {:.4}; with label_smoothing 0.1 = {:.4}; bce_with_logits(±100) = {:.4}",
+        deriv::nn::functional::cross_entropy(&logits, &classes).item(),
+        deriv::nn::CrossEntropyLoss::new()
+            .label_smoothing(0.1)
+            .forward(&logits, &classes)
+            .item(),
+        deriv::nn::functional::binary_cross_entropy_with_logits(
+            &tensor![100.0, -100.0],
+            &tensor![1.0, 0.0]
+        )
+        .item()
+    );
+    println!(
+        "the seed's perceptron, by hand (W, b leaves, updates under no_grad): accuracy {:.3}",
+        perceptron::train(false)
+    );
+    println!(
+        "nn::Linear + SGD(momentum 0.9) + DataLoader(batch 16): accuracy {:.3}",
+        classification::train(false)
+    );
+
+    heading("15. The Trainer (compile-time backward), checkpoints, safetensors");
+    println!(
+        "MLP on the digits, 30 epochs with Adam: held-out accuracy {:.3}",
+        trainer::train(30, false).expect("training writes no files here")
+    );
+    let path = std::env::temp_dir().join("deriv-tour-mlp.safetensors");
+    mlp.save_safetensors(&path).expect("temp dir is writable");
+    let mut reloaded = mlp_sequential::Mlp::default();
+    reloaded.load_safetensors(&path).expect("just written");
+    println!(
+        "saved and reloaded {} tensors from {} (PyTorch's safetensors.torch.load_file reads it)",
+        reloaded.state_dict().len(),
+        path.display()
     );
 }

@@ -54,3 +54,28 @@ fn class_network_learns_the_spirals_and_its_two_backward_paths_agree() {
     let acc = mlp_class::train(false);
     assert!(acc >= 0.95, "held-out accuracy {acc}");
 }
+
+#[path = "../examples/classification.rs"]
+mod classification;
+#[path = "../examples/perceptron.rs"]
+mod perceptron;
+#[path = "../examples/trainer.rs"]
+mod trainer;
+
+#[test]
+fn perceptron_by_hand_classifies_breast_tumours() {
+    let acc = perceptron::train(false);
+    assert!(acc >= 0.95, "held-out accuracy {acc}");
+}
+
+#[test]
+fn linear_sgd_and_a_data_loader_classify_breast_tumours() {
+    let acc = classification::train(false);
+    assert!(acc >= 0.95, "held-out accuracy {acc}");
+}
+
+#[test]
+fn trainer_fits_an_mlp_to_the_digits() {
+    let acc = trainer::train(30, false).unwrap();
+    assert!(acc >= 0.95, "held-out accuracy {acc}");
+}

@@ -20,15 +20,23 @@ fn blobs(n: usize, seed: u64) -> (Tensor, Tensor) {
     for i in 0..3 * n {
         let c = (i % 3) as i64;
         for d in 0..4 {
-            let center = if d as i64 == c { 2.0 } else { 0.0 };
+            let center = if d as i64 == c { 3.0 } else { 0.0 };
             xs.push((center + g.normal()) as f32);
         }
         ys.push(c);
     }
-    (Tensor::from_vec(xs, [3 * n, 4]), Tensor::from_vec(ys, [3 * n]))
+    (
+        Tensor::from_vec(xs, [3 * n, 4]),
+        Tensor::from_vec(ys, [3 * n]),
+    )
 }
 
-fn loaders(dtype: DType) -> (DataLoader<TensorDataset<(Tensor, Tensor)>>, DataLoader<TensorDataset<(Tensor, Tensor)>>) {
+fn loaders(
+    dtype: DType,
+) -> (
+    DataLoader<TensorDataset<(Tensor, Tensor)>>,
+    DataLoader<TensorDataset<(Tensor, Tensor)>>,
+) {
     let (x, y) = blobs(40, 1);
     let (vx, vy) = blobs(20, 2);
     let train = DataLoader::new(TensorDataset::new((x.to_dtype(dtype), y)), 16)
@@ -68,7 +76,11 @@ fn compiled_and_tape_training_reach_the_same_parameters() {
     };
     let (pc, hc) = run(true);
     let (pt, ht) = run(false);
-    assert!(max_diff(&pc, &pt) < 1e-10, "paths differ by {}", max_diff(&pc, &pt));
+    assert!(
+        max_diff(&pc, &pt) < 1e-10,
+        "paths differ by {}",
+        max_diff(&pc, &pt)
+    );
     for name in ["train_loss", "train_acc", "val_loss", "val_acc"] {
         let (a, b) = (hc.get(name), ht.get(name));
         assert_eq!(a.len(), 3, "{name}");
@@ -144,7 +156,11 @@ fn early_stopping_stops_when_the_metric_stops_improving() {
         .early_stopping(EarlyStopping::new("val_loss").patience(2))
         .fit(&mut clf, &train, Some(&val))
         .unwrap();
-    assert_eq!(h.len(), 3, "best at epoch 1, then 2 epochs without improvement");
+    assert_eq!(
+        h.len(),
+        3,
+        "best at epoch 1, then 2 epochs without improvement"
+    );
 
     // Monitoring a rising metric in Max mode keeps going while it improves.
     manual_seed(0);
@@ -164,7 +180,10 @@ fn early_stopping_stops_when_the_metric_stops_improving() {
         .early_stopping(EarlyStopping::new("val_f1"))
         .fit(&mut clf, &train, Some(&val))
         .unwrap_err();
-    assert!(e.to_string().contains("val_f1") && e.to_string().contains("val_acc"), "{e}");
+    assert!(
+        e.to_string().contains("val_f1") && e.to_string().contains("val_acc"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -181,7 +200,11 @@ fn training_curves_are_written_as_svg() {
         .unwrap();
     let svg = std::fs::read_to_string(&path).unwrap();
     assert!(svg.starts_with("<svg"));
-    assert_eq!(svg.matches("<polyline").count(), h.names().len() - 1, "every series but lr");
+    assert_eq!(
+        svg.matches("<polyline").count(),
+        h.names().len() - 1,
+        "every series but lr"
+    );
     for name in ["train_loss", "val_loss", "train_acc", "val_acc"] {
         assert!(svg.contains(name), "{name}");
     }
@@ -195,10 +218,12 @@ struct Regression {
 
 impl Module for Regression {
     fn visit_parameters(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor)) {
-        self.fc.visit_parameters(&deriv::nn::join_name(prefix, "fc"), f)
+        self.fc
+            .visit_parameters(&deriv::nn::join_name(prefix, "fc"), f)
     }
     fn visit_parameters_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Tensor)) {
-        self.fc.visit_parameters_mut(&deriv::nn::join_name(prefix, "fc"), f)
+        self.fc
+            .visit_parameters_mut(&deriv::nn::join_name(prefix, "fc"), f)
     }
 }
 
@@ -209,7 +234,9 @@ impl TrainingModule for Regression {
         let err = self.fc.forward(x) - y;
         let mse = (&err * &err).mean();
         let mae = err.abs().mean().item();
-        StepOutput::new(mse).metric("mae", mae).batch_size(x.shape()[0])
+        StepOutput::new(mse)
+            .metric("mae", mae)
+            .batch_size(x.shape()[0])
     }
     fn validation_step(&mut self, batch: &(Tensor, Tensor)) -> StepOutput {
         self.training_step(batch)
@@ -232,13 +259,23 @@ fn a_custom_training_module_trains_on_the_tape() {
     };
     let mut trainer = Trainer::new().max_epochs(30).quiet();
     let h: History = trainer.fit(&mut model, &batches, Some(&batches)).unwrap();
-    assert!(h.last("val_loss").unwrap() < 1e-4, "{:?}", h.get("val_loss"));
+    assert!(
+        h.last("val_loss").unwrap() < 1e-4,
+        "{:?}",
+        h.get("val_loss")
+    );
     let w = model.fc.weight.to_vec::<f32>();
-    assert!((w[0] - 2.0).abs() < 0.01 && (w[1] + 1.0).abs() < 0.01, "{w:?}");
+    assert!(
+        (w[0] - 2.0).abs() < 0.01 && (w[1] + 1.0).abs() < 0.01,
+        "{w:?}"
+    );
     // validate / test average over the batches with the given weights.
     let v = trainer.validate(&mut model, &batches);
     let t = trainer.test(&mut model, &batches);
-    assert_eq!(v.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["val_loss", "val_mae"]);
+    assert_eq!(
+        v.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+        ["val_loss", "val_mae"]
+    );
     assert_eq!(t[0].0, "test_loss");
     assert!((v[0].1 - t[0].1).abs() < 1e-12);
     let direct = {

@@ -50,6 +50,8 @@ pub use tensor::{DType, Element, Float, Tensor, TensorLiteral, TensorOptions};
 
 /// Everything a model script needs: `use deriv::prelude::*;`.
 pub mod prelude {
+    pub use crate::nn::{Differentiable, Forward, Loss, Module};
+    pub use crate::optim::Optimizer;
     pub use crate::tensor;
     pub use crate::{
         manual_seed, no_grad, DType, Device, Generator, NoGradGuard, Tensor, TensorOptions,

@@ -160,11 +160,10 @@ pub fn read_csv_xy(
 }
 
 fn read(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path)
-        .map_err(|e| Error::Io {
-            path: path.display().to_string(),
-            msg: format!("read_csv: cannot read the file: {e}"),
-        })
+    std::fs::read(path).map_err(|e| Error::Io {
+        path: path.display().to_string(),
+        msg: format!("read_csv: cannot read the file: {e}"),
+    })
 }
 
 /// Turns the csv crate's record offsets into the 1-based line numbers an

@@ -22,7 +22,5 @@ pub use loss::{
     BCELoss, BCEWithLogitsLoss, BceWithLogitsOptions, CrossEntropyLoss, CrossEntropyOptions,
     L1Loss, Loss, MSELoss, NLLLoss, NllLossOptions, Reduction,
 };
-pub use module::{
-    accumulate_grad, join_name, Differentiable, Forward, IncompatibleKeys, Module,
-};
+pub use module::{accumulate_grad, join_name, Differentiable, Forward, IncompatibleKeys, Module};
 pub use sequential::Sequential;

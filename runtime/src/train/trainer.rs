@@ -456,7 +456,8 @@ fn save_checkpoint<M: TrainingModule>(
     };
     ckpt.metadata.insert("history".into(), history.to_csv());
     for (name, v) in scheduler.map(|s| s.state_dict()).unwrap_or_default() {
-        ckpt.metadata.insert(format!("{SCHEDULER}{name}"), v.to_string());
+        ckpt.metadata
+            .insert(format!("{SCHEDULER}{name}"), v.to_string());
     }
     ckpt.save(path)
 }
