@@ -31,12 +31,9 @@ fn blobs(n: usize, seed: u64) -> (Tensor, Tensor) {
     )
 }
 
-fn loaders(
-    dtype: DType,
-) -> (
-    DataLoader<TensorDataset<(Tensor, Tensor)>>,
-    DataLoader<TensorDataset<(Tensor, Tensor)>>,
-) {
+type Loader = DataLoader<TensorDataset<(Tensor, Tensor)>>;
+
+fn loaders(dtype: DType) -> (Loader, Loader) {
     let (x, y) = blobs(40, 1);
     let (vx, vy) = blobs(20, 2);
     let train = DataLoader::new(TensorDataset::new((x.to_dtype(dtype), y)), 16)
