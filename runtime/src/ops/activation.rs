@@ -1,25 +1,35 @@
 //! Activations: relu, sigmoid, tanh. Each backward is a fused kernel on the
 //! saved output, public so the compile-time path calls the same code as the tape.
 
-use crate::backend::Ew;
 use super::{float_map, float_zip};
 use crate::autograd::{needs_grad, record, Backward, SavedTensor};
+use crate::backend::Ew;
 use crate::error::OrPanic;
 use crate::tensor::Tensor;
 
 /// dL/dx of `y = relu(x)` from the output `y` and dL/dy.
 pub fn relu_backward(y: &Tensor, dy: &Tensor) -> Tensor {
-    float_zip!("relu_backward", dy, y, Ew::ReluBwd, |d, v| if v > 0.0 { d } else { 0.0 }).or_panic()
+    float_zip!("relu_backward", dy, y, Ew::ReluBwd, |d, v| if v > 0.0 {
+        d
+    } else {
+        0.0
+    })
+    .or_panic()
 }
 
 /// dL/dx of `y = sigmoid(x)` from the output `y` and dL/dy: `dy * y * (1 - y)`.
 pub fn sigmoid_backward(y: &Tensor, dy: &Tensor) -> Tensor {
-    float_zip!("sigmoid_backward", dy, y, Ew::SigmoidBwd, |d, v| d * v * (1.0 - v)).or_panic()
+    float_zip!("sigmoid_backward", dy, y, Ew::SigmoidBwd, |d, v| d
+        * v
+        * (1.0 - v))
+    .or_panic()
 }
 
 /// dL/dx of `y = tanh(x)` from the output `y` and dL/dy: `dy * (1 - y²)`.
 pub fn tanh_backward(y: &Tensor, dy: &Tensor) -> Tensor {
-    float_zip!("tanh_backward", dy, y, Ew::TanhBwd, |d, v| d * (1.0 - v * v)).or_panic()
+    float_zip!("tanh_backward", dy, y, Ew::TanhBwd, |d, v| d
+        * (1.0 - v * v))
+    .or_panic()
 }
 
 struct ActivationBackward {

@@ -172,7 +172,14 @@ fn zip_int(
         } else {
             &[(&a, &la), (&b, &lb)]
         };
-        return Ok(crate::backend::cuda::ops::ew_new(gpu.0, DType::I64, &shape, ins, gpu.1, gpu.2));
+        return Ok(crate::backend::cuda::ops::ew_new(
+            gpu.0,
+            DType::I64,
+            &shape,
+            ins,
+            gpu.1,
+            gpu.2,
+        ));
     }
     let _ = gpu;
     let out = super::read_pair(&a, &b, |ga, gb| match (ga, gb) {
@@ -302,7 +309,9 @@ impl Tensor {
         }
         let other = &other.into_operand(self);
         let out = if both_int(self, other) {
-            zip_int("add", self, other, (Ew::Add, 0.0, 0.0), |x, y| x.wrapping_add(y))?
+            zip_int("add", self, other, (Ew::Add, 0.0, 0.0), |x, y| {
+                x.wrapping_add(y)
+            })?
         } else {
             float_zip!("add", self, other, Ew::Add, |x, y| x + y)?
         };
@@ -327,7 +336,9 @@ impl Tensor {
         }
         let other = &other.into_operand(self);
         let out = if both_int(self, other) {
-            zip_int("sub", self, other, (Ew::Sub, 0.0, 0.0), |x, y| x.wrapping_sub(y))?
+            zip_int("sub", self, other, (Ew::Sub, 0.0, 0.0), |x, y| {
+                x.wrapping_sub(y)
+            })?
         } else {
             float_zip!("sub", self, other, Ew::Sub, |x, y| x - y)?
         };
@@ -352,7 +363,9 @@ impl Tensor {
         }
         let other = &other.into_operand(self);
         let out = if both_int(self, other) {
-            zip_int("mul", self, other, (Ew::Mul, 0.0, 0.0), |x, y| x.wrapping_mul(y))?
+            zip_int("mul", self, other, (Ew::Mul, 0.0, 0.0), |x, y| {
+                x.wrapping_mul(y)
+            })?
         } else {
             float_zip!("mul", self, other, Ew::Mul, |x, y| x * y)?
         };
@@ -535,20 +548,33 @@ impl Tensor {
         if both_int(self, other) {
             // Integers stay exact integers, as in PyTorch (f32 would round above 2^24).
             let pick = if is_max { i64::max } else { i64::min };
-            return zip_int(op, self, other, (if is_max { Ew::Max } else { Ew::Min }, 0.0, 0.0), pick).or_panic();
+            return zip_int(
+                op,
+                self,
+                other,
+                (if is_max { Ew::Max } else { Ew::Min }, 0.0, 0.0),
+                pick,
+            )
+            .or_panic();
         }
         let sign = if is_max { 1.0 } else { -1.0 };
-        let out = float_zip!(op, self, other, if is_max { Ew::Max } else { Ew::Min }, |x, y| {
-            // NaN-propagating, as PyTorch's maximum/minimum.
-            let d = (x - y) * (sign as F);
-            if x.is_nan() || y.is_nan() {
-                F::NAN
-            } else if d >= 0.0 {
-                x
-            } else {
-                y
+        let out = float_zip!(
+            op,
+            self,
+            other,
+            if is_max { Ew::Max } else { Ew::Min },
+            |x, y| {
+                // NaN-propagating, as PyTorch's maximum/minimum.
+                let d = (x - y) * (sign as F);
+                if x.is_nan() || y.is_nan() {
+                    F::NAN
+                } else if d >= 0.0 {
+                    x
+                } else {
+                    y
+                }
             }
-        })
+        )
         .or_panic();
         let name = if is_max {
             "MaximumBackward"
@@ -588,38 +614,34 @@ struct UnaryBackward {
 impl Backward for UnaryBackward {
     fn backward(&self, g: &Tensor) -> Vec<Option<Tensor>> {
         let s = self.saved.get();
-        let gx = match &self.rule {
-            Rule::Neg => -g,
-            Rule::Exp => exp_backward(s, g),
-            Rule::Log => log_backward(s, g),
-            Rule::Sqrt => sqrt_backward(s, g),
-            Rule::Abs => float_zip!("abs_backward", g, s, Ew::AbsBwd, |d, x| if x > 0.0 {
-                d
-            } else if x < 0.0 {
-                -d
-            } else {
-                0.0
-            })
-            .or_panic(),
-            Rule::Clamp(lo, hi) => {
-                let lo = lo.unwrap_or(f64::NEG_INFINITY);
-                let hi = hi.unwrap_or(f64::INFINITY);
-                float_zip!(
-                    "clamp_backward",
-                    g,
-                    s,
-                    Ew::ClampBwd,
-                    lo,
-                    hi,
-                    |d, x| if x >= (lo as F) && x <= (hi as F) {
+        let gx =
+            match &self.rule {
+                Rule::Neg => -g,
+                Rule::Exp => exp_backward(s, g),
+                Rule::Log => log_backward(s, g),
+                Rule::Sqrt => sqrt_backward(s, g),
+                Rule::Abs => float_zip!("abs_backward", g, s, Ew::AbsBwd, |d, x| if x > 0.0 {
+                    d
+                } else if x < 0.0 {
+                    -d
+                } else {
+                    0.0
+                })
+                .or_panic(),
+                Rule::Clamp(lo, hi) => {
+                    let lo = lo.unwrap_or(f64::NEG_INFINITY);
+                    let hi = hi.unwrap_or(f64::INFINITY);
+                    float_zip!("clamp_backward", g, s, Ew::ClampBwd, lo, hi, |d, x| if x
+                        >= (lo as F)
+                        && x <= (hi as F)
+                    {
                         d
                     } else {
                         0.0
-                    }
-                )
-                .or_panic()
-            }
-        };
+                    })
+                    .or_panic()
+                }
+            };
         vec![Some(gx)]
     }
 }
@@ -651,7 +673,14 @@ impl Tensor {
     /// Elementwise negation.
     pub fn neg(&self) -> Tensor {
         if !self.dtype().is_float() {
-            return zip_int("neg", self, &Tensor::scalar(0i64), (Ew::Neg, 0.0, 0.0), |x, _| x.wrapping_neg()).or_panic();
+            return zip_int(
+                "neg",
+                self,
+                &Tensor::scalar(0i64),
+                (Ew::Neg, 0.0, 0.0),
+                |x, _| x.wrapping_neg(),
+            )
+            .or_panic();
         }
         let out = float_map!(self, Ew::Neg, |x| -x);
         self.unary("NegBackward", out, Rule::Neg, false)
@@ -672,7 +701,14 @@ impl Tensor {
     /// Elementwise absolute value.
     pub fn abs(&self) -> Tensor {
         if self.dtype() == DType::I64 {
-            return zip_int("abs", self, &Tensor::scalar(0i64), (Ew::Abs, 0.0, 0.0), |x, _| x.wrapping_abs()).or_panic();
+            return zip_int(
+                "abs",
+                self,
+                &Tensor::scalar(0i64),
+                (Ew::Abs, 0.0, 0.0),
+                |x, _| x.wrapping_abs(),
+            )
+            .or_panic();
         }
         let out = float_map!(self, Ew::Abs, |x| x.abs());
         self.unary("AbsBackward", out, Rule::Abs, false)
@@ -685,9 +721,13 @@ impl Tensor {
         if self.dtype() == DType::I64 && [min, max].iter().flatten().all(|b| b.fract() == 0.0) {
             // Integer bounds keep an integer tensor exact, as in PyTorch.
             let (lo, hi) = (lo as i64, hi as i64);
-            return zip_int("clamp", self, &Tensor::scalar(0i64), (Ew::Clamp, lo as f64, hi as f64), move |x, _| {
-                x.max(lo).min(hi)
-            })
+            return zip_int(
+                "clamp",
+                self,
+                &Tensor::scalar(0i64),
+                (Ew::Clamp, lo as f64, hi as f64),
+                move |x, _| x.max(lo).min(hi),
+            )
             .or_panic();
         }
         let out = float_map!(self, Ew::Clamp, lo, hi, |x| {
@@ -738,7 +778,14 @@ fn compare(
             "gt" => Ew::Gt,
             _ => Ew::Ge,
         };
-        return Ok(crate::backend::cuda::ops::ew_new(g, dt, &shape, &[(&a, &la), (&b, &lb)], 0.0, 0.0));
+        return Ok(crate::backend::cuda::ops::ew_new(
+            g,
+            dt,
+            &shape,
+            &[(&a, &la), (&b, &lb)],
+            0.0,
+            0.0,
+        ));
     }
     let out = super::read_pair(&a, &b, |ga, gb| {
         // NaN compares unequal and unordered: every comparison but `ne` is false.

@@ -122,12 +122,13 @@ impl Tensor {
     #[track_caller]
     pub fn add_(&self, other: impl Operand) -> &Tensor {
         let o = other.into_operand(self);
-        self.update_with("add_",
+        self.update_with(
+            "add_",
             &o,
             |x, y| x + y,
             |x, y| x + y,
             Some(i64::wrapping_add),
-        (crate::backend::Ew::Add, 0.0),
+            (crate::backend::Ew::Add, 0.0),
         )
     }
 
@@ -156,12 +157,13 @@ impl Tensor {
     #[track_caller]
     pub fn sub_(&self, other: impl Operand) -> &Tensor {
         let o = other.into_operand(self);
-        self.update_with("sub_",
+        self.update_with(
+            "sub_",
             &o,
             |x, y| x - y,
             |x, y| x - y,
             Some(i64::wrapping_sub),
-        (crate::backend::Ew::Sub, 0.0),
+            (crate::backend::Ew::Sub, 0.0),
         )
     }
 
@@ -169,12 +171,13 @@ impl Tensor {
     #[track_caller]
     pub fn mul_(&self, other: impl Operand) -> &Tensor {
         let o = other.into_operand(self);
-        self.update_with("mul_",
+        self.update_with(
+            "mul_",
             &o,
             |x, y| x * y,
             |x, y| x * y,
             Some(i64::wrapping_mul),
-        (crate::backend::Ew::Mul, 0.0),
+            (crate::backend::Ew::Mul, 0.0),
         )
     }
 
@@ -182,7 +185,14 @@ impl Tensor {
     #[track_caller]
     pub fn div_(&self, other: impl Operand) -> &Tensor {
         let o = other.into_operand(self);
-        self.update_with("div_", &o, |x, y| x / y, |x, y| x / y, None, (crate::backend::Ew::Div, 0.0))
+        self.update_with(
+            "div_",
+            &o,
+            |x, y| x / y,
+            |x, y| x / y,
+            None,
+            (crate::backend::Ew::Div, 0.0),
+        )
     }
 
     /// Copies `src` (broadcast to self's shape, converted to self's dtype) into self.
@@ -250,7 +260,10 @@ impl Tensor {
         let hi = max.unwrap_or(f64::INFINITY);
         #[cfg(feature = "cuda")]
         if self.device().is_cuda() {
-            assert!(self.dtype() != DType::Bool, "clamp_: not supported for bool tensors");
+            assert!(
+                self.dtype() != DType::Bool,
+                "clamp_: not supported for bool tensors"
+            );
             crate::backend::cuda::ops::update_unary(crate::backend::Ew::Clamp, self, lo, hi);
             return self;
         }

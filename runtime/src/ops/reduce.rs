@@ -441,24 +441,30 @@ impl Tensor {
             vi
         } else {
             let (values, indices): (Buffer, Vec<i64>) = {
-            let b = self.storage().read();
-            macro_rules! run {
-                ($v:expr, $variant:ident, $zero:expr) => {{
-                    let r =
-                        reduce_blocks($v, l, &dims, ($zero, 0usize, false), pick(largest), |a| a);
-                    (
-                        Buffer::$variant(r.iter().map(|a| a.0).collect()),
-                        r.iter().map(|a| a.1 as i64).collect(),
-                    )
-                }};
-            }
-            match &*b {
-                Buffer::F32(v) => run!(v, F32, 0f32),
-                Buffer::F64(v) => run!(v, F64, 0f64),
-                Buffer::I64(v) => run!(v, I64, 0i64),
-                Buffer::Bool(v) => run!(v, Bool, false),
-            }
-        };
+                let b = self.storage().read();
+                macro_rules! run {
+                    ($v:expr, $variant:ident, $zero:expr) => {{
+                        let r = reduce_blocks(
+                            $v,
+                            l,
+                            &dims,
+                            ($zero, 0usize, false),
+                            pick(largest),
+                            |a| a,
+                        );
+                        (
+                            Buffer::$variant(r.iter().map(|a| a.0).collect()),
+                            r.iter().map(|a| a.1 as i64).collect(),
+                        )
+                    }};
+                }
+                match &*b {
+                    Buffer::F32(v) => run!(v, F32, 0f32),
+                    Buffer::F64(v) => run!(v, F64, 0f64),
+                    Buffer::I64(v) => run!(v, I64, 0i64),
+                    Buffer::Bool(v) => run!(v, Bool, false),
+                }
+            };
             (
                 Tensor::from_buffer(values, &out_shape, self.device()),
                 Tensor::from_vec(indices, &out_shape),

@@ -161,7 +161,9 @@ impl Tensor {
         }
         let moved = self.to_device_nograd(device);
         let from = self.device();
-        crate::autograd::record("ToCopyBackward", &[self], moved, || MoveBackward { to: from })
+        crate::autograd::record("ToCopyBackward", &[self], moved, || MoveBackward {
+            to: from,
+        })
     }
 
     #[track_caller]
@@ -172,10 +174,15 @@ impl Tensor {
             match (self.device(), *device) {
                 (Device::Cpu, Device::Cuda(i)) => return ops::to_device(self, i),
                 (Device::Cuda(_), Device::Cpu) => {
-                    return Tensor::from_buffer(ops::to_host_buffer(self), self.shape(), Device::Cpu)
+                    return Tensor::from_buffer(
+                        ops::to_host_buffer(self),
+                        self.shape(),
+                        Device::Cpu,
+                    )
                 }
                 (Device::Cuda(_), Device::Cuda(i)) => {
-                    let host = Tensor::from_buffer(ops::to_host_buffer(self), self.shape(), Device::Cpu);
+                    let host =
+                        Tensor::from_buffer(ops::to_host_buffer(self), self.shape(), Device::Cpu);
                     return ops::to_device(&host, i);
                 }
                 _ => {}

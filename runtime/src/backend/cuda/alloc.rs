@@ -35,7 +35,11 @@ impl Allocator {
     /// The caller has bound the context. Out of memory is an `Err` naming
     /// the sizes, after the cache has been returned to the driver and the
     /// request retried once.
-    pub(crate) fn alloc(&mut self, bytes: usize, ordinal: usize) -> Result<sys::CUdeviceptr, String> {
+    pub(crate) fn alloc(
+        &mut self,
+        bytes: usize,
+        ordinal: usize,
+    ) -> Result<sys::CUdeviceptr, String> {
         if let Some(p) = self.free.get_mut(&bytes).and_then(|v| v.pop()) {
             self.cached -= bytes;
             self.in_use += bytes;

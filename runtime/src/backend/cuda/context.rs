@@ -130,8 +130,8 @@ pub(crate) fn ctx(ordinal: usize) -> Arc<DeviceCtx> {
                 .get_attribute(cust::device::DeviceAttribute::MultiprocessorCount)
                 .unwrap_or(1)
                 .max(1) as u32;
-            let ctx =
-                Context::new(dev).map_err(|e| format!("cannot create a context on cuda:{ordinal}: {e}"))?;
+            let ctx = Context::new(dev)
+                .map_err(|e| format!("cannot create a context on cuda:{ordinal}: {e}"))?;
             Ok(Arc::new(DeviceCtx {
                 ordinal,
                 ctx,
@@ -158,7 +158,9 @@ pub(crate) fn check(r: sys::CUresult, what: &str) {
             format!("{r:?}")
         } else {
             // SAFETY: the driver returns a NUL-terminated static string.
-            unsafe { std::ffi::CStr::from_ptr(s) }.to_string_lossy().into_owned()
+            unsafe { std::ffi::CStr::from_ptr(s) }
+                .to_string_lossy()
+                .into_owned()
         };
         panic!("CUDA error in {what}: {msg}");
     }

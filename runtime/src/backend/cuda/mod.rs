@@ -9,7 +9,13 @@
 mod alloc;
 mod context;
 pub(crate) mod ops;
+mod optim;
 mod ptx;
+
+pub use optim::{
+    adagrad_step, adam_step, rmsprop_step, sgd_step, AdagradParams, AdamParams, RmspropParams,
+    SgdParams,
+};
 
 use std::ffi::c_void;
 use std::sync::Arc;
@@ -56,7 +62,10 @@ pub fn memory_stats(ordinal: usize) -> MemoryStats {
 /// (`torch.cuda.empty_cache()`).
 pub fn empty_cache(ordinal: usize) {
     let c = ctx(ordinal);
-    c.alloc.lock().unwrap_or_else(|e| e.into_inner()).release_cache();
+    c.alloc
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .release_cache();
 }
 
 /// Waits until every kernel queued on GPU `ordinal` has finished
@@ -77,7 +86,11 @@ pub(crate) struct CudaBuffer {
 
 impl std::fmt::Debug for CudaBuffer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "CudaBuffer({} x {} on cuda:{})", self.len, self.dtype, self.ctx.ordinal)
+        write!(
+            f,
+            "CudaBuffer({} x {} on cuda:{})",
+            self.len, self.dtype, self.ctx.ordinal
+        )
     }
 }
 
@@ -121,9 +134,6 @@ impl CudaBuffer {
     }
     pub(crate) fn dtype(&self) -> DType {
         self.dtype
-    }
-    pub(crate) fn len(&self) -> usize {
-        self.len
     }
     pub(crate) fn ordinal(&self) -> usize {
         self.ctx.ordinal

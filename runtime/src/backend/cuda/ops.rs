@@ -7,35 +7,38 @@ use std::sync::Arc;
 use super::ptx::{self, GEO_BYTES, MAX_DIMS};
 use super::Ew;
 use super::{ctx, launch, CudaBuffer, DeviceCtx};
-use crate::backend::{Device, Storage};
+use crate::backend::Storage;
 use crate::tensor::{DType, Layout, Tensor};
 
 /// The device allocation of a GPU tensor.
 pub(crate) fn buf(t: &Tensor) -> &CudaBuffer {
-    t.storage()
-        .cuda()
-        .unwrap_or_else(|| panic!("internal: expected a GPU tensor, found one on {}", t.device()))
-}
-
-/// The GPU number of a device (panics for the CPU).
-pub(crate) fn ordinal(d: Device) -> usize {
-    match d {
-        Device::Cuda(i) => i,
-        Device::Cpu => panic!("internal: expected a CUDA device"),
-    }
+    t.storage().cuda().unwrap_or_else(|| {
+        panic!(
+            "internal: expected a GPU tensor, found one on {}",
+            t.device()
+        )
+    })
 }
 
 /// A new contiguous, uninitialised tensor on GPU `ordinal`.
 pub(crate) fn empty(c: &Arc<DeviceCtx>, dtype: DType, shape: &[usize]) -> Tensor {
     let n = shape.iter().product();
     let b = CudaBuffer::alloc(c, dtype, n);
-    Tensor::from_parts(Arc::new(Storage::new_cuda(b)), Layout::contiguous(shape), dtype)
+    Tensor::from_parts(
+        Arc::new(Storage::new_cuda(b)),
+        Layout::contiguous(shape),
+        dtype,
+    )
 }
 
 /// Wraps a device buffer as a contiguous tensor.
 pub(crate) fn from_cuda(b: CudaBuffer, shape: &[usize]) -> Tensor {
     let dtype = b.dtype();
-    Tensor::from_parts(Arc::new(Storage::new_cuda(b)), Layout::contiguous(shape), dtype)
+    Tensor::from_parts(
+        Arc::new(Storage::new_cuda(b)),
+        Layout::contiguous(shape),
+        dtype,
+    )
 }
 
 /// Panics unless a kernel exists for `op` on `d`.
@@ -94,10 +97,17 @@ fn geo(shape: &[usize], ops: &[(&[usize], usize)]) -> ([u8; GEO_BYTES], bool) {
     g[32..36].copy_from_slice(&(dims.len() as u32).to_le_bytes());
     let first = MAX_DIMS - dims.len();
     for i in 0..MAX_DIMS {
-        let (n, st) = if i < first { (1, [0; 4]) } else { dims[i - first] };
+        let (n, st) = if i < first {
+            (1, [0; 4])
+        } else {
+            dims[i - first]
+        };
         g[36 + 4 * i..40 + 4 * i].copy_from_slice(&(n as u32).to_le_bytes());
         for (k, &s) in st.iter().enumerate() {
-            assert!(s < u32::MAX as usize, "not yet on CUDA: strides past 2^32 elements");
+            assert!(
+                s < u32::MAX as usize,
+                "not yet on CUDA: strides past 2^32 elements"
+            );
             let at = 68 + 32 * k + 4 * i;
             g[at..at + 4].copy_from_slice(&(s as u32).to_le_bytes());
         }
@@ -146,7 +156,13 @@ fn ew_launch(
         (&mut b as *mut f64).cast(),
         (&mut n64 as *mut u64).cast(),
     ];
-    launch(c, &name(!contiguous), (grid_for(c, n), 1, 1), 256, &mut args);
+    launch(
+        c,
+        &name(!contiguous),
+        (grid_for(c, n), 1, 1),
+        256,
+        &mut args,
+    );
 }
 
 /// `op` of `ins` (views of `shape`) into a new tensor of `out_dtype`.
@@ -166,7 +182,13 @@ pub(crate) fn ew_new(
         .expect("ew_new needs an input");
     let out = empty(&c, out_dtype, shape);
     let bufs: Vec<(&CudaBuffer, &Layout)> = ins.iter().map(|(t, l)| (buf(t), *l)).collect();
-    ew_launch(|s| ptx::ew_name(op, d, s), (buf(&out), out.layout()), &bufs, a, b);
+    ew_launch(
+        |s| ptx::ew_name(op, d, s),
+        (buf(&out), out.layout()),
+        &bufs,
+        a,
+        b,
+    );
     out
 }
 
@@ -192,9 +214,18 @@ pub(crate) fn update(op: Ew, dst: &Tensor, src: &Tensor, ls: &Layout, a: f64) {
 pub(crate) fn update_unary(op: Ew, dst: &Tensor, a: f64, b: f64) {
     require(op, dst.dtype());
     let db = dst.storage().cuda_write();
-    let ins: Vec<(&CudaBuffer, &Layout)> =
-        if op.arity() == 0 { vec![] } else { vec![(db, dst.layout())] };
-    ew_launch(|s| ptx::ew_name(op, dst.dtype(), s), (db, dst.layout()), &ins, a, b);
+    let ins: Vec<(&CudaBuffer, &Layout)> = if op.arity() == 0 {
+        vec![]
+    } else {
+        vec![(db, dst.layout())]
+    };
+    ew_launch(
+        |s| ptx::ew_name(op, dst.dtype(), s),
+        (db, dst.layout()),
+        &ins,
+        a,
+        b,
+    );
 }
 
 /// Copies `src` (viewed by `ls`, broadcast to dst's shape) into the view
@@ -204,9 +235,21 @@ pub(crate) fn copy_into(dst: &Tensor, src: &Tensor, ls: &Layout) {
     let (from, to) = (src.dtype(), dst.dtype());
     let ins = [(buf(src), ls)];
     if from == to {
-        ew_launch(|s| ptx::ew_name(Ew::Copy, to, s), (db, dst.layout()), &ins, 0.0, 0.0);
+        ew_launch(
+            |s| ptx::ew_name(Ew::Copy, to, s),
+            (db, dst.layout()),
+            &ins,
+            0.0,
+            0.0,
+        );
     } else {
-        ew_launch(|s| ptx::cast_name(from, to, s), (db, dst.layout()), &ins, 0.0, 0.0);
+        ew_launch(
+            |s| ptx::cast_name(from, to, s),
+            (db, dst.layout()),
+            &ins,
+            0.0,
+            0.0,
+        );
     }
 }
 
@@ -236,7 +279,11 @@ pub(crate) fn to_device(t: &Tensor, ord: usize) -> Tensor {
 
 /// The elements of a GPU tensor in row-major order, on the host.
 pub(crate) fn to_host_buffer(t: &Tensor) -> crate::backend::Buffer {
-    let c = if t.is_contiguous() { t.clone() } else { cast(t, t.dtype()) };
+    let c = if t.is_contiguous() {
+        t.clone()
+    } else {
+        cast(t, t.dtype())
+    };
     buf(&c).download(c.layout().offset, c.numel())
 }
 
@@ -266,8 +313,17 @@ fn reduce_rows(op: &str, x: &Tensor, rows: usize, len: usize) -> (Tensor, Option
         (&mut ch as *mut u32).cast(),
         (&mut nc as *mut u32).cast(),
     ];
-    assert!(rows <= 65535, "not yet on CUDA: reductions over more than 65535 rows");
-    launch(&c, &ptx::reduce_name(op, d), (nchunks as u32, rows as u32, 1), 256, &mut args);
+    assert!(
+        rows <= 65535,
+        "not yet on CUDA: reductions over more than 65535 rows"
+    );
+    launch(
+        &c,
+        &ptx::reduce_name(op, d),
+        (nchunks as u32, rows as u32, 1),
+        256,
+        &mut args,
+    );
     if nchunks > 1 {
         return reduce_rows(op, &out, rows, nchunks);
     }
@@ -284,7 +340,11 @@ fn rows_of(t: &Tensor, dims: &[usize]) -> (Tensor, usize, usize) {
         strides: perm.iter().map(|&d| l.strides[d]).collect(),
         offset: l.offset,
     });
-    let c = if p.is_contiguous() { p } else { cast(&p, p.dtype()) };
+    let c = if p.is_contiguous() {
+        p
+    } else {
+        cast(&p, p.dtype())
+    };
     let len: usize = dims.iter().map(|&d| t.shape()[d]).product();
     let rows = if len == 0 { 0 } else { t.numel() / len };
     let rows = if len == 0 { t.numel().max(1) } else { rows };
@@ -293,7 +353,11 @@ fn rows_of(t: &Tensor, dims: &[usize]) -> (Tensor, usize, usize) {
 
 /// Sum over `dims` (bools and i64 sum as i64), shaped to `out_shape`.
 pub(crate) fn sum_dims(t: &Tensor, dims: &[usize], out_shape: &[usize]) -> Tensor {
-    let t = if t.dtype() == DType::Bool { cast(t, DType::I64) } else { t.clone() };
+    let t = if t.dtype() == DType::Bool {
+        cast(t, DType::I64)
+    } else {
+        t.clone()
+    };
     let (c, rows, len) = rows_of(&t, dims);
     if len == 0 {
         let z = empty(buf(&t).ctx(), t.dtype(), out_shape);
@@ -305,7 +369,12 @@ pub(crate) fn sum_dims(t: &Tensor, dims: &[usize], out_shape: &[usize]) -> Tenso
 }
 
 /// Max or min over one dim with the index of the first extremum.
-pub(crate) fn extremum_dim(t: &Tensor, dims: &[usize], largest: bool, out_shape: &[usize]) -> (Tensor, Tensor) {
+pub(crate) fn extremum_dim(
+    t: &Tensor,
+    dims: &[usize],
+    largest: bool,
+    out_shape: &[usize],
+) -> (Tensor, Tensor) {
     let (c, rows, len) = rows_of(t, dims);
     let (v, i) = reduce_rows(if largest { "max" } else { "min" }, &c, rows, len.max(1));
     let i = i.expect("max/min return indices");
@@ -375,8 +444,13 @@ pub(crate) fn matmul(a: &Tensor, b: &Tensor, batch: &[usize]) -> Tensor {
         && [lda, ldb, sa, sb, oa, ob].iter().all(|v| v % 4 == 0)
         && (if ta { m % 4 == 0 } else { k % 4 == 0 })
         && (if tb { k % 4 == 0 } else { n % 4 == 0 });
-    let (mut pa, mut pb, mut pc) = (buf(&a2).ptr_at(oa), buf(&b2).ptr_at(ob), buf(&out).ptr_at(0));
-    let (mut mm, mut nn, mut kk, mut la, mut lb) = (m as u32, n as u32, k as u32, lda as u32, ldb as u32);
+    let (mut pa, mut pb, mut pc) = (
+        buf(&a2).ptr_at(oa),
+        buf(&b2).ptr_at(ob),
+        buf(&out).ptr_at(0),
+    );
+    let (mut mm, mut nn, mut kk, mut la, mut lb) =
+        (m as u32, n as u32, k as u32, lda as u32, ldb as u32);
     let (mut s_a, mut s_b, mut s_c) = (sa as u64, sb as u64, (m * n) as u64);
     let mut args: [*mut c_void; 11] = [
         (&mut pa as *mut u64).cast(),
@@ -391,7 +465,10 @@ pub(crate) fn matmul(a: &Tensor, b: &Tensor, batch: &[usize]) -> Tensor {
         (&mut s_b as *mut u64).cast(),
         (&mut s_c as *mut u64).cast(),
     ];
-    assert!(nb <= 65535, "not yet on CUDA: matmul with more than 65535 batches");
+    assert!(
+        nb <= 65535,
+        "not yet on CUDA: matmul with more than 65535 batches"
+    );
     let grid = (n.div_ceil(128) as u32, m.div_ceil(128) as u32, nb as u32);
     launch(&c, &ptx::gemm_name(d, ta, tb, vec), grid, 256, &mut args);
     out
@@ -401,23 +478,67 @@ pub(crate) fn matmul(a: &Tensor, b: &Tensor, batch: &[usize]) -> Tensor {
 /// out (contiguous, the index's shape) takes `src[.., index, ..]` along a
 /// dim; `lsrc` is src's layout with that dim's stride set to 0 and shape
 /// set to the index's, `ds` the real stride.
-pub(crate) fn gather(src: &Tensor, lsrc: &Layout, ds: usize, index: &Tensor, lidx: &Layout) -> Tensor {
+pub(crate) fn gather(
+    src: &Tensor,
+    lsrc: &Layout,
+    ds: usize,
+    index: &Tensor,
+    lidx: &Layout,
+) -> Tensor {
     let c = buf(src).ctx().clone();
     let out = empty(&c, src.dtype(), &lidx.shape);
-    index_launch(&ptx::gather_name(src.dtype()), &out, out.layout(), index, lidx, src, lsrc, ds);
+    index_launch(
+        &ptx::gather_name(src.dtype()),
+        &out,
+        out.layout(),
+        index,
+        lidx,
+        src,
+        lsrc,
+        ds,
+    );
     out
 }
 
 /// `dst[.., index, ..] += src` along a dim (atomically); `ldst` is dst's
 /// layout with that dim's stride 0 and the index's shape, `ds` its stride.
-pub(crate) fn scatter_add(dst: &Tensor, ldst: &Layout, ds: usize, index: &Tensor, lidx: &Layout, src: &Tensor, lsrc: &Layout) {
+pub(crate) fn scatter_add(
+    dst: &Tensor,
+    ldst: &Layout,
+    ds: usize,
+    index: &Tensor,
+    lidx: &Layout,
+    src: &Tensor,
+    lsrc: &Layout,
+) {
     let d = dst.dtype();
-    assert!(d != DType::Bool, "not yet on CUDA: scatter_add on bool tensors");
-    index_launch(&ptx::scatter_add_name(d), dst, ldst, index, lidx, src, lsrc, ds);
+    assert!(
+        d != DType::Bool,
+        "not yet on CUDA: scatter_add on bool tensors"
+    );
+    index_launch(
+        &ptx::scatter_add_name(d),
+        dst,
+        ldst,
+        index,
+        lidx,
+        src,
+        lsrc,
+        ds,
+    );
 }
 
 #[allow(clippy::too_many_arguments)]
-fn index_launch(name: &str, out: &Tensor, lout: &Layout, index: &Tensor, lidx: &Layout, src: &Tensor, lsrc: &Layout, ds: usize) {
+fn index_launch(
+    name: &str,
+    out: &Tensor,
+    lout: &Layout,
+    index: &Tensor,
+    lidx: &Layout,
+    src: &Tensor,
+    lsrc: &Layout,
+    ds: usize,
+) {
     let n = lidx.numel();
     if n == 0 {
         return;
@@ -443,7 +564,9 @@ fn index_launch(name: &str, out: &Tensor, lout: &Layout, index: &Tensor, lidx: &
     launch(&c, name, (grid_for(&c, n), 1, 1), 256, &mut args);
 }
 
-/// The context of a GPU device.
-pub(crate) fn ctx_of(d: Device) -> Arc<DeviceCtx> {
-    ctx(ordinal(d))
+/// A new tensor of `shape` filled with `value` on GPU `ordinal`.
+pub(crate) fn full(ordinal: usize, dtype: DType, shape: &[usize], value: f64) -> Tensor {
+    let out = empty(&ctx(ordinal), dtype, shape);
+    update_unary(Ew::Fill, &out, value, 0.0);
+    out
 }

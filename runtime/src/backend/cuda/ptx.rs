@@ -323,12 +323,22 @@ fn powi(d: DType) -> String {
 /// The kernel name of an elementwise op on operands of dtype `d`; `strided`
 /// picks the variant that walks strides (else all operands are contiguous).
 pub(crate) fn ew_name(op: Ew, d: DType, strided: bool) -> String {
-    format!("ew_{}_{}_{}", op.name(), dname(d), if strided { "s" } else { "c" })
+    format!(
+        "ew_{}_{}_{}",
+        op.name(),
+        dname(d),
+        if strided { "s" } else { "c" }
+    )
 }
 
 /// The casts `cast_<from>_<to>_<c|s>`: one input, one output.
 pub(crate) fn cast_name(from: DType, to: DType, strided: bool) -> String {
-    format!("cast_{}_{}_{}", dname(from), dname(to), if strided { "s" } else { "c" })
+    format!(
+        "cast_{}_{}_{}",
+        dname(from),
+        dname(to),
+        if strided { "s" } else { "c" }
+    )
 }
 
 fn cast_body(from: DType, to: DType) -> String {
@@ -342,7 +352,11 @@ fn cast_body(from: DType, to: DType) -> String {
         // Through f64, as the host does (`x as f64 as f32`).
         (I64, F32) => "cvt.rn.f64.s64 %w0, %x0;\ncvt.rn.f32.f64 %y, %w0;".into(),
         (F32, Bool) | (F64, Bool) => {
-            format!("setp.neu.{t} %q0, %x0, {z};\nselp.u32 %y, 1, 0, %q0;", t = rty(from), z = konst(from, 0.0))
+            format!(
+                "setp.neu.{t} %q0, %x0, {z};\nselp.u32 %y, 1, 0, %q0;",
+                t = rty(from),
+                z = konst(from, 0.0)
+            )
         }
         (I64, Bool) => "setp.ne.s64 %q0, %x0, 0;\nselp.u32 %y, 1, 0, %q0;".into(),
         (Bool, F32) => "cvt.rn.f32.u32 %y, %x0;".into(),
@@ -378,7 +392,11 @@ const REGS: &str = "    .reg .pred %p<16>;\n    .reg .pred %q<40>;\n    .reg .b3
 /// Parameters (the same for every elementwise kernel, see `launch_ew`):
 /// `geo[200], out, in0, in1, in2 (u64), a, b (f64), n (u64)`.
 fn ew_kernel(s: &mut String, name: &str, ins: &[DType], out: DType, body: &str, strided: bool) {
-    let cty = if out == DType::Bool && !ins.is_empty() { ins[ins.len() - 1] } else { out };
+    let cty = if out == DType::Bool && !ins.is_empty() {
+        ins[ins.len() - 1]
+    } else {
+        out
+    };
     let tt = rty(cty);
     let _ = writeln!(
         s,
@@ -425,7 +443,11 @@ fn ew_kernel(s: &mut String, name: &str, ins: &[DType], out: DType, body: &str, 
                 );
             }
             if lvl + 1 < MAX_DIMS {
-                let _ = writeln!(s, "    setp.le.u32 %p2, %r5, {};\n    @%p2 bra COORDS;", lvl + 1);
+                let _ = writeln!(
+                    s,
+                    "    setp.le.u32 %p2, %r5, {};\n    @%p2 bra COORDS;",
+                    lvl + 1
+                );
             }
         }
         let _ = writeln!(s, "COORDS:");
@@ -497,7 +519,11 @@ fn reduce_kernel(s: &mut String, op: &str, d: DType) {
     if arg {
         combine(s, op, d, "%v0", "%r10", "%v1", "%r9");
     } else {
-        let _ = writeln!(s, "    add{}.{t} %v0, %v0, %v1;", if d.is_float() { ".rn" } else { "" });
+        let _ = writeln!(
+            s,
+            "    add{}.{t} %v0, %v0, %v1;",
+            if d.is_float() { ".rn" } else { "" }
+        );
     }
     let _ = writeln!(
         s,
@@ -517,7 +543,11 @@ fn reduce_kernel(s: &mut String, op: &str, d: DType) {
         if arg {
             combine(s, op, d, "%v0", "%r10", "%v1", "%r15");
         } else {
-            let _ = writeln!(s, "    add{}.{t} %v0, %v0, %v1;", if d.is_float() { ".rn" } else { "" });
+            let _ = writeln!(
+                s,
+                "    add{}.{t} %v0, %v0, %v1;",
+                if d.is_float() { ".rn" } else { "" }
+            );
         }
         let _ = writeln!(
             s,
@@ -675,11 +705,18 @@ fn gemm_kernel(s: &mut String, d: DType, ta: bool, tb: bool, vec: bool) {
         let _ = writeln!(s, "    mov.{t} %acc{i}, {z};");
     }
     // Number of k tiles.
-    let _ = writeln!(s, "    add.u32 %r26, %r3, 7;\n    shr.u32 %r26, %r26, 3;\n    mov.u32 %r27, 0;");
+    let _ = writeln!(
+        s,
+        "    add.u32 %r26, %r3, 7;\n    shr.u32 %r26, %r26, 3;\n    mov.u32 %r27, 0;"
+    );
     // Global loads of a tile into %ga/%gb, guarded.
     let load_a = |s: &mut String| {
         // elements j = 0..4 along k (N) or m (T)
-        let (row, col, rows, cols) = if !ta { ("%r18", "%r19", "%r1", "%r3") } else { ("%r19", "%r18", "%r3", "%r1") };
+        let (row, col, rows, cols) = if !ta {
+            ("%r18", "%r19", "%r1", "%r3")
+        } else {
+            ("%r19", "%r18", "%r3", "%r1")
+        };
         // row bound and column bound: element j is at (row, col + j)
         let _ = writeln!(s, "    setp.lt.u32 %p4, {row}, {rows};");
         if vec {
@@ -702,7 +739,11 @@ fn gemm_kernel(s: &mut String, d: DType, ta: bool, tb: bool, vec: bool) {
         }
     };
     let load_b = |s: &mut String| {
-        let (row, col, rows, cols) = if !tb { ("%r21", "%r20", "%r3", "%r2") } else { ("%r20", "%r21", "%r2", "%r3") };
+        let (row, col, rows, cols) = if !tb {
+            ("%r21", "%r20", "%r3", "%r2")
+        } else {
+            ("%r20", "%r21", "%r2", "%r3")
+        };
         let _ = writeln!(s, "    setp.lt.u32 %p6, {row}, {rows};");
         if vec {
             let _ = writeln!(
@@ -726,10 +767,17 @@ fn gemm_kernel(s: &mut String, d: DType, ta: bool, tb: bool, vec: bool) {
     let store_tiles = |s: &mut String| {
         if !ta {
             for j in 0..4 {
-                let _ = writeln!(s, "    st.shared.{t} [%r22+{}], %ga{j};", j as u32 * 128 * es);
+                let _ = writeln!(
+                    s,
+                    "    st.shared.{t} [%r22+{}], %ga{j};",
+                    j as u32 * 128 * es
+                );
             }
         } else if vec {
-            let _ = writeln!(s, "    st.shared.v4.{t} [%r22], {{%ga0, %ga1, %ga2, %ga3}};");
+            let _ = writeln!(
+                s,
+                "    st.shared.v4.{t} [%r22], {{%ga0, %ga1, %ga2, %ga3}};"
+            );
         } else {
             for j in 0..4 {
                 let _ = writeln!(s, "    st.shared.{t} [%r22+{}], %ga{j};", j as u32 * es);
@@ -737,10 +785,17 @@ fn gemm_kernel(s: &mut String, d: DType, ta: bool, tb: bool, vec: bool) {
         }
         if tb {
             for j in 0..4 {
-                let _ = writeln!(s, "    st.shared.{t} [%r23+{}], %gb{j};", j as u32 * 128 * es);
+                let _ = writeln!(
+                    s,
+                    "    st.shared.{t} [%r23+{}], %gb{j};",
+                    j as u32 * 128 * es
+                );
             }
         } else if vec {
-            let _ = writeln!(s, "    st.shared.v4.{t} [%r23], {{%gb0, %gb1, %gb2, %gb3}};");
+            let _ = writeln!(
+                s,
+                "    st.shared.v4.{t} [%r23], {{%gb0, %gb1, %gb2, %gb3}};"
+            );
         } else {
             for j in 0..4 {
                 let _ = writeln!(s, "    st.shared.{t} [%r23+{}], %gb{j};", j as u32 * es);
@@ -759,7 +814,10 @@ fn gemm_kernel(s: &mut String, d: DType, ta: bool, tb: bool, vec: bool) {
     load_a(s);
     load_b(s);
     store_tiles(s);
-    let _ = writeln!(s, "    bar.sync 0;\nTILE:\n    add.u32 %r27, %r27, 1;\n    setp.lt.u32 %p9, %r27, %r26;");
+    let _ = writeln!(
+        s,
+        "    bar.sync 0;\nTILE:\n    add.u32 %r27, %r27, 1;\n    setp.lt.u32 %p9, %r27, %r26;"
+    );
     advance(s);
     let _ = writeln!(s, "    @!%p9 bra COMPUTE;");
     load_a(s);
@@ -793,7 +851,11 @@ fn gemm_kernel(s: &mut String, d: DType, ta: bool, tb: bool, vec: bool) {
         }
         for i in 0..8 {
             for j in 0..8 {
-                let _ = writeln!(s, "    fma.rn.{t} %acc{a}, %fa{i}, %fb{j}, %acc{a};", a = i * 8 + j);
+                let _ = writeln!(
+                    s,
+                    "    fma.rn.{t} %acc{a}, %fa{i}, %fb{j}, %acc{a};",
+                    a = i * 8 + j
+                );
             }
         }
     }
@@ -841,7 +903,11 @@ pub(crate) fn scatter_add_name(d: DType) -> String {
 }
 
 fn index_kernel(s: &mut String, d: DType, scatter: bool) {
-    let name = if scatter { scatter_add_name(d) } else { gather_name(d) };
+    let name = if scatter {
+        scatter_add_name(d)
+    } else {
+        gather_name(d)
+    };
     let t = rty(d);
     let es = esize(d);
     let _ = writeln!(
@@ -876,7 +942,11 @@ fn index_kernel(s: &mut String, d: DType, scatter: bool) {
             );
         }
         if lvl + 1 < MAX_DIMS {
-            let _ = writeln!(s, "    setp.le.u32 %p2, %r5, {};\n    @%p2 bra COORDS;", lvl + 1);
+            let _ = writeln!(
+                s,
+                "    setp.le.u32 %p2, %r5, {};\n    @%p2 bra COORDS;",
+                lvl + 1
+            );
         }
     }
     // index value -> offset along dim in the indexed operand.
@@ -898,7 +968,10 @@ fn index_kernel(s: &mut String, d: DType, scatter: bool) {
     } else {
         let _ = writeln!(s, "    {} [%rd23], %y;", st(d));
     }
-    let _ = writeln!(s, "    add.u64 %rd8, %rd8, %rd9;\n    bra LOOP;\nDONE:\n    ret;\n}}\n");
+    let _ = writeln!(
+        s,
+        "    add.u64 %rd8, %rd8, %rd9;\n    bra LOOP;\nDONE:\n    ret;\n}}\n"
+    );
 }
 
 /// The whole PTX module.
@@ -921,7 +994,14 @@ pub fn source() -> String {
             if from != to {
                 let body = cast_body(from, to);
                 for strided in [false, true] {
-                    ew_kernel(&mut s, &cast_name(from, to, strided), &[from], to, &body, strided);
+                    ew_kernel(
+                        &mut s,
+                        &cast_name(from, to, strided),
+                        &[from],
+                        to,
+                        &body,
+                        strided,
+                    );
                 }
             }
         }
@@ -949,5 +1029,6 @@ pub fn source() -> String {
     for d in [DType::F32, DType::F64, DType::I64] {
         index_kernel(&mut s, d, true);
     }
+    super::optim::kernels(&mut s);
     s
 }
