@@ -99,6 +99,15 @@ _deriv_cuda_main() {
         rm -rf "$tmp"
     fi
 
+    # Binaries built with the feature link libcuda.so.1. Where no driver is
+    # installed, the fetched copy lets them start (and report no device);
+    # where one is, the system's own must be used, so nothing is added.
+    if ! { ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1 '; }; then
+        case ":${LD_LIBRARY_PATH:-}:" in
+            *":$root/lib64:"*) ;;
+            *) export LD_LIBRARY_PATH="$root/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" ;;
+        esac
+    fi
     export CUDA_LIBRARY_PATH="$root"
     export CUDA_PATH="$root"
     export PTXAS="$cache/bin/ptxas"
@@ -124,6 +133,7 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
     echo "export CUDA_PATH=$CUDA_PATH"
     echo "export PTXAS=$PTXAS"
     echo "export PATH=$(dirname "$PTXAS"):\$PATH"
+    if [ -n "${LD_LIBRARY_PATH:-}" ]; then echo "export LD_LIBRARY_PATH=$LD_LIBRARY_PATH"; fi
     if [ "${1:-}" = "check-ptx" ]; then
         _deriv_cuda_check_ptx
     fi
