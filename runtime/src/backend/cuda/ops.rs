@@ -346,8 +346,7 @@ fn rows_of(t: &Tensor, dims: &[usize]) -> (Tensor, usize, usize) {
         cast(&p, p.dtype())
     };
     let len: usize = dims.iter().map(|&d| t.shape()[d]).product();
-    let rows = if len == 0 { 0 } else { t.numel() / len };
-    let rows = if len == 0 { t.numel().max(1) } else { rows };
+    let rows = t.numel().checked_div(len).unwrap_or(0);
     (c, rows, len)
 }
 
