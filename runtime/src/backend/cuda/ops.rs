@@ -314,13 +314,13 @@ fn reduce_rows(op: &str, x: &Tensor, rows: usize, len: usize) -> (Tensor, Option
         (&mut nc as *mut u32).cast(),
     ];
     assert!(
-        rows <= 65535,
-        "not yet on CUDA: reductions over more than 65535 rows"
+        rows < 1 << 31,
+        "not yet on CUDA: reductions over 2^31 rows or more"
     );
     launch(
         &c,
         &ptx::reduce_name(op, d),
-        (nchunks as u32, rows as u32, 1),
+        (rows as u32, nchunks as u32, 1),
         256,
         &mut args,
     );

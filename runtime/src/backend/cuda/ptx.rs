@@ -481,7 +481,7 @@ fn ew_kernel(s: &mut String, name: &str, ins: &[DType], out: DType, body: &str, 
 /// Sum / max / min of contiguous rows: `reduce_<op>_<dtype>`.
 ///
 /// Parameters: `in, out, idx (u64), len (u32), chunk (u32), nchunks (u32)`;
-/// grid (nchunks, rows), 256 threads; block (c, r) reduces elements
+/// grid (rows, nchunks), 256 threads; block (r, c) reduces elements
 /// `[c*chunk, min((c+1)*chunk, len))` of row r into `out[r*nchunks + c]`
 /// (and for max/min the index within the row into `idx`, as i64).
 pub(crate) fn reduce_name(op: &str, d: DType) -> String {
@@ -508,7 +508,7 @@ fn reduce_kernel(s: &mut String, op: &str, d: DType) {
         "    ld.param.u64 %rd1, [p_in];\n    cvta.to.global.u64 %rd1, %rd1;\n    ld.param.u64 %rd2, [p_out];\n    \
          cvta.to.global.u64 %rd2, %rd2;\n    ld.param.u64 %rd3, [p_idx];\n    cvta.to.global.u64 %rd3, %rd3;\n    \
          ld.param.u32 %r1, [p_len];\n    ld.param.u32 %r2, [p_chunk];\n    ld.param.u32 %r3, [p_nchunks];\n    \
-         mov.u32 %r4, %ctaid.x;\n    mov.u32 %r5, %ctaid.y;\n    mov.u32 %r6, %tid.x;\n    \
+         mov.u32 %r4, %ctaid.y;\n    mov.u32 %r5, %ctaid.x;\n    mov.u32 %r6, %tid.x;\n    \
          mul.lo.u32 %r7, %r4, %r2;\n    add.u32 %r8, %r7, %r2;\n    min.u32 %r8, %r8, %r1;\n    \
          mul.wide.u32 %rd4, %r5, %r1;\n    mad.lo.u64 %rd4, %rd4, {es}, %rd1;\n    \
          mov.{t} %v0, {init};\n    mov.u32 %r10, 0xFFFFFFFF;\n    add.u32 %r9, %r7, %r6;\nACC:\n    \
