@@ -413,6 +413,37 @@ fn reductions() {
 }
 
 #[test]
+fn fused_softmax_along_any_dim() {
+    let dev = need_gpu!();
+    let x = randn(&[3, 300, 5], 24) * 4.0;
+    for d in [0isize, 1, 2, -1] {
+        check_op(
+            &format!("softmax dim {d}"),
+            dev,
+            std::slice::from_ref(&x),
+            2e-5,
+            |t| t[0].softmax(d),
+        );
+        check_op(
+            &format!("log_softmax dim {d}"),
+            dev,
+            std::slice::from_ref(&x),
+            2e-5,
+            |t| t[0].log_softmax(d),
+        );
+    }
+    // A NaN poisons its row only, as on the CPU.
+    let n = Tensor::from_vec(vec![1f32, f32::NAN, 2., 0., 1., 2.], [2, 3]);
+    check_op(
+        "softmax with NaN",
+        dev,
+        std::slice::from_ref(&n),
+        2e-6,
+        |t| t[0].softmax(1),
+    );
+}
+
+#[test]
 fn matmul_shapes_layouts_and_batches() {
     let dev = need_gpu!();
     let cases: &[(&[usize], &[usize])] = &[

@@ -569,3 +569,51 @@ pub(crate) fn full(ordinal: usize, dtype: DType, shape: &[usize], value: f64) ->
     update_unary(Ew::Fill, &out, value, 0.0);
     out
 }
+
+/// softmax (or log_softmax) of an f32 GPU tensor along `dim`, fused into one
+/// kernel over rows; the result has `x`'s shape (a permuted view when `dim`
+/// is not the last).
+pub(crate) fn softmax(x: &Tensor, dim: usize, log: bool) -> Tensor {
+    let nd = x.ndim();
+    let mut perm: Vec<usize> = (0..nd).filter(|&d| d != dim).collect();
+    perm.push(dim);
+    let (rows_t, rows, len) = rows_of(x, &[dim]);
+    let c = buf(&rows_t).ctx().clone();
+    let out = empty(&c, DType::F32, rows_t.shape());
+    if rows > 0 && len > 0 {
+        let (mut pin, mut pout) = (
+            buf(&rows_t).ptr_at(rows_t.layout().offset),
+            buf(&out).ptr_at(0),
+        );
+        let mut l = len as u32;
+        let mut args: [*mut c_void; 3] = [
+            (&mut pin as *mut u64).cast(),
+            (&mut pout as *mut u64).cast(),
+            (&mut l as *mut u32).cast(),
+        ];
+        assert!(
+            rows < 1 << 31,
+            "not yet on CUDA: softmax over 2^31 rows or more"
+        );
+        launch(
+            &c,
+            ptx::softmax_name(log),
+            (rows as u32, 1, 1),
+            256,
+            &mut args,
+        );
+    }
+    // Undo the permutation: out dim perm[i] is x's dim perm[i].
+    let ol = out.layout();
+    let mut shape = vec![0; nd];
+    let mut strides = vec![0; nd];
+    for (i, &d) in perm.iter().enumerate() {
+        shape[d] = ol.shape[i];
+        strides[d] = ol.strides[i];
+    }
+    out.with_layout(Layout {
+        shape,
+        strides,
+        offset: 0,
+    })
+}
