@@ -52,6 +52,12 @@ build)
     ;;
 run)
     [ -x "$dir/cuda-tests" ] || { echo "gpu-check: no $dir/cuda-tests; run 'gpu-check.sh build' on a machine with Rust first" >&2; exit 1; }
+    # Without a driver (a dry run here), the copy fetched by cuda-tools.sh lets
+    # the binaries start and report that no device exists.
+    cache="${DERIV_CUDA_CACHE:-$HOME/.cache/deriv-cuda}/cuda/lib64"
+    if ! { ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1 '; } && [ -e "$cache/libcuda.so.1" ]; then
+        export LD_LIBRARY_PATH="$cache${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    fi
     command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
     status=0
     echo "== deriv GPU tests (every op on the GPU vs the CPU, training run, optimizers)"

@@ -203,7 +203,7 @@ impl Tensor {
     pub fn to_vec<T: Element>(&self) -> Vec<T> {
         #[cfg(feature = "cuda")]
         if self.device().is_cuda() {
-            return self.to(&Device::Cpu).to_vec();
+            return self.to_device_nograd(&Device::Cpu).to_vec();
         }
         let buf = self.0.storage.read();
         let l = &self.0.layout;
@@ -233,7 +233,7 @@ impl Tensor {
     pub(crate) fn elem_f64(&self, i: usize) -> f64 {
         #[cfg(feature = "cuda")]
         if self.device().is_cuda() {
-            return self.to(&Device::Cpu).elem_f64(i);
+            return self.to_device_nograd(&Device::Cpu).elem_f64(i);
         }
         let l = &self.0.layout;
         let mut rem = i;
