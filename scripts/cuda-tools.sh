@@ -45,14 +45,14 @@ _deriv_cuda_main() {
         tmp="$(mktemp -d)" || return 1
         (cd "$tmp" && apt-get download libcuda1 >&2) || { rm -rf "$tmp"; return 1; }
         local deb
-        deb="$(ls "$tmp"/libcuda1_*.deb | head -n1)"
+        deb="$(find "$tmp" -name 'libcuda1_*.deb' -print -quit)"
         mkdir -p "$cache/libcuda1"
         dpkg -x "$deb" "$cache/libcuda1" || { rm -rf "$tmp"; return 1; }
         rm -rf "$tmp"
         local so
-        so="$(find "$cache/libcuda1" -name 'libcuda.so.1' | head -n1)"
+        so="$(find "$cache/libcuda1" -name 'libcuda.so.1' -print -quit)"
         if [ -z "$so" ]; then
-            so="$(find "$cache/libcuda1" -name 'libcuda.so.*' | head -n1)"
+            so="$(find "$cache/libcuda1" -name 'libcuda.so.*' -print -quit)"
         fi
         if [ -z "$so" ]; then
             echo "cuda-tools: libcuda1 has no libcuda.so.*" >&2
@@ -86,9 +86,9 @@ _deriv_cuda_main() {
         "$py" -m pip download -q --no-deps -d "$tmp" 'nvidia-cuda-nvcc>=13,<14' >&2 \
             || { rm -rf "$tmp"; return 1; }
         local whl
-        whl="$(ls "$tmp"/nvidia_cuda_nvcc*.whl | head -n1)"
+        whl="$(find "$tmp" -name 'nvidia_cuda_nvcc*.whl' -print -quit)"
         local member
-        member="$(unzip -Z1 "$whl" | grep -E '(^|/)bin/ptxas$' | head -n1)"
+        member="$(unzip -Z1 "$whl" | grep -m1 -E '(^|/)bin/ptxas$' || true)"
         if [ -z "$member" ]; then
             echo "cuda-tools: $whl has no bin/ptxas" >&2
             rm -rf "$tmp"
@@ -139,5 +139,5 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
     fi
 else
     # Sourced: set the environment of the caller's shell.
-    _deriv_cuda_main || echo "cuda-tools: failed (see above)" >&2
+    _deriv_cuda_main || { echo "cuda-tools: failed (see above)" >&2; return 1; }
 fi
