@@ -603,6 +603,9 @@ fn in_place_ops() {
         g.add_scaled_(&yg, -0.5);
         c.clamp_(Some(-1.0), Some(1.0));
         g.clamp_(Some(-1.0), Some(1.0));
+        // Numbers (0-d CPU tensors) as operands of in-place ops on the GPU.
+        c.add_(0.25).sub_(Tensor::scalar(0.5f32));
+        g.add_(0.25).sub_(Tensor::scalar(0.5f32));
         assert_close("in-place chain", c, g, 1e-6);
     }
     g.narrow(1, 2, 3).fill_(7.0);

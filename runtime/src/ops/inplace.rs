@@ -55,7 +55,8 @@ impl Tensor {
                 ),
             ));
         }
-        let o = cast(other, self.dtype());
+        // A number (0-d CPU tensor) joins a GPU tensor on its device.
+        let o = super::on_device(&cast(other, self.dtype()), self.device());
         Ok(if o.shares_storage(self) {
             o.clone_data_nograd()
         } else {

@@ -52,7 +52,6 @@ pub(crate) fn result_type(a: &Tensor, b: &Tensor) -> DType {
 }
 
 /// `t` on `device`: 0-d CPU operands of GPU ops are copied over.
-#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
 pub(crate) fn on_device(t: &Tensor, device: crate::Device) -> Tensor {
     if t.device() == device {
         t.clone()
