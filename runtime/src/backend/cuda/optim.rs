@@ -125,9 +125,10 @@ pub(crate) fn kernels(s: &mut String) {
     footer(s);
 }
 
-/// Checks a state tensor and returns its device address (0 for `None`).
+/// Checks a tensor the kernel reads (and, when `written`, updates) and
+/// returns its device address (0 for `None`).
 #[track_caller]
-fn ptr(what: &str, p: &Tensor, t: Option<&Tensor>) -> u64 {
+fn ptr(what: &str, p: &Tensor, t: Option<&Tensor>, written: bool) -> u64 {
     let Some(t) = t else { return 0 };
     assert!(
         t.device() == p.device()
@@ -143,11 +144,11 @@ fn ptr(what: &str, p: &Tensor, t: Option<&Tensor>) -> u64 {
         t.device(),
         t.is_contiguous()
     );
-    let b = buf(t);
-    if !std::ptr::eq(t, p) {
+    if written {
+        // In-place updates bump the version, as `add_` does.
         t.storage().cuda_write();
     }
-    b.ptr_at(t.layout().offset)
+    buf(t).ptr_at(t.layout().offset)
 }
 
 #[track_caller]
@@ -165,13 +166,12 @@ fn run(
         name,
         param.device()
     );
-    let mut pp = ptr("the parameter", param, Some(param));
-    param.storage().cuda_write();
-    let mut pg = ptr("the gradient", param, Some(grad));
+    let mut pp = ptr("the parameter", param, Some(param), true);
+    let mut pg = ptr("the gradient", param, Some(grad), false);
     let (mut s1, mut s2, mut s3) = (
-        ptr("state", param, s[0]),
-        ptr("state", param, s[1]),
-        ptr("state", param, s[2]),
+        ptr("state", param, s[0], true),
+        ptr("state", param, s[1], true),
+        ptr("state", param, s[2], true),
     );
     let n = param.numel();
     let mut n64 = n as u64;
