@@ -1,6 +1,8 @@
 //! Devices and the storage that tensors view.
 
 pub(crate) mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,21 +12,27 @@ use crate::tensor::DType;
 
 /// Where a tensor's data lives.
 ///
-/// Code written against `Device` runs unchanged when the GPU backend adds
-/// `Device::Cuda(i)`: create tensors on a device, or move them with
-/// [`Tensor::to`](crate::Tensor::to).
+/// The same program runs on the CPU or an NVIDIA GPU by changing the device:
+/// create tensors on it (`Tensor::zeros_on`, `TensorOptions::device`), or move
+/// them with [`Tensor::to`](crate::Tensor::to) and modules with `Module::to`.
+///
+/// `Device::Cuda(i)` names GPU `i`; it works in builds with the `cuda` cargo
+/// feature, and using it in other builds panics with a message saying so.
 ///
 /// ```
 /// use deriv_runtime::{Device, Tensor};
-/// let dev = Device::Cpu;
+/// let dev = Device::cuda_if_available();
 /// let x = Tensor::zeros_on([2, 3], &dev);
-/// assert_eq!(x.device(), Device::Cpu);
+/// assert_eq!(x.device(), dev);
+/// assert_eq!(Device::Cuda(0).to_string(), "cuda:0");
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum Device {
     /// Main memory, computed with faer and rayon.
     #[default]
     Cpu,
+    /// NVIDIA GPU number `i` (the `cuda` feature).
+    Cuda(usize),
 }
 
 impl Device {
@@ -32,14 +40,121 @@ impl Device {
     pub fn is_cpu(&self) -> bool {
         matches!(self, Device::Cpu)
     }
+
+    /// Whether this is a CUDA GPU.
+    pub fn is_cuda(&self) -> bool {
+        matches!(self, Device::Cuda(_))
+    }
+
+    /// `Device::Cuda(0)` when this build has the `cuda` feature and a GPU is
+    /// usable, else `Device::Cpu` (PyTorch's
+    /// `"cuda" if torch.cuda.is_available() else "cpu"`).
+    pub fn cuda_if_available() -> Device {
+        if Device::cuda_device_count() > 0 {
+            Device::Cuda(0)
+        } else {
+            Device::Cpu
+        }
+    }
+
+    /// Whether a CUDA GPU is usable (`torch.cuda.is_available()`): false
+    /// without the `cuda` feature, without a driver, or without a device.
+    pub fn cuda_is_available() -> bool {
+        Device::cuda_device_count() > 0
+    }
+
+    /// The number of usable CUDA GPUs (`torch.cuda.device_count()`).
+    pub fn cuda_device_count() -> usize {
+        #[cfg(feature = "cuda")]
+        {
+            cuda::device_count()
+        }
+        #[cfg(not(feature = "cuda"))]
+        {
+            0
+        }
+    }
+
+    /// Why no CUDA GPU is usable (`None` when one is): the missing feature,
+    /// driver or device, in words.
+    pub fn cuda_unavailable_reason() -> Option<String> {
+        #[cfg(feature = "cuda")]
+        {
+            cuda::unavailable_reason()
+        }
+        #[cfg(not(feature = "cuda"))]
+        {
+            Some("this build of deriv has no `cuda` feature".to_string())
+        }
+    }
 }
 
 impl fmt::Display for Device {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Device::Cpu => f.write_str("cpu"),
+            Device::Cuda(i) => write!(f, "cuda:{i}"),
         }
     }
+}
+
+/// The elementwise operations by name, for the GPU kernels
+/// `ew_<name>_<dtype>_<c|s>` (the CPU runs closures written next to each use).
+/// `a` and `b` are the kernel's two f64 parameters (a scalar operand, clamp
+/// bounds, an exponent).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+pub(crate) enum Ew {
+    // --- no input: fill with a
+    Fill,
+    // --- one input
+    Copy,
+    Neg,
+    Abs,
+    Sqrt,
+    Relu,
+    AddS,
+    SubS,
+    MulS,
+    DivS,
+    Clamp,
+    Square,
+    PowI,
+    PowF,
+    Exp,
+    Log,
+    Tanh,
+    Sigmoid,
+    // --- two inputs
+    Add,
+    /// x + a·y (`add_scaled_`)
+    AddScaled,
+    Sub,
+    Mul,
+    Div,
+    Max,
+    Min,
+    Pow,
+    ReluBwd,
+    SigmoidBwd,
+    TanhBwd,
+    SqrtBwd,
+    DivBwdB,
+    AbsBwd,
+    ClampBwd,
+    PowSqBwd,
+    PowSBwd,
+    PowBwdA,
+    MulLn,
+    MaxMinBwd,
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    // --- three inputs: cond, a, b
+    Where,
 }
 
 /// The elements behind one or more tensors, one variant per dtype.
@@ -72,26 +187,84 @@ impl Buffer {
 
 /// Shared storage: a buffer, its device, and a version counter bumped by every
 /// in-place write so autograd can tell when a saved tensor was modified.
+///
+/// GPU storage keeps its device allocation in `cuda`, and an empty host
+/// buffer of its dtype in `buf`: host kernels that reach GPU storage (an op
+/// with no CUDA kernel yet) stop at [`read`](Self::read)'s check with a
+/// message naming the caller.
 #[derive(Debug)]
 pub(crate) struct Storage {
     buf: RwLock<Buffer>,
     device: Device,
     version: AtomicU64,
+    #[cfg(feature = "cuda")]
+    cuda: Option<cuda::CudaBuffer>,
 }
 
 impl Storage {
     pub(crate) fn new(buf: Buffer, device: Device) -> Self {
+        assert!(
+            device.is_cpu(),
+            "cannot create a tensor on {device}: {}",
+            Device::cuda_unavailable_reason().unwrap_or_else(|| "use Tensor::to".into())
+        );
         Storage {
             buf: RwLock::new(buf),
             device,
             version: AtomicU64::new(0),
+            #[cfg(feature = "cuda")]
+            cuda: None,
         }
     }
+    /// Storage over a device allocation.
+    #[cfg(feature = "cuda")]
+    pub(crate) fn new_cuda(buf: cuda::CudaBuffer) -> Self {
+        let empty = match buf.dtype() {
+            DType::F32 => Buffer::F32(Vec::new()),
+            DType::F64 => Buffer::F64(Vec::new()),
+            DType::I64 => Buffer::I64(Vec::new()),
+            DType::Bool => Buffer::Bool(Vec::new()),
+        };
+        Storage {
+            buf: RwLock::new(empty),
+            device: Device::Cuda(buf.ordinal()),
+            version: AtomicU64::new(0),
+            cuda: Some(buf),
+        }
+    }
+    /// The device allocation of GPU storage.
+    #[cfg(feature = "cuda")]
+    pub(crate) fn cuda(&self) -> Option<&cuda::CudaBuffer> {
+        self.cuda.as_ref()
+    }
+    /// The device allocation, for a kernel that writes it: bumps the version
+    /// as [`write`](Self::write) does.
+    #[cfg(feature = "cuda")]
+    pub(crate) fn cuda_write(&self) -> &cuda::CudaBuffer {
+        self.version.fetch_add(1, Ordering::Relaxed);
+        self.cuda.as_ref().expect("cuda_write on host storage")
+    }
+    #[track_caller]
+    fn check_host(&self) {
+        #[cfg(feature = "cuda")]
+        if self.cuda.is_some() {
+            let at = std::panic::Location::caller();
+            panic!(
+                "not yet on CUDA: the operation called at {at} has no GPU kernel; \
+                 move its inputs to the CPU with .to(&Device::Cpu) (tensor on {})",
+                self.device
+            );
+        }
+    }
+    #[track_caller]
     pub(crate) fn read(&self) -> RwLockReadGuard<'_, Buffer> {
+        self.check_host();
         // A panic while holding the lock leaves plain numbers behind: still readable.
         self.buf.read().unwrap_or_else(|e| e.into_inner())
     }
+    #[track_caller]
     pub(crate) fn write(&self) -> RwLockWriteGuard<'_, Buffer> {
+        self.check_host();
         self.version.fetch_add(1, Ordering::Relaxed);
         self.buf.write().unwrap_or_else(|e| e.into_inner())
     }

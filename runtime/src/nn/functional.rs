@@ -47,7 +47,7 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Tensor {
 /// drawn from the global generator.
 pub fn dropout_mask(x: &Tensor, p: f64) -> Tensor {
     let scale = if p < 1.0 { 1.0 / (1.0 - p) } else { 0.0 };
-    let keep = Tensor::rand(x.shape()).ge_scalar(p);
+    let keep = Tensor::rand(x.shape()).ge_scalar(p).to(&x.device());
     let dtype = if x.dtype() == DType::F64 {
         DType::F64
     } else {

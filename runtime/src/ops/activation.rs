@@ -3,22 +3,33 @@
 
 use super::{float_map, float_zip};
 use crate::autograd::{needs_grad, record, Backward, SavedTensor};
+use crate::backend::Ew;
 use crate::error::OrPanic;
 use crate::tensor::Tensor;
 
 /// dL/dx of `y = relu(x)` from the output `y` and dL/dy.
 pub fn relu_backward(y: &Tensor, dy: &Tensor) -> Tensor {
-    float_zip!("relu_backward", dy, y, |d, v| if v > 0.0 { d } else { 0.0 }).or_panic()
+    float_zip!("relu_backward", dy, y, Ew::ReluBwd, |d, v| if v > 0.0 {
+        d
+    } else {
+        0.0
+    })
+    .or_panic()
 }
 
 /// dL/dx of `y = sigmoid(x)` from the output `y` and dL/dy: `dy * y * (1 - y)`.
 pub fn sigmoid_backward(y: &Tensor, dy: &Tensor) -> Tensor {
-    float_zip!("sigmoid_backward", dy, y, |d, v| d * v * (1.0 - v)).or_panic()
+    float_zip!("sigmoid_backward", dy, y, Ew::SigmoidBwd, |d, v| d
+        * v
+        * (1.0 - v))
+    .or_panic()
 }
 
 /// dL/dx of `y = tanh(x)` from the output `y` and dL/dy: `dy * (1 - y²)`.
 pub fn tanh_backward(y: &Tensor, dy: &Tensor) -> Tensor {
-    float_zip!("tanh_backward", dy, y, |d, v| d * (1.0 - v * v)).or_panic()
+    float_zip!("tanh_backward", dy, y, Ew::TanhBwd, |d, v| d
+        * (1.0 - v * v))
+    .or_panic()
 }
 
 struct ActivationBackward {
@@ -47,13 +58,13 @@ impl Tensor {
 
     /// Elementwise `max(x, 0)`.
     pub fn relu(&self) -> Tensor {
-        let y = float_map!(self, |x| if x > 0.0 { x } else { 0.0 });
+        let y = float_map!(self, Ew::Relu, |x| if x > 0.0 { x } else { 0.0 });
         self.activation("ReluBackward", y, relu_backward)
     }
 
     /// Elementwise logistic function `1 / (1 + e^-x)`, stable for large |x|.
     pub fn sigmoid(&self) -> Tensor {
-        let y = float_map!(self, |x| if x >= 0.0 {
+        let y = float_map!(self, Ew::Sigmoid, |x| if x >= 0.0 {
             1.0 / (1.0 + (-x).exp())
         } else {
             let e = x.exp();
@@ -64,7 +75,7 @@ impl Tensor {
 
     /// Elementwise hyperbolic tangent.
     pub fn tanh(&self) -> Tensor {
-        let y = float_map!(self, |x| x.tanh());
+        let y = float_map!(self, Ew::Tanh, |x| x.tanh());
         self.activation("TanhBackward", y, tanh_backward)
     }
 }

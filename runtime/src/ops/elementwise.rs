@@ -6,7 +6,7 @@ use std::ops::{Add, Div, Mul, Neg, Sub};
 use super::reduce::sum_to;
 use super::{float_map, float_zip, same_device};
 use crate::autograd::{needs_grad, record, Backward, SavedTensor};
-use crate::backend::{cpu, Buffer};
+use crate::backend::{cpu, Buffer, Ew};
 use crate::error::{OrPanic, Result};
 use crate::tensor::{broadcast_shapes, DType, Tensor};
 
@@ -25,6 +25,16 @@ impl Backward for CastBackward {
 pub(crate) fn cast(t: &Tensor, dtype: DType) -> Tensor {
     if t.dtype() == dtype {
         return t.clone();
+    }
+    #[cfg(feature = "cuda")]
+    if t.device().is_cuda() {
+        let out = crate::backend::cuda::ops::cast(t, dtype);
+        return if dtype.is_float() && t.dtype().is_float() {
+            let from = t.dtype();
+            record("ToCopyBackward", &[t], out, || CastBackward { from })
+        } else {
+            out
+        };
     }
     let buf = {
         let b = t.storage().read();
@@ -66,6 +76,11 @@ impl Tensor {
     /// A contiguous copy of the data in new storage (PyTorch's `x.clone()`;
     /// Rust's `clone()` copies only the handle). Differentiable.
     pub fn clone_data(&self) -> Tensor {
+        #[cfg(feature = "cuda")]
+        if self.device().is_cuda() {
+            let out = crate::backend::cuda::ops::cast(self, self.dtype());
+            return record("CloneBackward", &[self], out, || CloneBackward);
+        }
         let buf = {
             let b = self.storage().read();
             let l = self.layout();
@@ -146,9 +161,27 @@ fn zip_int(
     op: &'static str,
     a: &Tensor,
     b: &Tensor,
+    gpu: (Ew, f64, f64),
     f: impl Fn(i64, i64) -> i64 + Sync,
 ) -> Result<Tensor> {
     let (shape, a, la, b, lb) = super::broadcast_pair(op, a, b, DType::I64)?;
+    #[cfg(feature = "cuda")]
+    if a.device().is_cuda() {
+        let ins: &[(&Tensor, &crate::tensor::Layout)] = if gpu.0.arity() == 1 {
+            &[(&a, &la)]
+        } else {
+            &[(&a, &la), (&b, &lb)]
+        };
+        return Ok(crate::backend::cuda::ops::ew_new(
+            gpu.0,
+            DType::I64,
+            &shape,
+            ins,
+            gpu.1,
+            gpu.2,
+        ));
+    }
+    let _ = gpu;
     let out = super::read_pair(&a, &b, |ga, gb| match (ga, gb) {
         (Buffer::I64(x), Buffer::I64(y)) => cpu::zip(x, &la, y, &lb, f),
         _ => unreachable!("both operands were cast to i64"),
@@ -241,7 +274,7 @@ pub fn div_backward(
 ) -> (Option<Tensor>, Option<Tensor>) {
     let ga = need[0].then(|| sum_to(&(g / b), a.shape()));
     let gb = need[1].then(|| {
-        let d = float_zip!("div_backward", a, b, |x, y| -x / (y * y)).or_panic();
+        let d = float_zip!("div_backward", a, b, Ew::DivBwdB, |x, y| -x / (y * y)).or_panic();
         sum_to(&(g * &d), b.shape())
     });
     (ga, gb)
@@ -271,14 +304,16 @@ impl Tensor {
     /// Fallible [`add`](Self::add): an error names both shapes when they don't broadcast.
     pub fn try_add(&self, other: impl Operand) -> Result<Tensor> {
         if let Some(v) = fast_scalar(self, &other) {
-            let out = float_map!(self, |x| x + (v as F));
+            let out = float_map!(self, Ew::AddS, v, |x| x + (v as F));
             return Ok(self.record_scalar_op("AddBackward", out, ScalarOp::Shift));
         }
         let other = &other.into_operand(self);
         let out = if both_int(self, other) {
-            zip_int("add", self, other, |x, y| x.wrapping_add(y))?
+            zip_int("add", self, other, (Ew::Add, 0.0, 0.0), |x, y| {
+                x.wrapping_add(y)
+            })?
         } else {
-            float_zip!("add", self, other, |x, y| x + y)?
+            float_zip!("add", self, other, Ew::Add, |x, y| x + y)?
         };
         Ok(record("AddBackward", &[self, other], out, || AddBackward {
             a_shape: self.shape().to_vec(),
@@ -296,14 +331,16 @@ impl Tensor {
     /// Fallible [`sub`](Self::sub).
     pub fn try_sub(&self, other: impl Operand) -> Result<Tensor> {
         if let Some(v) = fast_scalar(self, &other) {
-            let out = float_map!(self, |x| x - (v as F));
+            let out = float_map!(self, Ew::SubS, v, |x| x - (v as F));
             return Ok(self.record_scalar_op("SubBackward", out, ScalarOp::Shift));
         }
         let other = &other.into_operand(self);
         let out = if both_int(self, other) {
-            zip_int("sub", self, other, |x, y| x.wrapping_sub(y))?
+            zip_int("sub", self, other, (Ew::Sub, 0.0, 0.0), |x, y| {
+                x.wrapping_sub(y)
+            })?
         } else {
-            float_zip!("sub", self, other, |x, y| x - y)?
+            float_zip!("sub", self, other, Ew::Sub, |x, y| x - y)?
         };
         Ok(record("SubBackward", &[self, other], out, || AddBackward {
             a_shape: self.shape().to_vec(),
@@ -321,14 +358,16 @@ impl Tensor {
     /// Fallible [`mul`](Self::mul).
     pub fn try_mul(&self, other: impl Operand) -> Result<Tensor> {
         if let Some(v) = fast_scalar(self, &other) {
-            let out = float_map!(self, |x| x * (v as F));
+            let out = float_map!(self, Ew::MulS, v, |x| x * (v as F));
             return Ok(self.record_scalar_op("MulBackward", out, ScalarOp::Mul(v)));
         }
         let other = &other.into_operand(self);
         let out = if both_int(self, other) {
-            zip_int("mul", self, other, |x, y| x.wrapping_mul(y))?
+            zip_int("mul", self, other, (Ew::Mul, 0.0, 0.0), |x, y| {
+                x.wrapping_mul(y)
+            })?
         } else {
-            float_zip!("mul", self, other, |x, y| x * y)?
+            float_zip!("mul", self, other, Ew::Mul, |x, y| x * y)?
         };
         Ok(record("MulBackward", &[self, other], out, || MulBackward {
             a: SavedTensor::new(self),
@@ -346,11 +385,11 @@ impl Tensor {
     /// Fallible [`div`](Self::div).
     pub fn try_div(&self, other: impl Operand) -> Result<Tensor> {
         if let Some(v) = fast_scalar(self, &other) {
-            let out = float_map!(self, |x| x / (v as F));
+            let out = float_map!(self, Ew::DivS, v, |x| x / (v as F));
             return Ok(self.record_scalar_op("DivBackward", out, ScalarOp::Div(v)));
         }
         let other = &other.into_operand(self);
-        let out = float_zip!("div", self, other, |x, y| x / y)?;
+        let out = float_zip!("div", self, other, Ew::Div, |x, y| x / y)?;
         Ok(record("DivBackward", &[self, other], out, || DivBackward {
             a: SavedTensor::new(self),
             b: SavedTensor::new(other),
@@ -377,7 +416,7 @@ impl Backward for PowBackward {
     fn backward(&self, g: &Tensor) -> Vec<Option<Tensor>> {
         let (a, b, out) = (self.a.get(), self.b.get(), self.out.get());
         let ga = self.needs[0].then(|| {
-            let d = float_zip!("pow_backward", a, b, |x, y| if y == 0.0 {
+            let d = float_zip!("pow_backward", a, b, Ew::PowBwdA, |x, y| if y == 0.0 {
                 0.0
             } else {
                 y * x.powf(y - 1.0)
@@ -387,7 +426,7 @@ impl Backward for PowBackward {
         });
         let gb = self.needs[1].then(|| {
             // d(a^b)/db = a^b ln a, taken as 0 where a = 0 and b >= 0 (PyTorch's choice).
-            let d = float_zip!("pow_backward", out, a, |o, x| o * x.ln()).or_panic();
+            let d = float_zip!("pow_backward", out, a, Ew::MulLn, |o, x| o * x.ln()).or_panic();
             let zero_base =
                 Tensor::where_(&a.eq_scalar(0.0), &b.ge_scalar(0.0), &Tensor::scalar(false));
             let d = Tensor::where_(&zero_base, &d.zeros_like(), &d);
@@ -412,9 +451,9 @@ pub fn pow_scalar_backward(x: &Tensor, p: f64, g: &Tensor) -> Tensor {
     if p == 0.0 {
         g * &x.zeros_like()
     } else if p == 2.0 {
-        float_zip!("pow_backward", g, x, |d, x| d * (2.0 * x)).or_panic()
+        float_zip!("pow_backward", g, x, Ew::PowSqBwd, |d, x| d * (2.0 * x)).or_panic()
     } else {
-        float_zip!("pow_backward", g, x, |d, x| d
+        float_zip!("pow_backward", g, x, Ew::PowSBwd, p, |d, x| d
             * ((p as F) * x.powf((p - 1.0) as F)))
         .or_panic()
     }
@@ -430,7 +469,7 @@ impl Backward for MaxMinBackward {
         let (a, b) = (self.a.get(), self.b.get());
         // The winner takes the gradient; ties split it evenly (as PyTorch does).
         let sign = if self.is_max { 1.0 } else { -1.0 };
-        let wa = float_zip!("maximum_backward", a, b, |x, y| {
+        let wa = float_zip!("maximum_backward", a, b, Ew::MaxMinBwd, sign, |x, y| {
             let d = (x - y) * (sign as F);
             if d > 0.0 {
                 1.0
@@ -456,7 +495,7 @@ impl Tensor {
             return self.pow_scalar(p);
         }
         let exponent = &exponent.into_operand(self);
-        let out = float_zip!("pow", self, exponent, |x, y| x.powf(y)).or_panic();
+        let out = float_zip!("pow", self, exponent, Ew::Pow, |x, y| x.powf(y)).or_panic();
         let saved_out = needs_grad(&[self, exponent]).then(|| SavedTensor::new(&out));
         record("PowBackward", &[self, exponent], out, || PowBackward {
             a: SavedTensor::new(self),
@@ -469,11 +508,11 @@ impl Tensor {
     /// Elementwise `self ^ p` for a number `p` (`x ** 2`).
     pub fn pow_scalar(&self, p: f64) -> Tensor {
         let out = if p == 2.0 {
-            float_map!(self, |x| x * x)
+            float_map!(self, Ew::Square, |x| x * x)
         } else if p.fract() == 0.0 && p.abs() < 64.0 {
-            float_map!(self, |x| x.powi(p as i32))
+            float_map!(self, Ew::PowI, p, |x| x.powi(p as i32))
         } else {
-            float_map!(self, |x| x.powf(p as F))
+            float_map!(self, Ew::PowF, p, |x| x.powf(p as F))
         };
         record("PowBackward", &[self], out, || PowScalarBackward {
             x: SavedTensor::new(self),
@@ -483,7 +522,7 @@ impl Tensor {
 
     /// Elementwise square root.
     pub fn sqrt(&self) -> Tensor {
-        let out = float_map!(self, |x| x.sqrt());
+        let out = float_map!(self, Ew::Sqrt, |x| x.sqrt());
         let saved = self.requires_grad().then(|| SavedTensor::new(&out));
         record("SqrtBackward", &[self], out, || UnaryBackward {
             saved: saved.expect("saved when recording"),
@@ -509,20 +548,33 @@ impl Tensor {
         if both_int(self, other) {
             // Integers stay exact integers, as in PyTorch (f32 would round above 2^24).
             let pick = if is_max { i64::max } else { i64::min };
-            return zip_int(op, self, other, pick).or_panic();
+            return zip_int(
+                op,
+                self,
+                other,
+                (if is_max { Ew::Max } else { Ew::Min }, 0.0, 0.0),
+                pick,
+            )
+            .or_panic();
         }
         let sign = if is_max { 1.0 } else { -1.0 };
-        let out = float_zip!(op, self, other, |x, y| {
-            // NaN-propagating, as PyTorch's maximum/minimum.
-            let d = (x - y) * (sign as F);
-            if x.is_nan() || y.is_nan() {
-                F::NAN
-            } else if d >= 0.0 {
-                x
-            } else {
-                y
+        let out = float_zip!(
+            op,
+            self,
+            other,
+            if is_max { Ew::Max } else { Ew::Min },
+            |x, y| {
+                // NaN-propagating, as PyTorch's maximum/minimum.
+                let d = (x - y) * (sign as F);
+                if x.is_nan() || y.is_nan() {
+                    F::NAN
+                } else if d >= 0.0 {
+                    x
+                } else {
+                    y
+                }
             }
-        })
+        )
         .or_panic();
         let name = if is_max {
             "MaximumBackward"
@@ -562,35 +614,34 @@ struct UnaryBackward {
 impl Backward for UnaryBackward {
     fn backward(&self, g: &Tensor) -> Vec<Option<Tensor>> {
         let s = self.saved.get();
-        let gx = match &self.rule {
-            Rule::Neg => -g,
-            Rule::Exp => exp_backward(s, g),
-            Rule::Log => log_backward(s, g),
-            Rule::Sqrt => sqrt_backward(s, g),
-            Rule::Abs => float_zip!("abs_backward", g, s, |d, x| if x > 0.0 {
-                d
-            } else if x < 0.0 {
-                -d
-            } else {
-                0.0
-            })
-            .or_panic(),
-            Rule::Clamp(lo, hi) => {
-                let lo = lo.unwrap_or(f64::NEG_INFINITY);
-                let hi = hi.unwrap_or(f64::INFINITY);
-                float_zip!(
-                    "clamp_backward",
-                    g,
-                    s,
-                    |d, x| if x >= (lo as F) && x <= (hi as F) {
+        let gx =
+            match &self.rule {
+                Rule::Neg => -g,
+                Rule::Exp => exp_backward(s, g),
+                Rule::Log => log_backward(s, g),
+                Rule::Sqrt => sqrt_backward(s, g),
+                Rule::Abs => float_zip!("abs_backward", g, s, Ew::AbsBwd, |d, x| if x > 0.0 {
+                    d
+                } else if x < 0.0 {
+                    -d
+                } else {
+                    0.0
+                })
+                .or_panic(),
+                Rule::Clamp(lo, hi) => {
+                    let lo = lo.unwrap_or(f64::NEG_INFINITY);
+                    let hi = hi.unwrap_or(f64::INFINITY);
+                    float_zip!("clamp_backward", g, s, Ew::ClampBwd, lo, hi, |d, x| if x
+                        >= (lo as F)
+                        && x <= (hi as F)
+                    {
                         d
                     } else {
                         0.0
-                    }
-                )
-                .or_panic()
-            }
-        };
+                    })
+                    .or_panic()
+                }
+            };
         vec![Some(gx)]
     }
 }
@@ -607,7 +658,7 @@ pub fn log_backward(x: &Tensor, g: &Tensor) -> Tensor {
 
 /// dL/dx of `y = sqrt(x)`, from the output: `g / (2y)`, in one pass.
 pub fn sqrt_backward(y: &Tensor, g: &Tensor) -> Tensor {
-    float_zip!("sqrt_backward", g, y, |d, v| d / (2.0 * v)).or_panic()
+    float_zip!("sqrt_backward", g, y, Ew::SqrtBwd, |d, v| d / (2.0 * v)).or_panic()
 }
 
 impl Tensor {
@@ -622,30 +673,44 @@ impl Tensor {
     /// Elementwise negation.
     pub fn neg(&self) -> Tensor {
         if !self.dtype().is_float() {
-            return zip_int("neg", self, &Tensor::scalar(0i64), |x, _| x.wrapping_neg()).or_panic();
+            return zip_int(
+                "neg",
+                self,
+                &Tensor::scalar(0i64),
+                (Ew::Neg, 0.0, 0.0),
+                |x, _| x.wrapping_neg(),
+            )
+            .or_panic();
         }
-        let out = float_map!(self, |x| -x);
+        let out = float_map!(self, Ew::Neg, |x| -x);
         self.unary("NegBackward", out, Rule::Neg, false)
     }
 
     /// Elementwise e^x.
     pub fn exp(&self) -> Tensor {
-        let out = float_map!(self, |x| x.exp());
+        let out = float_map!(self, Ew::Exp, |x| x.exp());
         self.unary("ExpBackward", out, Rule::Exp, true)
     }
 
     /// Elementwise natural logarithm.
     pub fn log(&self) -> Tensor {
-        let out = float_map!(self, |x| x.ln());
+        let out = float_map!(self, Ew::Log, |x| x.ln());
         self.unary("LogBackward", out, Rule::Log, false)
     }
 
     /// Elementwise absolute value.
     pub fn abs(&self) -> Tensor {
         if self.dtype() == DType::I64 {
-            return zip_int("abs", self, &Tensor::scalar(0i64), |x, _| x.wrapping_abs()).or_panic();
+            return zip_int(
+                "abs",
+                self,
+                &Tensor::scalar(0i64),
+                (Ew::Abs, 0.0, 0.0),
+                |x, _| x.wrapping_abs(),
+            )
+            .or_panic();
         }
-        let out = float_map!(self, |x| x.abs());
+        let out = float_map!(self, Ew::Abs, |x| x.abs());
         self.unary("AbsBackward", out, Rule::Abs, false)
     }
 
@@ -656,12 +721,16 @@ impl Tensor {
         if self.dtype() == DType::I64 && [min, max].iter().flatten().all(|b| b.fract() == 0.0) {
             // Integer bounds keep an integer tensor exact, as in PyTorch.
             let (lo, hi) = (lo as i64, hi as i64);
-            return zip_int("clamp", self, &Tensor::scalar(0i64), move |x, _| {
-                x.max(lo).min(hi)
-            })
+            return zip_int(
+                "clamp",
+                self,
+                &Tensor::scalar(0i64),
+                (Ew::Clamp, lo as f64, hi as f64),
+                move |x, _| x.max(lo).min(hi),
+            )
             .or_panic();
         }
-        let out = float_map!(self, |x| {
+        let out = float_map!(self, Ew::Clamp, lo, hi, |x| {
             // NaN stays NaN, and min > max gives max, as in PyTorch.
             let y = if x < (lo as F) { lo as F } else { x };
             if y > (hi as F) {
@@ -699,6 +768,25 @@ fn compare(
 ) -> Result<Tensor> {
     let dt = super::result_type(a, b);
     let (shape, a, la, b, lb) = super::broadcast_pair(op, a, b, dt)?;
+    #[cfg(feature = "cuda")]
+    if a.device().is_cuda() {
+        let g = match op {
+            "eq" => Ew::Eq,
+            "ne" => Ew::Ne,
+            "lt" => Ew::Lt,
+            "le" => Ew::Le,
+            "gt" => Ew::Gt,
+            _ => Ew::Ge,
+        };
+        return Ok(crate::backend::cuda::ops::ew_new(
+            g,
+            dt,
+            &shape,
+            &[(&a, &la), (&b, &lb)],
+            0.0,
+            0.0,
+        ));
+    }
     let out = super::read_pair(&a, &b, |ga, gb| {
         // NaN compares unequal and unordered: every comparison but `ne` is false.
         let cmp = |o: Option<std::cmp::Ordering>| match o {
@@ -786,12 +874,37 @@ impl Tensor {
         let shape = broadcast_shapes("where", a.shape(), b.shape())?;
         let shape = broadcast_shapes("where", cond.shape(), &shape)?;
         let dt = super::result_type(a, b);
-        let (ca, cb, cc) = (cast(a, dt), cast(b, dt), cast(cond, DType::Bool));
+        let dev = [cond, a, b]
+            .iter()
+            .map(|t| t.device())
+            .find(|d| d.is_cuda())
+            .unwrap_or_default();
+        let (ca, cb, cc) = (
+            cast(&super::on_device(a, dev), dt),
+            cast(&super::on_device(b, dev), dt),
+            cast(&super::on_device(cond, dev), DType::Bool),
+        );
         let (la, lb, lc) = (
             ca.layout().broadcast_to(&shape),
             cb.layout().broadcast_to(&shape),
             cc.layout().broadcast_to(&shape),
         );
+        #[cfg(feature = "cuda")]
+        if dev.is_cuda() {
+            let out = crate::backend::cuda::ops::ew_new(
+                Ew::Where,
+                dt,
+                &shape,
+                &[(&cc, &lc), (&ca, &la), (&cb, &lb)],
+                0.0,
+                0.0,
+            );
+            return Ok(record("WhereBackward", &[a, b], out, || WhereBackward {
+                cond: SavedTensor::new(cond),
+                a_shape: a.shape().to_vec(),
+                b_shape: b.shape().to_vec(),
+            }));
+        }
         let buf = {
             // Copies avoid locking one storage twice when operands alias.
             let ca = if ca.shares_storage(&cc) {

@@ -55,7 +55,8 @@ impl Tensor {
                 ),
             ));
         }
-        let o = cast(other, self.dtype());
+        // A number (0-d CPU tensor) joins a GPU tensor on its device.
+        let o = super::on_device(&cast(other, self.dtype()), self.device());
         Ok(if o.shares_storage(self) {
             o.clone_data_nograd()
         } else {
@@ -71,6 +72,7 @@ impl Tensor {
         f32f: impl Fn(f32, f32) -> f32 + Sync,
         f64f: impl Fn(f64, f64) -> f64 + Sync,
         i64f: Option<fn(i64, i64) -> i64>,
+        gpu: (crate::backend::Ew, f64),
     ) -> &Tensor {
         self.check_inplace(op, Some(other));
         // As in PyTorch, a result of a higher category (a float operand into an
@@ -85,6 +87,22 @@ impl Tensor {
         }
         let o = self.inplace_operand(op, other).or_panic();
         let lo = o.layout().broadcast_to(self.shape());
+        #[cfg(feature = "cuda")]
+        if self.device().is_cuda() {
+            use crate::backend::Ew;
+            let g = gpu.0;
+            if self.dtype() == DType::Bool
+                || (!self.dtype().is_float() && !matches!(g, Ew::Add | Ew::Sub | Ew::Mul))
+            {
+                panic!(
+                    "{op}: not supported for {} tensors; convert with .to_dtype(DType::F32)",
+                    self.dtype()
+                );
+            }
+            crate::backend::cuda::ops::update(g, self, &o, &lo, gpu.1);
+            return self;
+        }
+        let _ = gpu;
         let ob = o.storage().read();
         let mut sb = self.storage().write();
         match (&mut *sb, &*ob) {
@@ -111,6 +129,7 @@ impl Tensor {
             |x, y| x + y,
             |x, y| x + y,
             Some(i64::wrapping_add),
+            (crate::backend::Ew::Add, 0.0),
         )
     }
 
@@ -131,6 +150,7 @@ impl Tensor {
             move |x, y| x + a32 * y,
             move |x, y| x + a64 * y,
             None,
+            (crate::backend::Ew::AddScaled, alpha),
         )
     }
 
@@ -144,6 +164,7 @@ impl Tensor {
             |x, y| x - y,
             |x, y| x - y,
             Some(i64::wrapping_sub),
+            (crate::backend::Ew::Sub, 0.0),
         )
     }
 
@@ -157,6 +178,7 @@ impl Tensor {
             |x, y| x * y,
             |x, y| x * y,
             Some(i64::wrapping_mul),
+            (crate::backend::Ew::Mul, 0.0),
         )
     }
 
@@ -164,15 +186,35 @@ impl Tensor {
     #[track_caller]
     pub fn div_(&self, other: impl Operand) -> &Tensor {
         let o = other.into_operand(self);
-        self.update_with("div_", &o, |x, y| x / y, |x, y| x / y, None)
+        self.update_with(
+            "div_",
+            &o,
+            |x, y| x / y,
+            |x, y| x / y,
+            None,
+            (crate::backend::Ew::Div, 0.0),
+        )
     }
 
     /// Copies `src` (broadcast to self's shape, converted to self's dtype) into self.
     #[track_caller]
     pub fn copy_(&self, src: &Tensor) -> &Tensor {
         self.check_inplace("copy_", Some(src));
+        // Like PyTorch's copy_, the source may live on another device.
+        let moved;
+        let src = if src.device() != self.device() {
+            moved = crate::autograd::no_grad(|| src.to(&self.device()));
+            &moved
+        } else {
+            src
+        };
         let o = self.inplace_operand("copy_", src).or_panic();
         let lo = o.layout().broadcast_to(self.shape());
+        #[cfg(feature = "cuda")]
+        if self.device().is_cuda() {
+            crate::backend::cuda::ops::copy_into(self, &o, &lo);
+            return self;
+        }
         let ob = o.storage().read();
         let mut sb = self.storage().write();
         match (&mut *sb, &*ob) {
@@ -189,6 +231,11 @@ impl Tensor {
     #[track_caller]
     pub fn fill_(&self, value: f64) -> &Tensor {
         self.check_inplace("fill_", None);
+        #[cfg(feature = "cuda")]
+        if self.device().is_cuda() {
+            crate::backend::cuda::ops::update_unary(crate::backend::Ew::Fill, self, value, 0.0);
+            return self;
+        }
         let mut sb = self.storage().write();
         let l = self.layout();
         match &mut *sb {
@@ -212,6 +259,15 @@ impl Tensor {
         self.check_inplace("clamp_", None);
         let lo = min.unwrap_or(f64::NEG_INFINITY);
         let hi = max.unwrap_or(f64::INFINITY);
+        #[cfg(feature = "cuda")]
+        if self.device().is_cuda() {
+            assert!(
+                self.dtype() != DType::Bool,
+                "clamp_: not supported for bool tensors"
+            );
+            crate::backend::cuda::ops::update_unary(crate::backend::Ew::Clamp, self, lo, hi);
+            return self;
+        }
         let mut sb = self.storage().write();
         let l = self.layout();
         match &mut *sb {

@@ -226,6 +226,10 @@ fn matmul_nd(a: &Tensor, b: &Tensor, user: (&[usize], &[usize])) -> Result<Tenso
             e => e,
         },
     )?;
+    #[cfg(feature = "cuda")]
+    if a.device().is_cuda() {
+        return Ok(crate::backend::cuda::ops::matmul(a, b, &batch));
+    }
     let a_offs = batch_offsets(a.layout(), &batch);
     let b_offs = batch_offsets(b.layout(), &batch);
     let mut shape = batch.clone();

@@ -10,13 +10,15 @@ pub(crate) mod reduce;
 pub(crate) mod shape;
 pub(crate) mod softmax;
 
-use crate::backend::{cpu, Buffer};
+use crate::backend::{cpu, Buffer, Ew};
 use crate::error::{Error, Result};
 use crate::tensor::{broadcast_shapes, DType, Layout, Tensor};
 
-/// Fails unless both tensors are on the same device.
+/// Fails unless both tensors are on the same device. As in PyTorch, a 0-d
+/// CPU tensor (a number) combines with a tensor on any device.
 pub(crate) fn same_device(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
-    if a.device() != b.device() {
+    let scalar = |t: &Tensor| t.ndim() == 0 && t.device().is_cpu();
+    if a.device() != b.device() && !scalar(a) && !scalar(b) {
         return Err(Error::Device {
             op,
             msg: format!(
@@ -49,6 +51,24 @@ pub(crate) fn result_type(a: &Tensor, b: &Tensor) -> DType {
     }
 }
 
+/// `t` on `device`: 0-d CPU operands of GPU ops are copied over.
+pub(crate) fn on_device(t: &Tensor, device: crate::Device) -> Tensor {
+    if t.device() == device {
+        t.clone()
+    } else {
+        crate::autograd::no_grad(|| t.to(&device))
+    }
+}
+
+/// The device of a two-operand op: a GPU one wins over a 0-d CPU operand.
+pub(crate) fn op_device(a: &Tensor, b: &Tensor) -> crate::Device {
+    if a.device().is_cpu() {
+        b.device()
+    } else {
+        a.device()
+    }
+}
+
 /// `t` as a float tensor: itself when already float, else converted to f32
 /// (integer and bool inputs to float math, as in PyTorch).
 pub(crate) fn as_float(t: &Tensor) -> Tensor {
@@ -60,13 +80,20 @@ pub(crate) fn as_float(t: &Tensor) -> Tensor {
 }
 
 /// Applies a float function elementwise; the macro [`float_map!`] writes the
-/// f32 and f64 versions from one body.
+/// f32 and f64 versions from one body. `gpu` names the same function (op and
+/// parameters) for tensors on a GPU.
 pub(crate) fn map_float(
     t: &Tensor,
+    gpu: (Ew, f64, f64),
     f32f: impl Fn(f32) -> f32 + Sync,
     f64f: impl Fn(f64) -> f64 + Sync,
 ) -> Tensor {
     let t = as_float(t);
+    #[cfg(feature = "cuda")]
+    if t.device().is_cuda() {
+        return crate::backend::cuda::ops::map(gpu.0, &t, gpu.1, gpu.2);
+    }
+    let _ = gpu;
     let buf = {
         let b = t.storage().read();
         match &*b {
@@ -101,8 +128,9 @@ pub(crate) fn broadcast_pair(
 ) -> Result<(Vec<usize>, Tensor, Layout, Tensor, Layout)> {
     same_device(op, a, b)?;
     let shape = broadcast_shapes(op, a.shape(), b.shape())?;
-    let a = elementwise::cast(a, dtype);
-    let b = elementwise::cast(b, dtype);
+    let dev = op_device(a, b);
+    let a = elementwise::cast(&on_device(a, dev), dtype);
+    let b = elementwise::cast(&on_device(b, dev), dtype);
     let la = a.layout().broadcast_to(&shape);
     let lb = b.layout().broadcast_to(&shape);
     Ok((shape, a, la, b, lb))
@@ -114,6 +142,7 @@ pub(crate) fn zip_float(
     op: &'static str,
     a: &Tensor,
     b: &Tensor,
+    gpu: (Ew, f64, f64),
     f32f: impl Fn(f32, f32) -> f32 + Sync,
     f64f: impl Fn(f64, f64) -> f64 + Sync,
 ) -> Result<Tensor> {
@@ -122,6 +151,18 @@ pub(crate) fn zip_float(
         dt = DType::F32;
     }
     let (shape, a, la, b, lb) = broadcast_pair(op, a, b, dt)?;
+    #[cfg(feature = "cuda")]
+    if a.device().is_cuda() {
+        return Ok(crate::backend::cuda::ops::ew_new(
+            gpu.0,
+            dt,
+            &shape,
+            &[(&a, &la), (&b, &lb)],
+            gpu.1,
+            gpu.2,
+        ));
+    }
+    let _ = gpu;
     let buf = read_pair(&a, &b, |ga, gb| match (ga, gb) {
         (Buffer::F32(x), Buffer::F32(y)) => Buffer::F32(cpu::zip(x, &la, y, &lb, f32f)),
         (Buffer::F64(x), Buffer::F64(y)) => Buffer::F64(cpu::zip(x, &la, y, &lb, f64f)),
@@ -130,12 +171,21 @@ pub(crate) fn zip_float(
     Ok(Tensor::from_buffer(buf, &shape, a.device()))
 }
 
-/// Writes one body for both float types: `float_map!(t, |x| x.exp())`.
+/// Writes one body for both float types: `float_map!(t, Ew::Exp, |x| x.exp())`,
+/// where `Ew::Exp` names it for the GPU (with up to two f64 parameters:
+/// `float_map!(t, Ew::AddS, v, |x| x + (v as F))`).
 /// Inside the body `F` names the element type (`p as F`).
 macro_rules! float_map {
-    ($t:expr, |$x:ident| $body:expr) => {
+    ($t:expr, $op:expr, |$x:ident| $body:expr) => {
+        $crate::ops::float_map!($t, $op, 0.0, 0.0, |$x| $body)
+    };
+    ($t:expr, $op:expr, $a:expr, |$x:ident| $body:expr) => {
+        $crate::ops::float_map!($t, $op, $a, 0.0, |$x| $body)
+    };
+    ($t:expr, $op:expr, $a:expr, $b:expr, |$x:ident| $body:expr) => {
         $crate::ops::map_float(
             $t,
+            ($op, $a as f64, $b as f64),
             {
                 #[allow(dead_code)]
                 type F = f32;
@@ -150,14 +200,23 @@ macro_rules! float_map {
     };
 }
 
-/// Writes one body for both float types: `float_zip!("op", a, b, |x, y| x * y)`.
-/// Inside the body `F` names the element type.
+/// Writes one body for both float types:
+/// `float_zip!("op", a, b, Ew::Mul, |x, y| x * y)` (GPU op and up to two
+/// f64 parameters as in [`float_map!`]). Inside the body `F` names the
+/// element type.
 macro_rules! float_zip {
-    ($op:expr, $a:expr, $b:expr, |$x:ident, $y:ident| $body:expr) => {
+    ($op:expr, $a:expr, $b:expr, $g:expr, |$x:ident, $y:ident| $body:expr) => {
+        $crate::ops::float_zip!($op, $a, $b, $g, 0.0, 0.0, |$x, $y| $body)
+    };
+    ($op:expr, $a:expr, $b:expr, $g:expr, $pa:expr, |$x:ident, $y:ident| $body:expr) => {
+        $crate::ops::float_zip!($op, $a, $b, $g, $pa, 0.0, |$x, $y| $body)
+    };
+    ($op:expr, $a:expr, $b:expr, $g:expr, $pa:expr, $pb:expr, |$x:ident, $y:ident| $body:expr) => {
         $crate::ops::zip_float(
             $op,
             $a,
             $b,
+            ($g, $pa as f64, $pb as f64),
             {
                 #[allow(dead_code)]
                 type F = f32;

@@ -332,6 +332,15 @@ impl Tensor {
     pub fn sum_dim(&self, dims: impl Dims, keepdim: bool) -> Tensor {
         let dims = resolve_dims("sum", &dims, self.ndim());
         let out_shape = final_shape(self.shape(), &dims, keepdim);
+        #[cfg(feature = "cuda")]
+        if self.device().is_cuda() {
+            let out = crate::backend::cuda::ops::sum_dims(self, &dims, &out_shape);
+            return record("SumBackward", &[self], out, || SumBackward {
+                input_shape: self.shape().to_vec(),
+                keep_shape: keepdim_shape(self.shape(), &dims),
+                scale: 1.0,
+            });
+        }
         let l = self.layout();
         let buf = {
             let b = self.storage().read();
@@ -404,6 +413,13 @@ impl Tensor {
             self.shape()
         );
         let out_shape = final_shape(self.shape(), &dims, keepdim);
+        #[cfg(feature = "cuda")]
+        let gpu = self
+            .device()
+            .is_cuda()
+            .then(|| crate::backend::cuda::ops::extremum_dim(self, &dims, largest, &out_shape));
+        #[cfg(not(feature = "cuda"))]
+        let gpu: Option<(Tensor, Tensor)> = None;
         let l = self.layout();
         // A NaN wins (PyTorch propagates NaN); otherwise strictly better replaces.
         fn pick<T: PartialOrd + Copy>(
@@ -421,27 +437,39 @@ impl Tensor {
                 }
             }
         }
-        let (values, indices): (Buffer, Vec<i64>) = {
-            let b = self.storage().read();
-            macro_rules! run {
-                ($v:expr, $variant:ident, $zero:expr) => {{
-                    let r =
-                        reduce_blocks($v, l, &dims, ($zero, 0usize, false), pick(largest), |a| a);
-                    (
-                        Buffer::$variant(r.iter().map(|a| a.0).collect()),
-                        r.iter().map(|a| a.1 as i64).collect(),
-                    )
-                }};
-            }
-            match &*b {
-                Buffer::F32(v) => run!(v, F32, 0f32),
-                Buffer::F64(v) => run!(v, F64, 0f64),
-                Buffer::I64(v) => run!(v, I64, 0i64),
-                Buffer::Bool(v) => run!(v, Bool, false),
-            }
+        let (values, indices) = if let Some(vi) = gpu {
+            vi
+        } else {
+            let (values, indices): (Buffer, Vec<i64>) = {
+                let b = self.storage().read();
+                macro_rules! run {
+                    ($v:expr, $variant:ident, $zero:expr) => {{
+                        let r = reduce_blocks(
+                            $v,
+                            l,
+                            &dims,
+                            ($zero, 0usize, false),
+                            pick(largest),
+                            |a| a,
+                        );
+                        (
+                            Buffer::$variant(r.iter().map(|a| a.0).collect()),
+                            r.iter().map(|a| a.1 as i64).collect(),
+                        )
+                    }};
+                }
+                match &*b {
+                    Buffer::F32(v) => run!(v, F32, 0f32),
+                    Buffer::F64(v) => run!(v, F64, 0f64),
+                    Buffer::I64(v) => run!(v, I64, 0i64),
+                    Buffer::Bool(v) => run!(v, Bool, false),
+                }
+            };
+            (
+                Tensor::from_buffer(values, &out_shape, self.device()),
+                Tensor::from_vec(indices, &out_shape),
+            )
         };
-        let values = Tensor::from_buffer(values, &out_shape, self.device());
-        let indices = Tensor::from_vec(indices, &out_shape);
         let keep_shape = keepdim_shape(self.shape(), &dims);
         let name = if largest {
             "MaxBackward"

@@ -536,6 +536,17 @@ struct IndexSelectBackward {
 }
 impl Backward for IndexSelectBackward {
     fn backward(&self, g: &Tensor) -> Vec<Option<Tensor>> {
+        #[cfg(feature = "cuda")]
+        if g.device().is_cuda() {
+            let z = Tensor::zeros_opts(&self.input_shape, &g.options());
+            let idx: Vec<i64> = self.idx.iter().map(|&i| i as i64).collect();
+            let n = idx.len();
+            let index = Tensor::from_vec(idx, [n]).to(&g.device());
+            let lidx = select_index_layout(&index, g.shape(), self.dim);
+            let (lz, ds) = indexed_layout(z.layout(), g.shape(), self.dim);
+            crate::backend::cuda::ops::scatter_add(&z, &lz, ds, &index, &lidx, g, g.layout());
+            return vec![Some(z)];
+        }
         let g = g.contiguous();
         let (outer, size, inner) = split_at(&self.input_shape, self.dim);
         let gb = g.storage().read();
@@ -566,6 +577,37 @@ impl Backward for IndexSelectBackward {
             &self.input_shape,
             g.device(),
         ))]
+    }
+}
+
+/// `l` restricted to `shape` (no larger in any dim) with dim `dim`'s
+/// stride moved out: the layout a gather/scatter kernel walks, and that stride.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+fn indexed_layout(l: &Layout, shape: &[usize], dim: usize) -> (Layout, usize) {
+    let mut strides = l.strides.clone();
+    let ds = strides[dim];
+    strides[dim] = 0;
+    (
+        Layout {
+            shape: shape.to_vec(),
+            strides,
+            offset: l.offset,
+        },
+        ds,
+    )
+}
+
+/// The 1-D (or 0-d) index of `index_select` laid out over the result's `shape`.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+fn select_index_layout(index: &Tensor, shape: &[usize], dim: usize) -> Layout {
+    let mut strides = vec![0; shape.len()];
+    if index.ndim() == 1 {
+        strides[dim] = index.strides()[0];
+    }
+    Layout {
+        shape: shape.to_vec(),
+        strides,
+        offset: index.layout().offset,
     }
 }
 
@@ -655,9 +697,23 @@ impl Tensor {
             index.shape()
         );
         let idx = checked_indices("index_select", index, self.shape()[d], d).or_panic();
-        let src = self.contiguous();
         let mut shape = self.shape().to_vec();
         shape[d] = idx.len();
+        #[cfg(feature = "cuda")]
+        if self.device().is_cuda() {
+            let index = index.to(&self.device());
+            let lidx = select_index_layout(&index, &shape, d);
+            let (lsrc, ds) = indexed_layout(self.layout(), &shape, d);
+            let out = crate::backend::cuda::ops::gather(self, &lsrc, ds, &index, &lidx);
+            return record("IndexSelectBackward", &[self], out, || {
+                IndexSelectBackward {
+                    input_shape: self.shape().to_vec(),
+                    dim: d,
+                    idx,
+                }
+            });
+        }
+        let src = self.contiguous();
         let buf = {
             let b = src.storage().read();
             let off = src.layout().offset;
@@ -687,6 +743,17 @@ impl Tensor {
         let d = norm_dim("gather", dim, self.ndim()).or_panic();
         check_index_shape("gather", self, index, d).or_panic();
         let idx = checked_indices("gather", index, self.shape()[d], d).or_panic();
+        #[cfg(feature = "cuda")]
+        if self.device().is_cuda() {
+            let index = index.to(&self.device());
+            let (lsrc, ds) = indexed_layout(self.layout(), index.shape(), d);
+            let out = crate::backend::cuda::ops::gather(self, &lsrc, ds, &index, index.layout());
+            return record("GatherBackward", &[self], out, || GatherBackward {
+                input_shape: self.shape().to_vec(),
+                dim: d,
+                index: SavedTensor::new(&index),
+            });
+        }
         let src = self.contiguous();
         let dstride = contiguous_strides(src.shape())[d];
         let buf = {
@@ -732,6 +799,34 @@ impl Tensor {
         let idx = checked_indices("scatter_add", index, self.shape()[d], d).or_panic();
         let out = no_grad(|| self.clone_data());
         let src_c = no_grad(|| src.to_dtype(self.dtype()).contiguous());
+        #[cfg(feature = "cuda")]
+        if self.device().is_cuda() {
+            let index = index.to(&self.device());
+            let src_c = src_c.to(&self.device());
+            let (lout, ds) = indexed_layout(out.layout(), index.shape(), d);
+            let lsrc = Layout {
+                shape: index.shape().to_vec(),
+                strides: src_c.strides().to_vec(),
+                offset: src_c.layout().offset,
+            };
+            crate::backend::cuda::ops::scatter_add(
+                &out,
+                &lout,
+                ds,
+                &index,
+                index.layout(),
+                &src_c,
+                &lsrc,
+            );
+            let _ = idx;
+            return record("ScatterAddBackward", &[self, src], out, || {
+                ScatterAddBackward {
+                    dim: d,
+                    index: SavedTensor::new(&index),
+                    src_shape: src.shape().to_vec(),
+                }
+            });
+        }
         let sstrides = contiguous_strides(src_c.shape());
         let dstride = contiguous_strides(self.shape())[d];
         {
@@ -826,6 +921,21 @@ fn cat_impl(name: &'static str, tensors: &[Tensor], dim: isize) -> Result<Tensor
     let sizes: Vec<usize> = tensors.iter().map(|t| t.shape()[d]).collect();
     let mut shape = first.shape().to_vec();
     shape[d] = sizes.iter().sum();
+    #[cfg(feature = "cuda")]
+    if first.device().is_cuda() {
+        let c = crate::backend::cuda::ops::buf(&parts[0]).ctx().clone();
+        let out = crate::backend::cuda::ops::empty(&c, dtype, &shape);
+        let mut start = 0;
+        for (p, &size) in parts.iter().zip(&sizes) {
+            let view = out
+                .with_layout(out.layout().clone())
+                .narrow(d as isize, start, size);
+            crate::backend::cuda::ops::copy_into(&view, p, p.layout());
+            start += size;
+        }
+        let refs: Vec<&Tensor> = tensors.iter().collect();
+        return Ok(record(name, &refs, out, || CatBackward { dim: d, sizes }));
+    }
     let (outer, _, inner) = split_at(&shape, d);
     let guards: Vec<_> = parts.iter().map(|p| p.storage().read()).collect();
     macro_rules! join {

@@ -39,6 +39,10 @@ impl Tensor {
         let d = norm_dim(op, dim, self.ndim()).or_panic() as isize;
         let y = no_grad(|| {
             let x = super::as_float(self);
+            #[cfg(feature = "cuda")]
+            if x.device().is_cuda() && x.dtype() == crate::tensor::DType::F32 && x.ndim() > 0 {
+                return crate::backend::cuda::ops::softmax(&x, d as usize, log);
+            }
             let shifted = &x - &x.max_dim(d, true).0;
             if log {
                 let lse = shifted.exp().sum_dim(d, true).log();

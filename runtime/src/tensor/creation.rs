@@ -150,6 +150,14 @@ impl Tensor {
     /// A tensor of `shape` filled with `value`, with the given options.
     pub fn full_opts(shape: impl AsRef<[usize]>, value: f64, opts: &TensorOptions) -> Tensor {
         let shape = shape.as_ref();
+        #[cfg(feature = "cuda")]
+        if let Device::Cuda(i) = opts.device {
+            let t = crate::backend::cuda::ops::full(i, opts.dtype, shape, value);
+            if opts.requires_grad {
+                t.set_requires_grad(true);
+            }
+            return t;
+        }
         let n = shape.iter().product();
         Self::finish(filled(opts.dtype, n, value), shape, opts)
     }
@@ -332,12 +340,16 @@ impl Tensor {
 
     /// Uniform samples of this tensor's shape, dtype and device.
     pub fn rand_like(&self) -> Tensor {
-        Self::rand(self.shape()).to_dtype(self.dtype())
+        Self::rand(self.shape())
+            .to_dtype(self.dtype())
+            .to(&self.device())
     }
 
     /// Normal samples of this tensor's shape, dtype and device.
     pub fn randn_like(&self) -> Tensor {
-        Self::randn(self.shape()).to_dtype(self.dtype())
+        Self::randn(self.shape())
+            .to_dtype(self.dtype())
+            .to(&self.device())
     }
 }
 

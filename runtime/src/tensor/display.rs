@@ -206,6 +206,10 @@ impl Tensor {
 
     fn suffixes(&self, with_shape: bool) -> Vec<String> {
         let mut s = Vec::new();
+        if !with_shape && !self.device().is_cpu() {
+            // PyTorch names a non-CPU device first: `device='cuda:0'`.
+            s.push(format!("device='{}'", self.device()));
+        }
         if with_shape {
             s.push(format!("size={:?}", self.shape()));
             s.push(format!("dtype={}", self.dtype()));

@@ -49,6 +49,11 @@ impl Tensor {
     /// A new leaf over fresh storage with a contiguous layout.
     pub(crate) fn from_buffer(buf: Buffer, shape: &[usize], device: Device) -> Tensor {
         debug_assert_eq!(buf.len(), shape.iter().product::<usize>());
+        #[cfg(feature = "cuda")]
+        if let Device::Cuda(i) = device {
+            let b = crate::backend::cuda::CudaBuffer::upload(&buf, i);
+            return crate::backend::cuda::ops::from_cuda(b, shape);
+        }
         let dtype = buf.dtype();
         Tensor::from_parts(
             Arc::new(Storage::new(buf, device)),
@@ -139,14 +144,54 @@ impl Tensor {
 
     /// A copy on `device` (the same tensor when it is already there).
     ///
-    /// Gradients flow back through the move, as in PyTorch.
+    /// Gradients flow back through the move, as in PyTorch. Panics with the
+    /// reason when the device is not usable (no `cuda` feature, no driver, no
+    /// such GPU).
+    ///
+    /// ```
+    /// use deriv_runtime::{tensor, Device};
+    /// let dev = Device::cuda_if_available();
+    /// let x = tensor![1., 2., 3.].to(&dev);
+    /// assert_eq!((&x * 2.0).to_vec::<f32>(), vec![2., 4., 6.]);
+    /// ```
+    #[track_caller]
     pub fn to(&self, device: &Device) -> Tensor {
         if self.device() == *device {
             return self.clone();
         }
-        // Only the CPU exists without the `cuda` feature, so every tensor is
-        // already on every device that can be named.
-        unreachable!("device {device} is not available in this build")
+        let moved = self.to_device_nograd(device);
+        let from = self.device();
+        crate::autograd::record("ToCopyBackward", &[self], moved, || MoveBackward {
+            to: from,
+        })
+    }
+
+    #[track_caller]
+    fn to_device_nograd(&self, device: &Device) -> Tensor {
+        #[cfg(feature = "cuda")]
+        {
+            use crate::backend::cuda::ops;
+            match (self.device(), *device) {
+                (Device::Cpu, Device::Cuda(i)) => return ops::to_device(self, i),
+                (Device::Cuda(_), Device::Cpu) => {
+                    return Tensor::from_buffer(
+                        ops::to_host_buffer(self),
+                        self.shape(),
+                        Device::Cpu,
+                    )
+                }
+                (Device::Cuda(_), Device::Cuda(i)) => {
+                    let host =
+                        Tensor::from_buffer(ops::to_host_buffer(self), self.shape(), Device::Cpu);
+                    return ops::to_device(&host, i);
+                }
+                _ => {}
+            }
+        }
+        panic!(
+            "to: cannot move a tensor to {device}: {}",
+            Device::cuda_unavailable_reason().unwrap_or_default()
+        )
     }
 
     /// Copies the elements into a `Vec` in row-major order, converting to `T`.
@@ -156,6 +201,10 @@ impl Tensor {
     /// assert_eq!(tensor![[1, 2], [3, 4]].t().to_vec::<i64>(), vec![1, 3, 2, 4]);
     /// ```
     pub fn to_vec<T: Element>(&self) -> Vec<T> {
+        #[cfg(feature = "cuda")]
+        if self.device().is_cuda() {
+            return self.to_device_nograd(&Device::Cpu).to_vec();
+        }
         let buf = self.0.storage.read();
         let l = &self.0.layout;
         match &*buf {
@@ -182,6 +231,10 @@ impl Tensor {
 
     /// The element at row-major position `i` of this view, as f64.
     pub(crate) fn elem_f64(&self, i: usize) -> f64 {
+        #[cfg(feature = "cuda")]
+        if self.device().is_cuda() {
+            return self.to_device_nograd(&Device::Cpu).elem_f64(i);
+        }
         let l = &self.0.layout;
         let mut rem = i;
         let mut off = l.offset;
@@ -303,6 +356,16 @@ impl Tensor {
                 t.with_grad_fn(node)
             }
         }
+    }
+}
+
+/// The backward of a device move: the gradient goes back to where the input was.
+struct MoveBackward {
+    to: Device,
+}
+impl crate::autograd::Backward for MoveBackward {
+    fn backward(&self, g: &Tensor) -> Vec<Option<Tensor>> {
+        vec![Some(crate::autograd::no_grad(|| g.to(&self.to)))]
     }
 }
 
