@@ -840,3 +840,140 @@ fn works_from_other_threads() {
     let expect = (randn(&[100], 23) * 2.0).sum().item();
     assert!((s - expect).abs() < 1e-4, "{s} vs {expect}");
 }
+
+#[test]
+fn losses_forward_and_backward() {
+    use deriv::nn::functional as F;
+    use deriv::nn::{CrossEntropyLoss, Loss};
+    let dev = need_gpu!();
+    let logits = randn(&[8, 5], 40) * 3.0;
+    let classes = Tensor::from_vec(vec![0i64, 4, 2, 2, 1, 3, 0, 4], [8]);
+    let probs = randn(&[8, 5], 41).sigmoid();
+    let bits = randn(&[8, 5], 42).gt_scalar(0.0).to_dtype(DType::F32);
+    let mv = |t: &Tensor| if dev.is_cuda() { t.to(&dev) } else { t.clone() };
+    let (cls, bits_d) = (classes.clone(), bits.clone());
+    check_op(
+        "cross_entropy",
+        dev,
+        std::slice::from_ref(&logits),
+        1e-5,
+        move |t| F::cross_entropy(&t[0], &mv(&cls)),
+    );
+    let cls = classes.clone();
+    let mv = |t: &Tensor| if dev.is_cuda() { t.to(&dev) } else { t.clone() };
+    check_op(
+        "cross_entropy smoothed",
+        dev,
+        std::slice::from_ref(&logits),
+        1e-5,
+        move |t| {
+            CrossEntropyLoss::new()
+                .label_smoothing(0.1)
+                .forward(&t[0], &mv(&cls))
+        },
+    );
+    let mv = |t: &Tensor| if dev.is_cuda() { t.to(&dev) } else { t.clone() };
+    check_op(
+        "bce_with_logits",
+        dev,
+        std::slice::from_ref(&logits),
+        1e-5,
+        move |t| F::binary_cross_entropy_with_logits(&t[0], &mv(&bits_d)),
+    );
+    check_op("bce", dev, &[probs.clone(), bits.clone()], 1e-5, |t| {
+        F::binary_cross_entropy(&t[0], &t[1])
+    });
+    check_op("mse", dev, &[logits.clone(), probs.clone()], 1e-5, |t| {
+        F::mse_loss(&t[0], &t[1])
+    });
+    check_op("l1", dev, &[logits.clone(), probs.clone()], 1e-5, |t| {
+        F::l1_loss(&t[0], &t[1])
+    });
+    // The compile-time path's fused value and gradient.
+    let on = |t: &Tensor| if dev.is_cuda() { t.to(&dev) } else { t.clone() };
+    let (l_cpu, g_cpu) = CrossEntropyLoss::new().forward_backward(&logits, &classes);
+    let (l_gpu, g_gpu) = CrossEntropyLoss::new().forward_backward(&on(&logits), &on(&classes));
+    assert_close("cross_entropy forward_backward loss", &l_cpu, &l_gpu, 1e-5);
+    assert_close("cross_entropy forward_backward grad", &g_cpu, &g_gpu, 1e-5);
+}
+
+#[test]
+fn optimizers_through_the_optimizer_trait_match_the_cpu() {
+    use deriv::optim::{Adagrad, Adam, AdamW, Optimizer, RMSprop, SGD};
+    let dev = need_gpu!();
+    type Make = fn(Vec<Tensor>) -> Box<dyn Optimizer>;
+    let makers: [(&str, Make); 5] = [
+        ("SGD nesterov", |p| {
+            Box::new(
+                SGD::new(p, 0.1)
+                    .momentum(0.9)
+                    .nesterov(true)
+                    .weight_decay(0.01),
+            )
+        }),
+        ("Adam amsgrad", |p| {
+            Box::new(Adam::new(p, 0.01).amsgrad(true))
+        }),
+        ("AdamW", |p| Box::new(AdamW::new(p, 0.01))),
+        ("RMSprop centered", |p| {
+            Box::new(RMSprop::new(p, 0.01).momentum(0.5).centered(true))
+        }),
+        ("Adagrad", |p| Box::new(Adagrad::new(p, 0.1).lr_decay(0.01))),
+    ];
+    for (name, make) in makers {
+        let run = |device: Device| {
+            let w = randn(&[33, 7], 50)
+                .to(&device)
+                .detach()
+                .requires_grad_(true);
+            let target = randn(&[33, 7], 51).to(&device);
+            let mut opt = make(vec![w.clone()]);
+            for _ in 0..5 {
+                opt.zero_grad();
+                (&w - &target).square().mean().backward();
+                opt.step();
+            }
+            w.to(&Device::Cpu)
+        };
+        assert_close(name, &run(Device::Cpu), &run(dev), 1e-5);
+    }
+}
+
+#[test]
+fn the_trainer_runs_on_the_gpu() {
+    use deriv::optim::SGD;
+    use deriv::train::{Classifier, Trainer};
+    let dev = need_gpu!();
+    let data = |device: Device| {
+        let mut g = Generator::new(60);
+        let x = Tensor::randn_with([64, 4], &mut g);
+        let y = x.sum_dim(1, false).gt_scalar(0.0).to_dtype(DType::I64);
+        vec![
+            (
+                x.narrow(0, 0, 32).to(&device),
+                y.narrow(0, 0, 32).to(&device),
+            ),
+            (
+                x.narrow(0, 32, 32).to(&device),
+                y.narrow(0, 32, 32).to(&device),
+            ),
+        ]
+    };
+    let fit = |device: Device| {
+        manual_seed(61);
+        let mut model = Linear::new(4, 2, &Device::Cpu);
+        model.to(&device);
+        let mut clf = Classifier::new(model).optimizer(|p| SGD::new(p, 0.5).momentum(0.9));
+        let batches = data(device);
+        let h = Trainer::new()
+            .max_epochs(5)
+            .quiet()
+            .fit(&mut clf, &batches, Some(&batches))
+            .unwrap();
+        (clf.model.weight.to(&Device::Cpu), h.get("val_acc"))
+    };
+    let (w_cpu, acc_cpu) = fit(Device::Cpu);
+    let (w_gpu, acc_gpu) = fit(dev);
+    assert_close("trained weight", &w_cpu, &w_gpu, 1e-4);
+    assert_eq!(acc_cpu, acc_gpu);
+}

@@ -47,6 +47,25 @@ impl Algorithm for AdagradRule {
         };
         fused::adagrad(p, grad, sum, &h);
     }
+    #[cfg(feature = "cuda")]
+    fn update_cuda(
+        &self,
+        g: &ParamGroup,
+        step: u64,
+        _fresh: bool,
+        p: &Tensor,
+        grad: &Tensor,
+        [sum, _, _]: [Option<&Tensor>; SLOTS],
+    ) {
+        let h = crate::backend::cuda::AdagradParams {
+            lr: g.lr,
+            lr_decay: g.lr_decay,
+            weight_decay: g.weight_decay,
+            eps: g.eps,
+            maximize: g.maximize,
+        };
+        crate::backend::cuda::adagrad_step(p, grad, sum.expect("Adagrad uses sum"), step, &h);
+    }
 }
 
 /// Adagrad, PyTorch's `torch.optim.Adagrad`:

@@ -49,6 +49,31 @@ impl Algorithm for AdamRule {
         };
         fused::adam(p, grad, m, v, vmax, &h);
     }
+    #[cfg(feature = "cuda")]
+    fn update_cuda(
+        &self,
+        g: &ParamGroup,
+        step: u64,
+        _fresh: bool,
+        p: &Tensor,
+        grad: &Tensor,
+        [m, v, vmax]: [Option<&Tensor>; SLOTS],
+    ) {
+        let h = crate::backend::cuda::AdamParams {
+            lr: g.lr,
+            betas: g.betas,
+            eps: g.eps,
+            weight_decay: g.weight_decay,
+            amsgrad: g.amsgrad,
+            decoupled_weight_decay: self.decoupled,
+            maximize: g.maximize,
+        };
+        let (m, v) = (
+            m.expect("Adam uses exp_avg"),
+            v.expect("Adam uses exp_avg_sq"),
+        );
+        crate::backend::cuda::adam_step(p, grad, m, v, vmax, step, &h);
+    }
 }
 
 fn defaults(lr: f64, weight_decay: f64) -> ParamGroup {

@@ -49,6 +49,19 @@ pub(crate) trait Algorithm: Send + Sync {
         grad: &[F],
         s: [&mut [F]; SLOTS],
     );
+    /// The same update on a CUDA parameter, through the backend's fused
+    /// kernel (`bufs` holds the used slots' state tensors, on the device).
+    #[cfg(feature = "cuda")]
+    #[allow(clippy::too_many_arguments)]
+    fn update_cuda(
+        &self,
+        g: &ParamGroup,
+        step: u64,
+        fresh: bool,
+        p: &Tensor,
+        grad: &Tensor,
+        bufs: [Option<&Tensor>; SLOTS],
+    );
 }
 
 /// One option: its state-dict key, its bit, and how to read / write it as f64.
@@ -448,6 +461,16 @@ impl<A: Algorithm> Core<A> {
                 }
                 let bufs: [Option<&Tensor>; SLOTS] =
                     std::array::from_fn(|k| st.bufs[k].as_ref().filter(|_| slots[k]));
+                if p.device().is_cuda() {
+                    #[cfg(feature = "cuda")]
+                    {
+                        let grad = if g.is_contiguous() { g } else { g.contiguous() };
+                        algo.update_cuda(group, st.step, fresh, p, &grad, bufs);
+                        continue;
+                    }
+                    #[cfg(not(feature = "cuda"))]
+                    unreachable!("a CUDA tensor exists only with the cuda feature");
+                }
                 match p.dtype() {
                     DType::F32 => {
                         apply::<f32, A>(algo, group, st.step, fresh, p, &g, bufs, scratch)

@@ -46,6 +46,28 @@ impl Algorithm for RmspropRule {
         };
         fused::rmsprop(p, grad, square_avg, buf, grad_avg, &h);
     }
+    #[cfg(feature = "cuda")]
+    fn update_cuda(
+        &self,
+        g: &ParamGroup,
+        _step: u64,
+        _fresh: bool,
+        p: &Tensor,
+        grad: &Tensor,
+        [square_avg, buf, grad_avg]: [Option<&Tensor>; SLOTS],
+    ) {
+        let h = crate::backend::cuda::RmspropParams {
+            lr: g.lr,
+            alpha: g.alpha,
+            eps: g.eps,
+            weight_decay: g.weight_decay,
+            momentum: g.momentum,
+            centered: g.centered,
+            maximize: g.maximize,
+        };
+        let square_avg = square_avg.expect("RMSprop uses square_avg");
+        crate::backend::cuda::rmsprop_step(p, grad, square_avg, buf, grad_avg, &h);
+    }
 }
 
 /// RMSprop, PyTorch's `torch.optim.RMSprop`:

@@ -55,6 +55,26 @@ impl Algorithm for SgdRule {
         };
         fused::sgd(p, grad, buf, &h);
     }
+    #[cfg(feature = "cuda")]
+    fn update_cuda(
+        &self,
+        g: &ParamGroup,
+        _step: u64,
+        fresh: bool,
+        p: &Tensor,
+        grad: &Tensor,
+        [buf, _, _]: [Option<&Tensor>; SLOTS],
+    ) {
+        let h = crate::backend::cuda::SgdParams {
+            lr: g.lr,
+            momentum: g.momentum,
+            dampening: g.dampening,
+            weight_decay: g.weight_decay,
+            nesterov: g.nesterov,
+            maximize: g.maximize,
+        };
+        crate::backend::cuda::sgd_step(p, grad, buf, fresh, &h);
+    }
 }
 
 /// Stochastic gradient descent, PyTorch's `torch.optim.SGD`:

@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# The benchmark suite, deriv beside PyTorch in one table (W1-W5, see
+# benches/pytorch/suite.py for the workloads' definitions).
+#
+# Usage: benches/pytorch/suite.sh
+#   PYTHON=/path/to/python   interpreter with torch (default: python3); without
+#                            torch the PyTorch column stays empty
+#   SKIP_CARGO=1             reuse the last criterion results in target/criterion
+#   QUICK=1                  shorter PyTorch runs
+# deriv's figures are criterion medians (cargo bench --bench tensor_ops and
+# --bench network); W5 is the peak RSS (VmHWM) of a process running W4 alone
+# (examples/w4.rs for deriv, suite.py --w4-only for PyTorch), which
+# `/usr/bin/time -v` reports as "Maximum resident set size" too.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$ROOT"
+PYTHON="${PYTHON:-python3}"
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
+CRIT_DIR="$TARGET/criterion"
+TORCH_OUT="$(mktemp)"
+RSS_OUT="$(mktemp)"
+trap 'rm -f "$TORCH_OUT" "$RSS_OUT"' EXIT
+
+if [[ "${SKIP_CARGO:-0}" != 1 ]]; then
+    echo "== cargo bench (W1, W2: tensor_ops; W3, W4: network)" >&2
+    cargo bench --bench tensor_ops -- 'matmul_f32|example0_step' >&2
+    cargo bench --bench network -- 'w3_step|w4_step' >&2
+fi
+echo "== W5: examples/w4 (release), peak RSS" >&2
+cargo build --release --example w4 >&2
+"$TARGET/release/examples/w4" | tee "$RSS_OUT" >&2
+
+if ! "$PYTHON" -c 'import torch' 2>/dev/null; then
+    echo "== PyTorch column skipped: '$PYTHON' cannot import torch (set PYTHON to an interpreter that can)" >&2
+else
+    QUICK_FLAG=()
+    [[ "${QUICK:-0}" == 1 ]] && QUICK_FLAG=(--quick)
+    echo "== $PYTHON benches/pytorch/suite.py" >&2
+    "$PYTHON" benches/pytorch/suite.py "${QUICK_FLAG[@]}" | tee "$TORCH_OUT" >&2
+    "$PYTHON" benches/pytorch/suite.py --w4-only | tee -a "$TORCH_OUT" >&2
+fi
+
+python3 - "$CRIT_DIR" "$TORCH_OUT" "$RSS_OUT" <<'PY'
+import json, os, sys
+
+crit_dir, torch_file, rss_file = sys.argv[1:4]
+
+def crit_ns(*parts):
+    path = os.path.join(crit_dir, *parts, "new", "estimates.json")
+    try:
+        with open(path) as f:
+            return json.load(f)["median"]["point_estimate"]
+    except (OSError, KeyError, ValueError):
+        return None
+
+def read_pairs(path):
+    out = {}
+    with open(path) as f:
+        for line in f:
+            p = line.split()
+            if len(p) == 2:
+                try:
+                    out[p[0]] = float(p[1])
+                except ValueError:
+                    pass
+    return out
+
+torch = read_pairs(torch_file)
+ours = read_pairs(rss_file)
+inv = lambda ns, k=1.0: None if ns is None else k * 1e9 / ns
+
+rows = []  # (workload, unit, deriv, torch, higher_is_better)
+for n in [64, 256, 512, 1024, 2048]:
+    ns = crit_ns("matmul_f32", str(n))
+    rows.append((f"W1 matmul n={n}", "GFLOP/s", None if ns is None else 2 * n**3 / ns,
+                 torch.get(f"w1_matmul_gflops/{n}"), True))
+ns = crit_ns("example0_step", "step")
+rows.append(("W2 Example 0 step", "µs/step", None if ns is None else ns / 1e3,
+             torch.get("w2_example0_us"), False))
+for path in ["ws", "compile_time", "tape"]:
+    rows.append((f"W3 small MLP ({path})", "steps/s", inv(crit_ns("w3_step", path, "16")),
+                 torch.get("w3_small_mlp_steps_per_s"), True))
+for path in ["ws", "compile_time", "tape"]:
+    rows.append((f"W4 medium MLP ({path})", "samples/s", inv(crit_ns("w4_step", path, "64"), 64),
+                 torch.get("w4_medium_mlp_samples_per_s"), True))
+rows.append(("W5 peak RSS of the W4 process", "MiB", ours.get("w5_peak_rss_mib"),
+             torch.get("w5_peak_rss_mib"), False))
+
+def fmt(v):
+    if v is None:
+        return "-"
+    return f"{v:,.0f}" if v >= 1000 else f"{v:.2f}"
+
+header = ("workload", "unit", "deriv", "PyTorch", "deriv / PyTorch (>1: deriv better)")
+table = []
+for name, unit, d, t, higher in rows:
+    ratio = None if d is None or t is None or d == 0 or t == 0 else (d / t if higher else t / d)
+    table.append((name, unit, fmt(d), fmt(t), "-" if ratio is None else f"{ratio:.2f}"))
+widths = [max(len(r[i]) for r in table + [header]) for i in range(len(header))]
+line = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"
+print(line(header))
+print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+for r in table:
+    print(line(r))
+PY
