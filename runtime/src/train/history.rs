@@ -211,8 +211,10 @@ impl History {
                 "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" points=\"{}\"/>\n\
                  <text x=\"{}\" y=\"{}\" fill=\"{color}\">{name}</text>",
                 points.join(" "),
-                left + 8.0,
-                top + 16.0 + 14.0 * s as f64
+                // Mid-height at the right: clear of curves that start high
+                // and fall (losses) or start low and rise (accuracy).
+                left + pw - 110.0,
+                top + ph / 2.0 + 14.0 * s as f64
             );
         }
     }
