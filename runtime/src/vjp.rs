@@ -87,3 +87,7 @@ pub fn linear(
 pub fn dropout(mask: &Tensor, g: &Tensor) -> Tensor {
     g * mask
 }
+
+// ----- allocation-free loss rules (value and gradient into buffers)
+
+pub use crate::ops::into::{bce_with_logits_into, cross_entropy_into};

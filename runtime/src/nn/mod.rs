@@ -16,6 +16,9 @@ mod module;
 mod sequential;
 
 pub use activation::{Dropout, Flatten, Identity, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh};
-pub use linear::Linear;
-pub use module::{accumulate_grad, join_name, Differentiable, Forward, IncompatibleKeys, Module};
+pub use linear::{LayerWorkspace, Linear};
+pub use module::{
+    accumulate_grad, join_name, Differentiable, Fallback, Forward, IncompatibleKeys, Module,
+    TrainStep,
+};
 pub use sequential::Sequential;
