@@ -194,6 +194,8 @@ pub fn sequential(def: &NetworkDef, layers: &[Layer]) -> TokenStream {
         last,
         saved: ss,
         backward_steps: steps,
+        forward_ws,
+        backward_ws,
     } = crate::chain::chain(&idx);
     let forward_train = quote! {
         ::deriv::no_grad(|| {
@@ -218,6 +220,8 @@ pub fn sequential(def: &NetworkDef, layers: &[Layer]) -> TokenStream {
     let saved_ty = quote!(#saved #ty_g);
     let traits = trait_impls(def, &saved_ty);
     let allows = allows();
+    let ws_ty = quote!((#(<#types as ::deriv::nn::TrainStep>::Workspace,)*));
+    let train_step = train_step_impl(def, &types, ws_ty, forward_ws, backward_ws);
     quote! {
         #(#attrs)*
         #vis struct #name #generics (#(#field_docs pub #types),*);
@@ -249,6 +253,58 @@ pub fn sequential(def: &NetworkDef, layers: &[Layer]) -> TokenStream {
         }
 
         #traits
+
+        #train_step
+    }
+}
+
+/// `impl TrainStep`, given the workspace type and the two method bodies
+/// (which see `self`, `x`/`ws` or `ws`/`grad_out`/`input_grad`). Its bounds
+/// (`for<'a> Layer: TrainStep`, a form rustc checks only where the impl is
+/// used) keep a model whose layer lacks `TrainStep` compiling: it just has
+/// no buffer-reusing step.
+pub fn train_step_impl(
+    def: &NetworkDef,
+    layer_types: &[TokenStream],
+    ws_ty: TokenStream,
+    forward_ws: TokenStream,
+    backward_ws: TokenStream,
+) -> TokenStream {
+    let name = &def.name;
+    let (impl_g, ty_g, where_g) = def.generics.split_for_impl();
+    let mut preds: Vec<TokenStream> = where_g
+        .map(|w| w.predicates.iter().map(|p| p.to_token_stream()).collect())
+        .unwrap_or_default();
+    let mut seen: Vec<String> = Vec::new();
+    for t in layer_types {
+        let key = t.to_string();
+        if !seen.contains(&key) {
+            preds.push(quote!(for<'__a> #t: ::deriv::nn::TrainStep));
+            seen.push(key);
+        }
+    }
+    quote! {
+        #[allow(unused_mut, unused_variables, clippy::type_complexity)]
+        impl #impl_g ::deriv::nn::TrainStep for #name #ty_g where #(#preds),* {
+            type Workspace = #ws_ty;
+            fn forward_train_ws<'__w>(
+                &self,
+                x: &::deriv::Tensor,
+                ws: &'__w mut Self::Workspace,
+            ) -> &'__w ::deriv::Tensor {
+                let _guard = ::deriv::NoGradGuard::new();
+                #forward_ws
+            }
+            fn backward_ws<'__w>(
+                &self,
+                ws: &'__w mut Self::Workspace,
+                grad_out: &::deriv::Tensor,
+                input_grad: bool,
+            ) -> ::core::option::Option<&'__w ::deriv::Tensor> {
+                let _guard = ::deriv::NoGradGuard::new();
+                #backward_ws
+            }
+        }
     }
 }
 

@@ -218,7 +218,9 @@ real!(f64, F64, F64);
 /// The AVX2 kernel for small f32 products (see `backend::cpu::sgemm`); false
 /// when it does not apply (then faer runs).
 fn small_gemm<T: Real>(m: usize, n: usize, k: usize, a: Mat<T>, b: Mat<T>, c: *mut T) -> bool {
-    if T::DTYPE != DType::F32 {
+    // Past two row tiles with B rows 128+ elements apart, the kernel copies B
+    // into a panel it allocates each call: leave those to faer.
+    if T::DTYPE != DType::F32 || (m > 12 && b.rs >= 128) {
         return false;
     }
     let cast = |x: Mat<T>| sgemm::MatPtr {
