@@ -235,3 +235,177 @@ fn w4_paths_agree_in_f64() {
     let batches: Vec<_> = (0..3).map(|_| w4_batch(&mut gen, DType::F64)).collect();
     paths_agree("W4", W4::default, LossKind::CrossEntropy, W4_LR, &batches);
 }
+
+// ----- the class form: generated workspaces, fan-out sums, fallback ops
+
+use deriv::network;
+use deriv::nn::{Differentiable, Linear};
+
+network! {
+    /// A residual block: `h` fans out into the branch and the sum; every op
+    /// has a buffer-reusing form.
+    pub struct Residual {
+        fc1: Linear(2, 16),
+        fc2: Linear(16, 16),
+        fc3: Linear(16, 1),
+    }
+    fn forward(x) {
+        let h = relu(fc1(x));
+        let r = tanh(fc2(h)) + h;
+        fc3(sigmoid(r))
+    }
+}
+
+network! {
+    /// Ops without a buffer-reusing form (they allocate) mixed with ones
+    /// that have it, an input-only branch, and a value used twice by one op.
+    pub struct Mixed {
+        fc1: Linear(3, 8),
+        fc2: Linear(8, 4),
+    }
+    fn forward(x) {
+        let s = x.sum_dim(1, true) * 0.5;
+        let h = tanh(fc1(x)) + s;
+        let y = fc2(h * h);
+        log_softmax(y, 1)
+    }
+}
+
+#[test]
+fn class_form_steady_state_step_allocates_nothing() {
+    let _serial = serial();
+    manual_seed(1);
+    let mut gen = Generator::new(8);
+    let batches: Vec<_> = (0..4).map(|_| w3_batch(&mut gen, DType::F32)).collect();
+    let mut trainer = WsTrainer::new(Residual::default(), LossKind::Bce, 0.5);
+    assert_steady_state_allocates_nothing("Residual", &mut trainer, &batches);
+}
+
+/// Two rounds of forward + backward (with input gradients) on the
+/// workspace path and on `forward_train`/`backward`, from one seed in f64:
+/// the outputs, input gradients and accumulated parameter gradients agree.
+fn class_paths_agree<M: TrainStep>(label: &str, make: impl Fn() -> M, shape: [usize; 2]) {
+    let build = || {
+        manual_seed(11);
+        let mut m = make();
+        m.to_dtype(DType::F64);
+        m
+    };
+    let (a, b) = (build(), build());
+    let mut ws = a.workspace();
+    let mut gen = Generator::new(12);
+    for round in 0..2 {
+        let x = Tensor::randn_with(shape, &mut gen).to_dtype(DType::F64);
+        let y_ws = a.forward_train_ws(&x, &mut ws).clone_data();
+        let (y, saved) = Differentiable::forward_train(&b, &x);
+        let v = Tensor::randn_with(y.shape(), &mut gen).to_dtype(DType::F64);
+        let close = |p: &Tensor, q: &Tensor, what: &str| {
+            assert_eq!(p.shape(), q.shape(), "{label} round {round}: {what}");
+            for (i, (s, t)) in p.to_vec::<f64>().iter().zip(q.to_vec::<f64>()).enumerate() {
+                assert!(
+                    (s - t).abs() <= 1e-10 * (1.0 + t.abs()),
+                    "{label} round {round}: {what} [{i}]: {s} vs {t}"
+                );
+            }
+        };
+        close(&y_ws, &y, "output");
+        let dx_ws = a
+            .backward_ws(&mut ws, &v, true)
+            .expect("input grad")
+            .clone_data();
+        let dx = Differentiable::backward(&b, saved, &v, true).expect("input grad");
+        close(&dx_ws, &dx, "input grad");
+    }
+    assert_same_params(label, &a, &b, true, 1e-10);
+}
+
+#[test]
+fn class_form_paths_agree_in_f64() {
+    let _serial = serial();
+    class_paths_agree("Residual", Residual::default, [5, 2]);
+    class_paths_agree("Mixed", Mixed::default, [6, 3]);
+    // Runtime layers on their own, through the sequential form's tuple.
+    network! {
+        struct Layers = Linear(4, 6) -> deriv::nn::Sigmoid -> deriv::nn::Dropout(0.0)
+            -> deriv::nn::Identity -> Linear(6, 3) -> deriv::nn::Tanh -> deriv::nn::Softmax(1);
+    }
+    class_paths_agree("Layers", Layers::default, [7, 4]);
+    network! {
+        struct Flat = deriv::nn::Flatten -> Linear(6, 2) -> deriv::nn::LogSoftmax(1);
+    }
+    let build = || {
+        manual_seed(3);
+        let mut m = Flat::default();
+        m.to_dtype(DType::F64);
+        m
+    };
+    let (a, b) = (build(), build());
+    let mut ws = a.workspace();
+    let x = Tensor::randn([4, 2, 3]).to_dtype(DType::F64);
+    for _ in 0..2 {
+        let y = a.forward_train_ws(&x, &mut ws).clone_data();
+        let (y2, saved) = Differentiable::forward_train(&b, &x);
+        assert_eq!(y.to_vec::<f64>(), y2.to_vec::<f64>());
+        let v = Tensor::ones([4, 2]).to_dtype(DType::F64);
+        let dx = a.backward_ws(&mut ws, &v, true).unwrap().clone_data();
+        let dx2 = Differentiable::backward(&b, saved, &v, true).unwrap();
+        assert_eq!(dx.shape(), &[4, 2, 3]);
+        for (p, q) in dx.to_vec::<f64>().iter().zip(dx2.to_vec::<f64>()) {
+            assert!((p - q).abs() < 1e-12);
+        }
+    }
+    assert_same_params("Flat", &a, &b, true, 1e-10);
+}
+
+#[test]
+fn dropout_ws_draws_the_same_mask_as_forward_train() {
+    let _serial = serial();
+    let d = deriv::nn::Dropout::new(0.5, &deriv::Device::Cpu);
+    let x = Tensor::randn([8, 32]);
+    manual_seed(21);
+    let (y, mask) = Differentiable::forward_train(&d, &x);
+    manual_seed(21);
+    let mut ws = d.workspace();
+    let y_ws = d.forward_train_ws(&x, &mut ws).clone_data();
+    assert_eq!(y.to_vec::<f32>(), y_ws.to_vec::<f32>());
+    let g = Tensor::randn([8, 32]);
+    let dx = d.backward_ws(&mut ws, &g, true).unwrap().clone_data();
+    let dx2 = Differentiable::backward(&d, mask, &g, true).unwrap();
+    assert_eq!(dx.to_vec::<f32>(), dx2.to_vec::<f32>());
+    // Kept elements are scaled by 1/(1-p) = 2, dropped ones are 0.
+    for (o, i) in y_ws.to_vec::<f32>().iter().zip(x.to_vec::<f32>()) {
+        assert!(*o == 0.0 || *o == 2.0 * i);
+    }
+}
+
+#[test]
+fn a_batch_size_change_reallocates_and_stays_correct() {
+    let _serial = serial();
+    manual_seed(2);
+    let (a, b) = (Linear::new(3, 2, &deriv::Device::Cpu), {
+        manual_seed(2);
+        Linear::new(3, 2, &deriv::Device::Cpu)
+    });
+    let mut ws = a.workspace();
+    for rows in [4, 7, 4] {
+        let x = Tensor::randn([rows, 3]);
+        let y = a.forward_train_ws(&x, &mut ws).clone_data();
+        assert_eq!(y.shape(), &[rows, 2]);
+        let (y2, saved) = Differentiable::forward_train(&b, &x);
+        for (p, q) in y.to_vec::<f32>().iter().zip(y2.to_vec::<f32>()) {
+            assert!((p - q).abs() < 1e-6);
+        }
+        let g = Tensor::ones([rows, 2]);
+        let dx = a.backward_ws(&mut ws, &g, true).unwrap().clone_data();
+        let dx2 = Differentiable::backward(&b, saved, &g, true).unwrap();
+        assert_eq!(dx.shape(), &[rows, 3]);
+        for (p, q) in dx.to_vec::<f32>().iter().zip(dx2.to_vec::<f32>()) {
+            assert!((p - q).abs() < 1e-6);
+        }
+    }
+    // db accumulated over 4 + 7 + 4 rows of ones.
+    assert_eq!(
+        a.bias.as_ref().unwrap().grad().unwrap().to_vec::<f32>(),
+        vec![15.0, 15.0]
+    );
+}
