@@ -1339,3 +1339,291 @@ pub(crate) fn sgd_update_(param: &Tensor, grad: &Tensor, lr: f64, zero_grad: boo
     }
     by_dtype!("sgd", param.dtype(), k::<T>(param, grad, lr, zero_grad))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f64s(t: &Tensor) -> Vec<f64> {
+        t.to_vec::<f64>()
+    }
+
+    fn assert_close(got: &[f64], want: &[f64], tol: f64, what: &str) {
+        assert_eq!(got.len(), want.len(), "{what}");
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            assert!(
+                (g - w).abs() <= tol * (1.0 + w.abs()),
+                "{what} [{i}]: {g} vs {w}"
+            );
+        }
+    }
+
+    fn filled(shape: &[usize], seed: usize, dtype: DType) -> Tensor {
+        let n: usize = shape.iter().product();
+        let v: Vec<f64> = (0..n)
+            .map(|i| ((i * 7919 + seed * 104_729) % 1009) as f64 / 1009.0 - 0.5)
+            .collect();
+        Tensor::from_vec(v, shape).to_dtype(dtype)
+    }
+
+    /// `a · b` in f64 by the definition, for 2-D tensors of any strides.
+    fn naive(a: &Tensor, b: &Tensor) -> Vec<f64> {
+        let (m, k, n) = (a.shape()[0], a.shape()[1], b.shape()[1]);
+        let (x, y) = (f64s(a), f64s(b));
+        let mut out = vec![0.0; m * n];
+        for i in 0..m {
+            for p in 0..k {
+                for j in 0..n {
+                    out[i * n + j] += x[i * k + p] * y[p * n + j];
+                }
+            }
+        }
+        out
+    }
+
+    /// Linear forward and backward into buffers against the definitions, at
+    /// sizes that take every path: the small kernel, faer, the split across
+    /// the helper pool (rows and columns), a strided input, and f64.
+    #[test]
+    fn linear_kernels_match_the_definitions() {
+        for &(rows, nin, nout, dtype) in &[
+            (16, 2, 16, DType::F32),
+            (64, 784, 256, DType::F32),
+            (300, 40, 20, DType::F32),
+            (20, 300, 500, DType::F32),
+            (9, 5, 3, DType::F64),
+            (70, 200, 130, DType::F64),
+        ] {
+            let what = format!("{rows}x{nin}->{nout} {dtype}");
+            // A transposed (strided) input view.
+            let x = filled(&[nin, rows], 1, dtype).t();
+            let w = filled(&[nout, nin], 2, dtype);
+            let b = filled(&[nout], 3, dtype);
+            assert!(linear_supported(&x, &w, Some(&b)));
+            let y = Tensor::zeros_opts([rows, nout], &crate::TensorOptions::new().dtype(dtype));
+            linear_into(&y, &x, &w, Some(&b));
+            let mut want = naive(&x, &w.t());
+            let bv = f64s(&b);
+            for (i, v) in want.iter_mut().enumerate() {
+                *v += bv[i % nout];
+            }
+            let tol = if dtype == DType::F32 { 1e-5 } else { 1e-12 };
+            assert_close(
+                &f64s(&y),
+                &want,
+                tol * nin as f64,
+                &format!("{what} forward"),
+            );
+
+            let g = filled(&[rows, nout], 4, dtype);
+            let opts = crate::TensorOptions::new().dtype(dtype);
+            // dw and db accumulate onto what is there (here: ones).
+            let dw = Tensor::ones_opts([nout, nin], &opts);
+            let db = Tensor::ones_opts([nout], &opts);
+            let dx = Tensor::zeros_opts([rows, nin], &opts);
+            linear_backward_into(&g, &x, &w, &dw, Some(&db), Some(&dx));
+            let want_dw: Vec<f64> = naive(&g.t(), &x).iter().map(|v| v + 1.0).collect();
+            assert_close(
+                &f64s(&dw),
+                &want_dw,
+                tol * rows as f64,
+                &format!("{what} dw"),
+            );
+            let gv = f64s(&g);
+            let want_db: Vec<f64> = (0..nout)
+                .map(|j| 1.0 + (0..rows).map(|r| gv[r * nout + j]).sum::<f64>())
+                .collect();
+            assert_close(
+                &f64s(&db),
+                &want_db,
+                tol * rows as f64,
+                &format!("{what} db"),
+            );
+            assert_close(
+                &f64s(&dx),
+                &naive(&g, &w),
+                tol * nout as f64,
+                &format!("{what} dx"),
+            );
+        }
+    }
+
+    #[test]
+    fn activations_and_their_gradients_match_the_tape_kernels() {
+        let x = filled(&[7, 9], 5, DType::F64) * 8.0;
+        let g = filled(&[7, 9], 6, DType::F64);
+        for (act, y_ref) in [
+            (Act::Relu, x.relu()),
+            (Act::Sigmoid, x.sigmoid()),
+            (Act::Tanh, x.tanh()),
+        ] {
+            let y = x.zeros_like();
+            act_into(act, &y, &x);
+            assert_eq!(f64s(&y), f64s(&y_ref), "{act:?}");
+            let dx_ref = match act {
+                Act::Relu => crate::vjp::relu(&y, &g),
+                Act::Sigmoid => crate::vjp::sigmoid(&y, &g),
+                Act::Tanh => crate::vjp::tanh(&y, &g),
+            };
+            let dx = x.ones_like();
+            act_backward_into(act, &dx, &y, &g, true);
+            let want: Vec<f64> = f64s(&dx_ref).iter().map(|v| v + 1.0).collect();
+            assert_eq!(f64s(&dx), want, "{act:?} backward, accumulated");
+        }
+        // A strided input.
+        let xt = x.t();
+        let y = xt.contiguous().zeros_like();
+        act_into(Act::Relu, &y, &xt);
+        assert_eq!(f64s(&y), f64s(&xt.relu()));
+    }
+
+    #[test]
+    fn softmax_kernels_match_the_allocating_ops() {
+        let x = filled(&[3, 4, 5], 7, DType::F64) * 20.0;
+        let g = filled(&[3, 4, 5], 8, DType::F64);
+        for dim in 0..3 {
+            for log in [false, true] {
+                let y = x.zeros_like();
+                softmax_into(&y, &x, dim, log);
+                let y_ref = if log {
+                    x.log_softmax(dim as isize)
+                } else {
+                    x.softmax(dim as isize)
+                };
+                assert_close(&f64s(&y), &f64s(&y_ref), 1e-14, "softmax");
+                let dx = x.zeros_like();
+                softmax_backward_into(&dx, &y, &g, dim, log, false);
+                let dx_ref = if log {
+                    crate::vjp::log_softmax(&y, &g, dim as isize)
+                } else {
+                    crate::vjp::softmax(&y, &g, dim as isize)
+                };
+                assert_close(&f64s(&dx), &f64s(&dx_ref), 1e-14, "softmax backward");
+            }
+        }
+    }
+
+    /// Reference values printed by PyTorch 2.15 (CPU, f64):
+    /// ```python
+    /// x = torch.tensor([[1000., 0., -1000.], [.5, -1.5, 2.], [3., 3., 3.], [-2., 1., 0.]],
+    ///                  dtype=torch.float64, requires_grad=True)
+    /// t = torch.tensor([1, 2, -100, 0])
+    /// l = F.cross_entropy(x, t); l.backward(); print(l.item(), x.grad.tolist())
+    /// ```
+    #[test]
+    fn cross_entropy_matches_pytorch_with_ignored_targets_and_huge_logits() {
+        let x = Tensor::from_vec(
+            vec![
+                1000., 0., -1000., 0.5, -1.5, 2.0, 3.0, 3.0, 3.0, -2.0, 1.0, 0.0f64,
+            ],
+            [4, 3],
+        );
+        let t = Tensor::from_vec(vec![1i64, 2, -100, 0], [4]);
+        let loss = Tensor::zeros_opts([], &crate::TensorOptions::new().dtype(DType::F64));
+        let grad = x.zeros_like();
+        let value = cross_entropy_into(&x, &t, &loss, &grad);
+        assert_close(
+            &[value, loss.item()],
+            &[334.5249380886666; 2],
+            1e-14,
+            "loss",
+        );
+        let want = [
+            0.3333333333333333,
+            -0.3333333333333333,
+            0.0,
+            0.05934340183538635,
+            0.00803125609561613,
+            -0.06737465793100246,
+            0.0,
+            0.0,
+            0.0,
+            -0.3216269910135534,
+            0.23512817089941374,
+            0.0864988201141397,
+        ];
+        assert_close(&f64s(&grad), &want, 1e-14, "grad");
+        // f32 agrees to f32 precision.
+        let (x32, l32, g32) = (
+            x.to_dtype(DType::F32),
+            Tensor::zeros([]),
+            Tensor::zeros([4, 3]),
+        );
+        let v32 = cross_entropy_into(&x32, &t, &l32, &g32);
+        assert!((v32 - 334.5249380886666).abs() < 1e-4);
+        assert_close(&f64s(&g32), &want, 1e-6, "f32 grad");
+    }
+
+    #[test]
+    #[should_panic(expected = "target 3 is out of bounds for 3 classes")]
+    fn cross_entropy_names_a_bad_target() {
+        let x = Tensor::zeros([2, 3]);
+        let t = Tensor::from_vec(vec![0i64, 3], [2]);
+        cross_entropy_into(&x, &t, &Tensor::zeros([]), &Tensor::zeros([2, 3]));
+    }
+
+    /// Reference values printed by PyTorch 2.15 (CPU, f64):
+    /// ```python
+    /// z = torch.tensor([[100.], [-100.], [.3], [-.7]], dtype=torch.float64, requires_grad=True)
+    /// y = torch.tensor([[0.], [1.], [1.], [.25]], dtype=torch.float64)
+    /// l = F.binary_cross_entropy_with_logits(z, y); l.backward(); print(l.item(), z.grad.tolist())
+    /// ```
+    #[test]
+    fn bce_with_logits_matches_pytorch_at_saturated_logits() {
+        let z = Tensor::from_vec(vec![100.0f64, -100.0, 0.3, -0.7], [4, 1]);
+        let y = Tensor::from_vec(vec![0.0f64, 1.0, 1.0, 0.25], [4, 1]);
+        let loss = Tensor::zeros_opts([], &crate::TensorOptions::new().dtype(DType::F64));
+        let grad = z.zeros_like();
+        let value = bce_with_logits_into(&z, &y, &loss, &grad);
+        assert_close(&[value, loss.item()], &[50.2831353233385; 2], 1e-14, "loss");
+        let want = [0.25, -0.25, -0.10638937079708524, 0.020453056957958474];
+        assert_close(&f64s(&grad), &want, 1e-14, "grad");
+    }
+
+    #[test]
+    fn par_run_covers_every_part_once_and_propagates_panics() {
+        use std::sync::atomic::AtomicU64;
+        for parts in [1, 2, 3, 5] {
+            let hits: Vec<AtomicU64> = (0..parts).map(|_| AtomicU64::new(0)).collect();
+            for _ in 0..50 {
+                par_run(parts, &|p| {
+                    hits[p].fetch_add(1, Ordering::Relaxed);
+                });
+            }
+            assert!(
+                hits.iter().all(|h| h.load(Ordering::Relaxed) == 50),
+                "{parts} parts"
+            );
+        }
+        for bad in [0, 1] {
+            let r = catch_unwind(|| {
+                par_run(2, &|p| {
+                    if p == bad {
+                        panic!("boom");
+                    }
+                })
+            });
+            assert!(r.is_err(), "part {bad} panicked");
+        }
+        // The pool still works afterwards.
+        let count = AtomicUsize::new(0);
+        par_run(2, &|_| {
+            count.fetch_add(1, Ordering::Relaxed);
+        });
+        assert_eq!(count.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn slots_are_reused_until_the_shape_changes_or_an_input_aliases() {
+        let mut s = None;
+        let x = Tensor::zeros([2, 3]);
+        let first = slot(&mut s, &[4, 3], DType::F32, Device::Cpu, &[&x]).clone();
+        let again = slot(&mut s, &[4, 3], DType::F32, Device::Cpu, &[&x]).clone();
+        assert!(first.shares_storage(&again));
+        let other = slot(&mut s, &[5, 3], DType::F32, Device::Cpu, &[&x]).clone();
+        assert!(!other.shares_storage(&first) && other.shape() == [5, 3]);
+        // The slot's own buffer passed as an input: a fresh one.
+        let fresh = slot(&mut s, &[5, 3], DType::F32, Device::Cpu, &[&other]).clone();
+        assert!(!fresh.shares_storage(&other));
+    }
+}
