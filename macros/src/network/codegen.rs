@@ -723,10 +723,12 @@ pub fn class_train_step(
     for (k, &(v, f)) in calls.iter().enumerate() {
         let field = call_ws(v);
         let p = &params[k];
-        let d = doc(format!(
-            " The workspace of the call of `{f}` computing `{}`.",
-            g.nodes[v].name
-        ));
+        let value = &g.nodes[v].name;
+        let d = if f == value {
+            doc(format!(" The workspace of `{f}`."))
+        } else {
+            doc(format!(" The workspace of `{f}` (the call computing `{value}`)."))
+        };
         decls.push(quote!(#d #field: #p));
         inits.push(quote!(#field: ::core::default::Default::default()));
     }
