@@ -254,7 +254,6 @@ const SPIN: Duration = Duration::from_micros(200);
 /// One helper thread's mailbox.
 struct Helper {
     state: AtomicU8,
-    part: AtomicUsize,
     /// The job (a lifetime-erased `&dyn Fn(usize)`), written before `state`
     /// becomes PENDING and read after the helper claims it.
     job: UnsafeCell<Option<*const (dyn Fn(usize) + Sync)>>,
@@ -288,7 +287,6 @@ fn pool() -> &'static Pool {
             helpers: (0..n)
                 .map(|_| Helper {
                     state: AtomicU8::new(IDLE),
-                    part: AtomicUsize::new(0),
                     job: UnsafeCell::new(None),
                     panicked: AtomicBool::new(false),
                     thread: OnceLock::new(),
@@ -315,14 +313,18 @@ fn pool() -> &'static Pool {
 fn helper_loop(h: &'static Helper) {
     IS_HELPER.with(|f| f.set(true));
     loop {
+        // Wait for work: spin a little, then yield the core (a loaded
+        // machine needs it more than this thread), then park.
         let start = Instant::now();
         let mut spins = 0u32;
         while h.state.load(Ordering::Acquire) != PENDING {
             spins += 1;
-            if spins % 64 == 0 && start.elapsed() > SPIN {
-                std::thread::park();
-            } else {
+            if spins < 256 {
                 std::hint::spin_loop();
+            } else if start.elapsed() < SPIN {
+                std::thread::yield_now();
+            } else {
+                std::thread::park();
             }
         }
         if h.state
@@ -332,9 +334,8 @@ fn helper_loop(h: &'static Helper) {
             // SAFETY: the caller wrote the job before PENDING and waits for
             // DONE before its borrow ends.
             let job = unsafe { (*h.job.get()).expect("a pending part has a job") };
-            let part = h.part.load(Ordering::Relaxed);
             // SAFETY: see above: the closure outlives this call.
-            if catch_unwind(AssertUnwindSafe(|| unsafe { (*job)(part) })).is_err() {
+            if catch_unwind(AssertUnwindSafe(|| unsafe { (*job)(0) })).is_err() {
                 h.panicked.store(true, Ordering::Relaxed);
             }
             h.state.store(DONE, Ordering::Release);
@@ -347,10 +348,12 @@ fn par_width() -> usize {
     pool().helpers.len() + 1
 }
 
-/// Runs `f(0..parts)`, the calling thread taking part 0 and helpers the rest
-/// (any part no helper has started, the caller runs too). Allocates nothing
-/// once the pool exists. From a helper thread, or while another thread uses
-/// the pool, every part runs on the calling thread.
+/// Runs `f(i)` for every `i` in `0..parts`, on the calling thread and the
+/// helpers: each participant claims the next unclaimed part until none is
+/// left, so a helper that is slow to wake (or descheduled on a busy machine)
+/// costs at most the part it is in. Allocates nothing once the pool exists.
+/// From a helper thread, or while another thread uses the pool, every part
+/// runs on the calling thread.
 pub(crate) fn par_run(parts: usize, f: &(dyn Fn(usize) + Sync)) {
     let pool = pool();
     let inline = parts <= 1 || pool.helpers.is_empty() || IS_HELPER.with(|h| h.get());
@@ -363,19 +366,27 @@ pub(crate) fn par_run(parts: usize, f: &(dyn Fn(usize) + Sync)) {
         (0..parts).for_each(f);
         return;
     };
-    // SAFETY: the lifetime is erased only while the helpers may call `f`:
-    // `Join` waits for every claimed part before this function returns or
-    // unwinds, and unclaimed parts are withdrawn.
-    let erased: *const (dyn Fn(usize) + Sync) = unsafe { std::mem::transmute(f) };
+    let next = AtomicUsize::new(0);
+    let claim = |_: usize| loop {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        if i >= parts {
+            break;
+        }
+        f(i);
+    };
+    let claim: &(dyn Fn(usize) + Sync) = &claim;
+    // SAFETY: the lifetime is erased only while the helpers may call
+    // `claim`: `Join` withdraws the jobs no helper has started and waits for
+    // the started ones before this function returns or unwinds.
+    let erased: *const (dyn Fn(usize) + Sync) = unsafe { std::mem::transmute(claim) };
     let used = &pool.helpers[..pool.helpers.len().min(parts - 1)];
     let mut handed = 0;
-    for (i, h) in used.iter().enumerate() {
+    for h in used {
         if h.state.load(Ordering::Acquire) != IDLE {
             break; // a helper that could not start
         }
         // SAFETY: the helper is IDLE and we hold `busy`: nobody reads `job`.
         unsafe { *h.job.get() = Some(erased) };
-        h.part.store(i + 1, Ordering::Relaxed);
         h.state.store(PENDING, Ordering::Release);
         if let Some(t) = h.thread.get() {
             t.unpark();
@@ -383,20 +394,7 @@ pub(crate) fn par_run(parts: usize, f: &(dyn Fn(usize) + Sync)) {
         handed += 1;
     }
     let join = Join(&used[..handed]);
-    f(0);
-    // Parts no helper got, then the ones handed out but not started.
-    for p in handed + 1..parts {
-        f(p);
-    }
-    for h in &used[..handed] {
-        if h.state
-            .compare_exchange(PENDING, RUNNING, Ordering::Acquire, Ordering::Relaxed)
-            .is_ok()
-        {
-            f(h.part.load(Ordering::Relaxed));
-            h.state.store(DONE, Ordering::Release);
-        }
-    }
+    claim(0);
     drop(join);
     for h in &used[..handed] {
         if h.panicked.swap(false, Ordering::Relaxed) {
@@ -446,7 +444,9 @@ unsafe fn gemm<T: Real>(m: usize, n: usize, k: usize, a: Mat<T>, b: Mat<T>, c: *
     let c = cpu::SharedPtr::new(c);
     let split_rows = m >= n;
     let len = if split_rows { m } else { n };
-    let step = len.div_ceil(width).next_multiple_of(16);
+    // Two blocks per participant: claimed dynamically, they balance a
+    // helper that starts late.
+    let step = len.div_ceil(2 * width).next_multiple_of(16);
     let parts = len.div_ceil(step);
     par_run(parts, &|p| {
         let start = p * step;
