@@ -58,6 +58,7 @@ pub(crate) trait Real:
     fn ln_1p(self) -> Self;
     fn tanh(self) -> Self;
     fn abs(self) -> Self;
+    fn is_nan(self) -> bool;
     fn of(b: &Buffer) -> &[Self];
     fn of_mut(b: &mut Buffer) -> &mut [Self];
     /// `c (+)= a · b` on one thread, for `c` row-major with row stride `ldc`.
@@ -65,6 +66,7 @@ pub(crate) trait Real:
     /// # Safety
     /// `a` and `b` address valid m x k and k x n matrices, `c` an m x n block
     /// with row stride `ldc` that nothing else touches during the call.
+    #[allow(clippy::too_many_arguments)]
     unsafe fn gemm(
         m: usize,
         n: usize,
@@ -150,6 +152,10 @@ macro_rules! real {
             #[inline(always)]
             fn abs(self) -> Self {
                 <$t>::abs(self)
+            }
+            #[inline(always)]
+            fn is_nan(self) -> bool {
+                <$t>::is_nan(self)
             }
             fn of(b: &Buffer) -> &[Self] {
                 match b {
@@ -951,6 +957,7 @@ pub(crate) fn linear_backward_into(
     if let Some(db) = db {
         check_out("linear backward (bias)", db, &[nout], &[g]);
     }
+    #[allow(clippy::too_many_arguments)]
     fn k<T: Real>(
         g: &Tensor,
         x: &Tensor,
@@ -1045,7 +1052,7 @@ pub(crate) fn softmax_into(out: &Tensor, x: &Tensor, dim: usize, log: bool) {
                     let mut m = xs[at(0)];
                     for i in 1..n {
                         let v = xs[at(i)];
-                        if v > m || v != v {
+                        if v > m || v.is_nan() {
                             m = v;
                         }
                     }
@@ -1277,7 +1284,7 @@ pub fn cross_entropy_into(input: &Tensor, target: &Tensor, loss: &Tensor, grad: 
                 let mut m = at(0);
                 for j in 1..c {
                     let v = at(j);
-                    if v > m || v != v {
+                    if v > m || v.is_nan() {
                         m = v;
                     }
                 }
