@@ -409,3 +409,37 @@ fn a_batch_size_change_reallocates_and_stays_correct() {
         vec![15.0, 15.0]
     );
 }
+
+#[test]
+fn linear_ws_handles_1d_and_3d_inputs_like_forward_train() {
+    let _serial = serial();
+    for shape in [vec![3usize], vec![2, 5, 3]] {
+        manual_seed(4);
+        let a = Linear::new(3, 4, &deriv::Device::Cpu);
+        manual_seed(4);
+        let b = Linear::new(3, 4, &deriv::Device::Cpu);
+        let mut ws = a.workspace();
+        let x = Tensor::randn(&shape);
+        let y = a.forward_train_ws(&x, &mut ws).clone_data();
+        let (y2, saved) = Differentiable::forward_train(&b, &x);
+        assert_eq!(y.shape(), y2.shape());
+        let g = Tensor::randn(y.shape());
+        let dx = a.backward_ws(&mut ws, &g, true).unwrap().clone_data();
+        let dx2 = Differentiable::backward(&b, saved, &g, true).unwrap();
+        assert_eq!(dx.shape(), &shape[..]);
+        for (p, q) in [(y, y2), (dx, dx2)] {
+            for (s, t) in p.to_vec::<f32>().iter().zip(q.to_vec::<f32>()) {
+                assert!((s - t).abs() < 1e-5, "{shape:?}: {s} vs {t}");
+            }
+        }
+        for (pa, pb) in a.parameters().iter().zip(b.parameters()) {
+            let (ga, gb) = (
+                pa.grad().unwrap().to_vec::<f32>(),
+                pb.grad().unwrap().to_vec::<f32>(),
+            );
+            for (s, t) in ga.iter().zip(gb) {
+                assert!((s - t).abs() < 1e-5, "{shape:?} grads: {s} vs {t}");
+            }
+        }
+    }
+}

@@ -893,6 +893,12 @@ pub(crate) fn linear_into(out: &Tensor, x: &Tensor, w: &Tensor, b: Option<&Tenso
         w.dtype(),
         out.shape()
     );
+    for t in [Some(x), Some(w), b].into_iter().flatten() {
+        assert!(
+            !t.shares_storage(out),
+            "linear_into: the output buffer shares storage with an operand; use a separate buffer"
+        );
+    }
     fn k<T: Real>(
         out: &Tensor,
         x: &Tensor,
@@ -999,6 +1005,10 @@ pub(crate) fn linear_backward_into(
         }
         // dx = g · w
         if let Some(dx) = dx {
+            assert!(
+                !dx.shares_storage(g) && !dx.shares_storage(w),
+                "linear backward: the input-gradient buffer shares storage with an operand"
+            );
             assert!(
                 dx.is_contiguous() && dx.numel() == rows * nin && dx.dtype() == w.dtype(),
                 "linear backward: the input-gradient buffer must be a contiguous {} tensor of \
@@ -1182,6 +1192,10 @@ pub fn bce_with_logits_into(input: &Tensor, target: &Tensor, loss: &Tensor, grad
         input.shape()
     );
     check_loss_bufs("binary_cross_entropy_with_logits", input, loss, grad);
+    assert!(
+        !target.shares_storage(grad) && !target.shares_storage(loss),
+        "binary_cross_entropy_with_logits: the target shares storage with an output buffer"
+    );
     assert!(
         target.dtype() == input.dtype(),
         "binary_cross_entropy_with_logits: the target is {} but the input is {}; convert it \
