@@ -1349,13 +1349,31 @@ pub(crate) fn sgd_update_(param: &Tensor, grad: &Tensor, lr: f64, zero_grad: boo
         let mut pw = param.storage().write();
         let mut gw = grad.storage().write();
         let (po, go, n) = (param.layout().offset, grad.layout().offset, param.numel());
-        let p = &mut T::of_mut(&mut pw)[po..po + n];
-        let g = &mut T::of_mut(&mut gw)[go..go + n];
-        for (p, g) in p.iter_mut().zip(g.iter_mut()) {
-            *p = *p - lr * *g;
-            if zero {
-                *g = T::ZERO;
+        let p = cpu::SharedPtr::new(T::of_mut(&mut pw)[po..po + n].as_mut_ptr());
+        let g = cpu::SharedPtr::new(T::of_mut(&mut gw)[go..go + n].as_mut_ptr());
+        let block = |start: usize, end: usize| {
+            // SAFETY: blocks are disjoint ranges inside the n elements of
+            // both buffers, which stay write-locked during the call.
+            let (p, g) = unsafe {
+                (
+                    std::slice::from_raw_parts_mut(p.get().add(start), end - start),
+                    std::slice::from_raw_parts_mut(g.get().add(start), end - start),
+                )
+            };
+            for (p, g) in p.iter_mut().zip(g.iter_mut()) {
+                *p = *p - lr * *g;
+                if zero {
+                    *g = T::ZERO;
+                }
             }
+        };
+        // Big parameters (a 784 x 256 weight) are split across the helpers.
+        const BLOCK: usize = 1 << 15;
+        if n < 2 * BLOCK {
+            block(0, n);
+        } else {
+            let parts = n.div_ceil(BLOCK);
+            par_run(parts, &|i| block(i * BLOCK, ((i + 1) * BLOCK).min(n)));
         }
     }
     by_dtype!("sgd", param.dtype(), k::<T>(param, grad, lr, zero_grad))
