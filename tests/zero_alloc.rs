@@ -443,3 +443,52 @@ fn linear_ws_handles_1d_and_3d_inputs_like_forward_train() {
         }
     }
 }
+
+/// `#[module(sequential)]` on a generic struct: the `TrainStep` impl's
+/// bounds are on the type parameters.
+#[derive(deriv::nn::Module)]
+#[module(sequential)]
+struct Pair<A, B> {
+    first: A,
+    second: B,
+}
+
+#[test]
+fn derived_sequential_generic_struct_has_the_ws_path() {
+    let _serial = serial();
+    let dev = deriv::Device::Cpu;
+    let build = || {
+        manual_seed(9);
+        Pair {
+            first: Linear::new(3, 5, &dev),
+            second: Pair {
+                first: deriv::nn::Tanh,
+                second: Linear::new(5, 2, &dev),
+            },
+        }
+    };
+    let (a, b) = (build(), build());
+    let mut ws = a.workspace();
+    for _ in 0..2 {
+        let x = Tensor::randn([4, 3]);
+        let y = a.forward_train_ws(&x, &mut ws).clone_data();
+        let (y2, saved) = Differentiable::forward_train(&b, &x);
+        let g = Tensor::randn([4, 2]);
+        let dx = a.backward_ws(&mut ws, &g, true).unwrap().clone_data();
+        let dx2 = Differentiable::backward(&b, saved, &g, true).unwrap();
+        for (p, q) in [(y, y2), (dx, dx2)] {
+            for (s, t) in p.to_vec::<f32>().iter().zip(q.to_vec::<f32>()) {
+                assert!((s - t).abs() < 1e-5, "{s} vs {t}");
+            }
+        }
+    }
+    for (pa, pb) in a.parameters().iter().zip(b.parameters()) {
+        let (ga, gb) = (
+            pa.grad().unwrap().to_vec::<f32>(),
+            pb.grad().unwrap().to_vec::<f32>(),
+        );
+        for (s, t) in ga.iter().zip(gb) {
+            assert!((s - t).abs() < 1e-5, "grads: {s} vs {t}");
+        }
+    }
+}
