@@ -727,7 +727,9 @@ pub fn class_train_step(
         let d = if f == value {
             doc(format!(" The workspace of `{f}`."))
         } else {
-            doc(format!(" The workspace of `{f}` (the call computing `{value}`)."))
+            doc(format!(
+                " The workspace of `{f}` (the call computing `{value}`)."
+            ))
         };
         decls.push(quote!(#d #field: #p));
         inits.push(quote!(#field: ::core::default::Default::default()));
