@@ -7,11 +7,24 @@
 //! The loss is the mean squared error; the compile-time path seeds backward
 //! with its gradient, 2(y - t)/N, so both paths do the same arithmetic.
 //!
+//! The W3/W4 groups run the workloads of `tests/common/workloads.rs` (BCE
+//! and cross-entropy, the losses of the performance targets) with a full
+//! step on three paths: `ws` (the buffer-reusing `TrainStep`, which
+//! allocates nothing in steady state), `compile_time` (`forward_train` /
+//! `backward`, allocating) and `tape`:
+//! - w3_step: Linear(2,16)-ReLU-Linear(16,1), BCE-with-logits, batch 16, SGD 0.1 (steps/s),
+//! - w4_step: 784-256-ReLU-128-ReLU-10, cross-entropy, batch 64, SGD 0.01 (samples/s).
+//!
 //! Run: `cargo bench --bench network`
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use deriv::DType;
+
+#[path = "../tests/common/workloads.rs"]
+mod workloads;
 use deriv::nn::{Differentiable, Forward, Linear, Module, ReLU};
 use deriv::{network, no_grad, Generator, Tensor};
+use workloads::{LossKind, WsTrainer, W3, W4};
 
 network! {
     /// The small MLP of the benchmark.
@@ -76,7 +89,57 @@ fn bench_model<M: Differentiable>(
     group.finish();
 }
 
+/// A W3/W4 workload on the three paths (each on its own model, same init).
+fn bench_workload<M: deriv::nn::TrainStep>(
+    c: &mut Criterion,
+    name: &str,
+    make: impl Fn() -> M,
+    batch: (Tensor, Tensor),
+    loss: LossKind,
+    lr: f64,
+    per_sample: bool,
+) {
+    let (x, t) = batch;
+    let mut group = c.benchmark_group(name);
+    let n = x.shape()[0] as u64;
+    group.throughput(Throughput::Elements(if per_sample { n } else { 1 }));
+    let mut trainer = WsTrainer::new(make(), loss, lr);
+    group.bench_function(BenchmarkId::new("ws", n), |b| {
+        b.iter(|| trainer.step(&x, &t))
+    });
+    let model = make();
+    group.bench_function(BenchmarkId::new("compile_time", n), |b| {
+        b.iter(|| workloads::compile_time_step(&model, &x, &t, loss, lr))
+    });
+    let model = make();
+    group.bench_function(BenchmarkId::new("tape", n), |b| {
+        b.iter(|| workloads::tape_step(&model, &x, &t, loss, lr))
+    });
+    group.finish();
+}
+
 fn network_steps(c: &mut Criterion) {
+    let mut gen = Generator::new(0);
+    let w3 = workloads::w3_batch(&mut gen, DType::F32);
+    let w4 = workloads::w4_batch(&mut gen, DType::F32);
+    bench_workload(
+        c,
+        "w3_step",
+        W3::default,
+        w3,
+        LossKind::Bce,
+        workloads::W3_LR,
+        false,
+    );
+    bench_workload(
+        c,
+        "w4_step",
+        W4::default,
+        w4,
+        LossKind::CrossEntropy,
+        workloads::W4_LR,
+        true,
+    );
     bench_model(c, "small_mlp_step", Small::default(), 16, 2, 1, false);
     bench_model(c, "medium_mlp_step", Medium::default(), 64, 784, 10, true);
 }

@@ -19,6 +19,11 @@ pub struct Chain {
     /// The reverse sweep: `let d_h{N-1} = backward(&self.m{N-1}, s{N-1}, grad_out, true); ...`,
     /// ending in the first layer's `Option<Tensor>` (it gets the caller's `input_grad`).
     pub backward_steps: TokenStream,
+    /// The body of `TrainStep::forward_train_ws` (the workspace `ws` is the
+    /// tuple of the layers' workspaces).
+    pub forward_ws: TokenStream,
+    /// The body of `TrainStep::backward_ws`.
+    pub backward_ws: TokenStream,
 }
 
 /// Builds the chain over `members`, the tokens after `self.` (`0`, `fc1`).
@@ -67,11 +72,43 @@ pub fn chain<M: ToTokens>(members: &[M]) -> Chain {
             backward_steps.extend(quote!(let #d = #step;));
         }
     }
+    // The buffer-reusing pass: each layer's workspace is one element of the
+    // tuple `ws`; outputs and gradients are references into them.
+    let ws: Vec<Ident> = (0..n).map(|i| format_ident!("ws{}", i)).collect();
+    let forward_ws = quote! {
+        let (#(#ws,)*) = ws;
+        #(let #hs = ::deriv::nn::TrainStep::forward_train_ws(&self.#members, #ins, #ws);)*
+        #last
+    };
+    let mut backward_ws = quote!(let (#(#ws,)*) = ws;);
+    for i in (0..n).rev() {
+        let m = &members[i];
+        let w = &ws[i];
+        let flag = if i == 0 {
+            quote!(input_grad)
+        } else {
+            quote!(true)
+        };
+        let step = if i + 1 == n {
+            quote!(::deriv::nn::TrainStep::backward_ws(&self.#m, #w, grad_out, #flag))
+        } else {
+            let d = format_ident!("d_h{}", i + 1);
+            quote!(#d.and_then(|#d| ::deriv::nn::TrainStep::backward_ws(&self.#m, #w, #d, #flag)))
+        };
+        if i == 0 {
+            backward_ws.extend(step);
+        } else {
+            let d = format_ident!("d_h{}", i);
+            backward_ws.extend(quote!(let #d = #step;));
+        }
+    }
     Chain {
         forward,
         forward_train_lets,
         last,
         saved: ss,
         backward_steps,
+        forward_ws,
+        backward_ws,
     }
 }

@@ -343,7 +343,26 @@ fn sequential_impls(input: &DeriveInput, fields: &[FieldInfo], errs: &mut Errors
         last,
         saved: ss,
         backward_steps: steps,
+        forward_ws,
+        backward_ws,
     } = crate::chain::chain(&members);
+    // `TrainStep` where every layer has it (the `for<'a>` form is checked
+    // where the impl is used, so a layer without it leaves the type without
+    // a buffer-reusing step instead of failing to compile).
+    let mut ts_preds: Vec<TokenStream> = input
+        .generics
+        .where_clause
+        .as_ref()
+        .map(|w| w.predicates.iter().map(|p| p.to_token_stream()).collect())
+        .unwrap_or_default();
+    let mut seen: Vec<String> = Vec::new();
+    for t in &types {
+        let key = t.to_token_stream().to_string();
+        if !seen.contains(&key) {
+            ts_preds.push(quote!(for<'__a> #t: ::deriv::nn::TrainStep));
+            seen.push(key);
+        }
+    }
     quote! {
 
         impl #impl_g ::deriv::nn::Forward for #name #ty_g #where_c {
@@ -373,6 +392,30 @@ fn sequential_impls(input: &DeriveInput, fields: &[FieldInfo], errs: &mut Errors
                     let (#(#ss,)*) = saved;
                     #steps
                 })
+            }
+        }
+
+        #[allow(clippy::type_complexity)]
+        impl #impl_g ::deriv::nn::TrainStep for #name #ty_g where #(#ts_preds),* {
+            type Workspace = (#(<#types as ::deriv::nn::TrainStep>::Workspace,)*);
+
+            fn forward_train_ws<'__w>(
+                &self,
+                x: &::deriv::Tensor,
+                ws: &'__w mut Self::Workspace,
+            ) -> &'__w ::deriv::Tensor {
+                let _guard = ::deriv::NoGradGuard::new();
+                #forward_ws
+            }
+
+            fn backward_ws<'__w>(
+                &self,
+                ws: &'__w mut Self::Workspace,
+                grad_out: &::deriv::Tensor,
+                input_grad: bool,
+            ) -> ::core::option::Option<&'__w ::deriv::Tensor> {
+                let _guard = ::deriv::NoGradGuard::new();
+                #backward_ws
             }
         }
     }

@@ -103,3 +103,7 @@ pub use crate::ops::loss::{
     cross_entropy_target_backward as cross_entropy_target, l1_loss_backward as l1_loss,
     mse_loss_backward as mse_loss, nll_loss_backward as nll_loss,
 };
+
+// ----- allocation-free loss rules (value and gradient into buffers)
+
+pub use crate::ops::into::{bce_with_logits_into, cross_entropy_into};

@@ -10,6 +10,7 @@ use syn::Ident;
 use super::grad::{self, Need, Plan, Saved};
 use super::ir::{Graph, Op, ValueId};
 use super::parse::{FieldDef, ForwardFn, Layer, NetworkDef};
+use super::rules;
 
 /// Lints the generated items may trip in a user's crate.
 fn allows() -> TokenStream {
@@ -194,6 +195,8 @@ pub fn sequential(def: &NetworkDef, layers: &[Layer]) -> TokenStream {
         last,
         saved: ss,
         backward_steps: steps,
+        forward_ws,
+        backward_ws,
     } = crate::chain::chain(&idx);
     let forward_train = quote! {
         ::deriv::no_grad(|| {
@@ -218,6 +221,8 @@ pub fn sequential(def: &NetworkDef, layers: &[Layer]) -> TokenStream {
     let saved_ty = quote!(#saved #ty_g);
     let traits = trait_impls(def, &saved_ty);
     let allows = allows();
+    let ws_ty = quote!((#(<#types as ::deriv::nn::TrainStep>::Workspace,)*));
+    let train_step = train_step_impl(def, &types, ws_ty, forward_ws, backward_ws);
     quote! {
         #(#attrs)*
         #vis struct #name #generics (#(#field_docs pub #types),*);
@@ -249,6 +254,58 @@ pub fn sequential(def: &NetworkDef, layers: &[Layer]) -> TokenStream {
         }
 
         #traits
+
+        #train_step
+    }
+}
+
+/// `impl TrainStep`, given the workspace type and the two method bodies
+/// (which see `self`, `x`/`ws` or `ws`/`grad_out`/`input_grad`). Its bounds
+/// (`for<'a> Layer: TrainStep`, a form rustc checks only where the impl is
+/// used) keep a model whose layer lacks `TrainStep` compiling: it just has
+/// no buffer-reusing step.
+pub fn train_step_impl(
+    def: &NetworkDef,
+    layer_types: &[TokenStream],
+    ws_ty: TokenStream,
+    forward_ws: TokenStream,
+    backward_ws: TokenStream,
+) -> TokenStream {
+    let name = &def.name;
+    let (impl_g, ty_g, where_g) = def.generics.split_for_impl();
+    let mut preds: Vec<TokenStream> = where_g
+        .map(|w| w.predicates.iter().map(|p| p.to_token_stream()).collect())
+        .unwrap_or_default();
+    let mut seen: Vec<String> = Vec::new();
+    for t in layer_types {
+        let key = t.to_string();
+        if !seen.contains(&key) {
+            preds.push(quote!(for<'__a> #t: ::deriv::nn::TrainStep));
+            seen.push(key);
+        }
+    }
+    quote! {
+        #[allow(unused_mut, unused_variables, clippy::type_complexity)]
+        impl #impl_g ::deriv::nn::TrainStep for #name #ty_g where #(#preds),* {
+            type Workspace = #ws_ty;
+            fn forward_train_ws<'__w>(
+                &self,
+                x: &::deriv::Tensor,
+                ws: &'__w mut Self::Workspace,
+            ) -> &'__w ::deriv::Tensor {
+                let _guard = ::deriv::NoGradGuard::new();
+                #forward_ws
+            }
+            fn backward_ws<'__w>(
+                &self,
+                ws: &'__w mut Self::Workspace,
+                grad_out: &::deriv::Tensor,
+                input_grad: bool,
+            ) -> ::core::option::Option<&'__w ::deriv::Tensor> {
+                let _guard = ::deriv::NoGradGuard::new();
+                #backward_ws
+            }
+        }
     }
 }
 
@@ -292,24 +349,30 @@ fn class_struct(def: &NetworkDef, fields: &[FieldDef]) -> TokenStream {
     }
 }
 
-/// A reference to a value: inputs are `&Tensor` parameters already.
-fn val_ref(g: &Graph, v: ValueId) -> TokenStream {
+/// A reference to a value: inputs are `&Tensor` parameters already (and in
+/// the buffer-reusing pass, `refs`, every value is a `&Tensor`).
+fn val_ref(g: &Graph, v: ValueId, refs: bool) -> TokenStream {
     let name = &g.nodes[v].name;
     match g.nodes[v].op {
+        _ if refs => quote!(#name),
         Op::Input => quote!(#name),
         _ => quote!(&#name),
     }
 }
 
 /// The forward expression of an op (not a module call).
-fn op_expr(g: &Graph, v: ValueId) -> TokenStream {
+fn op_expr(g: &Graph, v: ValueId, refs: bool) -> TokenStream {
     let node = &g.nodes[v];
     let a = node
         .args
         .first()
-        .map(|&a| val_ref(g, a))
+        .map(|&a| val_ref(g, a, refs))
         .unwrap_or_default();
-    let b = node.args.get(1).map(|&b| val_ref(g, b)).unwrap_or_default();
+    let b = node
+        .args
+        .get(1)
+        .map(|&b| val_ref(g, b, refs))
+        .unwrap_or_default();
     // Method receivers auto-reference.
     let r = node
         .args
@@ -401,7 +464,7 @@ pub fn class(def: &NetworkDef, fields: &[FieldDef], g: &Graph, plan: &Plan) -> T
                 let x = node
                     .args
                     .first()
-                    .map(|&a| val_ref(g, a))
+                    .map(|&a| val_ref(g, a, false))
                     .unwrap_or_default();
                 let s = format_ident!("{}_saved", v);
                 // Spanned at the call in the body, so a field type that is
@@ -415,7 +478,7 @@ pub fn class(def: &NetworkDef, fields: &[FieldDef], g: &Graph, plan: &Plan) -> T
                 });
             }
             _ => {
-                let e = op_expr(g, id);
+                let e = op_expr(g, id, false);
                 fwd.extend(quote! { let #v = #e; });
                 fwd_train.extend(quote! { let #v = #e; });
             }
@@ -502,7 +565,9 @@ pub fn class(def: &NetworkDef, fields: &[FieldDef], g: &Graph, plan: &Plan) -> T
         quote!((#(#each),*))
     };
     let traits = if one {
-        trait_impls(def, &saved_ty)
+        let mut t = trait_impls(def, &saved_ty);
+        t.extend(class_train_step(def, fields, g, plan));
+        t
     } else {
         TokenStream::new()
     };
@@ -610,5 +675,357 @@ pub fn class_stub(
         }
 
         #traits
+    }
+}
+
+// ---------------------------------------------------------------- the buffer-reusing pass
+
+/// The class form's `TrainStep` (one input): the `NetWorkspace` struct and
+/// the impl. The workspace has, named after the values, a slot per value
+/// (`h`: the buffer an op writes, or a handle to a sub-module's output or
+/// the input), a workspace per sub-module call (`fc1_ws`, a type parameter
+/// so that the struct names no `TrainStep` bound), and a sum buffer per
+/// value that gets an adjoint (`d_h`, used when contributions add up, and by
+/// the activations' rules). relu, sigmoid, tanh and same-shape `a + b` write
+/// into their slots and their rules into the sum buffers; the other ops run
+/// their allocating forms and rules and keep the results in their slots.
+pub fn class_train_step(
+    def: &NetworkDef,
+    fields: &[FieldDef],
+    g: &Graph,
+    plan: &Plan,
+) -> TokenStream {
+    let name = &def.name;
+    let vis = &def.vis;
+    let ws_name = format_ident!("{}Workspace", name);
+    let need = &plan.need;
+    let live_values: Vec<ValueId> = (0..g.nodes.len()).filter(|&i| g.live[i]).collect();
+    let calls: Vec<(ValueId, &Ident)> = live_values
+        .iter()
+        .filter_map(|&i| match &g.nodes[i].op {
+            Op::Module(f) => Some((i, f)),
+            _ => None,
+        })
+        .collect();
+    let params: Vec<Ident> = (0..calls.len()).map(|i| format_ident!("W{}", i)).collect();
+    let call_ws = |v: ValueId| format_ident!("{}_ws", g.nodes[v].name);
+    let layer_ty = |f: &Ident| -> TokenStream {
+        fields
+            .iter()
+            .find(|fd| fd.name == *f)
+            .map(|fd| layer_type(&fd.layer))
+            .unwrap_or_else(|| quote!(()))
+    };
+
+    // The struct.
+    let mut decls = Vec::new();
+    let mut inits = Vec::new();
+    for (k, &(v, f)) in calls.iter().enumerate() {
+        let field = call_ws(v);
+        let p = &params[k];
+        let value = &g.nodes[v].name;
+        let d = if f == value {
+            doc(format!(" The workspace of `{f}`."))
+        } else {
+            doc(format!(
+                " The workspace of `{f}` (the call computing `{value}`)."
+            ))
+        };
+        decls.push(quote!(#d #field: #p));
+        inits.push(quote!(#field: ::core::default::Default::default()));
+    }
+    for &v in &live_values {
+        let n = &g.nodes[v].name;
+        let d = doc(format!(" The value `{n}`."));
+        decls.push(quote!(#d #n: ::core::option::Option<::deriv::Tensor>));
+        inits.push(quote!(#n: ::core::option::Option::None));
+        if need[v] != Need::Never && v != g.output {
+            let dn = grad::adjoint_name(g, v);
+            let d = doc(format!(" The summed gradient of `{n}`."));
+            decls.push(quote!(#d #dn: ::core::option::Option<::deriv::Tensor>));
+            inits.push(quote!(#dn: ::core::option::Option::None));
+        }
+    }
+    let input_doc = doc(" The gradient returned for the input.");
+    decls.push(quote!(#input_doc input_grad: ::core::option::Option<::deriv::Tensor>));
+    inits.push(quote!(input_grad: ::core::option::Option::None));
+    let struct_doc = doc(format!(
+        " The buffers [`{name}`]'s buffer-reusing training step keeps between steps \
+         (`deriv::nn::TrainStep`; generated by `network!`)."
+    ));
+    let generics = if params.is_empty() {
+        TokenStream::new()
+    } else {
+        quote!(<#(#params),*>)
+    };
+    let default_generics = if params.is_empty() {
+        TokenStream::new()
+    } else {
+        quote!(<#(#params: ::core::default::Default),*>)
+    };
+
+    // forward_train_ws
+    let input = g.inputs[0];
+    let x = &g.nodes[input].name;
+    let x_param = if g.live[input] {
+        quote!(#x)
+    } else {
+        let u = format_ident!("_{}", x);
+        quote!(#u)
+    };
+    let dsl = quote!(::deriv::nn::dsl);
+    let mut fwd = TokenStream::new();
+    for &v in &live_values {
+        let node = &g.nodes[v];
+        let n = &node.name;
+        let arg = |i: usize| {
+            let a = &g.nodes[node.args[i]].name;
+            quote!(#a)
+        };
+        let stmt = match &node.op {
+            Op::Input => quote!(let #n: &::deriv::Tensor = #dsl::keep(&mut __ws.#n, #n);),
+            Op::Module(f) => {
+                let w = call_ws(v);
+                let a = arg(0);
+                let span = f.span();
+                quote_spanned! {span=>
+                    let #n: &::deriv::Tensor = #dsl::keep(
+                        &mut __ws.#n,
+                        ::deriv::nn::TrainStep::forward_train_ws(&self.#f, #a, &mut __ws.#w),
+                    );
+                }
+            }
+            Op::Relu => {
+                let a = arg(0);
+                quote!(let #n: &::deriv::Tensor = #dsl::relu_ws(&mut __ws.#n, #a);)
+            }
+            Op::Sigmoid => {
+                let a = arg(0);
+                quote!(let #n: &::deriv::Tensor = #dsl::sigmoid_ws(&mut __ws.#n, #a);)
+            }
+            Op::Tanh => {
+                let a = arg(0);
+                quote!(let #n: &::deriv::Tensor = #dsl::tanh_ws(&mut __ws.#n, #a);)
+            }
+            Op::Add => {
+                let (a, b) = (arg(0), arg(1));
+                quote!(let #n: &::deriv::Tensor = #dsl::add_ws(&mut __ws.#n, #a, #b);)
+            }
+            _ => {
+                let e = op_expr(g, v, true);
+                quote!(let #n: &::deriv::Tensor = #dsl::store(&mut __ws.#n, #e);)
+            }
+        };
+        fwd.extend(stmt);
+    }
+    let out = &g.nodes[g.output].name;
+
+    // backward_ws
+    let mut bwd = quote! {
+        use ::core::option::Option::{self, None, Some};
+        use ::deriv::nn::Differentiable;
+        use ::deriv::{vjp, Tensor};
+    };
+    for &v in &live_values {
+        let n = &g.nodes[v].name;
+        bwd.extend(quote!(let #n: &Tensor = #dsl::get(&__ws.#n);));
+    }
+    for &v in &live_values {
+        if need[v] == Need::Never {
+            continue;
+        }
+        let d = grad::adjoint_name(g, v);
+        if v == g.output {
+            let init = if need[v] == Need::Always {
+                quote!(Some(grad_out.clone()))
+            } else {
+                quote!(input_grad.then(|| grad_out.clone()))
+            };
+            bwd.extend(quote! { let #d: Option<Tensor> = #init; });
+        } else {
+            bwd.extend(quote! { let mut #d: Option<Tensor> = None; });
+        }
+    }
+    let guarded = |arg: ValueId, node: ValueId, s: TokenStream| match (need[arg], need[node]) {
+        (Need::IfInput, Need::Always) => quote!(if input_grad { #s }),
+        _ => s,
+    };
+    for &v in live_values.iter().rev() {
+        let node = &g.nodes[v];
+        if need[v] == Need::Never || matches!(node.op, Op::Input) {
+            continue;
+        }
+        let d = grad::adjoint_name(g, v);
+        let n = &node.name;
+        let mut stmts = TokenStream::new();
+        // (the argument's adjoint, its sum buffer)
+        let slot = |a: ValueId| {
+            let da = grad::adjoint_name(g, a);
+            (quote!(&mut #da), quote!(&mut __ws.#da))
+        };
+        match &node.op {
+            Op::Module(f) => {
+                let a = node.args[0];
+                let w = call_ws(v);
+                let fl = grad::flag(need[a], need[v]);
+                let call =
+                    quote!(::deriv::nn::TrainStep::backward_ws(&self.#f, &mut __ws.#w, &#d, #fl));
+                if need[a] == Need::Never {
+                    stmts.extend(quote!(let _ = #call;));
+                } else {
+                    let (da, buf) = slot(a);
+                    stmts.extend(quote!(#dsl::acc_ws(#da, #buf, #call);));
+                }
+            }
+            Op::Relu | Op::Sigmoid | Op::Tanh => {
+                let a = node.args[0];
+                if need[a] != Need::Never {
+                    let f = match node.op {
+                        Op::Relu => quote!(acc_relu),
+                        Op::Sigmoid => quote!(acc_sigmoid),
+                        _ => quote!(acc_tanh),
+                    };
+                    let (da, buf) = slot(a);
+                    stmts.extend(guarded(a, v, quote!(#dsl::#f(#da, #buf, #n, &#d);)));
+                }
+            }
+            op => {
+                let ctx = rules::Ctx {
+                    g: quote!(&#d),
+                    g_owned: quote!(#d.clone()),
+                    out: quote!(#n),
+                    args: node
+                        .args
+                        .iter()
+                        .map(|&a| {
+                            let an = &g.nodes[a].name;
+                            quote!(#an)
+                        })
+                        .collect(),
+                    shapes: node
+                        .args
+                        .iter()
+                        .map(|&a| {
+                            let an = &g.nodes[a].name;
+                            quote!(#an.shape())
+                        })
+                        .collect(),
+                    need: node
+                        .args
+                        .iter()
+                        .map(|&a| grad::flag(need[a], need[v]))
+                        .collect(),
+                    module: None,
+                };
+                match rules::adjoint(op, &ctx) {
+                    rules::Adjoint::Each(exprs) => {
+                        for (&a, e) in node.args.iter().zip(exprs) {
+                            if need[a] == Need::Never {
+                                continue;
+                            }
+                            let (da, buf) = slot(a);
+                            stmts.extend(guarded(
+                                a,
+                                v,
+                                quote!(#dsl::acc_ws(#da, #buf, Some(&(#e)));),
+                            ));
+                        }
+                    }
+                    rules::Adjoint::Pair(call) => {
+                        let mut binds = Vec::new();
+                        let mut accs = TokenStream::new();
+                        for (i, &a) in node.args.iter().enumerate() {
+                            if need[a] == Need::Never {
+                                binds.push(quote!(_));
+                            } else {
+                                let t = format_ident!("grad_{}", i);
+                                let (da, buf) = slot(a);
+                                accs.extend(quote!(#dsl::acc_ws(#da, #buf, #t.as_ref());));
+                                binds.push(quote!(#t));
+                            }
+                        }
+                        stmts.extend(quote! { let (#(#binds),*) = #call; #accs });
+                    }
+                    rules::Adjoint::Single(call) => stmts.extend(quote!(let _ = #call;)),
+                }
+            }
+        }
+        bwd.extend(quote! {
+            if let Some(#d) = #d {
+                #stmts
+            }
+        });
+    }
+    let ret = if need[input] == Need::Never {
+        quote!(None)
+    } else {
+        let dx = grad::adjoint_name(g, input);
+        quote! {
+            __ws.input_grad = #dx;
+            __ws.input_grad.as_ref()
+        }
+    };
+    bwd.extend(ret);
+
+    let (impl_g, ty_g, where_g) = def.generics.split_for_impl();
+    let mut preds: Vec<TokenStream> = where_g
+        .map(|w| w.predicates.iter().map(|p| p.to_token_stream()).collect())
+        .unwrap_or_default();
+    let mut seen: Vec<String> = Vec::new();
+    let mut ws_args = Vec::new();
+    for &(_, f) in &calls {
+        let t = layer_ty(f);
+        ws_args.push(quote!(<#t as ::deriv::nn::TrainStep>::Workspace));
+        let key = t.to_string();
+        if !seen.contains(&key) {
+            preds.push(quote!(for<'__a> #t: ::deriv::nn::TrainStep));
+            seen.push(key);
+        }
+    }
+    let ws_ty = if ws_args.is_empty() {
+        quote!(#ws_name)
+    } else {
+        quote!(#ws_name<#(#ws_args),*>)
+    };
+    let where_tokens = if preds.is_empty() {
+        TokenStream::new()
+    } else {
+        quote!(where #(#preds),*)
+    };
+    quote! {
+        #struct_doc
+        #[allow(dead_code)]
+        #vis struct #ws_name #generics {
+            #(#decls),*
+        }
+
+        impl #default_generics ::core::default::Default for #ws_name #generics {
+            fn default() -> Self {
+                Self { #(#inits),* }
+            }
+        }
+
+        #[allow(unused_mut, unused_variables, unused_imports, clippy::type_complexity)]
+        impl #impl_g ::deriv::nn::TrainStep for #name #ty_g #where_tokens {
+            type Workspace = #ws_ty;
+            fn forward_train_ws<'__w>(
+                &self,
+                #x_param: &::deriv::Tensor,
+                __ws: &'__w mut Self::Workspace,
+            ) -> &'__w ::deriv::Tensor {
+                let __guard = ::deriv::NoGradGuard::new();
+                #fwd
+                #out
+            }
+            fn backward_ws<'__w>(
+                &self,
+                __ws: &'__w mut Self::Workspace,
+                grad_out: &::deriv::Tensor,
+                input_grad: bool,
+            ) -> ::core::option::Option<&'__w ::deriv::Tensor> {
+                let __guard = ::deriv::NoGradGuard::new();
+                #bwd
+            }
+        }
     }
 }

@@ -254,7 +254,7 @@ pub fn backward_body(g: &Graph, plan: &Plan, saved_ty: &Ident) -> TokenStream {
 
 /// Whether an argument's adjoint is wanted, as a `bool` expression, inside
 /// the reverse step of a node that has an adjoint.
-fn flag(arg: Need, node: Need) -> TokenStream {
+pub fn flag(arg: Need, node: Need) -> TokenStream {
     match (arg, node) {
         (Need::Never, _) => quote!(false),
         (Need::IfInput, Need::Always) => quote!(input_grad),

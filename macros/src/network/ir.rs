@@ -400,6 +400,7 @@ fn finish(inputs: Vec<ValueId>, mut nodes: Vec<Node>, output: ValueId) -> Graph 
                 candidate.clone(),
                 format!("{candidate}_saved"),
                 format!("{candidate}_shape"),
+                format!("{candidate}_ws"),
                 format!("d_{candidate}"),
             ];
             if derived.iter().all(|d| !used.contains(d)) {

@@ -1,10 +1,18 @@
 //! Parameter-free layers: activations, softmax, dropout, flatten, identity.
 
-use super::{functional as F, Differentiable, Forward, Module};
-use crate::autograd::no_grad;
+use super::dsl::get;
+use super::linear::LayerWorkspace;
+use super::{functional as F, Differentiable, Forward, Module, TrainStep};
+use crate::autograd::{no_grad, NoGradGuard};
 use crate::backend::Device;
-use crate::tensor::Tensor;
+use crate::ops::into::{self, Act};
+use crate::tensor::{norm_dim, Tensor};
 use crate::vjp;
+
+/// Whether the in-place kernels take `t` (a float tensor on the CPU).
+fn float_cpu(t: &Tensor) -> bool {
+    t.dtype().is_float() && t.device().is_cpu()
+}
 
 /// Module impl for a layer without parameters.
 macro_rules! no_parameters {
@@ -23,7 +31,7 @@ macro_rules! no_parameters {
 
 /// An elementwise activation whose gradient is computed from its output.
 macro_rules! activation {
-    ($(#[$doc:meta])* $name:ident, $f:path, $rule:path) => {
+    ($(#[$doc:meta])* $name:ident, $f:path, $rule:path, $act:expr) => {
         $(#[$doc])*
         #[derive(Clone, Copy, Debug, Default)]
         pub struct $name;
@@ -55,20 +63,52 @@ macro_rules! activation {
                 input_grad.then(|| no_grad(|| $rule(&y, grad_out)))
             }
         }
+
+        impl TrainStep for $name {
+            /// The output and the input gradient.
+            type Workspace = LayerWorkspace;
+            fn forward_train_ws<'w>(&self, x: &Tensor, ws: &'w mut LayerWorkspace) -> &'w Tensor {
+                if !float_cpu(x) {
+                    return ws.out.insert(no_grad(|| $f(x)));
+                }
+                let out = into::slot(&mut ws.out, x.shape(), x.dtype(), x.device(), &[x]);
+                into::act_into($act, out, x);
+                out
+            }
+            fn backward_ws<'w>(
+                &self,
+                ws: &'w mut LayerWorkspace,
+                grad_out: &Tensor,
+                input_grad: bool,
+            ) -> Option<&'w Tensor> {
+                if !input_grad {
+                    return None;
+                }
+                let y = get(&ws.out);
+                let g = grad_out;
+                if !(y.shape() == g.shape() && y.dtype() == g.dtype() && float_cpu(g)) {
+                    ws.dx = Some(no_grad(|| $rule(y, g)));
+                    return ws.dx.as_ref();
+                }
+                let dx = into::slot(&mut ws.dx, y.shape(), y.dtype(), y.device(), &[y, g]);
+                into::act_backward_into($act, dx, y, g, false);
+                Some(dx)
+            }
+        }
     };
 }
 
 activation!(
     /// `max(x, 0)` elementwise (`nn.ReLU`).
-    ReLU, F::relu, vjp::relu
+    ReLU, F::relu, vjp::relu, Act::Relu
 );
 activation!(
     /// The logistic function elementwise (`nn.Sigmoid`).
-    Sigmoid, F::sigmoid, vjp::sigmoid
+    Sigmoid, F::sigmoid, vjp::sigmoid, Act::Sigmoid
 );
 activation!(
     /// Hyperbolic tangent elementwise (`nn.Tanh`).
-    Tanh, F::tanh, vjp::tanh
+    Tanh, F::tanh, vjp::tanh, Act::Tanh
 );
 
 /// Returns its input (`nn.Identity`).
@@ -100,9 +140,25 @@ impl Differentiable for Identity {
     }
 }
 
+impl TrainStep for Identity {
+    /// Handles to the input and the gradient (nothing is copied).
+    type Workspace = LayerWorkspace;
+    fn forward_train_ws<'w>(&self, x: &Tensor, ws: &'w mut LayerWorkspace) -> &'w Tensor {
+        ws.out.insert(x.clone())
+    }
+    fn backward_ws<'w>(
+        &self,
+        ws: &'w mut LayerWorkspace,
+        grad_out: &Tensor,
+        input_grad: bool,
+    ) -> Option<&'w Tensor> {
+        input_grad.then(|| &*ws.dx.insert(grad_out.clone()))
+    }
+}
+
 /// Softmax or log-softmax along a dim.
 macro_rules! softmax_layer {
-    ($(#[$doc:meta])* $name:ident, $f:path, $rule:path) => {
+    ($(#[$doc:meta])* $name:ident, $f:path, $rule:path, $log:expr) => {
         $(#[$doc])*
         #[derive(Clone, Copy, Debug)]
         pub struct $name {
@@ -136,16 +192,56 @@ macro_rules! softmax_layer {
                 input_grad.then(|| no_grad(|| $rule(&y, grad_out, self.dim)))
             }
         }
+
+        impl TrainStep for $name {
+            /// The output and the input gradient.
+            type Workspace = LayerWorkspace;
+            fn forward_train_ws<'w>(&self, x: &Tensor, ws: &'w mut LayerWorkspace) -> &'w Tensor {
+                let d = crate::error::OrPanic::or_panic(norm_dim(stringify!($f), self.dim, x.ndim()));
+                if !(float_cpu(x) && x.is_contiguous() && x.ndim() > 0) {
+                    return ws.out.insert(no_grad(|| $f(x, self.dim)));
+                }
+                let out = into::slot(&mut ws.out, x.shape(), x.dtype(), x.device(), &[x]);
+                into::softmax_into(out, x, d, $log);
+                out
+            }
+            fn backward_ws<'w>(
+                &self,
+                ws: &'w mut LayerWorkspace,
+                grad_out: &Tensor,
+                input_grad: bool,
+            ) -> Option<&'w Tensor> {
+                if !input_grad {
+                    return None;
+                }
+                let y = get(&ws.out);
+                let g = grad_out;
+                let fast = y.shape() == g.shape()
+                    && y.dtype() == g.dtype()
+                    && float_cpu(g)
+                    && y.is_contiguous()
+                    && g.is_contiguous()
+                    && y.ndim() > 0;
+                if !fast {
+                    ws.dx = Some(no_grad(|| $rule(y, g, self.dim)));
+                    return ws.dx.as_ref();
+                }
+                let d = crate::error::OrPanic::or_panic(norm_dim(stringify!($f), self.dim, y.ndim()));
+                let dx = into::slot(&mut ws.dx, y.shape(), y.dtype(), y.device(), &[y, g]);
+                into::softmax_backward_into(dx, y, g, d, $log, false);
+                Some(dx)
+            }
+        }
     };
 }
 
 softmax_layer!(
     /// `exp(x) / Σ exp(x)` along `dim` (`nn.Softmax(dim)`).
-    Softmax, F::softmax, vjp::softmax
+    Softmax, F::softmax, vjp::softmax, false
 );
 softmax_layer!(
     /// `log softmax(x)` along `dim` (`nn.LogSoftmax(dim)`).
-    LogSoftmax, F::log_softmax, vjp::log_softmax
+    LogSoftmax, F::log_softmax, vjp::log_softmax, true
 );
 
 /// Flattens dims `start..=end` (`nn.Flatten`, default 1..=-1: keeps the batch dim).
@@ -186,6 +282,52 @@ impl Differentiable for Flatten {
     }
     fn backward(&self, shape: Vec<usize>, grad_out: &Tensor, input_grad: bool) -> Option<Tensor> {
         input_grad.then(|| no_grad(|| vjp::reshape(grad_out, &shape)))
+    }
+}
+
+impl TrainStep for Flatten {
+    /// The flattened copy of the input, the input shape, and the gradient
+    /// copied back to that shape (copies instead of views, so that no view
+    /// handle is created per step).
+    type Workspace = LayerWorkspace;
+    fn forward_train_ws<'w>(&self, x: &Tensor, ws: &'w mut LayerWorkspace) -> &'w Tensor {
+        if !float_cpu(x) {
+            ws.shape.clear();
+            ws.shape.extend_from_slice(x.shape());
+            return ws.out.insert(no_grad(|| self.forward(x)));
+        }
+        let reuse = ws.shape == x.shape()
+            && ws
+                .out
+                .as_ref()
+                .is_some_and(|o| o.dtype() == x.dtype() && !o.shares_storage(x));
+        if !reuse {
+            let y = no_grad(|| self.forward(x).clone_data());
+            ws.shape.clear();
+            ws.shape.extend_from_slice(x.shape());
+            return ws.out.insert(y);
+        }
+        let out = get(&ws.out);
+        into::copy_into(out, x);
+        out
+    }
+    fn backward_ws<'w>(
+        &self,
+        ws: &'w mut LayerWorkspace,
+        grad_out: &Tensor,
+        input_grad: bool,
+    ) -> Option<&'w Tensor> {
+        if !input_grad {
+            return None;
+        }
+        if !(float_cpu(grad_out) && grad_out.numel() == ws.shape.iter().product::<usize>()) {
+            ws.dx = Some(no_grad(|| vjp::reshape(grad_out, &ws.shape)));
+            return ws.dx.as_ref();
+        }
+        let g = grad_out;
+        let dx = into::slot(&mut ws.dx, &ws.shape, g.dtype(), g.device(), &[g]);
+        into::copy_into(dx, g);
+        Some(dx)
     }
 }
 
@@ -249,5 +391,49 @@ impl Differentiable for Dropout {
             Some(m) => no_grad(|| vjp::dropout(&m, grad_out)),
             None => grad_out.clone(),
         })
+    }
+}
+
+impl TrainStep for Dropout {
+    /// The output, the scaled keep-mask (drawn in place each step) and the
+    /// input gradient; in eval mode (or `p = 0`) handles only, as the
+    /// identity.
+    type Workspace = LayerWorkspace;
+    fn forward_train_ws<'w>(&self, x: &Tensor, ws: &'w mut LayerWorkspace) -> &'w Tensor {
+        let _guard = NoGradGuard::new();
+        if !self.training || self.p == 0.0 {
+            ws.aux = None;
+            return ws.out.insert(x.clone());
+        }
+        if !float_cpu(x) {
+            let (y, mask) = self.forward_train(x);
+            ws.aux = mask;
+            return ws.out.insert(y);
+        }
+        let mask = into::slot(&mut ws.aux, x.shape(), x.dtype(), x.device(), &[x]);
+        let out = into::slot(&mut ws.out, x.shape(), x.dtype(), x.device(), &[x, mask]);
+        into::dropout_into(out, mask, x, self.p);
+        out
+    }
+    fn backward_ws<'w>(
+        &self,
+        ws: &'w mut LayerWorkspace,
+        grad_out: &Tensor,
+        input_grad: bool,
+    ) -> Option<&'w Tensor> {
+        if !input_grad {
+            return None;
+        }
+        let g = grad_out;
+        let Some(mask) = ws.aux.as_ref() else {
+            return Some(ws.dx.insert(g.clone()));
+        };
+        if !(mask.shape() == g.shape() && mask.dtype() == g.dtype() && float_cpu(g)) {
+            ws.dx = Some(no_grad(|| vjp::dropout(mask, g)));
+            return ws.dx.as_ref();
+        }
+        let dx = into::slot(&mut ws.dx, g.shape(), g.dtype(), g.device(), &[g, mask]);
+        into::mul_into(dx, g, mask, false);
+        Some(dx)
     }
 }

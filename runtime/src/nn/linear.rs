@@ -1,9 +1,10 @@
 //! `Linear`: y = x·Wᵀ + b.
 
 use super::module::{accumulate_grad, join_name};
-use super::{init, Differentiable, Forward, Module};
-use crate::autograd::no_grad;
+use super::{init, Differentiable, Forward, Module, TrainStep};
+use crate::autograd::{no_grad, NoGradGuard};
 use crate::backend::Device;
+use crate::ops::into;
 use crate::tensor::{Tensor, TensorOptions};
 
 /// A fully connected layer, `y = x·Wᵀ + b` (`nn.Linear`): weight of shape
@@ -102,5 +103,104 @@ impl Differentiable for Linear {
             }
             dx
         })
+    }
+}
+
+/// The buffers a runtime layer keeps between [`TrainStep`] steps: its input
+/// (a handle, when backward reads it), its output, an auxiliary tensor (a
+/// dropout mask) and its input gradient.
+#[derive(Default)]
+pub struct LayerWorkspace {
+    pub(crate) input: Option<Tensor>,
+    pub(crate) out: Option<Tensor>,
+    pub(crate) aux: Option<Tensor>,
+    pub(crate) dx: Option<Tensor>,
+    pub(crate) shape: Vec<usize>,
+}
+
+/// `param`'s `.grad()` when the in-place kernels can add into it (contiguous,
+/// of the parameter's shape and dtype); a zeroed one is installed when there
+/// is none yet (the first step). `None`: take the allocating path.
+pub(crate) fn grad_buffer(param: &Tensor) -> Option<Tensor> {
+    let mut slot = param.grad_slot();
+    match &*slot {
+        Some(g) => (g.is_contiguous() && g.dtype() == param.dtype() && g.shape() == param.shape())
+            .then(|| g.clone()),
+        None => {
+            let g = no_grad(|| param.zeros_like());
+            *slot = Some(g.clone());
+            Some(g)
+        }
+    }
+}
+
+impl TrainStep for Linear {
+    type Workspace = LayerWorkspace;
+
+    fn forward_train_ws<'w>(&self, x: &Tensor, ws: &'w mut LayerWorkspace) -> &'w Tensor {
+        let _guard = NoGradGuard::new();
+        let b = self.bias.as_ref();
+        if !into::linear_supported(x, &self.weight, b) {
+            let (y, saved) = self.forward_train(x);
+            ws.input = Some(saved);
+            return ws.out.insert(y);
+        }
+        let w = &self.weight;
+        let out = into::slot_last(
+            &mut ws.out,
+            x.shape(),
+            w.shape()[0],
+            w.dtype(),
+            w.device(),
+            &[x],
+        );
+        into::linear_into(out, x, w, b);
+        ws.input = Some(x.clone());
+        out
+    }
+
+    fn backward_ws<'w>(
+        &self,
+        ws: &'w mut LayerWorkspace,
+        grad_out: &Tensor,
+        input_grad: bool,
+    ) -> Option<&'w Tensor> {
+        let _guard = NoGradGuard::new();
+        let x = super::dsl::get(&ws.input);
+        let (w, b) = (&self.weight, self.bias.as_ref());
+        let fast =
+            into::linear_supported(x, w, b) && into::matrix_ok(grad_out, w.shape()[0], w.dtype());
+        let dw = if fast { grad_buffer(w) } else { None };
+        let db = match (fast, b) {
+            (true, Some(b)) => grad_buffer(b).map(Some),
+            (true, None) => Some(None),
+            (false, _) => None,
+        };
+        let (Some(dw), Some(db)) = (dw, db) else {
+            let (dx, dw, db) = crate::vjp::linear(grad_out, x, w, input_grad);
+            accumulate_grad(w, dw);
+            if let Some(b) = b {
+                accumulate_grad(b, db);
+            }
+            ws.dx = dx;
+            return ws.dx.as_ref();
+        };
+        let dx = if input_grad {
+            Some(into::slot(
+                &mut ws.dx,
+                x.shape(),
+                w.dtype(),
+                w.device(),
+                &[x, grad_out],
+            ))
+        } else {
+            None
+        };
+        into::linear_backward_into(grad_out, x, w, &dw, db.as_ref(), dx);
+        if input_grad {
+            ws.dx.as_ref()
+        } else {
+            None
+        }
     }
 }

@@ -17,10 +17,13 @@ mod module;
 mod sequential;
 
 pub use activation::{Dropout, Flatten, Identity, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh};
-pub use linear::Linear;
+pub use linear::{LayerWorkspace, Linear};
 pub use loss::{
     BCELoss, BCEWithLogitsLoss, BceWithLogitsOptions, CrossEntropyLoss, CrossEntropyOptions,
     L1Loss, Loss, MSELoss, NLLLoss, NllLossOptions, Reduction,
 };
-pub use module::{accumulate_grad, join_name, Differentiable, Forward, IncompatibleKeys, Module};
+pub use module::{
+    accumulate_grad, join_name, Differentiable, Fallback, Forward, IncompatibleKeys, Module,
+    TrainStep,
+};
 pub use sequential::Sequential;

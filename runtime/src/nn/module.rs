@@ -243,3 +243,132 @@ pub trait Differentiable: Module + Forward {
 pub fn accumulate_grad(param: &Tensor, grad: Tensor) {
     no_grad(|| crate::autograd::engine::accumulate(param, grad));
 }
+
+/// The buffer-reusing training step: [`Differentiable`] with the
+/// intermediate tensors kept in a workspace between steps, so that in steady
+/// state (same batch shape, gradients already allocated) a step makes no heap
+/// allocation.
+///
+/// `forward_train_ws` writes the output and what backward needs into
+/// `ws` (allocating its buffers on the first step, or when a shape changes)
+/// and returns the output; `backward_ws` reads them, adds dL/dθ into each
+/// parameter's existing `.grad()` buffer in place (creating it zeroed on
+/// the first step), and returns dL/dx when `input_grad` is true. The math is
+/// the [`Differentiable`] path's, so both give the same gradients.
+///
+/// The returned tensors are buffers of the workspace: the next step
+/// overwrites them in place, so copy one (`clone_data()`) to keep it. Call
+/// `backward_ws` at most once per `forward_train_ws`.
+///
+/// The runtime's layers and every `network!` model (sequential and
+/// one-input class form) and `#[module(sequential)]` type implement it.
+/// A layer of your own implements it with its own buffers, or simply with a
+/// [`Fallback`] workspace that runs its `Differentiable` methods (allocating):
+///
+/// ```
+/// use deriv_runtime::nn::{Differentiable, Fallback, Forward, Linear, Module, TrainStep};
+/// use deriv_runtime::{Device, Tensor};
+/// # struct Cube;
+/// # impl Module for Cube {
+/// #     fn visit_parameters(&self, _: &str, _: &mut dyn FnMut(&str, &Tensor)) {}
+/// #     fn visit_parameters_mut(&mut self, _: &str, _: &mut dyn FnMut(&str, &mut Tensor)) {}
+/// # }
+/// # impl Forward for Cube { fn forward(&self, x: &Tensor) -> Tensor { x * x * x } }
+/// # impl Differentiable for Cube {
+/// #     type Saved = Tensor;
+/// #     fn forward_train(&self, x: &Tensor) -> (Tensor, Tensor) { (x * x * x, x.clone()) }
+/// #     fn backward(&self, x: Tensor, g: &Tensor, need: bool) -> Option<Tensor> {
+/// #         need.then(|| g * &(&x * &x * 3.0))
+/// #     }
+/// # }
+/// impl TrainStep for Cube {
+///     type Workspace = Fallback<Self>;
+///     fn forward_train_ws<'w>(&self, x: &Tensor, ws: &'w mut Fallback<Self>) -> &'w Tensor {
+///         ws.forward_train(self, x)
+///     }
+///     fn backward_ws<'w>(
+///         &self,
+///         ws: &'w mut Fallback<Self>,
+///         grad_out: &Tensor,
+///         input_grad: bool,
+///     ) -> Option<&'w Tensor> {
+///         ws.backward(self, grad_out, input_grad)
+///     }
+/// }
+///
+/// // A step with a built-in layer: the second one reuses every buffer.
+/// let fc = Linear::new(3, 2, &Device::Cpu);
+/// let mut ws = fc.workspace();
+/// let x = Tensor::randn([4, 3]);
+/// for _ in 0..2 {
+///     let y = fc.forward_train_ws(&x, &mut ws);
+///     assert_eq!(y.shape(), &[4, 2]);
+///     let g = Tensor::ones([4, 2]);
+///     let dx = fc.backward_ws(&mut ws, &g, true).unwrap();
+///     assert_eq!(dx.shape(), &[4, 3]);
+/// }
+/// // Two backward passes accumulated: db = 2 · 4 rows of ones.
+/// assert_eq!(fc.bias.as_ref().unwrap().grad().unwrap().to_vec::<f32>(), vec![8.0, 8.0]);
+/// ```
+pub trait TrainStep: Differentiable {
+    /// The buffers kept between steps (empty until the first step).
+    type Workspace: Default + Send;
+
+    /// An empty workspace for this model.
+    fn workspace(&self) -> Self::Workspace {
+        Self::Workspace::default()
+    }
+
+    /// The output, computed without recording into `ws`'s buffers, which
+    /// also keep what [`backward_ws`](Self::backward_ws) needs.
+    fn forward_train_ws<'w>(&self, x: &Tensor, ws: &'w mut Self::Workspace) -> &'w Tensor;
+
+    /// Adds dL/dθ into each parameter's `.grad()` (in place) from what the
+    /// last [`forward_train_ws`](Self::forward_train_ws) left in `ws`, and
+    /// returns dL/dx (a buffer of `ws`) when `input_grad` is true.
+    fn backward_ws<'w>(
+        &self,
+        ws: &'w mut Self::Workspace,
+        grad_out: &Tensor,
+        input_grad: bool,
+    ) -> Option<&'w Tensor>;
+}
+
+/// A [`TrainStep`] workspace that runs a layer's allocating
+/// [`Differentiable`] methods and keeps their results: the adapter for a
+/// layer without buffer-reusing kernels (see [`TrainStep`]'s example).
+pub struct Fallback<M: Differentiable + ?Sized> {
+    out: Option<Tensor>,
+    saved: Option<M::Saved>,
+    dx: Option<Tensor>,
+}
+
+impl<M: Differentiable + ?Sized> Default for Fallback<M> {
+    fn default() -> Self {
+        Fallback {
+            out: None,
+            saved: None,
+            dx: None,
+        }
+    }
+}
+
+impl<M: Differentiable + ?Sized> Fallback<M> {
+    /// Runs `m.forward_train(x)`, keeps its `Saved`, and returns the output.
+    pub fn forward_train(&mut self, m: &M, x: &Tensor) -> &Tensor {
+        let (y, saved) = m.forward_train(x);
+        self.saved = Some(saved);
+        self.out.insert(y)
+    }
+
+    /// Runs `m.backward` on the kept `Saved` and returns dL/dx when asked.
+    ///
+    /// Panics when no [`forward_train`](Self::forward_train) preceded it.
+    pub fn backward(&mut self, m: &M, grad_out: &Tensor, input_grad: bool) -> Option<&Tensor> {
+        let saved = self.saved.take().expect(
+            "backward_ws: nothing saved; call forward_train_ws first (once per backward_ws)",
+        );
+        self.dx = m.backward(saved, grad_out, input_grad);
+        self.dx.as_ref()
+    }
+}

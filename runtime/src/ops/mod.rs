@@ -4,6 +4,7 @@
 pub(crate) mod activation;
 pub(crate) mod elementwise;
 pub(crate) mod inplace;
+pub(crate) mod into;
 pub(crate) mod loss;
 pub(crate) mod matmul;
 pub(crate) mod reduce;
