@@ -43,6 +43,15 @@ fn loaders(dtype: DType) -> (Loader, Loader) {
     (train, val)
 }
 
+/// A copy of `m`'s parameters (not sharing storage with it).
+fn snapshot(m: &impl Module) -> deriv::io::StateDict {
+    let mut sd = deriv::io::StateDict::new();
+    for (n, t) in m.state_dict() {
+        sd.insert(n, t.clone_data());
+    }
+    sd
+}
+
 fn params(m: &impl Module) -> Vec<Vec<f64>> {
     m.parameters().iter().map(|p| p.to_vec::<f64>()).collect()
 }
@@ -58,9 +67,12 @@ fn max_diff(a: &[Vec<f64>], b: &[Vec<f64>]) -> f64 {
 #[test]
 fn compiled_and_tape_training_reach_the_same_parameters() {
     let (train, val) = loaders(DType::F64);
+    // The same initial weights for both runs, whatever other tests do with
+    // the (process-wide) global generator meanwhile.
+    let init = snapshot(&Mlp::default());
     let run = |compiled: bool| {
-        manual_seed(3);
         let mut net = Mlp::default();
+        net.load_state_dict(&init).unwrap();
         net.to_dtype(DType::F64);
         let mut clf = Classifier::new(net).optimizer(|p| SGD::new(p, 0.1).momentum(0.9));
         let h = Trainer::new()
@@ -95,9 +107,13 @@ fn resuming_from_a_checkpoint_continues_to_the_same_result() {
     let dir = std::env::temp_dir().join(format!("deriv-trainer-resume-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (train, val) = loaders(DType::F32);
-    let make = || Classifier::new(Mlp::default()).optimizer(|p| Adam::new(p, 1e-2));
 
-    manual_seed(5);
+    let init = snapshot(&Mlp::default());
+    let make = || {
+        let mut net = Mlp::default();
+        net.load_state_dict(&init).unwrap();
+        Classifier::new(net).optimizer(|p| Adam::new(p, 1e-2))
+    };
     let mut straight = make();
     let full = Trainer::new()
         .max_epochs(4)
@@ -105,7 +121,6 @@ fn resuming_from_a_checkpoint_continues_to_the_same_result() {
         .fit(&mut straight, &train, Some(&val))
         .unwrap();
 
-    manual_seed(5);
     let mut first = make();
     let ckpt = dir.join("run.safetensors");
     Trainer::new()
@@ -117,8 +132,7 @@ fn resuming_from_a_checkpoint_continues_to_the_same_result() {
     assert_eq!(Checkpoint::load(&ckpt).unwrap().epoch, 2);
 
     // A fresh process would start from other weights: the checkpoint restores them.
-    manual_seed(99);
-    let mut resumed = make();
+    let mut resumed = Classifier::new(Mlp::default()).optimizer(|p| Adam::new(p, 1e-2));
     let history = Trainer::new()
         .max_epochs(4)
         .quiet()
