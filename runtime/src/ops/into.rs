@@ -249,6 +249,11 @@ fn small_gemm<T: Real>(m: usize, n: usize, k: usize, a: Mat<T>, b: Mat<T>, c: *m
 /// rayon wake-up, so the bar is lower than the allocating matmul's.
 const PAR_FLOPS: usize = 1 << 21;
 
+/// Blocks per participant of a split product: claimed dynamically, two
+/// each balance a helper that starts late (on a quiet machine one each
+/// measures the same).
+const BLOCKS_PER_THREAD: usize = 2;
+
 const IDLE: u8 = 0;
 const PENDING: u8 = 1;
 const RUNNING: u8 = 2;
@@ -450,9 +455,7 @@ unsafe fn gemm<T: Real>(m: usize, n: usize, k: usize, a: Mat<T>, b: Mat<T>, c: *
     let c = cpu::SharedPtr::new(c);
     let split_rows = m >= n;
     let len = if split_rows { m } else { n };
-    // Two blocks per participant: claimed dynamically, they balance a
-    // helper that starts late.
-    let step = len.div_ceil(2 * width).next_multiple_of(16);
+    let step = len.div_ceil(BLOCKS_PER_THREAD * width).next_multiple_of(16);
     let parts = len.div_ceil(step);
     par_run(parts, &|p| {
         let start = p * step;
