@@ -709,60 +709,62 @@ fn gemm_kernel(s: &mut String, d: DType, ta: bool, tb: bool, vec: bool) {
         s,
         "    add.u32 %r26, %r3, 7;\n    shr.u32 %r26, %r26, 3;\n    mov.u32 %r27, 0;"
     );
-    // Global loads of a tile into %ga/%gb, guarded.
-    let load_a = |s: &mut String| {
-        // elements j = 0..4 along k (N) or m (T)
-        let (row, col, rows, cols) = if !ta {
-            ("%r18", "%r19", "%r1", "%r3")
+    // Global loads of a tile into %ga/%gb, guarded. One generator serves
+    // both operands: they differ only in registers and orientation.
+    // `normal`: (row, col, rows, cols) when not transposed; the transposed
+    // operand swaps the roles.
+    let load_tile = |s: &mut String,
+                     transposed: bool,
+                     normal: (&str, &str, &str, &str),
+                     (p_row, p_el): (&str, &str),
+                     dst: &str,
+                     addr: &str| {
+        let (row, col, rows, cols) = if !transposed {
+            normal
         } else {
-            ("%r19", "%r18", "%r3", "%r1")
+            (normal.1, normal.0, normal.3, normal.2)
         };
-        // row bound and column bound: element j is at (row, col + j)
-        let _ = writeln!(s, "    setp.lt.u32 %p4, {row}, {rows};");
+        // Row bound and column bound: element j is at (row, col + j).
+        let _ = writeln!(s, "    setp.lt.u32 {p_row}, {row}, {rows};");
         if vec {
             let _ = writeln!(
                 s,
-                "    setp.lt.u32 %p5, {col}, {cols};\n    and.pred %p5, %p5, %p4;\n    mov.{t} %ga0, {z};\n    \
-                 mov.{t} %ga1, {z};\n    mov.{t} %ga2, {z};\n    mov.{t} %ga3, {z};\n    \
-                 @%p5 ld.global.v4.{t} {{%ga0, %ga1, %ga2, %ga3}}, [%rd9];"
+                "    setp.lt.u32 {p_el}, {col}, {cols};\n    and.pred {p_el}, {p_el}, {p_row};\n    mov.{t} {dst}0, {z};\n    \
+                 mov.{t} {dst}1, {z};\n    mov.{t} {dst}2, {z};\n    mov.{t} {dst}3, {z};\n    \
+                 @{p_el} ld.global.v4.{t} {{{dst}0, {dst}1, {dst}2, {dst}3}}, [{addr}];"
             );
         } else {
             for j in 0..4 {
                 let _ = writeln!(
                     s,
-                    "    add.u32 %r28, {col}, {j};\n    setp.lt.u32 %p5, %r28, {cols};\n    and.pred %p5, %p5, %p4;\n    \
-                     mov.{t} %ga{j}, {z};\n    @%p5 {} %ga{j}, [%rd9+{}];",
+                    "    add.u32 %r28, {col}, {j};\n    setp.lt.u32 {p_el}, %r28, {cols};\n    and.pred {p_el}, {p_el}, {p_row};\n    \
+                     mov.{t} {dst}{j}, {z};\n    @{p_el} {} {dst}{j}, [{addr}+{}];",
                     ld(d),
                     j as u32 * es
                 );
             }
         }
     };
+    // A: elements j = 0..4 along k (not transposed) or m (transposed).
+    let load_a = |s: &mut String| {
+        load_tile(
+            s,
+            ta,
+            ("%r18", "%r19", "%r1", "%r3"),
+            ("%p4", "%p5"),
+            "%ga",
+            "%rd9",
+        )
+    };
     let load_b = |s: &mut String| {
-        let (row, col, rows, cols) = if !tb {
-            ("%r21", "%r20", "%r3", "%r2")
-        } else {
-            ("%r20", "%r21", "%r2", "%r3")
-        };
-        let _ = writeln!(s, "    setp.lt.u32 %p6, {row}, {rows};");
-        if vec {
-            let _ = writeln!(
-                s,
-                "    setp.lt.u32 %p7, {col}, {cols};\n    and.pred %p7, %p7, %p6;\n    mov.{t} %gb0, {z};\n    \
-                 mov.{t} %gb1, {z};\n    mov.{t} %gb2, {z};\n    mov.{t} %gb3, {z};\n    \
-                 @%p7 ld.global.v4.{t} {{%gb0, %gb1, %gb2, %gb3}}, [%rd12];"
-            );
-        } else {
-            for j in 0..4 {
-                let _ = writeln!(
-                    s,
-                    "    add.u32 %r28, {col}, {j};\n    setp.lt.u32 %p7, %r28, {cols};\n    and.pred %p7, %p7, %p6;\n    \
-                     mov.{t} %gb{j}, {z};\n    @%p7 {} %gb{j}, [%rd12+{}];",
-                    ld(d),
-                    j as u32 * es
-                );
-            }
-        }
+        load_tile(
+            s,
+            tb,
+            ("%r21", "%r20", "%r3", "%r2"),
+            ("%p6", "%p7"),
+            "%gb",
+            "%rd12",
+        )
     };
     let store_tiles = |s: &mut String| {
         if !ta {
