@@ -1083,21 +1083,16 @@ pub fn nll_loss_backward(
     opts: &NllLossOptions,
 ) -> Tensor {
     let op = "nll_loss_backward";
-    let ct = class_targets(
+    let (weight, ignore) = (opts.weight.as_ref(), opts.ignore_index);
+    class_backward(
         op,
         log_probs,
         target,
-        opts.weight.as_ref(),
-        opts.ignore_index,
-    )
-    .or_panic();
-    check_grad_out(op, grad_out, opts.reduction, &ct.elem_shape()).or_panic();
-    class_lp_grad(
-        &ct,
-        0.0,
+        grad_out,
+        weight,
+        ignore,
         opts.reduction,
-        Seed::Times(grad_out),
-        log_probs.dtype(),
+        0.0,
     )
 }
 
@@ -1113,19 +1108,41 @@ pub fn cross_entropy_log_probs_backward(
 ) -> Tensor {
     let op = "cross_entropy_backward";
     check_smoothing(op, opts.label_smoothing).or_panic();
-    let ct = class_targets(
+    let (weight, ignore) = (opts.weight.as_ref(), opts.ignore_index);
+    let smoothing = opts.label_smoothing;
+    class_backward(
         op,
         log_probs,
         target,
-        opts.weight.as_ref(),
-        opts.ignore_index,
+        grad_out,
+        weight,
+        ignore,
+        opts.reduction,
+        smoothing,
     )
-    .or_panic();
-    check_grad_out(op, grad_out, opts.reduction, &ct.elem_shape()).or_panic();
+}
+
+/// dL/d(log_probs) for class-index targets, shared by `nll_loss` and
+/// `cross_entropy` (which adds label smoothing): checks the targets and
+/// `grad_out`'s shape, then `class_lp_grad`.
+#[allow(clippy::too_many_arguments)]
+#[track_caller]
+fn class_backward(
+    op: &'static str,
+    log_probs: &Tensor,
+    target: &Tensor,
+    grad_out: &Tensor,
+    weight: Option<&Tensor>,
+    ignore_index: i64,
+    reduction: Reduction,
+    smoothing: f64,
+) -> Tensor {
+    let ct = class_targets(op, log_probs, target, weight, ignore_index).or_panic();
+    check_grad_out(op, grad_out, reduction, &ct.elem_shape()).or_panic();
     class_lp_grad(
         &ct,
-        opts.label_smoothing,
-        opts.reduction,
+        smoothing,
+        reduction,
         Seed::Times(grad_out),
         log_probs.dtype(),
     )
