@@ -12,6 +12,9 @@
 //!   number is GFLOP/s.
 //! - `add_f32/<n>` and `mul_f32/<n>` report bytes moved: 12·n per iteration (two
 //!   f32 reads and one f32 write per element), so `GiB/s` is memory bandwidth.
+//! - `fma_ceiling/threads` is what the cores can do at their present clocks:
+//!   each thread runs independent AVX2 FMA chains from registers (no memory
+//!   traffic), so `Gelem/s` is GFLOP/s, the bound for `matmul_f32`.
 //! - `example0_step` reports the time of one step: forward, backward, the SGD
 //!   update under `no_grad`, and zeroing both gradients.
 
@@ -93,5 +96,71 @@ fn example0_step(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, matmul, elementwise, example0_step);
+/// Rounds per thread per iteration of `fma_ceiling`: ~40 ms, so spawning the
+/// threads costs well under 1%.
+const FMA_ROUNDS: usize = 20_000_000;
+
+/// Twelve independent FMA chains (FMA latency x units on current x86 cores is
+/// at most 10, so the units never wait), 8 f32 lanes each: 192 flops a round.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn fma_chains(rounds: usize) -> f32 {
+    use std::arch::x86_64::*;
+    let mut acc = [_mm256_set1_ps(0.0); 12];
+    let (x, y) = (_mm256_set1_ps(0.999), _mm256_set1_ps(0.001));
+    for _ in 0..rounds {
+        for a in acc.iter_mut() {
+            *a = _mm256_fmadd_ps(*a, x, y);
+        }
+    }
+    let mut lanes = [0f32; 8];
+    let sum = acc
+        .iter()
+        .fold(_mm256_setzero_ps(), |s, a| _mm256_add_ps(s, *a));
+    // SAFETY: `lanes` holds the 8 floats stored.
+    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), sum) };
+    lanes.iter().sum()
+}
+
+/// The f32 FMA ceiling with as many threads as deriv's pool (rayon's default,
+/// or RAYON_NUM_THREADS): the figure W1's GFLOP/s is a fraction of.
+fn fma_ceiling(c: &mut Criterion) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if !(std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma"))
+        {
+            return;
+        }
+        let threads = std::env::var("RAYON_NUM_THREADS")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|&t| t > 0)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        let mut group = c.benchmark_group("fma_ceiling");
+        group.warm_up_time(Duration::from_millis(500));
+        group.measurement_time(Duration::from_secs(3));
+        group.sample_size(10);
+        group.sampling_mode(SamplingMode::Flat);
+        group.throughput(Throughput::Elements((threads * FMA_ROUNDS * 192) as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(threads), &threads, |bch, &t| {
+            bch.iter(|| {
+                std::thread::scope(|s| {
+                    let helpers: Vec<_> = (1..t)
+                        // SAFETY: avx2 and fma were detected above.
+                        .map(|_| s.spawn(|| unsafe { fma_chains(FMA_ROUNDS) }))
+                        .collect();
+                    // SAFETY: as above.
+                    black_box(unsafe { fma_chains(FMA_ROUNDS) });
+                    for h in helpers {
+                        black_box(h.join().unwrap());
+                    }
+                })
+            })
+        });
+        group.finish();
+    }
+}
+
+criterion_group!(benches, matmul, fma_ceiling, elementwise, example0_step);
 criterion_main!(benches);

@@ -24,7 +24,7 @@ trap 'rm -f "$TORCH_OUT" "$RSS_OUT"' EXIT
 
 if [[ "${SKIP_CARGO:-0}" != 1 ]]; then
     echo "== cargo bench (W1, W2: tensor_ops; W3, W4: network)" >&2
-    cargo bench --bench tensor_ops -- 'matmul_f32|example0_step' >&2
+    cargo bench --bench tensor_ops -- 'matmul_f32|fma_ceiling|example0_step' >&2
     cargo bench --bench network -- 'w3_step|w4_step' >&2
 fi
 echo "== W5: examples/w4 (release), peak RSS" >&2
@@ -71,6 +71,13 @@ ours = read_pairs(rss_file)
 inv = lambda ns, k=1.0: None if ns is None else k * 1e9 / ns
 
 rows = []  # (workload, unit, deriv, torch, higher_is_better)
+ceiling = None
+if os.path.isdir(os.path.join(crit_dir, "fma_ceiling")):
+    for t in sorted(os.listdir(os.path.join(crit_dir, "fma_ceiling"))):
+        ns = crit_ns("fma_ceiling", t)
+        if t.isdigit() and ns is not None:
+            ceiling = int(t) * 20_000_000 * 192 / ns
+            rows.append((f"FMA ceiling ({t} threads, no memory)", "GFLOP/s", ceiling, None, True))
 for n in [64, 256, 512, 1024, 2048]:
     ns = crit_ns("matmul_f32", str(n))
     rows.append((f"W1 matmul n={n}", "GFLOP/s", None if ns is None else 2 * n**3 / ns,
@@ -103,4 +110,11 @@ print(line(header))
 print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
 for r in table:
     print(line(r))
+if ceiling:
+    shares = []
+    for n in [512, 1024, 2048]:
+        ns = crit_ns("matmul_f32", str(n))
+        if ns is not None:
+            shares.append(f"n={n} {100 * 2 * n**3 / ns / ceiling:.0f}%")
+    print(f"\nW1 as a share of the FMA ceiling ({ceiling:.1f} GFLOP/s): " + ", ".join(shares))
 PY
