@@ -492,3 +492,55 @@ fn derived_sequential_generic_struct_has_the_ws_path() {
         }
     }
 }
+
+/// What a user writes: the W4 step with the library's optimizers (not the
+/// plain update above): `step` and `zero_grad_in_place` reuse their state
+/// and allocate nothing in steady state, also where the update of a big
+/// parameter is split across threads.
+#[test]
+fn w4_step_with_library_optimizers_allocates_nothing() {
+    use deriv::optim::{Adam, Optimizer, SGD};
+    let _serial = serial();
+    let mut gen = Generator::new(5);
+    let batches: Vec<_> = (0..4).map(|_| w4_batch(&mut gen, DType::F32)).collect();
+    type MakeOptimizer = fn(Vec<Tensor>) -> Box<dyn Optimizer>;
+    let optimizers: Vec<(&str, MakeOptimizer)> = vec![
+        ("SGD", |p| Box::new(SGD::new(p, W4_LR))),
+        ("SGD momentum", |p| {
+            Box::new(SGD::new(p, W4_LR).momentum(0.9))
+        }),
+        ("Adam", |p| Box::new(Adam::new(p, 1e-3))),
+    ];
+    for (label, make) in optimizers {
+        manual_seed(0);
+        let model = W4::default();
+        let mut ws = model.workspace();
+        let mut opt = make(model.parameters());
+        let loss = Tensor::zeros([]);
+        let grad = Tensor::zeros([W4_BATCH, 10]);
+        let mut step = |x: &Tensor, t: &Tensor| {
+            let y = model.forward_train_ws(x, &mut ws);
+            let value = deriv::vjp::cross_entropy_into(y, t, &loss, &grad);
+            let _ = model.backward_ws(&mut ws, &grad, false);
+            opt.step();
+            opt.zero_grad_in_place();
+            value
+        };
+        for (x, t) in batches.iter().cycle().take(3) {
+            step(x, t);
+        }
+        let mut losses = [0.0f64; 100];
+        let n = allocations_in(|| {
+            for (i, (x, t)) in batches.iter().cycle().take(100).enumerate() {
+                losses[i] = step(x, t);
+            }
+        });
+        assert_eq!(n, 0, "{label}: {n} allocations in 100 steady-state steps");
+        assert!(
+            losses[100 - batches.len()] < losses[0],
+            "{label}: loss {} -> {} on batch 0",
+            losses[0],
+            losses[100 - batches.len()]
+        );
+    }
+}

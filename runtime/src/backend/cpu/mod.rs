@@ -1,16 +1,13 @@
 //! CPU kernels: strided traversal with contiguous fast paths, AVX2 code for
 //! the contiguous loops where the CPU has it, and all cores above a size threshold.
 
-use std::any::Any;
 use std::mem::MaybeUninit;
-use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
 
 use crate::tensor::Layout;
 
+pub(crate) mod pool;
 pub(crate) mod sgemm;
 
 /// Below this many elements a kernel stays on the calling thread: handing
@@ -76,8 +73,9 @@ fn par_ranges(n: usize, f: impl Fn(usize, usize) + Sync) {
     par_parts(parts, |i| f(bound(i), bound(i + 1)));
 }
 
-/// Calls `f(i)` for every `i` in `0..parts`, in parallel: through
-/// [`fork_join`] from outside the rayon pool, by work stealing inside it.
+/// Calls `f(i)` for every `i` in `0..parts`, in parallel: on the helper
+/// pool ([`pool::par_run`], which allocates nothing) from outside the rayon
+/// pool, by work stealing inside it.
 pub(crate) fn par_parts(parts: usize, f: impl Fn(usize) + Sync) {
     match parts {
         0 => {}
@@ -85,87 +83,7 @@ pub(crate) fn par_parts(parts: usize, f: impl Fn(usize) + Sync) {
         _ if rayon::current_thread_index().is_some() => {
             (0..parts).into_par_iter().for_each(&f);
         }
-        _ => fork_join(parts, &f),
-    }
-}
-
-const PENDING: u8 = 0;
-const RUNNING: u8 = 1;
-const DONE: u8 = 2;
-
-/// One part of a [`fork_join`]: who runs it, and its panic if it had one.
-#[derive(Default)]
-struct Slot {
-    state: AtomicU8,
-    panic: Mutex<Option<Box<dyn Any + Send>>>,
-}
-
-/// Runs `work(0..parts)` in parallel from a thread outside the rayon pool. The
-/// calling thread takes part 0 itself (rayon's `join` would park it and hand
-/// everything to the pool, paying two thread wake-ups), pool threads the rest;
-/// any part no pool thread has started by the time the caller is done, the
-/// caller runs too, so a busy or sleeping pool costs no more than one thread.
-fn fork_join(parts: usize, work: &(dyn Fn(usize) + Sync)) {
-    // SAFETY: the lifetime is erased only for the pool jobs, and a job calls
-    // `work` only after claiming its slot (PENDING -> RUNNING); before this
-    // function returns or unwinds, `Join` claims every unclaimed slot and waits
-    // for every claimed one to finish, so no call outlives the borrow.
-    let work_static: &'static (dyn Fn(usize) + Sync) = unsafe { std::mem::transmute(work) };
-    let slots: Vec<Arc<Slot>> = (1..parts).map(|_| Arc::default()).collect();
-    for (i, slot) in slots.iter().enumerate() {
-        let slot = slot.clone();
-        rayon::spawn(move || {
-            if slot
-                .state
-                .compare_exchange(PENDING, RUNNING, Ordering::Acquire, Ordering::Relaxed)
-                .is_ok()
-            {
-                if let Err(p) = catch_unwind(AssertUnwindSafe(|| work_static(i + 1))) {
-                    *slot.panic.lock().unwrap_or_else(|e| e.into_inner()) = Some(p);
-                }
-                slot.state.store(DONE, Ordering::Release);
-            }
-        });
-    }
-    let join = Join(&slots);
-    work(0);
-    for (i, slot) in slots.iter().enumerate() {
-        if slot
-            .state
-            .compare_exchange(PENDING, DONE, Ordering::Acquire, Ordering::Relaxed)
-            .is_ok()
-        {
-            work(i + 1);
-        }
-    }
-    drop(join);
-    for slot in &slots {
-        if let Some(p) = slot.panic.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            std::panic::resume_unwind(p);
-        }
-    }
-}
-
-/// Claims the parts no pool thread has started and waits for the started ones
-/// (also when the caller's own part unwinds).
-struct Join<'a>(&'a [Arc<Slot>]);
-
-impl Drop for Join<'_> {
-    fn drop(&mut self) {
-        for slot in self.0 {
-            let state = &slot.state;
-            let _ = state.compare_exchange(PENDING, DONE, Ordering::Acquire, Ordering::Relaxed);
-            let mut spins = 0u32;
-            while state.load(Ordering::Acquire) == RUNNING {
-                // The pool thread has about as much work as the caller had.
-                if spins < 1 << 12 {
-                    spins += 1;
-                    std::hint::spin_loop();
-                } else {
-                    std::thread::yield_now();
-                }
-            }
-        }
+        _ => pool::par_run(parts, &f),
     }
 }
 
@@ -562,6 +480,7 @@ mod tests {
 
     #[test]
     fn a_panicking_part_propagates_its_payload() {
+        use std::panic::catch_unwind;
         let n = 4 * PAR_THRESHOLD;
         for bad_start in [true, false] {
             let r = catch_unwind(|| {
