@@ -264,11 +264,9 @@ unsafe fn gemm<T: Real>(m: usize, n: usize, k: usize, a: Mat<T>, b: Mat<T>, c: *
     let c = cpu::SharedPtr::new(c);
     let split_rows = m >= n;
     let len = if split_rows { m } else { n };
-    let step = len.div_ceil(BLOCKS_PER_THREAD * width).next_multiple_of(16);
-    let parts = len.div_ceil(step);
-    par_run(parts, &|p| {
-        let start = p * step;
-        let size = step.min(len - start);
+    let split = cpu::TileSplit::new(len, BLOCKS_PER_THREAD * width, 16);
+    par_run(split.parts, &|p| {
+        let (start, size) = split.block(p);
         // SAFETY: the blocks are disjoint parts of c, inside the matrices.
         unsafe {
             if split_rows {

@@ -139,12 +139,10 @@ macro_rules! gemm_batches {
             };
             // Blocks of whole 16-row (16-column) tiles along the longer side.
             let (len, split_rows) = if m >= n { (m, true) } else { (n, false) };
-            let step = len.div_ceil(want).next_multiple_of(16);
-            let parts = len.div_ceil(step);
+            let split = cpu::TileSplit::new(len, want, 16);
             for i in 0..batches {
-                cpu::par_parts(parts, |p| {
-                    let start = p * step;
-                    let size = step.min(len - start);
+                cpu::par_parts(split.parts, |p| {
+                    let (start, size) = split.block(p);
                     if split_rows {
                         block(i, start, size, 0, n);
                     } else {
