@@ -9,7 +9,7 @@
 //!
 //! The W3/W4 groups run the workloads of `tests/common/workloads.rs` (BCE
 //! and cross-entropy, the losses of the performance targets) with a full
-//! step on three paths: `ws` (the buffer-reusing `TrainStep`, which
+//! step, updated by `optim::SGD`, on three paths: `ws` (the buffer-reusing `TrainStep`, which
 //! allocates nothing in steady state), `compile_time` (`forward_train` /
 //! `backward`, allocating) and `tape`:
 //! - w3_step: Linear(2,16)-ReLU-Linear(16,1), BCE-with-logits, batch 16, SGD 0.1 (steps/s),
@@ -108,12 +108,14 @@ fn bench_workload<M: deriv::nn::TrainStep>(
         b.iter(|| trainer.step(&x, &t))
     });
     let model = make();
+    let mut opt = workloads::sgd(&model, lr);
     group.bench_function(BenchmarkId::new("compile_time", n), |b| {
-        b.iter(|| workloads::compile_time_step(&model, &x, &t, loss, lr))
+        b.iter(|| workloads::compile_time_step(&model, &x, &t, loss, &mut opt))
     });
     let model = make();
+    let mut opt = workloads::sgd(&model, lr);
     group.bench_function(BenchmarkId::new("tape", n), |b| {
-        b.iter(|| workloads::tape_step(&model, &x, &t, loss, lr))
+        b.iter(|| workloads::tape_step(&model, &x, &t, loss, &mut opt))
     });
     group.finish();
 }

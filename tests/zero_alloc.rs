@@ -171,11 +171,12 @@ where
     let mut ws = WsTrainer::new(build(), loss, lr);
     let compiled = build();
     let tape = build();
+    let (mut opt_compiled, mut opt_tape) = (sgd(&compiled, lr), sgd(&tape, lr));
     assert_same_params(label, &ws.model, &compiled, false, 0.0);
     for (x, t) in batches {
         ws.step(x, t);
-        compile_time_step(&compiled, x, t, loss, lr);
-        tape_step(&tape, x, t, loss, lr);
+        compile_time_step(&compiled, x, t, loss, &mut opt_compiled);
+        tape_step(&tape, x, t, loss, &mut opt_tape);
     }
     assert_same_params(
         &format!("{label} params vs compile-time"),

@@ -6,13 +6,14 @@
 //! - W4: 784-256-ReLU-128-ReLU-10, cross-entropy (mean), batch 64, SGD lr 0.01.
 //!
 //! Each has three ways to run one full step (forward, loss value and
-//! gradient, backward, SGD update, zeroed gradients): the buffer-reusing
+//! gradient, backward, `optim::SGD` step, `zero_grad_in_place`): the buffer-reusing
 //! `TrainStep` path ([`WsTrainer`]), the allocating compile-time path
 //! ([`compile_time_step`]) and the tape ([`tape_step`]).
 
 #![allow(dead_code)]
 
 use deriv::nn::{Differentiable, Forward, Linear, Module, ReLU, TrainStep};
+use deriv::optim::{Optimizer, SGD};
 use deriv::{network, no_grad, vjp, DType, Generator, Tensor, TensorOptions};
 
 network! {
@@ -103,16 +104,16 @@ impl LossKind {
     }
 }
 
-/// Plain SGD through the public in-place ops, then zeroed gradients.
-pub fn sgd_alloc(model: &impl Module, lr: f64) {
-    no_grad(|| {
-        for p in model.parameters() {
-            if let Some(g) = p.grad() {
-                p.add_scaled_(&g, -lr);
-                g.zero_();
-            }
-        }
-    });
+/// The workloads' optimizer, as a user writes it (PyTorch's side of the
+/// suite uses `torch.optim.SGD`): plain SGD over the model's parameters.
+pub fn sgd(model: &impl Module, lr: f64) -> SGD {
+    SGD::new(model.parameters(), lr)
+}
+
+/// The update and the zeroed gradients that end every step.
+fn update(opt: &mut SGD) {
+    opt.step();
+    opt.zero_grad_in_place();
 }
 
 /// One step on the allocating compile-time path (`forward_train`/`backward`).
@@ -121,19 +122,25 @@ pub fn compile_time_step<M: Differentiable>(
     x: &Tensor,
     t: &Tensor,
     loss: LossKind,
-    lr: f64,
+    opt: &mut SGD,
 ) {
     let (y, saved) = model.forward_train(x);
     let g = loss.grad_alloc(&y, t);
     model.backward(saved, &g, false);
-    sgd_alloc(model, lr);
+    update(opt);
 }
 
 /// One step on the tape.
-pub fn tape_step<M: Forward + Module>(model: &M, x: &Tensor, t: &Tensor, loss: LossKind, lr: f64) {
+pub fn tape_step<M: Forward + Module>(
+    model: &M,
+    x: &Tensor,
+    t: &Tensor,
+    loss: LossKind,
+    opt: &mut SGD,
+) {
     let y = model.forward(x);
     loss.tape(&y, t).backward();
-    sgd_alloc(model, lr);
+    update(opt);
 }
 
 /// A model with its workspace, its parameter list and the loss buffers: one
@@ -142,31 +149,29 @@ pub struct WsTrainer<M: TrainStep> {
     /// The model.
     pub model: M,
     ws: M::Workspace,
-    params: Vec<Tensor>,
+    opt: SGD,
     loss_kind: LossKind,
     loss: Option<Tensor>,
     grad: Option<Tensor>,
-    lr: f64,
 }
 
 impl<M: TrainStep> WsTrainer<M> {
-    /// Wraps `model` (its parameters are collected once, like an optimizer's).
+    /// Wraps `model` with its workspace and an [`SGD`] over its parameters.
     pub fn new(model: M, loss_kind: LossKind, lr: f64) -> Self {
         let ws = model.workspace();
-        let params = model.parameters();
+        let opt = sgd(&model, lr);
         WsTrainer {
             model,
             ws,
-            params,
+            opt,
             loss_kind,
             loss: None,
             grad: None,
-            lr,
         }
     }
 
     /// Forward, loss value and gradient, backward (no input gradient),
-    /// SGD update with zeroed gradients; returns the loss.
+    /// `SGD::step` and `zero_grad_in_place`; returns the loss.
     pub fn step(&mut self, x: &Tensor, t: &Tensor) -> f64 {
         let y = self.model.forward_train_ws(x, &mut self.ws);
         let opts = TensorOptions::new().dtype(y.dtype());
@@ -177,7 +182,7 @@ impl<M: TrainStep> WsTrainer<M> {
         let (loss, grad) = (self.loss.as_ref().unwrap(), self.grad.as_ref().unwrap());
         let value = self.loss_kind.into_buffers(y, t, loss, grad);
         let _ = self.model.backward_ws(&mut self.ws, grad, false);
-        deriv::nn::dsl::sgd_step(&self.params, self.lr);
+        update(&mut self.opt);
         value
     }
 

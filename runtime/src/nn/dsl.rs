@@ -167,9 +167,10 @@ pub fn acc_tanh(d: &mut Option<Tensor>, buf: &mut Option<Tensor>, y: &Tensor, g:
     acc_act(Act::Tanh, d, buf, y, g)
 }
 
-/// Plain SGD without allocating, for tests and benches until an optimizer
-/// is wired in: `p -= lr · p.grad()` for each parameter that has a
-/// gradient, then that gradient is zeroed in place.
+/// Plain SGD in one pass, without allocating: `p -= lr · p.grad()` for each
+/// parameter that has a gradient, then that gradient is zeroed in place.
+/// `optim::SGD`'s `step` followed by `zero_grad_in_place` does the same
+/// (in two passes) and allocates nothing either.
 pub fn sgd_step(params: &[Tensor], lr: f64) {
     for p in params {
         if let Some(g) = p.grad() {
