@@ -9,7 +9,7 @@ use std::any::Any;
 use std::cell::{Cell, UnsafeCell};
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock, TryLockError};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
@@ -131,7 +131,14 @@ pub(crate) fn par_run(parts: usize, f: &(dyn Fn(usize) + Sync)) {
     let guard = if inline {
         None
     } else {
-        pool.busy.try_lock().ok()
+        match pool.busy.try_lock() {
+            Ok(guard) => Some(guard),
+            // A part panicked while this was held; `Join` left every helper
+            // IDLE on the way out, so the pool is sound (a poisoned lock
+            // must not send every later split inline).
+            Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        }
     };
     let Some(_guard) = guard else {
         (0..parts).for_each(f);
@@ -199,6 +206,11 @@ impl Drop for Join<'_> {
             }
             // SAFETY: the helper is done with the job.
             unsafe { *h.job.get() = None };
+            if std::thread::panicking() {
+                // The caller's own part is unwinding: a helper's payload
+                // would otherwise surface in the next, unrelated call.
+                h.panic.lock().unwrap_or_else(|e| e.into_inner()).take();
+            }
             h.state.store(IDLE, Ordering::Release);
         }
     }
@@ -207,6 +219,8 @@ impl Drop for Join<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const SECOND: Duration = Duration::from_secs(1);
 
     #[test]
     fn par_run_covers_every_part_once_and_propagates_panics() {
@@ -233,11 +247,56 @@ mod tests {
             });
             assert!(r.is_err(), "part {bad} panicked");
         }
-        // The pool still works afterwards.
-        let count = AtomicUsize::new(0);
-        par_run(2, &|_| {
-            count.fetch_add(1, Ordering::Relaxed);
-        });
-        assert_eq!(count.load(Ordering::Relaxed), 2);
+        // Both parts panic: one payload is raised, and none lingers into the
+        // next call (which would panic from a part that did not).
+        for _ in 0..5 {
+            // Part 1 marks that it runs; part 0 waits for that (up to a
+            // second, in case the helper never wakes) before both panic.
+            let started = std::sync::atomic::AtomicBool::new(false);
+            let r = catch_unwind(|| {
+                par_run(2, &|p| {
+                    if p == 1 {
+                        started.store(true, Ordering::Release);
+                    } else {
+                        let t = Instant::now();
+                        while !started.load(Ordering::Acquire) && t.elapsed() < SECOND {
+                            std::hint::spin_loop();
+                        }
+                    }
+                    panic!("both");
+                })
+            });
+            assert!(r.is_err());
+            par_run(2, &|_| {});
+        }
+        // The pool still works afterwards, in parallel: the panics poisoned
+        // its lock, which must not send every later split inline. Part 0
+        // waits for part 1, so both run at once, on two threads. (Another
+        // test's split may hold the pool for a moment, which also runs this
+        // inline: a few tries.)
+        let on_two_threads = || {
+            let threads = Mutex::new(Vec::new());
+            let started = std::sync::atomic::AtomicBool::new(false);
+            par_run(2, &|p| {
+                if p == 1 {
+                    started.store(true, Ordering::Release);
+                } else {
+                    let t = Instant::now();
+                    while !started.load(Ordering::Acquire) && t.elapsed() < SECOND {
+                        std::hint::spin_loop();
+                    }
+                }
+                threads.lock().unwrap().push(std::thread::current().id());
+            });
+            let threads = threads.into_inner().unwrap();
+            assert_eq!(threads.len(), 2);
+            threads[0] != threads[1]
+        };
+        if par_width() > 1 {
+            assert!(
+                (0..5).any(|_| on_two_threads()),
+                "both parts ran on one thread"
+            );
+        }
     }
 }
