@@ -17,7 +17,6 @@
 //!   ([`par_run`]), which hands parts to its threads without allocating.
 
 use std::mem::MaybeUninit;
-use std::ops::{Add, AddAssign, Div, Mul, Neg, Sub};
 use std::sync::RwLockReadGuard;
 
 use faer::{Accum, MatMut, MatRef, Par};
@@ -25,35 +24,14 @@ use faer::{Accum, MatMut, MatRef, Par};
 use crate::backend::cpu::pool::{par_run, par_width};
 use crate::backend::cpu::{self, sgemm};
 use crate::backend::{Buffer, Device};
-use crate::tensor::{DType, Layout, Tensor};
+use crate::tensor::{DType, Float, Layout, Tensor};
 
 // ---------------------------------------------------------------- element types
 
-/// The float element types the kernels are written for (f32 and f64).
-pub(crate) trait Real:
-    Copy
-    + Send
-    + Sync
-    + PartialOrd
-    + 'static
-    + Add<Output = Self>
-    + Sub<Output = Self>
-    + Mul<Output = Self>
-    + Div<Output = Self>
-    + Neg<Output = Self>
-    + AddAssign
-{
-    const ZERO: Self;
-    const ONE: Self;
-    const DTYPE: DType;
-    fn from_f64(v: f64) -> Self;
-    fn to_f64(self) -> f64;
-    fn exp(self) -> Self;
-    fn ln(self) -> Self;
+/// The float element types the kernels are written for (f32 and f64): the
+/// tensor's own [`Float`] math, plus what only these kernels need.
+pub(crate) trait Real: Float {
     fn ln_1p(self) -> Self;
-    fn tanh(self) -> Self;
-    fn abs(self) -> Self;
-    fn is_nan(self) -> bool;
     fn of(b: &Buffer) -> &[Self];
     fn of_mut(b: &mut Buffer) -> &mut [Self];
     /// `c (+)= a · b` on one thread, for `c` row-major with row stride `ldc`.
@@ -117,40 +95,9 @@ impl<T> Mat<T> {
 macro_rules! real {
     ($t:ty, $variant:ident, $dtype:ident) => {
         impl Real for $t {
-            const ZERO: Self = 0.0;
-            const ONE: Self = 1.0;
-            const DTYPE: DType = DType::$dtype;
-            #[inline(always)]
-            fn from_f64(v: f64) -> Self {
-                v as $t
-            }
-            #[inline(always)]
-            fn to_f64(self) -> f64 {
-                self as f64
-            }
-            #[inline(always)]
-            fn exp(self) -> Self {
-                <$t>::exp(self)
-            }
-            #[inline(always)]
-            fn ln(self) -> Self {
-                <$t>::ln(self)
-            }
             #[inline(always)]
             fn ln_1p(self) -> Self {
                 <$t>::ln_1p(self)
-            }
-            #[inline(always)]
-            fn tanh(self) -> Self {
-                <$t>::tanh(self)
-            }
-            #[inline(always)]
-            fn abs(self) -> Self {
-                <$t>::abs(self)
-            }
-            #[inline(always)]
-            fn is_nan(self) -> bool {
-                <$t>::is_nan(self)
             }
             fn of(b: &Buffer) -> &[Self] {
                 match b {
@@ -1215,20 +1162,7 @@ mod tests {
         Tensor::from_vec(v, shape).to_dtype(dtype)
     }
 
-    /// `a · b` in f64 by the definition, for 2-D tensors of any strides.
-    fn naive(a: &Tensor, b: &Tensor) -> Vec<f64> {
-        let (m, k, n) = (a.shape()[0], a.shape()[1], b.shape()[1]);
-        let (x, y) = (f64s(a), f64s(b));
-        let mut out = vec![0.0; m * n];
-        for i in 0..m {
-            for p in 0..k {
-                for j in 0..n {
-                    out[i * n + j] += x[i * k + p] * y[p * n + j];
-                }
-            }
-        }
-        out
-    }
+    use crate::ops::matmul::tests::naive;
 
     /// Linear forward and backward into buffers against the definitions, at
     /// sizes that take every path: the small kernel, faer, the split across

@@ -430,7 +430,7 @@ impl Tensor {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use crate::tensor::Tensor;
 
     fn filled(shape: &[usize], seed: usize) -> Tensor {
@@ -441,8 +441,8 @@ mod tests {
         Tensor::from_vec(v, shape)
     }
 
-    /// `a · b` of 2-D tensors in f64, by the definition.
-    fn naive(a: &Tensor, b: &Tensor) -> Vec<f64> {
+    /// `a · b` of 2-D tensors (any strides) in f64, by the definition.
+    pub(crate) fn naive(a: &Tensor, b: &Tensor) -> Vec<f64> {
         let (m, k, n) = (a.shape()[0], a.shape()[1], b.shape()[1]);
         let (x, y) = (a.to_vec::<f64>(), b.to_vec::<f64>());
         let mut out = vec![0.0; m * n];

@@ -220,7 +220,20 @@ impl Drop for Join<'_> {
 mod tests {
     use super::*;
 
-    const SECOND: Duration = Duration::from_secs(1);
+    use std::sync::atomic::AtomicBool;
+
+    /// Part 1 marks that it runs; part 0 waits for that (up to a second, in
+    /// case no helper takes part 1), so the two overlap when both run.
+    fn meet(p: usize, started: &AtomicBool) {
+        if p == 1 {
+            started.store(true, Ordering::Release);
+        } else {
+            let t = Instant::now();
+            while !started.load(Ordering::Acquire) && t.elapsed() < Duration::from_secs(1) {
+                std::hint::spin_loop();
+            }
+        }
+    }
 
     #[test]
     fn par_run_covers_every_part_once_and_propagates_panics() {
@@ -250,19 +263,11 @@ mod tests {
         // Both parts panic: one payload is raised, and none lingers into the
         // next call (which would panic from a part that did not).
         for _ in 0..5 {
-            // Part 1 marks that it runs; part 0 waits for that (up to a
-            // second, in case the helper never wakes) before both panic.
-            let started = std::sync::atomic::AtomicBool::new(false);
+            // Both parts run at once (`meet`), then both panic.
+            let started = AtomicBool::new(false);
             let r = catch_unwind(|| {
                 par_run(2, &|p| {
-                    if p == 1 {
-                        started.store(true, Ordering::Release);
-                    } else {
-                        let t = Instant::now();
-                        while !started.load(Ordering::Acquire) && t.elapsed() < SECOND {
-                            std::hint::spin_loop();
-                        }
-                    }
+                    meet(p, &started);
                     panic!("both");
                 })
             });
@@ -276,16 +281,9 @@ mod tests {
         // inline: a few tries.)
         let on_two_threads = || {
             let threads = Mutex::new(Vec::new());
-            let started = std::sync::atomic::AtomicBool::new(false);
+            let started = AtomicBool::new(false);
             par_run(2, &|p| {
-                if p == 1 {
-                    started.store(true, Ordering::Release);
-                } else {
-                    let t = Instant::now();
-                    while !started.load(Ordering::Acquire) && t.elapsed() < SECOND {
-                        std::hint::spin_loop();
-                    }
-                }
+                meet(p, &started);
                 threads.lock().unwrap().push(std::thread::current().id());
             });
             let threads = threads.into_inner().unwrap();
