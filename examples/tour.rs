@@ -56,7 +56,7 @@ fn main() {
     println!("a > 2 = {}", a.gt_scalar(2.0));
     println!(
         "where(a > 2, a, 0) = {}",
-        Tensor::where_(&a.gt_scalar(2.0), &a, &a.zeros_like())
+        Tensor::where_cond(&a.gt_scalar(2.0), &a, &a.zeros_like())
     );
     let t = a.t();
     println!(

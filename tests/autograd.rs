@@ -401,7 +401,7 @@ fn modifying_a_saved_leaf_through_detach_then_backward_panics() {
 fn modifying_a_where_mask_then_backward_panics() {
     let x = tensor![1., 2., 3.].requires_grad_(true);
     let mask = tensor![true, false, true];
-    let y = Tensor::where_(&mask, &x, &x.zeros_like()).sum();
+    let y = Tensor::where_cond(&mask, &x, &x.zeros_like()).sum();
     mask.copy_(&tensor![false, false, false]);
     y.backward();
 }
@@ -556,7 +556,7 @@ fn grad_fn_names() {
         (Tensor::cat(&[x.clone(), x.clone()], 0), "CatBackward"),
         (Tensor::stack(&[x.clone(), x.clone()], 0), "StackBackward"),
         (
-            Tensor::where_(&tensor![true, false], &x, &x),
+            Tensor::where_cond(&tensor![true, false], &x, &x),
             "WhereBackward",
         ),
         (x.to_dtype(DType::F64), "ToCopyBackward"),

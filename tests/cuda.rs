@@ -296,7 +296,7 @@ fn binary_ops_with_broadcasting() {
         ("minimum", |a, b| a.minimum(b)),
         ("pow", |a, b| a.abs().pow(b)),
         ("add_scaled", |a, b| a.add_scaled(b, -0.25)),
-        ("where", |a, b| Tensor::where_(&a.gt(b), a, b)),
+        ("where", |a, b| Tensor::where_cond(&a.gt(b), a, b)),
     ];
     for (name, f) in ops {
         check_op(name, dev, &[a.clone(), bp.clone()], 2e-5, |t| {
@@ -347,7 +347,7 @@ impl RoundTo for Tensor {
     /// comparisons see ties.
     fn round_to(&self, like: &Tensor) -> Tensor {
         let s = self.sum_dim(0, false);
-        Tensor::where_(&like.gt_scalar(0.0), &s, like)
+        Tensor::where_cond(&like.gt_scalar(0.0), &s, like)
     }
 }
 

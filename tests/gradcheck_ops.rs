@@ -280,22 +280,22 @@ fn where_with_mask() {
         [true, true, false, true]
     ];
     check(
-        |t| Tensor::where_(&t[0], &t[1], &t[2]),
+        |t| Tensor::where_cond(&t[0], &t[1], &t[2]),
         &[mask.clone(), randn(&[3, 4], 117), randn(&[3, 4], 118)],
     );
     // Broadcast b and a column mask.
     check(
-        |t| Tensor::where_(&t[0], &t[1], &t[2]),
+        |t| Tensor::where_cond(&t[0], &t[1], &t[2]),
         &[mask, randn(&[3, 4], 119), randn(&[4], 120)],
     );
     let col = tensor![[true], [false], [true]];
     check(
-        |t| Tensor::where_(&t[0], &t[1], &t[2]),
+        |t| Tensor::where_cond(&t[0], &t[1], &t[2]),
         &[col, randn(&[1, 4], 121), randn(&[3, 4], 122)],
     );
     // A mask computed from the data.
     check(
-        |t| Tensor::where_(&t[0].gt_scalar(0.0), &t[0], &(&t[0] * 0.1)),
+        |t| Tensor::where_cond(&t[0].gt_scalar(0.0), &t[0], &(&t[0] * 0.1)),
         &[randn(&[4, 5], 123)],
     );
 }
@@ -835,7 +835,7 @@ fn fan_out_and_reuse() {
     check(
         |t| {
             let x = &t[0];
-            Tensor::where_(&x.lt(&t[1]), &(x * &t[1]), &x.minimum(&t[1]).abs())
+            Tensor::where_cond(&x.lt(&t[1]), &(x * &t[1]), &x.minimum(&t[1]).abs())
                 .clamp(Some(-1.0), Some(1.5))
         },
         &[randn(&[3, 4], 289), randn(&[4], 290)],

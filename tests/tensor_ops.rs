@@ -423,7 +423,7 @@ fn zero_dim_operands_promote_only_across_categories() {
         vec![false]
     );
     // where_ with a 0-d f64 branch keeps the f32 one's dtype.
-    let w = Tensor::where_(&tensor![true, false], &a, &s64);
+    let w = Tensor::where_cond(&tensor![true, false], &a, &s64);
     assert_eq!(w.dtype(), DType::F32);
     assert_eq!(w.to_vec::<f32>(), vec![1., 0.5]);
 }
@@ -836,14 +836,14 @@ fn where_selects_with_broadcasting() {
     let cond = tensor![[true], [false]];
     let a = tensor![1., 2., 3.];
     let b = Tensor::scalar(-1.0f32);
-    let w = Tensor::where_(&cond, &a, &b);
+    let w = Tensor::where_cond(&cond, &a, &b);
     assert_f32(&w, &[2, 3], &[1., 2., 3., -1., -1., -1.]);
     // A mask computed from the data: relu by hand.
     let x = tensor![-1., 2., -3., 4.];
-    let r = Tensor::where_(&x.gt_scalar(0.), &x, &x.zeros_like());
+    let r = Tensor::where_cond(&x.gt_scalar(0.), &x, &x.zeros_like());
     assert_f32(&r, &[4], &[0., 2., 0., 4.]);
     // Promotion of the two branches.
-    let m = Tensor::where_(
+    let m = Tensor::where_cond(
         &tensor![true, false],
         &tensor![1, 2],
         &tensor![0.5, 0.5; dtype = DType::F64],
@@ -1203,8 +1203,18 @@ fn matmul_by_hand() {
     let p = i.matmul(&i);
     assert_eq!(p.dtype(), DType::I64);
     assert_eq!(p.to_vec::<i64>(), vec![7, 10, 15, 22]);
-    // f32 with f64 promotes.
-    let d = a.matmul(&b.to_dtype(DType::F64));
+    // f32 with f64 is refused, as in PyTorch (no silent promotion), and the
+    // message names both dtypes and the conversion that fixes it.
+    let err = a
+        .try_matmul(&b.to_dtype(DType::F64))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("expected both operands to have the same dtype, but got f32 and f64")
+            && err.contains(".to_dtype(DType::F32)"),
+        "{err}"
+    );
+    let d = a.to_dtype(DType::F64).matmul(&b.to_dtype(DType::F64));
     assert_eq!(d.dtype(), DType::F64);
     assert_eq!(d.to_vec::<f64>(), vec![19., 22., 43., 50.]);
 }
@@ -2093,4 +2103,139 @@ fn number_operands_promote_like_python_numbers() {
     assert_eq!(h.dtype(), DType::F64);
     assert_eq!(h.to_vec::<f64>(), vec![3.0]);
     assert_eq!(i.eq_scalar(2.0).to_vec::<bool>(), vec![false, true]);
+}
+
+// ---------------------------------------------------------------- ranges and indexing
+
+/// `slice` takes every integer range type and every range form, with
+/// Python's meaning (negative from the end, clipped, `..=-1` through the last).
+// `1..-1` is empty as a Rust iterator (clippy says so), not as a slice.
+#[allow(clippy::reversed_empty_ranges)]
+#[test]
+fn slice_takes_any_integer_range() {
+    let x = Tensor::arange(0, 6, 1);
+    let n: usize = x.shape()[0];
+    let got = |t: Tensor| t.to_vec::<i64>();
+    assert_eq!(got(x.slice(0, 1..n)), vec![1, 2, 3, 4, 5]);
+    assert_eq!(got(x.slice(0, 1usize..3usize)), vec![1, 2]);
+    assert_eq!(got(x.slice(0, 1isize..3)), vec![1, 2]);
+    assert_eq!(got(x.slice(0, 1i32..3)), vec![1, 2]);
+    assert_eq!(got(x.slice(0, 1i64..3)), vec![1, 2]);
+    assert_eq!(got(x.slice(0, 4..)), vec![4, 5]);
+    assert_eq!(got(x.slice(0, ..2)), vec![0, 1]);
+    assert_eq!(got(x.slice(0, 1..=3)), vec![1, 2, 3]);
+    assert_eq!(got(x.slice(0, ..=1)), vec![0, 1]);
+    assert_eq!(got(x.slice(0, ..)), vec![0, 1, 2, 3, 4, 5]);
+    // Negative bounds count from the end; an inclusive -1 is the last element.
+    assert_eq!(got(x.slice(0, -2..)), vec![4, 5]);
+    assert_eq!(got(x.slice(0, 1..-1)), vec![1, 2, 3, 4]);
+    assert_eq!(got(x.slice(0, 3..=-1)), vec![3, 4, 5]);
+    assert_eq!(got(x.slice(0, ..=-2)), vec![0, 1, 2, 3, 4]);
+    // Clipped like Python, and empty when the range is reversed.
+    assert_eq!(got(x.slice(0, 4..100)), vec![4, 5]);
+    assert_eq!(got(x.slice(0, -100..2)), vec![0, 1]);
+    assert_eq!(x.slice(0, 4..2).shape(), &[0]);
+    assert_eq!(got(x.slice_step(0, 1usize.., 2)), vec![1, 3, 5]);
+}
+
+#[test]
+fn permute_takes_negative_dims() {
+    let x = Tensor::arange(0., 24., 1.).reshape([2, 3, 4]);
+    let p = x.permute(&[0, -1, -2]);
+    assert_eq!(p.shape(), &[2, 4, 3]);
+    assert_eq!(p.to_vec::<f32>(), x.transpose(1, 2).to_vec::<f32>());
+    let dims: Vec<i64> = vec![-1, 0, 1];
+    assert_eq!(x.permute(&dims).shape(), &[4, 2, 3]);
+    let dims: Vec<usize> = vec![2, 1, 0];
+    assert_eq!(x.permute(&dims).shape(), &[4, 3, 2]);
+    // -1 and 2 name the same dim: not a permutation.
+    let r = std::panic::catch_unwind(|| x.permute(&[0, 2, -1]));
+    let msg = r
+        .unwrap_err()
+        .downcast::<String>()
+        .map(|s| *s)
+        .unwrap_or_default();
+    assert!(
+        msg.starts_with("permute: [0, 2, -1] is not a permutation of the 3 dims"),
+        "{msg}"
+    );
+}
+
+/// `i` reads like Python's `x[...]`: positions remove their dim, ranges keep
+/// it, `Ellipsis` fills in; the values are those numpy would give.
+#[test]
+fn i_indexes_like_python() {
+    // x[a][b][c] = 100a + 10b + c, shape [2, 3, 4].
+    let v: Vec<i64> = (0..24)
+        .map(|k| 100 * (k / 12) + 10 * (k / 4 % 3) + k % 4)
+        .collect();
+    let x = Tensor::from_vec(v, [2, 3, 4]);
+    let got = |t: &Tensor| t.to_vec::<i64>();
+    let t = x.i(1);
+    assert_eq!(t.shape(), &[3, 4]);
+    assert_eq!(got(&t)[..4], [100, 101, 102, 103]);
+    let t = x.i((.., 1..3));
+    assert_eq!(t.shape(), &[2, 2, 4]);
+    assert_eq!(got(&t.i((1, 0))), vec![110, 111, 112, 113]);
+    let t = x.i((Ellipsis, -1));
+    assert_eq!(t.shape(), &[2, 3]);
+    assert_eq!(got(&t), vec![3, 13, 23, 103, 113, 123]);
+    let t = x.i((0, Ellipsis, 1..=2));
+    assert_eq!(t.shape(), &[3, 2]);
+    assert_eq!(got(&t), vec![1, 2, 11, 12, 21, 22]);
+    let t = x.i((-1, -1, -1));
+    assert_eq!(t.shape(), &[] as &[usize]);
+    assert_eq!(t.item(), 123.0);
+    let t = x.i((.., 2usize, ..2i64));
+    assert_eq!(got(&t), vec![20, 21, 120, 121]);
+    // A view: writing through it changes x.
+    x.i((0, 0, 0)).fill_(7.0);
+    assert_eq!(got(&x)[0], 7);
+}
+
+#[test]
+fn i_is_differentiable() {
+    let x = Tensor::arange(0., 12., 1.)
+        .reshape([3, 4])
+        .requires_grad_(true);
+    x.i((.., 1..3)).sum().backward();
+    let g = x.grad().unwrap().to_vec::<f32>();
+    assert_eq!(g, vec![0., 1., 1., 0., 0., 1., 1., 0., 0., 1., 1., 0.]);
+    let report = deriv::gradcheck(
+        |t| t[0].i((Ellipsis, -1)).exp().sum(),
+        &[Tensor::randn([2, 3])],
+    );
+    assert!(report.passed, "{report}");
+}
+
+#[test]
+fn i_refuses_bad_indices_with_pytorch_messages() {
+    let x = Tensor::zeros([2, 3]);
+    let err = x.try_i((0, 3)).unwrap_err().to_string();
+    assert!(
+        err.contains("index 3 is out of bounds for dimension 1 with size 3"),
+        "{err}"
+    );
+    let err = x.try_i((-3, 0)).unwrap_err().to_string();
+    assert!(
+        err.contains("index -3 is out of bounds for dimension 0 with size 2"),
+        "{err}"
+    );
+    let err = x.try_i((0, 0, 0)).unwrap_err().to_string();
+    assert!(
+        err.contains("too many indices for a tensor of 2 dimensions"),
+        "{err}"
+    );
+    let err = x.try_i((Ellipsis, 0, Ellipsis)).unwrap_err().to_string();
+    assert!(err.contains("a single Ellipsis"), "{err}");
+}
+
+#[test]
+fn where_cond_selects_and_the_old_name_still_works() {
+    let a = tensor![[1., -2.], [-3., 4.]];
+    let y = Tensor::where_cond(&a.gt_scalar(0.0), &a, &tensor![0.5]);
+    assert_eq!(y.to_vec::<f32>(), vec![1., 0.5, 0.5, 4.]);
+    #[allow(deprecated)]
+    let old = Tensor::where_(&a.gt_scalar(0.0), &a, &tensor![0.5]);
+    assert_eq!(old.to_vec::<f32>(), y.to_vec::<f32>());
 }

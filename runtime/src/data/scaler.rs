@@ -56,7 +56,7 @@ impl StandardScaler {
             let n_eps = n * f64::EPSILON;
             let bound = var.mul(n_eps).add(mean.mul(n_eps).square());
             let constant = var.le(&bound);
-            let std = Tensor::where_(&constant, &var.ones_like(), &var.sqrt());
+            let std = Tensor::where_cond(&constant, &var.ones_like(), &var.sqrt());
             StandardScaler {
                 mean: mean.to_dtype(features.dtype()),
                 std: std.to_dtype(features.dtype()),

@@ -428,8 +428,8 @@ impl Backward for PowBackward {
             // d(a^b)/db = a^b ln a, taken as 0 where a = 0 and b >= 0 (PyTorch's choice).
             let d = float_zip!("pow_backward", out, a, Ew::MulLn, |o, x| o * x.ln()).or_panic();
             let zero_base =
-                Tensor::where_(&a.eq_scalar(0.0), &b.ge_scalar(0.0), &Tensor::scalar(false));
-            let d = Tensor::where_(&zero_base, &d.zeros_like(), &d);
+                Tensor::where_cond(&a.eq_scalar(0.0), &b.ge_scalar(0.0), &Tensor::scalar(false));
+            let d = Tensor::where_cond(&zero_base, &d.zeros_like(), &d);
             sum_to(&(g * &d), b.shape())
         });
         vec![ga, gb]
@@ -854,20 +854,40 @@ impl Backward for WhereBackward {
     fn backward(&self, g: &Tensor) -> Vec<Option<Tensor>> {
         let zero = g.zeros_like();
         let cond = self.cond.get();
-        let ga = sum_to(&Tensor::where_(cond, g, &zero), &self.a_shape);
-        let gb = sum_to(&Tensor::where_(cond, &zero, g), &self.b_shape);
+        let ga = sum_to(&Tensor::where_cond(cond, g, &zero), &self.a_shape);
+        let gb = sum_to(&Tensor::where_cond(cond, &zero, g), &self.b_shape);
         vec![Some(ga), Some(gb)]
     }
 }
 
 impl Tensor {
-    /// Elementwise `cond ? a : b` with broadcasting of all three (`torch.where`).
+    /// Elementwise `cond ? a : b` with broadcasting of all three
+    /// (`torch.where(cond, a, b)`; `where` is a Rust keyword). Differentiable
+    /// in `a` and `b`.
+    ///
+    /// ```
+    /// use deriv_runtime::{tensor, Tensor};
+    /// let x = tensor![-1., 2., -3.];
+    /// let y = Tensor::where_cond(&x.gt_scalar(0.0), &x, &x.zeros_like());
+    /// assert_eq!(y.to_vec::<f32>(), vec![0., 2., 0.]);
+    /// ```
+    #[track_caller]
+    pub fn where_cond(cond: &Tensor, a: &Tensor, b: &Tensor) -> Tensor {
+        Self::try_where(cond, a, b).or_panic()
+    }
+
+    /// The old name of [`where_cond`](Self::where_cond): a trailing `_` marks
+    /// in-place ops in deriv, and this one is not.
+    #[deprecated(
+        since = "0.1.0",
+        note = "renamed to `Tensor::where_cond` (not an in-place op)"
+    )]
     #[track_caller]
     pub fn where_(cond: &Tensor, a: &Tensor, b: &Tensor) -> Tensor {
         Self::try_where(cond, a, b).or_panic()
     }
 
-    /// Fallible [`where_`](Self::where_).
+    /// Fallible [`where_cond`](Self::where_cond).
     pub fn try_where(cond: &Tensor, a: &Tensor, b: &Tensor) -> Result<Tensor> {
         same_device("where", cond, a)?;
         same_device("where", a, b)?;

@@ -339,7 +339,9 @@ impl Backward for MatmulBackward {
 impl Tensor {
     /// Matrix product with PyTorch's rules (`torch.matmul`): 1-D · 1-D is a dot
     /// product, 2-D · 2-D a matrix product, 1-D operands are promoted to a
-    /// row/column and squeezed back, and leading batch dims broadcast.
+    /// row/column and squeezed back, and leading batch dims broadcast. Both
+    /// operands must have the same dtype (PyTorch refuses f32 · f64 too;
+    /// elementwise ops promote, matmul does not).
     ///
     /// ```
     /// use deriv_runtime::{tensor, Tensor};
@@ -367,7 +369,20 @@ impl Tensor {
                 ),
             ));
         }
-        let mut dt = DType::promote(self.dtype(), other.dtype());
+        // As in PyTorch, no promotion: an f64 batch through f32 weights is a
+        // mistake to report, not to paper over with an f64 result.
+        if self.dtype() != other.dtype() {
+            let (a, b) = (self.dtype(), other.dtype());
+            return Err(Error::dtype(
+                "matmul",
+                format!(
+                    "expected both operands to have the same dtype, but got {a} and {b}; \
+                     convert one of them, e.g. with .to_dtype(DType::{a:?}) on the second \
+                     or .to_dtype(DType::{b:?}) on the first"
+                ),
+            ));
+        }
+        let mut dt = self.dtype();
         let int_result = !dt.is_float();
         if int_result {
             dt = DType::F64;

@@ -3,6 +3,7 @@
 
 pub(crate) mod activation;
 pub(crate) mod elementwise;
+pub(crate) mod index;
 pub(crate) mod inplace;
 pub(crate) mod into;
 pub(crate) mod loss;

@@ -306,7 +306,7 @@ impl Backward for VarBackward {
                 // Where std is 0 the gradient is 0, not 0/0 (PyTorch masks it too).
                 let s = s.get().reshape(&self.keep_shape);
                 let scale = &g / &(&s * self.denom);
-                Tensor::where_(&s.eq_scalar(0.0), &scale.zeros_like(), &scale)
+                Tensor::where_cond(&s.eq_scalar(0.0), &scale.zeros_like(), &scale)
             }
         };
         vec![Some(&centered * &scale)]

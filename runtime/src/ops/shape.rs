@@ -2,8 +2,7 @@
 //! unsqueeze, expand, narrow/slice, split, chunk) share storage; copies
 //! (contiguous, index_select, gather, scatter_add, cat, stack) make new storage.
 
-use std::ops::{Bound, RangeBounds};
-
+use super::index::{resolve_range, DimIndex, SliceRange};
 use super::reduce::sum_to;
 use super::same_device;
 use crate::autograd::{needs_grad, no_grad, record, Backward, SavedTensor};
@@ -211,17 +210,31 @@ impl Tensor {
         self.reshape(shape)
     }
 
-    /// Dims reordered: output dim i is input dim `dims[i]` (a view).
+    /// Dims reordered: output dim i is input dim `dims[i]` (a view;
+    /// `torch.permute`). Negative dims count from the end, as elsewhere.
+    ///
+    /// ```
+    /// use deriv_runtime::Tensor;
+    /// let x = Tensor::zeros([2, 3, 4]);
+    /// assert_eq!(x.permute(&[2, 0, 1]).shape(), &[4, 2, 3]);
+    /// assert_eq!(x.permute(&[0, -1, -2]).shape(), &[2, 4, 3]);
+    /// ```
     #[track_caller]
-    pub fn permute(&self, dims: &[usize]) -> Tensor {
+    pub fn permute<D: DimIndex>(&self, dims: &[D]) -> Tensor {
         let nd = self.ndim();
+        let given: Vec<isize> = dims.iter().map(|&d| d.to_isize()).collect();
         let mut seen = vec![false; nd];
+        let dims: Vec<usize> = given
+            .iter()
+            .map(|&d| if d < 0 { d + nd as isize } else { d })
+            .filter(|&d| {
+                d >= 0 && (d as usize) < nd && !std::mem::replace(&mut seen[d as usize], true)
+            })
+            .map(|d| d as usize)
+            .collect();
         assert!(
-            dims.len() == nd
-                && dims
-                    .iter()
-                    .all(|&d| d < nd && !std::mem::replace(&mut seen[d], true)),
-            "permute: {dims:?} is not a permutation of the {nd} dims of a tensor of shape {:?}",
+            given.len() == nd && dims.len() == nd,
+            "permute: {given:?} is not a permutation of the {nd} dims of a tensor of shape {:?}",
             self.shape()
         );
         let l = self.layout();
@@ -353,42 +366,29 @@ impl Tensor {
         self.slice_step(dim, start as isize..(start + len) as isize, 1)
     }
 
-    /// The elements of `dim` in `range` (negative bounds count from the end,
-    /// out-of-range bounds are clipped, as in Python): `x.slice(1, 2..)`.
+    /// The elements of `dim` in `range` (a view): `x.slice(1, 2..)` is
+    /// `x[:, 2:]`. Any integer range works (`a..b`, `a..`, `..b`, `a..=b`,
+    /// `..`, with `usize`, `isize`, `i32` or `i64` bounds); negative bounds
+    /// count from the end and out-of-range bounds are clipped, as in Python.
+    ///
+    /// ```
+    /// use deriv_runtime::Tensor;
+    /// let x = Tensor::arange(0, 12, 1).reshape([3, 4]);
+    /// let rows = x.shape()[0]; // a usize
+    /// assert_eq!(x.slice(0, 1..rows).shape(), &[2, 4]);
+    /// assert_eq!(x.slice(1, -2..).to_vec::<i64>(), vec![2, 3, 6, 7, 10, 11]);
+    /// ```
     #[track_caller]
-    pub fn slice(&self, dim: isize, range: impl RangeBounds<isize>) -> Tensor {
+    pub fn slice(&self, dim: isize, range: impl SliceRange) -> Tensor {
         self.slice_step(dim, range, 1)
     }
 
     /// [`slice`](Self::slice) taking every `step`-th element (`x[:, a:b:step]`).
     #[track_caller]
-    pub fn slice_step(&self, dim: isize, range: impl RangeBounds<isize>, step: usize) -> Tensor {
+    pub fn slice_step(&self, dim: isize, range: impl SliceRange, step: usize) -> Tensor {
         assert!(step > 0, "slice: step must be positive, got 0");
         let d = norm_dim("slice", dim, self.ndim()).or_panic();
-        let size = self.shape()[d] as isize;
-        let clip = |v: isize| {
-            if v < 0 {
-                (v + size).max(0)
-            } else {
-                v.min(size)
-            }
-        };
-        let start = match range.start_bound() {
-            Bound::Included(&s) => clip(s),
-            Bound::Excluded(&s) => clip(s + 1),
-            Bound::Unbounded => 0,
-        };
-        let end = match range.end_bound() {
-            Bound::Included(&e) => clip(e + 1),
-            Bound::Excluded(&e) => clip(e),
-            Bound::Unbounded => size,
-        };
-        let len = if end > start {
-            (end - start) as usize
-        } else {
-            0
-        };
-        let start = start.min(size) as usize;
+        let (start, len) = resolve_range(range.bounds(), self.shape()[d]);
         let l = self.layout();
         let mut layout = l.clone();
         layout.offset = l.offset + start * l.strides[d];
