@@ -483,7 +483,7 @@ fn try_where_errors() {
 #[test]
 #[should_panic(expected = "where: shapes [2, 2] and [3] cannot be broadcast together")]
 fn where_panics_with_the_same_message() {
-    let _ = Tensor::where_(&tensor![true], &Tensor::zeros([2, 2]), &Tensor::zeros([3]));
+    let _ = Tensor::where_cond(&tensor![true], &Tensor::zeros([2, 2]), &Tensor::zeros([3]));
 }
 
 // ---------------------------------------------------------------- backward
@@ -1065,4 +1065,107 @@ fn error_variants_display_and_compare() {
     // The crate's Result alias.
     let ok: deriv::Result<Tensor> = Tensor::zeros([2]).try_add(1.0);
     assert_eq!(ok.unwrap().to_vec::<f32>(), vec![1., 1.]);
+}
+
+// ---------------------------------------------------------------- what a new user trips over
+
+/// `?` on a `std::io` call works in a function returning `deriv::Result`.
+#[test]
+fn io_errors_convert_with_the_question_mark() {
+    fn read_first_byte(path: &std::path::Path) -> deriv::Result<u8> {
+        let bytes = std::fs::read(path)?;
+        Ok(bytes[0])
+    }
+    let dir = std::env::temp_dir().join(format!("deriv-errors-io-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("one.bin");
+    std::fs::write(&path, [42u8]).unwrap();
+    assert_eq!(read_first_byte(&path).unwrap(), 42);
+    let err = read_first_byte(&dir.join("missing.bin")).unwrap_err();
+    match &err {
+        Error::Io { path, msg } => {
+            assert!(path.is_empty(), "{path}");
+            assert!(msg.contains("No such file"), "{msg}");
+        }
+        other => panic!("expected Error::Io, got {other:?}"),
+    }
+    // Without a path the message is the operating system's alone.
+    assert!(err.to_string().starts_with("No such file"), "{err}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// A Linear fed the wrong number of features names the layer, in_features
+/// and the input's last dimension, with PyTorch's words beside deriv's.
+#[test]
+fn linear_with_the_wrong_last_dim_names_the_layer() {
+    let fc = Linear::new(13, 3, &Device::Cpu);
+    let msg = panic_message(|| drop(fc.forward(&Tensor::zeros([64, 14]))));
+    contains_all(
+        &msg,
+        &[
+            "linear: mat1 and mat2 shapes cannot be multiplied (64x14 and 13x3)",
+            "Linear(in_features=13, out_features=3)",
+            "in_features = 13",
+            "shape [64, 14]",
+            "in_features = 14",
+        ],
+    );
+    // Leading dims fold into the first matrix's rows, as PyTorch prints them.
+    let text = shape_err(fc.try_forward(&Tensor::zeros([2, 5, 7])), "linear");
+    contains_all(&text, &["(10x7 and 13x3)", "shape [2, 5, 7]"]);
+    let text = shape_err(
+        deriv::nn::functional::try_linear(&Tensor::zeros([4]), &fc.weight, None),
+        "linear",
+    );
+    contains_all(&text, &["(1x4 and 13x3)", "the weight (shape [3, 13])"]);
+    // The compile-time path reports the same.
+    let msg = panic_message(|| drop(fc.forward_train(&Tensor::zeros([8, 12]))));
+    contains_all(&msg, &["(8x12 and 13x3)", "Linear(in_features=13"]);
+}
+
+/// f64 data through an f32 model is refused (PyTorch: "expected both to
+/// have the same dtype"), with both fixes; matmul refuses mixed dtypes too.
+#[test]
+fn f64_input_to_an_f32_model_is_refused_with_the_fix() {
+    network! {
+        struct Net = Linear(4, 8) -> ReLU -> Linear(8, 2);
+    }
+    let net = Net::default();
+    let x = Tensor::randn([5, 4]).to_dtype(DType::F64);
+    let msg = panic_message(|| drop(net.forward(&x)));
+    contains_all(
+        &msg,
+        &[
+            "linear: expected both to have the same dtype, but the input is f64",
+            "the weight of Linear(in_features=4, out_features=8) is f32",
+            "x.to_dtype(DType::F32)",
+            "the model with .to_dtype(DType::F64)",
+        ],
+    );
+    let msg = panic_message(|| drop(net.forward_train(&x)));
+    assert!(
+        msg.contains("expected both to have the same dtype"),
+        "{msg}"
+    );
+    // Both fixes work.
+    assert_eq!(net.forward(&x.to_dtype(DType::F32)).dtype(), DType::F32);
+    let mut net64 = Net::default();
+    net64.to_dtype(DType::F64);
+    assert_eq!(net64.forward(&x).dtype(), DType::F64);
+    // The fallible forms return a DType error.
+    let fc = Linear::new(4, 2, &Device::Cpu);
+    assert!(matches!(
+        fc.try_forward(&x),
+        Err(Error::DType { op: "linear", .. })
+    ));
+    let e = Tensor::ones([2, 3]).try_matmul(&Tensor::ones([3, 2]).to_dtype(DType::F64));
+    match e {
+        Err(Error::DType { op: "matmul", msg }) => contains_all(
+            &msg,
+            &["same dtype, but got f32 and f64", ".to_dtype(DType::F32)"],
+        ),
+        other => panic!("expected a DType error, got {other:?}"),
+    }
+    // Elementwise ops still promote, as in PyTorch.
+    assert_eq!((&Tensor::ones([2]) + &x.i((0, ..2))).dtype(), DType::F64);
 }

@@ -35,7 +35,8 @@ pub enum Error {
     Invalid(String),
     /// Reading or writing a file failed (missing file, permissions, disk full).
     Io {
-        /// The file.
+        /// The file (empty when the error came from a `std::io::Error`
+        /// through `?`, which does not know the path).
         path: String,
         /// What the operating system said, and the fix where one is known.
         msg: String,
@@ -57,12 +58,37 @@ impl fmt::Display for Error {
                 write!(f, "{op}: {msg}")
             }
             Error::Autograd(msg) | Error::Invalid(msg) => f.write_str(msg),
+            // An io::Error converted by `?` carries no path.
+            Error::Io { path, msg } if path.is_empty() => f.write_str(msg),
             Error::Io { path, msg } | Error::Format { path, msg } => write!(f, "{path}: {msg}"),
         }
     }
 }
 
 impl std::error::Error for Error {}
+
+/// Lets `?` on `std::fs`/`std::io` calls work in a function returning
+/// [`Result`] (`fn main() -> deriv::Result<()>`). The error becomes
+/// [`Error::Io`] with an empty `path` (the `io::Error` does not know it) and
+/// the operating system's message.
+///
+/// ```
+/// fn first_line(path: &str) -> deriv_runtime::Result<String> {
+///     let text = std::fs::read_to_string(path)?;
+///     Ok(text.lines().next().unwrap_or("").to_string())
+/// }
+/// let err = first_line("/no/such/file.csv").unwrap_err();
+/// assert!(matches!(err, deriv_runtime::Error::Io { .. }));
+/// assert!(err.to_string().contains("No such file"), "{err}");
+/// ```
+impl From<std::io::Error> for Error {
+    fn from(err: std::io::Error) -> Self {
+        Error::Io {
+            path: String::new(),
+            msg: err.to_string(),
+        }
+    }
+}
 
 /// `Result` with [`Error`].
 pub type Result<T> = std::result::Result<T, Error>;

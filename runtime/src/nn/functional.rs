@@ -34,13 +34,85 @@ pub fn log_softmax(x: &Tensor, dim: isize) -> Tensor {
 /// let y = linear(&tensor![[1., 2.]], &tensor![[1., 0.], [0., 1.], [1., 1.]], Some(&tensor![0., 0., 1.]));
 /// assert_eq!(y.to_vec::<f32>(), vec![1., 2., 4.]);
 /// ```
+///
+/// The input's last dimension must be the weight's `in` and both must have
+/// one dtype, as in PyTorch; otherwise this panics with
+/// [`try_linear`]'s error.
 #[track_caller]
 pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Tensor {
-    let y = x.matmul(&weight.t());
-    match bias {
-        Some(b) => y + b,
+    try_linear(x, weight, bias).or_panic()
+}
+
+/// Fallible [`linear`]: an `Err` when `x`'s last dimension is not the
+/// weight's `in` (PyTorch's "mat1 and mat2 shapes cannot be multiplied")
+/// or the dtypes differ ("expected both to have the same dtype").
+///
+/// ```
+/// use deriv_runtime::{nn::functional::try_linear, DType, Tensor};
+/// let w = Tensor::zeros([3, 13]);
+/// let err = try_linear(&Tensor::zeros([64, 14]), &w, None).unwrap_err().to_string();
+/// assert!(err.contains("mat1 and mat2 shapes cannot be multiplied (64x14 and 13x3)"), "{err}");
+/// let err = try_linear(&Tensor::zeros([2, 13]).to_dtype(DType::F64), &w, None).unwrap_err();
+/// assert!(err.to_string().contains("expected both to have the same dtype"), "{err}");
+/// ```
+pub fn try_linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    check_linear_input(x, weight, None)?;
+    let y = x.try_matmul(&weight.t())?;
+    Ok(match bias {
+        Some(b) => y.try_add(b)?,
         None => y,
+    })
+}
+
+/// Whether `x` fits a layer whose weight is `[out, in]`: at least one
+/// dimension, the last of size `in`, and the weight's dtype. `layer`
+/// describes the layer in messages (`Linear(in_features=13, ..)`); `None`
+/// for the functional form.
+pub(crate) fn check_linear_input(x: &Tensor, weight: &Tensor, layer: Option<&str>) -> Result<()> {
+    let (out_f, in_f) = (
+        weight.shape()[0],
+        weight.shape().get(1).copied().unwrap_or(1),
+    );
+    let who = match layer {
+        Some(l) => l.to_string(),
+        None => format!("the weight (shape {:?})", weight.shape()),
+    };
+    let last = x.shape().last().copied();
+    if last != Some(in_f) {
+        let rows: usize = x.shape().iter().rev().skip(1).product();
+        let fix = match (layer, last) {
+            (Some(_), Some(l)) => format!(
+                "pass inputs of shape [.., {in_f}], or build the layer with in_features = {l}"
+            ),
+            _ => format!("pass inputs of shape [.., {in_f}]"),
+        };
+        return Err(Error::shape(
+            "linear",
+            format!(
+                "mat1 and mat2 shapes cannot be multiplied ({rows}x{} and {in_f}x{out_f}): {who} \
+                 takes inputs whose last dimension is in_features = {in_f}, but the input has \
+                 shape {:?}; {fix}",
+                last.unwrap_or(0),
+                x.shape()
+            ),
+        ));
     }
+    if x.dtype() != weight.dtype() {
+        let (xd, wd) = (x.dtype(), weight.dtype());
+        let (weight_of, model) = match layer {
+            Some(l) => (format!("the weight of {l}"), "the model"),
+            None => ("the weight".to_string(), "the weight"),
+        };
+        return Err(Error::dtype(
+            "linear",
+            format!(
+                "expected both to have the same dtype, but the input is {xd} and {weight_of} \
+                 is {wd} (mat1 and mat2 must have the same dtype); convert the input with \
+                 x.to_dtype(DType::{wd:?}), or {model} with .to_dtype(DType::{xd:?})"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The mask dropout multiplies by: 0 with probability `p`, else `1/(1-p)`,
@@ -67,7 +139,7 @@ pub fn dropout(x: &Tensor, p: f64, training: bool) -> Tensor {
 // ---------------------------------------------------------------- losses
 
 pub use super::loss::{BceWithLogitsOptions, CrossEntropyOptions, NllLossOptions, Reduction};
-use crate::error::{OrPanic, Result};
+use crate::error::{Error, OrPanic, Result};
 use crate::ops::loss as L;
 
 /// Mean squared error, `mean((input - target)²)` (`F.mse_loss`). The target
@@ -111,6 +183,43 @@ pub fn l1_loss_with(input: &Tensor, target: &Tensor, reduction: Reduction) -> Te
 /// Fallible [`l1_loss_with`].
 pub fn try_l1_loss_with(input: &Tensor, target: &Tensor, reduction: Reduction) -> Result<Tensor> {
     L::regression_loss("l1_loss", input, target, reduction)
+}
+
+/// The Huber loss with `delta = 1` and the mean (`F.huber_loss`): with
+/// `d = input - target`, `0.5·d²` where `|d| < delta`, `delta·(|d| - delta/2)`
+/// elsewhere: squared error near the target, absolute error (robust to
+/// outliers) far from it. One `HuberLossBackward` node on the tape.
+///
+/// ```
+/// use deriv_runtime::{nn::functional as F, tensor};
+/// // 0.5·0.5² = 0.125 and 1·(3 - 0.5) = 2.5, averaged.
+/// assert_eq!(F::huber_loss(&tensor![0.5, 3.], &tensor![0., 0.]).item(), 1.3125);
+/// ```
+#[track_caller]
+pub fn huber_loss(input: &Tensor, target: &Tensor) -> Tensor {
+    huber_loss_with(input, target, Reduction::Mean, 1.0)
+}
+
+/// [`huber_loss`] with a [`Reduction`] and a `delta` (> 0).
+#[track_caller]
+pub fn huber_loss_with(
+    input: &Tensor,
+    target: &Tensor,
+    reduction: Reduction,
+    delta: f64,
+) -> Tensor {
+    try_huber_loss_with(input, target, reduction, delta).or_panic()
+}
+
+/// Fallible [`huber_loss_with`]: an error names a non-float input, a bool
+/// target, mismatched shapes or a `delta` that is not positive.
+pub fn try_huber_loss_with(
+    input: &Tensor,
+    target: &Tensor,
+    reduction: Reduction,
+    delta: f64,
+) -> Result<Tensor> {
+    L::huber_loss(input, target, reduction, delta)
 }
 
 /// Binary cross-entropy of probabilities `input` in [0, 1] against `target`

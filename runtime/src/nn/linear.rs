@@ -79,9 +79,36 @@ impl Module for Linear {
     }
 }
 
+impl Linear {
+    /// The forward pass, or an `Err` naming this layer when `x` does not fit
+    /// it: a last dimension other than `in_features` (PyTorch's "mat1 and
+    /// mat2 shapes cannot be multiplied (AxB and CxD)"), or a dtype other
+    /// than the weight's ("expected both to have the same dtype"), with the
+    /// fix. [`Forward::forward`] panics with the same message.
+    ///
+    /// ```
+    /// use deriv_runtime::nn::Linear;
+    /// use deriv_runtime::{Device, Tensor};
+    /// let fc = Linear::new(13, 3, &Device::Cpu);
+    /// let err = fc.try_forward(&Tensor::zeros([64, 14])).unwrap_err().to_string();
+    /// assert!(err.contains("(64x14 and 13x3)") && err.contains("Linear(in_features=13, out_features=3)"));
+    /// ```
+    pub fn try_forward(&self, x: &Tensor) -> crate::Result<Tensor> {
+        let name = format!(
+            "Linear(in_features={}, out_features={})",
+            self.in_features(),
+            self.out_features()
+        );
+        super::functional::check_linear_input(x, &self.weight, Some(&name))?;
+        super::functional::try_linear(x, &self.weight, self.bias.as_ref())
+    }
+}
+
 impl Forward for Linear {
+    #[track_caller]
     fn forward(&self, x: &Tensor) -> Tensor {
-        super::functional::linear(x, &self.weight, self.bias.as_ref())
+        use crate::error::OrPanic;
+        self.try_forward(x).or_panic()
     }
 }
 
