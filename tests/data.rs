@@ -967,3 +967,257 @@ fn an_endless_stream_stops_when_its_iterator_is_dropped() {
     });
     assert_eq!(sums, vec![5, 50, 149]);
 }
+
+// ----- what a new user trips over: CSV options, the project's format, splits of tensors -----
+
+/// A headerless numeric file is not silently one row short: the default
+/// options refuse its first line with the two fixes, and each fix reads it.
+#[test]
+fn a_numeric_first_line_is_never_dropped_silently() {
+    let dir = temp_dir("numeric_header");
+    // 442 rows of one target, as in the diabetes file that lost a row.
+    let text: String = (0..442).map(|i| format!("{}\n", 25 + i % 300)).collect();
+    let p = write(&dir, "target.csv", &text);
+    let msg = err_of(read_csv(&p, &CsvOptions::default()));
+    assert_contains(
+        &msg,
+        &[
+            "target.csv",
+            "line 1 (\"25\") holds only numbers",
+            "has_header(false)",
+            ".has_header(true)",
+        ],
+    );
+    let t = read_csv(&p, &CsvOptions::default().has_header(false)).unwrap();
+    assert_eq!(t.shape(), &[442, 1]);
+    assert_eq!(t.to_vec::<f32>()[..2], [25., 26.]);
+    // Numbers as column names (pandas writes "0,1" for unnamed columns).
+    let p = write(&dir, "named.csv", "0,1\n5,6\n7,8\n");
+    let t = read_csv(&p, &CsvOptions::default().has_header(true)).unwrap();
+    assert_eq!(t.to_vec::<f32>(), vec![5., 6., 7., 8.]);
+    // A header with any non-number field is a header, as before.
+    let p = write(&dir, "mixed.csv", "x,1\n5,6\n");
+    assert_eq!(
+        read_csv(&p, &CsvOptions::default()).unwrap().shape(),
+        &[1, 2]
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn csv_skip_rows_readers_and_column_dtypes() {
+    use deriv::data::{read_csv_from, read_csv_xy_from};
+    let dir = temp_dir("csv_options");
+    // Two lines of notes above the header; errors still count them.
+    let p = write(
+        &dir,
+        "notes.csv",
+        "exported 2026-01-02\nunits: cm\na,b\n1,2\n3,x\n",
+    );
+    let opts = CsvOptions::default().skip_rows(2);
+    assert_contains(
+        &err_of(read_csv(&p, &opts)),
+        &["line 5, column 2 (\"b\")", "\"x\""],
+    );
+    let p = write(
+        &dir,
+        "notes2.csv",
+        "exported 2026-01-02\nunits: cm\na,b\n1,2\n3,4\n",
+    );
+    let t = read_csv(&p, &opts).unwrap();
+    assert_eq!(t.to_vec::<f32>(), vec![1., 2., 3., 4.]);
+    // More lines skipped than the file has: no data rows.
+    assert_contains(
+        &err_of(read_csv(&p, &CsvOptions::default().skip_rows(9))),
+        &["no data rows"],
+    );
+
+    // From a string or any reader.
+    let t = read_csv_from(
+        "a;b\n1;2.5\n".as_bytes(),
+        &CsvOptions::new().delimiter(b';'),
+    )
+    .unwrap();
+    assert_eq!(t.to_vec::<f32>(), vec![1., 2.5]);
+    let file = std::fs::File::open(&p).unwrap();
+    assert_eq!(
+        read_csv_from(file, &opts).unwrap().to_vec::<f32>(),
+        vec![1., 2., 3., 4.]
+    );
+    let msg = err_of(read_csv_from("a,b\n1,q\n".as_bytes(), &CsvOptions::new()));
+    assert_contains(&msg, &["<reader>", "line 2, column 2 (\"b\")", "\"q\""]);
+
+    // A regression target: the target column as f32 (default: i64 labels).
+    let csv = "rooms,area,price\n3,70.5,250.25\n4,95,310\n";
+    let opts = CsvOptions::new().column_dtype("price", DType::F32);
+    let (x, y) = read_csv_xy_from(csv.as_bytes(), &opts, "price").unwrap();
+    assert_eq!((x.dtype(), y.dtype()), (DType::F32, DType::F32));
+    assert_eq!(x.to_vec::<f32>(), vec![3., 70.5, 4., 95.]);
+    assert_eq!(y.to_vec::<f32>(), vec![250.25, 310.]);
+    let opts = CsvOptions::new().column_dtype(-1, DType::F64);
+    let (_, y) = read_csv_xy_from(csv.as_bytes(), &opts, -1).unwrap();
+    assert_eq!(y.to_vec::<f64>(), vec![250.25, 310.]);
+    // Without the choice a fractional target is refused as a class label.
+    let msg = err_of(read_csv_xy_from(
+        csv.as_bytes(),
+        &CsvOptions::new(),
+        "price",
+    ));
+    assert_contains(&msg, &["line 2, column 3 (\"price\")", "whole number"]);
+    // A feature column of another dtype cannot share the features tensor.
+    let opts = CsvOptions::new().column_dtype("rooms", DType::I64);
+    let msg = err_of(read_csv_xy_from(csv.as_bytes(), &opts, "price"));
+    assert_contains(
+        &msg,
+        &[
+            "column 1 (\"rooms\") is set to i64",
+            "one f32 tensor",
+            "read_csv_xy",
+        ],
+    );
+    let opts = CsvOptions::new().column_dtype("nope", DType::F32);
+    let msg = err_of(read_csv_xy_from(csv.as_bytes(), &opts, "price"));
+    assert_contains(&msg, &["no column is named \"nope\""]);
+    let opts = CsvOptions::new().column_dtype("price", DType::Bool);
+    let msg = err_of(read_csv_xy_from(csv.as_bytes(), &opts, "price"));
+    assert_contains(&msg, &["bool is not supported for the label"]);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// `TabularDataset::from_csv` reads the bundled sets' own format, and says
+/// what is wrong with a file that is not in it.
+#[test]
+fn tabular_dataset_from_csv_reads_the_project_format() {
+    let iris_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("runtime/data/iris.csv");
+    let ds = TabularDataset::from_csv(&iris_path).unwrap();
+    let bundled = datasets::iris();
+    assert_eq!(ds.class_names, bundled.class_names);
+    assert_eq!(
+        ds.features.to_vec::<f32>(),
+        bundled.features.to_vec::<f32>()
+    );
+    assert_eq!(ds.targets.to_vec::<i64>(), bundled.targets.to_vec::<i64>());
+
+    let dir = temp_dir("from_csv");
+    let p = write(
+        &dir,
+        "three.csv",
+        "4,2,low,mid,high\n0.5,1,0\n2,3,2\n4,5,1\n6,7,2\n",
+    );
+    let ds = TabularDataset::from_csv(&p).unwrap();
+    assert_eq!(ds.class_names, vec!["low", "mid", "high"]);
+    assert_eq!(ds.class_counts(), vec![1, 1, 2]);
+    assert_eq!(
+        ds.features.to_vec::<f32>(),
+        vec![0.5, 1., 2., 3., 4., 5., 6., 7.]
+    );
+
+    let bad = |name: &str, text: &str| err_of(TabularDataset::from_csv(write(&dir, name, text)));
+    assert_contains(
+        &bad("header.csv", "x1,x2,label\n1,2,0\n"),
+        &[
+            "header.csv",
+            "line 1 must be N_SAMPLES,N_FEATURES,CLASS_NAME",
+            "\"x1,x2,label\"",
+        ],
+    );
+    assert_contains(
+        &bad("count.csv", "3,2,a,b\n1,2,0\n3,4,1\n"),
+        &[
+            "line 1 promises 3 samples of 2 features",
+            "2 rows of 2 features",
+        ],
+    );
+    assert_contains(
+        &bad("width.csv", "2,3,a,b\n1,2,0\n3,4,1\n"),
+        &["promises 2 samples of 3 features", "2 rows of 2 features"],
+    );
+    assert_contains(
+        &bad("label.csv", "2,1,a,b\n1,0\n3,2\n"),
+        &["sample 1 has class label 2", "0..2"],
+    );
+    assert_contains(
+        &bad("value.csv", "2,1,a,b\n1,0\nz,1\n"),
+        &["value.csv", "line 3, column 1", "\"z\""],
+    );
+    let missing = dir.join("missing.csv");
+    let err = TabularDataset::from_csv(&missing).unwrap_err();
+    assert!(matches!(err, deriv::Error::Io { .. }), "{err}");
+    assert_contains(&err.to_string(), &["missing.csv", "cannot read"]);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Splits of plain tensors: rows stay paired, the seed decides, and they
+/// are the same splits TabularDataset makes of the same data.
+#[test]
+fn train_test_split_of_any_features_and_targets() {
+    use deriv::data::{stratified_split, train_test_split};
+    let n = 50;
+    let x = Tensor::from_vec((0..2 * n).map(|v| v as f32).collect::<Vec<_>>(), [n, 2]);
+    // A regression target: row i's target is 0.5 i.
+    let y = Tensor::from_vec((0..n).map(|i| 0.5 * i as f64).collect::<Vec<_>>(), [n]);
+    let (x_train, x_test, y_train, y_test) = train_test_split(&x, &y, 0.2, 7);
+    assert_eq!(
+        (x_train.shape(), x_test.shape()),
+        (&[40, 2][..], &[10, 2][..])
+    );
+    assert_eq!((y_train.shape(), y_test.dtype()), (&[40][..], DType::F64));
+    for (xs, ys) in [(&x_train, &y_train), (&x_test, &y_test)] {
+        let (xv, yv) = (xs.to_vec::<f32>(), ys.to_vec::<f64>());
+        for (r, &t) in yv.iter().enumerate() {
+            assert_eq!(xv[2 * r] as f64, 4.0 * t, "row {r} lost its target");
+        }
+    }
+    let mut seen: Vec<f64> = y_train.to_vec::<f64>();
+    seen.extend(y_test.to_vec::<f64>());
+    seen.sort_by(f64::total_cmp);
+    assert_eq!(seen, (0..n).map(|i| 0.5 * i as f64).collect::<Vec<_>>());
+    // Same seed, same split; another seed, another.
+    let again = train_test_split(&x, &y, 0.2, 7);
+    assert_eq!(again.3.to_vec::<f64>(), y_test.to_vec::<f64>());
+    assert_ne!(
+        train_test_split(&x, &y, 0.2, 8).3.to_vec::<f64>(),
+        y_test.to_vec::<f64>()
+    );
+    // A scaler fits on the results (the targets too, as one feature).
+    let scaler = StandardScaler::fit(&y_train);
+    let z = scaler.transform(&y_train);
+    assert!(z.mean().item().abs() < 1e-12);
+
+    // The same splits as TabularDataset's, for the same data.
+    let iris = datasets::iris();
+    let (a_train, a_test) = iris.train_test_split(0.3, 3);
+    let (xt, xs, yt, ys) = train_test_split(&iris.features, &iris.targets, 0.3, 3);
+    assert_eq!(xt.to_vec::<f32>(), a_train.features.to_vec::<f32>());
+    assert_eq!(xs.to_vec::<f32>(), a_test.features.to_vec::<f32>());
+    assert_eq!(yt.to_vec::<i64>(), a_train.targets.to_vec::<i64>());
+    assert_eq!(ys.to_vec::<i64>(), a_test.targets.to_vec::<i64>());
+    let (s_train, s_test) = iris.stratified_split(0.2, 5);
+    let (_, xs, yt, ys) = stratified_split(&iris.features, &iris.targets, 0.2, 5);
+    assert_eq!(yt.to_vec::<i64>(), s_train.targets.to_vec::<i64>());
+    assert_eq!(ys.to_vec::<i64>(), s_test.targets.to_vec::<i64>());
+    assert_eq!(xs.to_vec::<f32>(), s_test.features.to_vec::<f32>());
+
+    // Stratified with labels that are not 0..C: each class keeps its share
+    // (30 train samples: 7.5 of class -3 and 22.5 of class 7; the tie on the
+    // remainder goes to the smaller label).
+    let labels = Tensor::from_vec(
+        (0..40)
+            .map(|i| if i % 4 == 0 { -3 } else { 7 })
+            .collect::<Vec<i64>>(),
+        [40],
+    );
+    let (_, _, lt, ls) = stratified_split(&Tensor::zeros([40, 1]), &labels, 0.25, 1);
+    let count = |t: &Tensor, c: i64| t.to_vec::<i64>().iter().filter(|&&v| v == c).count();
+    assert_eq!((count(&lt, -3), count(&lt, 7)), (8, 22));
+    assert_eq!((count(&ls, -3), count(&ls, 7)), (2, 8));
+
+    let r = catch_unwind(|| train_test_split(&Tensor::zeros([5, 2]), &Tensor::zeros([4]), 0.2, 0));
+    let msg = panic_message(r.unwrap_err());
+    assert_contains(&msg, &["same size in dimension 0", "[5, 2]", "[4]"]);
+    let r = catch_unwind(|| stratified_split(&Tensor::zeros([4, 1]), &Tensor::zeros([4]), 0.5, 0));
+    assert_contains(
+        &panic_message(r.unwrap_err()),
+        &["1-D i64 tensor of class labels"],
+    );
+}

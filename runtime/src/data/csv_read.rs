@@ -1,5 +1,6 @@
 //! Reading numeric CSV files into tensors.
 
+use std::io::Read;
 use std::path::Path;
 
 use crate::error::{Error, Result};
@@ -8,18 +9,31 @@ use crate::tensor::{DType, Tensor};
 /// How [`read_csv`] and [`read_csv_xy`] read a file.
 ///
 /// The default is a comma-separated file with a header line, read as `f32`.
+/// A default-options read refuses a first line made only of numbers (it
+/// looks like data, and dropping it as a header would lose a sample without
+/// a word): say which it is with [`has_header`](Self::has_header).
 ///
 /// ```
 /// use deriv_runtime::data::CsvOptions;
 /// use deriv_runtime::DType;
-/// let opts = CsvOptions::default().has_header(false).delimiter(b';').dtype(DType::F64);
-/// assert!(!opts.has_header && opts.delimiter == b';');
+/// let opts = CsvOptions::default()
+///     .has_header(false)
+///     .delimiter(b';')
+///     .dtype(DType::F64)
+///     .skip_rows(2)
+///     .column_dtype("price", DType::F64);
+/// assert_eq!(opts.has_header, Some(false));
+/// assert_eq!((opts.delimiter, opts.skip_rows), (b';', 2));
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CsvOptions {
-    /// Whether the first line names the columns (default `true`); the names
-    /// appear in error messages.
-    pub has_header: bool,
+    /// Whether the first line (after [`skip_rows`](Self::skip_rows)) names
+    /// the columns; the names appear in error messages and can pick columns.
+    /// `None` (the default): a header is expected, and a first line whose
+    /// fields all parse as numbers is an error that asks for `Some(true)`
+    /// (these numbers are the column names) or `Some(false)` (no header: the
+    /// line is data). pandas would take such a line as the header silently.
+    pub has_header: Option<bool>,
     /// The byte between fields (default `b','`; `b'\t'` for TSV).
     pub delimiter: u8,
     /// The element type of the values (or of the features in
@@ -27,15 +41,26 @@ pub struct CsvOptions {
     pub dtype: DType,
     /// Lines starting with this byte are skipped (default `None`).
     pub comment: Option<u8>,
+    /// How many lines to skip at the start, before the header (default 0;
+    /// pandas' `skiprows=n`). Line numbers in errors still count them.
+    pub skip_rows: usize,
+    /// Per-column element types, by index or header name: in
+    /// [`read_csv_xy`] the target column's type (default `I64`, class
+    /// labels; `F32`/`F64` for regression targets). The features share one
+    /// tensor and so one dtype ([`dtype`](Self::dtype)): a feature column
+    /// set to another dtype is an error that says so.
+    pub column_dtypes: Vec<(Column, DType)>,
 }
 
 impl Default for CsvOptions {
     fn default() -> Self {
         CsvOptions {
-            has_header: true,
+            has_header: None,
             delimiter: b',',
             dtype: DType::F32,
             comment: None,
+            skip_rows: 0,
+            column_dtypes: Vec::new(),
         }
     }
 }
@@ -45,9 +70,10 @@ impl CsvOptions {
     pub fn new() -> Self {
         Self::default()
     }
-    /// Sets [`has_header`](Self::has_header).
+    /// Says whether the first line is a header (see
+    /// [`has_header`](Self::has_header)); `false` reads it as data.
     pub fn has_header(mut self, has_header: bool) -> Self {
-        self.has_header = has_header;
+        self.has_header = Some(has_header);
         self
     }
     /// Sets [`delimiter`](Self::delimiter).
@@ -63,6 +89,28 @@ impl CsvOptions {
     /// Sets [`comment`](Self::comment).
     pub fn comment(mut self, comment: Option<u8>) -> Self {
         self.comment = comment;
+        self
+    }
+    /// Skips the first `n` lines (a title or notes above the header).
+    pub fn skip_rows(mut self, n: usize) -> Self {
+        self.skip_rows = n;
+        self
+    }
+    /// Reads `column` (an index, negative from the end, or a header name)
+    /// as `dtype`; see [`column_dtypes`](Self::column_dtypes).
+    ///
+    /// ```
+    /// use deriv_runtime::data::{read_csv_xy_from, CsvOptions};
+    /// use deriv_runtime::DType;
+    /// let csv = "rooms,area,price\n3,70.5,250.5\n4,95,310\n";
+    /// let opts = CsvOptions::new().column_dtype("price", DType::F32);
+    /// let (x, y) = read_csv_xy_from(csv.as_bytes(), &opts, "price").unwrap();
+    /// assert_eq!(y.dtype(), DType::F32);
+    /// assert_eq!(y.to_vec::<f32>(), vec![250.5, 310.]);
+    /// assert_eq!(x.to_vec::<f32>(), vec![3., 70.5, 4., 95.]);
+    /// ```
+    pub fn column_dtype(mut self, column: impl Into<Column>, dtype: DType) -> Self {
+        self.column_dtypes.push((column.into(), dtype));
         self
     }
 }
@@ -129,13 +177,15 @@ pub fn read_csv(path: impl AsRef<Path>, opts: &CsvOptions) -> Result<Tensor> {
     Ok(parse(&read(path)?, &source, opts, None)?.features)
 }
 
-/// Reads a CSV file of features and an integer class label per row: the
-/// features as a 2-D tensor `[rows, columns - 1]` of `opts.dtype` (`f32` by
-/// default) and the labels, taken from `label_column` (an index, negative
-/// from the end, or a header name), as a 1-D `i64` tensor.
+/// Reads a CSV file of features and a target per row: the features as a
+/// 2-D tensor `[rows, columns - 1]` of `opts.dtype` (`f32` by default) and
+/// the target, taken from `label_column` (an index, negative from the end,
+/// or a header name), as a 1-D tensor: `i64` class labels by default, or
+/// the type [`CsvOptions::column_dtype`] gives that column (`F32` for a
+/// regression target).
 ///
-/// Errors as [`read_csv`]; a label that is not a whole number is an error
-/// too.
+/// Errors as [`read_csv`]; an `i64` label that is not a whole number is an
+/// error too.
 ///
 /// ```
 /// use deriv_runtime::data::{read_csv_xy, CsvOptions};
@@ -157,6 +207,47 @@ pub fn read_csv_xy(
     let label = label_column.into();
     let t = parse(&read(path)?, &source, opts, Some(&label))?;
     Ok((t.features, t.labels.expect("a label column was asked for")))
+}
+
+/// [`read_csv`] from any reader: an open file, a network stream, or text in
+/// memory (`text.as_bytes()`). Errors name the source `<reader>`.
+///
+/// ```
+/// use deriv_runtime::data::{read_csv_from, CsvOptions};
+/// let t = read_csv_from("0.5,1\n2,3\n".as_bytes(), &CsvOptions::new().has_header(false)).unwrap();
+/// assert_eq!(t.to_vec::<f32>(), vec![0.5, 1., 2., 3.]);
+/// ```
+pub fn read_csv_from(reader: impl Read, opts: &CsvOptions) -> Result<Tensor> {
+    Ok(parse(&read_all(reader)?, READER, opts, None)?.features)
+}
+
+/// [`read_csv_xy`] from any reader (see [`read_csv_from`]).
+///
+/// ```
+/// use deriv_runtime::data::{read_csv_xy_from, CsvOptions};
+/// let (x, y) = read_csv_xy_from("a,b,label\n1,2,1\n3,4,0\n".as_bytes(), &CsvOptions::new(), "label").unwrap();
+/// assert_eq!((x.shape(), y.to_vec::<i64>()), (&[2, 2][..], vec![1, 0]));
+/// ```
+pub fn read_csv_xy_from(
+    reader: impl Read,
+    opts: &CsvOptions,
+    label_column: impl Into<Column>,
+) -> Result<(Tensor, Tensor)> {
+    let label = label_column.into();
+    let t = parse(&read_all(reader)?, READER, opts, Some(&label))?;
+    Ok((t.features, t.labels.expect("a label column was asked for")))
+}
+
+/// How errors name a source that is not a file.
+const READER: &str = "<reader>";
+
+fn read_all(mut reader: impl Read) -> Result<Vec<u8>> {
+    let mut data = Vec::new();
+    reader.read_to_end(&mut data).map_err(|e| Error::Io {
+        path: READER.to_string(),
+        msg: format!("read_csv: cannot read: {e}"),
+    })?;
+    Ok(data)
 }
 
 fn read(path: &Path) -> Result<Vec<u8>> {
@@ -233,6 +324,36 @@ enum Values {
     I64(Vec<i64>),
 }
 
+impl Values {
+    /// An empty buffer for `dtype` (`None` for bool, which CSV reading refuses).
+    fn new(dtype: DType) -> Option<Values> {
+        match dtype {
+            DType::F32 => Some(Values::F32(Vec::new())),
+            DType::F64 => Some(Values::F64(Vec::new())),
+            DType::I64 => Some(Values::I64(Vec::new())),
+            DType::Bool => None,
+        }
+    }
+
+    /// Parses `field` into the buffer; `whole` names what an integer is here.
+    fn push(&mut self, place: &Place, field: &[u8], col: usize, whole: &str) -> Result<()> {
+        match self {
+            Values::F32(v) => v.push(place.float(field, col)? as f32),
+            Values::F64(v) => v.push(place.float(field, col)?),
+            Values::I64(v) => v.push(place.whole(field, col, whole)?),
+        }
+        Ok(())
+    }
+
+    fn into_tensor(self, shape: &[usize]) -> Tensor {
+        match self {
+            Values::F32(v) => Tensor::from_vec(v, shape),
+            Values::F64(v) => Tensor::from_vec(v, shape),
+            Values::I64(v) => Tensor::from_vec(v, shape),
+        }
+    }
+}
+
 /// Where a field sits, for error messages.
 struct Place<'a> {
     source: &'a str,
@@ -292,16 +413,23 @@ impl Place<'_> {
     }
 }
 
-/// The position `col` names in rows of `width` fields.
-fn resolve(col: &Column, width: usize, header: Option<&[String]>, source: &str) -> Result<usize> {
+/// The position `col` names in rows of `width` fields; `what` names the
+/// column's role in messages (`label column`).
+fn resolve(
+    col: &Column,
+    what: &str,
+    width: usize,
+    header: Option<&[String]>,
+    source: &str,
+) -> Result<usize> {
     match col {
         Column::Index(i) => {
             let w = width as isize;
             let j = if *i < 0 { i + w } else { *i };
             if j < 0 || j >= w {
                 return Err(Error::Invalid(format!(
-                    "read_csv_xy: {source}: label column {i} is out of range for rows of \
-                     {w} fields; use 0..{w}, or -1 for the last"
+                    "read_csv: {source}: {what} {i} is out of range for rows of {w} fields; \
+                     use 0..{w}, or -1 for the last"
                 )));
             }
             Ok(j as usize)
@@ -309,52 +437,70 @@ fn resolve(col: &Column, width: usize, header: Option<&[String]>, source: &str) 
         Column::Name(name) => {
             let Some(header) = header else {
                 return Err(Error::Invalid(format!(
-                    "read_csv_xy: {source}: label column {name:?} is a name, but the \
-                     options say the file has no header; set has_header, or pass the \
-                     column's index"
+                    "read_csv: {source}: {what} {name:?} is a name, but the options say the \
+                     file has no header; set has_header, or pass the column's index"
                 )));
             };
             header.iter().position(|h| h == name).ok_or_else(|| {
                 Error::Invalid(format!(
-                    "read_csv_xy: {source}: no column is named {name:?}; the header is {header:?}"
+                    "read_csv: {source}: {what} {name:?}: no column is named {name:?}; the \
+                     header is {header:?}"
                 ))
             })
         }
     }
 }
 
+/// Whether every field of a record reads as a number: such a first line
+/// is data, not a header (see [`CsvOptions::has_header`]).
+fn all_numbers(record: &::csv::ByteRecord) -> bool {
+    record
+        .iter()
+        .all(|f| std::str::from_utf8(f).is_ok_and(|t| !t.is_empty() && t.parse::<f64>().is_ok()))
+}
+
+/// The byte offset after the first `n` lines.
+fn after_lines(data: &[u8], n: usize) -> usize {
+    if n == 0 {
+        return 0;
+    }
+    data.iter()
+        .enumerate()
+        .filter(|(_, &b)| b == b'\n')
+        .nth(n - 1)
+        .map_or(data.len(), |(i, _)| i + 1)
+}
+
 /// Parses a CSV source (`source` names it in messages), with `label` taken
-/// out as i64 labels when given.
+/// out as a separate 1-D tensor when given.
 pub(crate) fn parse(
     data: &[u8],
     source: &str,
     opts: &CsvOptions,
     label: Option<&Column>,
 ) -> Result<Parsed> {
-    let mut values = match opts.dtype {
-        DType::F32 => Values::F32(Vec::new()),
-        DType::F64 => Values::F64(Vec::new()),
-        DType::I64 => Values::I64(Vec::new()),
-        DType::Bool => {
-            return Err(Error::Invalid(format!(
-                "read_csv: {source}: dtype bool is not supported; read the values as \
-                 DType::I64 (or a float type) and compare them"
-            )))
-        }
+    let bool_refused = |what: &str| {
+        Error::Invalid(format!(
+            "read_csv: {source}: dtype bool is not supported{what}; read the values as \
+             DType::I64 (or a float type) and compare them"
+        ))
     };
+    let mut values = Values::new(opts.dtype).ok_or_else(|| bool_refused(""))?;
+    let base = after_lines(data, opts.skip_rows);
+    let body = &data[base..];
     let mut rdr = ::csv::ReaderBuilder::new()
         .has_headers(false)
         .delimiter(opts.delimiter)
         .comment(opts.comment)
         .flexible(true)
         .trim(::csv::Trim::All)
-        .from_reader(data);
+        .from_reader(body);
     let mut record = ::csv::ByteRecord::new();
     let mut line_of = Lines::new(data, opts.comment);
     let mut header: Option<Vec<String>> = None;
     // The row width, the line that set it, and the label's position.
     let mut shape: Option<(usize, u64, Option<usize>)> = None;
-    let mut labels: Vec<i64> = Vec::new();
+    let mut labels: Option<Values> = None;
     let mut rows = 0usize;
     loop {
         match rdr.read_byte_record(&mut record) {
@@ -363,7 +509,7 @@ pub(crate) fn parse(
             Err(e) => {
                 let at = e
                     .position()
-                    .map(|p| format!(" at line {}", line_of.of_record(p.byte())))
+                    .map(|p| format!(" at line {}", line_of.of_record(base as u64 + p.byte())))
                     .unwrap_or_default();
                 return Err(Error::Format {
                     path: source.to_string(),
@@ -371,8 +517,31 @@ pub(crate) fn parse(
                 });
             }
         }
-        let line = record.position().map_or(0, |p| line_of.of_record(p.byte()));
-        let is_header = opts.has_header && header.is_none();
+        let line = record
+            .position()
+            .map_or(0, |p| line_of.of_record(base as u64 + p.byte()));
+        let is_header = shape.is_none()
+            && match opts.has_header {
+                Some(h) => h,
+                None if all_numbers(&record) => {
+                    let text: Vec<String> = record
+                        .iter()
+                        .map(|f| String::from_utf8_lossy(f).into_owned())
+                        .collect();
+                    return Err(Error::Format {
+                        path: source.to_string(),
+                        msg: format!(
+                            "read_csv: line {line} ({:?}) holds only numbers, so it looks like \
+                             data, but the options expect a header line (the default); reading \
+                             it as one would drop a row. If the file has no header, use \
+                             CsvOptions::new().has_header(false); if these numbers are the \
+                             column names, use .has_header(true)",
+                            text.join(&(opts.delimiter as char).to_string())
+                        ),
+                    });
+                }
+                None => true,
+            };
         if is_header {
             header = Some(
                 record
@@ -385,10 +554,36 @@ pub(crate) fn parse(
             Some(s) => s,
             None => {
                 let w = record.len();
+                let h = header.as_deref();
                 let l = match label {
-                    Some(c) => Some(resolve(c, w, header.as_deref(), source)?),
+                    Some(c) => Some(resolve(c, "label column", w, h, source)?),
                     None => None,
                 };
+                let mut label_dtype = DType::I64;
+                for (c, dt) in &opts.column_dtypes {
+                    let j = resolve(c, "column", w, h, source)?;
+                    if Some(j) == l {
+                        label_dtype = *dt;
+                    } else if *dt != opts.dtype {
+                        let name = h
+                            .and_then(|h| h.get(j))
+                            .map_or(String::new(), |n| format!(" ({n:?})"));
+                        return Err(Error::Invalid(format!(
+                            "read_csv: {source}: column {}{name} is set to {dt}, but the \
+                             features are read into one {} tensor, and a tensor has one dtype; \
+                             read that column as the target with read_csv_xy(.., {}), or set \
+                             .dtype(DType::{dt:?}) for all the features",
+                            j + 1,
+                            opts.dtype,
+                            j
+                        )));
+                    }
+                }
+                if l.is_some() {
+                    labels = Some(
+                        Values::new(label_dtype).ok_or_else(|| bool_refused(" for the label"))?,
+                    );
+                }
                 *shape.insert((w, line, l))
             }
         };
@@ -425,14 +620,9 @@ pub(crate) fn parse(
             });
         }
         for (col, field) in record.iter().enumerate() {
-            if Some(col) == label_col {
-                labels.push(place.whole(field, col, "a class label")?);
-                continue;
-            }
-            match &mut values {
-                Values::F32(v) => v.push(place.float(field, col)? as f32),
-                Values::F64(v) => v.push(place.float(field, col)?),
-                Values::I64(v) => v.push(place.whole(field, col, "an integer")?),
+            match labels.as_mut() {
+                Some(l) if Some(col) == label_col => l.push(&place, field, col, "a class label")?,
+                _ => values.push(&place, field, col, "an integer")?,
             }
         }
         rows += 1;
@@ -449,13 +639,8 @@ pub(crate) fn parse(
     }
     let (width, _, label_col) = shape.expect("a row was read");
     let cols = width - usize::from(label_col.is_some());
-    let features = match values {
-        Values::F32(v) => Tensor::from_vec(v, [rows, cols]),
-        Values::F64(v) => Tensor::from_vec(v, [rows, cols]),
-        Values::I64(v) => Tensor::from_vec(v, [rows, cols]),
-    };
     Ok(Parsed {
-        features,
-        labels: label_col.map(|_| Tensor::from_vec(labels, [rows])),
+        features: values.into_tensor(&[rows, cols]),
+        labels: labels.map(|l| l.into_tensor(&[rows])),
     })
 }

@@ -22,9 +22,12 @@
 //! }
 //! ```
 
+use std::path::Path;
+
 use super::csv_read::{parse, Column, CsvOptions};
 use super::dataset::{check_index, gather_rows, Dataset};
-use crate::random::Generator;
+use super::split::{shuffled_indices, stratified_indices};
+use crate::error::{Error, Result};
 use crate::tensor::{DType, Tensor};
 use crate::Device;
 
@@ -140,7 +143,7 @@ impl TabularDataset {
     /// Splits into a shuffled train set and test set, like scikit-learn's
     /// `train_test_split(shuffle=True)`: the test set has
     /// `ceil(test_fraction * n)` samples, the train set the rest; the order is
-    /// a permutation drawn from a [`Generator`] seeded with `seed`, the test
+    /// a permutation drawn from a [`Generator`](crate::Generator) seeded with `seed`, the test
     /// set taking its first samples. Panics unless `0 < test_fraction < 1`
     /// leaves both sets non-empty.
     ///
@@ -154,9 +157,8 @@ impl TabularDataset {
         test_fraction: f64,
         seed: u64,
     ) -> (TabularDataset, TabularDataset) {
-        let n_test = self.test_size("train_test_split", test_fraction);
-        let perm = Generator::new(seed).permutation(self.len());
-        (self.select(&perm[n_test..]), self.select(&perm[..n_test]))
+        let (train, test) = shuffled_indices("train_test_split", self.len(), test_fraction, seed);
+        (self.select(&train), self.select(&test))
     }
 
     /// Like [`train_test_split`](Self::train_test_split), but each class
@@ -164,7 +166,9 @@ impl TabularDataset {
     /// scikit-learn's `train_test_split(stratify=y)`: the train set's count
     /// of each class is `floor(n_train * count / n)` plus one for the classes
     /// with the largest remainders (the earlier class on ties), the test set
-    /// gets the rest of each class, and both are shuffled.
+    /// gets the rest of each class, and both are shuffled (as
+    /// [`data::stratified_split`](super::stratified_split) does for plain
+    /// tensors).
     ///
     /// ```
     /// let (train, test) = deriv_runtime::datasets::iris().stratified_split(0.2, 0);
@@ -177,42 +181,9 @@ impl TabularDataset {
         test_fraction: f64,
         seed: u64,
     ) -> (TabularDataset, TabularDataset) {
-        let n = self.len();
-        let n_test = self.test_size("stratified_split", test_fraction);
-        let n_train = n - n_test;
-        let targets = self.targets.to_vec::<i64>();
-        let counts = self.class_counts();
-        let present = counts.iter().filter(|&&c| c > 0).count();
-        assert!(
-            n_train >= present && n_test >= present,
-            "stratified_split: the train ({n_train}) and test ({n_test}) sets must each be \
-             at least as large as the number of classes ({present}); change test_fraction"
-        );
-        // Train share of each class: floors, then the largest remainders.
-        let exact: Vec<f64> = counts
-            .iter()
-            .map(|&c| n_train as f64 * c as f64 / n as f64)
-            .collect();
-        let mut take: Vec<usize> = exact.iter().map(|e| e.floor() as usize).collect();
-        let mut order: Vec<usize> = (0..counts.len()).collect();
-        order.sort_by(|&a, &b| {
-            let (ra, rb) = (exact[a] - exact[a].floor(), exact[b] - exact[b].floor());
-            rb.total_cmp(&ra).then(a.cmp(&b))
-        });
-        let short = n_train - take.iter().sum::<usize>();
-        for &c in order.iter().take(short) {
-            take[c] += 1;
-        }
-        let mut gen = Generator::new(seed);
-        let (mut train, mut test) = (Vec::with_capacity(n_train), Vec::with_capacity(n_test));
-        for (class, &k) in take.iter().enumerate() {
-            let members: Vec<usize> = (0..n).filter(|&i| targets[i] as usize == class).collect();
-            let perm = gen.permutation(members.len());
-            train.extend(perm[..k].iter().map(|&p| members[p]));
-            test.extend(perm[k..].iter().map(|&p| members[p]));
-        }
-        let train: Vec<usize> = gen.permutation(n_train).iter().map(|&p| train[p]).collect();
-        let test: Vec<usize> = gen.permutation(n_test).iter().map(|&p| test[p]).collect();
+        let labels = self.targets.to_vec::<i64>();
+        let (train, test) =
+            stratified_indices("stratified_split", &labels, self.len(), test_fraction, seed);
         (self.select(&train), self.select(&test))
     }
 
@@ -237,22 +208,6 @@ impl TabularDataset {
         test.features = scaler.transform(&test.features);
         (train, test)
     }
-
-    #[track_caller]
-    fn test_size(&self, op: &str, test_fraction: f64) -> usize {
-        let n = self.len();
-        assert!(
-            test_fraction > 0.0 && test_fraction < 1.0,
-            "{op}: test_fraction must be between 0 and 1 (exclusive), got {test_fraction}"
-        );
-        let n_test = (test_fraction * n as f64).ceil() as usize;
-        assert!(
-            n_test < n,
-            "{op}: with {n} samples and test_fraction {test_fraction} the train set would be \
-             empty; use a smaller test_fraction"
-        );
-        n_test
-    }
 }
 
 impl Dataset for TabularDataset {
@@ -276,35 +231,102 @@ impl Dataset for TabularDataset {
     }
 }
 
-/// Parses a bundled file: an optional `N,D,CLASS...` line, then rows of `D`
-/// features and a label.
-fn bundled(name: &str, text: &str, has_meta: bool, class_names: Vec<String>) -> TabularDataset {
-    let source = format!("{name} (bundled)");
-    let (meta, body) = if has_meta {
-        let (first, rest) = text.split_once('\n').expect("bundled file has lines");
-        (Some(first.trim()), rest)
-    } else {
-        (None, text)
+/// Parses the project's tabular format: a first line
+/// `N_SAMPLES,N_FEATURES,CLASS_NAME...` (when `class_names` is `None`), then
+/// rows of the features and an integer class label.
+fn parse_tabular(
+    data: &[u8],
+    source: &str,
+    class_names: Option<Vec<String>>,
+) -> Result<TabularDataset> {
+    let bad = |msg: String| Error::Format {
+        path: source.to_string(),
+        msg: format!("TabularDataset::from_csv: {msg}"),
     };
     let opts = CsvOptions::default().has_header(false);
-    let parsed = parse(body.as_bytes(), &source, &opts, Some(&Column::Index(-1)))
-        .unwrap_or_else(|e| panic!("bundled data set {name} is corrupt: {e}"));
-    let features = parsed.features;
-    let targets = parsed.labels.expect("labels were asked for");
-    let class_names = match meta {
-        None => class_names,
-        Some(meta) => {
-            let f: Vec<&str> = meta.split(',').collect();
-            let (n, d): (usize, usize) = (f[0].parse().unwrap(), f[1].parse().unwrap());
-            assert_eq!(
-                features.shape(),
-                &[n, d],
-                "bundled data set {name}: its header promises {n} x {d}"
-            );
-            f[2..].iter().map(|s| s.to_string()).collect()
+    let (opts, meta) = match class_names {
+        Some(names) => (opts, (None, names)),
+        None => {
+            let first = data.split(|&b| b == b'\n').next().unwrap_or_default();
+            let first = String::from_utf8_lossy(first);
+            let fields: Vec<&str> = first.trim().split(',').map(str::trim).collect();
+            let count = |i: usize| fields.get(i).and_then(|f| f.parse::<usize>().ok());
+            let (Some(n), Some(d)) = (count(0), count(1)) else {
+                return Err(bad(format!(
+                    "line 1 must be N_SAMPLES,N_FEATURES,CLASS_NAME... (e.g. \
+                     150,4,setosa,versicolor,virginica), got {:?}; for another layout use \
+                     read_csv_xy and TabularDataset::new",
+                    first.trim()
+                )));
+            };
+            let names = fields[2..].iter().map(|s| s.to_string()).collect();
+            (opts.skip_rows(1), (Some((n, d)), names))
         }
     };
-    TabularDataset::new(features, targets, class_names)
+    let parsed = parse(data, source, &opts, Some(&Column::Index(-1)))?;
+    let (features, targets) = (
+        parsed.features,
+        parsed.labels.expect("labels were asked for"),
+    );
+    let (promised, class_names) = meta;
+    if let Some((n, d)) = promised {
+        if features.shape() != [n, d] {
+            return Err(bad(format!(
+                "line 1 promises {n} samples of {d} features, but the file has {} rows of \
+                 {} features (and a label)",
+                features.shape()[0],
+                features.shape()[1]
+            )));
+        }
+    }
+    let c = class_names.len() as i64;
+    if let Some((i, &y)) = targets
+        .to_vec::<i64>()
+        .iter()
+        .enumerate()
+        .find(|(_, &y)| y < 0 || (c > 0 && y >= c))
+    {
+        return Err(bad(format!(
+            "sample {i} has class label {y}, but labels must be class indices in 0..{c} \
+             (one per class name on line 1: {class_names:?})"
+        )));
+    }
+    Ok(TabularDataset::new(features, targets, class_names))
+}
+
+impl TabularDataset {
+    /// Reads a file in the format of the bundled data sets: a first line
+    /// `N_SAMPLES,N_FEATURES,CLASS_NAME_0,CLASS_NAME_1,...`, then one line
+    /// per sample with its `N_FEATURES` values and its class index (0-based).
+    /// Features are f32. Any problem is an `Err` naming the file and what is
+    /// wrong: a first line of another form, a count that does not match the
+    /// rows, a label outside `0..number of class names`, or a bad value (with
+    /// its line and column).
+    ///
+    /// ```
+    /// use deriv_runtime::data::TabularDataset;
+    /// let path = std::env::temp_dir().join("deriv_from_csv_doc.csv");
+    /// std::fs::write(&path, "3,2,cat,dog\n0.5,1.5,0\n2,3,1\n4,5,1\n").unwrap();
+    /// let ds = TabularDataset::from_csv(&path)?;
+    /// assert_eq!((ds.len(), ds.num_features(), ds.num_classes()), (3, 2, 2));
+    /// assert_eq!(ds.class_names, vec!["cat", "dog"]);
+    /// assert_eq!(ds.targets.to_vec::<i64>(), vec![0, 1, 1]);
+    /// # Ok::<(), deriv_runtime::Error>(())
+    /// ```
+    pub fn from_csv(path: impl AsRef<Path>) -> Result<TabularDataset> {
+        let path = path.as_ref();
+        let data = std::fs::read(path).map_err(|e| Error::Io {
+            path: path.display().to_string(),
+            msg: format!("TabularDataset::from_csv: cannot read the file: {e}"),
+        })?;
+        parse_tabular(&data, &path.display().to_string(), None)
+    }
+}
+
+/// Parses a bundled file (`class_names`: for a file without the first line).
+fn bundled(name: &str, text: &str, class_names: Option<Vec<String>>) -> TabularDataset {
+    parse_tabular(text.as_bytes(), &format!("{name} (bundled)"), class_names)
+        .unwrap_or_else(|e| panic!("bundled data set {name} is corrupt: {e}"))
 }
 
 /// Breast Cancer Wisconsin (Diagnostic): 569 samples of 30 features of cell
@@ -321,8 +343,7 @@ pub fn breast_cancer() -> TabularDataset {
     bundled(
         "breast_cancer.csv",
         include_str!("../../data/breast_cancer.csv"),
-        true,
-        Vec::new(),
+        None,
     )
 }
 
@@ -338,8 +359,7 @@ pub fn digits() -> TabularDataset {
     bundled(
         "digits.csv",
         include_str!("../../data/digits.csv"),
-        false,
-        (0..10).map(|d| d.to_string()).collect(),
+        Some((0..10).map(|d| d.to_string()).collect()),
     )
 }
 
@@ -352,10 +372,5 @@ pub fn digits() -> TabularDataset {
 /// assert_eq!((ds.len(), ds.num_features(), ds.num_classes()), (150, 4, 3));
 /// ```
 pub fn iris() -> TabularDataset {
-    bundled(
-        "iris.csv",
-        include_str!("../../data/iris.csv"),
-        true,
-        Vec::new(),
-    )
+    bundled("iris.csv", include_str!("../../data/iris.csv"), None)
 }

@@ -33,8 +33,9 @@ mod dataset;
 pub mod datasets;
 mod loader;
 mod scaler;
+mod split;
 
-pub use csv_read::{read_csv, read_csv_xy, Column, CsvOptions};
+pub use csv_read::{read_csv, read_csv_from, read_csv_xy, read_csv_xy_from, Column, CsvOptions};
 pub use dataset::{
     random_split, Collate, Dataset, IterableDataset, SplitLengths, Subset, TensorDataset,
     TensorTuple,
@@ -44,3 +45,4 @@ pub use loader::{
     Batch, DataLoader, DataLoaderIter, IterBatch, IterableLoader, IterableLoaderIter,
 };
 pub use scaler::StandardScaler;
+pub use split::{stratified_split, train_test_split, Split};
