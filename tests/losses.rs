@@ -1323,3 +1323,122 @@ fn wrong_target_shape_panics_on_the_compile_time_path() {
 fn grad_out_of_the_wrong_shape_panics() {
     MSELoss::new().backward(&a(), &b(), &Tensor::zeros([2, 3]));
 }
+
+// ---------------------------------------------------------------- huber_loss
+//
+// Printed by PyTorch 2.15 (CPU) for a() and b() above (`show` as above):
+//
+// for d in [1.0, 0.5, 2.5]:
+//     for red in ['mean','sum','none']:
+//         show(f"HUBER_{d}_{red.upper()}", F.huber_loss(a,b,reduction=red,delta=d))
+//     aa = a.clone().requires_grad_()
+//     F.huber_loss(aa,b,delta=d).backward()
+//     show(f"HUBER_{d}_GRAD", aa.grad)
+// x = torch.tensor([2.0, -2.0, 1.0]).requires_grad_()
+// F.huber_loss(x, torch.zeros(3), reduction='sum', delta=2.0).backward()
+// show("HUBER_EDGE_GRAD", x.grad)
+
+const HUBER_1_0: [&[f64]; 3] = [
+    &[0.9583333333333334],
+    &[5.75],
+    &[0.125, 1.5, 0.125, 3.5, 0.0, 0.5],
+];
+const HUBER_1_0_GRAD: &[f64] = &[
+    -0.08333333333333333,
+    -0.16666666666666666,
+    0.08333333333333333,
+    0.16666666666666666,
+    0.0,
+    -0.16666666666666666,
+];
+const HUBER_0_5: [&[f64]; 3] = [
+    &[0.5625],
+    &[3.375],
+    &[0.125, 0.875, 0.125, 1.875, 0.0, 0.375],
+];
+const HUBER_0_5_GRAD: &[f64] = &[
+    -0.08333333333333333,
+    -0.08333333333333333,
+    0.08333333333333333,
+    0.08333333333333333,
+    0.0,
+    -0.08333333333333333,
+];
+const HUBER_2_5: [&[f64]; 3] = [
+    &[1.6041666666666667],
+    &[9.625],
+    &[0.125, 2.0, 0.125, 6.875, 0.0, 0.5],
+];
+const HUBER_2_5_GRAD: &[f64] = &[
+    -0.08333333333333333,
+    -0.3333333333333333,
+    0.08333333333333333,
+    0.41666666666666663,
+    0.0,
+    -0.16666666666666666,
+];
+const HUBER_EDGE_GRAD: &[f64] = &[2.0, -2.0, 1.0];
+
+#[test]
+fn huber_matches_pytorch() {
+    use deriv::nn::HuberLoss;
+    let cases = [
+        (1.0, HUBER_1_0, HUBER_1_0_GRAD),
+        (0.5, HUBER_0_5, HUBER_0_5_GRAD),
+        (2.5, HUBER_2_5, HUBER_2_5_GRAD),
+    ];
+    for (delta, values, grad) in cases {
+        for r in REDUCTIONS {
+            let want = values[red_name(r)];
+            assert_close(&F::huber_loss_with(&a(), &b(), r, delta), want, 1e-14);
+            let module = HuberLoss::new().delta(delta).reduction(r);
+            assert_close(&module.forward(&a(), &b()), want, 1e-14);
+            assert_close(&module.forward_backward(&a(), &b()).0, want, 1e-14);
+        }
+        let aa = a().requires_grad_(true);
+        let loss = HuberLoss::new().delta(delta).forward(&aa, &b());
+        assert_eq!(loss.grad_fn(), Some("HuberLossBackward"));
+        loss.backward();
+        assert_close(&aa.grad().unwrap(), grad, 1e-15);
+    }
+    // The defaults are PyTorch's: delta 1, the mean.
+    assert_close(&F::huber_loss(&a(), &b()), HUBER_1_0[0], 1e-14);
+    assert_close(&HuberLoss::new().forward(&a(), &b()), HUBER_1_0[0], 1e-14);
+    // On the band's edge the gradient is ±delta.
+    let x = f64s(&[2.0, -2.0, 1.0], &[3]).requires_grad_(true);
+    F::huber_loss_with(&x, &x.zeros_like(), Reduction::Sum, 2.0).backward();
+    assert_close(&x.grad().unwrap(), HUBER_EDGE_GRAD, 0.0);
+}
+
+#[test]
+fn gradcheck_huber_and_both_paths_agree() {
+    use deriv::nn::HuberLoss;
+    for r in REDUCTIONS {
+        for delta in [0.3, 1.0, 2.0] {
+            // Inputs spread over both sides of the band.
+            check_grad(
+                |v| F::huber_loss_with(&v[0], &v[1], r, delta),
+                &[randn(&[3, 4], 20) * 2.0, randn(&[3, 4], 21)],
+            );
+            check_paths(
+                &HuberLoss::new().delta(delta).reduction(r),
+                &(randn(&[3, 4], 22) * 2.0),
+                &randn(&[3, 4], 23),
+            );
+        }
+    }
+}
+
+#[test]
+fn huber_refuses_a_non_positive_delta_and_bad_targets() {
+    for delta in [0.0, -1.0] {
+        let err = F::try_huber_loss_with(&a(), &b(), Reduction::Mean, delta)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("huber_loss: delta must be positive"), "{err}");
+    }
+    let err = F::try_huber_loss_with(&a(), &b().reshape([6]), Reduction::Mean, 1.0)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("must have the input's shape [2, 3]"), "{err}");
+}

@@ -1,10 +1,13 @@
 //! The Trainer: both backward paths, resuming, early stopping, files.
 
 use deriv::data::{DataLoader, TensorDataset};
+use deriv::metrics;
 use deriv::nn::{Linear, Module};
 use deriv::optim::{Adam, Optimizer, SGD};
 use deriv::prelude::*;
-use deriv::train::{Classifier, EarlyStopping, History, Mode, StepOutput, Trainer, TrainingModule};
+use deriv::train::{
+    Classifier, EarlyStopping, History, Mode, Regressor, StepOutput, Trainer, TrainingModule,
+};
 use deriv::{io::Checkpoint, network};
 
 network! {
@@ -297,4 +300,159 @@ fn a_custom_training_module_trains_on_the_tape() {
         (&err * &err).mean().item()
     };
     assert!((v[0].1 - direct).abs() < 1e-6, "{} vs {direct}", v[0].1);
+}
+
+// ---------------------------------------------------------------- Regressor
+
+network! {
+    pub struct RegMlp = Linear(3, 16) -> ReLU -> Linear(16, 2);
+}
+
+/// `n` samples of 3 features and 2 targets: y0 = 2 x0 - x1 + 0.5,
+/// y1 = x2² - x0, plus a little noise.
+fn regression_data(n: usize, seed: u64) -> (Tensor, Tensor) {
+    let mut g = Generator::new(seed);
+    let (mut xs, mut ys) = (Vec::new(), Vec::new());
+    for _ in 0..n {
+        let x: Vec<f64> = (0..3).map(|_| g.normal()).collect();
+        ys.push((2.0 * x[0] - x[1] + 0.5 + 0.05 * g.normal()) as f32);
+        ys.push((x[2] * x[2] - x[0] + 0.05 * g.normal()) as f32);
+        xs.extend(x.iter().map(|&v| v as f32));
+    }
+    (Tensor::from_vec(xs, [n, 3]), Tensor::from_vec(ys, [n, 2]))
+}
+
+/// The Regressor learns a two-output function, and its epoch metrics are
+/// exact: the last epoch's validation MSE, MAE and R² equal
+/// `deriv::metrics` over the whole validation set with the final weights.
+#[test]
+fn regressor_reports_exact_epoch_metrics() {
+    manual_seed(3);
+    let (x, y) = regression_data(256, 1);
+    let (vx, vy) = regression_data(100, 2);
+    let train = DataLoader::new(TensorDataset::new((x, y)), 32)
+        .shuffle(true)
+        .seed(0);
+    let val = DataLoader::new(TensorDataset::new((vx.clone(), vy.clone())), 30);
+    let mut reg = Regressor::new(RegMlp::default()).optimizer(|p| Adam::new(p, 0.01));
+    let history = Trainer::new()
+        .max_epochs(60)
+        .quiet()
+        .fit(&mut reg, &train, Some(&val))
+        .unwrap();
+    for name in [
+        "train_loss",
+        "train_mse",
+        "train_mae",
+        "train_r2",
+        "val_mse",
+        "val_r2",
+    ] {
+        assert_eq!(
+            history.get(name).len(),
+            60,
+            "{name} in {:?}",
+            history.names()
+        );
+    }
+    // MSE is the loss: the same numbers (the loss in f32, the metric in f64).
+    for (l, m) in history
+        .get("train_loss")
+        .iter()
+        .zip(history.get("train_mse"))
+    {
+        assert!((l - m).abs() <= 1e-6 * m, "loss {l}, mse {m}");
+    }
+    let pred = reg.predict(&vx);
+    let close = |a: f64, b: f64, what: &str| {
+        assert!(
+            (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
+            "{what}: {a} vs {b}"
+        )
+    };
+    close(
+        history.last("val_mse").unwrap(),
+        metrics::mean_squared_error(&vy, &pred),
+        "mse",
+    );
+    close(
+        history.last("val_mae").unwrap(),
+        metrics::mean_absolute_error(&vy, &pred),
+        "mae",
+    );
+    let r2 = metrics::r2_score(&vy, &pred);
+    close(history.last("val_r2").unwrap(), r2, "r2");
+    close(reg.r2_score(&vx, &vy), r2, "r2_score");
+    assert!(r2 > 0.95, "held-out R² {r2}");
+    // The batches' mean R² would differ from the epoch's: 4 batches of 30, 30, 30, 10.
+    let batch_mean: f64 = (0..4)
+        .map(|b| {
+            let (s, e) = (30 * b, (30 * b + 30).min(100));
+            let (t, p) = (vy.slice(0, s..e), pred.slice(0, s..e));
+            metrics::r2_score(&t, &p) * (e - s) as f64 / 100.0
+        })
+        .sum();
+    assert!(
+        (batch_mean - r2).abs() > 1e-6,
+        "the test cannot tell them apart"
+    );
+}
+
+/// L1 and Huber losses train the same model; with L1 the loss is the MAE,
+/// and the tape and the compile-time backward give the same run.
+#[test]
+fn regressor_with_l1_and_huber_losses_on_both_paths() {
+    let (x, y) = regression_data(128, 5);
+    let y0 = y.i((.., 0)); // one output, [N] targets for an [N, 1] model
+    let batches: Vec<(Tensor, Tensor)> = (0..4)
+        .map(|b| {
+            (
+                x.slice(0, 32 * b..32 * b + 32),
+                y0.slice(0, 32 * b..32 * b + 32),
+            )
+        })
+        .collect();
+    let fit = |loss: &str, compiled: bool| {
+        manual_seed(11);
+        let model = Linear::new(3, 1, &Device::Cpu);
+        let reg = Regressor::new(model).optimizer(|p| SGD::new(p, 0.05));
+        let mut reg = match loss {
+            "l1" => reg.loss(L1Loss::new()),
+            _ => reg.loss(HuberLoss::new().delta(0.5)),
+        };
+        let h = Trainer::new()
+            .max_epochs(80)
+            .quiet()
+            .compiled(compiled)
+            .fit(&mut reg, &batches, None)
+            .unwrap();
+        (h, reg)
+    };
+    let (l1, reg) = fit("l1", true);
+    for (l, m) in l1.get("train_loss").iter().zip(l1.get("train_mae")) {
+        assert!((l - m).abs() <= 1e-6 * m, "loss {l}, mae {m}");
+    }
+    assert!(
+        l1.last("train_r2").unwrap() > 0.99,
+        "{:?}",
+        l1.get("train_r2")
+    );
+    assert!(reg.r2_score(&x, &y0) > 0.99);
+    let (l1_tape, _) = fit("l1", false);
+    for (a, b) in l1.get("train_loss").iter().zip(l1_tape.get("train_loss")) {
+        assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+    }
+    let (huber, reg) = fit("huber", true);
+    assert!(huber.last("train_r2").unwrap() > 0.99);
+    let (h_tape, _) = fit("huber", false);
+    assert!((huber.last("train_loss").unwrap() - h_tape.last("train_loss").unwrap()).abs() < 1e-5);
+    // The loss went down: the final model's Huber loss over all the data is a
+    // fraction of the first epoch's.
+    let pred = reg.predict(&x).reshape([-1]);
+    let want = deriv::nn::functional::huber_loss_with(&pred, &y0, deriv::nn::Reduction::Mean, 0.5);
+    assert!(
+        want.item() < 0.1 * huber.get("train_loss")[0],
+        "{}",
+        want.item()
+    );
 }

@@ -224,6 +224,67 @@ impl Loss for L1Loss {
     }
 }
 
+/// The Huber loss (`nn.HuberLoss`): with `d = input - target`, `0.5·d²`
+/// where `|d| < delta` and `delta·(|d| - delta/2)` elsewhere, reduced;
+/// `delta` is 1 and the reduction the mean by default, as in PyTorch.
+///
+/// ```
+/// use deriv_runtime::nn::{HuberLoss, Loss};
+/// use deriv_runtime::tensor;
+/// let huber = HuberLoss::new().delta(2.0);
+/// // 0.5·1² = 0.5 and 2·(3 - 1) = 4, averaged.
+/// assert_eq!(huber.forward(&tensor![1., 3.], &tensor![0., 0.]).item(), 2.25);
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct HuberLoss {
+    reduction: Reduction,
+    delta: f64,
+}
+
+impl Default for HuberLoss {
+    fn default() -> Self {
+        HuberLoss {
+            reduction: Reduction::Mean,
+            delta: 1.0,
+        }
+    }
+}
+
+impl HuberLoss {
+    /// The loss with `delta = 1` and mean reduction.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    reduction_builder!();
+    /// Where the loss turns from squared to absolute error (> 0; 1 by default).
+    pub fn delta(mut self, delta: f64) -> Self {
+        self.delta = delta;
+        self
+    }
+}
+
+impl Loss for HuberLoss {
+    #[track_caller]
+    fn forward(&self, input: &Tensor, target: &Tensor) -> Tensor {
+        ops::huber_loss(input, target, self.reduction, self.delta).or_panic()
+    }
+    #[track_caller]
+    fn backward(&self, input: &Tensor, target: &Tensor, grad_out: &Tensor) -> Tensor {
+        crate::vjp::huber_loss(input, target, grad_out, self.reduction, self.delta)
+    }
+    #[track_caller]
+    fn forward_backward(&self, input: &Tensor, target: &Tensor) -> (Tensor, Tensor) {
+        both(ops::huber_loss_core(
+            input,
+            target,
+            self.reduction,
+            self.delta,
+            true,
+            Some(Seed::One),
+        ))
+    }
+}
+
 /// Binary cross-entropy on probabilities (`nn.BCELoss`):
 /// `-w·(y·log x + (1 - y)·log(1 - x))`, logs clamped at -100.
 #[derive(Clone, Debug, Default)]

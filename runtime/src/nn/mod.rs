@@ -20,7 +20,7 @@ pub use activation::{Dropout, Flatten, Identity, LogSoftmax, ReLU, Sigmoid, Soft
 pub use linear::{LayerWorkspace, Linear};
 pub use loss::{
     BCELoss, BCEWithLogitsLoss, BceWithLogitsOptions, CrossEntropyLoss, CrossEntropyOptions,
-    L1Loss, Loss, MSELoss, NLLLoss, NllLossOptions, Reduction,
+    HuberLoss, L1Loss, Loss, MSELoss, NLLLoss, NllLossOptions, Reduction,
 };
 pub use module::{
     accumulate_grad, join_name, Differentiable, Fallback, Forward, IncompatibleKeys, Module,

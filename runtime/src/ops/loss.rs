@@ -178,7 +178,7 @@ fn log1p(u: &Tensor) -> Tensor {
     let w = u + 1.0;
     let wm1 = &w - 1.0;
     let r = w.log() * u / &wm1;
-    Tensor::where_(&wm1.eq_scalar(0.0), u, &r)
+    Tensor::where_cond(&wm1.eq_scalar(0.0), u, &r)
 }
 
 /// `softplus(-z) = log(1 + e^-z) = -log σ(z)`, stable for any `z`:
@@ -334,6 +334,128 @@ pub(crate) fn regression_loss(
             need: [input.requires_grad(), target.requires_grad()],
         }
     }))
+}
+
+// ---------------------------------------------------------------- huber_loss
+
+/// Checks of `huber_loss`: those of the other regression losses, and a
+/// positive `delta` (PyTorch refuses 0 and negatives).
+fn check_huber(op: &'static str, input: &Tensor, target: &Tensor, delta: f64) -> Result<()> {
+    check_regression(op, input, target)?;
+    if delta > 0.0 {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!(
+            "{op}: delta must be positive, got {delta} (PyTorch: huber_loss does not support \
+             non-positive values for delta)"
+        )))
+    }
+}
+
+/// The loss and/or the input gradient of `huber_loss`: with `d = input -
+/// target`, `0.5·d²` where `|d| < delta` and `delta·(|d| - delta/2)` elsewhere.
+pub(crate) fn huber_core(
+    input: &Tensor,
+    target: &Tensor,
+    reduction: Reduction,
+    delta: f64,
+    want_loss: bool,
+    seed: Option<Seed>,
+) -> (Option<Tensor>, Option<Tensor>) {
+    no_grad(|| {
+        let d = input - target;
+        let loss = want_loss.then(|| {
+            // With c = min(|d|, delta): 0.5·c² + delta·(|d| - c), both pieces at once.
+            let a = d.abs();
+            let c = a.clamp_max(delta);
+            reduce((&c * &c) * 0.5 + (a - &c) * delta, reduction)
+        });
+        // d clamped to [-delta, delta] (PyTorch's rule, the edges included).
+        let grad = seed.map(|s| {
+            let g = d.clamp(Some(-delta), Some(delta));
+            in_dtype(
+                apply_seed(g, s, mean_scale(reduction, d.numel())),
+                input.dtype(),
+            )
+        });
+        (loss, grad)
+    })
+}
+
+/// dL/d(input) of `huber_loss`: `clamp(input - target, -delta, delta)·grad_out`
+/// (divided by the element count for the mean). The target's gradient is its
+/// negation.
+#[track_caller]
+pub fn huber_loss_backward(
+    input: &Tensor,
+    target: &Tensor,
+    grad_out: &Tensor,
+    reduction: Reduction,
+    delta: f64,
+) -> Tensor {
+    check_huber("huber_loss_backward", input, target, delta).or_panic();
+    check_grad_out("huber_loss_backward", grad_out, reduction, input.shape()).or_panic();
+    huber_core(
+        input,
+        target,
+        reduction,
+        delta,
+        false,
+        Some(Seed::Times(grad_out)),
+    )
+    .1
+    .expect("asked for the gradient")
+}
+
+/// The tape node of `huber_loss`.
+struct HuberLossBackward {
+    input: SavedTensor,
+    target: SavedTensor,
+    reduction: Reduction,
+    delta: f64,
+    need: [bool; 2],
+}
+impl Backward for HuberLossBackward {
+    fn backward(&self, g: &Tensor) -> Vec<Option<Tensor>> {
+        let (input, target) = (self.input.get(), self.target.get());
+        let dx = huber_loss_backward(input, target, g, self.reduction, self.delta);
+        let dy = self.need[1].then(|| in_dtype(-&dx, target.dtype()));
+        vec![self.need[0].then_some(dx), dy]
+    }
+}
+
+/// `huber_loss` on the tape.
+pub(crate) fn huber_loss(
+    input: &Tensor,
+    target: &Tensor,
+    reduction: Reduction,
+    delta: f64,
+) -> Result<Tensor> {
+    let loss = huber_loss_core(input, target, reduction, delta, true, None)?
+        .0
+        .expect("asked for the loss");
+    Ok(record("HuberLossBackward", &[input, target], loss, || {
+        HuberLossBackward {
+            input: SavedTensor::new(input),
+            target: SavedTensor::new(target),
+            reduction,
+            delta,
+            need: [input.requires_grad(), target.requires_grad()],
+        }
+    }))
+}
+
+/// The loss and/or input gradient of `huber_loss` (validated).
+pub(crate) fn huber_loss_core(
+    input: &Tensor,
+    target: &Tensor,
+    reduction: Reduction,
+    delta: f64,
+    want_loss: bool,
+    seed: Option<Seed>,
+) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    check_huber("huber_loss", input, target, delta)?;
+    Ok(huber_core(input, target, reduction, delta, want_loss, seed))
 }
 
 // ---------------------------------------------------------------- binary_cross_entropy
@@ -768,7 +890,7 @@ impl ClassTargets {
     /// The per-element loss in the target's shape: masked, then reduced.
     fn finish(&self, terms: Tensor, reduction: Reduction) -> Tensor {
         // where, not a product: an ignored entry's -inf log-prob must not give NaN.
-        let l = Tensor::where_(&self.valid, &-&terms, &terms.zeros_like());
+        let l = Tensor::where_cond(&self.valid, &-&terms, &terms.zeros_like());
         match reduction {
             Reduction::None => {
                 if self.batched {

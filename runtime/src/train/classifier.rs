@@ -1,14 +1,12 @@
 //! A ready-made [`TrainingModule`] for classification with any model that
 //! has a compile-time backward.
 
+use super::configure::Configure;
 use super::{StepOutput, TrainingModule};
 use crate::nn::{BCEWithLogitsLoss, CrossEntropyLoss, Differentiable, Loss, Module};
 use crate::optim::lr_scheduler::LrScheduler;
-use crate::optim::{Adam, Optimizer};
+use crate::optim::Optimizer;
 use crate::tensor::{DType, Tensor};
-
-type MakeOptimizer = Box<dyn Fn(Vec<Tensor>) -> Box<dyn Optimizer> + Send + Sync>;
-type MakeScheduler = Box<dyn Fn(&mut dyn Optimizer) -> Box<dyn LrScheduler> + Send + Sync>;
 
 /// Wraps a model into a classifier the [`Trainer`](super::Trainer) can fit:
 /// cross-entropy over class logits (`new`) or BCE-with-logits over one
@@ -40,8 +38,7 @@ pub struct Classifier<M> {
     binary: bool,
     cross_entropy: CrossEntropyLoss,
     bce: BCEWithLogitsLoss,
-    make_optimizer: MakeOptimizer,
-    make_scheduler: Option<MakeScheduler>,
+    configure: Configure,
 }
 
 impl<M: Differentiable> Classifier<M> {
@@ -53,8 +50,7 @@ impl<M: Differentiable> Classifier<M> {
             binary: false,
             cross_entropy: CrossEntropyLoss::new(),
             bce: BCEWithLogitsLoss::new(),
-            make_optimizer: Box::new(|params| Box::new(Adam::new(params, 1e-3))),
-            make_scheduler: None,
+            configure: Configure::default(),
         }
     }
 
@@ -72,7 +68,7 @@ impl<M: Differentiable> Classifier<M> {
         mut self,
         make: impl Fn(Vec<Tensor>) -> O + Send + Sync + 'static,
     ) -> Self {
-        self.make_optimizer = Box::new(move |params| Box::new(make(params)));
+        self.configure.set_optimizer(make);
         self
     }
 
@@ -82,7 +78,7 @@ impl<M: Differentiable> Classifier<M> {
         mut self,
         make: impl Fn(&mut dyn Optimizer) -> S + Send + Sync + 'static,
     ) -> Self {
-        self.make_scheduler = Some(Box::new(move |opt| Box::new(make(opt))));
+        self.configure.set_scheduler(make);
         self
     }
 
@@ -100,7 +96,7 @@ impl<M: Differentiable> Classifier<M> {
 
     /// The fraction of rows of `x` whose predicted class is `y`'s.
     pub fn accuracy(&self, x: &Tensor, y: &Tensor) -> f64 {
-        accuracy(&self.predict(x), y)
+        crate::metrics::accuracy(y, &self.predict(x))
     }
 
     fn classes(&self, logits: &Tensor) -> Tensor {
@@ -130,16 +126,11 @@ impl<M: Differentiable> Classifier<M> {
     }
 
     fn output(&self, logits: &Tensor, y: &Tensor, loss: Tensor) -> StepOutput {
-        let acc = accuracy(&self.classes(logits), y);
+        let acc = crate::metrics::accuracy(y, &self.classes(logits));
         StepOutput::new(loss)
             .metric("acc", acc)
             .batch_size(y.shape().first().copied().unwrap_or(1))
     }
-}
-
-fn accuracy(pred: &Tensor, y: &Tensor) -> f64 {
-    let y = y.reshape([-1]).to_dtype(DType::I64);
-    pred.eq(&y).to_dtype(DType::F64).mean().item()
 }
 
 impl<M: Module> Module for Classifier<M> {
@@ -168,11 +159,11 @@ impl<M: Differentiable> TrainingModule for Classifier<M> {
     }
 
     fn configure_optimizers(&self) -> Box<dyn Optimizer> {
-        (self.make_optimizer)(self.model.parameters())
+        self.configure.optimizer(self.model.parameters())
     }
 
     fn configure_scheduler(&self, optimizer: &mut dyn Optimizer) -> Option<Box<dyn LrScheduler>> {
-        self.make_scheduler.as_ref().map(|make| make(optimizer))
+        self.configure.scheduler(optimizer)
     }
 
     fn compiled_training_step(&mut self, (x, y): &(Tensor, Tensor)) -> Option<StepOutput> {

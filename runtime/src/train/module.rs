@@ -22,6 +22,10 @@ pub struct StepOutput {
     pub metrics: Vec<(String, f64)>,
     /// The weight of this batch in the epoch's averages (its sample count).
     pub batch_size: usize,
+    /// Statistics the Trainer adds up over the epoch (not averaged) and hands
+    /// to [`TrainingModule::epoch_metrics`], for metrics that are not a mean
+    /// of per-batch values (R² needs the epoch's sums of squares).
+    pub totals: Vec<(String, f64)>,
 }
 
 impl StepOutput {
@@ -31,6 +35,7 @@ impl StepOutput {
             loss,
             metrics: Vec::new(),
             batch_size: 1,
+            totals: Vec::new(),
         }
     }
 
@@ -43,6 +48,12 @@ impl StepOutput {
     /// Sets the batch's weight in the epoch averages (use the sample count).
     pub fn batch_size(mut self, n: usize) -> Self {
         self.batch_size = n;
+        self
+    }
+
+    /// Adds a statistic to sum over the epoch (see [`totals`](Self::totals)).
+    pub fn total(mut self, name: impl Into<String>, value: f64) -> Self {
+        self.totals.push((name.into(), value));
         self
     }
 }
@@ -87,5 +98,15 @@ pub trait TrainingModule: Module {
     fn compiled_training_step(&mut self, batch: &Self::Batch) -> Option<StepOutput> {
         let _ = batch;
         None
+    }
+
+    /// Metrics of a whole epoch (training, validation or test), computed
+    /// from the sums of the [`totals`](StepOutput::totals) its steps
+    /// reported, and added to the history beside the averaged metrics (with
+    /// the same `train_`/`val_`/`test_` prefix). The default reports none;
+    /// [`Regressor`](super::Regressor) computes `r2` here.
+    fn epoch_metrics(&self, totals: &[(String, f64)]) -> Vec<(String, f64)> {
+        let _ = totals;
+        Vec::new()
     }
 }

@@ -327,6 +327,7 @@ impl Trainer {
             }
             bar.finish_and_clear();
             let mut metrics = train_avg.finish("train_");
+            metrics.extend(train_avg.epoch_metrics(&*model, "train_"));
             metrics.push(("lr".into(), optimizer.lr()));
             if let Some(sched) = &mut scheduler {
                 sched.step(optimizer.as_mut());
@@ -437,7 +438,9 @@ where
         }
     });
     model.train();
-    avg.finish(prefix)
+    let mut metrics = avg.finish(prefix);
+    metrics.extend(avg.epoch_metrics(&*model, prefix));
+    metrics
 }
 
 fn save_checkpoint<M: TrainingModule>(
@@ -462,15 +465,24 @@ fn save_checkpoint<M: TrainingModule>(
     ckpt.save(path)
 }
 
-/// Batch-size-weighted running means of the loss and metrics.
+/// Batch-size-weighted running means of the loss and metrics, and the
+/// epoch's sums of the steps' totals.
 #[derive(Default)]
 struct Averager {
     /// Per name: the weighted sum and the weight of the batches that reported it.
     sums: Vec<(String, f64, f64)>,
+    /// Per name: the sum of the totals reported under it.
+    totals: Vec<(String, f64)>,
 }
 
 impl Averager {
     fn add(&mut self, out: &StepOutput) {
+        for (name, v) in &out.totals {
+            match self.totals.iter_mut().find(|(n, _)| n == name) {
+                Some(slot) => slot.1 += v,
+                None => self.totals.push((name.clone(), *v)),
+            }
+        }
         let w = out.batch_size as f64;
         let loss = out.loss.item();
         let items = std::iter::once(("loss", loss))
@@ -490,6 +502,18 @@ impl Averager {
         self.sums
             .iter()
             .map(|(n, s, w)| (format!("{prefix}{n}"), s / w.max(f64::MIN_POSITIVE)))
+            .collect()
+    }
+
+    /// The model's metrics of the whole epoch, from the summed totals.
+    fn epoch_metrics<M: TrainingModule>(&self, model: &M, prefix: &str) -> Vec<(String, f64)> {
+        if self.totals.is_empty() {
+            return Vec::new();
+        }
+        model
+            .epoch_metrics(&self.totals)
+            .into_iter()
+            .map(|(n, v)| (format!("{prefix}{n}"), v))
             .collect()
     }
 
