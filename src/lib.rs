@@ -43,6 +43,32 @@ pub mod nn {
 #[doc(inline)]
 pub use deriv_runtime::tensor;
 
+/// Everything a model script needs: `use deriv::prelude::*;`.
+///
+/// The runtime's prelude (tensors, [`DType`], [`Device`], [`no_grad`], the
+/// `Module`/`Forward`/`Differentiable`/`Loss`/`Optimizer` traits, the common
+/// layers, losses and optimizers, [`Ellipsis`]) plus the [`network!`]
+/// macro and `#[derive(Module)]`.
+///
+/// ```
+/// use deriv::prelude::*;
+///
+/// network! {
+///     pub struct Mlp = Linear(4, 8) -> ReLU -> Linear(8, 3);
+/// }
+///
+/// let model = Mlp::default();
+/// let mut optimizer = Adam::new(model.parameters(), 1e-3);
+/// let loss = CrossEntropyLoss::new().forward(&model.forward(&Tensor::randn([5, 4])), &tensor![0, 1, 2, 0, 1]);
+/// optimizer.zero_grad();
+/// loss.backward();
+/// optimizer.step();
+/// ```
+pub mod prelude {
+    pub use deriv_macros::{network, Module};
+    pub use deriv_runtime::prelude::*;
+}
+
 /// The README's code, compiled and run as a doctest so it stays true.
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]

@@ -22,6 +22,7 @@ mod error;
 #[cfg(feature = "ndarray")]
 mod interop;
 pub mod io;
+pub mod metrics;
 /// The `ndarray` crate this build converts to and from (the `ndarray` feature),
 /// re-exported so callers use the matching version.
 #[cfg(feature = "ndarray")]
@@ -43,17 +44,27 @@ pub use data::datasets;
 pub use error::{Error, Result};
 pub use ops::activation::{relu_backward, sigmoid_backward, tanh_backward};
 pub use ops::elementwise::Operand;
+pub use ops::index::{DimIndex, Ellipsis, SliceRange, TensorIndex, TensorIndexer};
 pub use ops::reduce::Dims;
 pub use ops::shape::ShapeSpec;
 pub use random::{manual_seed, with_global_generator, Generator};
 pub use tensor::{DType, Element, Float, Tensor, TensorLiteral, TensorOptions};
 
-/// Everything a model script needs: `use deriv::prelude::*;`.
+/// Everything a model script needs: `use deriv::prelude::*;` brings the
+/// tensor types, the traits whose methods models use, the common layers,
+/// losses and optimizers (as `import torch.nn as nn` would), and
+/// [`Ellipsis`] for [`Tensor::i`]. The `deriv` facade's prelude adds the
+/// `network!` macro and `#[derive(Module)]`.
 pub mod prelude {
-    pub use crate::nn::{Differentiable, Forward, Loss, Module};
-    pub use crate::optim::Optimizer;
+    pub use crate::nn::{
+        BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, Differentiable, Dropout, Flatten, Forward,
+        HuberLoss, Identity, L1Loss, Linear, LogSoftmax, Loss, MSELoss, Module, NLLLoss, ReLU,
+        Sequential, Sigmoid, Softmax, Tanh,
+    };
+    pub use crate::optim::{Adagrad, Adam, AdamW, Optimizer, RMSprop, SGD};
     pub use crate::tensor;
     pub use crate::{
-        manual_seed, no_grad, DType, Device, Generator, NoGradGuard, Tensor, TensorOptions,
+        manual_seed, no_grad, DType, Device, Ellipsis, Generator, NoGradGuard, Tensor,
+        TensorOptions,
     };
 }
