@@ -1,7 +1,8 @@
 //! The dynamic tape: nodes recorded by ops, the backward engine, `no_grad`, gradcheck.
 //!
 //! Each op's backward lives in its own op file (`ops/*.rs`) as a type
-//! implementing [`Backward`]; this module only records and walks them.
+//! implementing the (crate-private) `Backward` trait; this module only
+//! records and walks them.
 
 pub(crate) mod engine;
 mod gradcheck;

@@ -8,11 +8,14 @@
 //!   [`random_split`].
 //! - [`DataLoader`]: batches, per-epoch seeded shuffling, `drop_last`,
 //!   background workers with prefetching; [`IterableLoader`] for streams.
-//! - [`read_csv`] / [`read_csv_xy`]: numeric CSV files into tensors, with
-//!   errors that name the file, line and column.
+//! - [`read_csv`] / [`read_csv_xy`] (and [`read_csv_from`] /
+//!   [`read_csv_xy_from`] for any reader): numeric CSV files into tensors,
+//!   with errors that name the file, line and column; [`CsvOptions`].
 //! - [`datasets`]: `breast_cancer()`, `digits()`, `iris()` as
-//!   [`TabularDataset`](datasets::TabularDataset)s, with train/test splits and
-//!   [`StandardScaler`].
+//!   [`TabularDataset`]s (and [`TabularDataset::from_csv`] for a file in
+//!   their format), with train/test splits and [`StandardScaler`].
+//! - [`train_test_split`] / [`stratified_split`]: seeded splits of any
+//!   `(features, targets)` pair, as scikit-learn's `train_test_split`.
 //!
 //! ```
 //! use deriv_runtime::data::{DataLoader, TensorDataset};
