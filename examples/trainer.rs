@@ -5,9 +5,7 @@
 //!
 //! Run: `cargo run --release --example trainer`
 
-use deriv::data::DataLoader;
-use deriv::nn::Linear;
-use deriv::optim::Adam;
+use deriv::data::{DataLoader, TabularDataset};
 use deriv::prelude::*;
 use deriv::train::{Classifier, Trainer};
 
@@ -26,11 +24,17 @@ deriv::network! {
 
 /// Trains for `epochs` epochs; returns the accuracy on the held-out 20%.
 pub fn train(epochs: usize, verbose: bool) -> deriv::Result<f64> {
+    let (model, test) = fit(epochs, verbose)?;
+    Ok(model.accuracy(&test.features, &test.targets))
+}
+
+/// Trains for `epochs` epochs on 80% of the digits; returns the model and
+/// the held-out 20% (standardised with the train set's statistics).
+pub fn fit(epochs: usize, verbose: bool) -> deriv::Result<(Classifier<DigitsMlp>, TabularDataset)> {
     manual_seed(0);
     let (train, test) = deriv::datasets::digits().standardized_split(0.2, 42);
-    let (test_x, test_y) = (test.features.clone(), test.targets.clone());
     let train_loader = DataLoader::new(train, 32).shuffle(true).seed(0);
-    let val_loader = DataLoader::new(test, 256);
+    let val_loader = DataLoader::new(test.clone(), 256);
 
     let mut model = Classifier::new(DigitsMlp::default()).optimizer(|p| Adam::new(p, 1e-3));
     let mut trainer = Trainer::new().max_epochs(epochs);
@@ -42,7 +46,7 @@ pub fn train(epochs: usize, verbose: bool) -> deriv::Result<f64> {
         trainer = trainer.plot(curves);
     }
     trainer.fit(&mut model, &train_loader, Some(&val_loader))?;
-    Ok(model.accuracy(&test_x, &test_y))
+    Ok((model, test))
 }
 
 #[allow(dead_code)]
