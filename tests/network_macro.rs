@@ -713,3 +713,52 @@ fn odd_but_valid_bodies() {
     );
     assert_eq!(values(&y), values(&x));
 }
+
+// ---------------------------------------------------------------- tests/ui/pass
+
+/// Each tests/ui/pass case, compiled here as a module of this test crate
+/// and its `main` run (tests/ui.rs says why not through trybuild).
+macro_rules! ui_pass_cases {
+    ($($case:ident),* $(,)?) => {
+        $(
+            mod $case {
+                include!(concat!("ui/pass/", stringify!($case), ".rs"));
+
+                #[test]
+                fn compiles_and_runs() {
+                    main()
+                }
+            }
+        )*
+        const UI_PASS_CASES: &[&str] = &[$(stringify!($case)),*];
+    };
+}
+
+ui_pass_cases!(
+    class,
+    const_generics,
+    derive_sequential,
+    nested,
+    sequential,
+    two_inputs,
+);
+
+/// A new file in tests/ui/pass must be added to the list above, or it
+/// would never be compiled.
+#[test]
+fn every_ui_pass_case_is_compiled() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ui/pass");
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "rs"))
+        .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    let mut listed: Vec<String> = UI_PASS_CASES.iter().map(|s| s.to_string()).collect();
+    listed.sort();
+    assert_eq!(
+        files, listed,
+        "tests/ui/pass and ui_pass_cases! in tests/network_macro.rs must list the same cases"
+    );
+}
