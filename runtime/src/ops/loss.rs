@@ -290,24 +290,47 @@ pub fn l1_loss_backward(
         .expect("asked for the gradient")
 }
 
-/// `mse_loss_backward` or `l1_loss_backward`.
-type RegressionRule = fn(&Tensor, &Tensor, &Tensor, Reduction) -> Tensor;
+/// `mse_loss_backward`, `l1_loss_backward` or `huber_loss_backward` (the
+/// last argument is Huber's `delta`; the others ignore it).
+type RegressionRule = fn(&Tensor, &Tensor, &Tensor, Reduction, f64) -> Tensor;
 
-/// The tape node of `mse_loss` and `l1_loss`: input gradient from the shared
-/// rule, the target's is its negation.
+/// The tape node of `mse_loss`, `l1_loss` and `huber_loss`: input gradient
+/// from the shared rule, the target's is its negation.
 struct RegressionBackward {
     input: SavedTensor,
     target: SavedTensor,
     reduction: Reduction,
+    delta: f64,
     rule: RegressionRule,
     need: [bool; 2],
 }
 impl Backward for RegressionBackward {
     fn backward(&self, g: &Tensor) -> Vec<Option<Tensor>> {
-        let dx = (self.rule)(self.input.get(), self.target.get(), g, self.reduction);
-        let dy = self.need[1].then(|| in_dtype(-&dx, self.target.get().dtype()));
+        let (input, target) = (self.input.get(), self.target.get());
+        let dx = (self.rule)(input, target, g, self.reduction, self.delta);
+        let dy = self.need[1].then(|| in_dtype(-&dx, target.dtype()));
         vec![self.need[0].then_some(dx), dy]
     }
+}
+
+/// Records a regression loss's node (see [`RegressionBackward`]).
+fn record_regression(
+    name: &'static str,
+    input: &Tensor,
+    target: &Tensor,
+    loss: Tensor,
+    reduction: Reduction,
+    delta: f64,
+    rule: RegressionRule,
+) -> Tensor {
+    record(name, &[input, target], loss, || RegressionBackward {
+        input: SavedTensor::new(input),
+        target: SavedTensor::new(target),
+        reduction,
+        delta,
+        rule,
+        need: [input.requires_grad(), target.requires_grad()],
+    })
 }
 
 /// `mse_loss` or `l1_loss` on the tape.
@@ -321,19 +344,17 @@ pub(crate) fn regression_loss(
         .0
         .expect("asked for the loss");
     let (name, rule): (_, RegressionRule) = if op == "mse_loss" {
-        ("MseLossBackward", mse_loss_backward)
+        ("MseLossBackward", |x, t, g, r, _| {
+            mse_loss_backward(x, t, g, r)
+        })
     } else {
-        ("L1LossBackward", l1_loss_backward)
+        ("L1LossBackward", |x, t, g, r, _| {
+            l1_loss_backward(x, t, g, r)
+        })
     };
-    Ok(record(name, &[input, target], loss, || {
-        RegressionBackward {
-            input: SavedTensor::new(input),
-            target: SavedTensor::new(target),
-            reduction,
-            rule,
-            need: [input.requires_grad(), target.requires_grad()],
-        }
-    }))
+    Ok(record_regression(
+        name, input, target, loss, reduction, 0.0, rule,
+    ))
 }
 
 // ---------------------------------------------------------------- huber_loss
@@ -407,23 +428,6 @@ pub fn huber_loss_backward(
     .expect("asked for the gradient")
 }
 
-/// The tape node of `huber_loss`.
-struct HuberLossBackward {
-    input: SavedTensor,
-    target: SavedTensor,
-    reduction: Reduction,
-    delta: f64,
-    need: [bool; 2],
-}
-impl Backward for HuberLossBackward {
-    fn backward(&self, g: &Tensor) -> Vec<Option<Tensor>> {
-        let (input, target) = (self.input.get(), self.target.get());
-        let dx = huber_loss_backward(input, target, g, self.reduction, self.delta);
-        let dy = self.need[1].then(|| in_dtype(-&dx, target.dtype()));
-        vec![self.need[0].then_some(dx), dy]
-    }
-}
-
 /// `huber_loss` on the tape.
 pub(crate) fn huber_loss(
     input: &Tensor,
@@ -434,15 +438,15 @@ pub(crate) fn huber_loss(
     let loss = huber_loss_core(input, target, reduction, delta, true, None)?
         .0
         .expect("asked for the loss");
-    Ok(record("HuberLossBackward", &[input, target], loss, || {
-        HuberLossBackward {
-            input: SavedTensor::new(input),
-            target: SavedTensor::new(target),
-            reduction,
-            delta,
-            need: [input.requires_grad(), target.requires_grad()],
-        }
-    }))
+    Ok(record_regression(
+        "HuberLossBackward",
+        input,
+        target,
+        loss,
+        reduction,
+        delta,
+        huber_loss_backward,
+    ))
 }
 
 /// The loss and/or input gradient of `huber_loss` (validated).

@@ -1,9 +1,9 @@
 //! A ready-made [`TrainingModule`] for classification with any model that
 //! has a compile-time backward.
 
-use super::configure::Configure;
+use super::configure::{wrapper_common, Configure};
 use super::{StepOutput, TrainingModule};
-use crate::nn::{BCEWithLogitsLoss, CrossEntropyLoss, Differentiable, Loss, Module};
+use crate::nn::{BCEWithLogitsLoss, CrossEntropyLoss, Differentiable, Loss};
 use crate::optim::lr_scheduler::LrScheduler;
 use crate::optim::Optimizer;
 use crate::tensor::{DType, Tensor};
@@ -63,25 +63,6 @@ impl<M: Differentiable> Classifier<M> {
         }
     }
 
-    /// The optimizer to train with, built from the model's parameters.
-    pub fn optimizer<O: Optimizer + 'static>(
-        mut self,
-        make: impl Fn(Vec<Tensor>) -> O + Send + Sync + 'static,
-    ) -> Self {
-        self.configure.set_optimizer(make);
-        self
-    }
-
-    /// A learning-rate scheduler, stepped after every epoch:
-    /// `.scheduler(|opt| StepLR::new(opt, 10, 0.5))`.
-    pub fn scheduler<S: LrScheduler + 'static>(
-        mut self,
-        make: impl Fn(&mut dyn Optimizer) -> S + Send + Sync + 'static,
-    ) -> Self {
-        self.configure.set_scheduler(make);
-        self
-    }
-
     /// Cross-entropy's label smoothing (multi-class only).
     pub fn label_smoothing(mut self, smoothing: f64) -> Self {
         self.cross_entropy = self.cross_entropy.label_smoothing(smoothing);
@@ -133,17 +114,7 @@ impl<M: Differentiable> Classifier<M> {
     }
 }
 
-impl<M: Module> Module for Classifier<M> {
-    fn visit_parameters(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor)) {
-        self.model.visit_parameters(prefix, f)
-    }
-    fn visit_parameters_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Tensor)) {
-        self.model.visit_parameters_mut(prefix, f)
-    }
-    fn set_training(&mut self, training: bool) {
-        self.model.set_training(training)
-    }
-}
+wrapper_common!(Classifier);
 
 impl<M: Differentiable> TrainingModule for Classifier<M> {
     type Batch = (Tensor, Tensor);

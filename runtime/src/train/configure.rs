@@ -1,5 +1,7 @@
-//! The optimizer and scheduler choice shared by the ready-made training
-//! modules ([`Classifier`](super::Classifier), [`Regressor`](super::Regressor)).
+//! What the ready-made training modules ([`Classifier`](super::Classifier),
+//! [`Regressor`](super::Regressor)) share: the optimizer and scheduler
+//! choice, and (by [`wrapper_common!`]) the `Module` impl and builders of a
+//! wrapper around a `model`.
 
 use crate::optim::lr_scheduler::LrScheduler;
 use crate::optim::{Adam, Optimizer};
@@ -47,3 +49,44 @@ impl Configure {
         self.make_scheduler.as_ref().map(|make| make(optimizer))
     }
 }
+
+/// For a wrapper struct `$wrapper<M>` with fields `model: M` and
+/// `configure: Configure`: `Module` (the model's parameters, under their own
+/// names) and the `optimizer`/`scheduler` builders.
+macro_rules! wrapper_common {
+    ($wrapper:ident) => {
+        impl<M: crate::nn::Module> crate::nn::Module for $wrapper<M> {
+            fn visit_parameters(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor)) {
+                self.model.visit_parameters(prefix, f)
+            }
+            fn visit_parameters_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Tensor)) {
+                self.model.visit_parameters_mut(prefix, f)
+            }
+            fn set_training(&mut self, training: bool) {
+                self.model.set_training(training)
+            }
+        }
+
+        impl<M: crate::nn::Differentiable> $wrapper<M> {
+            /// The optimizer to train with, built from the model's parameters.
+            pub fn optimizer<O: crate::optim::Optimizer + 'static>(
+                mut self,
+                make: impl Fn(Vec<Tensor>) -> O + Send + Sync + 'static,
+            ) -> Self {
+                self.configure.set_optimizer(make);
+                self
+            }
+
+            /// A learning-rate scheduler, stepped after every epoch:
+            /// `.scheduler(|opt| StepLR::new(opt, 10, 0.5))`.
+            pub fn scheduler<S: crate::optim::lr_scheduler::LrScheduler + 'static>(
+                mut self,
+                make: impl Fn(&mut dyn crate::optim::Optimizer) -> S + Send + Sync + 'static,
+            ) -> Self {
+                self.configure.set_scheduler(make);
+                self
+            }
+        }
+    };
+}
+pub(crate) use wrapper_common;

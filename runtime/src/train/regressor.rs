@@ -1,10 +1,10 @@
 //! A ready-made [`TrainingModule`] for regression with any model that has a
 //! compile-time backward.
 
-use super::configure::Configure;
+use super::configure::{wrapper_common, Configure};
 use super::{StepOutput, TrainingModule};
 use crate::metrics::r2_from_sums;
-use crate::nn::{Differentiable, Loss, MSELoss, Module};
+use crate::nn::{Differentiable, Loss, MSELoss};
 use crate::optim::lr_scheduler::LrScheduler;
 use crate::optim::Optimizer;
 use crate::tensor::Tensor;
@@ -58,24 +58,6 @@ impl<M: Differentiable> Regressor<M> {
     /// `L1Loss::new()`, `HuberLoss::new().delta(..)`, or any other [`Loss`].
     pub fn loss(mut self, loss: impl Loss + 'static) -> Self {
         self.loss = Box::new(loss);
-        self
-    }
-
-    /// The optimizer to train with, built from the model's parameters.
-    pub fn optimizer<O: Optimizer + 'static>(
-        mut self,
-        make: impl Fn(Vec<Tensor>) -> O + Send + Sync + 'static,
-    ) -> Self {
-        self.configure.set_optimizer(make);
-        self
-    }
-
-    /// A learning-rate scheduler, stepped after every epoch.
-    pub fn scheduler<S: LrScheduler + 'static>(
-        mut self,
-        make: impl Fn(&mut dyn Optimizer) -> S + Send + Sync + 'static,
-    ) -> Self {
-        self.configure.set_scheduler(make);
         self
     }
 
@@ -145,17 +127,7 @@ fn target(pred: &Tensor, y: &Tensor) -> Tensor {
     y.reshape(pred.shape())
 }
 
-impl<M: Module> Module for Regressor<M> {
-    fn visit_parameters(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor)) {
-        self.model.visit_parameters(prefix, f)
-    }
-    fn visit_parameters_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Tensor)) {
-        self.model.visit_parameters_mut(prefix, f)
-    }
-    fn set_training(&mut self, training: bool) {
-        self.model.set_training(training)
-    }
-}
+wrapper_common!(Regressor);
 
 impl<M: Differentiable> TrainingModule for Regressor<M> {
     type Batch = (Tensor, Tensor);
