@@ -27,7 +27,7 @@ pub mod io;
 #[cfg(feature = "ndarray")]
 pub use ndarray;
 pub mod nn;
-mod ops;
+pub mod ops;
 pub mod optim;
 mod random;
 mod tensor;
@@ -46,7 +46,7 @@ pub use ops::elementwise::Operand;
 pub use ops::reduce::Dims;
 pub use ops::shape::ShapeSpec;
 pub use random::{manual_seed, with_global_generator, Generator};
-pub use tensor::{DType, Element, Float, Tensor, TensorLiteral, TensorOptions};
+pub use tensor::{DType, Element, Float, Math, Tensor, TensorLiteral, TensorOptions};
 
 /// Everything a model script needs: `use deriv::prelude::*;`.
 pub mod prelude {

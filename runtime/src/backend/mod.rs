@@ -276,6 +276,53 @@ impl Storage {
     }
 }
 
+/// The element types a host [`Buffer`] holds, with typed access to it.
+pub(crate) trait Host: crate::tensor::Element {
+    /// The elements of a buffer of this type (panics naming both types otherwise).
+    fn of(b: &Buffer) -> &[Self];
+    /// The elements, writable.
+    fn of_mut(b: &mut Buffer) -> &mut [Self];
+    /// Wraps a vector.
+    fn wrap(v: Vec<Self>) -> Buffer;
+}
+
+macro_rules! host {
+    ($t:ty, $variant:ident) => {
+        impl Host for $t {
+            #[inline]
+            fn of(b: &Buffer) -> &[Self] {
+                match b {
+                    Buffer::$variant(v) => v,
+                    other => panic!(
+                        "internal: a {} buffer where {} was expected",
+                        other.dtype(),
+                        <$t as crate::tensor::Element>::DTYPE
+                    ),
+                }
+            }
+            #[inline]
+            fn of_mut(b: &mut Buffer) -> &mut [Self] {
+                match b {
+                    Buffer::$variant(v) => v,
+                    other => panic!(
+                        "internal: a {} buffer where {} was expected",
+                        other.dtype(),
+                        <$t as crate::tensor::Element>::DTYPE
+                    ),
+                }
+            }
+            #[inline]
+            fn wrap(v: Vec<Self>) -> Buffer {
+                Buffer::$variant(v)
+            }
+        }
+    };
+}
+host!(f32, F32);
+host!(f64, F64);
+host!(i64, I64);
+host!(bool, Bool);
+
 impl Buffer {
     /// Wraps a typed vector.
     pub(crate) fn from_vec<T: crate::tensor::Element>(v: Vec<T>) -> Buffer {

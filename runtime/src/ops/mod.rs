@@ -1,5 +1,6 @@
-//! Operations, one family per file: forward kernels, backward rules and tape
-//! nodes side by side, so each file answers "how is this op differentiated".
+//! Operations, one family per folder or file: each op's forward, saved values
+//! and gradient rule side by side, so each file answers "how is this op
+//! differentiated" (see [`Op`]).
 
 pub(crate) mod activation;
 pub(crate) mod elementwise;
@@ -10,6 +11,17 @@ pub(crate) mod matmul;
 pub(crate) mod reduce;
 pub(crate) mod shape;
 pub(crate) mod softmax;
+pub mod binary;
+pub mod unary;
+pub(crate) use reduce::sum_to;
+
+pub use crate::autograd::{GradSlot, Op, Out, Spec};
+pub use binary::{Add, Binary, Div, Mul, Sub};
+pub use unary::{
+    AddScalar, DivScalar, Elu, Exp, Gelu, GeluErf, GeluTanh, Hardtanh, LeakyRelu, Log, Logsigmoid,
+    Mish, MulScalar, Neg, RDivScalar, RSubScalar, Reads, Relu, Sigmoid, Silu, Softplus, Sqrt,
+    Square, SubScalar, Tanh, Unary,
+};
 
 use crate::backend::{cpu, Buffer, Ew};
 use crate::error::{Error, Result};

@@ -5,6 +5,7 @@ mod display;
 mod dtype;
 mod layout;
 mod literal;
+mod math;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,6 +14,7 @@ pub use creation::TensorOptions;
 pub use dtype::{DType, Element, Float};
 pub(crate) use layout::{broadcast_shapes, contiguous_strides, norm_dim, Layout};
 pub use literal::TensorLiteral;
+pub use math::Math;
 
 use crate::autograd::GradNode;
 use crate::backend::{Buffer, Device, Storage};

@@ -205,6 +205,181 @@ pub(crate) fn walk<const K: usize>(
     }
 }
 
+/// Where a kernel puts each result: written over whatever the slot held
+/// ([`Write`], also into uninitialised memory) or added to it
+/// ([`Accumulate`], for gradients that sum). A kernel is generic over it, so
+/// each loop is compiled once per way and the choice costs nothing per element.
+pub(crate) trait Store<U>: Copy + Send + Sync {
+    /// Puts `v` into the slot `p`.
+    ///
+    /// # Safety
+    /// `p` is valid for writes (and, for [`Accumulate`], holds an initialised value).
+    unsafe fn put(self, p: *mut U, v: U);
+}
+
+/// Overwrites the destination.
+#[derive(Clone, Copy)]
+pub(crate) struct Write;
+impl<U> Store<U> for Write {
+    #[inline(always)]
+    unsafe fn put(self, p: *mut U, v: U) {
+        // SAFETY: forwarded from the caller.
+        unsafe { p.write(v) }
+    }
+}
+
+/// Adds into the destination.
+#[derive(Clone, Copy)]
+pub(crate) struct Accumulate;
+impl<U: Copy + std::ops::Add<Output = U>> Store<U> for Accumulate {
+    #[inline(always)]
+    unsafe fn put(self, p: *mut U, v: U) {
+        // SAFETY: forwarded from the caller (an initialised, writable slot).
+        unsafe { *p = *p + v }
+    }
+}
+
+/// A contiguous destination of `len` elements and how results go into it.
+/// Built from an uninitialised spare capacity ([`Dst::uninit`], write only)
+/// or from initialised elements ([`Dst::init`], written or accumulated).
+pub(crate) struct Dst<'a, U, S> {
+    ptr: SharedPtr<U>,
+    len: usize,
+    store: S,
+    _borrow: std::marker::PhantomData<&'a mut [U]>,
+}
+
+impl<'a, U> Dst<'a, U, Write> {
+    /// Writes into possibly uninitialised memory.
+    pub(crate) fn uninit(out: &'a mut [MaybeUninit<U>]) -> Self {
+        Dst {
+            ptr: SharedPtr(out.as_mut_ptr().cast()),
+            len: out.len(),
+            store: Write,
+            _borrow: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<'a, U, S: Store<U>> Dst<'a, U, S> {
+    /// Puts results into initialised elements with `store`.
+    pub(crate) fn init(out: &'a mut [U], store: S) -> Self {
+        Dst {
+            ptr: SharedPtr(out.as_mut_ptr()),
+            len: out.len(),
+            store,
+            _borrow: std::marker::PhantomData,
+        }
+    }
+
+    /// The number of elements.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Calls `fill(start, part)` on sub-destinations covering the whole, in
+    /// parallel when it is large.
+    fn par_chunks(self, fill: impl Fn(usize, Dst<'_, U, S>) + Sync)
+    where
+        U: Send,
+    {
+        let (ptr, store) = (self.ptr, self.store);
+        par_ranges(self.len, |start, end| {
+            let part = Dst {
+                // SAFETY: the ranges are disjoint and inside `len`.
+                ptr: SharedPtr(unsafe { ptr.get().add(start) }),
+                len: end - start,
+                store,
+                _borrow: std::marker::PhantomData,
+            };
+            fill(start, part);
+        });
+    }
+
+    /// Stores `v` at `i`.
+    ///
+    /// # Safety
+    /// `i < self.len()`.
+    #[inline(always)]
+    unsafe fn put(&self, i: usize, v: U) {
+        debug_assert!(i < self.len);
+        // SAFETY: in bounds (the caller); the destination is valid for its
+        // length and borrowed exclusively for `'a`.
+        unsafe { self.store.put(self.ptr.get().add(i), v) }
+    }
+
+    /// `self[i] <- f(src[i])` along a contiguous run, compiled for the
+    /// vector width the CPU has.
+    #[inline(always)]
+    fn run1<T: Copy>(&self, src: &[T], f: &impl Fn(T) -> U) {
+        // Every element is written: `Write` destinations may be uninitialised.
+        assert_eq!(src.len(), self.len, "a kernel's run and its source differ in length");
+        let n = self.len;
+        vectorized(|| {
+            for (i, &x) in src[..n].iter().enumerate() {
+                // SAFETY: i < n <= len.
+                unsafe { self.put(i, f(x)) };
+            }
+        })
+    }
+
+    /// `self[i] <- f(a[i], b[i])` along contiguous runs.
+    #[inline(always)]
+    fn run2<A: Copy, B: Copy>(&self, a: &[A], b: &[B], f: &impl Fn(A, B) -> U) {
+        assert!(
+            a.len() == self.len && b.len() == self.len,
+            "a kernel's run and its sources differ in length"
+        );
+        let n = self.len;
+        vectorized(|| {
+            for (i, (&x, &y)) in a[..n].iter().zip(&b[..n]).enumerate() {
+                // SAFETY: i < n <= len.
+                unsafe { self.put(i, f(x, y)) };
+            }
+        })
+    }
+}
+
+/// A kernel's destination with the way results go in chosen at run time:
+/// the kernels below dispatch once per call to a loop compiled for each way.
+pub(crate) enum Sink<'a, U> {
+    /// Overwrite (also uninitialised memory).
+    Write(Dst<'a, U, Write>),
+    /// Add into what is there.
+    Add(Dst<'a, U, Accumulate>),
+}
+
+/// [`map_into`] for a [`Sink`].
+pub(crate) fn map_to<T, U>(out: Sink<'_, U>, src: &[T], layout: &Layout, f: impl Fn(T) -> U + Sync)
+where
+    T: Copy + Sync,
+    U: Copy + Send + std::ops::Add<Output = U>,
+{
+    match out {
+        Sink::Write(d) => map_into(d, src, layout, f),
+        Sink::Add(d) => map_into(d, src, layout, f),
+    }
+}
+
+/// [`zip_into`] for a [`Sink`].
+pub(crate) fn zip_to<A, B, U>(
+    out: Sink<'_, U>,
+    a: &[A],
+    la: &Layout,
+    b: &[B],
+    lb: &Layout,
+    f: impl Fn(A, B) -> U + Sync,
+) where
+    A: Copy + Sync,
+    B: Copy + Sync,
+    U: Copy + Send + std::ops::Add<Output = U>,
+{
+    match out {
+        Sink::Write(d) => zip_into(d, a, la, b, lb, f),
+        Sink::Add(d) => zip_into(d, a, la, b, lb, f),
+    }
+}
+
 /// Builds a vector of `n` elements whose range `[start, start + chunk.len())` is
 /// written by `fill(start, chunk)`, in parallel when `n` is large.
 pub(crate) fn build_vec<U: Send>(
@@ -224,34 +399,127 @@ pub(crate) fn build_vec<U: Send>(
     out
 }
 
-/// `out[i] = f(src[layout(i)])` for every element in row-major order.
-pub(crate) fn map<T: Copy + Sync, U: Send>(
+/// A new vector of `n` elements filled by `kernel` through a [`Write`] destination.
+pub(crate) fn new_vec<U: Send>(n: usize, kernel: impl FnOnce(Dst<'_, U, Write>)) -> Vec<U> {
+    let mut out: Vec<U> = Vec::with_capacity(n);
+    kernel(Dst::uninit(&mut out.spare_capacity_mut()[..n]));
+    // SAFETY: the kernels write every element of their destination.
+    unsafe { out.set_len(n) };
+    out
+}
+
+/// `out[i] <- f(src[layout(i)])` for every element in row-major order.
+pub(crate) fn map_into<T: Copy + Sync, U: Send, S: Store<U>>(
+    out: Dst<'_, U, S>,
     src: &[T],
     layout: &Layout,
     f: impl Fn(T) -> U + Sync,
-) -> Vec<U> {
-    let n = layout.numel();
+) {
+    assert_eq!(out.len(), layout.numel(), "map_into: destination size");
     if layout.is_contiguous() {
-        let s = &src[layout.offset..layout.offset + n];
-        return build_vec(n, |start, chunk| {
-            let s = &s[start..start + chunk.len()];
-            vectorized(|| {
-                for (o, &x) in chunk.iter_mut().zip(s) {
-                    o.write(f(x));
-                }
-            })
-        });
+        let s = &src[layout.offset..layout.offset + out.len()];
+        return out.par_chunks(|start, part| part.run1(&s[start..start + part.len()], &f));
     }
-    build_vec(n, |start, chunk| {
+    out.par_chunks(|start, part| {
         let mut i = 0;
         walk(
             &layout.shape,
             [&layout.strides],
             [layout.offset],
             start,
-            chunk.len(),
+            part.len(),
             |[o]| {
-                chunk[i].write(f(src[o]));
+                // SAFETY: `walk` calls this `part.len()` times, so i < len.
+                unsafe { part.put(i, f(src[o])) };
+                i += 1;
+            },
+        );
+    })
+}
+
+/// `out[i] = f(src[layout(i)])` for every element in row-major order.
+pub(crate) fn map<T: Copy + Sync, U: Send>(
+    src: &[T],
+    layout: &Layout,
+    f: impl Fn(T) -> U + Sync,
+) -> Vec<U> {
+    new_vec(layout.numel(), |out| map_into(out, src, layout, f))
+}
+
+/// `out[i] <- f(a[la(i)], b[lb(i)])` where both layouts already have the
+/// output's shape (broadcast dimensions carry stride 0).
+pub(crate) fn zip_into<A: Copy + Sync, B: Copy + Sync, U: Send, S: Store<U>>(
+    out: Dst<'_, U, S>,
+    a: &[A],
+    la: &Layout,
+    b: &[B],
+    lb: &Layout,
+    f: impl Fn(A, B) -> U + Sync,
+) {
+    let n = la.numel();
+    assert_eq!(out.len(), n, "zip_into: destination size");
+    let a_contig = la.is_contiguous();
+    let b_contig = lb.is_contiguous();
+    if a_contig && b_contig {
+        let sa = &a[la.offset..la.offset + n];
+        let sb = &b[lb.offset..lb.offset + n];
+        return out.par_chunks(|start, part| {
+            let end = start + part.len();
+            part.run2(&sa[start..end], &sb[start..end], &f)
+        });
+    }
+    // One side a single broadcast value: a tight loop over the other.
+    if a_contig && lb.strides.iter().all(|&s| s == 0) {
+        let y = b[lb.offset];
+        return map_into(out, a, la, |x| f(x, y));
+    }
+    if la.strides.iter().all(|&s| s == 0) && b_contig {
+        let x = a[la.offset];
+        return map_into(out, b, lb, |y| f(x, y));
+    }
+    // Both contiguous over trailing dims (a bias row broadcast over a batch,
+    // say): walk the leading dims, and run tight loops along the rows.
+    let (k, inner) = common_contiguous_suffix(la, lb);
+    if inner >= 8 && n > 0 {
+        let (outer_a, outer_b) = (&la.strides[..k], &lb.strides[..k]);
+        return out.par_chunks(|start, part| {
+            let end = start + part.len();
+            let first_row = start / inner;
+            let rows = (end - 1) / inner - first_row + 1;
+            let mut pos = start;
+            walk(
+                &la.shape[..k],
+                [outer_a, outer_b],
+                [la.offset, lb.offset],
+                first_row,
+                rows,
+                |[oa, ob]| {
+                    let row_start = pos - pos % inner;
+                    let (c0, c1) = (pos - row_start, (end - row_start).min(inner));
+                    let run = Dst {
+                        // SAFETY: `pos - start + (c1 - c0)` stays inside the part.
+                        ptr: SharedPtr(unsafe { part.ptr.get().add(pos - start) }),
+                        len: c1 - c0,
+                        store: part.store,
+                        _borrow: std::marker::PhantomData,
+                    };
+                    run.run2(&a[oa + c0..oa + c1], &b[ob + c0..ob + c1], &f);
+                    pos += c1 - c0;
+                },
+            );
+        });
+    }
+    out.par_chunks(|start, part| {
+        let mut i = 0;
+        walk(
+            &la.shape,
+            [&la.strides, &lb.strides],
+            [la.offset, lb.offset],
+            start,
+            part.len(),
+            |[oa, ob]| {
+                // SAFETY: `walk` calls this `part.len()` times, so i < len.
+                unsafe { part.put(i, f(a[oa], b[ob])) };
                 i += 1;
             },
         );
@@ -267,76 +535,7 @@ pub(crate) fn zip<A: Copy + Sync, B: Copy + Sync, U: Send>(
     lb: &Layout,
     f: impl Fn(A, B) -> U + Sync,
 ) -> Vec<U> {
-    let n = la.numel();
-    let a_contig = la.is_contiguous();
-    let b_contig = lb.is_contiguous();
-    if a_contig && b_contig {
-        let sa = &a[la.offset..la.offset + n];
-        let sb = &b[lb.offset..lb.offset + n];
-        return build_vec(n, |start, chunk| {
-            let end = start + chunk.len();
-            let (sa, sb) = (&sa[start..end], &sb[start..end]);
-            vectorized(|| {
-                for ((o, &x), &y) in chunk.iter_mut().zip(sa).zip(sb) {
-                    o.write(f(x, y));
-                }
-            })
-        });
-    }
-    // One side a single broadcast value: a tight loop over the other.
-    if a_contig && lb.strides.iter().all(|&s| s == 0) {
-        let y = b[lb.offset];
-        return map(a, la, |x| f(x, y));
-    }
-    if la.strides.iter().all(|&s| s == 0) && b_contig {
-        let x = a[la.offset];
-        return map(b, lb, |y| f(x, y));
-    }
-    // Both contiguous over trailing dims (a bias row broadcast over a batch,
-    // say): walk the leading dims, and run tight loops along the rows.
-    let (k, inner) = common_contiguous_suffix(la, lb);
-    if inner >= 8 && n > 0 {
-        let (outer_a, outer_b) = (&la.strides[..k], &lb.strides[..k]);
-        return build_vec(n, |start, chunk| {
-            let end = start + chunk.len();
-            let first_row = start / inner;
-            let rows = (end - 1) / inner - first_row + 1;
-            let mut pos = start;
-            walk(
-                &la.shape[..k],
-                [outer_a, outer_b],
-                [la.offset, lb.offset],
-                first_row,
-                rows,
-                |[oa, ob]| {
-                    let row_start = pos - pos % inner;
-                    let (c0, c1) = (pos - row_start, (end - row_start).min(inner));
-                    let dst = &mut chunk[pos - start..pos - start + (c1 - c0)];
-                    let (ra, rb) = (&a[oa + c0..oa + c1], &b[ob + c0..ob + c1]);
-                    vectorized(|| {
-                        for ((o, &x), &y) in dst.iter_mut().zip(ra).zip(rb) {
-                            o.write(f(x, y));
-                        }
-                    });
-                    pos += c1 - c0;
-                },
-            );
-        });
-    }
-    build_vec(n, |start, chunk| {
-        let mut i = 0;
-        walk(
-            &la.shape,
-            [&la.strides, &lb.strides],
-            [la.offset, lb.offset],
-            start,
-            chunk.len(),
-            |[oa, ob]| {
-                chunk[i].write(f(a[oa], b[ob]));
-                i += 1;
-            },
-        );
-    })
+    new_vec(la.numel(), |out| zip_into(out, a, la, b, lb, f))
 }
 
 /// The first dim `k` from which both layouts (of one shape) are row-major
@@ -355,6 +554,84 @@ fn common_contiguous_suffix(la: &Layout, lb: &Layout) -> (usize, usize) {
     (k, inner)
 }
 
+/// `out[i] <- f(c[lc(i)], a[la(i)], b[lb(i)])`, all layouts of the output's
+/// shape: contiguous operands run as one tight loop, others walk their strides.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn zip3_into<C, A, B, U, S>(
+    out: Dst<'_, U, S>,
+    c: &[C],
+    lc: &Layout,
+    a: &[A],
+    la: &Layout,
+    b: &[B],
+    lb: &Layout,
+    f: impl Fn(C, A, B) -> U + Sync,
+) where
+    C: Copy + Sync,
+    A: Copy + Sync,
+    B: Copy + Sync,
+    U: Send,
+    S: Store<U>,
+{
+    let n = lc.numel();
+    assert_eq!(out.len(), n, "zip3_into: destination size");
+    if lc.is_contiguous() && la.is_contiguous() && lb.is_contiguous() {
+        let (sc, sa, sb) = (
+            &c[lc.offset..lc.offset + n],
+            &a[la.offset..la.offset + n],
+            &b[lb.offset..lb.offset + n],
+        );
+        return out.par_chunks(|start, part| {
+            let end = start + part.len();
+            let (sc, sa, sb) = (&sc[start..end], &sa[start..end], &sb[start..end]);
+            vectorized(|| {
+                for i in 0..part.len() {
+                    // SAFETY: i < part.len().
+                    unsafe { part.put(i, f(sc[i], sa[i], sb[i])) };
+                }
+            })
+        });
+    }
+    out.par_chunks(|start, part| {
+        let mut i = 0;
+        walk(
+            &lc.shape,
+            [&lc.strides, &la.strides, &lb.strides],
+            [lc.offset, la.offset, lb.offset],
+            start,
+            part.len(),
+            |[oc, oa, ob]| {
+                // SAFETY: `walk` calls this `part.len()` times, so i < len.
+                unsafe { part.put(i, f(c[oc], a[oa], b[ob])) };
+                i += 1;
+            },
+        );
+    })
+}
+
+/// [`zip3_into`] for a [`Sink`].
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn zip3_to<C, A, B, U>(
+    out: Sink<'_, U>,
+    c: &[C],
+    lc: &Layout,
+    a: &[A],
+    la: &Layout,
+    b: &[B],
+    lb: &Layout,
+    f: impl Fn(C, A, B) -> U + Sync,
+) where
+    C: Copy + Sync,
+    A: Copy + Sync,
+    B: Copy + Sync,
+    U: Copy + Send + std::ops::Add<Output = U>,
+{
+    match out {
+        Sink::Write(d) => zip3_into(d, c, lc, a, la, b, lb, f),
+        Sink::Add(d) => zip3_into(d, c, lc, a, la, b, lb, f),
+    }
+}
+
 /// `out[i] = f(c[lc(i)], a[la(i)], b[lb(i)])`, all layouts of the output's shape.
 pub(crate) fn zip3<C: Copy + Sync, A: Copy + Sync, B: Copy + Sync, U: Send>(
     c: &[C],
@@ -365,20 +642,7 @@ pub(crate) fn zip3<C: Copy + Sync, A: Copy + Sync, B: Copy + Sync, U: Send>(
     lb: &Layout,
     f: impl Fn(C, A, B) -> U + Sync,
 ) -> Vec<U> {
-    build_vec(lc.numel(), |start, chunk| {
-        let mut i = 0;
-        walk(
-            &lc.shape,
-            [&lc.strides, &la.strides, &lb.strides],
-            [lc.offset, la.offset, lb.offset],
-            start,
-            chunk.len(),
-            |[oc, oa, ob]| {
-                chunk[i].write(f(c[oc], a[oa], b[ob]));
-                i += 1;
-            },
-        );
-    })
+    new_vec(lc.numel(), |out| zip3_into(out, c, lc, a, la, b, lb, f))
 }
 
 /// `dst[ld(i)] = f(dst[ld(i)], src[ls(i)])` in place; `ls` has `ld`'s shape.
