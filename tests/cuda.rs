@@ -127,9 +127,17 @@ fn write_ptx() {
             "kernel {k} is missing"
         );
     }
+    let ops = deriv::ops::registry::cuda_modules();
+    assert!(ops.iter().any(|(k, src)| *k == "gelu" && src.contains(".entry un_gelu_f32_c(")));
     if let Ok(path) = std::env::var("DERIV_PTX_OUT") {
         std::fs::write(&path, &ptx).expect("write the PTX");
         println!("wrote {} bytes of PTX to {path}", ptx.len());
+        // Each op's own module beside it: deriv.op.<key>.ptx.
+        let dir = std::path::Path::new(&path).parent().expect("a folder");
+        for (key, src) in &ops {
+            std::fs::write(dir.join(format!("deriv.op.{key}.ptx")), src).expect("write the PTX");
+        }
+        println!("wrote {} op modules", ops.len());
     }
 }
 

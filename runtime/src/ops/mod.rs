@@ -12,6 +12,7 @@ pub(crate) mod reduce;
 pub(crate) mod shape;
 pub(crate) mod softmax;
 pub mod binary;
+pub mod registry;
 pub mod unary;
 pub(crate) use reduce::sum_to;
 

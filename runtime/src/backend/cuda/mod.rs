@@ -11,6 +11,7 @@ mod context;
 pub(crate) mod ops;
 mod optim;
 mod ptx;
+pub(crate) mod trace;
 
 pub use optim::{
     adagrad_step, adam_step, rmsprop_step, sgd_step, AdagradParams, AdamParams, RmspropParams,
@@ -33,6 +34,61 @@ use context::check;
 /// checks with ptxas: `scripts/check-ptx.sh`).
 pub fn ptx_source() -> String {
     ptx::source()
+}
+
+/// The PTX of one op's elementwise kernels (forward and derivatives, for
+/// each dtype the tracer can write), loaded into its own module the first
+/// time one of them runs on a device.
+pub(crate) struct ElementwiseModule {
+    key: &'static str,
+    source: String,
+    kernels: Vec<String>,
+}
+
+impl ElementwiseModule {
+    /// An empty module for the op named `key`.
+    pub(crate) fn new(key: &'static str) -> Self {
+        ElementwiseModule {
+            key,
+            source: String::from(ptx::HEADER),
+            kernels: Vec::new(),
+        }
+    }
+
+    /// Adds the kernels `<stem>_<dtype>_c` (contiguous) and `_s` (strided)
+    /// whose every input and output is of dtype `d`, computing `body` (a
+    /// traced body, `None` when the tracer could not write it for `d`).
+    pub(crate) fn add(&mut self, stem: &str, d: DType, body: Option<String>) {
+        let Some(body) = body else { return };
+        let arity = (0..4)
+            .take_while(|i| body.contains(&format!("%x{i}")))
+            .count();
+        for strided in [false, true] {
+            let name = Self::kernel_name(stem, d, strided);
+            ptx::ew_kernel(&mut self.source, &name, &vec![d; arity], d, &body, strided);
+            self.kernels.push(name);
+        }
+    }
+
+    /// The name of a kernel `add` wrote.
+    pub(crate) fn kernel_name(stem: &str, d: DType, strided: bool) -> String {
+        format!("{stem}_{}_{}", ptx::dname(d), if strided { "s" } else { "c" })
+    }
+
+    /// The module's key (the op's kernel name).
+    pub(crate) fn key(&self) -> &'static str {
+        self.key
+    }
+
+    /// The PTX text.
+    pub(crate) fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Whether a kernel of that name was written.
+    pub(crate) fn has(&self, name: &str) -> bool {
+        self.kernels.iter().any(|k| k == name)
+    }
 }
 
 /// Allocation counters of one GPU's caching allocator.
@@ -210,12 +266,23 @@ pub(crate) fn launch(
     block: u32,
     args: &mut [*mut c_void],
 ) {
+    launch_in(ctx, ctx.module(), name, grid, block, args)
+}
+
+/// [`launch`] of a kernel of `module` (an op's own module).
+pub(crate) fn launch_in(
+    ctx: &DeviceCtx,
+    module: &cust::module::Module,
+    name: &str,
+    grid: (u32, u32, u32),
+    block: u32,
+    args: &mut [*mut c_void],
+) {
     if grid.0 == 0 || grid.1 == 0 || grid.2 == 0 {
         return;
     }
     ctx.bind();
-    let f = ctx
-        .module()
+    let f = module
         .get_function(name)
         .unwrap_or_else(|e| panic!("CUDA kernel {name} is missing from deriv's PTX ({e})"));
     // SAFETY: `args` matches the parameter list the generator wrote for `name`

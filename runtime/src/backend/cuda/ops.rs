@@ -128,6 +128,47 @@ fn ew_launch(
     a: f64,
     b: f64,
 ) {
+    ew_launch_in(None, name, out, ins, a, b)
+}
+
+/// Runs the traced kernel `stem` of an op's module (`gen`, loaded once per
+/// device under `key`) writing `out` from `ins` of `out`'s dtype, with the
+/// parameters `p`. Panics "not yet on CUDA" when the tracer could not write
+/// the kernel for this dtype (f64 transcendentals).
+pub(crate) fn ew_module(
+    key: &'static str,
+    gen: fn() -> super::ElementwiseModule,
+    stem: &str,
+    out: (&CudaBuffer, &Layout),
+    ins: &[(&CudaBuffer, &Layout)],
+    p: [f64; 2],
+) {
+    let d = out.0.dtype();
+    let m = out.0.ctx().op_module(key, gen);
+    if !m.em.has(&super::ElementwiseModule::kernel_name(stem, d, false)) {
+        panic!(
+            "not yet on CUDA: `{key}` on {d} tensors has no GPU kernel (f64 transcendental \
+             math runs on the CPU for now); use f32, or move the tensor with .to(&Device::Cpu)"
+        );
+    }
+    ew_launch_in(
+        Some(&m.module),
+        |s| super::ElementwiseModule::kernel_name(stem, d, s),
+        out,
+        ins,
+        p[0],
+        p[1],
+    )
+}
+
+fn ew_launch_in(
+    module: Option<&cust::module::Module>,
+    name: impl Fn(bool) -> String,
+    out: (&CudaBuffer, &Layout),
+    ins: &[(&CudaBuffer, &Layout)],
+    a: f64,
+    b: f64,
+) {
     let n = out.1.numel();
     if n == 0 {
         return;
@@ -156,8 +197,10 @@ fn ew_launch(
         (&mut b as *mut f64).cast(),
         (&mut n64 as *mut u64).cast(),
     ];
-    launch(
+    let module = module.unwrap_or_else(|| c.module());
+    super::launch_in(
         c,
+        module,
         &name(!contiguous),
         (grid_for(c, n), 1, 1),
         256,
@@ -190,6 +233,17 @@ pub(crate) fn ew_new(
         b,
     );
     out
+}
+
+/// Integer `a op b` (op "add", "sub" or "mul") of broadcast views into a new tensor.
+pub(crate) fn ew_int(op: &str, a: &Tensor, la: &Layout, b: &Tensor, lb: &Layout) -> Tensor {
+    let ew = match op {
+        "add" => Ew::Add,
+        "sub" => Ew::Sub,
+        "mul" => Ew::Mul,
+        other => panic!("not yet on CUDA: integer `{other}`"),
+    };
+    ew_new(ew, DType::I64, &la.shape, &[(a, la), (b, lb)], 0.0, 0.0)
 }
 
 /// `op` of one tensor (its own layout) into a new contiguous tensor.

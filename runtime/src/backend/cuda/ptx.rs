@@ -12,7 +12,7 @@ use crate::backend::Ew;
 use crate::tensor::DType;
 
 /// PTX ISA 8.0 for sm_80: JIT-compiled by CUDA 12.0+ drivers (H100/H200 too).
-const HEADER: &str = ".version 8.0\n.target sm_80\n.address_size 64\n\n";
+pub(crate) const HEADER: &str = ".version 8.0\n.target sm_80\n.address_size 64\n\n";
 
 /// Bytes of the `geo` parameter of elementwise kernels: element offsets of
 /// 4 operands (u64), ndim (u32), 8 sizes (u32), 4 x 8 strides (u32).
@@ -391,7 +391,14 @@ const REGS: &str = "    .reg .pred %p<16>;\n    .reg .pred %q<40>;\n    .reg .b3
 ///
 /// Parameters (the same for every elementwise kernel, see `launch_ew`):
 /// `geo[200], out, in0, in1, in2 (u64), a, b (f64), n (u64)`.
-fn ew_kernel(s: &mut String, name: &str, ins: &[DType], out: DType, body: &str, strided: bool) {
+pub(crate) fn ew_kernel(
+    s: &mut String,
+    name: &str,
+    ins: &[DType],
+    out: DType,
+    body: &str,
+    strided: bool,
+) {
     let cty = if out == DType::Bool && !ins.is_empty() {
         ins[ins.len() - 1]
     } else {

@@ -287,6 +287,7 @@ pub(crate) mod cuda {
             return out.set(t);
         }
         crate::ops::unary::cuda::launch(
+            B::KERNEL,
             module::<B>,
             &format!("bin_{}", B::KERNEL),
             out,
@@ -303,6 +304,6 @@ pub(crate) mod cuda {
         out: &mut Out<'_>,
     ) {
         let name = format!("bin_{}_{}", B::KERNEL, if which == 0 { "da" } else { "db" });
-        crate::ops::unary::cuda::launch(module::<B>, &name, out, &[g, a, b], [0.0; 2]);
+        crate::ops::unary::cuda::launch(B::KERNEL, module::<B>, &name, out, &[g, a, b], [0.0; 2]);
     }
 }

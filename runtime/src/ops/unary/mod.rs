@@ -227,7 +227,7 @@ pub(crate) mod cuda {
 
     use super::{Out, Tensor, Unary};
     use crate::backend::cuda::{self as be, trace, ElementwiseModule};
-    use crate::tensor::DType;
+    use crate::tensor::{DType, Layout};
 
     /// The PTX of `U`'s kernels: forward `un_<kernel>_<dtype>_<c|s>` (one
     /// input) and derivative `un_<kernel>_bwd_<dtype>_<c|s>` (g, s), for the
@@ -249,27 +249,45 @@ pub(crate) mod cuda {
         m
     }
 
-    pub(super) fn forward<U: Unary>(x: &Tensor, p: [f64; 2], out: &mut Out<'_>) {
+    /// Runs the traced kernel `stem` of the module `gen` (key `key`) into
+    /// `out` from `ins` (views broadcast to the output's shape, of its dtype).
+    /// An accumulating destination gets the result through a temporary.
+    pub(crate) fn launch(
+        key: &'static str,
+        gen: fn() -> ElementwiseModule,
+        stem: &str,
+        out: &mut Out<'_>,
+        ins: &[(&Tensor, &Layout)],
+        p: [f64; 2],
+    ) {
         let (dst, acc) = out.device_target();
+        let target = if acc {
+            be::ops::empty(be::ops::buf(&dst).ctx(), dst.dtype(), dst.shape())
+        } else {
+            dst.clone()
+        };
+        let bufs: Vec<_> = ins.iter().map(|(t, l)| (be::ops::buf(t), *l)).collect();
         be::ops::ew_module(
-            module::<U>,
-            &format!("un_{}", U::KERNEL),
-            &dst,
-            &[x],
+            key,
+            gen,
+            stem,
+            (be::ops::buf(&target), target.layout()),
+            &bufs,
             p,
-            acc,
         );
+        if acc {
+            crate::autograd::no_grad(|| dst.add_(&target));
+        }
+    }
+
+    pub(super) fn forward<U: Unary>(x: &Tensor, p: [f64; 2], out: &mut Out<'_>) {
+        let name = format!("un_{}", U::KERNEL);
+        launch(U::KERNEL, module::<U>, &name, out, &[(x, x.layout())], p);
     }
 
     pub(super) fn backward<U: Unary>(g: &Tensor, s: &Tensor, p: [f64; 2], out: &mut Out<'_>) {
-        let (dst, acc) = out.device_target();
-        be::ops::ew_module(
-            module::<U>,
-            &format!("un_{}_bwd", U::KERNEL),
-            &dst,
-            &[g, s],
-            p,
-            acc,
-        );
+        let name = format!("un_{}_bwd", U::KERNEL);
+        let lg = g.layout().broadcast_to(s.shape());
+        launch(U::KERNEL, module::<U>, &name, out, &[(g, &lg), (s, s.layout())], p);
     }
 }
