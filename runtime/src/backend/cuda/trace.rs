@@ -395,6 +395,95 @@ impl Math for Reg {
     }
 }
 
+/// Runs a traced f32 body on the CPU: a small interpreter of exactly the
+/// instructions the tracer writes, so the GPU formulas (the range
+/// reductions, series and approximations above) are checked against the CPU
+/// kernels without a GPU. `ex2.approx`/`lg2.approx` are taken as exact (the
+/// hardware's are within 2 ulp).
+#[cfg(test)]
+pub(crate) fn interpret_f32(body: &str, x: &[f32], p: [f32; 2]) -> f32 {
+    use std::collections::HashMap;
+    let mut v: HashMap<String, f32> = HashMap::new();
+    let mut m: HashMap<String, bool> = HashMap::new();
+    for (i, &xi) in x.iter().enumerate() {
+        v.insert(format!("%x{i}"), xi);
+    }
+    v.insert("%pfa".into(), p[0]);
+    v.insert("%pfb".into(), p[1]);
+    let val = |v: &HashMap<String, f32>, s: &str| -> f32 {
+        match s.strip_prefix("0f") {
+            Some(hex) => f32::from_bits(u32::from_str_radix(hex, 16).expect("hex constant")),
+            None => *v.get(s).unwrap_or_else(|| panic!("unset register {s}")),
+        }
+    };
+    for line in body.lines() {
+        let line = line.trim().trim_end_matches(';');
+        if line.is_empty() || line.starts_with('{') || line.starts_with('}') || line.starts_with(".reg") {
+            continue;
+        }
+        let (op, rest) = line.split_once(' ').expect("an instruction");
+        let a: Vec<&str> = rest.split(',').map(str::trim).collect();
+        let f = |i: usize| val(&v, a[i]);
+        let r = match op {
+            "mov.f32" => Some(f(1)),
+            "add.rn.f32" => Some(f(1) + f(2)),
+            "sub.rn.f32" => Some(f(1) - f(2)),
+            "mul.rn.f32" | "mul.f32" => Some(f(1) * f(2)),
+            "div.rn.f32" => Some(f(1) / f(2)),
+            "neg.f32" => Some(-f(1)),
+            "abs.f32" => Some(f(1).abs()),
+            "sqrt.rn.f32" => Some(f(1).sqrt()),
+            "fma.rn.f32" => Some(f(1).mul_add(f(2), f(3))),
+            // PTX max/min return the other operand when one is NaN.
+            "max.f32" => Some(f(1).max(f(2))),
+            "min.f32" => Some(f(1).min(f(2))),
+            "cvt.rni.f32.f32" => Some(f(1).round_ties_even()),
+            "ex2.approx.ftz.f32" => Some(f(1).exp2()),
+            "lg2.approx.f32" => Some(f(1).log2()),
+            "copysign.f32" => Some(f(2).copysign(f(1))),
+            "selp.f32" => Some(if m[a[3]] { f(1) } else { f(2) }),
+            _ => None,
+        };
+        if let Some(r) = r {
+            v.insert(a[0].to_string(), r);
+            continue;
+        }
+        let b = match op {
+            "setp.gt.f32" => f(1) > f(2),
+            "setp.ge.f32" => f(1) >= f(2),
+            "setp.lt.f32" => f(1) < f(2),
+            "setp.le.f32" => f(1) <= f(2),
+            "setp.eq.f32" => f(1) == f(2),
+            "setp.nan.f32" => f(1).is_nan() || f(2).is_nan(),
+            "and.pred" => m[a[1]] && m[a[2]],
+            "or.pred" => m[a[1]] || m[a[2]],
+            other => panic!("the interpreter does not know `{other}`"),
+        };
+        m.insert(a[0].to_string(), b);
+    }
+    v["%y"]
+}
+
+/// Asserts that `traced` (a traced f32 body) computes `cpu` at every point of
+/// `grid`, to `tol` (absolute + relative); NaN must match NaN.
+#[cfg(test)]
+pub(crate) fn assert_traced_matches<const N: usize>(
+    what: &str,
+    traced: &str,
+    p: [f32; 2],
+    grid: &[[f32; N]],
+    tol: f32,
+    cpu: impl Fn([f32; N]) -> f32,
+) {
+    for x in grid {
+        let (want, got) = (cpu(*x), interpret_f32(traced, x, p));
+        let ok = (want.is_nan() && got.is_nan())
+            || want == got
+            || (want - got).abs() <= tol * (1.0 + want.abs());
+        assert!(ok, "{what} at {x:?}: CPU {want}, traced PTX {got}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
