@@ -547,7 +547,7 @@ fn grad_fn_names() {
         (x.var(), "VarBackward"),
         (x.std_dim(0, 1, false), "StdBackward"),
         (x.reshape([4]), "ViewBackward"),
-        (x.t(), "PermuteBackward"),
+        (x.t(), "TBackward"),
         (x.expand([3, 2, 2]), "ExpandBackward"),
         (x.narrow(0, 0, 1), "SliceBackward"),
         (x.index_select(0, &tensor![1, 0]), "IndexSelectBackward"),

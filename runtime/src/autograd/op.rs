@@ -137,6 +137,9 @@ impl<A: Saved, B: Saved, C: Saved> Saved for (A, B, C) {
 pub trait Op: Send + Sync + 'static {
     /// The name of the tape node (`grad_fn`), PyTorch's where one exists.
     const NAME: &'static str;
+    /// Whether the output is a view of the input (reshape, transpose):
+    /// the buffer-reusing path then keeps the view instead of copying it.
+    const VIEW: bool = false;
     /// What backward needs from the forward pass.
     type Saved: Saved;
     /// The output's shape, dtype and device; an error names the op, the
@@ -164,7 +167,8 @@ pub fn apply<O: Op>(op: O, x: &[&Tensor]) -> Tensor {
 pub fn try_apply<O: Op>(op: O, x: &[&Tensor]) -> Result<Tensor> {
     let spec = op.spec(x)?;
     let mut out = Out::fresh(spec);
-    op.forward(x, &mut out);
+    // A forward composed of other ops records nothing of its own.
+    super::no_grad(|| op.forward(x, &mut out));
     let y = out.finish();
     if !needs_grad(x) {
         return Ok(y);
@@ -190,6 +194,11 @@ pub fn forward_saving<O: Op>(op: &O, x: &[&Tensor], need: &[bool]) -> (Tensor, O
 /// buffer-reusing path's forward. Returns the output.
 pub fn forward_into<'s, O: Op>(op: &O, x: &[&Tensor], slot: &'s mut Option<Tensor>) -> &'s Tensor {
     let spec = crate::error::OrPanic::or_panic(op.spec(x));
+    if O::VIEW {
+        let mut out = Out::fresh(spec);
+        op.forward(x, &mut out);
+        return slot.insert(out.finish());
+    }
     let reusable = slot
         .as_ref()
         .is_some_and(|t| spec.fits(t) && exclusive(t, 1) && !x.iter().any(|i| i.shares_storage(t)));

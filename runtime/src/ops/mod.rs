@@ -14,10 +14,12 @@ pub(crate) mod softmax;
 pub mod binary;
 pub mod registry;
 pub mod unary;
+pub mod views;
 pub(crate) use reduce::sum_to;
 
 pub use crate::autograd::{GradSlot, Op, Out, Spec};
 pub use binary::{Add, Binary, Div, Mul, Sub};
+pub use views::{Flatten, Permute, Reshape, Transpose, View, T};
 pub use unary::{
     AddScalar, DivScalar, Elu, Exp, Gelu, GeluErf, GeluTanh, Hardtanh, LeakyRelu, Log, Logsigmoid,
     Mish, MulScalar, Neg, RDivScalar, RSubScalar, Reads, Relu, Sigmoid, Silu, Softplus, Sqrt,

@@ -6,7 +6,7 @@ use std::ops::{Bound, RangeBounds};
 
 use super::reduce::sum_to;
 use super::same_device;
-use crate::autograd::{needs_grad, no_grad, record, Backward, SavedTensor};
+use crate::autograd::{apply, needs_grad, no_grad, record, try_apply, Backward, SavedTensor};
 use crate::backend::{cpu, Buffer};
 use crate::error::{Error, OrPanic, Result};
 use crate::tensor::{contiguous_strides, norm_dim, DType, Element, Layout, Tensor};
@@ -39,7 +39,7 @@ macro_rules! impl_shape_spec {
 impl_shape_spec!(usize, isize, i32, i64);
 
 /// Resolves a spec (with at most one -1) against `numel` elements.
-fn resolve_shape(op: &'static str, from: &[usize], spec: &[i64]) -> Result<Vec<usize>> {
+pub(crate) fn resolve_shape(op: &'static str, from: &[usize], spec: &[i64]) -> Result<Vec<usize>> {
     let numel: usize = from.iter().product();
     let infer: Vec<usize> = (0..spec.len()).filter(|&i| spec[i] == -1).collect();
     let bad = || {
@@ -69,24 +69,6 @@ fn resolve_shape(op: &'static str, from: &[usize], spec: &[i64]) -> Result<Vec<u
         return Err(bad());
     }
     Ok(out)
-}
-
-struct ReshapeBackward {
-    input_shape: Vec<usize>,
-}
-impl Backward for ReshapeBackward {
-    fn backward(&self, g: &Tensor) -> Vec<Option<Tensor>> {
-        vec![Some(g.reshape(&self.input_shape))]
-    }
-}
-
-struct PermuteBackward {
-    inverse: Vec<usize>,
-}
-impl Backward for PermuteBackward {
-    fn backward(&self, g: &Tensor) -> Vec<Option<Tensor>> {
-        vec![Some(g.permute(&self.inverse))]
-    }
 }
 
 struct ExpandBackward {
@@ -132,6 +114,49 @@ impl Tensor {
         }
     }
 
+    /// The reshaped view or copy, unrecorded (the `Reshape` op's forward).
+    pub(crate) fn reshape_raw(&self, shape: &[usize]) -> Result<Tensor> {
+        if shape == self.shape() {
+            return Ok(self.detach());
+        }
+        let src = match self.layout().view_strides(shape) {
+            Some(_) => self.detach(),
+            None => no_grad(|| self.contiguous()),
+        };
+        src.view_raw("reshape", shape)
+    }
+
+    /// The view in `shape`, unrecorded (the `View` op's forward).
+    pub(crate) fn view_raw(&self, op: &'static str, shape: &[usize]) -> Result<Tensor> {
+        let Some(strides) = self.layout().view_strides(shape) else {
+            return Err(Error::shape(
+                op,
+                format!(
+                    "view size {shape:?} is not compatible with the input's shape {:?} and \
+                     strides {:?} (at least one dimension spans across two contiguous \
+                     subspaces); use .reshape(..) instead, or .contiguous() first",
+                    self.shape(),
+                    self.strides()
+                ),
+            ));
+        };
+        Ok(self.with_layout(Layout {
+            shape: shape.to_vec(),
+            strides,
+            offset: self.layout().offset,
+        }))
+    }
+
+    /// The permuted view, unrecorded (`dims` checked by the caller).
+    pub(crate) fn permute_raw(&self, dims: &[usize]) -> Tensor {
+        let l = self.layout();
+        self.with_layout(Layout {
+            shape: dims.iter().map(|&d| l.shape[d]).collect(),
+            strides: dims.iter().map(|&d| l.strides[d]).collect(),
+            offset: l.offset,
+        })
+    }
+
     /// The same elements in a new shape (one size may be -1): a view when the
     /// strides allow, a copy otherwise (`torch.reshape`).
     ///
@@ -147,124 +172,45 @@ impl Tensor {
 
     /// Fallible [`reshape`](Self::reshape).
     pub fn try_reshape(&self, shape: impl ShapeSpec) -> Result<Tensor> {
-        let shape = resolve_shape("reshape", self.shape(), &shape.to_spec())?;
-        if shape == self.shape() {
+        let shape = shape.to_spec();
+        if resolve_shape("reshape", self.shape(), &shape)? == self.shape() {
             return Ok(self.clone());
         }
-        let src = match self.layout().view_strides(&shape) {
-            Some(_) => self.clone(),
-            None => self.contiguous(),
-        };
-        src.try_view_resolved("reshape", shape)
+        try_apply(super::views::Reshape::new(shape), &[self])
     }
 
     /// The same elements in a new shape, always sharing storage (`torch.view`);
     /// panics when the strides don't allow it, saying to use `reshape`.
     #[track_caller]
     pub fn view(&self, shape: impl ShapeSpec) -> Tensor {
-        let shape = resolve_shape("view", self.shape(), &shape.to_spec()).or_panic();
-        self.try_view_resolved("view", shape).or_panic()
-    }
-
-    fn try_view_resolved(&self, op: &'static str, shape: Vec<usize>) -> Result<Tensor> {
-        let Some(strides) = self.layout().view_strides(&shape) else {
-            return Err(Error::shape(
-                op,
-                format!(
-                    "view size {shape:?} is not compatible with the input's shape {:?} and \
-                     strides {:?} (at least one dimension spans across two contiguous \
-                     subspaces); use .reshape(..) instead, or .contiguous() first",
-                    self.shape(),
-                    self.strides()
-                ),
-            ));
-        };
-        let layout = Layout {
-            shape,
-            strides,
-            offset: self.layout().offset,
-        };
-        Ok(self.view_op(
-            "ViewBackward",
-            layout,
-            ReshapeBackward {
-                input_shape: self.shape().to_vec(),
-            },
-        ))
+        apply(super::views::View::new(shape.to_spec()), &[self])
     }
 
     /// Flattens dims `start..=end` into one (`torch.flatten`; `flatten(0, -1)` flattens all).
     #[track_caller]
     pub fn flatten(&self, start: isize, end: isize) -> Tensor {
-        if self.ndim() == 0 {
-            return self.reshape([1]);
-        }
-        let s = norm_dim("flatten", start, self.ndim()).or_panic();
-        let e = norm_dim("flatten", end, self.ndim()).or_panic();
-        assert!(
-            s <= e,
-            "flatten: start_dim {start} comes after end_dim {end}"
-        );
-        let mut shape: Vec<usize> = self.shape()[..s].to_vec();
-        shape.push(self.shape()[s..=e].iter().product());
-        shape.extend_from_slice(&self.shape()[e + 1..]);
-        self.reshape(shape)
+        apply(super::views::Flatten::new(start, end), &[self])
     }
 
     /// Dims reordered: output dim i is input dim `dims[i]` (a view).
     #[track_caller]
     pub fn permute(&self, dims: &[usize]) -> Tensor {
-        let nd = self.ndim();
-        let mut seen = vec![false; nd];
-        assert!(
-            dims.len() == nd
-                && dims
-                    .iter()
-                    .all(|&d| d < nd && !std::mem::replace(&mut seen[d], true)),
-            "permute: {dims:?} is not a permutation of the {nd} dims of a tensor of shape {:?}",
-            self.shape()
-        );
-        let l = self.layout();
-        let layout = Layout {
-            shape: dims.iter().map(|&d| l.shape[d]).collect(),
-            strides: dims.iter().map(|&d| l.strides[d]).collect(),
-            offset: l.offset,
-        };
-        let mut inverse = vec![0; nd];
-        for (i, &d) in dims.iter().enumerate() {
-            inverse[d] = i;
-        }
-        self.view_op("PermuteBackward", layout, PermuteBackward { inverse })
+        apply(super::views::Permute::new(dims.to_vec()), &[self])
     }
 
     /// Swaps two dims (a view).
     #[track_caller]
     pub fn transpose(&self, dim0: isize, dim1: isize) -> Tensor {
-        let nd = self.ndim();
-        if nd == 0 {
+        if self.ndim() == 0 {
             return self.clone();
         }
-        let a = norm_dim("transpose", dim0, nd).or_panic();
-        let b = norm_dim("transpose", dim1, nd).or_panic();
-        let mut dims: Vec<usize> = (0..nd).collect();
-        dims.swap(a, b);
-        self.permute(&dims)
+        apply(super::views::Transpose::new(dim0, dim1), &[self])
     }
 
     /// The transpose of a matrix; 0-d and 1-d tensors are returned as they are (`torch.t`).
     #[track_caller]
     pub fn t(&self) -> Tensor {
-        assert!(
-            self.ndim() <= 2,
-            "t: expects a tensor with <= 2 dimensions, but this one has shape {:?}; use \
-             .transpose(-2, -1) to swap the last two dims",
-            self.shape()
-        );
-        if self.ndim() < 2 {
-            self.clone()
-        } else {
-            self.transpose(0, 1)
-        }
+        apply(super::views::T, &[self])
     }
 
     /// Removes every size-1 dim (a view).
