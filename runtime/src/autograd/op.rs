@@ -142,6 +142,12 @@ pub trait Op: Send + Sync + 'static {
     const VIEW: bool = false;
     /// What backward needs from the forward pass.
     type Saved: Saved;
+    /// The tape node's name for these inputs (PyTorch names some ops by
+    /// their operands: `MmBackward`, `MvBackward`); [`NAME`](Self::NAME) by default.
+    fn name(&self, x: &[&Tensor]) -> &'static str {
+        let _ = x;
+        Self::NAME
+    }
     /// The output's shape, dtype and device; an error names the op, the
     /// inputs' shapes and the fix.
     fn spec(&self, x: &[&Tensor]) -> Result<Spec>;
@@ -175,7 +181,8 @@ pub fn try_apply<O: Op>(op: O, x: &[&Tensor]) -> Result<Tensor> {
     }
     let need: Vec<bool> = x.iter().map(|t| t.requires_grad()).collect();
     let saved = op.save(x, &y, &need);
-    Ok(super::record(O::NAME, x, y, || OpNode::new(op, saved, need)))
+    let name = op.name(x);
+    Ok(super::record(name, x, y, || OpNode::new(op, saved, need)))
 }
 
 /// Runs `op` without recording and returns the output with what backward

@@ -7,7 +7,7 @@ use faer::{Accum, MatMut, MatRef, Par};
 
 use super::reduce::sum_to;
 use super::same_device;
-use crate::autograd::{record, Backward, SavedTensor};
+use crate::autograd::{try_apply, GradSlot, Op, Out, Spec};
 use crate::backend::cpu::sgemm::{self, MatPtr};
 use crate::backend::cpu::SharedPtr;
 use crate::backend::{cpu, Buffer};
@@ -196,10 +196,13 @@ fn as_matrix(t: &Tensor, lhs: bool) -> Tensor {
 
 /// The product of two ≥2-D tensors with broadcast batch dims (no autograd).
 /// Errors name `user`, the shapes the caller passed (before 1-D promotion).
-fn matmul_nd(a: &Tensor, b: &Tensor, user: (&[usize], &[usize])) -> Result<Tensor> {
-    let (an, bn) = (a.ndim(), b.ndim());
-    let (m, k) = (a.shape()[an - 2], a.shape()[an - 1]);
-    let (k2, n) = (b.shape()[bn - 2], b.shape()[bn - 1]);
+/// The broadcast batch dims of the (≥2-D) matrix operands `a` and `b`, after
+/// checking that their inner dims agree; `user` are the shapes as the user
+/// gave them, for the messages.
+fn batch_dims(a: &[usize], b: &[usize], user: (&[usize], &[usize])) -> Result<Vec<usize>> {
+    let (an, bn) = (a.len(), b.len());
+    let (m, k) = (a[an - 2], a[an - 1]);
+    let (k2, n) = (b[bn - 2], b[bn - 1]);
     if k != k2 {
         return Err(Error::shape(
             "matmul",
@@ -211,19 +214,48 @@ fn matmul_nd(a: &Tensor, b: &Tensor, user: (&[usize], &[usize])) -> Result<Tenso
             ),
         ));
     }
-    let batch = broadcast_shapes("matmul", &a.shape()[..an - 2], &b.shape()[..bn - 2]).map_err(
-        |e| match e {
-            Error::Shape { op, msg } => Error::Shape {
-                op,
-                msg: format!(
-                    "the batch dims (all but the last two) of shapes {:?} and {:?} must \
-                     broadcast, but {msg}",
-                    user.0, user.1
-                ),
-            },
-            e => e,
+    broadcast_shapes("matmul", &a[..an - 2], &b[..bn - 2]).map_err(|e| match e {
+        Error::Shape { op, msg } => Error::Shape {
+            op,
+            msg: format!(
+                "the batch dims (all but the last two) of shapes {:?} and {:?} must \
+                 broadcast, but {msg}",
+                user.0, user.1
+            ),
         },
-    )?;
+        e => e,
+    })
+}
+
+/// The shape of `a.matmul(b)` with PyTorch's rules (1-D operands promoted and
+/// squeezed back, batch dims broadcast), or the error naming both shapes.
+pub(crate) fn output_shape(a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
+    if a.is_empty() || b.is_empty() {
+        return Err(Error::shape(
+            "matmul",
+            format!(
+                "both arguments need at least 1 dimension, got shapes {a:?} and {b:?}; use \
+                 * to multiply by a scalar"
+            ),
+        ));
+    }
+    let a2: Vec<usize> = if a.len() == 1 { vec![1, a[0]] } else { a.to_vec() };
+    let b2: Vec<usize> = if b.len() == 1 { vec![b[0], 1] } else { b.to_vec() };
+    let mut shape = batch_dims(&a2, &b2, (a, b))?;
+    if a.len() > 1 {
+        shape.push(a2[a2.len() - 2]);
+    }
+    if b.len() > 1 {
+        shape.push(b2[b2.len() - 1]);
+    }
+    Ok(shape)
+}
+
+fn matmul_nd(a: &Tensor, b: &Tensor, user: (&[usize], &[usize])) -> Result<Tensor> {
+    let (an, bn) = (a.ndim(), b.ndim());
+    let (m, k) = (a.shape()[an - 2], a.shape()[an - 1]);
+    let n = b.shape()[bn - 1];
+    let batch = batch_dims(a.shape(), b.shape(), user)?;
     #[cfg(feature = "cuda")]
     if a.device().is_cuda() {
         return Ok(crate::backend::cuda::ops::matmul(a, b, &batch));
@@ -324,15 +356,73 @@ pub fn matmul_backward(
     (da, db)
 }
 
-struct MatmulBackward {
-    a: SavedTensor,
-    b: SavedTensor,
-    needs: [bool; 2],
-}
-impl Backward for MatmulBackward {
-    fn backward(&self, g: &Tensor) -> Vec<Option<Tensor>> {
-        let (da, db) = matmul_backward(g, self.a.get(), self.b.get(), self.needs);
-        vec![da, db]
+/// `a.matmul(b)` with PyTorch's rules (`torch.matmul`); its tape node is
+/// named as PyTorch's for the operands' ranks (`MmBackward`, `MvBackward`,
+/// `DotBackward`, `BmmBackward`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Matmul;
+
+impl Op for Matmul {
+    const NAME: &'static str = "MmBackward";
+    type Saved = (Option<Tensor>, Option<Tensor>);
+
+    fn name(&self, x: &[&Tensor]) -> &'static str {
+        match (x[0].ndim(), x[1].ndim()) {
+            (1, 1) => "DotBackward",
+            (2, 1) => "MvBackward",
+            (2, 2) => "MmBackward",
+            _ => "BmmBackward",
+        }
+    }
+
+    fn spec(&self, x: &[&Tensor]) -> Result<Spec> {
+        let (a, b) = (x[0], x[1]);
+        same_device("matmul", a, b)?;
+        Ok(Spec {
+            shape: output_shape(a.shape(), b.shape())?,
+            dtype: DType::promote(a.dtype(), b.dtype()),
+            device: a.device(),
+        })
+    }
+
+    fn forward(&self, x: &[&Tensor], out: &mut Out<'_>) {
+        let (a, b) = (x[0], x[1]);
+        let dt = out.spec().dtype;
+        // Integers multiply in f64 and come back as i64.
+        let work = if dt.is_float() { dt } else { DType::F64 };
+        let (ac, bc) = (
+            super::elementwise::cast(a, work),
+            super::elementwise::cast(b, work),
+        );
+        let y = matmul_nd(
+            &as_matrix(&ac, true),
+            &as_matrix(&bc, false),
+            (a.shape(), b.shape()),
+        )
+        .or_panic();
+        out.set(y.reshape(out.spec().shape.as_slice()))
+    }
+
+    fn save(&self, x: &[&Tensor], _: &Tensor, need: &[bool]) -> Self::Saved {
+        // Each gradient reads the other operand and both shapes.
+        let any = need.iter().any(|&n| n);
+        (any.then(|| x[0].clone()), any.then(|| x[1].clone()))
+    }
+
+    fn backward(&self, s: &Self::Saved, g: &Tensor, grads: &mut [GradSlot<'_>]) {
+        let need = [grads[0].needed(), grads[1].needed()];
+        // Only the shapes of the operand that is not saved are needed.
+        let (a, b) = match s {
+            (Some(a), Some(b)) => (a.clone(), b.clone()),
+            _ => unreachable!("matmul saves both operands when either needs a gradient"),
+        };
+        let (da, db) = matmul_backward(g, &a, &b, need);
+        if let Some(da) = da {
+            grads[0].add(da);
+        }
+        if let Some(db) = db {
+            grads[1].add(db);
+        }
     }
 }
 
@@ -355,53 +445,7 @@ impl Tensor {
 
     /// Fallible [`matmul`](Self::matmul).
     pub fn try_matmul(&self, other: &Tensor) -> Result<Tensor> {
-        same_device("matmul", self, other)?;
-        if self.ndim() == 0 || other.ndim() == 0 {
-            return Err(Error::shape(
-                "matmul",
-                format!(
-                    "both arguments need at least 1 dimension, got shapes {:?} and {:?}; use \
-                     * to multiply by a scalar",
-                    self.shape(),
-                    other.shape()
-                ),
-            ));
-        }
-        let mut dt = DType::promote(self.dtype(), other.dtype());
-        let int_result = !dt.is_float();
-        if int_result {
-            dt = DType::F64;
-        }
-        let a = super::elementwise::cast(self, dt);
-        let b = super::elementwise::cast(other, dt);
-        let out = matmul_nd(
-            &as_matrix(&a, true),
-            &as_matrix(&b, false),
-            (self.shape(), other.shape()),
-        )?;
-        // Drop the dims that 1-D operands were promoted with.
-        let mut shape = out.shape().to_vec();
-        if other.ndim() == 1 {
-            shape.pop();
-        }
-        if self.ndim() == 1 {
-            shape.remove(shape.len() - 1 - (other.ndim() != 1) as usize);
-        }
-        let out = out.reshape(shape);
-        if int_result {
-            return Ok(out.to_dtype(DType::I64));
-        }
-        let name = match (self.ndim(), other.ndim()) {
-            (1, 1) => "DotBackward",
-            (2, 1) => "MvBackward",
-            (2, 2) => "MmBackward",
-            _ => "BmmBackward",
-        };
-        Ok(record(name, &[self, other], out, || MatmulBackward {
-            a: SavedTensor::new(self),
-            b: SavedTensor::new(other),
-            needs: [self.requires_grad(), other.requires_grad()],
-        }))
+        try_apply(Matmul, &[self, other])
     }
 
     /// Matrix product of two 2-D tensors (`torch.mm`).

@@ -7,10 +7,10 @@ pub(crate) mod elementwise;
 pub(crate) mod inplace;
 pub(crate) mod into;
 pub(crate) mod loss;
-pub(crate) mod matmul;
-pub(crate) mod reduce;
+pub mod matmul;
+pub mod reduce;
 pub(crate) mod shape;
-pub(crate) mod softmax;
+pub mod softmax;
 pub mod binary;
 pub mod registry;
 pub mod unary;
@@ -19,6 +19,9 @@ pub(crate) use reduce::sum_to;
 
 pub use crate::autograd::{GradSlot, Op, Out, Spec};
 pub use binary::{Add, Binary, Div, Mul, Sub};
+pub use matmul::Matmul;
+pub use reduce::{Cumsum, Logsumexp, Mean, MeanDim, Sum, SumDim};
+pub use softmax::{LogSoftmax, Softmax};
 pub use views::{Flatten, Permute, Reshape, Transpose, View, T};
 pub use unary::{
     AddScalar, DivScalar, Elu, Exp, Gelu, GeluErf, GeluTanh, Hardtanh, LeakyRelu, Log, Logsigmoid,

@@ -380,6 +380,48 @@ pub(crate) fn zip_to<A, B, U>(
     }
 }
 
+/// Running sums of contiguous `src` viewed as `[outer, len, inner]`, along
+/// the middle dim (from its end when `reverse`), into `out` of the same size.
+pub(crate) fn scan_to<U>(out: Sink<'_, U>, src: &[U], (outer, len, inner): (usize, usize, usize), reverse: bool)
+where
+    U: Copy + Send + Sync + Default + std::ops::Add<Output = U>,
+{
+    fn run<U, S>(out: Dst<'_, U, S>, src: &[U], (outer, len, inner): (usize, usize, usize), reverse: bool)
+    where
+        U: Copy + Send + Sync + Default + std::ops::Add<Output = U>,
+        S: Store<U>,
+    {
+        let block = len * inner;
+        assert!(
+            out.len() == outer * block && src.len() >= outer * block,
+            "scan: destination or source smaller than {outer} x {len} x {inner}"
+        );
+        let (ptr, store) = (out.ptr, out.store);
+        let one = |o: usize| {
+            let mut acc = vec![U::default(); inner];
+            for j in 0..len {
+                let j = if reverse { len - 1 - j } else { j };
+                let at = o * block + j * inner;
+                for (i, a) in acc.iter_mut().enumerate() {
+                    *a = *a + src[at + i];
+                    // SAFETY: at + i < outer * block = out.len(), checked above;
+                    // parallel parts take distinct `o`.
+                    unsafe { store.put(ptr.get().add(at + i), *a) };
+                }
+            }
+        };
+        if outer * block >= PAR_THRESHOLD && outer > 1 {
+            par_parts(outer, one);
+        } else {
+            (0..outer).for_each(one);
+        }
+    }
+    match out {
+        Sink::Write(d) => run(d, src, (outer, len, inner), reverse),
+        Sink::Add(d) => run(d, src, (outer, len, inner), reverse),
+    }
+}
+
 /// Builds a vector of `n` elements whose range `[start, start + chunk.len())` is
 /// written by `fill(start, chunk)`, in parallel when `n` is large.
 pub(crate) fn build_vec<U: Send>(

@@ -70,6 +70,12 @@ impl ElementwiseModule {
         }
     }
 
+    /// Adds a kernel written by the op itself (not elementwise), whole.
+    pub(crate) fn add_raw(&mut self, name: &str, ptx: &str) {
+        self.source.push_str(ptx);
+        self.kernels.push(name.to_string());
+    }
+
     /// The name of a kernel `add` wrote.
     pub(crate) fn kernel_name(stem: &str, d: DType, strided: bool) -> String {
         format!("{stem}_{}_{}", ptx::dname(d), if strided { "s" } else { "c" })
@@ -89,6 +95,17 @@ impl ElementwiseModule {
     pub(crate) fn has(&self, name: &str) -> bool {
         self.kernels.iter().any(|k| k == name)
     }
+}
+
+/// The short name of a dtype in kernel names (`f32`, `i64`, `u8`).
+pub(crate) fn dtype_name(d: DType) -> &'static str {
+    ptx::dname(d)
+}
+
+/// One kernel parameter, by value.
+pub(crate) enum Arg {
+    U32(u32),
+    U64(u64),
 }
 
 /// Allocation counters of one GPU's caching allocator.

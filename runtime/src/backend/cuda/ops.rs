@@ -161,6 +161,30 @@ pub(crate) fn ew_module(
     )
 }
 
+/// Runs kernel `name` of an op's module (`gen`, key `key`) on the device of
+/// `on`, with one thread per each of `threads` items, blocks of 256, and the
+/// parameters `args` in the kernel's order.
+pub(crate) fn launch_module(
+    on: &CudaBuffer,
+    key: &'static str,
+    gen: fn() -> super::ElementwiseModule,
+    name: &str,
+    threads: usize,
+    args: &mut [super::Arg],
+) {
+    let c = on.ctx().clone();
+    let m = c.op_module(key, gen);
+    let mut ptrs: Vec<*mut c_void> = args
+        .iter_mut()
+        .map(|a| match a {
+            super::Arg::U32(v) => (v as *mut u32).cast(),
+            super::Arg::U64(v) => (v as *mut u64).cast(),
+        })
+        .collect();
+    let blocks = threads.div_ceil(256).max(1) as u32;
+    super::launch_in(&c, &m.module, name, (blocks, 1, 1), 256, &mut ptrs);
+}
+
 fn ew_launch_in(
     module: Option<&cust::module::Module>,
     name: impl Fn(bool) -> String,
