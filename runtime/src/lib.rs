@@ -30,6 +30,7 @@ pub mod nn;
 pub mod ops;
 pub mod optim;
 mod random;
+pub mod size;
 mod tensor;
 pub mod train;
 pub mod vjp;

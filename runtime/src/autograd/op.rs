@@ -29,11 +29,14 @@ use crate::tensor::{DType, Tensor};
 
 use super::{needs_grad, Backward};
 
+/// A shape held inline up to 6 dims: an op's spec costs no allocation.
+pub type Shape = smallvec::SmallVec<[usize; 6]>;
+
 /// The shape, dtype and device of an op's output.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Spec {
     /// The output's shape.
-    pub shape: Vec<usize>,
+    pub shape: Shape,
     /// Its element type.
     pub dtype: DType,
     /// Where it lives.
@@ -44,7 +47,7 @@ impl Spec {
     /// The spec of a tensor like `t`.
     pub fn like(t: &Tensor) -> Spec {
         Spec {
-            shape: t.shape().to_vec(),
+            shape: Shape::from_slice(t.shape()),
             dtype: t.dtype(),
             device: t.device(),
         }
@@ -137,6 +140,9 @@ impl<A: Saved, B: Saved, C: Saved> Saved for (A, B, C) {
 pub trait Op: Send + Sync + 'static {
     /// The name of the tape node (`grad_fn`), PyTorch's where one exists.
     const NAME: &'static str;
+    /// What the op does to the size `network!` checks at compile time
+    /// (`Same` for elementwise ops; unknown by default).
+    const SIZE: crate::size::SizeRule = crate::size::SizeRule::Unknown;
     /// Whether the output is a view of the input (reshape, transpose):
     /// the buffer-reusing path then keeps the view instead of copying it.
     const VIEW: bool = false;
@@ -197,18 +203,35 @@ pub fn forward_saving<O: Op>(op: &O, x: &[&Tensor], need: &[bool]) -> (Tensor, O
 }
 
 /// Runs `op` into the tensor kept in `slot` (replaced by a new one when it
-/// does not fit the output or is shared), without recording: the
-/// buffer-reusing path's forward. Returns the output.
-pub fn forward_into<'s, O: Op>(op: &O, x: &[&Tensor], slot: &'s mut Option<Tensor>) -> &'s Tensor {
+/// does not fit the output or is shared), without recording, and keeps what
+/// backward needs in `saved`: the buffer-reusing path's forward. Returns the output.
+pub fn forward_into<'s, O: Op>(
+    op: &O,
+    x: &[&Tensor],
+    need: &[bool],
+    slot: &'s mut Option<Tensor>,
+    saved: Option<&mut Option<O::Saved>>,
+) -> &'s Tensor {
+    let y = forward_into_slot(op, x, slot);
+    if let Some(saved) = saved {
+        *saved = Some(op.save(x, y, need));
+    }
+    y
+}
+
+fn forward_into_slot<'s, O: Op>(op: &O, x: &[&Tensor], slot: &'s mut Option<Tensor>) -> &'s Tensor {
     let spec = crate::error::OrPanic::or_panic(op.spec(x));
     if O::VIEW {
         let mut out = Out::fresh(spec);
         op.forward(x, &mut out);
         return slot.insert(out.finish());
     }
+    // A workspace's buffers are overwritten step after step (handles to
+    // them that other layers of the workspace keep are re-set in the same
+    // step); only an input that views the buffer itself forbids it.
     let reusable = slot
         .as_ref()
-        .is_some_and(|t| spec.fits(t) && exclusive(t, 1) && !x.iter().any(|i| i.shares_storage(t)));
+        .is_some_and(|t| spec.fits(t) && !x.iter().any(|i| i.shares_storage(t)));
     if reusable {
         let t = slot.as_ref().expect("checked above");
         op.forward(x, &mut Out::into(t, false));
@@ -332,6 +355,31 @@ impl<'a> Out<'a> {
         }
     }
 
+    /// Runs a CPU kernel that needs the destination as a plain slice (one
+    /// that reads back what it wrote, such as a row-wise softmax): `k` gets
+    /// the elements and whether to add into them. A fresh output is zeroed
+    /// first (a slice of uninitialised memory would not be sound).
+    pub(crate) fn host_slice<T: Host + Default>(&mut self, k: impl FnOnce(&mut [T], bool)) {
+        debug_assert_eq!(T::DTYPE, self.spec.dtype);
+        match &mut self.target {
+            Target::Fresh(slot) => {
+                let n = self.spec.shape.iter().product();
+                let mut v = vec![T::default(); n];
+                k(&mut v, false);
+                *slot = Some(Tensor::from_buffer(
+                    T::wrap(v),
+                    &self.spec.shape,
+                    self.spec.device,
+                ));
+            }
+            Target::Into(t, acc) => {
+                let (off, n) = (t.layout().offset, t.numel());
+                let mut g = t.storage().write();
+                k(&mut T::of_mut(&mut g)[off..off + n], *acc)
+            }
+        }
+    }
+
     /// The destination tensor for a device kernel that writes it (a new,
     /// uninitialised one for a fresh output), and whether to accumulate.
     #[cfg(feature = "cuda")]
@@ -410,11 +458,7 @@ impl<'a> GradSlot<'a> {
             // The first contribution is kept as a handle: no copy.
             None => *self.sum = Some(g),
             Some(prev) if prev.shape() == g.shape() => {
-                let spec = Spec {
-                    shape: prev.shape().to_vec(),
-                    dtype: prev.dtype(),
-                    device: prev.device(),
-                };
+                let spec = Spec::like(&prev);
                 self.add_with(spec, |out| out.set(g), Some(prev));
             }
             Some(prev) => *self.sum = Some(crate::autograd::no_grad(|| &prev + &g)),
@@ -439,10 +483,18 @@ impl<'a> GradSlot<'a> {
                 .and_then(|b| b.as_ref())
                 .is_some_and(|b| b.shares_storage(p))
         };
+        // With a buffer, what is ours is the buffer; without one, a tensor
+        // nobody else holds (made by an earlier contribution of this backward).
+        let owned = |p: &Tensor, buf: &Option<&mut Option<Tensor>>| {
+            if buf.is_some() {
+                in_buf(p, buf)
+            } else {
+                exclusive(p, 1)
+            }
+        };
         match prev {
-            // Ours alone (made by an earlier contribution of this backward, or
-            // the buffer's tensor): accumulate in place.
-            Some(p) if spec.fits(&p) && exclusive(&p, 1 + in_buf(&p, &self.buf) as usize) => {
+            // Ours: accumulate in place.
+            Some(p) if spec.fits(&p) && owned(&p, &self.buf) => {
                 kernel(&mut Out::into(&p, true));
                 *self.sum = Some(p);
             }
@@ -481,9 +533,9 @@ impl<'a> GradSlot<'a> {
     /// or when it is still shared; `None` without a buffer. Never `avoid`'s storage.
     fn reusable_buffer(&mut self, spec: &Spec, avoid: Option<&Tensor>) -> Option<Tensor> {
         let buf = self.buf.as_mut()?;
-        let ok = buf.as_ref().is_some_and(|b| {
-            spec.fits(b) && exclusive(b, 1) && !avoid.is_some_and(|a| b.shares_storage(a))
-        });
+        let ok = buf
+            .as_ref()
+            .is_some_and(|b| spec.fits(b) && !avoid.is_some_and(|a| b.shares_storage(a)));
         if !ok {
             **buf = Some(crate::autograd::no_grad(|| {
                 Tensor::zeros_opts(

@@ -88,6 +88,10 @@ impl Forward for Linear {
 impl Differentiable for Linear {
     /// The input.
     type Saved = Tensor;
+    const SIZE: crate::size::SizeRule = crate::size::SizeRule::Maps {
+        input: 0,
+        output: 1,
+    };
 
     fn forward_train(&self, x: &Tensor) -> (Tensor, Tensor) {
         let y = no_grad(|| self.forward(x));

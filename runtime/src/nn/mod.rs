@@ -16,7 +16,10 @@ mod loss;
 mod module;
 mod sequential;
 
-pub use activation::{Dropout, Flatten, Identity, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh};
+pub use activation::{
+    Dropout, Flatten, Hardtanh, Identity, LeakyReLU, LogSigmoid, LogSoftmax, Mish, OpWorkspace, ReLU,
+    SiLU, Sigmoid, Softmax, Softplus, Tanh, ELU, GELU,
+};
 pub use linear::{LayerWorkspace, Linear};
 pub use loss::{
     BCELoss, BCEWithLogitsLoss, BceWithLogitsOptions, CrossEntropyLoss, CrossEntropyOptions,

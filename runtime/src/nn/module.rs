@@ -230,6 +230,13 @@ pub trait Differentiable: Module + Forward {
     /// Exactly what backward needs from the forward pass.
     type Saved: Send;
 
+    /// What the layer does to the size `network!` checks at compile time:
+    /// `Maps { input, output }` names the constructor arguments giving the
+    /// size it expects and the size it produces (`Linear(in, out)`), `Same`
+    /// passes it through (activations), `Unknown` (the default) ends the
+    /// check. See [`crate::size`].
+    const SIZE: crate::size::SizeRule = crate::size::SizeRule::Unknown;
+
     /// The output, and what backward will need.
     fn forward_train(&self, x: &Tensor) -> (Tensor, Self::Saved);
 

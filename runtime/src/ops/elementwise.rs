@@ -322,13 +322,43 @@ impl Backward for PowBackward {
     }
 }
 
-struct PowScalarBackward {
-    x: SavedTensor,
-    p: f64,
+/// `x.pow(p)` for a number `p` (`x ** p`): squares, small integer powers
+/// (repeated multiplication, as `powi`) and other powers (`powf`).
+#[derive(Clone, Copy, Debug)]
+pub struct Pow {
+    /// The exponent.
+    pub p: f64,
 }
-impl Backward for PowScalarBackward {
-    fn backward(&self, g: &Tensor) -> Vec<Option<Tensor>> {
-        vec![Some(pow_scalar_backward(self.x.get(), self.p, g))]
+
+impl Pow {
+    /// To the power `p` (any number type: `Pow::new(3)`).
+    pub fn new(p: impl Into<f64>) -> Self {
+        Pow { p: p.into() }
+    }
+}
+
+impl crate::autograd::Op for Pow {
+    const NAME: &'static str = "PowBackward";
+    const SIZE: crate::size::SizeRule = crate::size::SizeRule::Same;
+    type Saved = Tensor;
+    fn spec(&self, x: &[&Tensor]) -> Result<crate::autograd::Spec> {
+        unary::spec(x)
+    }
+    fn forward(&self, x: &[&Tensor], out: &mut crate::autograd::Out<'_>) {
+        let (x, p) = (x[0], self.p);
+        out.set(if p == 2.0 {
+            float_map!(x, Ew::Square, |x| x * x)
+        } else if p.fract() == 0.0 && p.abs() < 64.0 {
+            float_map!(x, Ew::PowI, p, |x| x.powi(p as i32))
+        } else {
+            float_map!(x, Ew::PowF, p, |x| x.powf(p as F))
+        })
+    }
+    fn save(&self, x: &[&Tensor], _: &Tensor, _: &[bool]) -> Tensor {
+        x[0].clone()
+    }
+    fn backward(&self, x: &Tensor, g: &Tensor, grads: &mut [crate::autograd::GradSlot<'_>]) {
+        grads[0].add(pow_scalar_backward(x, self.p, g))
     }
 }
 
@@ -393,17 +423,7 @@ impl Tensor {
 
     /// Elementwise `self ^ p` for a number `p` (`x ** 2`).
     pub fn pow_scalar(&self, p: f64) -> Tensor {
-        let out = if p == 2.0 {
-            float_map!(self, Ew::Square, |x| x * x)
-        } else if p.fract() == 0.0 && p.abs() < 64.0 {
-            float_map!(self, Ew::PowI, p, |x| x.powi(p as i32))
-        } else {
-            float_map!(self, Ew::PowF, p, |x| x.powf(p as F))
-        };
-        record("PowBackward", &[self], out, || PowScalarBackward {
-            x: SavedTensor::new(self),
-            p,
-        })
+        apply(Pow::new(p), &[self])
     }
 
     /// Elementwise larger of two tensors, with broadcasting (`torch.maximum`).

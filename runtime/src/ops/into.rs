@@ -31,7 +31,6 @@ use crate::tensor::{DType, Float, Layout, Tensor};
 /// The float element types the kernels are written for (f32 and f64): the
 /// tensor's own [`Float`] math, plus what only these kernels need.
 pub(crate) trait Real: Float {
-    fn ln_1p(self) -> Self;
     fn of(b: &Buffer) -> &[Self];
     fn of_mut(b: &mut Buffer) -> &mut [Self];
     /// `c (+)= a · b` on one thread, for `c` row-major with row stride `ldc`.
@@ -95,10 +94,6 @@ impl<T> Mat<T> {
 macro_rules! real {
     ($t:ty, $variant:ident, $dtype:ident) => {
         impl Real for $t {
-            #[inline(always)]
-            fn ln_1p(self) -> Self {
-                <$t>::ln_1p(self)
-            }
             fn of(b: &Buffer) -> &[Self] {
                 match b {
                     Buffer::$variant(v) => v,
@@ -447,18 +442,6 @@ pub(crate) fn add_into(out: &Tensor, g: &Tensor, acc: bool) {
     by_dtype!("add_into", out.dtype(), k::<T>(out, g, acc))
 }
 
-/// `out = a + b` elementwise (same shapes).
-pub(crate) fn sum2_into(out: &Tensor, a: &Tensor, b: &Tensor) {
-    assert_eq!(a.shape(), b.shape(), "sum2_into: shapes differ");
-    check_out("add", out, a.shape(), &[a, b]);
-    fn k<T: Real>(out: &Tensor, a: &Tensor, b: &Tensor) {
-        with_bufs::<T, 2, _>(out, [a, b], |o, [sa, sb]| {
-            each2(sa, a.layout(), sb, b.layout(), |i, x, y| o[i] = x + y)
-        });
-    }
-    by_dtype!("add", out.dtype(), k::<T>(out, a, b))
-}
-
 /// `out = a * b` elementwise (same shapes).
 pub(crate) fn mul_into(out: &Tensor, a: &Tensor, b: &Tensor, acc: bool) {
     assert_eq!(a.shape(), b.shape(), "mul_into: shapes differ");
@@ -471,103 +454,6 @@ pub(crate) fn mul_into(out: &Tensor, a: &Tensor, b: &Tensor, acc: bool) {
         });
     }
     by_dtype!("mul", out.dtype(), k::<T>(out, a, b, acc))
-}
-
-/// An elementwise activation with a gradient computed from its output.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Act {
-    Relu,
-    Sigmoid,
-    Tanh,
-}
-
-impl Act {
-    #[inline(always)]
-    fn apply<T: Real>(self, x: T) -> T {
-        match self {
-            Act::Relu => {
-                if x > T::ZERO {
-                    x
-                } else {
-                    T::ZERO
-                }
-            }
-            // The tape's formula (ops/activation.rs), stable for large |x|.
-            Act::Sigmoid => {
-                if x >= T::ZERO {
-                    T::ONE / (T::ONE + (-x).exp())
-                } else {
-                    let e = x.exp();
-                    e / (T::ONE + e)
-                }
-            }
-            Act::Tanh => x.tanh(),
-        }
-    }
-    /// dL/dx from the output `y` and dL/dy `d` (the tape's kernels).
-    #[inline(always)]
-    fn grad<T: Real>(self, y: T, d: T) -> T {
-        match self {
-            Act::Relu => {
-                if y > T::ZERO {
-                    d
-                } else {
-                    T::ZERO
-                }
-            }
-            Act::Sigmoid => d * y * (T::ONE - y),
-            Act::Tanh => d * (T::ONE - y * y),
-        }
-    }
-}
-
-/// `out = act(x)`.
-pub(crate) fn act_into(act: Act, out: &Tensor, x: &Tensor) {
-    check_out("activation", out, x.shape(), &[x]);
-    fn k<T: Real>(act: Act, out: &Tensor, x: &Tensor) {
-        with_bufs::<T, 1, _>(out, [x], |o, [xs]| {
-            let l = x.layout();
-            if l.is_contiguous() {
-                let s = &xs[l.offset..l.offset + o.len()];
-                match act {
-                    // Monomorphic loops vectorise.
-                    Act::Relu => o
-                        .iter_mut()
-                        .zip(s)
-                        .for_each(|(o, &v)| *o = Act::Relu.apply(v)),
-                    Act::Sigmoid => o
-                        .iter_mut()
-                        .zip(s)
-                        .for_each(|(o, &v)| *o = Act::Sigmoid.apply(v)),
-                    Act::Tanh => o
-                        .iter_mut()
-                        .zip(s)
-                        .for_each(|(o, &v)| *o = Act::Tanh.apply(v)),
-                }
-            } else {
-                each(xs, l, |i, v| o[i] = act.apply(v));
-            }
-        });
-    }
-    by_dtype!("activation", out.dtype(), k::<T>(act, out, x))
-}
-
-/// `out (+)= act'(x) · g`, from the activation's output `y`.
-pub(crate) fn act_backward_into(act: Act, out: &Tensor, y: &Tensor, g: &Tensor, acc: bool) {
-    assert_eq!(y.shape(), g.shape(), "activation backward: shapes differ");
-    check_out("activation backward", out, y.shape(), &[y, g]);
-    fn k<T: Real>(act: Act, out: &Tensor, y: &Tensor, g: &Tensor, acc: bool) {
-        with_bufs::<T, 2, _>(out, [y, g], |o, [ys, gs]| {
-            each2(ys, y.layout(), gs, g.layout(), |i, v, d| {
-                put(&mut o[i], act.grad(v, d), acc)
-            })
-        });
-    }
-    by_dtype!(
-        "activation backward",
-        out.dtype(),
-        k::<T>(act, out, y, g, acc)
-    )
 }
 
 /// `out = x · mask` where the mask keeps each element with probability
@@ -793,127 +679,6 @@ pub(crate) fn linear_backward_into(
 
 // ---------------------------------------------------------------- softmax
 
-/// `(outer, n, inner)` of a contiguous shape split at `dim`.
-fn split_at_dim(shape: &[usize], dim: usize) -> (usize, usize, usize) {
-    let outer = shape[..dim].iter().product();
-    let inner = shape[dim + 1..].iter().product();
-    (outer, shape[dim], inner)
-}
-
-/// `out = softmax(x, dim)` or `log_softmax(x, dim)` (shifted by the max, as
-/// the allocating op), for a contiguous `x`.
-pub(crate) fn softmax_into(out: &Tensor, x: &Tensor, dim: usize, log: bool) {
-    assert!(
-        x.is_contiguous(),
-        "softmax_into: the input must be contiguous"
-    );
-    check_out("softmax", out, x.shape(), &[x]);
-    let (outer, n, inner) = split_at_dim(x.shape(), dim);
-    fn k<T: Real>(out: &Tensor, x: &Tensor, dims: (usize, usize, usize), log: bool) {
-        let (outer, n, inner) = dims;
-        with_bufs::<T, 1, _>(out, [x], |o, [xs]| {
-            let xs = &xs[x.layout().offset..x.layout().offset + o.len()];
-            for a in 0..outer {
-                for c in 0..inner {
-                    let at = |i: usize| a * n * inner + i * inner + c;
-                    let mut m = xs[at(0)];
-                    for i in 1..n {
-                        let v = xs[at(i)];
-                        if v > m || v.is_nan() {
-                            m = v;
-                        }
-                    }
-                    let mut s = T::ZERO;
-                    for i in 0..n {
-                        let e = (xs[at(i)] - m).exp();
-                        s += e;
-                        if !log {
-                            o[at(i)] = e;
-                        }
-                    }
-                    if log {
-                        let lse = s.ln();
-                        for i in 0..n {
-                            o[at(i)] = (xs[at(i)] - m) - lse;
-                        }
-                    } else {
-                        for i in 0..n {
-                            o[at(i)] = o[at(i)] / s;
-                        }
-                    }
-                }
-            }
-        });
-    }
-    if n == 0 {
-        return;
-    }
-    by_dtype!(
-        "softmax",
-        out.dtype(),
-        k::<T>(out, x, (outer, n, inner), log)
-    )
-}
-
-/// `out (+)=` the softmax (`y·(g - Σ g·y)`) or log-softmax (`g - exp(y)·Σ g`)
-/// input gradient from the output `y` (contiguous) and `g`.
-pub(crate) fn softmax_backward_into(
-    out: &Tensor,
-    y: &Tensor,
-    g: &Tensor,
-    dim: usize,
-    log: bool,
-    acc: bool,
-) {
-    assert!(
-        y.is_contiguous() && g.is_contiguous() && y.shape() == g.shape(),
-        "softmax backward: the output and its gradient must be contiguous and of one shape"
-    );
-    check_out("softmax backward", out, y.shape(), &[y, g]);
-    let (outer, n, inner) = split_at_dim(y.shape(), dim);
-    fn k<T: Real>(
-        out: &Tensor,
-        y: &Tensor,
-        g: &Tensor,
-        dims: (usize, usize, usize),
-        log: bool,
-        acc: bool,
-    ) {
-        let (outer, n, inner) = dims;
-        with_bufs::<T, 2, _>(out, [y, g], |o, [ys, gs]| {
-            let ys = &ys[y.layout().offset..y.layout().offset + o.len()];
-            let gs = &gs[g.layout().offset..g.layout().offset + o.len()];
-            for a in 0..outer {
-                for c in 0..inner {
-                    let at = |i: usize| a * n * inner + i * inner + c;
-                    let mut s = T::ZERO;
-                    for i in 0..n {
-                        s += if log {
-                            gs[at(i)]
-                        } else {
-                            gs[at(i)] * ys[at(i)]
-                        };
-                    }
-                    for i in 0..n {
-                        let (yv, gv) = (ys[at(i)], gs[at(i)]);
-                        let v = if log {
-                            gv - yv.exp() * s
-                        } else {
-                            yv * (gv - s)
-                        };
-                        put(&mut o[at(i)], v, acc);
-                    }
-                }
-            }
-        });
-    }
-    by_dtype!(
-        "softmax backward",
-        out.dtype(),
-        k::<T>(out, y, g, (outer, n, inner), log, acc)
-    )
-}
-
 // ---------------------------------------------------------------- losses
 
 /// Checks a 0-d/one-element loss buffer and a gradient buffer shaped like `input`.
@@ -970,7 +735,7 @@ pub fn bce_with_logits_into(input: &Tensor, target: &Tensor, loss: &Tensor, grad
                 let relu = if x > T::ZERO { x } else { T::ZERO };
                 let l = relu - x * t + (-x.abs()).exp().ln_1p();
                 total += l.to_f64();
-                o[i] = (Act::Sigmoid.apply(x) - t) * inv;
+                o[i] = (x.sigmoid() - t) * inv;
             });
             total
         });
@@ -1232,60 +997,6 @@ mod tests {
     }
 
     #[test]
-    fn activations_and_their_gradients_match_the_tape_kernels() {
-        let x = filled(&[7, 9], 5, DType::F64) * 8.0;
-        let g = filled(&[7, 9], 6, DType::F64);
-        for (act, y_ref) in [
-            (Act::Relu, x.relu()),
-            (Act::Sigmoid, x.sigmoid()),
-            (Act::Tanh, x.tanh()),
-        ] {
-            let y = x.zeros_like();
-            act_into(act, &y, &x);
-            assert_eq!(f64s(&y), f64s(&y_ref), "{act:?}");
-            let dx_ref = match act {
-                Act::Relu => crate::vjp::relu(&y, &g),
-                Act::Sigmoid => crate::vjp::sigmoid(&y, &g),
-                Act::Tanh => crate::vjp::tanh(&y, &g),
-            };
-            let dx = x.ones_like();
-            act_backward_into(act, &dx, &y, &g, true);
-            let want: Vec<f64> = f64s(&dx_ref).iter().map(|v| v + 1.0).collect();
-            assert_eq!(f64s(&dx), want, "{act:?} backward, accumulated");
-        }
-        // A strided input.
-        let xt = x.t();
-        let y = xt.contiguous().zeros_like();
-        act_into(Act::Relu, &y, &xt);
-        assert_eq!(f64s(&y), f64s(&xt.relu()));
-    }
-
-    #[test]
-    fn softmax_kernels_match_the_allocating_ops() {
-        let x = filled(&[3, 4, 5], 7, DType::F64) * 20.0;
-        let g = filled(&[3, 4, 5], 8, DType::F64);
-        for dim in 0..3 {
-            for log in [false, true] {
-                let y = x.zeros_like();
-                softmax_into(&y, &x, dim, log);
-                let y_ref = if log {
-                    x.log_softmax(dim as isize)
-                } else {
-                    x.softmax(dim as isize)
-                };
-                assert_close(&f64s(&y), &f64s(&y_ref), 1e-14, "softmax");
-                let dx = x.zeros_like();
-                softmax_backward_into(&dx, &y, &g, dim, log, false);
-                let dx_ref = if log {
-                    crate::vjp::log_softmax(&y, &g, dim as isize)
-                } else {
-                    crate::vjp::softmax(&y, &g, dim as isize)
-                };
-                assert_close(&f64s(&dx), &f64s(&dx_ref), 1e-14, "softmax backward");
-            }
-        }
-    }
-
     /// Reference values printed by PyTorch 2.15 (CPU, f64):
     /// ```python
     /// x = torch.tensor([[1000., 0., -1000.], [.5, -1.5, 2.], [3., 3., 3.], [-2., 1., 0.]],

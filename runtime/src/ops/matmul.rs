@@ -379,7 +379,7 @@ impl Op for Matmul {
         let (a, b) = (x[0], x[1]);
         same_device("matmul", a, b)?;
         Ok(Spec {
-            shape: output_shape(a.shape(), b.shape())?,
+            shape: output_shape(a.shape(), b.shape())?.into(),
             dtype: DType::promote(a.dtype(), b.dtype()),
             device: a.device(),
         })

@@ -4,6 +4,7 @@
 
 pub(crate) mod activation;
 pub(crate) mod elementwise;
+pub use elementwise::Pow;
 pub(crate) mod inplace;
 pub(crate) mod into;
 pub(crate) mod loss;

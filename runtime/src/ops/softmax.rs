@@ -3,7 +3,8 @@
 
 use crate::autograd::{apply, GradSlot, Op, Out, Spec};
 use crate::error::Result;
-use crate::tensor::{norm_dim, Tensor};
+use crate::backend::Host;
+use crate::tensor::{norm_dim, DType, Float, Tensor};
 
 /// dL/dx of `y = softmax(x, dim)` from the output: `y * (dy - Σ_dim dy·y)`.
 pub fn softmax_backward(y: &Tensor, dy: &Tensor, dim: isize) -> Tensor {
@@ -34,20 +35,39 @@ impl Softmax {
     }
 }
 
-/// `log_softmax(x, dim)`: [`Softmax`] in log space.
+/// `log_softmax(x, dim)`: [`Softmax`] in log space, as its own op type
+/// (`network!`'s `log_softmax(x, dim)`).
 #[derive(Clone, Copy, Debug)]
-pub struct LogSoftmax;
+pub struct LogSoftmax(Softmax);
 
 impl LogSoftmax {
     /// Log-softmax over `dim`.
-    #[allow(clippy::new_ret_no_self)]
-    pub fn new(dim: isize) -> Softmax {
-        Softmax { dim, log: true }
+    pub fn new(dim: isize) -> Self {
+        LogSoftmax(Softmax { dim, log: true })
+    }
+}
+
+impl Op for LogSoftmax {
+    const NAME: &'static str = "LogSoftmaxBackward";
+    const SIZE: crate::size::SizeRule = crate::size::SizeRule::Same;
+    type Saved = Tensor;
+    fn spec(&self, x: &[&Tensor]) -> Result<Spec> {
+        self.0.spec(x)
+    }
+    fn forward(&self, x: &[&Tensor], out: &mut Out<'_>) {
+        self.0.forward(x, out)
+    }
+    fn save(&self, x: &[&Tensor], y: &Tensor, need: &[bool]) -> Tensor {
+        self.0.save(x, y, need)
+    }
+    fn backward(&self, y: &Tensor, g: &Tensor, grads: &mut [GradSlot<'_>]) {
+        self.0.backward(y, g, grads)
     }
 }
 
 impl Op for Softmax {
     const NAME: &'static str = "SoftmaxBackward";
+    const SIZE: crate::size::SizeRule = crate::size::SizeRule::Same;
     type Saved = Tensor;
 
     fn name(&self, _: &[&Tensor]) -> &'static str {
@@ -62,7 +82,7 @@ impl Op for Softmax {
         let x = x[0];
         norm_dim(self.op(), self.dim, x.ndim())?;
         Ok(Spec {
-            shape: x.shape().to_vec(),
+            shape: crate::autograd::Shape::from_slice(x.shape()),
             dtype: if x.dtype().is_float() { x.dtype() } else { crate::tensor::DType::F32 },
             device: x.device(),
         })
@@ -74,6 +94,20 @@ impl Op for Softmax {
         #[cfg(feature = "cuda")]
         if x.device().is_cuda() && x.dtype() == crate::tensor::DType::F32 && x.ndim() > 0 {
             return out.set(crate::backend::cuda::ops::softmax(&x, d as usize, self.log));
+        }
+        if x.device().is_cpu() && x.is_contiguous() && x.ndim() > 0 {
+            let dims = split_at_dim(x.shape(), d as usize);
+            let g = x.storage().read();
+            let off = x.layout().offset;
+            let log = self.log;
+            return match x.dtype() {
+                DType::F32 => out.host_slice::<f32>(|o, acc| {
+                    rows(&f32::of(&g)[off..off + o.len()], o, dims, log, acc)
+                }),
+                _ => out.host_slice::<f64>(|o, acc| {
+                    rows(&f64::of(&g)[off..off + o.len()], o, dims, log, acc)
+                }),
+            };
         }
         let shifted = &x - &x.max_dim(d, true).0;
         out.set(if self.log {
@@ -91,12 +125,117 @@ impl Op for Softmax {
     }
 
     fn backward(&self, y: &Tensor, g: &Tensor, grads: &mut [GradSlot<'_>]) {
-        let d = norm_dim(self.op(), self.dim, y.ndim()).expect("checked by spec") as isize;
-        grads[0].add(if self.log {
-            log_softmax_backward(y, g, d)
-        } else {
-            softmax_backward(y, g, d)
+        let d = norm_dim(self.op(), self.dim, y.ndim()).expect("checked by spec");
+        let fused = y.device().is_cpu()
+            && y.is_contiguous()
+            && g.is_contiguous()
+            && y.shape() == g.shape()
+            && y.dtype() == g.dtype()
+            && y.ndim() > 0;
+        if !fused {
+            return grads[0].add(if self.log {
+                log_softmax_backward(y, g, d as isize)
+            } else {
+                softmax_backward(y, g, d as isize)
+            });
+        }
+        let dims = split_at_dim(y.shape(), d);
+        let log = self.log;
+        grads[0].add_into(Spec::like(y), |out| {
+            crate::ops::read_pair(y, g, |yb, gb| {
+                let (oy, og, n) = (y.layout().offset, g.layout().offset, y.numel());
+                match y.dtype() {
+                    DType::F32 => out.host_slice::<f32>(|o, acc| {
+                        rows_backward(&f32::of(yb)[oy..oy + n], &f32::of(gb)[og..og + n], o, dims, log, acc)
+                    }),
+                    _ => out.host_slice::<f64>(|o, acc| {
+                        rows_backward(&f64::of(yb)[oy..oy + n], &f64::of(gb)[og..og + n], o, dims, log, acc)
+                    }),
+                }
+            })
         })
+    }
+}
+
+/// `(outer, n, inner)` of a contiguous shape split at `dim`.
+fn split_at_dim(shape: &[usize], dim: usize) -> (usize, usize, usize) {
+    let outer = shape[..dim].iter().product();
+    let inner = shape[dim + 1..].iter().product();
+    (outer, shape[dim], inner)
+}
+
+/// The fused CPU kernel: `o = softmax(x)` or `log_softmax(x)` along the
+/// middle dim of contiguous `[outer, n, inner]` data, shifted by the row's
+/// max (a NaN in a row makes it NaN); added into `o` when `acc`.
+fn rows<T: Float>(x: &[T], o: &mut [T], (outer, n, inner): (usize, usize, usize), log: bool, acc: bool) {
+    if n == 0 {
+        return;
+    }
+    let put = |o: &mut T, v: T| *o = if acc { *o + v } else { v };
+    for a in 0..outer {
+        for c in 0..inner {
+            let at = |i: usize| a * n * inner + i * inner + c;
+            let mut m = x[at(0)];
+            for i in 1..n {
+                let v = x[at(i)];
+                if v > m || v.is_nan() {
+                    m = v;
+                }
+            }
+            let mut s = T::ZERO;
+            if !log && !acc {
+                // The exponentials go straight into the output, then scale.
+                for i in 0..n {
+                    let e = (x[at(i)] - m).exp();
+                    s += e;
+                    o[at(i)] = e;
+                }
+                for i in 0..n {
+                    o[at(i)] = o[at(i)] / s;
+                }
+                continue;
+            }
+            for i in 0..n {
+                s += (x[at(i)] - m).exp();
+            }
+            if log {
+                let lse = s.ln();
+                for i in 0..n {
+                    put(&mut o[at(i)], (x[at(i)] - m) - lse);
+                }
+            } else {
+                for i in 0..n {
+                    put(&mut o[at(i)], (x[at(i)] - m).exp() / s);
+                }
+            }
+        }
+    }
+}
+
+/// The fused CPU gradient from the output `y` and `g` (contiguous, one
+/// shape): softmax `y·(g - Σ g·y)`, log-softmax `g - exp(y)·Σ g`.
+fn rows_backward<T: Float>(
+    y: &[T],
+    g: &[T],
+    o: &mut [T],
+    (outer, n, inner): (usize, usize, usize),
+    log: bool,
+    acc: bool,
+) {
+    for a in 0..outer {
+        for c in 0..inner {
+            let at = |i: usize| a * n * inner + i * inner + c;
+            let mut s = T::ZERO;
+            for i in 0..n {
+                s += if log { g[at(i)] } else { g[at(i)] * y[at(i)] };
+            }
+            for i in 0..n {
+                let (yv, gv) = (y[at(i)], g[at(i)]);
+                let v = if log { gv - yv.exp() * s } else { yv * (gv - s) };
+                let slot = &mut o[at(i)];
+                *slot = if acc { *slot + v } else { v };
+            }
+        }
     }
 }
 

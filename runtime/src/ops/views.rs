@@ -9,7 +9,7 @@ use crate::tensor::{norm_dim, Tensor};
 
 fn spec_with(x: &Tensor, shape: Vec<usize>) -> Spec {
     Spec {
-        shape,
+        shape: shape.into(),
         dtype: x.dtype(),
         device: x.device(),
     }

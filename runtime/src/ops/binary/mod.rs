@@ -77,7 +77,21 @@ macro_rules! binary_op {
 pub struct SavedOperands {
     a: Option<Tensor>,
     b: Option<Tensor>,
-    shapes: [Vec<usize>; 2],
+    /// The operands' shapes when one was broadcast (`None`: both have the
+    /// output's shape, and saving costs no allocation).
+    shapes: Option<[Vec<usize>; 2]>,
+}
+
+impl SavedOperands {
+    fn shape(&self, i: usize, g: &Tensor) -> Vec<usize> {
+        match &self.shapes {
+            Some(s) => s[i].clone(),
+            None => g.shape().to_vec(),
+        }
+    }
+    fn broadcast(&self, i: usize, g: &Tensor) -> bool {
+        self.shapes.as_ref().is_some_and(|s| s[i].as_slice() != g.shape())
+    }
 }
 
 impl crate::autograd::Saved for SavedOperands {
@@ -92,7 +106,11 @@ impl crate::autograd::Saved for SavedOperands {
 pub fn spec<B: Binary>(x: &[&Tensor]) -> Result<Spec> {
     let (a, b) = (x[0], x[1]);
     crate::ops::same_device(B::KERNEL, a, b)?;
-    let shape = broadcast_shapes(B::KERNEL, a.shape(), b.shape())?;
+    let shape = if a.shape() == b.shape() {
+        crate::autograd::Shape::from_slice(a.shape())
+    } else {
+        broadcast_shapes(B::KERNEL, a.shape(), b.shape())?.into()
+    };
     let mut dtype = result_type(a, b);
     if B::FLOAT && !dtype.is_float() {
         dtype = DType::F32;
@@ -110,21 +128,32 @@ pub fn spec<B: Binary>(x: &[&Tensor]) -> Result<Spec> {
 #[doc(hidden)]
 pub fn forward<B: Binary>(x: &[&Tensor], out: &mut Out<'_>) {
     let dt = out.spec().dtype;
-    let (_, a, la, b, lb) =
-        crate::error::OrPanic::or_panic(broadcast_pair(B::KERNEL, x[0], x[1], dt));
+    let direct = x[0].shape() == x[1].shape()
+        && x[0].dtype() == dt
+        && x[1].dtype() == dt
+        && x[0].device() == x[1].device();
+    let owned;
+    let (a, la, b, lb) = if direct {
+        // Same shape, dtype and device (the usual case): no copies, no allocation.
+        (x[0], x[0].layout(), x[1], x[1].layout())
+    } else {
+        owned = crate::error::OrPanic::or_panic(broadcast_pair(B::KERNEL, x[0], x[1], dt));
+        let (_, a, la, b, lb) = &owned;
+        (a, la, b, lb)
+    };
     #[cfg(feature = "cuda")]
     if out.spec().device.is_cuda() {
-        return cuda::forward::<B>(&a, &la, &b, &lb, out);
+        return cuda::forward::<B>(a, la, b, lb, out);
     }
-    read_pair(&a, &b, |ga, gb| match dt {
+    read_pair(a, b, |ga, gb| match dt {
         DType::F32 => out.host::<f32>(|o| {
-            cpu::zip_to(o, f32::of(ga), &la, f32::of(gb), &lb, |x, y| B::f(x, y))
+            cpu::zip_to(o, f32::of(ga), la, f32::of(gb), lb, |x, y| B::f(x, y))
         }),
         DType::F64 => out.host::<f64>(|o| {
-            cpu::zip_to(o, f64::of(ga), &la, f64::of(gb), &lb, |x, y| B::f(x, y))
+            cpu::zip_to(o, f64::of(ga), la, f64::of(gb), lb, |x, y| B::f(x, y))
         }),
         DType::I64 => out.host::<i64>(|o| {
-            cpu::zip_to(o, i64::of(ga), &la, i64::of(gb), &lb, |x, y| B::int(x, y))
+            cpu::zip_to(o, i64::of(ga), la, i64::of(gb), lb, |x, y| B::int(x, y))
         }),
         DType::Bool => unreachable!("bool operands compute in i64"),
     })
@@ -133,10 +162,11 @@ pub fn forward<B: Binary>(x: &[&Tensor], out: &mut Out<'_>) {
 #[doc(hidden)]
 pub fn save<B: Binary>(x: &[&Tensor], need: &[bool]) -> SavedOperands {
     let formulas = B::SIGNS.is_none() && need.iter().any(|&n| n);
+    let same = x[0].shape() == x[1].shape();
     SavedOperands {
         a: formulas.then(|| x[0].clone()),
         b: formulas.then(|| x[1].clone()),
-        shapes: [x[0].shape().to_vec(), x[1].shape().to_vec()],
+        shapes: (!same).then(|| [x[0].shape().to_vec(), x[1].shape().to_vec()]),
     }
 }
 
@@ -147,7 +177,11 @@ pub fn backward<B: Binary>(s: &SavedOperands, g: &Tensor, grads: &mut [GradSlot<
             if !slot.needed() {
                 continue;
             }
-            let gi = sum_to(g, &s.shapes[i]);
+            let gi = if s.broadcast(i, g) {
+                sum_to(g, &s.shape(i, g))
+            } else {
+                g.clone()
+            };
             if signs[i] == 1.0 {
                 slot.add(gi);
             } else {
@@ -169,17 +203,17 @@ pub fn backward<B: Binary>(s: &SavedOperands, g: &Tensor, grads: &mut [GradSlot<
         }
         let dtype = if g.dtype().is_float() { g.dtype() } else { DType::F32 };
         let full = Spec {
-            shape: g.shape().to_vec(),
+            shape: crate::autograd::Shape::from_slice(g.shape()),
             dtype,
             device: g.device(),
         };
-        if s.shapes[i].as_slice() == g.shape() {
+        if !s.broadcast(i, g) {
             slot.add_into(full, |out| partial::<B>(i, g, a, b, out));
         } else {
             // A broadcast operand: the full-size partial, summed back to its shape.
             let mut out = Out::fresh(full);
             partial::<B>(i, g, a, b, &mut out);
-            slot.add(sum_to(&out.finish(), &s.shapes[i]));
+            slot.add(sum_to(&out.finish(), &s.shape(i, g)));
         }
     }
 }
@@ -204,19 +238,23 @@ pub(crate) fn grads<B: Binary>(
 /// `out <- da(g, a, b)` (`which` 0) or `db` (1), operands broadcast to g's shape.
 fn partial<B: Binary>(which: usize, g: &Tensor, a: &Tensor, b: &Tensor, out: &mut Out<'_>) {
     let dt = out.spec().dtype;
-    let shape = g.shape().to_vec();
+    let shape = g.shape();
     let cast = |t: &Tensor| {
         crate::ops::elementwise::cast(&crate::ops::on_device(t, out_device(g)), dt)
     };
     let (g, a, b) = (cast(g), cast(a), cast(b));
-    let (lg, la, lb) = (
-        g.layout().clone(),
-        a.layout().broadcast_to(&shape),
-        b.layout().broadcast_to(&shape),
-    );
+    fn view<'t>(t: &'t Tensor, shape: &[usize]) -> std::borrow::Cow<'t, crate::tensor::Layout> {
+        if t.shape() == shape {
+            std::borrow::Cow::Borrowed(t.layout())
+        } else {
+            std::borrow::Cow::Owned(t.layout().broadcast_to(shape))
+        }
+    }
+    let (lg, la, lb) = (g.layout(), view(&a, shape), view(&b, shape));
+    let (la, lb) = (&*la, &*lb);
     #[cfg(feature = "cuda")]
     if out.spec().device.is_cuda() {
-        return cuda::partial::<B>(which, (&g, &lg), (&a, &la), (&b, &lb), out);
+        return cuda::partial::<B>(which, (&g, lg), (&a, la), (&b, lb), out);
     }
     let (rg, ra, rb) = (g.storage().read(), a.storage().read(), b.storage().read());
     macro_rules! run {
@@ -224,9 +262,9 @@ fn partial<B: Binary>(which: usize, g: &Tensor, a: &Tensor, b: &Tensor, out: &mu
             out.host::<$t>(|o| {
                 let (gv, av, bv) = (<$t>::of(&rg), <$t>::of(&ra), <$t>::of(&rb));
                 if which == 0 {
-                    cpu::zip3_to(o, gv, &lg, av, &la, bv, &lb, |g, a, b| B::da(g, a, b))
+                    cpu::zip3_to(o, gv, lg, av, la, bv, lb, |g, a, b| B::da(g, a, b))
                 } else {
-                    cpu::zip3_to(o, gv, &lg, av, &la, bv, &lb, |g, a, b| B::db(g, a, b))
+                    cpu::zip3_to(o, gv, lg, av, la, bv, lb, |g, a, b| B::db(g, a, b))
                 }
             })
         };

@@ -65,7 +65,7 @@ impl Op for Cumsum {
         let x = x[0];
         norm_dim("cumsum", self.dim, x.ndim().max(1))?;
         Ok(Spec {
-            shape: x.shape().to_vec(),
+            shape: crate::autograd::Shape::from_slice(x.shape()),
             dtype: if x.dtype().is_float() { x.dtype() } else { DType::I64 },
             device: x.device(),
         })

@@ -36,7 +36,7 @@ impl Op for Logsumexp {
         let x = x[0];
         let dims = try_resolve_dims("logsumexp", &self.dims, x.ndim())?;
         Ok(Spec {
-            shape: final_shape(x.shape(), &dims, self.keepdim),
+            shape: final_shape(x.shape(), &dims, self.keepdim).into(),
             dtype: if x.dtype().is_float() { x.dtype() } else { DType::F32 },
             device: x.device(),
         })
@@ -56,7 +56,7 @@ impl Op for Logsumexp {
             let m = Tensor::where_(&m.abs().eq_scalar(f64::INFINITY), &m.zeros_like(), &m);
             let s = (&x - &m).exp().sum_dim(dims_i, self.keepdim).log();
             let shape = out.spec().shape.clone();
-            &s + &m.reshape(shape)
+            &s + &m.reshape(shape.as_slice())
         };
         out.set(y)
     }

@@ -55,7 +55,7 @@ impl Op for Sum {
         let x = x[0];
         let dims = try_resolve_dims("sum", &self.dims, x.ndim())?;
         Ok(Spec {
-            shape: final_shape(x.shape(), &dims, self.keepdim),
+            shape: final_shape(x.shape(), &dims, self.keepdim).into(),
             dtype: if x.dtype().is_float() { x.dtype() } else { DType::I64 },
             device: x.device(),
         })
@@ -150,7 +150,7 @@ impl Op for Mean {
         let x = x[0];
         let dims = try_resolve_dims("mean", &self.dims, x.ndim())?;
         Ok(Spec {
-            shape: final_shape(x.shape(), &dims, self.keepdim),
+            shape: final_shape(x.shape(), &dims, self.keepdim).into(),
             dtype: x.dtype(),
             device: x.device(),
         })

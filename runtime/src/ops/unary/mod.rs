@@ -103,6 +103,7 @@ macro_rules! unary_op {
     ($($t:ty),* $(,)?) => {$(
         impl $crate::ops::Op for $t {
             const NAME: &'static str = <$t as $crate::ops::Unary>::GRAD_FN;
+            const SIZE: $crate::size::SizeRule = $crate::size::SizeRule::Same;
             type Saved = ::core::option::Option<$crate::Tensor>;
             fn spec(&self, x: &[&$crate::Tensor]) -> $crate::Result<$crate::ops::Spec> {
                 $crate::ops::unary::spec(x)
@@ -135,7 +136,7 @@ macro_rules! unary_op {
 #[doc(hidden)]
 pub fn spec(x: &[&Tensor]) -> Result<Spec> {
     Ok(Spec {
-        shape: x[0].shape().to_vec(),
+        shape: crate::autograd::Shape::from_slice(x[0].shape()),
         dtype: float_dtype(x[0]),
         device: x[0].device(),
     })
@@ -206,16 +207,22 @@ fn derivative<U: Unary>(g: &Tensor, s: &Tensor, p: [f64; 2], out: &mut Out<'_>) 
     if out.spec().device.is_cuda() {
         return cuda::backward::<U>(&g, s, p, out);
     }
-    let lg = g.layout().broadcast_to(s.shape());
+    // Same shape (the usual case): the layout as it is, no copy.
+    let lg = if g.shape() == s.shape() {
+        std::borrow::Cow::Borrowed(g.layout())
+    } else {
+        std::borrow::Cow::Owned(g.layout().broadcast_to(s.shape()))
+    };
+    let lg = &*lg;
     crate::ops::read_pair(&g, s, |gb, sb| match s.dtype() {
         DType::F32 => {
             let p = [p[0] as f32, p[1] as f32];
             let (gv, sv) = (f32::of(gb), f32::of(sb));
-            out.host::<f32>(|o| cpu::zip_to(o, gv, &lg, sv, s.layout(), |g, s| U::df(g, s, p)))
+            out.host::<f32>(|o| cpu::zip_to(o, gv, lg, sv, s.layout(), |g, s| U::df(g, s, p)))
         }
         DType::F64 => {
             let (gv, sv) = (f64::of(gb), f64::of(sb));
-            out.host::<f64>(|o| cpu::zip_to(o, gv, &lg, sv, s.layout(), |g, s| U::df(g, s, p)))
+            out.host::<f64>(|o| cpu::zip_to(o, gv, lg, sv, s.layout(), |g, s| U::df(g, s, p)))
         }
         d => unreachable!("{} computes in a float dtype, not {d}", U::GRAD_FN),
     })
