@@ -6,6 +6,9 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use deriv::backend::cuda;
+
+#[path = "common/op_table.rs"]
+mod op_table;
 use deriv::nn::{Forward, Linear, Module};
 use deriv::{manual_seed, no_grad, DType, Device, Generator, Tensor, TensorOptions};
 
@@ -984,4 +987,17 @@ fn the_trainer_runs_on_the_gpu() {
     let (w_gpu, acc_gpu) = fit(dev);
     assert_close("trained weight", &w_cpu, &w_gpu, 1e-4);
     assert_eq!(acc_cpu, acc_gpu);
+}
+
+/// Every row of the op table (`tests/common/op_table.rs`), forward and
+/// backward, on every sample input set, on the GPU against the CPU. f64 rows
+/// run where the op has an f64 kernel (f64 transcendental math does not yet).
+#[test]
+fn op_table_rows_match_the_cpu() {
+    let dev = need_gpu!();
+    for row in op_table::rows() {
+        for (set, inputs) in op_table::input_sets(&row, DType::F32) {
+            check_op(&format!("{} on {set}", row.name), dev, &inputs, 2e-5, row.f);
+        }
+    }
 }

@@ -140,14 +140,12 @@ pub fn class(def: &NetworkDef, fields: &[FieldDef], g: &Graph) -> (TokenStream, 
 
 /// The checks as an item, and a statement for `new` (for generic networks).
 fn wrap(def: &NetworkDef, body: TokenStream) -> (TokenStream, TokenStream) {
-    let body = quote! {
-        #[allow(unused_variables)]
-        {
-            #body
-        }
-    };
+    let body = quote!({ #body });
     if def.generics.params.is_empty() {
-        return (quote!(const _: () = #body;), TokenStream::new());
+        return (
+            quote!(#[allow(unused_variables)] const _: () = #body;),
+            TokenStream::new(),
+        );
     }
     let name = &def.name;
     let (impl_g, ty_g, where_g) = def.generics.split_for_impl();
@@ -155,6 +153,7 @@ fn wrap(def: &NetworkDef, body: TokenStream) -> (TokenStream, TokenStream) {
         quote! {
             impl #impl_g #name #ty_g #where_g {
                 #[doc(hidden)]
+                #[allow(unused_variables)]
                 const __DERIV_SIZES: () = #body;
             }
         },

@@ -751,7 +751,7 @@ impl Tensor {
             let src_c = src_c.to(&self.device());
             let (lout, ds) = indexed_layout(out.layout(), index.shape(), d);
             let lsrc = Layout {
-                shape: crate::autograd::Shape::from_slice(index.shape()),
+                shape: index.shape().to_vec(),
                 strides: src_c.strides().to_vec(),
                 offset: src_c.layout().offset,
             };
