@@ -137,6 +137,10 @@ impl<A: Saved, B: Saved, C: Saved> Saved for (A, B, C) {
 /// y.sum().backward();
 /// assert_eq!(x.grad().unwrap().to_vec::<f32>(), vec![3., 12.]);
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an op: implement `deriv::ops::Op` for it (or `deriv::ops::Unary` and `deriv::unary_op!`)",
+    note = "a call `name(x, ..)` in a `network!` body uses the op type `Name` (the name in CamelCase), built with `Name::new(..)` or `Name::default()`"
+)]
 pub trait Op: Send + Sync + 'static {
     /// The name of the tape node (`grad_fn`), PyTorch's where one exists.
     const NAME: &'static str;
