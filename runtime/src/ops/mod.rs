@@ -94,12 +94,12 @@ pub(crate) fn map_float(
     if t.device().is_cuda() {
         return crate::backend::cuda::ops::map(gpu.0, &t, gpu.1, gpu.2);
     }
-    let _ = gpu;
+    let op = gpu.0.op_name();
     let buf = {
         let b = t.storage().read();
         match &*b {
-            Buffer::F32(v) => Buffer::F32(cpu::map(v, t.layout(), f32f)),
-            Buffer::F64(v) => Buffer::F64(cpu::map(v, t.layout(), f64f)),
+            Buffer::F32(v) => Buffer::F32(cpu::map(op, v, t.layout(), f32f)),
+            Buffer::F64(v) => Buffer::F64(cpu::map(op, v, t.layout(), f64f)),
             _ => unreachable!("as_float returns a float tensor"),
         }
     };
@@ -165,10 +165,10 @@ pub(crate) fn zip_float(
     }
     let _ = gpu;
     let buf = read_pair(&a, &b, |ga, gb| match (ga, gb) {
-        (Buffer::F32(x), Buffer::F32(y)) => Buffer::F32(cpu::zip(x, &la, y, &lb, f32f)),
-        (Buffer::F64(x), Buffer::F64(y)) => Buffer::F64(cpu::zip(x, &la, y, &lb, f64f)),
+        (Buffer::F32(x), Buffer::F32(y)) => cpu::zip(op, x, &la, y, &lb, f32f).map(Buffer::F32),
+        (Buffer::F64(x), Buffer::F64(y)) => cpu::zip(op, x, &la, y, &lb, f64f).map(Buffer::F64),
         _ => unreachable!("both operands were cast to one float dtype"),
-    });
+    })?;
     Ok(Tensor::from_buffer(buf, &shape, a.device()))
 }
 
