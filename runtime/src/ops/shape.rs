@@ -435,9 +435,14 @@ impl Tensor {
             .and_then(|o| o.checked_add(l.offset))
             .unwrap_or(l.offset);
         layout.shape[d] = len.div_ceil(step);
-        // A step past the dim leaves one element, whose stride is never
-        // stepped: keep it a plain number rather than an overflowed one.
-        layout.strides[d] = l.strides[d].checked_mul(step).unwrap_or(l.strides[d]);
+        // With two or more elements the stepped stride lies inside the
+        // extent; a step past the dim leaves one element, whose stride is
+        // never stepped: keep every stride within MAX_NUMEL either way (the
+        // kernels' walks add a stride to an offset).
+        layout.strides[d] = l.strides[d]
+            .checked_mul(step)
+            .filter(|&s| s <= crate::tensor::MAX_NUMEL)
+            .unwrap_or(l.strides[d]);
         self.view_op(
             "SliceBackward",
             layout,
