@@ -131,7 +131,9 @@ fn write_ptx() {
         );
     }
     let ops = deriv::ops::registry::cuda_modules();
-    assert!(ops.iter().any(|(k, src)| *k == "gelu" && src.contains(".entry un_gelu_f32_c(")));
+    assert!(ops
+        .iter()
+        .any(|(k, src)| *k == "gelu" && src.contains(".entry un_gelu_f32_c(")));
     if let Ok(path) = std::env::var("DERIV_PTX_OUT") {
         std::fs::write(&path, &ptx).expect("write the PTX");
         println!("wrote {} bytes of PTX to {path}", ptx.len());

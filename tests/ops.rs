@@ -8,10 +8,10 @@
 use deriv::nn::{Linear, Module, TrainStep};
 use deriv::{gradcheck, manual_seed, network, no_grad, DType, Generator, Tensor};
 
-#[path = "common/op_table.rs"]
-mod op_table;
 #[path = "common/op_reference.rs"]
 mod op_reference;
+#[path = "common/op_table.rs"]
+mod op_table;
 
 use op_table::{input_sets, rows, Row};
 
@@ -20,7 +20,10 @@ fn assert_close(what: &str, got: &[f64], want: &[f64], tol: f64) {
     assert_eq!(got.len(), want.len(), "{what}: lengths");
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
         let ok = (g.is_nan() && w.is_nan()) || g == w || (g - w).abs() <= tol * (1.0 + w.abs());
-        assert!(ok, "{what}: element {i}: got {g}, want {w} (tolerance {tol})");
+        assert!(
+            ok,
+            "{what}: element {i}: got {g}, want {w} (tolerance {tol})"
+        );
     }
 }
 
@@ -191,8 +194,13 @@ fn bad_arguments_name_the_op_and_the_fix() {
             .unwrap_or_default();
         assert!(msg.starts_with(want), "{msg:?} should start with {want:?}");
     }
-    let err = Tensor::ones([2, 3]).try_add(&Tensor::ones([4])).unwrap_err();
-    assert!(err.to_string().contains("[2, 3]") && err.to_string().contains("[4]"), "{err}");
+    let err = Tensor::ones([2, 3])
+        .try_add(&Tensor::ones([4]))
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("[2, 3]") && err.to_string().contains("[4]"),
+        "{err}"
+    );
 }
 
 // ---------------------------------------------------------------- the three paths
@@ -230,7 +238,12 @@ fn three_paths<M: TrainStep>(label: &str, make: impl Fn() -> M) {
     let dx = ct.backward(saved, &seed, true).expect("an input gradient");
     let mut got = grads(&ct, &x0);
     got[0] = dx.to_vec::<f64>();
-    assert_close(&format!("{label}: forward_train output"), &y_ct.to_vec::<f64>(), &y_tape.to_vec::<f64>(), 1e-12);
+    assert_close(
+        &format!("{label}: forward_train output"),
+        &y_ct.to_vec::<f64>(),
+        &y_tape.to_vec::<f64>(),
+        1e-12,
+    );
     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
         assert_close(&format!("{label}: compile-time gradient {i}"), g, w, 1e-12);
     }
@@ -240,12 +253,27 @@ fn three_paths<M: TrainStep>(label: &str, make: impl Fn() -> M) {
     for step in 0..2 {
         ws_model.zero_grad();
         let y = ws_model.forward_train_ws(&x0, &mut ws).to_vec::<f64>();
-        assert_close(&format!("{label}: TrainStep output, step {step}"), &y, &y_tape.to_vec::<f64>(), 1e-12);
-        let dx = no_grad(|| ws_model.backward_ws(&mut ws, &seed, true).expect("dx").clone());
+        assert_close(
+            &format!("{label}: TrainStep output, step {step}"),
+            &y,
+            &y_tape.to_vec::<f64>(),
+            1e-12,
+        );
+        let dx = no_grad(|| {
+            ws_model
+                .backward_ws(&mut ws, &seed, true)
+                .expect("dx")
+                .clone()
+        });
         let mut got = grads(&ws_model, &x0);
         got[0] = dx.to_vec::<f64>();
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-            assert_close(&format!("{label}: TrainStep gradient {i}, step {step}"), g, w, 1e-12);
+            assert_close(
+                &format!("{label}: TrainStep gradient {i}, step {step}"),
+                g,
+                w,
+                1e-12,
+            );
         }
     }
 }

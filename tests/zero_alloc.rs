@@ -69,7 +69,10 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 
 /// The number of allocations this thread makes in `f`.
 fn allocations_in(f: impl FnOnce()) -> usize {
-    TRACE.store(std::env::var_os("DERIV_ALLOC_TRACE").is_some(), Ordering::Relaxed);
+    TRACE.store(
+        std::env::var_os("DERIV_ALLOC_TRACE").is_some(),
+        Ordering::Relaxed,
+    );
     let before = ALLOCATIONS.load(Ordering::Relaxed);
     COUNTING.with(|c| c.set(true));
     f();

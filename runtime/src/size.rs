@@ -49,7 +49,12 @@ impl Size {
 
 /// The size after a layer or op with `rule` and constructor arguments
 /// `args` (integer literals, `None` for the rest) is applied to `input`.
-pub const fn after(rule: SizeRule, args: &[Option<u128>], input: Size, origin: &'static str) -> Size {
+pub const fn after(
+    rule: SizeRule,
+    args: &[Option<u128>],
+    input: Size,
+    origin: &'static str,
+) -> Size {
     match rule {
         SizeRule::Same => input,
         SizeRule::Unknown => Size::UNKNOWN,
@@ -113,7 +118,14 @@ pub const fn broadcast(a: Size, b: Size, message: &str) -> Size {
 
 /// `message` with its placeholders replaced: `{expected}`/`{a}` by `x`,
 /// `{got}`/`{b}` by `y`, `{origin}`/`{origin_a}` by `o1`, `{origin_b}` by `o2`.
-const fn fill<'b>(buf: &'b mut [u8; 1024], message: &str, x: u128, y: u128, o1: &str, o2: &str) -> &'b str {
+const fn fill<'b>(
+    buf: &'b mut [u8; 1024],
+    message: &str,
+    x: u128,
+    y: u128,
+    o1: &str,
+    o2: &str,
+) -> &'b str {
     let m = message.as_bytes();
     let (mut i, mut j) = (0, 0);
     while i < m.len() {
@@ -207,20 +219,43 @@ mod tests {
     #[test]
     fn messages_are_filled_in() {
         let mut buf = [0u8; 1024];
-        let s = fill(&mut buf, "expects {expected}, gets {got} from {origin}", 128, 256, "`fc1`", "");
+        let s = fill(
+            &mut buf,
+            "expects {expected}, gets {got} from {origin}",
+            128,
+            256,
+            "`fc1`",
+            "",
+        );
         assert_eq!(s, "expects 128, gets 256 from `fc1`");
-        let s = fill(&mut buf, "{a} vs {b} ({origin_a}, {origin_b})", 3, 0, "x", "y");
+        let s = fill(
+            &mut buf,
+            "{a} vs {b} ({origin_a}, {origin_b})",
+            3,
+            0,
+            "x",
+            "y",
+        );
         assert_eq!(s, "3 vs 0 (x, y)");
     }
 
     #[test]
     fn chains_carry_sizes_and_origins() {
         let a = after(LINEAR, &[Some(784), Some(256)], Size::UNKNOWN, "fc1");
-        assert_eq!(a, Size { value: Some(256), origin: "fc1" });
+        assert_eq!(
+            a,
+            Size {
+                value: Some(256),
+                origin: "fc1"
+            }
+        );
         assert_eq!(after(SizeRule::Same, &[], a, "relu"), a);
         assert_eq!(after(SizeRule::Unknown, &[], a, "t"), Size::UNKNOWN);
         check(LINEAR, &[Some(256), Some(10)], a, "unused");
-        let one = Size { value: Some(1), origin: "s" };
+        let one = Size {
+            value: Some(1),
+            origin: "s",
+        };
         assert_eq!(broadcast(a, one, ""), a);
         assert_eq!(broadcast(one, a, ""), a);
         assert_eq!(broadcast(Size::UNKNOWN, a, ""), a);
@@ -230,6 +265,11 @@ mod tests {
     #[should_panic(expected = "wants 128, gets 256 from fc1")]
     fn a_mismatch_fails_with_the_message() {
         let a = after(LINEAR, &[Some(784), Some(256)], Size::UNKNOWN, "fc1");
-        check(LINEAR, &[Some(128), Some(10)], a, "wants {expected}, gets {got} from {origin}");
+        check(
+            LINEAR,
+            &[Some(128), Some(10)],
+            a,
+            "wants {expected}, gets {got} from {origin}",
+        );
     }
 }

@@ -5,6 +5,7 @@
 //! these same functions, so the two ways to differentiate agree by
 //! construction. `need` flags skip the work for inputs that need no gradient.
 
+use crate::error::OrPanic;
 use crate::tensor::Tensor;
 
 pub use crate::ops::elementwise::{
@@ -61,8 +62,9 @@ pub fn sum(g: &Tensor, input_shape: &[usize], dims: &[isize], keepdim: bool) -> 
 pub fn mean(g: &Tensor, input_shape: &[usize], dims: &[isize], keepdim: bool) -> Tensor {
     let _ = keepdim;
     let keep = crate::ops::reduce::reduced_keep_shape(input_shape, dims);
-    let count: usize =
-        input_shape.iter().product::<usize>() / keep.iter().product::<usize>().max(1);
+    let n = crate::tensor::checked_numel("mean", input_shape).or_panic();
+    // `keep` divides the input's dims, so its count fits too.
+    let count = n / keep.iter().product::<usize>().max(1);
     crate::ops::reduce::sum_backward(g, input_shape, &keep, 1.0 / count as f64)
 }
 

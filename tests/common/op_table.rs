@@ -62,7 +62,10 @@ pub fn rows() -> Vec<Row> {
         un("div_s", |t| &t[0] / 4.0, &[]),
     ];
     for (name, f) in [
-        ("log", (|t: &[Tensor]| t[0].log()) as fn(&[Tensor]) -> Tensor),
+        (
+            "log",
+            (|t: &[Tensor]| t[0].log()) as fn(&[Tensor]) -> Tensor,
+        ),
         ("sqrt", |t| t[0].sqrt()),
         ("rdiv_s", |t| 3.0 / &t[0]),
     ] {
@@ -72,7 +75,10 @@ pub fn rows() -> Vec<Row> {
         });
     }
     for (name, f) in [
-        ("add", (|t: &[Tensor]| &t[0] + &t[1]) as fn(&[Tensor]) -> Tensor),
+        (
+            "add",
+            (|t: &[Tensor]| &t[0] + &t[1]) as fn(&[Tensor]) -> Tensor,
+        ),
         ("sub", |t| &t[0] - &t[1]),
         ("mul", |t| &t[0] * &t[1]),
         ("div", |t| &t[0] / &t[1]),
@@ -84,7 +90,10 @@ pub fn rows() -> Vec<Row> {
         });
     }
     for (name, f) in [
-        ("logsumexp", (|t: &[Tensor]| t[0].logsumexp(1, false)) as fn(&[Tensor]) -> Tensor),
+        (
+            "logsumexp",
+            (|t: &[Tensor]| t[0].logsumexp(1, false)) as fn(&[Tensor]) -> Tensor,
+        ),
         ("cumsum", |t| t[0].cumsum(1)),
         ("softmax", |t| t[0].softmax(1)),
         ("log_softmax", |t| t[0].log_softmax(1)),
@@ -125,10 +134,15 @@ pub fn sample(row: &Row, shape: &[usize], seed: u64, dtype: DType) -> Tensor {
 pub fn input_sets(row: &Row, dtype: DType) -> Vec<(&'static str, Vec<Tensor>)> {
     let s = |shape: &[usize], seed| sample(row, shape, seed, dtype);
     let mut sets = vec![
-        ("[3, 4]", (0..row.arity).map(|i| s(&[3, 4], 10 + i as u64)).collect()),
+        (
+            "[3, 4]",
+            (0..row.arity).map(|i| s(&[3, 4], 10 + i as u64)).collect(),
+        ),
         (
             "transposed view",
-            (0..row.arity).map(|i| s(&[4, 3], 20 + i as u64).t()).collect(),
+            (0..row.arity)
+                .map(|i| s(&[4, 3], 20 + i as u64).t())
+                .collect(),
         ),
         (
             "expanded view",
@@ -138,11 +152,20 @@ pub fn input_sets(row: &Row, dtype: DType) -> Vec<(&'static str, Vec<Tensor>)> {
         ),
     ];
     if row.arity == 2 {
-        sets.push(("broadcast [3, 4] with [4]", vec![s(&[3, 4], 40), s(&[4], 41)]));
-        sets.push(("broadcast [3, 1] with [1, 4]", vec![s(&[3, 1], 42), s(&[1, 4], 43)]));
+        sets.push((
+            "broadcast [3, 4] with [4]",
+            vec![s(&[3, 4], 40), s(&[4], 41)],
+        ));
+        sets.push((
+            "broadcast [3, 1] with [1, 4]",
+            vec![s(&[3, 1], 42), s(&[1, 4], 43)],
+        ));
     }
     if !row.reduction {
-        sets.push(("empty [0, 4]", (0..row.arity).map(|_| s(&[0, 4], 50)).collect()));
+        sets.push((
+            "empty [0, 4]",
+            (0..row.arity).map(|_| s(&[0, 4], 50)).collect(),
+        ));
     } else {
         sets.push(("empty [3, 0]", vec![s(&[3, 0], 50)]));
     }

@@ -496,7 +496,9 @@ pub fn class(def: &NetworkDef, fields: &[FieldDef], g: &Graph, plan: &Plan) -> T
                 }
             }
             Op::Call { ty, shown, .. } => {
-                let d = doc(format!(" What `{shown}` (computing `{value}`) keeps for backward."));
+                let d = doc(format!(
+                    " What `{shown}` (computing `{value}`) keeps for backward."
+                ));
                 quote!(#d #field: <#ty as ::deriv::ops::Op>::Saved)
             }
             Op::Input => TokenStream::new(),

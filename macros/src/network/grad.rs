@@ -106,7 +106,13 @@ pub struct Slots<'a> {
 /// The statements of one op's reverse step: `Op::backward(&op, saved, &d_v,
 /// &mut [slots])`, with a temporary slot for an argument that appears twice
 /// (`x * x`), added in afterwards.
-pub fn op_step(g: &Graph, plan: &Plan, v: ValueId, saved: TokenStream, slots: &Slots<'_>) -> TokenStream {
+pub fn op_step(
+    g: &Graph,
+    plan: &Plan,
+    v: ValueId,
+    saved: TokenStream,
+    slots: &Slots<'_>,
+) -> TokenStream {
     let node = &g.nodes[v];
     let Op::Call { ctor, .. } = &node.op else {
         unreachable!("op_step on an op node")
@@ -169,9 +175,7 @@ pub fn backward_body(g: &Graph, plan: &Plan, saved_ty: &Ident) -> TokenStream {
             out.extend(quote! { let mut #d: Option<Tensor> = None; });
         }
     }
-    let make = |sum: TokenStream, _buf: Option<TokenStream>, f: TokenStream| {
-        quote!(GradSlot::new(#sum, #f))
-    };
+    let make = |sum: TokenStream, _buf: Option<TokenStream>, f: TokenStream| quote!(GradSlot::new(#sum, #f));
     let acc_fn = |a: ValueId, t: TokenStream| {
         let da = adjoint_name(g, a);
         quote!(acc(&mut #da, #t);)

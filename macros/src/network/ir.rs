@@ -314,7 +314,13 @@ impl Lowerer<'_> {
         self.fatal = true;
     }
 
-    fn push(&mut self, op: Op, args: Vec<ValueId>, pref: String, span: proc_macro2::Span) -> ValueId {
+    fn push(
+        &mut self,
+        op: Op,
+        args: Vec<ValueId>,
+        pref: String,
+        span: proc_macro2::Span,
+    ) -> ValueId {
         self.nodes.push(Node {
             op,
             args,
@@ -340,8 +346,20 @@ impl Lowerer<'_> {
     }
 
     /// An operator (`+`, `* c`, `-x`): the op type `::deriv::ops::<ty>`.
-    fn operator(&mut self, ty: &str, args: Vec<ValueId>, consts: &[TokenStream], pref: &str, e: &Expr) -> ValueId {
-        let span = e.tokens.clone().into_iter().next().map_or_else(proc_macro2::Span::call_site, |t| t.span());
+    fn operator(
+        &mut self,
+        ty: &str,
+        args: Vec<ValueId>,
+        consts: &[TokenStream],
+        pref: &str,
+        e: &Expr,
+    ) -> ValueId {
+        let span = e
+            .tokens
+            .clone()
+            .into_iter()
+            .next()
+            .map_or_else(proc_macro2::Span::call_site, |t| t.span());
         let id = Ident::new(ty, span);
         let path = quote_spanned!(span=> ::deriv::ops::#id);
         let ctor = if consts.is_empty() {
@@ -350,7 +368,16 @@ impl Lowerer<'_> {
             quote_spanned!(span=> #path::new(#(#consts),*))
         };
         let shown = parse::tidy_tokens(&e.tokens);
-        self.push(Op::Call { ty: path, ctor, shown }, args, pref.to_string(), span)
+        self.push(
+            Op::Call {
+                ty: path,
+                ctor,
+                shown,
+            },
+            args,
+            pref.to_string(),
+            span,
+        )
     }
 
     fn expr(&mut self, e: &Expr) -> Lowered {
@@ -511,7 +538,11 @@ impl Lowerer<'_> {
 
     /// A call's arguments: the tensors (lowered), then the constants (the
     /// user's tokens, pasted as written, so an integer dim keeps its type).
-    fn split_args(&mut self, what: &str, args: &[Expr]) -> Option<(Vec<ValueId>, Vec<TokenStream>)> {
+    fn split_args(
+        &mut self,
+        what: &str,
+        args: &[Expr],
+    ) -> Option<(Vec<ValueId>, Vec<TokenStream>)> {
         let first_const = args
             .iter()
             .position(|a| self.looks_constant(a))
@@ -565,7 +596,18 @@ impl Lowerer<'_> {
             let Some(x) = self.value(&args[0], &format!("the input of `{fname}`")) else {
                 return Lowered::Invalid;
             };
-            return Lowered::Value(self.push(Op::Module(func.clone()), vec![x], fname, e.tokens.clone().into_iter().next().map_or(func.span(), |t| t.span())));
+            return Lowered::Value(
+                self.push(
+                    Op::Module(func.clone()),
+                    vec![x],
+                    fname,
+                    e.tokens
+                        .clone()
+                        .into_iter()
+                        .next()
+                        .map_or(func.span(), |t| t.span()),
+                ),
+            );
         }
         if !BUILTIN.contains(&fname.as_str()) {
             // A misspelt field reads better as that than as an unknown op type.
@@ -609,7 +651,13 @@ impl Lowerer<'_> {
             return Lowered::Invalid;
         };
         values.insert(0, x);
-        Lowered::Value(self.call_op(method, values, &consts, format!(".{name}(..)"), method.span()))
+        Lowered::Value(self.call_op(
+            method,
+            values,
+            &consts,
+            format!(".{name}(..)"),
+            method.span(),
+        ))
     }
 
     fn binary(&mut self, op: BinOp, lhs: &Expr, rhs: &Expr, e: &Expr) -> Lowered {

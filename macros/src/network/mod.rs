@@ -38,9 +38,7 @@ fn definition(def: &NetworkDef) -> TokenStream {
     let mut errs = Errors::default();
     check_generics(&def.generics, &mut errs);
     let code = match &def.body {
-        DefBody::Sequential { layers } => {
-            codegen::sequential(def, layers)
-        }
+        DefBody::Sequential { layers } => codegen::sequential(def, layers),
         DefBody::Class { fields, forward } => {
             let mut seen: Vec<String> = Vec::new();
             for f in fields {

@@ -88,12 +88,26 @@ fn add_same_shape(dst: &Tensor, src: &Tensor) -> bool {
     match &*s {
         Buffer::F32(s) => {
             if let Buffer::F32(d) = &mut *dst.storage().write() {
-                cpu::update(d, dst.layout(), s, src.layout(), |x, y| x + y);
+                cpu::update(
+                    "backward (gradient accumulation)",
+                    d,
+                    dst.layout(),
+                    s,
+                    src.layout(),
+                    |x, y| x + y,
+                );
             }
         }
         Buffer::F64(s) => {
             if let Buffer::F64(d) = &mut *dst.storage().write() {
-                cpu::update(d, dst.layout(), s, src.layout(), |x, y| x + y);
+                cpu::update(
+                    "backward (gradient accumulation)",
+                    d,
+                    dst.layout(),
+                    s,
+                    src.layout(),
+                    |x, y| x + y,
+                );
             }
         }
         _ => return false,

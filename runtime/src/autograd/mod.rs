@@ -12,7 +12,9 @@ use std::sync::{Arc, Mutex};
 
 pub use gradcheck::{gradcheck, gradcheck_opts, GradcheckOptions, GradcheckReport};
 pub use mode::{is_grad_enabled, no_grad, set_grad_enabled, NoGradGuard};
-pub use op::{apply, forward_into, forward_saving, try_apply, GradSlot, Op, OpNode, Out, Saved, Shape, Spec};
+pub use op::{
+    apply, forward_into, forward_saving, try_apply, GradSlot, Op, OpNode, Out, Saved, Shape, Spec,
+};
 
 use crate::tensor::Tensor;
 

@@ -144,6 +144,9 @@ impl<A: Saved, B: Saved, C: Saved> Saved for (A, B, C) {
 pub trait Op: Send + Sync + 'static {
     /// The name of the tape node (`grad_fn`), PyTorch's where one exists.
     const NAME: &'static str;
+    /// The op's name in messages (`exp`, `matmul`): an output that cannot be
+    /// allocated is reported under it.
+    const OP: &'static str = "op";
     /// What the op does to the size `network!` checks at compile time
     /// (`Same` for elementwise ops; unknown by default).
     const SIZE: crate::size::SizeRule = crate::size::SizeRule::Unknown;
@@ -182,10 +185,10 @@ pub fn apply<O: Op>(op: O, x: &[&Tensor]) -> Tensor {
 /// Fallible [`apply`].
 pub fn try_apply<O: Op>(op: O, x: &[&Tensor]) -> Result<Tensor> {
     let spec = op.spec(x)?;
-    let mut out = Out::fresh(spec);
+    let mut out = Out::fresh(spec).named(O::OP);
     // A forward composed of other ops records nothing of its own.
     super::no_grad(|| op.forward(x, &mut out));
-    let y = out.finish();
+    let y = out.try_finish()?;
     if !needs_grad(x) {
         return Ok(y);
     }
@@ -199,7 +202,7 @@ pub fn try_apply<O: Op>(op: O, x: &[&Tensor]) -> Result<Tensor> {
 /// needs: the compile-time path's forward (`network!`'s `forward_train`).
 pub fn forward_saving<O: Op>(op: &O, x: &[&Tensor], need: &[bool]) -> (Tensor, O::Saved) {
     let spec = crate::error::OrPanic::or_panic(op.spec(x));
-    let mut out = Out::fresh(spec);
+    let mut out = Out::fresh(spec).named(O::OP);
     op.forward(x, &mut out);
     let y = out.finish();
     let saved = op.save(x, &y, need);
@@ -226,7 +229,7 @@ pub fn forward_into<'s, O: Op>(
 fn forward_into_slot<'s, O: Op>(op: &O, x: &[&Tensor], slot: &'s mut Option<Tensor>) -> &'s Tensor {
     let spec = crate::error::OrPanic::or_panic(op.spec(x));
     if O::VIEW {
-        let mut out = Out::fresh(spec);
+        let mut out = Out::fresh(spec).named(O::OP);
         op.forward(x, &mut out);
         return slot.insert(out.finish());
     }
@@ -240,7 +243,7 @@ fn forward_into_slot<'s, O: Op>(op: &O, x: &[&Tensor], slot: &'s mut Option<Tens
         let t = slot.as_ref().expect("checked above");
         op.forward(x, &mut Out::into(t, false));
     } else {
-        let mut out = Out::fresh(spec);
+        let mut out = Out::fresh(spec).named(O::OP);
         op.forward(x, &mut out);
         *slot = Some(out.finish());
     }
@@ -260,6 +263,10 @@ fn exclusive(t: &Tensor, handles: usize) -> bool {
 pub struct Out<'a> {
     spec: Spec,
     target: Target<'a>,
+    /// The op, for messages.
+    op: &'static str,
+    /// An allocation the first write could not make: `try_apply` returns it.
+    failed: Option<crate::error::Error>,
 }
 
 enum Target<'a> {
@@ -275,7 +282,15 @@ impl<'a> Out<'a> {
         Out {
             spec,
             target: Target::Fresh(None),
+            op: "op",
+            failed: None,
         }
+    }
+
+    /// Names the op in the messages of a failed allocation.
+    pub fn named(mut self, op: &'static str) -> Self {
+        self.op = op;
+        self
     }
 
     /// A destination over `t` (contiguous), added into when `accumulate`.
@@ -289,6 +304,8 @@ impl<'a> Out<'a> {
         Out {
             spec: Spec::like(t),
             target: Target::Into(t, accumulate),
+            op: "op",
+            failed: None,
         }
     }
 
@@ -329,6 +346,12 @@ impl<'a> Out<'a> {
         }
     }
 
+    /// Records that the forward could not make its output (an allocation
+    /// refused): `try_apply` returns `e`, the other entry points panic with it.
+    pub fn fail(&mut self, e: crate::error::Error) {
+        self.failed.get_or_insert(e);
+    }
+
     /// Runs a CPU kernel on the destination's elements as `T` (the spec's
     /// dtype): `k` gets a [`cpu::Sink`] that writes or accumulates.
     pub(crate) fn host<T: Host + std::ops::Add<Output = T>>(
@@ -338,8 +361,19 @@ impl<'a> Out<'a> {
         debug_assert_eq!(T::DTYPE, self.spec.dtype);
         match &mut self.target {
             Target::Fresh(slot) => {
-                let n = self.spec.shape.iter().product();
-                let v = cpu::new_vec(n, |dst| k(cpu::Sink::Write(dst)));
+                // A result that cannot be allocated is kept as an error for
+                // `try_apply` (the kernel does not run).
+                let op = self.op;
+                let v = crate::tensor::checked_numel(op, &self.spec.shape).and_then(|n| {
+                    cpu::try_new_vec(op, &self.spec.shape, n, |dst| k(cpu::Sink::Write(dst)))
+                });
+                let v = match v {
+                    Ok(v) => v,
+                    Err(e) => {
+                        self.failed = Some(e);
+                        return;
+                    }
+                };
                 *slot = Some(Tensor::from_buffer(
                     T::wrap(v),
                     &self.spec.shape,
@@ -405,8 +439,20 @@ impl<'a> Out<'a> {
         }
     }
 
+    /// The new tensor a fresh destination holds, or the allocation error.
+    pub(crate) fn try_finish(mut self) -> Result<Tensor> {
+        match self.failed.take() {
+            Some(e) => Err(e),
+            None => Ok(self.finish()),
+        }
+    }
+
     /// The new tensor a fresh destination holds.
-    pub(crate) fn finish(self) -> Tensor {
+    #[track_caller]
+    pub(crate) fn finish(mut self) -> Tensor {
+        if let Some(e) = self.failed.take() {
+            panic!("{e}");
+        }
         match self.target {
             Target::Fresh(Some(t)) => t,
             Target::Fresh(None) => panic!(
@@ -440,7 +486,11 @@ impl<'a> GradSlot<'a> {
     }
 
     /// A slot that computes into the reusable buffer `buf` where it can.
-    pub fn with_buffer(sum: &'a mut Option<Tensor>, buf: &'a mut Option<Tensor>, need: bool) -> Self {
+    pub fn with_buffer(
+        sum: &'a mut Option<Tensor>,
+        buf: &'a mut Option<Tensor>,
+        need: bool,
+    ) -> Self {
         GradSlot {
             need,
             sum,

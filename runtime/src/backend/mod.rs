@@ -3,6 +3,7 @@
 pub(crate) mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+pub(crate) mod memory;
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -157,6 +158,51 @@ pub(crate) enum Ew {
     Where,
 }
 
+impl Ew {
+    /// The op's name in messages (PyTorch's name for the forward ops).
+    pub(crate) fn op_name(self) -> &'static str {
+        use Ew::*;
+        match self {
+            Fill => "fill_",
+            Copy => "copy_",
+            Neg => "neg",
+            Abs => "abs",
+            Sqrt => "sqrt",
+            Relu => "relu",
+            AddS | Add => "add",
+            SubS | Sub => "sub",
+            MulS | Mul => "mul",
+            DivS | Div => "div",
+            Clamp => "clamp",
+            Square => "square",
+            PowI | PowF | Pow => "pow",
+            Exp => "exp",
+            Log => "log",
+            Tanh => "tanh",
+            Sigmoid => "sigmoid",
+            AddScaled => "add_scaled",
+            Max => "maximum",
+            Min => "minimum",
+            ReluBwd => "relu backward",
+            SigmoidBwd => "sigmoid backward",
+            TanhBwd => "tanh backward",
+            SqrtBwd => "sqrt backward",
+            DivBwdB => "div backward",
+            AbsBwd => "abs backward",
+            ClampBwd => "clamp backward",
+            PowSqBwd | PowSBwd | PowBwdA | MulLn => "pow backward",
+            MaxMinBwd => "maximum/minimum backward",
+            Eq => "eq",
+            Ne => "ne",
+            Lt => "lt",
+            Le => "le",
+            Gt => "gt",
+            Ge => "ge",
+            Where => "where",
+        }
+    }
+}
+
 /// The elements behind one or more tensors, one variant per dtype.
 #[derive(Clone, Debug)]
 pub(crate) enum Buffer {
@@ -192,9 +238,13 @@ impl Buffer {
 /// buffer of its dtype in `buf`: host kernels that reach GPU storage (an op
 /// with no CUDA kernel yet) stop at [`read`](Self::read)'s check with a
 /// message naming the caller.
+///
+/// The buffer's length never changes after creation (`len`): layouts are
+/// checked against it when a tensor is made.
 #[derive(Debug)]
 pub(crate) struct Storage {
     buf: RwLock<Buffer>,
+    len: usize,
     device: Device,
     version: AtomicU64,
     #[cfg(feature = "cuda")]
@@ -209,6 +259,7 @@ impl Storage {
             Device::cuda_unavailable_reason().unwrap_or_else(|| "use Tensor::to".into())
         );
         Storage {
+            len: buf.len(),
             buf: RwLock::new(buf),
             device,
             version: AtomicU64::new(0),
@@ -227,6 +278,7 @@ impl Storage {
         };
         Storage {
             buf: RwLock::new(empty),
+            len: buf.len(),
             device: Device::Cuda(buf.ordinal()),
             version: AtomicU64::new(0),
             cuda: Some(buf),
@@ -270,6 +322,10 @@ impl Storage {
     }
     pub(crate) fn device(&self) -> Device {
         self.device
+    }
+    /// The number of elements in the buffer (host or device).
+    pub(crate) fn len(&self) -> usize {
+        self.len
     }
     pub(crate) fn version(&self) -> u64 {
         self.version.load(Ordering::Relaxed)

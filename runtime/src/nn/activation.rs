@@ -71,13 +71,19 @@ macro_rules! op_layer {
             fn forward_train(&self, x: &Tensor) -> (Tensor, Self::Saved) {
                 no_grad(|| forward_saving(&self.op(), &[x], &[true]))
             }
-            fn backward(&self, saved: Self::Saved, grad_out: &Tensor, input_grad: bool) -> Option<Tensor> {
+            fn backward(
+                &self,
+                saved: Self::Saved,
+                grad_out: &Tensor,
+                input_grad: bool,
+            ) -> Option<Tensor> {
                 if !input_grad {
                     return None;
                 }
                 let mut dx = None;
                 no_grad(|| {
-                    self.op().backward(&saved, grad_out, &mut [GradSlot::new(&mut dx, true)])
+                    self.op()
+                        .backward(&saved, grad_out, &mut [GradSlot::new(&mut dx, true)])
                 });
                 dx
             }
@@ -102,7 +108,11 @@ macro_rules! op_layer {
                 let _guard = NoGradGuard::new();
                 let saved = get_saved(&ws.saved);
                 let mut dx = None;
-                self.op().backward(saved, grad_out, &mut [GradSlot::with_buffer(&mut dx, &mut ws.buf, true)]);
+                self.op().backward(
+                    saved,
+                    grad_out,
+                    &mut [GradSlot::with_buffer(&mut dx, &mut ws.buf, true)],
+                );
                 ws.dx = dx;
                 ws.dx.as_ref()
             }

@@ -17,8 +17,8 @@ mod module;
 mod sequential;
 
 pub use activation::{
-    Dropout, Flatten, Hardtanh, Identity, LeakyReLU, LogSigmoid, LogSoftmax, Mish, OpWorkspace, ReLU,
-    SiLU, Sigmoid, Softmax, Softplus, Tanh, ELU, GELU,
+    Dropout, Flatten, Hardtanh, Identity, LeakyReLU, LogSigmoid, LogSoftmax, Mish, OpWorkspace,
+    ReLU, SiLU, Sigmoid, Softmax, Softplus, Tanh, ELU, GELU,
 };
 pub use linear::{LayerWorkspace, Linear};
 pub use loss::{

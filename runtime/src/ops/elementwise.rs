@@ -4,8 +4,8 @@
 use std::ops::{Add, Div, Mul, Neg, Sub};
 
 use super::reduce::sum_to;
-use super::{float_map, float_zip, same_device};
 use super::{binary, unary};
+use super::{float_map, float_zip, same_device};
 use crate::autograd::{apply, needs_grad, record, try_apply, Backward, SavedTensor};
 use crate::backend::{cpu, Buffer, Ew};
 use crate::error::{OrPanic, Result};
@@ -43,10 +43,10 @@ pub(crate) fn cast(t: &Tensor, dtype: DType) -> Tensor {
         macro_rules! conv {
             ($v:expr, $conv:expr) => {
                 match dtype {
-                    DType::F32 => Buffer::F32(cpu::map($v, l, |x| $conv(x) as f32)),
-                    DType::F64 => Buffer::F64(cpu::map($v, l, |x| $conv(x))),
-                    DType::I64 => Buffer::I64(cpu::map($v, l, |x| $conv(x) as i64)),
-                    DType::Bool => Buffer::Bool(cpu::map($v, l, |x| $conv(x) != 0.0)),
+                    DType::F32 => Buffer::F32(cpu::map("to_dtype", $v, l, |x| $conv(x) as f32)),
+                    DType::F64 => Buffer::F64(cpu::map("to_dtype", $v, l, |x| $conv(x))),
+                    DType::I64 => Buffer::I64(cpu::map("to_dtype", $v, l, |x| $conv(x) as i64)),
+                    DType::Bool => Buffer::Bool(cpu::map("to_dtype", $v, l, |x| $conv(x) != 0.0)),
                 }
             };
         }
@@ -86,10 +86,10 @@ impl Tensor {
             let b = self.storage().read();
             let l = self.layout();
             match &*b {
-                Buffer::F32(v) => Buffer::F32(cpu::map(v, l, |x| x)),
-                Buffer::F64(v) => Buffer::F64(cpu::map(v, l, |x| x)),
-                Buffer::I64(v) => Buffer::I64(cpu::map(v, l, |x| x)),
-                Buffer::Bool(v) => Buffer::Bool(cpu::map(v, l, |x| x)),
+                Buffer::F32(v) => Buffer::F32(cpu::map("clone", v, l, |x| x)),
+                Buffer::F64(v) => Buffer::F64(cpu::map("clone", v, l, |x| x)),
+                Buffer::I64(v) => Buffer::I64(cpu::map("clone", v, l, |x| x)),
+                Buffer::Bool(v) => Buffer::Bool(cpu::map("clone", v, l, |x| x)),
             }
         };
         let out = Tensor::from_buffer(buf, self.shape(), self.device());
@@ -184,9 +184,9 @@ fn zip_int(
     }
     let _ = gpu;
     let out = super::read_pair(&a, &b, |ga, gb| match (ga, gb) {
-        (Buffer::I64(x), Buffer::I64(y)) => cpu::zip(x, &la, y, &lb, f),
+        (Buffer::I64(x), Buffer::I64(y)) => cpu::zip(op, x, &la, y, &lb, f),
         _ => unreachable!("both operands were cast to i64"),
-    });
+    })?;
     Ok(Tensor::from_buffer(Buffer::I64(out), &shape, a.device()))
 }
 
@@ -339,6 +339,7 @@ impl Pow {
 
 impl crate::autograd::Op for Pow {
     const NAME: &'static str = "PowBackward";
+    const OP: &'static str = "pow";
     const SIZE: crate::size::SizeRule = crate::size::SizeRule::Same;
     type Saved = Tensor;
     fn spec(&self, x: &[&Tensor]) -> Result<crate::autograd::Spec> {
@@ -666,20 +667,20 @@ fn compare(
         };
         match (ga, gb) {
             (Buffer::F32(x), Buffer::F32(y)) => {
-                cpu::zip(x, &la, y, &lb, |p, q| cmp(p.partial_cmp(&q)))
+                cpu::zip(op, x, &la, y, &lb, |p, q| cmp(p.partial_cmp(&q)))
             }
             (Buffer::F64(x), Buffer::F64(y)) => {
-                cpu::zip(x, &la, y, &lb, |p, q| cmp(p.partial_cmp(&q)))
+                cpu::zip(op, x, &la, y, &lb, |p, q| cmp(p.partial_cmp(&q)))
             }
             (Buffer::I64(x), Buffer::I64(y)) => {
-                cpu::zip(x, &la, y, &lb, |p, q| cmp(p.partial_cmp(&q)))
+                cpu::zip(op, x, &la, y, &lb, |p, q| cmp(p.partial_cmp(&q)))
             }
             (Buffer::Bool(x), Buffer::Bool(y)) => {
-                cpu::zip(x, &la, y, &lb, |p, q| cmp(p.partial_cmp(&q)))
+                cpu::zip(op, x, &la, y, &lb, |p, q| cmp(p.partial_cmp(&q)))
             }
             _ => unreachable!("both operands were cast to one dtype"),
         }
-    });
+    })?;
     Ok(Tensor::from_buffer(Buffer::Bool(out), &shape, a.device()))
 }
 
@@ -798,15 +799,13 @@ impl Tensor {
             };
             macro_rules! sel {
                 ($x:expr, $y:expr, $v:ident) => {
-                    Buffer::$v(cpu::zip3(
-                        c,
-                        &lc,
-                        $x,
-                        &la,
-                        $y,
-                        &lb,
-                        |k, p, q| if k { p } else { q },
-                    ))
+                    Buffer::$v(cpu::zip3("where", c, &lc, $x, &la, $y, &lb, |k, p, q| {
+                        if k {
+                            p
+                        } else {
+                            q
+                        }
+                    })?)
                 };
             }
             match (&*ga, &*gb) {

@@ -106,10 +106,10 @@ impl Tensor {
         let ob = o.storage().read();
         let mut sb = self.storage().write();
         match (&mut *sb, &*ob) {
-            (Buffer::F32(d), Buffer::F32(s)) => cpu::update(d, self.layout(), s, &lo, f32f),
-            (Buffer::F64(d), Buffer::F64(s)) => cpu::update(d, self.layout(), s, &lo, f64f),
+            (Buffer::F32(d), Buffer::F32(s)) => cpu::update(op, d, self.layout(), s, &lo, f32f),
+            (Buffer::F64(d), Buffer::F64(s)) => cpu::update(op, d, self.layout(), s, &lo, f64f),
             (Buffer::I64(d), Buffer::I64(s)) if i64f.is_some() => {
-                cpu::update(d, self.layout(), s, &lo, i64f.expect("checked"))
+                cpu::update(op, d, self.layout(), s, &lo, i64f.expect("checked"))
             }
             _ => panic!(
                 "{op}: not supported for {} tensors; convert with .to_dtype(DType::F32)",
@@ -218,10 +218,18 @@ impl Tensor {
         let ob = o.storage().read();
         let mut sb = self.storage().write();
         match (&mut *sb, &*ob) {
-            (Buffer::F32(d), Buffer::F32(s)) => cpu::update(d, self.layout(), s, &lo, |_, y| y),
-            (Buffer::F64(d), Buffer::F64(s)) => cpu::update(d, self.layout(), s, &lo, |_, y| y),
-            (Buffer::I64(d), Buffer::I64(s)) => cpu::update(d, self.layout(), s, &lo, |_, y| y),
-            (Buffer::Bool(d), Buffer::Bool(s)) => cpu::update(d, self.layout(), s, &lo, |_, y| y),
+            (Buffer::F32(d), Buffer::F32(s)) => {
+                cpu::update("copy_", d, self.layout(), s, &lo, |_, y| y)
+            }
+            (Buffer::F64(d), Buffer::F64(s)) => {
+                cpu::update("copy_", d, self.layout(), s, &lo, |_, y| y)
+            }
+            (Buffer::I64(d), Buffer::I64(s)) => {
+                cpu::update("copy_", d, self.layout(), s, &lo, |_, y| y)
+            }
+            (Buffer::Bool(d), Buffer::Bool(s)) => {
+                cpu::update("copy_", d, self.layout(), s, &lo, |_, y| y)
+            }
             _ => unreachable!("the source was cast to self's dtype"),
         }
         self
@@ -239,10 +247,10 @@ impl Tensor {
         let mut sb = self.storage().write();
         let l = self.layout();
         match &mut *sb {
-            Buffer::F32(d) => cpu::update_scalar(d, l, |_| value as f32),
-            Buffer::F64(d) => cpu::update_scalar(d, l, |_| value),
-            Buffer::I64(d) => cpu::update_scalar(d, l, |_| value as i64),
-            Buffer::Bool(d) => cpu::update_scalar(d, l, |_| value != 0.0),
+            Buffer::F32(d) => cpu::update_scalar("fill_", d, l, |_| value as f32),
+            Buffer::F64(d) => cpu::update_scalar("fill_", d, l, |_| value),
+            Buffer::I64(d) => cpu::update_scalar("fill_", d, l, |_| value as i64),
+            Buffer::Bool(d) => cpu::update_scalar("fill_", d, l, |_| value != 0.0),
         }
         self
     }
@@ -272,7 +280,7 @@ impl Tensor {
         let l = self.layout();
         match &mut *sb {
             // NaN stays NaN, and min > max gives max, as in PyTorch (and `clamp`).
-            Buffer::F32(d) => cpu::update_scalar(d, l, |x| {
+            Buffer::F32(d) => cpu::update_scalar("clamp_", d, l, |x| {
                 let y = if x < lo as f32 { lo as f32 } else { x };
                 if y > hi as f32 {
                     hi as f32
@@ -280,7 +288,7 @@ impl Tensor {
                     y
                 }
             }),
-            Buffer::F64(d) => cpu::update_scalar(d, l, |x| {
+            Buffer::F64(d) => cpu::update_scalar("clamp_", d, l, |x| {
                 let y = if x < lo { lo } else { x };
                 if y > hi {
                     hi
@@ -288,7 +296,9 @@ impl Tensor {
                     y
                 }
             }),
-            Buffer::I64(d) => cpu::update_scalar(d, l, |x| (x as f64).max(lo).min(hi) as i64),
+            Buffer::I64(d) => {
+                cpu::update_scalar("clamp_", d, l, |x| (x as f64).max(lo).min(hi) as i64)
+            }
             Buffer::Bool(_) => panic!("clamp_: not supported for bool tensors"),
         }
         self

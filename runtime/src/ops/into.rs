@@ -24,7 +24,7 @@ use faer::{Accum, MatMut, MatRef, Par};
 use crate::backend::cpu::pool::{par_run, par_width};
 use crate::backend::cpu::{self, sgemm};
 use crate::backend::{Buffer, Device};
-use crate::tensor::{DType, Float, Layout, Tensor};
+use crate::tensor::{assert_matrix_within, DType, Float, Layout, Tensor};
 
 // ---------------------------------------------------------------- element types
 
@@ -51,12 +51,14 @@ pub(crate) trait Real: Float {
     );
 }
 
-/// A matrix operand: its first element and its row and column strides.
+/// A matrix operand: its first element, its row and column strides, and
+/// how many elements of its buffer lie from `ptr` on (for the bounds check).
 #[derive(Clone, Copy)]
 pub(crate) struct Mat<T> {
     ptr: *const T,
     rs: usize,
     cs: usize,
+    len: usize,
 }
 
 // SAFETY: a read-only view that parallel parts of one product share while
@@ -66,28 +68,48 @@ unsafe impl<T: Sync> Sync for Mat<T> {}
 unsafe impl<T: Sync> Send for Mat<T> {}
 
 impl<T> Mat<T> {
+    /// The matrix at element `offset` of `data` with strides `rs`, `cs`.
+    fn new(data: &[T], offset: usize, rs: usize, cs: usize) -> Self {
+        let from = &data[offset..];
+        Mat {
+            ptr: from.as_ptr(),
+            rs,
+            cs,
+            len: from.len(),
+        }
+    }
     /// The transpose (a view: strides swapped).
     fn t(self) -> Self {
         Mat {
-            ptr: self.ptr,
             rs: self.cs,
             cs: self.rs,
+            ..self
         }
     }
     /// Rows `r0..` of the matrix.
     fn rows_from(self, r0: usize) -> Self {
+        let skip = r0 * self.rs;
         Mat {
             // SAFETY: callers stay inside the matrix.
-            ptr: self.ptr.wrapping_add(r0 * self.rs),
+            ptr: self.ptr.wrapping_add(skip),
+            len: self.len.saturating_sub(skip),
             ..self
         }
     }
     /// Columns `c0..` of the matrix.
     fn cols_from(self, c0: usize) -> Self {
+        let skip = c0 * self.cs;
         Mat {
-            ptr: self.ptr.wrapping_add(c0 * self.cs),
+            ptr: self.ptr.wrapping_add(skip),
+            len: self.len.saturating_sub(skip),
             ..self
         }
+    }
+    /// Panics, naming `op`, unless a `rows` x `cols` matrix lies inside the
+    /// buffer.
+    #[track_caller]
+    fn assert_within(&self, op: &str, rows: usize, cols: usize) {
+        assert_matrix_within(op, 0, (rows, cols), (self.rs, self.cs), self.len);
     }
 }
 
@@ -170,6 +192,7 @@ fn small_gemm<T: Real>(m: usize, n: usize, k: usize, a: Mat<T>, b: Mat<T>, c: *m
         ptr: x.ptr.cast::<f32>(),
         rs: x.rs,
         cs: x.cs,
+        len: x.len,
     };
     // SAFETY: T is f32 (checked); c holds m*n elements (ldc == n, caller);
     // sgemm only writes them.
@@ -192,11 +215,32 @@ const PAR_FLOPS: usize = 1 << 21;
 const BLOCKS_PER_THREAD: usize = 2;
 
 /// `c (+)= a · b` (m x k times k x n into the contiguous m x n `c`), split
-/// into row (or column) blocks across [`par_run`] when it is large.
+/// into row (or column) blocks across [`par_run`] when it is large. Checks
+/// once per call, in release builds too, that `a` and `b` lie inside their
+/// buffers and that `c` holds m x n elements, naming `op`.
 ///
 /// # Safety
-/// `a`, `b` address valid matrices; `c` holds m*n elements nothing else touches.
-unsafe fn gemm<T: Real>(m: usize, n: usize, k: usize, a: Mat<T>, b: Mat<T>, c: *mut T, acc: bool) {
+/// `a.ptr` and `b.ptr` point at `a.len` and `b.len` readable elements of
+/// buffers that stay locked during the call.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm<T: Real>(
+    op: &str,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Mat<T>,
+    b: Mat<T>,
+    c: &mut [T],
+    acc: bool,
+) {
+    a.assert_within(op, m, k);
+    b.assert_within(op, k, n);
+    assert!(
+        Some(c.len()) == m.checked_mul(n),
+        "{op}: internal error: an output of {} elements for a {m} x {n} product",
+        c.len()
+    );
+    let c = c.as_mut_ptr();
     let width = par_width();
     if width == 1 || m * n * k < PAR_FLOPS || m.max(n) < 32 {
         // SAFETY: forwarded.
@@ -501,11 +545,7 @@ pub(crate) fn matrix_ok(t: &Tensor, cols: usize, dtype: DType) -> bool {
 
 /// A [`Mat`] over a locked buffer: `(rows, row stride, column stride)` of `t`.
 fn mat<T: Real>(data: &[T], t: &Tensor, (_, rs, cs): (usize, usize, usize)) -> Mat<T> {
-    Mat {
-        ptr: data[t.layout().offset..].as_ptr(),
-        rs,
-        cs,
-    }
+    Mat::new(data, t.layout().offset, rs, cs)
 }
 
 /// Whether [`linear_into`] and [`linear_backward_into`] handle these operands
@@ -560,22 +600,18 @@ pub(crate) fn linear_into(out: &Tensor, x: &Tensor, w: &Tensor, b: Option<&Tenso
                 }
             }
             let wl = w.layout();
-            let wt = Mat {
-                ptr: ws[wl.offset..].as_ptr(),
-                rs: wl.strides[0],
-                cs: wl.strides[1],
-            }
-            .t();
-            // SAFETY: the views come from valid layouts of locked buffers;
-            // `o` is rows x nout, exclusively ours.
+            let wt = Mat::new(ws, wl.offset, wl.strides[0], wl.strides[1]).t();
+            // SAFETY: the views come from locked buffers (gemm checks their
+            // bounds); `o` is rows x nout, exclusively ours.
             unsafe {
                 gemm(
+                    "linear",
                     rows,
                     nout,
                     nin,
                     mat(xs, x, xm),
                     wt,
-                    o.as_mut_ptr(),
+                    o,
                     b.is_some(),
                 )
             };
@@ -621,15 +657,17 @@ pub(crate) fn linear_backward_into(
         let rows = xm.0;
         // dw += gᵀ · x
         with_bufs::<T, 2, _>(dw, [g, x], |o, [gs, xs]| {
-            // SAFETY: valid views of locked buffers; `o` is nout x nin.
+            // SAFETY: views of locked buffers (bounds checked by gemm); `o`
+            // is nout x nin.
             unsafe {
                 gemm(
+                    "linear backward (weight)",
                     nout,
                     nin,
                     rows,
                     mat(gs, g, gm).t(),
                     mat(xs, x, xm),
-                    o.as_mut_ptr(),
+                    o,
                     true,
                 )
             };
@@ -660,13 +698,10 @@ pub(crate) fn linear_backward_into(
             );
             with_bufs::<T, 2, _>(dx, [g, w], |o, [gs, ws]| {
                 let wl = w.layout();
-                let wm = Mat {
-                    ptr: ws[wl.offset..].as_ptr(),
-                    rs: wl.strides[0],
-                    cs: wl.strides[1],
-                };
+                let wm = Mat::new(ws, wl.offset, wl.strides[0], wl.strides[1]);
+                let op = "linear backward (input)";
                 // SAFETY: as above; `o` is rows x nin.
-                unsafe { gemm(rows, nin, nout, mat(gs, g, gm), wm, o.as_mut_ptr(), false) };
+                unsafe { gemm(op, rows, nin, nout, mat(gs, g, gm), wm, o, false) };
             });
         }
     }
@@ -904,6 +939,40 @@ pub(crate) fn sgd_update_(param: &Tensor, grad: &Tensor, lr: f64, zero_grad: boo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The split product checks, once per call, that its operands lie in
+    /// their buffers and that the output is m x n, naming the op.
+    #[test]
+    fn gemm_refuses_operands_past_their_buffers() {
+        let data = vec![1f32; 12];
+        let mut out = vec![0f32; 12];
+        let message = |f: &mut dyn FnMut()| -> String {
+            let e = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).expect_err("panic");
+            e.downcast_ref::<String>().cloned().unwrap_or_default()
+        };
+        // 3 x 4 from offset 1 needs 13 elements.
+        let a = Mat::new(&data, 1, 4, 1);
+        let b = Mat::new(&data, 0, 4, 1);
+        let msg = message(&mut || unsafe { gemm("linear", 3, 4, 4, a, b, &mut out, false) });
+        assert!(
+            msg.starts_with("linear: internal error: a 3 x 4 matrix"),
+            "{msg}"
+        );
+        let (a, b3) = (Mat::new(&data, 0, 4, 1), Mat::new(&data, 0, 3, 1));
+        let msg = message(&mut || unsafe { gemm("linear", 3, 3, 4, a, b3, &mut out, false) });
+        assert!(
+            msg.contains("an output of 12 elements for a 3 x 3 product"),
+            "{msg}"
+        );
+        // A wrapped row count, as a wrapped shape would give.
+        let msg =
+            message(&mut || unsafe { gemm("linear", (1 << 62) + 1, 4, 4, a, b, &mut out, false) });
+        assert!(msg.contains("internal error"), "{msg}");
+        assert!(out.iter().all(|&x| x == 0.0), "nothing was written");
+        // In bounds, it runs: ones · ones = 4 everywhere.
+        unsafe { gemm("linear", 3, 3, 4, a, b3, &mut out[..9], false) };
+        assert!(out[..9].iter().all(|&x| x == 4.0), "{out:?}");
+    }
 
     fn f64s(t: &Tensor) -> Vec<f64> {
         t.to_vec::<f64>()

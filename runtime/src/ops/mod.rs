@@ -5,15 +5,15 @@
 pub(crate) mod activation;
 pub(crate) mod elementwise;
 pub use elementwise::Pow;
+pub mod binary;
 pub(crate) mod inplace;
 pub(crate) mod into;
 pub(crate) mod loss;
 pub mod matmul;
 pub mod reduce;
+pub mod registry;
 pub(crate) mod shape;
 pub mod softmax;
-pub mod binary;
-pub mod registry;
 pub mod unary;
 pub mod views;
 pub(crate) use reduce::sum_to;
@@ -23,12 +23,12 @@ pub use binary::{Add, Binary, Div, Mul, Sub};
 pub use matmul::Matmul;
 pub use reduce::{Cumsum, Logsumexp, Mean, MeanDim, Sum, SumDim};
 pub use softmax::{LogSoftmax, Softmax};
-pub use views::{Flatten, Permute, Reshape, Transpose, View, T};
 pub use unary::{
     AddScalar, DivScalar, Elu, Exp, Gelu, GeluErf, GeluTanh, Hardtanh, LeakyRelu, Log, Logsigmoid,
     Mish, MulScalar, Neg, RDivScalar, RSubScalar, Reads, Relu, Sigmoid, Silu, Softplus, Sqrt,
     Square, SubScalar, Tanh, Unary,
 };
+pub use views::{Flatten, Permute, Reshape, Transpose, View, T};
 
 use crate::backend::{cpu, Buffer, Ew};
 use crate::error::{Error, Result};
@@ -113,12 +113,12 @@ pub(crate) fn map_float(
     if t.device().is_cuda() {
         return crate::backend::cuda::ops::map(gpu.0, &t, gpu.1, gpu.2);
     }
-    let _ = gpu;
+    let op = gpu.0.op_name();
     let buf = {
         let b = t.storage().read();
         match &*b {
-            Buffer::F32(v) => Buffer::F32(cpu::map(v, t.layout(), f32f)),
-            Buffer::F64(v) => Buffer::F64(cpu::map(v, t.layout(), f64f)),
+            Buffer::F32(v) => Buffer::F32(cpu::map(op, v, t.layout(), f32f)),
+            Buffer::F64(v) => Buffer::F64(cpu::map(op, v, t.layout(), f64f)),
             _ => unreachable!("as_float returns a float tensor"),
         }
     };
@@ -184,10 +184,10 @@ pub(crate) fn zip_float(
     }
     let _ = gpu;
     let buf = read_pair(&a, &b, |ga, gb| match (ga, gb) {
-        (Buffer::F32(x), Buffer::F32(y)) => Buffer::F32(cpu::zip(x, &la, y, &lb, f32f)),
-        (Buffer::F64(x), Buffer::F64(y)) => Buffer::F64(cpu::zip(x, &la, y, &lb, f64f)),
+        (Buffer::F32(x), Buffer::F32(y)) => cpu::zip(op, x, &la, y, &lb, f32f).map(Buffer::F32),
+        (Buffer::F64(x), Buffer::F64(y)) => cpu::zip(op, x, &la, y, &lb, f64f).map(Buffer::F64),
         _ => unreachable!("both operands were cast to one float dtype"),
-    });
+    })?;
     Ok(Tensor::from_buffer(buf, &shape, a.device()))
 }
 

@@ -2,8 +2,8 @@
 //! with backward kernels shared by the tape and the compile-time path.
 
 use crate::autograd::{apply, GradSlot, Op, Out, Spec};
-use crate::error::Result;
 use crate::backend::Host;
+use crate::error::Result;
 use crate::tensor::{norm_dim, DType, Float, Tensor};
 
 /// dL/dx of `y = softmax(x, dim)` from the output: `y * (dy - Σ_dim dy·y)`.
@@ -49,6 +49,7 @@ impl LogSoftmax {
 
 impl Op for LogSoftmax {
     const NAME: &'static str = "LogSoftmaxBackward";
+    const OP: &'static str = "log_softmax";
     const SIZE: crate::size::SizeRule = crate::size::SizeRule::Same;
     type Saved = Tensor;
     fn spec(&self, x: &[&Tensor]) -> Result<Spec> {
@@ -67,6 +68,7 @@ impl Op for LogSoftmax {
 
 impl Op for Softmax {
     const NAME: &'static str = "SoftmaxBackward";
+    const OP: &'static str = "softmax";
     const SIZE: crate::size::SizeRule = crate::size::SizeRule::Same;
     type Saved = Tensor;
 
@@ -83,7 +85,11 @@ impl Op for Softmax {
         norm_dim(self.op(), self.dim, x.ndim())?;
         Ok(Spec {
             shape: crate::autograd::Shape::from_slice(x.shape()),
-            dtype: if x.dtype().is_float() { x.dtype() } else { crate::tensor::DType::F32 },
+            dtype: if x.dtype().is_float() {
+                x.dtype()
+            } else {
+                crate::tensor::DType::F32
+            },
             device: x.device(),
         })
     }
@@ -146,10 +152,24 @@ impl Op for Softmax {
                 let (oy, og, n) = (y.layout().offset, g.layout().offset, y.numel());
                 match y.dtype() {
                     DType::F32 => out.host_slice::<f32>(|o, acc| {
-                        rows_backward(&f32::of(yb)[oy..oy + n], &f32::of(gb)[og..og + n], o, dims, log, acc)
+                        rows_backward(
+                            &f32::of(yb)[oy..oy + n],
+                            &f32::of(gb)[og..og + n],
+                            o,
+                            dims,
+                            log,
+                            acc,
+                        )
                     }),
                     _ => out.host_slice::<f64>(|o, acc| {
-                        rows_backward(&f64::of(yb)[oy..oy + n], &f64::of(gb)[og..og + n], o, dims, log, acc)
+                        rows_backward(
+                            &f64::of(yb)[oy..oy + n],
+                            &f64::of(gb)[og..og + n],
+                            o,
+                            dims,
+                            log,
+                            acc,
+                        )
                     }),
                 }
             })
@@ -167,7 +187,13 @@ fn split_at_dim(shape: &[usize], dim: usize) -> (usize, usize, usize) {
 /// The fused CPU kernel: `o = softmax(x)` or `log_softmax(x)` along the
 /// middle dim of contiguous `[outer, n, inner]` data, shifted by the row's
 /// max (a NaN in a row makes it NaN); added into `o` when `acc`.
-fn rows<T: Float>(x: &[T], o: &mut [T], (outer, n, inner): (usize, usize, usize), log: bool, acc: bool) {
+fn rows<T: Float>(
+    x: &[T],
+    o: &mut [T],
+    (outer, n, inner): (usize, usize, usize),
+    log: bool,
+    acc: bool,
+) {
     if n == 0 {
         return;
     }
@@ -231,7 +257,11 @@ fn rows_backward<T: Float>(
             }
             for i in 0..n {
                 let (yv, gv) = (y[at(i)], g[at(i)]);
-                let v = if log { gv - yv.exp() * s } else { yv * (gv - s) };
+                let v = if log {
+                    gv - yv.exp() * s
+                } else {
+                    yv * (gv - s)
+                };
                 let slot = &mut o[at(i)];
                 *slot = if acc { *slot + v } else { v };
             }

@@ -34,7 +34,10 @@ impl Op for Reshape {
     const VIEW: bool = true;
     type Saved = Vec<usize>;
     fn spec(&self, x: &[&Tensor]) -> Result<Spec> {
-        Ok(spec_with(x[0], resolve_shape("reshape", x[0].shape(), &self.shape)?))
+        Ok(spec_with(
+            x[0],
+            resolve_shape("reshape", x[0].shape(), &self.shape)?,
+        ))
     }
     fn forward(&self, x: &[&Tensor], out: &mut Out<'_>) {
         let shape = out.spec().shape.clone();
@@ -216,7 +219,10 @@ impl Op for Transpose {
     type Saved = ();
     fn spec(&self, x: &[&Tensor]) -> Result<Spec> {
         let dims = self.dims(x[0].ndim())?;
-        Ok(spec_with(x[0], dims.iter().map(|&d| x[0].shape()[d]).collect()))
+        Ok(spec_with(
+            x[0],
+            dims.iter().map(|&d| x[0].shape()[d]).collect(),
+        ))
     }
     fn forward(&self, x: &[&Tensor], out: &mut Out<'_>) {
         out.set(x[0].permute_raw(&self.dims(x[0].ndim()).or_panic()))

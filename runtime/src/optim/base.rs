@@ -699,6 +699,7 @@ fn gather<F: OptFloat>(t: &Tensor, out: &mut Vec<F>) {
     }
     let src = t.storage().read();
     cpu::update(
+        "optimizer step",
         &mut out[..n],
         &Layout::contiguous(t.shape()),
         F::slice(&src),
@@ -745,6 +746,7 @@ fn apply<F: OptFloat, A: Algorithm>(
                 sp.resize(n, F::ZERO);
             }
             cpu::update(
+                "optimizer step",
                 &mut sp[..n],
                 &Layout::contiguous(p.shape()),
                 F::slice(&p_guard),
@@ -762,6 +764,7 @@ fn apply<F: OptFloat, A: Algorithm>(
     }
     if !contiguous {
         cpu::update(
+            "optimizer step",
             F::slice_mut(&mut p_guard),
             pl,
             &sp[..n],

@@ -100,12 +100,7 @@ impl_element!(bool, Bool, |x: bool| if x { 1.0 } else { 0.0 }, |v: f64| v
 /// Floating-point elements (f32, f64): the scalar [`Math`] every kernel is
 /// written in, plus what only concrete numbers have. The one float trait of
 /// the crate.
-pub trait Float:
-    Element
-    + Math<Mask = bool>
-    + std::ops::AddAssign
-    + std::iter::Sum
-{
+pub trait Float: Element + Math<Mask = bool> + std::ops::AddAssign + std::iter::Sum {
     /// 0.
     const ZERO: Self;
     /// 1.

@@ -212,7 +212,10 @@ mod tests {
             assert!((s - want).abs() < 1e-15, "sigmoid({x}) = {s}, want {want}");
             let sp = x.softplus();
             let want = if x > 30.0 { x } else { x.exp().ln_1p() };
-            assert!((sp - want).abs() <= 1e-12 * want.abs().max(1e-300), "softplus({x})");
+            assert!(
+                (sp - want).abs() <= 1e-12 * want.abs().max(1e-300),
+                "softplus({x})"
+            );
         }
         assert!(f32::NAN.sigmoid().is_nan() && f64::NAN.softplus().is_nan());
         assert_eq!(f64::NEG_INFINITY.sigmoid(), 0.0);
@@ -229,7 +232,10 @@ mod tests {
         ] {
             assert!((Math::erf(x) - want).abs() < 1e-15, "erf({x})");
             assert!((Math::erf(-x) + want).abs() < 1e-15, "erf(-{x})");
-            assert!((Math::erf(x as f32) - want as f32).abs() < 1e-7, "erff({x})");
+            assert!(
+                (Math::erf(x as f32) - want as f32).abs() < 1e-7,
+                "erff({x})"
+            );
         }
     }
 }

@@ -12,17 +12,30 @@
 use std::arch::x86_64::*;
 use std::mem::MaybeUninit;
 
+use crate::tensor::assert_matrix_within;
+
 /// Rows of C per register tile.
 const MR: usize = 6;
 /// Columns of C per register tile (two AVX vectors).
 const NR: usize = 16;
 
-/// A matrix operand: its first element and its row and column strides.
+/// A matrix operand: its first element, its row and column strides, and how
+/// many elements from `ptr` on belong to its buffer (for the bounds check).
 #[derive(Clone, Copy)]
 pub(crate) struct MatPtr {
     pub(crate) ptr: *const f32,
     pub(crate) rs: usize,
     pub(crate) cs: usize,
+    pub(crate) len: usize,
+}
+
+impl MatPtr {
+    /// Panics, naming `op`, unless a `rows` x `cols` matrix with these
+    /// strides lies inside the `len` elements from `ptr`.
+    #[track_caller]
+    fn assert_within(&self, op: &str, rows: usize, cols: usize) {
+        assert_matrix_within(op, 0, (rows, cols), (self.rs, self.cs), self.len);
+    }
 }
 
 /// `c = a · b` for `a` m x k, `b` k x n, and `c` a contiguous row-major m x n
@@ -30,8 +43,11 @@ pub(crate) struct MatPtr {
 /// this kernel does not apply (no AVX2/FMA, `b`'s columns not contiguous, or
 /// a shape it would handle worse than faer); the caller then uses faer.
 ///
+/// Checks once per call, in release builds too, that a and b lie inside the
+/// buffers their `len` describes and that `c` holds m x n elements.
+///
 /// # Safety
-/// `a` and `b` must address valid m x k and k x n matrices with their strides.
+/// `a.ptr` and `b.ptr` must point at `a.len` and `b.len` readable elements.
 pub(crate) unsafe fn sgemm(
     m: usize,
     n: usize,
@@ -40,7 +56,13 @@ pub(crate) unsafe fn sgemm(
     b: MatPtr,
     c: &mut [MaybeUninit<f32>],
 ) -> bool {
-    debug_assert_eq!(c.len(), m * n);
+    a.assert_within("matmul (sgemm)", m, k);
+    b.assert_within("matmul (sgemm)", k, n);
+    assert!(
+        Some(c.len()) == m.checked_mul(n),
+        "matmul (sgemm): internal error: an output of {} elements for a {m} x {n} product",
+        c.len()
+    );
     // Partial tiles of columns would need masked loads, which cost more than
     // faer's packing; fewer rows than a tile leave registers idle. Past a few
     // row tiles, a wide B or a long k makes the unpacked operands miss cache
@@ -211,11 +233,13 @@ mod tests {
                             ptr: a.as_ptr(),
                             rs,
                             cs,
+                            len: a.len(),
                         },
                         MatPtr {
                             ptr: b.as_ptr(),
                             rs: ldb,
                             cs: 1,
+                            len: b.len(),
                         },
                         &mut c,
                     )
@@ -240,6 +264,49 @@ mod tests {
         }
     }
 
+    /// The kernel checks, once per call, that both operands lie inside the
+    /// lengths their `MatPtr`s give and that `c` is m x n, before it
+    /// touches memory (a wrapped shape once walked 2^62 rows of a 4-element
+    /// buffer here).
+    #[test]
+    fn refuses_operands_past_their_buffers() {
+        use std::panic::{catch_unwind, AssertUnwindSafe};
+        let a = [1f32; 96];
+        let mut c = vec![MaybeUninit::<f32>::uninit(); 96];
+        let mat = |rs, len| MatPtr {
+            ptr: a.as_ptr(),
+            rs,
+            cs: 1,
+            len,
+        };
+        let run = |m: usize, k: usize, a: MatPtr, b: MatPtr, c: &mut [MaybeUninit<f32>]| {
+            let r = catch_unwind(AssertUnwindSafe(|| unsafe { sgemm(m, 16, k, a, b, c) }));
+            r.expect_err("a panic")
+                .downcast_ref::<String>()
+                .cloned()
+                .unwrap_or_default()
+        };
+        // 6 x 16 A needs 96 elements; claiming 95 is refused.
+        let msg = run(6, 16, mat(16, 95), mat(16, 96), &mut c[..96]);
+        assert!(
+            msg.starts_with("matmul (sgemm): internal error: a 6 x 16 matrix"),
+            "{msg}"
+        );
+        let msg = run(6, 6, mat(6, 36), mat(16, 95), &mut c[..96]);
+        assert!(
+            msg.contains("a 6 x 16 matrix with strides (16, 1)"),
+            "{msg}"
+        );
+        // 2^62 + 1 rows, as the wrapped shape of issue 15 asked for.
+        let msg = run((1 << 62) + 1, 4, mat(4, 4), mat(16, 96), &mut c[..96]);
+        assert!(msg.contains("internal error"), "{msg}");
+        let msg = run(6, 6, mat(6, 36), mat(16, 96), &mut c[..95]);
+        assert!(
+            msg.contains("an output of 95 elements for a 6 x 16 product"),
+            "{msg}"
+        );
+    }
+
     #[test]
     fn declines_what_it_does_not_handle() {
         let a = [1f32; 256];
@@ -248,16 +315,19 @@ mod tests {
             ptr: a.as_ptr(),
             rs: 16,
             cs: 1,
+            len: a.len(),
         };
         let b8 = MatPtr {
             ptr: a.as_ptr(),
             rs: 8,
             cs: 1,
+            len: a.len(),
         };
         let b16t = MatPtr {
             ptr: a.as_ptr(),
             rs: 1,
             cs: 16,
+            len: a.len(),
         };
         unsafe {
             assert!(!sgemm(5, 16, 16, a16, a16, &mut c[..80])); // fewer rows than a tile
@@ -268,6 +338,7 @@ mod tests {
                 ptr: a.as_ptr(),
                 rs: 0,
                 cs: 0,
+                len: a.len(),
             };
             assert!(!sgemm(13, 16, 600, long, long, &mut c[..208])); // k past 512
         }

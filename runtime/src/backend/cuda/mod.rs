@@ -78,7 +78,11 @@ impl ElementwiseModule {
 
     /// The name of a kernel `add` wrote.
     pub(crate) fn kernel_name(stem: &str, d: DType, strided: bool) -> String {
-        format!("{stem}_{}_{}", ptx::dname(d), if strided { "s" } else { "c" })
+        format!(
+            "{stem}_{}_{}",
+            ptx::dname(d),
+            if strided { "s" } else { "c" }
+        )
     }
 
     /// The module's key (the op's kernel name).
@@ -180,22 +184,36 @@ impl Drop for CudaBuffer {
 }
 
 impl CudaBuffer {
-    /// Uninitialised room for `len` elements on `ctx`'s device. Out of memory
-    /// panics with the sizes involved.
-    pub(crate) fn alloc(ctx: &Arc<DeviceCtx>, dtype: DType, len: usize) -> CudaBuffer {
-        let want = len * ptx::esize(dtype);
-        let (ptr, bytes) = if want == 0 {
+    /// Uninitialised room for `len` elements on `ctx`'s device, the buffer
+    /// of a tensor of `shape` (for the message). Out of memory, or a byte
+    /// count that overflows, panics naming the shape and the bytes.
+    #[track_caller]
+    pub(crate) fn alloc(
+        ctx: &Arc<DeviceCtx>,
+        dtype: DType,
+        len: usize,
+        shape: &[usize],
+    ) -> CudaBuffer {
+        let esize = ptx::esize(dtype);
+        let Some(rounded) = len.checked_mul(esize).and_then(alloc::round) else {
+            panic!(
+                "CUDA out of memory on cuda:{}: a tensor of shape {shape:?} needs {} bytes, \
+                 more than any device holds; use smaller sizes",
+                ctx.ordinal,
+                len as u128 * esize as u128
+            )
+        };
+        let (ptr, bytes) = if len == 0 {
             (0, 0)
         } else {
-            let bytes = alloc::round(want);
             ctx.bind();
             let p = ctx
                 .alloc
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .alloc(bytes, ctx.ordinal)
-                .unwrap_or_else(|e| panic!("{e}"));
-            (p, bytes)
+                .alloc(rounded, ctx.ordinal)
+                .unwrap_or_else(|e| panic!("{e} (for a tensor of shape {shape:?})"));
+            (p, rounded)
         };
         CudaBuffer {
             ptr,
@@ -207,6 +225,10 @@ impl CudaBuffer {
     }
     pub(crate) fn dtype(&self) -> DType {
         self.dtype
+    }
+    /// The number of elements.
+    pub(crate) fn len(&self) -> usize {
+        self.len
     }
     pub(crate) fn ordinal(&self) -> usize {
         self.ctx.ordinal
@@ -232,7 +254,7 @@ impl CudaBuffer {
                 (bools.as_ptr().cast(), DType::Bool, bools.len())
             }
         };
-        let out = CudaBuffer::alloc(&c, dtype, len);
+        let out = CudaBuffer::alloc(&c, dtype, len, &[len]);
         if len > 0 {
             // SAFETY: `src` holds len elements of dtype, `out` has room for them.
             let r = unsafe { sys::cuMemcpyHtoD_v2(out.ptr, src, len * ptx::esize(dtype)) };
@@ -242,12 +264,18 @@ impl CudaBuffer {
     }
 
     /// Copies `len` elements from element `offset` (contiguous) to the host.
+    #[track_caller]
     pub(crate) fn download(&self, offset: usize, len: usize) -> Buffer {
+        assert!(
+            offset.checked_add(len).is_some_and(|end| end <= self.len),
+            "to: internal error: copying elements {offset}..+{len} of a GPU buffer of {}",
+            self.len
+        );
         self.ctx.bind();
         let es = ptx::esize(self.dtype);
         macro_rules! get {
             ($t:ty) => {{
-                let mut v: Vec<$t> = Vec::with_capacity(len);
+                let mut v: Vec<$t> = crate::backend::memory::alloc("to", &[len], len);
                 if len > 0 {
                     // SAFETY: the device range lies in this allocation (callers pass
                     // a view's range); the host vector has room for len elements,

@@ -193,7 +193,10 @@ fn poly(x: Reg, coeffs: &[f64]) -> Reg {
             let d = b.reg();
             let k = b.konst(c);
             let t = b.t();
-            b.line(format!("fma.rn.{t} %v{}, %v{}, %v{}, {k};", d.0, acc.0, x.0));
+            b.line(format!(
+                "fma.rn.{t} %v{}, %v{}, %v{}, {k};",
+                d.0, acc.0, x.0
+            ));
             d
         });
     }
@@ -206,7 +209,15 @@ fn poly(x: Reg, coeffs: &[f64]) -> Reg {
 fn exp_f32(x: Reg) -> Reg {
     with(|b| {
         let c = b.reg();
-        let (r1, r2, r3, r4, r5, r6, y) = (b.reg(), b.reg(), b.reg(), b.reg(), b.reg(), b.reg(), b.reg());
+        let (r1, r2, r3, r4, r5, r6, y) = (
+            b.reg(),
+            b.reg(),
+            b.reg(),
+            b.reg(),
+            b.reg(),
+            b.reg(),
+            b.reg(),
+        );
         let q = b.pred();
         b.line(format!(
             "max.f32 %v{c}, %v{x}, 0fC2D00000;\nmin.f32 %v{c}, %v{c}, 0f42B20000;\n\
@@ -328,19 +339,38 @@ impl Math for Reg {
         }
         let x2 = self * self;
         // 2/√π (x - x³/3 + x⁵/10 - x⁷/42 + x⁹/216 - x¹¹/1320)
-        let s = poly(x2, &[-1.0 / 1320.0, 1.0 / 216.0, -1.0 / 42.0, 1.0 / 10.0, -1.0 / 3.0, 1.0])
-            * self
+        let s = poly(
+            x2,
+            &[
+                -1.0 / 1320.0,
+                1.0 / 216.0,
+                -1.0 / 42.0,
+                1.0 / 10.0,
+                -1.0 / 3.0,
+                1.0,
+            ],
+        ) * self
             * Reg::k(std::f64::consts::FRAC_2_SQRT_PI);
         let a = self.abs();
         let t = Reg::k(1.0) / (Reg::k(1.0) + Reg::k(0.327_591_1) * a);
         let p = poly(
             t,
-            &[1.061_405_429, -1.453_152_027, 1.421_413_741, -0.284_496_736, 0.254_829_592, 0.0],
+            &[
+                1.061_405_429,
+                -1.453_152_027,
+                1.421_413_741,
+                -0.284_496_736,
+                0.254_829_592,
+                0.0,
+            ],
         );
         let far = Reg::k(1.0) - p * exp_f32(-x2);
         let signed = with(|b| {
             let r = b.reg();
-            b.line(format!("copysign.f32 %v{}, %v{}, %v{};", r.0, self.0, far.0));
+            b.line(format!(
+                "copysign.f32 %v{}, %v{}, %v{};",
+                r.0, self.0, far.0
+            ));
             r
         });
         Reg::select(a.lt(Reg::k(0.5)), s, signed)
@@ -389,7 +419,10 @@ impl Math for Reg {
         with(|b| {
             let r = b.reg();
             let t = b.t();
-            b.line(format!("selp.{t} %v{}, %v{}, %v{}, %m{};", r.0, x.0, y.0, m.0));
+            b.line(format!(
+                "selp.{t} %v{}, %v{}, %v{}, %m{};",
+                r.0, x.0, y.0, m.0
+            ));
             r
         })
     }
@@ -418,7 +451,11 @@ pub(crate) fn interpret_f32(body: &str, x: &[f32], p: [f32; 2]) -> f32 {
     };
     for line in body.lines() {
         let line = line.trim().trim_end_matches(';');
-        if line.is_empty() || line.starts_with('{') || line.starts_with('}') || line.starts_with(".reg") {
+        if line.is_empty()
+            || line.starts_with('{')
+            || line.starts_with('}')
+            || line.starts_with(".reg")
+        {
             continue;
         }
         let (op, rest) = line.split_once(' ').expect("an instruction");
@@ -491,9 +528,15 @@ mod tests {
     #[test]
     fn traced_bodies_name_their_inputs_and_output() {
         let s = body::<2>(DType::F32, |[a, b], p| (a + b) * p[0]).expect("f32 is supported");
-        assert!(s.contains("%x0") && s.contains("%x1") && s.contains("%pfa"), "{s}");
+        assert!(
+            s.contains("%x0") && s.contains("%x1") && s.contains("%pfa"),
+            "{s}"
+        );
         assert!(s.contains("add.rn.f32") && s.contains("mul.rn.f32"), "{s}");
-        assert!(s.trim_end().ends_with('}') && s.contains("mov.f32 %y"), "{s}");
+        assert!(
+            s.trim_end().ends_with('}') && s.contains("mov.f32 %y"),
+            "{s}"
+        );
     }
 
     #[test]

@@ -44,6 +44,7 @@ macro_rules! binary_op {
     ($($t:ty),* $(,)?) => {$(
         impl $crate::ops::Op for $t {
             const NAME: &'static str = <$t as $crate::ops::binary::Binary>::GRAD_FN;
+            const OP: &'static str = <$t as $crate::ops::binary::Binary>::KERNEL;
             type Saved = $crate::ops::binary::SavedOperands;
             fn spec(&self, x: &[&$crate::Tensor]) -> $crate::Result<$crate::ops::Spec> {
                 $crate::ops::binary::spec::<$t>(x)
@@ -90,7 +91,9 @@ impl SavedOperands {
         }
     }
     fn broadcast(&self, i: usize, g: &Tensor) -> bool {
-        self.shapes.as_ref().is_some_and(|s| s[i].as_slice() != g.shape())
+        self.shapes
+            .as_ref()
+            .is_some_and(|s| s[i].as_slice() != g.shape())
     }
 }
 
@@ -147,13 +150,19 @@ pub fn forward<B: Binary>(x: &[&Tensor], out: &mut Out<'_>) {
     }
     read_pair(a, b, |ga, gb| match dt {
         DType::F32 => out.host::<f32>(|o| {
-            cpu::zip_to(o, f32::of(ga), la, f32::of(gb), lb, |x, y| B::f(x, y))
+            cpu::zip_to(B::KERNEL, o, f32::of(ga), la, f32::of(gb), lb, |x, y| {
+                B::f(x, y)
+            })
         }),
         DType::F64 => out.host::<f64>(|o| {
-            cpu::zip_to(o, f64::of(ga), la, f64::of(gb), lb, |x, y| B::f(x, y))
+            cpu::zip_to(B::KERNEL, o, f64::of(ga), la, f64::of(gb), lb, |x, y| {
+                B::f(x, y)
+            })
         }),
         DType::I64 => out.host::<i64>(|o| {
-            cpu::zip_to(o, i64::of(ga), la, i64::of(gb), lb, |x, y| B::int(x, y))
+            cpu::zip_to(B::KERNEL, o, i64::of(ga), la, i64::of(gb), lb, |x, y| {
+                B::int(x, y)
+            })
         }),
         DType::Bool => unreachable!("bool operands compute in i64"),
     })
@@ -201,7 +210,11 @@ pub fn backward<B: Binary>(s: &SavedOperands, g: &Tensor, grads: &mut [GradSlot<
         if !slot.needed() {
             continue;
         }
-        let dtype = if g.dtype().is_float() { g.dtype() } else { DType::F32 };
+        let dtype = if g.dtype().is_float() {
+            g.dtype()
+        } else {
+            DType::F32
+        };
         let full = Spec {
             shape: crate::autograd::Shape::from_slice(g.shape()),
             dtype,
@@ -229,7 +242,10 @@ pub(crate) fn grads<B: Binary>(
     let saved = save::<B>(&[a, b], &need);
     let (mut ga, mut gb) = (None, None);
     {
-        let mut slots = [GradSlot::new(&mut ga, need[0]), GradSlot::new(&mut gb, need[1])];
+        let mut slots = [
+            GradSlot::new(&mut ga, need[0]),
+            GradSlot::new(&mut gb, need[1]),
+        ];
         backward::<B>(&saved, g, &mut slots);
     }
     (ga, gb)
@@ -239,9 +255,8 @@ pub(crate) fn grads<B: Binary>(
 fn partial<B: Binary>(which: usize, g: &Tensor, a: &Tensor, b: &Tensor, out: &mut Out<'_>) {
     let dt = out.spec().dtype;
     let shape = g.shape();
-    let cast = |t: &Tensor| {
-        crate::ops::elementwise::cast(&crate::ops::on_device(t, out_device(g)), dt)
-    };
+    let cast =
+        |t: &Tensor| crate::ops::elementwise::cast(&crate::ops::on_device(t, out_device(g)), dt);
     let (g, a, b) = (cast(g), cast(a), cast(b));
     fn view<'t>(t: &'t Tensor, shape: &[usize]) -> std::borrow::Cow<'t, crate::tensor::Layout> {
         if t.shape() == shape {
@@ -262,9 +277,13 @@ fn partial<B: Binary>(which: usize, g: &Tensor, a: &Tensor, b: &Tensor, out: &mu
             out.host::<$t>(|o| {
                 let (gv, av, bv) = (<$t>::of(&rg), <$t>::of(&ra), <$t>::of(&rb));
                 if which == 0 {
-                    cpu::zip3_to(o, gv, lg, av, la, bv, lb, |g, a, b| B::da(g, a, b))
+                    cpu::zip3_to(B::KERNEL, o, gv, lg, av, la, bv, lb, |g, a, b| {
+                        B::da(g, a, b)
+                    })
                 } else {
-                    cpu::zip3_to(o, gv, lg, av, la, bv, lb, |g, a, b| B::db(g, a, b))
+                    cpu::zip3_to(B::KERNEL, o, gv, lg, av, la, bv, lb, |g, a, b| {
+                        B::db(g, a, b)
+                    })
                 }
             })
         };

@@ -44,21 +44,22 @@ fn scan(x: &Tensor, dim: usize, reverse: bool, out: &mut Out<'_>) {
     let g = x.storage().read();
     let off = x.layout().offset;
     match dt {
-        DType::F32 => out.host::<f32>(|o| {
-            cpu::scan_to(o, &f32::of(&g)[off..], (outer, len, inner), reverse)
-        }),
-        DType::F64 => out.host::<f64>(|o| {
-            cpu::scan_to(o, &f64::of(&g)[off..], (outer, len, inner), reverse)
-        }),
-        DType::I64 => out.host::<i64>(|o| {
-            cpu::scan_to(o, &i64::of(&g)[off..], (outer, len, inner), reverse)
-        }),
+        DType::F32 => {
+            out.host::<f32>(|o| cpu::scan_to(o, &f32::of(&g)[off..], (outer, len, inner), reverse))
+        }
+        DType::F64 => {
+            out.host::<f64>(|o| cpu::scan_to(o, &f64::of(&g)[off..], (outer, len, inner), reverse))
+        }
+        DType::I64 => {
+            out.host::<i64>(|o| cpu::scan_to(o, &i64::of(&g)[off..], (outer, len, inner), reverse))
+        }
         DType::Bool => unreachable!("bools sum in i64"),
     }
 }
 
 impl Op for Cumsum {
     const NAME: &'static str = "CumsumBackward";
+    const OP: &'static str = "cumsum";
     type Saved = ();
 
     fn spec(&self, x: &[&Tensor]) -> Result<Spec> {
@@ -66,7 +67,11 @@ impl Op for Cumsum {
         norm_dim("cumsum", self.dim, x.ndim().max(1))?;
         Ok(Spec {
             shape: crate::autograd::Shape::from_slice(x.shape()),
-            dtype: if x.dtype().is_float() { x.dtype() } else { DType::I64 },
+            dtype: if x.dtype().is_float() {
+                x.dtype()
+            } else {
+                DType::I64
+            },
             device: x.device(),
         })
     }
@@ -121,7 +126,11 @@ pub(crate) mod cuda {
             DType::F64 => ("f64", 8, "0d0000000000000000"),
             _ => ("s64", 8, "0"),
         };
-        let add = if d.is_float() { format!("add.rn.{t}") } else { format!("add.{t}") };
+        let add = if d.is_float() {
+            format!("add.rn.{t}")
+        } else {
+            format!("add.{t}")
+        };
         let name = format!("scan_{}", be::dtype_name(d));
         format!(
             ".visible .entry {name}(\n    .param .u64 p_in,\n    .param .u64 p_out,\n    \

@@ -29,6 +29,7 @@ impl Logsumexp {
 
 impl Op for Logsumexp {
     const NAME: &'static str = "LogsumexpBackward";
+    const OP: &'static str = "logsumexp";
     /// The input, the output with reduced dims kept as 1.
     type Saved = (Tensor, Tensor);
 
@@ -37,7 +38,11 @@ impl Op for Logsumexp {
         let dims = try_resolve_dims("logsumexp", &self.dims, x.ndim())?;
         Ok(Spec {
             shape: final_shape(x.shape(), &dims, self.keepdim).into(),
-            dtype: if x.dtype().is_float() { x.dtype() } else { DType::F32 },
+            dtype: if x.dtype().is_float() {
+                x.dtype()
+            } else {
+                DType::F32
+            },
             device: x.device(),
         })
     }

@@ -13,7 +13,7 @@ pub use sum::{Mean, MeanDim, Sum, SumDim};
 use rayon::prelude::*;
 
 use crate::autograd::{no_grad, record, Backward, SavedTensor};
-use crate::backend::{cpu, Buffer};
+use crate::backend::{cpu, memory, Buffer};
 use crate::error::{Error, OrPanic, Result};
 use crate::tensor::{norm_dim, Float, Layout, Tensor};
 
@@ -57,7 +57,11 @@ fn resolve_dims(op: &'static str, dims: &impl Dims, ndim: usize) -> Vec<usize> {
 }
 
 /// Fallible [`resolve_dims`] of dims as given.
-pub(crate) fn try_resolve_dims(op: &'static str, given: &[isize], ndim: usize) -> Result<Vec<usize>> {
+pub(crate) fn try_resolve_dims(
+    op: &'static str,
+    given: &[isize],
+    ndim: usize,
+) -> Result<Vec<usize>> {
     if given.is_empty() {
         return Ok((0..ndim).collect());
     }
@@ -129,7 +133,9 @@ fn split(l: &Layout, dims: &[usize]) -> (Layout, Layout) {
 
 /// Folds every reduced block: `out[o] = finish(fold(init, elements of block o))`;
 /// `step` also receives the row-major position of the element within its block.
+#[track_caller]
 pub(super) fn reduce_blocks<T: Copy + Sync, Acc: Clone + Send + Sync, A: Send>(
+    op: &'static str,
     src: &[T],
     l: &Layout,
     dims: &[usize],
@@ -137,6 +143,7 @@ pub(super) fn reduce_blocks<T: Copy + Sync, Acc: Clone + Send + Sync, A: Send>(
     step: impl Fn(Acc, T, usize) -> Acc + Sync,
     finish: impl Fn(Acc) -> A + Sync,
 ) -> Vec<A> {
+    l.assert_within(op, src.len());
     let (kept, red) = split(l, dims);
     let n_out = kept.numel();
     let n_red = red.numel();
@@ -165,7 +172,7 @@ pub(super) fn reduce_blocks<T: Copy + Sync, Acc: Clone + Send + Sync, A: Send>(
     };
     if n_out * n_red >= cpu::PAR_THRESHOLD && n_out > 1 {
         let per = (n_out / (4 * rayon::current_num_threads())).max(1);
-        let mut out: Vec<A> = Vec::with_capacity(n_out);
+        let mut out: Vec<A> = memory::alloc(op, &kept.shape, n_out);
         out.spare_capacity_mut()[..n_out]
             .par_chunks_mut(per)
             .enumerate()
@@ -174,7 +181,7 @@ pub(super) fn reduce_blocks<T: Copy + Sync, Acc: Clone + Send + Sync, A: Send>(
         unsafe { out.set_len(n_out) };
         out
     } else {
-        cpu::build_vec(n_out, fill)
+        cpu::build_vec(op, &kept.shape, n_out, fill)
     }
 }
 
@@ -201,26 +208,36 @@ fn sum_slice<T: Float>(s: &[T]) -> T {
 
 /// Sums over `dims` of a float buffer, with fast paths for contiguous inputs
 /// reduced over trailing dims (slices) or leading dims (rows added together).
-pub(super) fn sum_float<T: Float>(src: &[T], l: &Layout, dims: &[usize]) -> Vec<T> {
+#[track_caller]
+pub(super) fn sum_float<T: Float + memory::ZeroBits>(
+    src: &[T],
+    l: &Layout,
+    dims: &[usize],
+) -> Vec<T> {
     let nd = l.ndim();
     if l.is_contiguous() && !dims.is_empty() {
+        l.assert_within("sum", src.len());
         let n = l.numel();
         let s = &src[l.offset..l.offset + n];
         let k = dims.len();
+        // The counts below are partial products of a checked shape.
         if dims.iter().enumerate().all(|(i, &d)| d == nd - k + i) {
             let r: usize = l.shape[nd - k..].iter().product();
+            let kept = &l.shape[..nd - k];
             if r == 0 {
-                return vec![T::ZERO; l.shape[..nd - k].iter().product()];
+                return memory::try_zeros("sum", kept, kept.iter().product()).or_panic();
             }
-            return if n >= cpu::PAR_THRESHOLD {
-                s.par_chunks(r).map(sum_slice).collect()
+            let mut out = memory::alloc("sum", kept, n / r);
+            if n >= cpu::PAR_THRESHOLD {
+                out.par_extend(s.par_chunks(r).map(sum_slice));
             } else {
-                s.chunks(r).map(sum_slice).collect()
-            };
+                out.extend(s.chunks(r).map(sum_slice));
+            }
+            return out;
         }
         if dims.iter().enumerate().all(|(i, &d)| d == i) {
             let o: usize = l.shape[k..].iter().product();
-            let mut out = vec![T::ZERO; o];
+            let mut out = memory::try_zeros("sum", &l.shape[k..], o).or_panic();
             if o > 0 {
                 for row in s.chunks(o) {
                     for (a, &x) in out.iter_mut().zip(row) {
@@ -231,7 +248,7 @@ pub(super) fn sum_float<T: Float>(src: &[T], l: &Layout, dims: &[usize]) -> Vec<
             return out;
         }
     }
-    reduce_blocks(src, l, dims, T::ZERO, |a, x, _| a + x, |a| a)
+    reduce_blocks("sum", src, l, dims, T::ZERO, |a, x, _| a + x, |a| a)
 }
 
 /// dL/dx of a sum (`scale` 1) or mean (`scale` 1/count) over some dims of an
@@ -361,6 +378,7 @@ impl Tensor {
                 macro_rules! run {
                     ($v:expr, $variant:ident, $zero:expr) => {{
                         let r = reduce_blocks(
+                            op,
                             $v,
                             l,
                             &dims,

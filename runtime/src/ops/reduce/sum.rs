@@ -1,6 +1,8 @@
 //! Sum and mean over all elements or chosen dims.
 
-use super::{final_shape, keepdim_shape, reduce_blocks, sum_backward, sum_float, try_resolve_dims, Dims};
+use super::{
+    final_shape, keepdim_shape, reduce_blocks, sum_backward, sum_float, try_resolve_dims, Dims,
+};
 use crate::autograd::{apply, GradSlot, Op, Out, Spec};
 use crate::backend::Buffer;
 use crate::error::{Error, Result};
@@ -49,6 +51,7 @@ fn shapes(op: &'static str, dims: &[isize], x: &Tensor) -> Shapes {
 
 impl Op for Sum {
     const NAME: &'static str = "SumBackward";
+    const OP: &'static str = "sum";
     type Saved = Shapes;
 
     fn spec(&self, x: &[&Tensor]) -> Result<Spec> {
@@ -56,7 +59,11 @@ impl Op for Sum {
         let dims = try_resolve_dims("sum", &self.dims, x.ndim())?;
         Ok(Spec {
             shape: final_shape(x.shape(), &dims, self.keepdim).into(),
-            dtype: if x.dtype().is_float() { x.dtype() } else { DType::I64 },
+            dtype: if x.dtype().is_float() {
+                x.dtype()
+            } else {
+                DType::I64
+            },
             device: x.device(),
         })
     }
@@ -76,6 +83,7 @@ impl Op for Sum {
                 Buffer::F32(v) => Buffer::F32(sum_float(v, l, &dims)),
                 Buffer::F64(v) => Buffer::F64(sum_float(v, l, &dims)),
                 Buffer::I64(v) => Buffer::I64(reduce_blocks(
+                    "sum",
                     v,
                     l,
                     &dims,
@@ -84,6 +92,7 @@ impl Op for Sum {
                     |a| a,
                 )),
                 Buffer::Bool(v) => Buffer::I64(reduce_blocks(
+                    "sum",
                     v,
                     l,
                     &dims,
@@ -93,7 +102,11 @@ impl Op for Sum {
                 )),
             }
         };
-        out.set(Tensor::from_buffer(buf, &out.spec().shape.clone(), x.device()))
+        out.set(Tensor::from_buffer(
+            buf,
+            &out.spec().shape.clone(),
+            x.device(),
+        ))
     }
 
     fn save(&self, x: &[&Tensor], _: &Tensor, _: &[bool]) -> Shapes {
@@ -134,6 +147,7 @@ impl Mean {
 
 impl Op for Mean {
     const NAME: &'static str = "MeanBackward";
+    const OP: &'static str = "mean";
     type Saved = (Shapes, Vec<usize>);
 
     fn spec(&self, x: &[&Tensor]) -> Result<Spec> {
@@ -167,7 +181,12 @@ impl Op for Mean {
 
     fn backward(&self, s: &Self::Saved, g: &Tensor, grads: &mut [GradSlot<'_>]) {
         let (shapes, count) = s;
-        grads[0].add(sum_backward(g, &shapes.input, &shapes.keep, 1.0 / count[0] as f64))
+        grads[0].add(sum_backward(
+            g,
+            &shapes.input,
+            &shapes.keep,
+            1.0 / count[0] as f64,
+        ))
     }
 }
 

@@ -83,6 +83,7 @@ crate::unary_op!(GeluErf, GeluTanh);
 
 impl Op for Gelu {
     const NAME: &'static str = "GeluBackward";
+    const OP: &'static str = "gelu";
     const SIZE: crate::size::SizeRule = crate::size::SizeRule::Same;
     type Saved = Option<Tensor>;
     fn spec(&self, x: &[&Tensor]) -> Result<Spec> {

@@ -103,6 +103,7 @@ macro_rules! unary_op {
     ($($t:ty),* $(,)?) => {$(
         impl $crate::ops::Op for $t {
             const NAME: &'static str = <$t as $crate::ops::Unary>::GRAD_FN;
+            const OP: &'static str = <$t as $crate::ops::Unary>::KERNEL;
             const SIZE: $crate::size::SizeRule = $crate::size::SizeRule::Same;
             type Saved = ::core::option::Option<$crate::Tensor>;
             fn spec(&self, x: &[&$crate::Tensor]) -> $crate::Result<$crate::ops::Spec> {
@@ -156,11 +157,11 @@ pub fn forward<U: Unary>(op: &U, x: &Tensor, out: &mut Out<'_>) {
         DType::F32 => {
             let p = [p[0] as f32, p[1] as f32];
             let src = f32::of(&xs);
-            out.host::<f32>(|o| cpu::map_to(o, src, x.layout(), |v| U::f(v, p)))
+            out.host::<f32>(|o| cpu::map_to(U::KERNEL, o, src, x.layout(), |v| U::f(v, p)))
         }
         DType::F64 => {
             let src = f64::of(&xs);
-            out.host::<f64>(|o| cpu::map_to(o, src, x.layout(), |v| U::f(v, p)))
+            out.host::<f64>(|o| cpu::map_to(U::KERNEL, o, src, x.layout(), |v| U::f(v, p)))
         }
         d => unreachable!("{} computes in a float dtype, not {d}", U::GRAD_FN),
     }
@@ -218,11 +219,15 @@ fn derivative<U: Unary>(g: &Tensor, s: &Tensor, p: [f64; 2], out: &mut Out<'_>) 
         DType::F32 => {
             let p = [p[0] as f32, p[1] as f32];
             let (gv, sv) = (f32::of(gb), f32::of(sb));
-            out.host::<f32>(|o| cpu::zip_to(o, gv, lg, sv, s.layout(), |g, s| U::df(g, s, p)))
+            out.host::<f32>(|o| {
+                cpu::zip_to(U::KERNEL, o, gv, lg, sv, s.layout(), |g, s| U::df(g, s, p))
+            })
         }
         DType::F64 => {
             let (gv, sv) = (f64::of(gb), f64::of(sb));
-            out.host::<f64>(|o| cpu::zip_to(o, gv, lg, sv, s.layout(), |g, s| U::df(g, s, p)))
+            out.host::<f64>(|o| {
+                cpu::zip_to(U::KERNEL, o, gv, lg, sv, s.layout(), |g, s| U::df(g, s, p))
+            })
         }
         d => unreachable!("{} computes in a float dtype, not {d}", U::GRAD_FN),
     })
@@ -295,6 +300,13 @@ pub(crate) mod cuda {
     pub(super) fn backward<U: Unary>(g: &Tensor, s: &Tensor, p: [f64; 2], out: &mut Out<'_>) {
         let name = format!("un_{}_bwd", U::KERNEL);
         let lg = g.layout().broadcast_to(s.shape());
-        launch(U::KERNEL, module::<U>, &name, out, &[(g, &lg), (s, s.layout())], p);
+        launch(
+            U::KERNEL,
+            module::<U>,
+            &name,
+            out,
+            &[(g, &lg), (s, s.layout())],
+            p,
+        );
     }
 }
