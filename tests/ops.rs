@@ -152,7 +152,8 @@ fn the_table_covers_every_registered_op() {
 #[test]
 fn bad_arguments_name_the_op_and_the_fix() {
     let x = Tensor::ones([2, 3]);
-    let cases: Vec<(&str, Box<dyn Fn()>)> = vec![
+    type Case = (&'static str, Box<dyn Fn()>);
+    let cases: Vec<Case> = vec![
         (
             "gelu: approximate argument must be either \"none\" or \"tanh\"",
             Box::new(|| {
@@ -195,7 +196,7 @@ fn bad_arguments_name_the_op_and_the_fix() {
         assert!(msg.starts_with(want), "{msg:?} should start with {want:?}");
     }
     let err = Tensor::ones([2, 3])
-        .try_add(&Tensor::ones([4]))
+        .try_add(Tensor::ones([4]))
         .unwrap_err();
     assert!(
         err.to_string().contains("[2, 3]") && err.to_string().contains("[4]"),

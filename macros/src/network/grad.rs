@@ -159,13 +159,13 @@ pub fn backward_body(g: &Graph, plan: &Plan, saved_ty: &Ident) -> TokenStream {
         let #saved_ty { #(#fields),* } = saved;
     };
     let need = &plan.need;
-    for id in 0..g.nodes.len() {
-        if need[id] == Need::Never {
+    for (id, &n) in need.iter().enumerate() {
+        if n == Need::Never {
             continue;
         }
         let d = adjoint_name(g, id);
         if id == g.output {
-            let init = if need[id] == Need::Always {
+            let init = if n == Need::Always {
                 quote!(Some(grad_out.clone()))
             } else {
                 quote!(input_grad.then(|| grad_out.clone()))
