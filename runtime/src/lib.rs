@@ -18,6 +18,7 @@
 pub mod autograd;
 pub mod backend;
 pub mod data;
+pub mod distributed;
 mod error;
 #[cfg(feature = "ndarray")]
 mod interop;
