@@ -193,18 +193,48 @@ pub fn finalize() {
     drop(UNIVERSE.lock().unwrap_or_else(|e| e.into_inner()).take());
 }
 
-extern "C" fn finalize_at_exit() {
+/// At exit: a rank leaving with an error status aborts the job (the others
+/// may be waiting for it in a collective, and `MPI_Finalize` would wait for
+/// them: a hang); a clean exit finalizes.
+fn at_exit(status: i32) {
+    if status != 0 && super::world_size() > 1 {
+        abort(&format!(
+            "this rank is exiting with status {status}; aborting the job so that the other \
+             ranks do not wait for it"
+        ));
+    }
     finalize();
 }
 
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn register_finalize_at_exit() {
+    extern "C" fn on_exit_callback(status: std::os::raw::c_int, _: *mut std::os::raw::c_void) {
+        at_exit(status);
+    }
+    extern "C" {
+        fn on_exit(
+            callback: extern "C" fn(std::os::raw::c_int, *mut std::os::raw::c_void),
+            arg: *mut std::os::raw::c_void,
+        ) -> std::os::raw::c_int;
+    }
+    // SAFETY: glibc's `on_exit`, declared with its C signature; the callback
+    // is a plain `extern "C" fn` that lives for the whole program and never
+    // reads its (null) argument.
+    let _ = unsafe { on_exit(on_exit_callback, std::ptr::null_mut()) };
+}
+
+/// Without glibc's `on_exit` the exit status is unknown: every exit finalizes.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn register_finalize_at_exit() {
+    extern "C" fn atexit_callback() {
+        at_exit(0);
+    }
     extern "C" {
         fn atexit(callback: extern "C" fn()) -> std::os::raw::c_int;
     }
-    // SAFETY: `atexit` is the C library's, declared with its C signature;
-    // the callback is a plain `extern "C" fn` that lives for the whole
-    // program and takes no arguments.
-    let _ = unsafe { atexit(finalize_at_exit) };
+    // SAFETY: the C library's `atexit`, declared with its C signature; the
+    // callback is a plain `extern "C" fn` that lives for the whole program.
+    let _ = unsafe { atexit(atexit_callback) };
 }
 
 /// Blocks until every rank has called it (`torch.distributed.barrier`).
