@@ -862,11 +862,14 @@ fn pow_exponent_gradient_at_zero_base_follows_pytorch() {
 
 // ---------------------------------------------------------------- post-accumulate-grad hooks
 
-/// Records, per call, the name given and the leaf's gradient at that moment.
-fn recorder() -> (
-    std::sync::Arc<std::sync::Mutex<Vec<(&'static str, Vec<f64>)>>>,
-    impl Fn(&'static str) -> Box<dyn Fn(&Tensor) + Send + Sync>,
-) {
+/// The hooks' calls: the name each was given and the leaf's gradient then.
+type HookLog = std::sync::Arc<std::sync::Mutex<Vec<(&'static str, Vec<f64>)>>>;
+
+/// A hook, boxed.
+type BoxedHook = Box<dyn Fn(&Tensor) + Send + Sync>;
+
+/// A log, and a maker of hooks that append to it.
+fn recorder() -> (HookLog, impl Fn(&'static str) -> BoxedHook) {
     let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let l = log.clone();
     let make = move |name: &'static str| {
@@ -875,7 +878,7 @@ fn recorder() -> (
             l.lock()
                 .unwrap()
                 .push((name, p.grad().unwrap().to_vec::<f64>()))
-        }) as Box<dyn Fn(&Tensor) + Send + Sync>
+        }) as BoxedHook
     };
     (log, make)
 }

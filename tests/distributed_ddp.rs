@@ -495,8 +495,7 @@ fn trainer_stops_every_rank_when_one_cannot_resume() {
         .strategy(Strategy::Ddp)
         .resume_from(&path)
         .fit(&mut classifier(0), &blobs_loader(8), None)
-        .err()
-        .expect("every rank fails")
+        .expect_err("every rank fails")
         .to_string();
     if rank() == last {
         assert!(e.contains("missing.safetensors"), "{e}");

@@ -22,7 +22,7 @@ fn main() {
         child(&mode);
         return;
     }
-    let cases: &[(&str, &str, fn(&Outcome))] = &[
+    let cases: &[Case] = &[
         ("a_killed_rank_ends_the_job", "kill", |o| {
             // mpirun passes the signal on in its status (128 + 9) and says so.
             assert!(
@@ -105,6 +105,9 @@ fn main() {
     }
     println!("\ntest result: ok. {ran} passed; 0 failed\n");
 }
+
+/// A test's name, the failure rank 1 acts out, and the check of the output.
+type Case = (&'static str, &'static str, fn(&Outcome));
 
 struct Outcome {
     success: bool,

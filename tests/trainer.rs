@@ -301,7 +301,7 @@ fn a_custom_training_module_trains_on_the_tape() {
 
 // ----- data-parallel sharding (the MPI runs are in tests/distributed_ddp.rs)
 
-use deriv::train::{Batches, Strategy};
+use deriv::train::Batches;
 
 #[test]
 fn batches_are_shared_out_evenly_across_ranks() {
@@ -342,6 +342,7 @@ fn batches_are_shared_out_evenly_across_ranks() {
 #[cfg(not(feature = "mpi"))]
 #[test]
 fn the_ddp_strategy_needs_the_mpi_feature() {
+    use deriv::train::Strategy;
     let (train, _) = loaders(DType::F32);
     let mut clf = Classifier::new(Mlp::default());
     let e = Trainer::new()

@@ -70,7 +70,6 @@ pub(crate) struct Group {
     pub(crate) comm: SimpleCommunicator,
     pub(crate) rank: usize,
     pub(crate) size: usize,
-    timeout: Duration,
 }
 
 // SAFETY: `init` only starts a group when MPI provides MPI_THREAD_MULTIPLE,
@@ -149,10 +148,7 @@ pub fn init_with(options: InitOptions) -> Result<()> {
         // The program started MPI itself: use it, and leave its end to the program.
         None
     } else {
-        match mpi::initialize_with_threading(Threading::Multiple) {
-            Some((u, _)) => Some(u),
-            None => None,
-        }
+        mpi::initialize_with_threading(Threading::Multiple).map(|(u, _)| u)
     };
     let provided = mpi::environment::threading_support();
     if provided < Threading::Multiple {
@@ -167,7 +163,6 @@ pub fn init_with(options: InitOptions) -> Result<()> {
         comm: world.duplicate(),
         rank: world.rank() as usize,
         size: world.size() as usize,
-        timeout: options.timeout,
     };
     if GROUP.set(group).is_err() {
         unreachable!("init runs once, under INIT_LOCK");
@@ -332,13 +327,5 @@ fn start_watchdog(timeout: Duration) {
         });
     if let Err(e) = spawned {
         eprintln!("deriv.distributed: could not start the collective watchdog ({e}); a stuck collective will not time out");
-    }
-}
-
-impl Group {
-    /// The collective timeout this group was started with.
-    #[allow(dead_code)]
-    pub(crate) fn timeout(&self) -> Duration {
-        self.timeout
     }
 }
