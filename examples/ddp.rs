@@ -14,23 +14,14 @@
 
 use deriv::data::DataLoader;
 use deriv::distributed;
-use deriv::nn::Linear;
 use deriv::optim::Adam;
 use deriv::prelude::*;
 use deriv::train::{Classifier, Strategy, Trainer};
 
-deriv::network! {
-    /// 64 pixels -> 128 -> 64 -> 10 class logits.
-    pub struct DigitsMlp {
-        fc1: Linear(64, 128),
-        fc2: Linear(128, 64),
-        out: Linear(64, 10),
-    }
-    fn forward(x) {
-        let h = relu(fc1(x));
-        out(relu(fc2(h)))
-    }
-}
+/// The single-process example, for its model.
+#[path = "trainer.rs"]
+mod single;
+use single::DigitsMlp;
 
 /// Trains for `epochs` epochs on every rank of the job; returns the
 /// accuracy on the held-out 20% (the same on every rank: the replicas stay

@@ -71,55 +71,61 @@ pub(crate) struct Plan {
     pub(crate) guard: Vec<Tensor>,
 }
 
-/// The typed buffer of a storage, for a collective: `$body` runs with `$s`
-/// bound to the send slice (an `Option`) and `$r` to the receive slice,
-/// both `&'b` of the guards; `$T` names the element type.
-macro_rules! typed {
-    ($send:expr, $recv:expr, |$s:ident, $r:ident| $body:expr) => {{
-        let (send, recv): (Option<(&Buffer, usize, usize)>, (&mut Buffer, usize, usize)) =
-            ($send, $recv);
-        let send_of = |want: crate::tensor::DType| {
-            send.map(|(b, off, n)| {
-                debug_assert_eq!(b.dtype(), want);
-                (b, off, n)
-            })
-        };
-        let (rb, ro, rn) = recv;
-        match rb {
-            Buffer::F32(v) => {
-                let $s = send_of(crate::tensor::DType::F32).map(|(b, o, n)| match b {
-                    Buffer::F32(s) => &s[o..o + n],
+/// An element type MPI can move, with its typed view of a [`Buffer`].
+trait Elem: Equivalence + Sized + 'static {
+    fn slice(b: &Buffer) -> &[Self];
+    fn slice_mut(b: &mut Buffer) -> &mut [Self];
+    fn wrap(r: Request<'static, [Self]>) -> Req;
+}
+
+macro_rules! elem {
+    ($t:ty, $v:ident) => {
+        impl Elem for $t {
+            fn slice(b: &Buffer) -> &[$t] {
+                match b {
+                    Buffer::$v(v) => v,
                     _ => unreachable!("send and receive buffers share a dtype"),
-                });
-                let $r = &mut v[ro..ro + rn];
-                $body
+                }
             }
-            Buffer::F64(v) => {
-                let $s = send_of(crate::tensor::DType::F64).map(|(b, o, n)| match b {
-                    Buffer::F64(s) => &s[o..o + n],
+            fn slice_mut(b: &mut Buffer) -> &mut [$t] {
+                match b {
+                    Buffer::$v(v) => v,
                     _ => unreachable!("send and receive buffers share a dtype"),
-                });
-                let $r = &mut v[ro..ro + rn];
-                $body
+                }
             }
-            Buffer::I64(v) => {
-                let $s = send_of(crate::tensor::DType::I64).map(|(b, o, n)| match b {
-                    Buffer::I64(s) => &s[o..o + n],
-                    _ => unreachable!("send and receive buffers share a dtype"),
-                });
-                let $r = &mut v[ro..ro + rn];
-                $body
-            }
-            Buffer::Bool(v) => {
-                let $s = send_of(crate::tensor::DType::Bool).map(|(b, o, n)| match b {
-                    Buffer::Bool(s) => &s[o..o + n],
-                    _ => unreachable!("send and receive buffers share a dtype"),
-                });
-                let $r = &mut v[ro..ro + rn];
-                $body
+            fn wrap(r: Request<'static, [$t]>) -> Req {
+                Req::$v(r)
             }
         }
-    }};
+    };
+}
+elem!(f32, F32);
+elem!(f64, F64);
+elem!(i64, I64);
+elem!(bool, Bool);
+
+/// What to do with a collective's typed slices.
+trait Visit {
+    type Out;
+    fn visit<T: Elem>(self, send: Option<&[T]>, recv: &mut [T]) -> Self::Out;
+}
+
+/// A buffer and the span of it a collective uses (offset, length).
+type Span<B> = (B, usize, usize);
+
+/// Calls `v` with the typed send and receive slices.
+fn dispatch<V: Visit>(send: Option<Span<&Buffer>>, recv: Span<&mut Buffer>, v: V) -> V::Out {
+    fn go<T: Elem, V: Visit>(send: Option<Span<&Buffer>>, recv: Span<&mut Buffer>, v: V) -> V::Out {
+        let s = send.map(|(b, o, n)| &T::slice(b)[o..o + n]);
+        let (rb, ro, rn) = recv;
+        v.visit(s, &mut T::slice_mut(rb)[ro..ro + rn])
+    }
+    match recv.0.dtype() {
+        crate::tensor::DType::F32 => go::<f32, V>(send, recv, v),
+        crate::tensor::DType::F64 => go::<f64, V>(send, recv, v),
+        crate::tensor::DType::I64 => go::<i64, V>(send, recv, v),
+        crate::tensor::DType::Bool => go::<bool, V>(send, recv, v),
+    }
 }
 
 fn blocking<T: Equivalence>(
@@ -156,24 +162,38 @@ fn immediate<T: Equivalence>(
     }
 }
 
+impl Plan {
+    /// The spans of the locked send and receive buffers MPI works on.
+    fn spans<'b>(
+        &self,
+        send: Option<&'b Buffer>,
+        recv: &'b mut Buffer,
+    ) -> (Option<Span<&'b Buffer>>, Span<&'b mut Buffer>) {
+        let send = self
+            .send
+            .as_ref()
+            .zip(send)
+            .map(|(t, b)| (b, t.layout().offset, t.numel()));
+        (send, (recv, self.recv.layout().offset, self.recv.numel()))
+    }
+}
+
 /// Runs `plan` to completion on this thread.
 pub(crate) fn run_blocking(g: &Group, plan: Plan) {
     {
         let _issue = issue_lock();
         let send_guard = plan.send.as_ref().map(|s| s.storage().read());
         let mut recv_guard = plan.recv.storage().write();
-        let send = plan
-            .send
-            .as_ref()
-            .zip(send_guard.as_deref())
-            .map(|(t, b)| (b, t.layout().offset, t.numel()));
-        let recv = (
-            &mut *recv_guard,
-            plan.recv.layout().offset,
-            plan.recv.numel(),
-        );
+        let (send, recv) = plan.spans(send_guard.as_deref(), &mut recv_guard);
+        struct Blocking<'c>(&'c SimpleCommunicator, Kind);
+        impl Visit for Blocking<'_> {
+            type Out = ();
+            fn visit<T: Elem>(self, send: Option<&[T]>, recv: &mut [T]) {
+                blocking(self.0, self.1, send, recv)
+            }
+        }
         watched(plan.name, || {
-            typed!(send, recv, |s, r| blocking(&g.comm, plan.kind, s, r))
+            dispatch(send, recv, Blocking(&g.comm, plan.kind))
         });
     }
     finish(plan);
@@ -208,23 +228,6 @@ impl Req {
     }
 }
 
-trait IntoReq: Equivalence + Sized + 'static {
-    fn wrap(r: Request<'static, [Self]>) -> Req;
-}
-macro_rules! into_req {
-    ($t:ty, $v:ident) => {
-        impl IntoReq for $t {
-            fn wrap(r: Request<'static, [$t]>) -> Req {
-                Req::$v(r)
-            }
-        }
-    };
-}
-into_req!(f32, F32);
-into_req!(f64, F64);
-into_req!(i64, I64);
-into_req!(bool, Bool);
-
 /// Extends the guards' slices to `'static` and starts the request.
 ///
 /// # Safety
@@ -233,7 +236,7 @@ into_req!(bool, Bool);
 /// MPI until the returned request completes: the caller keeps the tensors
 /// whose storages they are in [`Work::keep`] and marks those storages in
 /// flight before releasing their locks.
-unsafe fn start_typed<T: IntoReq>(
+unsafe fn start_typed<T: Elem>(
     comm: &SimpleCommunicator,
     kind: Kind,
     send: Option<&[T]>,
@@ -296,29 +299,26 @@ impl Work {
         let send_guard = plan.send.as_ref().map(|s| s.storage().read());
         let mut recv_guard = plan.recv.storage().write();
         let guard_locks: Vec<_> = plan.guard.iter().map(|t| t.storage().write()).collect();
-        let send = plan
-            .send
-            .as_ref()
-            .zip(send_guard.as_deref())
-            .map(|(t, b)| (b, t.layout().offset, t.numel()));
-        let recv = (
-            &mut *recv_guard,
-            plan.recv.layout().offset,
-            plan.recv.numel(),
-        );
+        let (send, recv) = plan.spans(send_guard.as_deref(), &mut recv_guard);
         // Marked while every lock is held: no reader is past its check.
         let mut keep: Vec<Tensor> = Vec::with_capacity(2 + plan.guard.len());
         for t in plan.send.iter().chain([&plan.recv]).chain(&plan.guard) {
             t.storage().set_in_flight(true);
             keep.push(t.clone());
         }
-        // SAFETY: `keep` holds every storage the slices point into, each is
-        // marked in flight (so no Rust code reads or writes it, and no swap
-        // moves its `Vec`) until `complete` clears the marks after MPI has
-        // finished; `Drop` completes an unwaited request.
-        let request = typed!(send, recv, |s, r| unsafe {
-            start_typed(&g.comm, plan.kind, s, r)
-        });
+        struct Immediate<'c>(&'c SimpleCommunicator, Kind);
+        impl Visit for Immediate<'_> {
+            type Out = Req;
+            fn visit<T: Elem>(self, send: Option<&[T]>, recv: &mut [T]) -> Req {
+                // SAFETY: `keep` holds every storage the slices point into,
+                // each is marked in flight (so no Rust code reads or writes
+                // it, and no swap moves its `Vec`) until `release` clears the
+                // marks after MPI has finished; `Drop` completes an unwaited
+                // request.
+                unsafe { start_typed(self.0, self.1, send, recv) }
+            }
+        }
+        let request = dispatch(send, recv, Immediate(&g.comm, plan.kind));
         drop(guard_locks);
         drop(recv_guard);
         drop(send_guard);
