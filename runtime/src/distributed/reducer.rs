@@ -13,8 +13,9 @@
 //!   before it), so every rank issues the same collectives in the same order.
 //! - Each hook also tests the requests in flight, which is when MPI moves
 //!   data (Open MPI progresses non-blocking collectives inside MPI calls).
-//! - When the last bucket has started, the reducer waits for all of them
-//!   and copies the averages into the `.grad()`s. A tape backward queues the
+//! - The last bucket runs as a blocking all-reduce (it would be waited for
+//!   at once anyway); then the reducer waits for the others and copies the
+//!   averages into the `.grad()`s. A tape backward queues the
 //!   same step as an end-of-backward callback, which also covers parameters
 //!   that got no gradient: their part of the bucket is their current
 //!   gradient or zeros, so every rank takes part in every bucket and all
@@ -24,7 +25,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use super::collectives::all_gather_bytes;
 use super::env::{require, Group};
-use super::work::{Deliver, Kind, Plan, Work};
+use super::work::{run_blocking, Deliver, Kind, Plan, Work};
 use crate::autograd::{no_grad, queue_callback, HookHandle};
 use crate::error::{Error, Result};
 use crate::tensor::{DType, Tensor, TensorOptions};
@@ -376,7 +377,15 @@ impl Inner {
                 recycle: false,
                 guard: Vec::new(),
             };
-            st.works[b] = Some(Work::start(self.group, plan));
+            if b + 1 == self.buckets.len() {
+                // Every bucket is out once this one is: `complete` waits at
+                // once, so it runs blocking (Open MPI's tuned all-reduce; the
+                // non-blocking ones are libnbc's), which also progresses the
+                // others.
+                run_blocking(self.group, plan);
+            } else {
+                st.works[b] = Some(Work::start(self.group, plan));
+            }
             st.next += 1;
         }
     }
