@@ -410,12 +410,17 @@ fn trainer_ddp_matches_one_process() {
     // Every rank with batch 8 on its share; ranks other than 0 start from
     // other weights (the Trainer copies rank 0's).
     let mut ddp = classifier(if rank() == 0 { 0 } else { 10 + rank() as u64 });
-    let h2 = Trainer::new()
-        .max_epochs(3)
-        .quiet()
-        .strategy(Strategy::Ddp)
+    let mut trainer = Trainer::new().max_epochs(3).quiet().strategy(Strategy::Ddp);
+    let h2 = trainer
         .fit(&mut ddp, &blobs_loader(8), Some(&blobs_loader(30)))
         .unwrap();
+    // validate() shares the loader out and averages over all ranks' samples.
+    let v1 = Trainer::new().validate(&mut single, &blobs_loader(8 * world()));
+    let v2 = trainer.validate(&mut ddp, &blobs_loader(8));
+    for ((n1, a), (n2, b)) in v1.iter().zip(&v2) {
+        assert_eq!(n1, n2);
+        assert!((a - b).abs() < 1e-9, "{n1}: {a} vs {b}");
+    }
     let d = mpi_harness::max_diff(&values(&ddp), &values(&single));
     assert!(d < 1e-6, "parameters: max difference {d}");
     for name in ["train_loss", "train_acc", "val_loss", "val_acc"] {
