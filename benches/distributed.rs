@@ -40,8 +40,8 @@ network! {
 }
 
 const BATCH: usize = 64;
-/// Timed rounds per figure.
-const ROUNDS: usize = 9;
+/// Timed rounds per all-reduce figure.
+const ROUNDS: usize = 31;
 
 fn main() {
     distributed::init().expect("distributed::init");
@@ -102,11 +102,14 @@ fn allreduce_sweep(main: bool, world: usize) -> Fit {
         println!("|---|---|---|---|---|---|");
     }
     let mut small = 0.0;
-    let mut large = (0usize, 0.0);
+    // (bytes, seconds) of the best rounds from 1 MiB up.
+    let mut large: Vec<(usize, f64)> = Vec::new();
     let mut bytes = 1 << 10;
     while bytes <= 64 << 20 {
         let n = bytes / 4;
-        let iters = ((256usize << 20) / bytes).clamp(5, 2000);
+        // Short rounds, many of them: on a shared machine the best ones are
+        // those no other process interrupted.
+        let iters = ((4usize << 20) / bytes).clamp(1, 256);
         let send = vec![1.0f32; n];
         let mut recv = vec![0.0f32; n];
         let t = Tensor::ones([n]);
@@ -149,14 +152,21 @@ fn allreduce_sweep(main: bool, world: usize) -> Fit {
         if bytes == 1 << 10 {
             small = raw;
         }
-        large = (bytes, raw);
+        if bytes >= 1 << 20 {
+            large.push((bytes, raw));
+        }
         bytes *= 4;
     }
-    // Ring: t = 2(N-1)·α + 2(N-1)/N · bytes / B, fitted at the ends.
+    // Ring: t = 2(N-1)·α + 2(N-1)/N · bytes / B. α from the smallest
+    // message; B the best bandwidth of the large ones (on a shared machine
+    // the others were interrupted).
     let steps = 2.0 * (world as f64 - 1.0).max(1.0);
     let alpha = small / steps;
     let share = 2.0 * (world as f64 - 1.0).max(1.0) / world as f64;
-    let bandwidth = share * large.0 as f64 / (large.1 - steps * alpha);
+    let bandwidth = large
+        .iter()
+        .map(|&(b, t)| share * b as f64 / (t - steps * alpha))
+        .fold(0.0, f64::max);
     if main {
         println!(
             "fit: α = {:.2} µs per step, B = {:.2} GB/s",
@@ -179,78 +189,95 @@ fn batch(g: &mut Generator) -> (Tensor, Tensor) {
     (x, Tensor::from_vec(y, [BATCH]))
 }
 
-/// Median seconds of `part` over `steps` steps of W4 on `model` (each step:
-/// forward, loss gradient, backward, zero the gradients); `part` picks what
-/// is timed.
-fn w4_steps<M: Differentiable>(model: &M, steps: usize, time_forward: bool) -> f64 {
-    let loss = CrossEntropyLoss::new();
-    let mut g = Generator::new(7 + distributed::rank() as u64);
-    let batches: Vec<_> = (0..8).map(|_| batch(&mut g)).collect();
-    let mut times = Vec::with_capacity(steps);
-    for s in 0..steps + 20 {
-        let (x, y) = &batches[s % batches.len()];
-        let t0 = Instant::now();
-        let (out, saved) = model.forward_train(x);
-        let (_, d) = loss.forward_backward(&out, y);
-        let t1 = Instant::now();
-        model.backward(saved, &d, false);
-        let t2 = Instant::now();
-        model.zero_grad();
-        if s >= 20 {
-            times.push(if time_forward { t1 - t0 } else { t2 - t1 }.as_secs_f64());
-        }
-    }
-    median(times)
+/// The 10th percentile and the median.
+fn p10_median(mut v: Vec<f64>) -> (f64, f64) {
+    v.sort_by(f64::total_cmp);
+    (v[v.len() / 10], v[v.len() / 2])
+}
+
+/// One W4 step on `model`: forward and loss gradient, then the backward,
+/// timed, then zeroed gradients. Returns (forward, backward) seconds.
+fn w4_step<M: Differentiable>(model: &M, x: &Tensor, y: &Tensor) -> (f64, f64) {
+    let t0 = Instant::now();
+    let (out, saved) = model.forward_train(x);
+    let (_, d) = CrossEntropyLoss::new().forward_backward(&out, y);
+    let t1 = Instant::now();
+    model.backward(saved, &d, false);
+    let t2 = Instant::now();
+    model.zero_grad();
+    ((t1 - t0).as_secs_f64(), (t2 - t1).as_secs_f64())
 }
 
 fn overlap(main: bool) -> W4Times {
-    let steps = 300;
+    let steps = 400;
+    // One bucket; two (the last two layers, then the first); one per layer.
+    let caps = [25.0, 0.125, 4.0 / 1024.0];
     let plain = W4::default();
     let nparams = plain.num_parameters();
-    let forward = w4_steps(&plain, steps, true);
-    let backward = w4_steps(&plain, steps, false);
+    let ddps: Vec<_> = caps
+        .iter()
+        .map(|&mb| {
+            let opts = DdpOptions::new().bucket_cap_mb(mb).first_bucket_mb(mb.min(1.0));
+            DistributedDataParallel::with_options(W4::default(), opts).unwrap()
+        })
+        .collect();
     // The gradients' all-reduce alone: one buffer of every parameter.
     let flat = Tensor::zeros([nparams]);
-    let mut ar = Vec::new();
-    for _ in 0..7 {
-        ar.push(timed(50, || {
-            distributed::all_reduce(&flat, ReduceOp::Avg).unwrap()
-        }));
+    let mut g = Generator::new(7 + distributed::rank() as u64);
+    let batches: Vec<_> = (0..8).map(|_| batch(&mut g)).collect();
+    let (mut fwd, mut bwd, mut ar) = (Vec::new(), Vec::new(), Vec::new());
+    let mut ddp_bwd = vec![Vec::new(); caps.len()];
+    // Everything interleaved step by step, so all see the same conditions.
+    for s in 0..steps + 20 {
+        let (x, y) = &batches[s % batches.len()];
+        let (f, b) = w4_step(&plain, x, y);
+        let t = Instant::now();
+        distributed::all_reduce(&flat, ReduceOp::Avg).unwrap();
+        let a = t.elapsed().as_secs_f64();
+        let d: Vec<f64> = ddps.iter().map(|m| w4_step(m, x, y).1).collect();
+        if s >= 20 {
+            fwd.push(f);
+            bwd.push(b);
+            ar.push(a);
+            for (v, t) in ddp_bwd.iter_mut().zip(d) {
+                v.push(t);
+            }
+        }
     }
-    let allreduce = median(ar);
+    let (forward, forward_med) = p10_median(fwd);
+    let (backward, backward_med) = p10_median(bwd);
+    let (allreduce, allreduce_med) = p10_median(ar);
     if main {
         println!(
-            "\n== overlap: W4, batch {BATCH} per rank, compile-time path ({nparams} parameters, {:.0} KiB of gradients)",
+            "\n== overlap: W4, batch {BATCH} per rank, compile-time path ({nparams} parameters, {:.0} KiB of gradients); {steps} steps, 10th percentile (median)",
             nparams as f64 * 4.0 / 1024.0
         );
         println!(
-            "forward + loss {:.0} µs, backward alone {:.0} µs, all-reduce of all gradients alone {:.0} µs",
+            "forward + loss {:.0} ({:.0}) µs, backward alone {:.0} ({:.0}) µs, all-reduce of all gradients alone {:.0} ({:.0}) µs",
             forward * 1e6,
+            forward_med * 1e6,
             backward * 1e6,
-            allreduce * 1e6
+            backward_med * 1e6,
+            allreduce * 1e6,
+            allreduce_med * 1e6
         );
         println!("| bucket cap | buckets | DDP backward µs | (backward + all-reduce) / backward | communication hidden |");
         println!("|---|---|---|---|---|");
     }
-    for cap_mb in [25.0, 0.5, 0.25, 0.125, 0.0625] {
-        let opts = DdpOptions::new()
-            .bucket_cap_mb(cap_mb)
-            .first_bucket_mb(cap_mb.min(1.0));
-        let ddp = DistributedDataParallel::with_options(W4::default(), opts).unwrap();
-        let buckets = ddp.bucket_names().len();
-        let t = w4_steps(&ddp, steps, false);
-        let hidden = ((backward + allreduce - t) / allreduce).clamp(0.0, 1.0);
+    for ((mb, ddp), times) in caps.iter().zip(&ddps).zip(ddp_bwd) {
+        let (t, t_med) = p10_median(times);
+        let hidden = |t: f64, b: f64, a: f64| ((b + a - t) / a).clamp(0.0, 1.0) * 100.0;
         if main {
             println!(
-                "| {} | {buckets} | {:.0} | {:.2} | {:.0}% |",
-                if cap_mb >= 1.0 {
-                    format!("{cap_mb} MiB")
-                } else {
-                    format!("{} KiB", cap_mb * 1024.0)
-                },
+                "| {} | {} | {:.0} ({:.0}) | {:.2} ({:.2}) | {:.0}% ({:.0}%) |",
+                if *mb >= 1.0 { format!("{mb} MiB") } else { format!("{} KiB", mb * 1024.0) },
+                ddp.bucket_names().len(),
                 t * 1e6,
+                t_med * 1e6,
                 t / backward,
-                hidden * 100.0
+                t_med / backward_med,
+                hidden(t, backward, allreduce),
+                hidden(t_med, backward_med, allreduce_med)
             );
         }
     }
