@@ -217,7 +217,9 @@ fn overlap(main: bool) -> W4Times {
     let ddps: Vec<_> = caps
         .iter()
         .map(|&mb| {
-            let opts = DdpOptions::new().bucket_cap_mb(mb).first_bucket_mb(mb.min(1.0));
+            let opts = DdpOptions::new()
+                .bucket_cap_mb(mb)
+                .first_bucket_mb(mb.min(1.0));
             DistributedDataParallel::with_options(W4::default(), opts).unwrap()
         })
         .collect();
@@ -270,7 +272,11 @@ fn overlap(main: bool) -> W4Times {
         if main {
             println!(
                 "| {} | {} | {:.0} ({:.0}) | {:.2} ({:.2}) | {:.0}% ({:.0}%) |",
-                if *mb >= 1.0 { format!("{mb} MiB") } else { format!("{} KiB", mb * 1024.0) },
+                if *mb >= 1.0 {
+                    format!("{mb} MiB")
+                } else {
+                    format!("{} KiB", mb * 1024.0)
+                },
                 ddp.bucket_names().len(),
                 t * 1e6,
                 t_med * 1e6,
