@@ -206,6 +206,10 @@ fn equivalence(path: Path, opt: Opt) {
             d < 1e-6,
             "{path:?} {opt:?} {options:?}: max difference {d} after {STEPS} steps"
         );
+        if rank() == 0 {
+            let buckets = options.bucket_cap_bytes();
+            println!("  {buckets}-byte buckets: max |difference| {d:.1e}");
+        }
         // Not trivially equal: the replicas moved from where they started.
         let start = values(&net(0, DType::F64));
         assert!(mpi_harness::max_diff(&got, &start) > 1e-2);
@@ -219,6 +223,9 @@ fn f32_training_matches_one_process() {
         let d = mpi_harness::max_diff(&got, &want);
         // f32 sums taken in another order: rounding, not a different step.
         assert!(d < 1e-5, "{opt:?} f32: max difference {d}");
+        if rank() == 0 {
+            println!("  {opt:?}, f32: max |difference| {d:.1e}");
+        }
     }
 }
 

@@ -70,6 +70,9 @@ impl<L: Batches + ?Sized> Batches for ShardedBatches<'_, L> {
 pub(crate) struct Replicas {
     pub(crate) rank: usize,
     pub(crate) world: usize,
+    /// Whether training is data-parallel (`Strategy::Ddp`, even on one rank).
+    #[cfg(feature = "mpi")]
+    parallel: bool,
     #[cfg(feature = "mpi")]
     reducer: Option<crate::distributed::Reducer>,
 }
@@ -83,6 +86,8 @@ impl Replicas {
                 rank: 0,
                 world: 1,
                 #[cfg(feature = "mpi")]
+                parallel: false,
+                #[cfg(feature = "mpi")]
                 reducer: None,
             }),
             Strategy::Ddp => {
@@ -92,6 +97,7 @@ impl Replicas {
                     Ok(Replicas {
                         rank: crate::distributed::rank(),
                         world: crate::distributed::world_size(),
+                        parallel: true,
                         reducer: None,
                     })
                 }
@@ -110,7 +116,7 @@ impl Replicas {
     pub(crate) fn attach<M: Module + ?Sized>(&mut self, model: &M) -> Result<()> {
         let _ = model;
         #[cfg(feature = "mpi")]
-        if self.world > 1 || crate::distributed::is_initialized() {
+        if self.parallel {
             let opts = crate::distributed::DdpOptions::default();
             self.reducer = Some(crate::distributed::Reducer::new(
                 model.named_parameters(),
