@@ -291,7 +291,8 @@ fn all_gather_plan(g: &Group, t: &Tensor) -> Result<(Tensor, Plan)> {
 
 /// Every rank's `tensor`, stacked along a new first dimension: shape
 /// `[world_size, ..tensor.shape()]`, rank `r`'s at index `r`
-/// (`torch.distributed.all_gather`; `.unbind(0)` gives PyTorch's list).
+/// (`torch.distributed.all_gather`; `.select(0, r)` is rank `r`'s entry of
+/// PyTorch's list).
 /// Every rank must pass the same shape and dtype.
 pub fn all_gather(tensor: &Tensor) -> Result<Tensor> {
     let g = require("all_gather")?;
