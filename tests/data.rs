@@ -967,3 +967,178 @@ fn an_endless_stream_stops_when_its_iterator_is_dropped() {
     });
     assert_eq!(sums, vec![5, 50, 149]);
 }
+
+// ----- DistributedSampler -----
+
+use deriv::data::{DistributedSampler, Sampler};
+
+#[test]
+fn distributed_sampler_covers_the_data_set_once_per_epoch_with_pytorchs_padding() {
+    for n in [0usize, 1, 2, 5, 10, 11, 100] {
+        for world in 1..=4 {
+            for shuffle in [false, true] {
+                for drop_last in [false, true] {
+                    let shards: Vec<DistributedSampler> = (0..world)
+                        .map(|r| {
+                            DistributedSampler::new(n, world, r)
+                                .shuffle(shuffle)
+                                .seed(3)
+                                .drop_last(drop_last)
+                        })
+                        .collect();
+                    let case =
+                        format!("n {n} world {world} shuffle {shuffle} drop_last {drop_last}");
+                    let num = if drop_last {
+                        n / world
+                    } else {
+                        n.div_ceil(world)
+                    };
+                    for epoch in 0..2 {
+                        let parts: Vec<Vec<usize>> =
+                            shards.iter().map(|s| s.indices(epoch)).collect();
+                        assert!(parts.iter().all(|p| p.len() == num), "{case}: {parts:?}");
+                        assert!(shards
+                            .iter()
+                            .all(|s| s.len() == num && s.total_size() == num * world));
+                        // Interleaved back, the ranks' shares are the epoch's order.
+                        let order: Vec<usize> = (0..num * world)
+                            .map(|i| parts[i % world][i / world])
+                            .collect();
+                        let seen: HashSet<usize> = order.iter().copied().collect();
+                        if drop_last {
+                            assert_eq!(seen.len(), num * world, "{case}: repeats");
+                        } else {
+                            assert_eq!(seen, (0..n).collect(), "{case}: not every sample");
+                            // The padding repeats the order from its start.
+                            for i in n..order.len() {
+                                assert_eq!(order[i], order[i - n], "{case}: padding");
+                            }
+                        }
+                        if !shuffle {
+                            assert!(order
+                                .iter()
+                                .take(n.min(num * world))
+                                .copied()
+                                .eq(0..n.min(num * world)));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn distributed_sampler_follows_pytorch_on_small_cases() {
+    let shard = |n, world, rank, drop_last| {
+        DistributedSampler::new(n, world, rank)
+            .shuffle(false)
+            .drop_last(drop_last)
+            .indices(0)
+    };
+    // torch: DistributedSampler(range(10), 3, r, shuffle=False)
+    assert_eq!(shard(10, 3, 0, false), [0, 3, 6, 9]);
+    assert_eq!(shard(10, 3, 1, false), [1, 4, 7, 0]);
+    assert_eq!(shard(10, 3, 2, false), [2, 5, 8, 1]);
+    // ... with drop_last=True: the tail 9 is dropped.
+    assert_eq!(shard(10, 3, 0, true), [0, 3, 6]);
+    assert_eq!(shard(10, 3, 2, true), [2, 5, 8]);
+    // Padding longer than the data set cycles it: [0, 1, 0, 1, 0].
+    let all: Vec<Vec<usize>> = (0..5).map(|r| shard(2, 5, r, false)).collect();
+    assert_eq!(all, [vec![0], vec![1], vec![0], vec![1], vec![0]]);
+}
+
+#[test]
+fn distributed_sampler_reshuffles_per_epoch_and_agrees_across_ranks() {
+    let a = DistributedSampler::new(50, 2, 0).seed(9);
+    let b = DistributedSampler::new(50, 2, 1).seed(9);
+    assert_eq!(a.indices(0), a.indices(0), "an epoch's order is fixed");
+    assert_ne!(a.indices(0), a.indices(1), "a new epoch reshuffles");
+    assert_ne!(
+        a.indices(0),
+        DistributedSampler::new(50, 2, 0).seed(10).indices(0)
+    );
+    // The two ranks' shares are disjoint every epoch.
+    for e in 0..3 {
+        let mine: HashSet<usize> = a.indices(e).into_iter().collect();
+        assert!(b.indices(e).iter().all(|i| !mine.contains(i)));
+    }
+    // PyTorch's set_epoch + iteration.
+    a.set_epoch(2);
+    assert_eq!(a.epoch(), 2);
+    assert_eq!(a.iter().collect::<Vec<_>>(), a.indices(2));
+    assert_eq!(a.clone().iter().collect::<Vec<_>>(), a.indices(2));
+    assert_eq!((a.rank(), a.num_replicas(), a.num_samples()), (0, 2, 25));
+    // One process: every rank-0-of-1 share is the whole permutation.
+    let solo = DistributedSampler::for_this_process(7).seed(1);
+    let mut s = solo.indices(0);
+    s.sort();
+    assert_eq!(s, (0..7).collect::<Vec<_>>());
+}
+
+#[test]
+fn distributed_sampler_refuses_a_bad_rank() {
+    let msg = panic_of(|| DistributedSampler::new(10, 2, 2));
+    assert!(
+        msg.contains("invalid rank 2, rank should be in the interval [0, 1]"),
+        "{msg}"
+    );
+    let msg = panic_of(|| DistributedSampler::new(10, 0, 0));
+    assert!(
+        msg.contains("num_replicas should be a positive integer"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_data_loader_takes_its_order_from_a_sampler() {
+    let ds = || TensorDataset::new((Tensor::arange(0i64, 11, 1),));
+    let loaders: Vec<_> = (0..2)
+        .map(|r| DataLoader::new(ds(), 4).sampler(DistributedSampler::new(11, 2, r).seed(5)))
+        .collect();
+    assert_eq!(loaders[0].len(), 2); // 6 samples per rank: 4 + 2
+    for epoch in 0..2 {
+        let mut seen = Vec::new();
+        for l in &loaders {
+            l.set_epoch(epoch);
+            let got: Vec<i64> = l.iter().flat_map(|(x,)| x.to_vec::<i64>()).collect();
+            let s = DistributedSampler::new(11, 2, seen.len() / 6).seed(5);
+            assert_eq!(
+                got,
+                s.indices(epoch)
+                    .iter()
+                    .map(|&i| i as i64)
+                    .collect::<Vec<_>>()
+            );
+            seen.extend(got);
+        }
+        let distinct: HashSet<i64> = seen.iter().copied().collect();
+        assert_eq!(distinct.len(), 11, "every sample, one padded: {seen:?}");
+    }
+    // With workers the batches are the same.
+    let threaded = DataLoader::new(ds(), 4)
+        .sampler(DistributedSampler::new(11, 2, 1).seed(5))
+        .num_workers(2);
+    let plain = DataLoader::new(ds(), 4).sampler(DistributedSampler::new(11, 2, 1).seed(5));
+    let a: Vec<Vec<i64>> = threaded.iter().map(|(x,)| x.to_vec()).collect();
+    let b: Vec<Vec<i64>> = plain.iter().map(|(x,)| x.to_vec()).collect();
+    assert_eq!(a, b);
+    // Refusals: a sampler with shuffle, and a sampler for another data set.
+    let msg = panic_of(|| {
+        DataLoader::new(ds(), 4)
+            .shuffle(true)
+            .sampler(DistributedSampler::new(11, 2, 0))
+    });
+    assert!(msg.contains("mutually exclusive with shuffle"), "{msg}");
+    let msg = panic_of(|| {
+        DataLoader::new(ds(), 4)
+            .sampler(DistributedSampler::new(11, 2, 0))
+            .shuffle(true)
+    });
+    assert!(msg.contains("mutually exclusive with shuffle"), "{msg}");
+    let msg = panic_of(|| DataLoader::new(ds(), 4).sampler(DistributedSampler::new(12, 2, 0)));
+    assert!(
+        msg.contains("the sampler was made for 12 samples but the dataset has 11"),
+        "{msg}"
+    );
+}

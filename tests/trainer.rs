@@ -298,3 +298,63 @@ fn a_custom_training_module_trains_on_the_tape() {
     };
     assert!((v[0].1 - direct).abs() < 1e-6, "{} vs {direct}", v[0].1);
 }
+
+// ----- data-parallel sharding (the MPI runs are in tests/distributed_ddp.rs)
+
+use deriv::train::Batches;
+
+#[test]
+fn batches_are_shared_out_evenly_across_ranks() {
+    // A list of batches: whole batches round-robin, padded from the start.
+    let batches = vec![10, 11, 12, 13, 14];
+    let shares: Vec<Vec<i32>> = (0..2)
+        .map(|r| batches.shard(r, 2).epoch_batches(0).collect())
+        .collect();
+    assert_eq!(shares, [vec![10, 12, 14], vec![11, 13, 10]]);
+    assert_eq!(batches.shard(1, 2).num_batches(), 3);
+    let three: Vec<Vec<i32>> = (0..7)
+        .map(|r| vec![1, 2].shard(r, 7).epoch_batches(0).collect())
+        .collect();
+    assert_eq!(three, [[1], [2], [1], [2], [1], [2], [1]]);
+    // A DataLoader: samples, with its batch size and its shuffle seed.
+    let (x, y) = blobs(10, 3); // 30 samples
+    let loader = DataLoader::new(TensorDataset::new((x.clone(), y)), 4)
+        .shuffle(true)
+        .seed(11);
+    let mut rows = Vec::new();
+    for r in 0..2 {
+        let share = loader.shard(r, 2);
+        assert_eq!(share.num_batches(), 4); // 15 samples: 4 + 4 + 4 + 3
+        for (xb, _) in share.epoch_batches(1) {
+            assert!(xb.shape()[0] <= 4);
+            rows.extend(xb.to_vec::<f32>().chunks(4).map(|c| c.to_vec()));
+        }
+    }
+    let mut all: Vec<Vec<f32>> = x.to_vec::<f32>().chunks(4).map(|c| c.to_vec()).collect();
+    let key = |v: &Vec<f32>| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+    all.sort_by_key(key);
+    rows.sort_by_key(key);
+    assert_eq!(rows, all, "the two ranks' shares are the data set, once");
+    // One rank: the loader itself.
+    assert_eq!(loader.shard(0, 1).num_batches(), loader.len());
+}
+
+#[cfg(not(feature = "mpi"))]
+#[test]
+fn the_ddp_strategy_needs_the_mpi_feature() {
+    use deriv::train::Strategy;
+    let (train, _) = loaders(DType::F32);
+    let mut clf = Classifier::new(Mlp::default());
+    let e = Trainer::new()
+        .quiet()
+        .strategy(Strategy::Ddp)
+        .fit(&mut clf, &train, None)
+        .unwrap_err();
+    assert!(e.to_string().contains("needs the `mpi` feature"), "{e}");
+    assert_eq!(Trainer::new().strategy_of(), Strategy::Single);
+    assert!(!deriv::distributed::is_available() && !deriv::distributed::is_initialized());
+    assert_eq!(
+        (deriv::distributed::rank(), deriv::distributed::world_size()),
+        (0, 1)
+    );
+}

@@ -57,6 +57,9 @@ pub enum Error {
         /// What is wrong and where.
         msg: String,
     },
+    /// Distributed training could not start or go on: MPI is not running,
+    /// the ranks' models differ, another rank failed.
+    Distributed(String),
 }
 
 impl fmt::Display for Error {
@@ -68,7 +71,9 @@ impl fmt::Display for Error {
             | Error::OutOfMemory { op, msg } => {
                 write!(f, "{op}: {msg}")
             }
-            Error::Autograd(msg) | Error::Invalid(msg) => f.write_str(msg),
+            Error::Autograd(msg) | Error::Invalid(msg) | Error::Distributed(msg) => {
+                f.write_str(msg)
+            }
             Error::Io { path, msg } | Error::Format { path, msg } => write!(f, "{path}: {msg}"),
         }
     }

@@ -18,10 +18,15 @@
 pub mod autograd;
 pub mod backend;
 pub mod data;
+pub mod distributed;
 mod error;
 #[cfg(feature = "ndarray")]
 mod interop;
 pub mod io;
+/// The `mpi` crate (rsmpi) this build runs on (the `mpi` feature),
+/// re-exported so a program can also use MPI directly, on the same library.
+#[cfg(feature = "mpi")]
+pub use mpi;
 /// The `ndarray` crate this build converts to and from (the `ndarray` feature),
 /// re-exported so callers use the matching version.
 #[cfg(feature = "ndarray")]

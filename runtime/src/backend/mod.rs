@@ -249,6 +249,11 @@ pub(crate) struct Storage {
     version: AtomicU64,
     #[cfg(feature = "cuda")]
     cuda: Option<cuda::CudaBuffer>,
+    /// Set while a non-blocking collective (`distributed::*_async`) may read
+    /// or write the buffer outside the lock: every access refuses until its
+    /// `Work` completes (see `distributed::work`).
+    #[cfg(feature = "mpi")]
+    in_flight: std::sync::atomic::AtomicBool,
 }
 
 impl Storage {
@@ -265,6 +270,8 @@ impl Storage {
             version: AtomicU64::new(0),
             #[cfg(feature = "cuda")]
             cuda: None,
+            #[cfg(feature = "mpi")]
+            in_flight: Default::default(),
         }
     }
     /// Storage over a device allocation.
@@ -282,6 +289,8 @@ impl Storage {
             device: Device::Cuda(buf.ordinal()),
             version: AtomicU64::new(0),
             cuda: Some(buf),
+            #[cfg(feature = "mpi")]
+            in_flight: Default::default(),
         }
     }
     /// The device allocation of GPU storage.
@@ -312,13 +321,40 @@ impl Storage {
     pub(crate) fn read(&self) -> RwLockReadGuard<'_, Buffer> {
         self.check_host();
         // A panic while holding the lock leaves plain numbers behind: still readable.
-        self.buf.read().unwrap_or_else(|e| e.into_inner())
+        let guard = self.buf.read().unwrap_or_else(|e| e.into_inner());
+        #[cfg(feature = "mpi")]
+        self.check_idle();
+        guard
     }
     #[track_caller]
     pub(crate) fn write(&self) -> RwLockWriteGuard<'_, Buffer> {
         self.check_host();
         self.version.fetch_add(1, Ordering::Relaxed);
-        self.buf.write().unwrap_or_else(|e| e.into_inner())
+        let guard = self.buf.write().unwrap_or_else(|e| e.into_inner());
+        #[cfg(feature = "mpi")]
+        self.check_idle();
+        guard
+    }
+    /// Refuses access while a collective owns the buffer. Checked with the
+    /// lock held: the flag is set only under the write lock, so no reader
+    /// can be past this check when MPI starts using the buffer.
+    #[cfg(feature = "mpi")]
+    #[track_caller]
+    fn check_idle(&self) {
+        if self.in_flight.load(Ordering::Acquire) {
+            let at = std::panic::Location::caller();
+            panic!(
+                "this tensor's data belongs to a pending collective (a distributed::*_async \
+                 call) until its Work completes: call wait() on the Work before using the \
+                 tensor (accessed at {at})"
+            );
+        }
+    }
+    /// Marks the buffer as used by a collective (`true`, with the write lock
+    /// held by the caller) or free again (`false`, once MPI has completed).
+    #[cfg(feature = "mpi")]
+    pub(crate) fn set_in_flight(&self, on: bool) {
+        self.in_flight.store(on, Ordering::Release);
     }
     pub(crate) fn device(&self) -> Device {
         self.device

@@ -7,7 +7,10 @@
 //! - [`TensorDataset`] over tensors that share dimension 0; [`Subset`] and
 //!   [`random_split`].
 //! - [`DataLoader`]: batches, per-epoch seeded shuffling, `drop_last`,
-//!   background workers with prefetching; [`IterableLoader`] for streams.
+//!   background workers with prefetching, an optional [`Sampler`];
+//!   [`IterableLoader`] for streams.
+//! - [`DistributedSampler`]: each process's share of a data set in
+//!   data-parallel training (PyTorch's sharding, shuffling and padding).
 //! - [`read_csv`] / [`read_csv_xy`]: numeric CSV files into tensors, with
 //!   errors that name the file, line and column.
 //! - [`datasets`]: `breast_cancer()`, `digits()`, `iris()` as
@@ -32,6 +35,7 @@ mod csv_read;
 mod dataset;
 pub mod datasets;
 mod loader;
+mod sampler;
 mod scaler;
 
 pub use csv_read::{read_csv, read_csv_xy, Column, CsvOptions};
@@ -43,4 +47,5 @@ pub use datasets::TabularDataset;
 pub use loader::{
     Batch, DataLoader, DataLoaderIter, IterBatch, IterableLoader, IterableLoaderIter,
 };
+pub use sampler::{DistributedSampler, Sampler};
 pub use scaler::StandardScaler;

@@ -1,6 +1,6 @@
 //! `Linear`: y = x·Wᵀ + b.
 
-use super::module::{accumulate_grad, join_name};
+use super::module::{accumulate_grad, grad_accumulated, join_name};
 use super::{init, Differentiable, Forward, Module, TrainStep};
 use crate::autograd::{no_grad, NoGradGuard};
 use crate::backend::Device;
@@ -201,6 +201,10 @@ impl TrainStep for Linear {
             None
         };
         into::linear_backward_into(grad_out, x, w, &dw, db.as_ref(), dx);
+        grad_accumulated(w);
+        if let Some(b) = b {
+            grad_accumulated(b);
+        }
         if input_grad {
             ws.dx.as_ref()
         } else {

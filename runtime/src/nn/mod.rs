@@ -26,7 +26,7 @@ pub use loss::{
     L1Loss, Loss, MSELoss, NLLLoss, NllLossOptions, Reduction,
 };
 pub use module::{
-    accumulate_grad, join_name, Differentiable, Fallback, Forward, IncompatibleKeys, Module,
-    TrainStep,
+    accumulate_grad, grad_accumulated, join_name, Differentiable, Fallback, Forward,
+    IncompatibleKeys, Module, TrainStep,
 };
 pub use sequential::Sequential;

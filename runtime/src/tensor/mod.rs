@@ -8,7 +8,7 @@ mod literal;
 mod math;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 pub use creation::TensorOptions;
 pub use dtype::{DType, Element, Float};
@@ -48,6 +48,8 @@ pub(crate) struct TensorImpl {
     pub(crate) requires_grad: AtomicBool,
     /// The accumulated gradient of a leaf.
     pub(crate) grad: Mutex<Option<Tensor>>,
+    /// Post-accumulate-grad hooks of a leaf; unset (and free) until one is registered.
+    pub(crate) hooks: OnceLock<Arc<crate::autograd::Hooks>>,
 }
 
 impl Tensor {
@@ -91,6 +93,7 @@ impl Tensor {
             grad_fn: None,
             requires_grad: AtomicBool::new(false),
             grad: Mutex::new(None),
+            hooks: OnceLock::new(),
         }))
     }
 
