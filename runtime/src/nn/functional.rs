@@ -102,11 +102,7 @@ pub fn cumsum(x: &Tensor, dim: isize) -> Tensor {
 /// ```
 #[track_caller]
 pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Tensor {
-    let y = x.matmul(&weight.t());
-    match bias {
-        Some(b) => y + b,
-        None => y,
-    }
+    ops::linear::linear(x, weight, bias)
 }
 
 /// The mask dropout multiplies by: 0 with probability `p`, else `1/(1-p)`,

@@ -20,7 +20,7 @@ pub use activation::{
     Dropout, Flatten, Hardtanh, Identity, LeakyReLU, LogSigmoid, LogSoftmax, Mish, OpWorkspace,
     ReLU, SiLU, Sigmoid, Softmax, Softplus, Tanh, ELU, GELU,
 };
-pub use linear::{LayerWorkspace, Linear};
+pub use linear::{LayerWorkspace, Linear, LinearWorkspace};
 pub use loss::{
     BCELoss, BCEWithLogitsLoss, BceWithLogitsOptions, CrossEntropyLoss, CrossEntropyOptions,
     L1Loss, Loss, MSELoss, NLLLoss, NllLossOptions, Reduction,

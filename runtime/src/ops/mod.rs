@@ -9,6 +9,7 @@ pub mod binary;
 pub(crate) mod inplace;
 pub(crate) mod into;
 pub(crate) mod loss;
+pub mod linear;
 pub mod matmul;
 pub mod reduce;
 pub mod registry;
@@ -20,6 +21,7 @@ pub(crate) use reduce::sum_to;
 
 pub use crate::autograd::{GradSlot, Op, Out, Spec};
 pub use binary::{Add, Binary, Div, Mul, Sub};
+pub use linear::Linear;
 pub use matmul::Matmul;
 pub use reduce::{Cumsum, Logsumexp, Mean, MeanDim, Sum, SumDim};
 pub use softmax::{LogSoftmax, Softmax};
