@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 torch.set_default_dtype(torch.float64)
-X = [-30.0, -4.0, -2.5, -1.0, -0.5, -1e-3, 0.0, 1e-3, 0.3, 0.5, 1.0, 1.7, 2.5, 4.0, 25.0]
+X = [-30.0, -4.0, -2.5, -1.0, -0.5, -1e-3, -0.0, 0.0, 1e-3, 0.3, 0.5, 1.0, 1.7, 2.5, 4.0, 25.0]
 G = [0.5 + 0.1 * i for i in range(len(X))]
 
 UNARY = {
@@ -46,6 +46,8 @@ def fmt(vals):
             out.append("f64::INFINITY")
         elif v == float("-inf"):
             out.append("f64::NEG_INFINITY")
+        elif v == 0.0 and str(v).startswith("-"):
+            out.append("-0.0")
         else:
             out.append(repr(float(v)))
     return "&[" + ", ".join(out) + "]"

@@ -6,7 +6,7 @@ use super::{Reads, Unary};
 use crate::autograd::apply;
 use crate::tensor::{Math, Tensor};
 
-/// `relu(x) = max(x, 0)`; NaN stays NaN, as in PyTorch.
+/// `relu(x) = max(x, 0)`; NaN and -0.0 stay as they are, as in PyTorch.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Relu;
 impl Unary for Relu {
@@ -15,7 +15,7 @@ impl Unary for Relu {
     const READS: Reads = Reads::Output;
     #[inline(always)]
     fn f<M: Math>(x: M, _: [M; 2]) -> M {
-        M::select(x.le(M::k(0.0)), M::k(0.0), x)
+        M::select(x.lt(M::k(0.0)), M::k(0.0), x)
     }
     /// PyTorch's `threshold_backward(g, y, 0)`: `y <= 0 ? 0 : g`.
     #[inline(always)]
