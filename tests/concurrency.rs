@@ -1,11 +1,13 @@
 //! Threads sharing tensors, models and files: ops that lock two storages in
-//! opposite orders on different threads finish (no deadlock).
+//! opposite orders on different threads finish (no deadlock), and saves to
+//! one path from several threads each leave one whole file.
 
 use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
 use std::sync::{mpsc, Arc, Barrier};
 use std::time::Duration;
 
-use deriv::io::StateDict;
+use deriv::io::{self, StateDict};
 use deriv::nn::{Linear, Module};
 use deriv::optim::{Optimizer, SGD};
 use deriv::prelude::*;
@@ -213,6 +215,95 @@ fn optimizer_steps_and_backward_beside_opposite_copies_finish() {
         assert_eq!(g.to_vec::<f32>(), vec![0.0; 32]);
         assert_eq!(seed.to_vec::<f32>(), vec![0.0; 32]);
     });
+}
+
+/// A fresh folder under the system temp dir for one test.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("deriv-conc-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The temporary files of `target` left in its folder.
+fn temps(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp-"))
+        .collect()
+}
+
+/// Eight threads saving different contents to one path, 50 times each:
+/// every save succeeds, the file is always one whole state dict (one
+/// thread's, never a mix), and no temporary file is left behind.
+#[test]
+fn concurrent_saves_to_one_path_each_leave_a_whole_file() {
+    let dir = scratch("saves");
+    let path = dir.join("model.safetensors");
+    within(LIMIT, "concurrent saves", {
+        let path = path.clone();
+        move || {
+            let threads: Vec<_> = (0..8)
+                .map(|k| {
+                    let path = path.clone();
+                    std::thread::spawn(move || {
+                        let mut sd = StateDict::new();
+                        sd.insert("w", Tensor::full([1000], k as f64));
+                        sd.insert("k", Tensor::scalar(k as i64));
+                        for _ in 0..50 {
+                            io::save_file(&sd, &path).unwrap();
+                            // A reader sees a whole file from one writer.
+                            let back = io::load_file(&path).unwrap();
+                            let owner = back["k"].item();
+                            assert_eq!(back["w"].to_vec::<f32>(), vec![owner as f32; 1000]);
+                        }
+                    })
+                })
+                .collect();
+            for t in threads {
+                t.join().unwrap();
+            }
+        }
+    });
+    assert_eq!(temps(&dir), Vec::<String>::new());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A write killed mid-way leaves its temporary file; the next successful
+/// save of the same target removes it, and leaves alone those of a writer
+/// still running and of other targets.
+#[test]
+fn stale_temporary_files_are_removed_by_the_next_save() {
+    let dir = scratch("stale");
+    let path = dir.join("ckpt.safetensors");
+    // A process that has exited: its pid names no running process.
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let stale = [
+        format!(".ckpt.safetensors.tmp-{dead}-0"),
+        // The older naming (process id only).
+        format!(".ckpt.safetensors.tmp-{dead}"),
+    ];
+    #[cfg(unix)]
+    let running = format!(".ckpt.safetensors.tmp-{}-7", std::os::unix::process::parent_id());
+    #[cfg(not(unix))]
+    let running = String::from(".ckpt.safetensors.tmp-x");
+    let other_target = format!(".other.safetensors.tmp-{dead}-0");
+    for name in stale.iter().chain([&running, &other_target]) {
+        std::fs::write(dir.join(name), b"half a file").unwrap();
+    }
+    let mut sd = StateDict::new();
+    sd.insert("w", tensor![1., 2.]);
+    io::save_file(&sd, &path).unwrap();
+    let mut left = temps(&dir);
+    left.sort();
+    let mut want = vec![running, other_target];
+    want.sort();
+    assert_eq!(left, want);
+    assert_eq!(io::load_file(&path).unwrap()["w"].to_vec::<f32>(), vec![1., 2.]);
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// `Send` model and optimizer on another thread: trained there, the result
