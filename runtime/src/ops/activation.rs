@@ -7,12 +7,14 @@ use crate::backend::Ew;
 use crate::error::OrPanic;
 use crate::tensor::Tensor;
 
-/// dL/dx of `y = relu(x)` from the output `y` and dL/dy.
+/// dL/dx of `y = relu(x)` from the output `y` and dL/dy: `0` where
+/// `y <= 0`, else `dy` (PyTorch's `threshold_backward(dy, y, 0)`, so a NaN
+/// output passes its gradient through, as there).
 pub fn relu_backward(y: &Tensor, dy: &Tensor) -> Tensor {
-    float_zip!("relu_backward", dy, y, Ew::ReluBwd, |d, v| if v > 0.0 {
-        d
-    } else {
+    float_zip!("relu_backward", dy, y, Ew::ReluBwd, |d, v| if v <= 0.0 {
         0.0
+    } else {
+        d
     })
     .or_panic()
 }
@@ -56,9 +58,17 @@ impl Tensor {
         record(name, &[self], y, || ActivationBackward { y: saved, rule })
     }
 
-    /// Elementwise `max(x, 0)`.
+    /// Elementwise `max(x, 0)`; NaN stays NaN (and -0.0 stays -0.0), as in
+    /// PyTorch, so a NaN entering a network shows in its output.
+    ///
+    /// ```
+    /// use deriv_runtime::tensor;
+    /// let y = tensor![-1., 2., f32::NAN].relu().to_vec::<f32>();
+    /// assert_eq!(&y[..2], &[0., 2.]);
+    /// assert!(y[2].is_nan());
+    /// ```
     pub fn relu(&self) -> Tensor {
-        let y = float_map!(self, Ew::Relu, |x| if x > 0.0 { x } else { 0.0 });
+        let y = float_map!(self, Ew::Relu, |x| if x < 0.0 { 0.0 } else { x });
         self.activation("ReluBackward", y, relu_backward)
     }
 

@@ -346,10 +346,7 @@ fn with_bufs<T: Real, const N: usize, R>(
 ) -> R {
     let first = |i: usize| (0..i).find(|&j| ins[j].shares_storage(ins[i])).unwrap_or(i);
     // In the global lock order; an aliased input's guard is its first entry's.
-    let (guards, [w]) = lock_storages(
-        ins.map(|t| Some(&**t.storage())),
-        [Some(out.storage())],
-    );
+    let (guards, [w]) = lock_storages(ins.map(|t| Some(&**t.storage())), [Some(out.storage())]);
     let slices: [&[T]; N] = std::array::from_fn(|i| {
         T::of(
             guards[first(i)]
@@ -487,11 +484,12 @@ impl Act {
     #[inline(always)]
     fn apply<T: Real>(self, x: T) -> T {
         match self {
+            // The tape's formula: NaN and -0.0 pass through, as in PyTorch.
             Act::Relu => {
-                if x > T::ZERO {
-                    x
-                } else {
+                if x < T::ZERO {
                     T::ZERO
+                } else {
+                    x
                 }
             }
             // The tape's formula (ops/activation.rs), stable for large |x|.
@@ -511,10 +509,10 @@ impl Act {
     fn grad<T: Real>(self, y: T, d: T) -> T {
         match self {
             Act::Relu => {
-                if y > T::ZERO {
-                    d
-                } else {
+                if y <= T::ZERO {
                     T::ZERO
+                } else {
+                    d
                 }
             }
             Act::Sigmoid => d * y * (T::ONE - y),
@@ -1104,8 +1102,7 @@ pub(crate) fn sgd_update_(param: &Tensor, grad: &Tensor, lr: f64, zero_grad: boo
     check_out("sgd", param, grad.shape(), &[grad]);
     fn k<T: Real>(param: &Tensor, grad: &Tensor, lr: f64, zero: bool) {
         let lr = T::from_f64(lr);
-        let ([], [pw, gw]) =
-            lock_storages([], [Some(&**param.storage()), Some(grad.storage())]);
+        let ([], [pw, gw]) = lock_storages([], [Some(&**param.storage()), Some(grad.storage())]);
         let locked = "distinct storages are each locked";
         let (mut pw, mut gw) = (pw.expect(locked), gw.expect(locked));
         let (po, go, n) = (param.layout().offset, grad.layout().offset, param.numel());

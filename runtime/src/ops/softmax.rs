@@ -39,6 +39,11 @@ impl Tensor {
         let d = norm_dim(op, dim, self.ndim()).or_panic() as isize;
         let y = no_grad(|| {
             let x = super::as_float(self);
+            if x.numel() == 0 {
+                // Nothing to normalise (a size-0 dim has no max): an empty
+                // result of the input's shape, as in PyTorch.
+                return x.zeros_like();
+            }
             #[cfg(feature = "cuda")]
             if x.device().is_cuda() && x.dtype() == crate::tensor::DType::F32 && x.ndim() > 0 {
                 return crate::backend::cuda::ops::softmax(&x, d as usize, log);
