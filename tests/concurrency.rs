@@ -98,7 +98,10 @@ fn opposite_order_in_place_ops_finish() {
                 // blocks new readers of std's RwLock).
                 Box::new(move || {
                     assert_eq!((&a5 + &b5).sum().item(), 128.0);
-                    assert_eq!(Tensor::cat(&[b5.clone(), a5.clone()], 0).sum().item(), 128.0);
+                    assert_eq!(
+                        Tensor::cat(&[b5.clone(), a5.clone()], 0).sum().item(),
+                        128.0
+                    );
                 }),
                 Box::new(move || {
                     assert_eq!(a6.matmul(&b6).item(), 64.0);
@@ -287,7 +290,10 @@ fn stale_temporary_files_are_removed_by_the_next_save() {
         format!(".ckpt.safetensors.tmp-{dead}"),
     ];
     #[cfg(unix)]
-    let running = format!(".ckpt.safetensors.tmp-{}-7", std::os::unix::process::parent_id());
+    let running = format!(
+        ".ckpt.safetensors.tmp-{}-7",
+        std::os::unix::process::parent_id()
+    );
     #[cfg(not(unix))]
     let running = String::from(".ckpt.safetensors.tmp-x");
     let other_target = format!(".other.safetensors.tmp-{dead}-0");
@@ -302,7 +308,10 @@ fn stale_temporary_files_are_removed_by_the_next_save() {
     let mut want = vec![running, other_target];
     want.sort();
     assert_eq!(left, want);
-    assert_eq!(io::load_file(&path).unwrap()["w"].to_vec::<f32>(), vec![1., 2.]);
+    assert_eq!(
+        io::load_file(&path).unwrap()["w"].to_vec::<f32>(),
+        vec![1., 2.]
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -314,7 +323,10 @@ fn a_model_trained_on_another_thread_matches_this_one() {
         // No global generator: other tests of this file run beside this one.
         let mut m = Linear::new(3, 2, &Device::Cpu);
         let mut init = StateDict::new();
-        init.insert("weight", Tensor::arange(-3.0, 3.0, 1.0).reshape([2, 3]) * 0.1);
+        init.insert(
+            "weight",
+            Tensor::arange(-3.0, 3.0, 1.0).reshape([2, 3]) * 0.1,
+        );
         init.insert("bias", tensor![0.5, -0.5]);
         m.load_state_dict(&init).unwrap();
         let mut opt = SGD::new(m.parameters(), 0.1);

@@ -88,8 +88,7 @@ fn add_same_shape(dst: &Tensor, src: &Tensor) -> bool {
         return false;
     }
     // In the global lock order: another thread may copy between the two.
-    let ([s], [d]) =
-        crate::backend::lock_storages([Some(&**src.storage())], [Some(dst.storage())]);
+    let ([s], [d]) = crate::backend::lock_storages([Some(&**src.storage())], [Some(dst.storage())]);
     let locked = "distinct storages are each locked";
     match (&mut *d.expect(locked), &*s.expect(locked)) {
         (Buffer::F32(d), Buffer::F32(s)) => {

@@ -327,13 +327,17 @@ pub(crate) fn lock_storages<'a, const R: usize, const W: usize>(
     let mut read_guards = std::array::from_fn(|_| None);
     let mut write_guards = std::array::from_fn(|_| None);
     let all = |i: usize| if i < R { reads[i] } else { writes[i - R] };
-    in_address_order(R + W, |i| all(i).map(Storage::addr), |i| {
-        if i < R {
-            read_guards[i] = reads[i].map(Storage::lock_read);
-        } else {
-            write_guards[i - R] = writes[i - R].map(Storage::lock_write);
-        }
-    });
+    in_address_order(
+        R + W,
+        |i| all(i).map(Storage::addr),
+        |i| {
+            if i < R {
+                read_guards[i] = reads[i].map(Storage::lock_read);
+            } else {
+                write_guards[i - R] = writes[i - R].map(Storage::lock_write);
+            }
+        },
+    );
     (read_guards, write_guards)
 }
 

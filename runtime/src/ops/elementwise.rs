@@ -919,7 +919,11 @@ impl Tensor {
             };
             // In the global lock order (the three storages are distinct now).
             let ([gc, ga, gb], []) = crate::backend::lock_storages(
-                [Some(&**cc.storage()), Some(ca.storage()), Some(cb.storage())],
+                [
+                    Some(&**cc.storage()),
+                    Some(ca.storage()),
+                    Some(cb.storage()),
+                ],
                 [],
             );
             let locked = "distinct storages are each locked";

@@ -111,7 +111,8 @@ pub(crate) fn map_float(
 /// read lock on the same `RwLock` could deadlock behind a waiting writer.
 #[track_caller]
 pub(crate) fn read_pair<R>(a: &Tensor, b: &Tensor, f: impl FnOnce(&Buffer, &Buffer) -> R) -> R {
-    let ([ga, gb], []) = crate::backend::lock_storages([Some(&**a.storage()), Some(b.storage())], []);
+    let ([ga, gb], []) =
+        crate::backend::lock_storages([Some(&**a.storage()), Some(b.storage())], []);
     let ga = ga.expect("the first entry is always locked");
     match &gb {
         Some(gb) => f(&ga, gb),
