@@ -265,14 +265,30 @@ impl Trainer {
             es.reset();
         }
         if let Some(path) = &self.resume_from {
-            let ckpt = Checkpoint::load(path)?;
-            model
-                .load_state_dict(&ckpt.model)
-                .map_err(|e| Error::format(path, e.to_string()))?;
+            let refused = |e: Error| {
+                Error::format(
+                    path,
+                    format!("resume_from: {e}; nothing was changed (the model keeps its weights)"),
+                )
+            };
+            let ckpt = match std::fs::metadata(path) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(Error::Io {
+                        path: path.display().to_string(),
+                        msg: "resume_from: there is no checkpoint at this path (the file does \
+                              not exist); check the path, or leave resume_from out to train \
+                              from the start"
+                            .into(),
+                    })
+                }
+                _ => Checkpoint::load(path)?,
+            };
+            // Everything that can fail goes first, into this run's own optimizer,
+            // scheduler and history; the model (the caller's) is loaded last,
+            // and its load_state_dict checks every tensor before copying any:
+            // a refused resume changes nothing.
             if let Some(state) = &ckpt.optimizer {
-                optimizer
-                    .load_state_dict(state)
-                    .map_err(|e| Error::format(path, e.to_string()))?;
+                optimizer.load_state_dict(state).map_err(refused)?;
             }
             if let Some(sched) = &mut scheduler {
                 let state: Vec<(String, f64)> = ckpt
@@ -283,13 +299,12 @@ impl Trainer {
                         Some((name.to_string(), v.parse().ok()?))
                     })
                     .collect();
-                sched
-                    .load_state_dict(&state)
-                    .map_err(|e| Error::format(path, e.to_string()))?;
+                sched.load_state_dict(&state).map_err(refused)?;
             }
             if let Some(csv) = ckpt.metadata.get("history") {
-                history = History::from_csv(csv).map_err(|e| Error::format(path, e.to_string()))?;
+                history = History::from_csv(csv).map_err(refused)?;
             }
+            model.load_state_dict(&ckpt.model).map_err(refused)?;
             start = ckpt.epoch;
             // Replay the history so early stopping resumes with its state.
             if let Some(es) = &mut self.early_stopping {
