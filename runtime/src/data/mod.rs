@@ -34,7 +34,7 @@ pub mod datasets;
 mod loader;
 mod scaler;
 
-pub use csv_read::{read_csv, read_csv_xy, Column, CsvOptions};
+pub use csv_read::{read_csv, read_csv_bytes, read_csv_xy, read_csv_xy_bytes, Column, CsvOptions};
 pub use dataset::{
     random_split, Collate, Dataset, IterableDataset, SplitLengths, Subset, TensorDataset,
     TensorTuple,
