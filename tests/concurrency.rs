@@ -31,12 +31,15 @@ fn within<T: Send + 'static>(
     }
 }
 
+/// A job run over and over on its own thread.
+type Job = Box<dyn FnMut() + Send>;
+
 /// Runs each job on its own thread, `rounds` times, all starting together.
-fn run_together(rounds: usize, jobs: Vec<Box<dyn Fn() + Send + Sync>>) {
+fn run_together(rounds: usize, jobs: Vec<Job>) {
     let start = Arc::new(Barrier::new(jobs.len()));
     let handles: Vec<_> = jobs
         .into_iter()
-        .map(|job| {
+        .map(|mut job| {
             let start = start.clone();
             std::thread::spawn(move || {
                 start.wait();
@@ -134,28 +137,18 @@ fn models_loading_each_others_state_dicts_finish() {
             v.bias = m.bias.clone();
             v
         };
-        let jobs: Vec<(Linear, StateDict)> = vec![
-            (view(&m1), m2.state_dict()),
-            (view(&m1), m2.state_dict()),
-            (view(&m2), m1.state_dict()),
-            (view(&m2), m1.state_dict()),
-        ];
-        let start = Arc::new(Barrier::new(jobs.len()));
-        let threads: Vec<_> = jobs
-            .into_iter()
-            .map(|(mut m, sd)| {
-                let start = start.clone();
-                std::thread::spawn(move || {
-                    start.wait();
-                    for _ in 0..ROUNDS {
-                        m.load_state_dict(&sd).unwrap();
-                    }
-                })
-            })
-            .collect();
-        for t in threads {
-            t.join().unwrap();
-        }
+        let load = |mut m: Linear, sd: StateDict| -> Job {
+            Box::new(move || m.load_state_dict(&sd).unwrap())
+        };
+        run_together(
+            ROUNDS,
+            vec![
+                load(view(&m1), m2.state_dict()),
+                load(view(&m1), m2.state_dict()),
+                load(view(&m2), m1.state_dict()),
+                load(view(&m2), m1.state_dict()),
+            ],
+        );
         // Equal weights copied back and forth stay those weights.
         assert_eq!(m1.weight.to_vec::<f32>(), want);
         assert_eq!(m2.weight.to_vec::<f32>(), want);
@@ -176,44 +169,31 @@ fn optimizer_steps_and_backward_beside_opposite_copies_finish() {
         let stepper = |w: &Tensor| {
             // lr 0: each step reads and writes but changes nothing.
             let mut opt = SGD::new(vec![w.clone()], 0.0);
-            Box::new(move || opt.step()) as Box<dyn FnMut() + Send>
+            Box::new(move || opt.step()) as Job
         };
         let writer = |w: &Tensor, g: &Tensor| {
             let (w, g) = (w.clone(), g.clone());
             // g *= w (ones): reads w, writes g; the gradient stays 0.
             Box::new(move || {
                 no_grad(|| g.mul_(&w));
-            }) as Box<dyn FnMut() + Send>
+            }) as Job
         };
         let (w3, seed3, seed4, g4) = (w.clone(), seed.clone(), seed.clone(), g.clone());
-        let jobs: Vec<Box<dyn FnMut() + Send>> = vec![
-            stepper(&w),
-            stepper(&w),
-            writer(&w, &g),
-            writer(&w, &g),
-            // A leaf's backward adds the seed into w.grad (reads seed, writes g) ...
-            Box::new(move || w3.backward_with(&seed3)),
-            // ... while the seed is written from the gradient (reads g, writes seed).
-            Box::new(move || {
-                seed4.copy_(&g4);
-            }),
-        ];
-        let start = Arc::new(Barrier::new(jobs.len()));
-        let threads: Vec<_> = jobs
-            .into_iter()
-            .map(|mut job| {
-                let start = start.clone();
-                std::thread::spawn(move || {
-                    start.wait();
-                    for _ in 0..ROUNDS {
-                        job();
-                    }
-                })
-            })
-            .collect();
-        for t in threads {
-            t.join().unwrap();
-        }
+        run_together(
+            ROUNDS,
+            vec![
+                stepper(&w),
+                stepper(&w),
+                writer(&w, &g),
+                writer(&w, &g),
+                // A leaf's backward adds the seed into w.grad (reads seed, writes g) ...
+                Box::new(move || w3.backward_with(&seed3)),
+                // ... while the seed is written from the gradient (reads g, writes seed).
+                Box::new(move || {
+                    seed4.copy_(&g4);
+                }),
+            ],
+        );
         assert_eq!(w.to_vec::<f32>(), vec![1.0; 32]);
         assert_eq!(g.to_vec::<f32>(), vec![0.0; 32]);
         assert_eq!(seed.to_vec::<f32>(), vec![0.0; 32]);

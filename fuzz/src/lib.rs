@@ -67,7 +67,10 @@ pub fn within_allowance(data: &[u8], f: impl FnOnce(&[u8])) {
     PEAK.store(base, Relaxed);
     LARGEST.store(0, Relaxed);
     f(data);
-    let (largest, peak) = (LARGEST.load(Relaxed), PEAK.load(Relaxed).saturating_sub(base));
+    let (largest, peak) = (
+        LARGEST.load(Relaxed),
+        PEAK.load(Relaxed).saturating_sub(base),
+    );
     let (max_largest, max_peak) = allowance(data.len());
     assert!(
         largest <= max_largest && peak <= max_peak,

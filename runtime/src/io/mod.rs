@@ -278,5 +278,5 @@ fn process_running(pid: u32, file: &fs::DirEntry) -> bool {
         .and_then(|m| m.modified())
         .ok()
         .and_then(|t| t.elapsed().ok());
-    !age.is_some_and(|a| a > std::time::Duration::from_secs(24 * 3600))
+    age.is_none_or(|a| a <= std::time::Duration::from_secs(24 * 3600))
 }

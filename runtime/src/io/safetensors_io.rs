@@ -254,7 +254,8 @@ fn f16_to_f32(h: u16) -> f32 {
         (0, 0) => sign,
         // Subnormal: value = frac · 2^-24, exact in f32.
         (0, _) => {
-            let v = frac as f32 * 2f32.powi(-24);
+            // 2^-24 as a constant: `powi`'s precision is unspecified.
+            let v = frac as f32 * f32::from_bits(0x3380_0000);
             return if sign != 0 { -v } else { v };
         }
         (0x1f, 0) => sign | 0x7f80_0000,

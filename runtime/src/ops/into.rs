@@ -188,7 +188,8 @@ fn small_gemm<T: Real>(m: usize, n: usize, k: usize, a: Mat<T>, b: Mat<T>, c: *m
 /// Products of at least this many multiply-adds are split across threads.
 /// Handing a part to a spinning helper costs a few microseconds, less than a
 /// rayon wake-up, so the bar is lower than the allocating matmul's.
-const PAR_FLOPS: usize = 1 << 21;
+/// (Under Miri, small: its tests take the split paths at small sizes.)
+const PAR_FLOPS: usize = if cfg!(miri) { 1 << 12 } else { 1 << 21 };
 
 /// Blocks per participant of a split product: claimed dynamically, two
 /// each balance a helper that starts late (on a quiet machine one each
@@ -1125,7 +1126,7 @@ pub(crate) fn sgd_update_(param: &Tensor, grad: &Tensor, lr: f64, zero_grad: boo
             }
         };
         // Big parameters (a 784 x 256 weight) are split across the helpers.
-        const BLOCK: usize = 1 << 15;
+        const BLOCK: usize = if cfg!(miri) { 16 } else { 1 << 15 };
         if n < 2 * BLOCK {
             block(0, n);
         } else {
@@ -1168,6 +1169,10 @@ mod tests {
     /// sizes that take every path: the small kernel, faer, the split across
     /// the helper pool (rows and columns), a strided input, and f64.
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "hours under Miri; unsafe_paths::out_variant_products_and_sgd_match_the_definitions takes the same paths at small sizes"
+    )]
     fn linear_kernels_match_the_definitions() {
         for &(rows, nin, nout, dtype) in &[
             (16, 2, 16, DType::F32),
