@@ -180,7 +180,8 @@ fn helper_pool_runs_every_part_once_from_several_threads() {
 fn matmul_paths_match_the_definition() {
     for dtype in [DType::F32, DType::F64] {
         let tol = if dtype == DType::F32 { 1e-5 } else { 1e-12 };
-        for &(m, k, n) in &[(6, 5, 16), (40, 9, 12), (12, 7, 48)] {
+        // The AVX2 kernel's shape, then row blocks and column blocks (Miri).
+        for &(m, k, n) in &[(6, 5, 16), (24, 3, 8), (8, 3, 24)] {
             let (a, b) = (tensor(&[m, k], 3, dtype), tensor(&[k, n], 4, dtype));
             assert_close(
                 &a.matmul(&b).to_vec::<f64>(),
@@ -194,11 +195,12 @@ fn matmul_paths_match_the_definition() {
                 tol * k as f64,
             );
         }
-        let (a, b) = (tensor(&[5, 8, 9], 7, dtype), tensor(&[9, 10], 8, dtype));
+        // Whole products per thread over a batch (Miri).
+        let (a, b) = (tensor(&[9, 4, 5], 7, dtype), tensor(&[5, 6], 8, dtype));
         let c = a.matmul(&b);
-        for i in 0..5 {
+        for i in 0..9 {
             let ai = a.select(0, i);
-            assert_close(&c.select(0, i).to_vec::<f64>(), &naive(&ai, &b), tol * 9.0);
+            assert_close(&c.select(0, i).to_vec::<f64>(), &naive(&ai, &b), tol * 5.0);
         }
         let z = Tensor::zeros_opts([9, 0], &crate::TensorOptions::new().dtype(dtype)).matmul(
             &Tensor::zeros_opts([0, 11], &crate::TensorOptions::new().dtype(dtype)),
@@ -214,7 +216,8 @@ fn matmul_paths_match_the_definition() {
 fn out_variant_products_and_sgd_match_the_definitions() {
     for dtype in [DType::F32, DType::F64] {
         let tol = if dtype == DType::F32 { 1e-5 } else { 1e-12 };
-        for &(rows, nin, nout) in &[(48, 6, 40), (36, 7, 64)] {
+        // Row blocks, then column blocks, on the helper pool (Miri).
+        for &(rows, nin, nout) in &[(40, 4, 32), (32, 4, 40)] {
             let opts = crate::TensorOptions::new().dtype(dtype);
             let x = tensor(&[nin, rows], 1, dtype).t();
             let w = tensor(&[nout, nin], 2, dtype);
