@@ -1003,3 +1003,36 @@ fn op_table_rows_match_the_cpu() {
         }
     }
 }
+
+/// relu's kernels at the edges, against PyTorch's values:
+/// `torch.relu(torch.tensor([nan, 1., -1., -0., 0.]))` is
+/// `tensor([nan, 1., 0., -0., 0.])` and its backward of ones gives
+/// `tensor([1., 1., 0., 0., 0.])` (`result <= 0 ? 0 : grad`), in f32 and f64.
+#[test]
+fn relu_at_nan_and_signed_zero_matches_pytorch() {
+    let dev = need_gpu!();
+    for dtype in [DType::F32, DType::F64] {
+        let x = Tensor::from_vec(vec![f64::NAN, 1., -1., -0.0, 0.], [5])
+            .to_dtype(dtype)
+            .to(&dev)
+            .requires_grad_(true);
+        let y = x.relu();
+        y.backward_with(&Tensor::ones_opts([5], &x.options()));
+        let bits = |t: &Tensor| {
+            t.to(&Device::Cpu)
+                .to_vec::<f64>()
+                .iter()
+                .map(|v| if v.is_nan() { u64::MAX } else { v.to_bits() })
+                .collect::<Vec<_>>()
+        };
+        let want_y =
+            [f64::NAN, 1., 0., -0.0, 0.].map(|v| if v.is_nan() { u64::MAX } else { v.to_bits() });
+        assert_eq!(bits(&y), want_y, "relu {dtype} on {dev}");
+        let want_g = [1f64, 1., 0., 0., 0.].map(f64::to_bits);
+        assert_eq!(
+            bits(&x.grad().unwrap()),
+            want_g,
+            "relu backward {dtype} on {dev}"
+        );
+    }
+}

@@ -1142,3 +1142,152 @@ fn a_data_loader_takes_its_order_from_a_sampler() {
         "{msg}"
     );
 }
+
+// ----- class labels and reading at the edges -----
+
+/// A negative class label (data sets labelled -1/+1) is refused where it is
+/// read, naming the line, the column, the value and the fix.
+#[test]
+fn negative_class_labels_are_refused_when_read() {
+    let dir = temp_dir("negative_labels");
+    let p = write(&dir, "pm1.csv", "x,y\n0.5,1\n0.25,-1\n");
+    let msg = err_of(read_csv_xy(&p, &CsvOptions::default(), "y"));
+    assert_contains(
+        &msg,
+        &[
+            "pm1.csv",
+            "line 3",
+            "column 2 (\"y\")",
+            "-1",
+            "is negative",
+            "0 for -1 and 1 for +1",
+        ],
+    );
+    let msg = err_of(deriv::data::read_csv_xy_bytes(
+        b"0.5,-3\n",
+        &CsvOptions::default().has_header(false),
+        -1,
+    ));
+    assert_contains(&msg, &["<memory>", "line 1", "column 2", "-3"]);
+}
+
+/// A data set built by hand with a negative target: refused by
+/// `TabularDataset::new`, and, built as a struct literal (the fields are
+/// public), by each method that uses the labels, with the sample and the
+/// fix, instead of an index out of bounds.
+#[test]
+fn negative_targets_are_refused_where_labels_are_used() {
+    let x = Tensor::from_vec((0..12).map(|v| v as f32).collect::<Vec<_>>(), [6, 2]);
+    let y = Tensor::from_vec(vec![1i64, -1, 1, -1, 1, -1], [6]);
+    let msg = panic_of(|| TabularDataset::new(x.clone(), y.clone(), vec![]));
+    assert_contains(
+        &msg,
+        &[
+            "TabularDataset::new",
+            "sample 1",
+            "-1",
+            "targets.gt_scalar(0.0).to_dtype(DType::I64)",
+        ],
+    );
+    let ds = TabularDataset {
+        features: x,
+        targets: y,
+        class_names: vec![],
+    };
+    for (op, msg) in [
+        ("class_counts", panic_of(|| ds.class_counts())),
+        ("num_classes", panic_of(|| ds.num_classes())),
+        ("stratified_split", panic_of(|| ds.stratified_split(0.5, 0))),
+        (
+            "standardized_split",
+            panic_of(|| ds.standardized_split(0.5, 0)),
+        ),
+        ("train_test_split", panic_of(|| ds.train_test_split(0.5, 0))),
+    ] {
+        assert_contains(&msg, &[op, "sample 1 is -1", "relabel"]);
+    }
+    // Every label negative: not "1 class".
+    let all_neg = TabularDataset {
+        targets: Tensor::from_vec(vec![-1i64; 6], [6]),
+        ..ds
+    };
+    assert_contains(&panic_of(|| all_neg.num_classes()), &["sample 0 is -1"]);
+}
+
+/// A value too large for the dtype it is read as is an error naming the
+/// line, the column and the dtype to use, not a silent infinity; `inf`
+/// written out is read as infinity.
+#[test]
+fn csv_values_that_overflow_their_dtype_are_errors() {
+    let opts = CsvOptions::default();
+    let msg = err_of(deriv::data::read_csv_bytes(b"a,b\n1,2\n3,1e39\n", &opts));
+    assert_contains(
+        &msg,
+        &[
+            "line 3",
+            "column 2 (\"b\")",
+            "\"1e39\"",
+            "too large for f32",
+            "DType::F64",
+        ],
+    );
+    let f64s = opts.clone().dtype(DType::F64);
+    let t = deriv::data::read_csv_bytes(b"a,b\n1,2\n3,1e39\n", &f64s).unwrap();
+    assert_eq!(t.to_vec::<f64>(), vec![1., 2., 3., 1e39]);
+    let msg = err_of(deriv::data::read_csv_bytes(b"a\n-1e400\n", &f64s));
+    assert_contains(
+        &msg,
+        &["line 2", "column 1 (\"a\")", "too large for f64", "rescale"],
+    );
+    // Infinity written as such is a value, as in numpy and pandas.
+    let t = deriv::data::read_csv_bytes(b"a,b\ninf,-Infinity\n", &opts).unwrap();
+    assert_eq!(t.to_vec::<f32>(), vec![f32::INFINITY, f32::NEG_INFINITY]);
+    // The largest f32 itself reads fine.
+    let t = deriv::data::read_csv_bytes(b"a\n3.4028235e38\n", &opts).unwrap();
+    assert_eq!(t.to_vec::<f32>(), vec![f32::MAX]);
+}
+
+/// An unterminated quote is reported as such (not as a missing column),
+/// at the line and column where it opens; an integer beyond i64 says it is
+/// too large.
+#[test]
+fn csv_quote_and_integer_messages_say_what_is_wrong() {
+    let opts = CsvOptions::default();
+    let msg = err_of(deriv::data::read_csv_bytes(
+        b"a,b,c\n1,2,3\n4,\"5,6\n7,8,9\n",
+        &opts,
+    ));
+    assert_contains(
+        &msg,
+        &[
+            "line 3",
+            "column 2 (\"b\")",
+            "unterminated quote",
+            "close the quote",
+        ],
+    );
+    // In the last column of the last line too (the field would read as a number).
+    let msg = err_of(deriv::data::read_csv_bytes(b"a,b\n1,\"2", &opts));
+    assert_contains(&msg, &["line 2", "column 2", "unterminated quote"]);
+    // Closed quotes, and "" inside them, are fine.
+    let t = deriv::data::read_csv_bytes(b"\"a \"\"x\"\"\",b\n\"1\",2\n", &opts).unwrap();
+    assert_eq!(t.to_vec::<f32>(), vec![1., 2.]);
+
+    let ints = opts.clone().dtype(DType::I64);
+    let msg = err_of(deriv::data::read_csv_bytes(
+        b"a\n99999999999999999999\n",
+        &ints,
+    ));
+    assert_contains(
+        &msg,
+        &["line 2", "too large for i64", "9223372036854775807"],
+    );
+    let msg = err_of(deriv::data::read_csv_xy_bytes(
+        b"x,y\n1,-99999999999999999999\n",
+        &opts,
+        "y",
+    ));
+    assert_contains(&msg, &["a class label", "too large for i64"]);
+    let msg = err_of(deriv::data::read_csv_bytes(b"a\n1.5\n", &ints));
+    assert_contains(&msg, &["not a whole number"]);
+}

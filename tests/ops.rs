@@ -195,9 +195,7 @@ fn bad_arguments_name_the_op_and_the_fix() {
             .unwrap_or_default();
         assert!(msg.starts_with(want), "{msg:?} should start with {want:?}");
     }
-    let err = Tensor::ones([2, 3])
-        .try_add(Tensor::ones([4]))
-        .unwrap_err();
+    let err = Tensor::ones([2, 3]).try_add(Tensor::ones([4])).unwrap_err();
     assert!(
         err.to_string().contains("[2, 3]") && err.to_string().contains("[4]"),
         "{err}"

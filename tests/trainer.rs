@@ -358,3 +358,55 @@ fn the_ddp_strategy_needs_the_mpi_feature() {
         (0, 1)
     );
 }
+
+/// A resume the optimizer refuses (an SGD checkpoint into Adam) changes
+/// nothing: the model keeps its weights, and the error names the file and
+/// says so. A missing checkpoint says the file does not exist.
+#[test]
+fn a_refused_resume_changes_nothing_and_names_the_file() {
+    let dir = std::env::temp_dir().join(format!("deriv-trainer-refused-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (train, val) = loaders(DType::F32);
+    let ckpt = dir.join("sgd.safetensors");
+    let mut sgd = Classifier::new(Mlp::default()).optimizer(|p| SGD::new(p, 0.1).momentum(0.9));
+    Trainer::new()
+        .max_epochs(1)
+        .quiet()
+        .checkpoint(&ckpt)
+        .fit(&mut sgd, &train, Some(&val))
+        .unwrap();
+
+    let mut adam = Classifier::new(Mlp::default()).optimizer(|p| Adam::new(p, 1e-2));
+    let before = params(&adam);
+    assert_ne!(
+        before,
+        params(&sgd),
+        "the two models start from other weights"
+    );
+    let e = Trainer::new()
+        .max_epochs(2)
+        .quiet()
+        .resume_from(&ckpt)
+        .fit(&mut adam, &train, Some(&val))
+        .unwrap_err()
+        .to_string();
+    for part in ["sgd.safetensors", "resume_from", "nothing was changed"] {
+        assert!(e.contains(part), "{e:?} lacks {part:?}");
+    }
+    assert_eq!(params(&adam), before, "a refused resume changed the model");
+
+    let missing = dir.join("no-such-checkpoint.safetensors");
+    let e = Trainer::new()
+        .max_epochs(2)
+        .quiet()
+        .resume_from(&missing)
+        .fit(&mut adam, &train, Some(&val))
+        .unwrap_err();
+    assert!(matches!(e, deriv::Error::Io { .. }), "{e:?}");
+    let e = e.to_string();
+    for part in ["no-such-checkpoint.safetensors", "does not exist"] {
+        assert!(e.contains(part), "{e:?} lacks {part:?}");
+    }
+    assert_eq!(params(&adam), before);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

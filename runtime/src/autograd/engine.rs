@@ -85,33 +85,30 @@ fn add_same_shape(dst: &Tensor, src: &Tensor) -> bool {
         crate::backend::cuda::ops::update(crate::backend::Ew::Add, dst, src, src.layout(), 0.0);
         return true;
     }
-    let s = src.storage().read();
-    match &*s {
-        Buffer::F32(s) => {
-            if let Buffer::F32(d) = &mut *dst.storage().write() {
-                cpu::update(
-                    "backward (gradient accumulation)",
-                    d,
-                    dst.layout(),
-                    s,
-                    src.layout(),
-                    |x, y| x + y,
-                );
-            }
-        }
-        Buffer::F64(s) => {
-            if let Buffer::F64(d) = &mut *dst.storage().write() {
-                cpu::update(
-                    "backward (gradient accumulation)",
-                    d,
-                    dst.layout(),
-                    s,
-                    src.layout(),
-                    |x, y| x + y,
-                );
-            }
-        }
-        _ => return false,
+    if !dst.dtype().is_float() {
+        return false;
+    }
+    // In the global lock order: another thread may copy between the two.
+    let ([s], [d]) = crate::backend::lock_storages([Some(&**src.storage())], [Some(dst.storage())]);
+    let locked = "distinct storages are each locked";
+    match (&mut *d.expect(locked), &*s.expect(locked)) {
+        (Buffer::F32(d), Buffer::F32(s)) => cpu::update(
+            "backward (gradient accumulation)",
+            d,
+            dst.layout(),
+            s,
+            src.layout(),
+            |x, y| x + y,
+        ),
+        (Buffer::F64(d), Buffer::F64(s)) => cpu::update(
+            "backward (gradient accumulation)",
+            d,
+            dst.layout(),
+            s,
+            src.layout(),
+            |x, y| x + y,
+        ),
+        _ => unreachable!("one float dtype, checked above"),
     }
     true
 }

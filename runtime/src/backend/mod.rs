@@ -317,18 +317,29 @@ impl Storage {
             );
         }
     }
+    /// Read-locks the buffer. A thread that holds another storage's lock
+    /// takes this one through [`lock_storages`] instead, so locks are always
+    /// taken in one order.
     #[track_caller]
     pub(crate) fn read(&self) -> RwLockReadGuard<'_, Buffer> {
         self.check_host();
+        self.lock_read()
+    }
+    /// Write-locks the buffer and bumps the version (see [`read`](Self::read)
+    /// for holding two locks).
+    #[track_caller]
+    pub(crate) fn write(&self) -> RwLockWriteGuard<'_, Buffer> {
+        self.check_host();
+        self.lock_write()
+    }
+    fn lock_read(&self) -> RwLockReadGuard<'_, Buffer> {
         // A panic while holding the lock leaves plain numbers behind: still readable.
         let guard = self.buf.read().unwrap_or_else(|e| e.into_inner());
         #[cfg(feature = "mpi")]
         self.check_idle();
         guard
     }
-    #[track_caller]
-    pub(crate) fn write(&self) -> RwLockWriteGuard<'_, Buffer> {
-        self.check_host();
+    fn lock_write(&self) -> RwLockWriteGuard<'_, Buffer> {
         self.version.fetch_add(1, Ordering::Relaxed);
         let guard = self.buf.write().unwrap_or_else(|e| e.into_inner());
         #[cfg(feature = "mpi")]
@@ -355,6 +366,10 @@ impl Storage {
     #[cfg(feature = "mpi")]
     pub(crate) fn set_in_flight(&self, on: bool) {
         self.in_flight.store(on, Ordering::Release);
+    }
+    /// Where the storage lives in memory: the order [`lock_storages`] locks in.
+    fn addr(&self) -> usize {
+        self as *const Storage as usize
     }
     pub(crate) fn device(&self) -> Device {
         self.device
@@ -414,6 +429,121 @@ host!(f32, F32);
 host!(f64, F64);
 host!(i64, I64);
 host!(bool, Bool);
+/// A read guard for each of `reads` and a write guard for each of `writes`,
+/// taken in one global order, by the storages' addresses: two threads that
+/// lock the same storages in opposite roles (`a.add_(&b)` beside
+/// `b.mul_(&a)`) then cannot each hold one lock and wait for the other.
+/// Every kernel that holds more than one storage lock at a time takes them
+/// here, all at once.
+///
+/// A storage named by several reads is locked once (a second read lock on one
+/// `RwLock` could wait behind a queued writer): its first entry gets the
+/// guard, the others `None`.
+/// A storage both read and written, or written twice, is a caller's bug
+/// (in-place ops copy an aliasing operand first): it panics.
+#[track_caller]
+#[allow(clippy::type_complexity)]
+pub(crate) fn lock_storages<'a, const R: usize, const W: usize>(
+    reads: [Option<&'a Storage>; R],
+    writes: [Option<&'a Storage>; W],
+) -> (
+    [Option<RwLockReadGuard<'a, Buffer>>; R],
+    [Option<RwLockWriteGuard<'a, Buffer>>; W],
+) {
+    for (i, w) in writes.iter().enumerate() {
+        let Some(w) = w else { continue };
+        assert!(
+            !writes[..i].iter().flatten().any(|o| o.addr() == w.addr())
+                && !reads.iter().flatten().any(|r| r.addr() == w.addr()),
+            "an op's output buffer shares storage with one of its inputs or outputs; use a \
+             separate buffer for each output"
+        );
+    }
+    for s in reads.iter().chain(writes.iter()).flatten() {
+        s.check_host();
+    }
+    let mut read_guards = std::array::from_fn(|_| None);
+    let mut write_guards = std::array::from_fn(|_| None);
+    let all = |i: usize| if i < R { reads[i] } else { writes[i - R] };
+    in_address_order(
+        R + W,
+        |i| all(i).map(Storage::addr),
+        |i| {
+            if i < R {
+                read_guards[i] = reads[i].map(Storage::lock_read);
+            } else {
+                write_guards[i - R] = writes[i - R].map(Storage::lock_write);
+            }
+        },
+    );
+    (read_guards, write_guards)
+}
+
+/// Read guards for any number of storages (`cat`'s parts), taken as
+/// [`lock_storages`] takes them: in address order, each storage once. Entry
+/// `i`'s guard is `guards[holder[i]]` (the first entry of its storage).
+#[track_caller]
+pub(crate) fn read_storages<'a>(storages: &[&'a Storage]) -> Vec<ReadLocked<'a>> {
+    for s in storages {
+        s.check_host();
+    }
+    let mut order: Vec<usize> = (0..storages.len()).collect();
+    // Stable: the first entry of each storage comes first among its equals.
+    order.sort_by_key(|&i| storages[i].addr());
+    let mut out: Vec<ReadLocked<'a>> = (0..storages.len()).map(ReadLocked::Alias).collect();
+    let mut last: Option<usize> = None;
+    for i in order {
+        match last {
+            Some(j) if storages[j].addr() == storages[i].addr() => out[i] = ReadLocked::Alias(j),
+            _ => {
+                out[i] = ReadLocked::Guard(storages[i].lock_read());
+                last = Some(i);
+            }
+        }
+    }
+    out
+}
+
+/// One entry of [`read_storages`]: the guard, or the entry that holds it.
+pub(crate) enum ReadLocked<'a> {
+    Guard(RwLockReadGuard<'a, Buffer>),
+    Alias(usize),
+}
+
+impl ReadLocked<'_> {
+    /// Entry `i`'s buffer.
+    pub(crate) fn buffer<'s>(all: &'s [ReadLocked<'_>], i: usize) -> &'s Buffer {
+        match &all[i] {
+            ReadLocked::Guard(g) => g,
+            ReadLocked::Alias(j) => match &all[*j] {
+                ReadLocked::Guard(g) => g,
+                ReadLocked::Alias(_) => unreachable!("an alias names the entry holding the guard"),
+            },
+        }
+    }
+}
+
+/// Calls `visit(i)` for the entries `0..n` that have an address, in
+/// increasing address order, once per distinct address (its first entry).
+/// Quadratic in `n`, which is a handful, and allocates nothing.
+fn in_address_order(n: usize, addr: impl Fn(usize) -> Option<usize>, mut visit: impl FnMut(usize)) {
+    let mut last: Option<usize> = None;
+    loop {
+        let mut next: Option<(usize, usize)> = None;
+        for i in 0..n {
+            let Some(a) = addr(i) else { continue };
+            if last.is_some_and(|l| a <= l) {
+                continue;
+            }
+            if next.is_none_or(|(b, _)| a < b) {
+                next = Some((a, i));
+            }
+        }
+        let Some((a, i)) = next else { break };
+        visit(i);
+        last = Some(a);
+    }
+}
 
 impl Buffer {
     /// Wraps a typed vector.

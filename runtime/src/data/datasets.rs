@@ -69,11 +69,34 @@ impl TabularDataset {
              with .to_dtype(DType::I64)",
             targets.dtype()
         );
-        TabularDataset {
+        let ds = TabularDataset {
             features,
             targets,
             class_names,
-        }
+        };
+        ds.labels("TabularDataset::new");
+        ds
+    }
+
+    /// The targets as class indices, checked: a negative one panics with
+    /// the sample, the value and the fix (the fields are public, so a data
+    /// set built by hand is checked where its labels are used).
+    #[track_caller]
+    fn labels(&self, op: &str) -> Vec<usize> {
+        self.targets
+            .to_vec::<i64>()
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| {
+                usize::try_from(t).unwrap_or_else(|_| {
+                    panic!(
+                        "{op}: the target of sample {i} is {t}, but class labels must be 0, 1, \
+                         ..., num_classes - 1; relabel the classes (for -1/+1 labels, \
+                         `targets.gt_scalar(0.0).to_dtype(DType::I64)` maps them to 0/1)"
+                    )
+                })
+            })
+            .collect()
     }
 
     /// The number of samples.
@@ -92,19 +115,26 @@ impl TabularDataset {
     }
 
     /// The number of classes: the number of class names, or (without names)
-    /// one more than the largest target.
+    /// one more than the largest target. Panics on a negative target.
+    #[track_caller]
     pub fn num_classes(&self) -> usize {
+        self.classes_of(&self.labels("num_classes"))
+    }
+
+    fn classes_of(&self, labels: &[usize]) -> usize {
         if !self.class_names.is_empty() || self.is_empty() {
             return self.class_names.len();
         }
-        self.targets.max().item() as usize + 1
+        labels.iter().max().map_or(0, |m| m + 1)
     }
 
-    /// How many samples each class has (index = class).
+    /// How many samples each class has (index = class). Panics on a
+    /// negative target.
+    #[track_caller]
     pub fn class_counts(&self) -> Vec<usize> {
-        let mut counts = vec![0; self.num_classes()];
-        for t in self.targets.to_vec::<i64>() {
-            let t = t as usize;
+        let labels = self.labels("class_counts");
+        let mut counts = vec![0; self.classes_of(&labels)];
+        for t in labels {
             if t >= counts.len() {
                 counts.resize(t + 1, 0);
             }
@@ -180,7 +210,7 @@ impl TabularDataset {
         let n = self.len();
         let n_test = self.test_size("stratified_split", test_fraction);
         let n_train = n - n_test;
-        let targets = self.targets.to_vec::<i64>();
+        let targets = self.labels("stratified_split");
         let counts = self.class_counts();
         let present = counts.iter().filter(|&&c| c > 0).count();
         assert!(
@@ -206,7 +236,7 @@ impl TabularDataset {
         let mut gen = Generator::new(seed);
         let (mut train, mut test) = (Vec::with_capacity(n_train), Vec::with_capacity(n_test));
         for (class, &k) in take.iter().enumerate() {
-            let members: Vec<usize> = (0..n).filter(|&i| targets[i] as usize == class).collect();
+            let members: Vec<usize> = (0..n).filter(|&i| targets[i] == class).collect();
             let perm = gen.permutation(members.len());
             train.extend(perm[..k].iter().map(|&p| members[p]));
             test.extend(perm[k..].iter().map(|&p| members[p]));
@@ -231,6 +261,7 @@ impl TabularDataset {
         test_fraction: f64,
         seed: u64,
     ) -> (TabularDataset, TabularDataset) {
+        self.labels("standardized_split");
         let (mut train, mut test) = self.train_test_split(test_fraction, seed);
         let scaler = StandardScaler::fit(&train.features);
         train.features = scaler.transform(&train.features);
@@ -240,6 +271,9 @@ impl TabularDataset {
 
     #[track_caller]
     fn test_size(&self, op: &str, test_fraction: f64) -> usize {
+        // The splits are for classification data: a bad label panics here,
+        // not in the training it would feed.
+        self.labels(op);
         let n = self.len();
         assert!(
             test_fraction > 0.0 && test_fraction < 1.0,

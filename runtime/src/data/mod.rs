@@ -38,7 +38,7 @@ mod loader;
 mod sampler;
 mod scaler;
 
-pub use csv_read::{read_csv, read_csv_xy, Column, CsvOptions};
+pub use csv_read::{read_csv, read_csv_bytes, read_csv_xy, read_csv_xy_bytes, Column, CsvOptions};
 pub use dataset::{
     random_split, Collate, Dataset, IterableDataset, SplitLengths, Subset, TensorDataset,
     TensorTuple,

@@ -174,7 +174,13 @@ impl TrainStep for Linear {
         let _guard = NoGradGuard::new();
         ws.saved = None;
         let (inputs, n) = self.inputs(x);
-        forward_into(&ops::Linear, &inputs[..n], &[true; 3][..n], &mut ws.out, Some(&mut ws.saved))
+        forward_into(
+            &ops::Linear,
+            &inputs[..n],
+            &[true; 3][..n],
+            &mut ws.out,
+            Some(&mut ws.saved),
+        )
     }
 
     fn backward_ws<'w>(
@@ -187,7 +193,10 @@ impl TrainStep for Linear {
         let saved = super::dsl::get_saved(&ws.saved);
         // The parameters' gradients accumulate straight into their `.grad()`
         // buffers (the slot's own tensor: added to in place).
-        let (mut dw, mut db) = (grad_buffer(&self.weight), self.bias.as_ref().and_then(grad_buffer));
+        let (mut dw, mut db) = (
+            grad_buffer(&self.weight),
+            self.bias.as_ref().and_then(grad_buffer),
+        );
         let (mut wbuf, mut bbuf) = (dw.clone(), db.clone());
         let (w_inplace, b_inplace) = (dw.is_some(), db.is_some());
         let mut dx = None;
@@ -199,7 +208,10 @@ impl TrainStep for Linear {
         let n = if self.bias.is_some() { 3 } else { 2 };
         ops::Linear.backward(saved, grad_out, &mut slots[..n]);
         drop(slots);
-        for (param, g, inplace) in [(Some(&self.weight), dw, w_inplace), (self.bias.as_ref(), db, b_inplace)] {
+        for (param, g, inplace) in [
+            (Some(&self.weight), dw, w_inplace),
+            (self.bias.as_ref(), db, b_inplace),
+        ] {
             let Some(param) = param else { continue };
             match (inplace, g) {
                 (true, _) => grad_accumulated(param),

@@ -789,11 +789,17 @@ impl Tensor {
             } else {
                 cb
             };
-            let (gc, ga, gb) = (
-                cc.storage().read(),
-                ca.storage().read(),
-                cb.storage().read(),
+            // In the global lock order (the three storages are distinct now).
+            let ([gc, ga, gb], []) = crate::backend::lock_storages(
+                [
+                    Some(&**cc.storage()),
+                    Some(ca.storage()),
+                    Some(cb.storage()),
+                ],
+                [],
             );
+            let locked = "distinct storages are each locked";
+            let (gc, ga, gb) = (gc.expect(locked), ga.expect(locked), gb.expect(locked));
             let Buffer::Bool(c) = &*gc else {
                 unreachable!("cond was cast to bool")
             };

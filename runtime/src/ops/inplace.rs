@@ -2,11 +2,28 @@
 //! tensor's storage (so every view of it sees the change) and record nothing:
 //! on a tensor that requires grad they are refused outside `no_grad`.
 
+use std::sync::{RwLockReadGuard, RwLockWriteGuard};
+
 use super::elementwise::{cast, Operand};
 use crate::autograd::is_grad_enabled;
-use crate::backend::{cpu, Buffer};
+use crate::backend::{cpu, lock_storages, Buffer};
 use crate::error::{Error, OrPanic, Result};
 use crate::tensor::{broadcast_shapes, DType, Tensor};
+
+/// Read-locks `src` and write-locks `dst` (distinct storages) in the global
+/// lock order, so `a.add_(&b)` on one thread and `b.mul_(&a)` on another
+/// cannot deadlock.
+#[track_caller]
+fn lock_operand<'a>(
+    src: &'a Tensor,
+    dst: &'a Tensor,
+) -> (RwLockReadGuard<'a, Buffer>, RwLockWriteGuard<'a, Buffer>) {
+    let ([r], [w]) = lock_storages([Some(&**src.storage())], [Some(dst.storage())]);
+    (
+        r.expect("a named storage is locked"),
+        w.expect("a named storage is locked"),
+    )
+}
 
 impl Tensor {
     #[track_caller]
@@ -103,8 +120,7 @@ impl Tensor {
             return self;
         }
         let _ = gpu;
-        let ob = o.storage().read();
-        let mut sb = self.storage().write();
+        let (ob, mut sb) = lock_operand(&o, self);
         match (&mut *sb, &*ob) {
             (Buffer::F32(d), Buffer::F32(s)) => cpu::update(op, d, self.layout(), s, &lo, f32f),
             (Buffer::F64(d), Buffer::F64(s)) => cpu::update(op, d, self.layout(), s, &lo, f64f),
@@ -215,8 +231,7 @@ impl Tensor {
             crate::backend::cuda::ops::copy_into(self, &o, &lo);
             return self;
         }
-        let ob = o.storage().read();
-        let mut sb = self.storage().write();
+        let (ob, mut sb) = lock_operand(&o, self);
         match (&mut *sb, &*ob) {
             (Buffer::F32(d), Buffer::F32(s)) => {
                 cpu::update("copy_", d, self.layout(), s, &lo, |_, y| y)

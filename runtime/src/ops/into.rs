@@ -16,12 +16,10 @@
 //! - Large matrix products are split over the CPU backend's helper pool
 //!   ([`par_run`]), which hands parts to its threads without allocating.
 
-use std::sync::RwLockReadGuard;
-
 use crate::backend::cpu::gemm::Gemm;
 use crate::backend::cpu::pool::par_run;
 use crate::backend::cpu::{self};
-use crate::backend::{Buffer, Device, Host};
+use crate::backend::{lock_storages, Buffer, Device, Host};
 use crate::tensor::{DType, Float, Layout, Tensor};
 
 // ---------------------------------------------------------------- element types
@@ -66,7 +64,6 @@ pub(crate) fn slot<'s>(
     slot.as_ref().expect("the slot was filled above")
 }
 
-
 /// Panics unless `out` can receive `op`'s result: CPU, contiguous, of
 /// `shape` and a float dtype, sharing no storage with `inputs`.
 fn check_out(op: &str, out: &Tensor, shape: &[usize], inputs: &[&Tensor]) {
@@ -100,8 +97,8 @@ fn with_bufs<T: Real, const N: usize, R>(
     f: impl FnOnce(&mut [T], [&[T]; N]) -> R,
 ) -> R {
     let first = |i: usize| (0..i).find(|&j| ins[j].shares_storage(ins[i])).unwrap_or(i);
-    let guards: [Option<RwLockReadGuard<'_, Buffer>>; N] =
-        std::array::from_fn(|i| (first(i) == i).then(|| ins[i].storage().read()));
+    // In the global lock order; an aliased input's guard is its first entry's.
+    let (guards, [w]) = lock_storages(ins.map(|t| Some(&**t.storage())), [Some(out.storage())]);
     let slices: [&[T]; N] = std::array::from_fn(|i| {
         T::of(
             guards[first(i)]
@@ -109,7 +106,7 @@ fn with_bufs<T: Real, const N: usize, R>(
                 .expect("the first of each storage is locked"),
         )
     });
-    let mut w = out.storage().write();
+    let mut w = w.expect("a named storage is locked");
     let off = out.layout().offset;
     let n = out.numel();
     f(&mut T::of_mut(&mut w)[off..off + n], slices)
@@ -223,10 +220,11 @@ pub(crate) fn dropout_into(out: &Tensor, mask: &Tensor, x: &Tensor, p: f64) {
     check_out("dropout", mask, x.shape(), &[x]);
     let scale = if p < 1.0 { 1.0 / (1.0 - p) } else { 0.0 };
     fn k<T: Real>(mask: &Tensor, p: f64, scale: f64) {
-        let mut w = mask.storage().write();
-        let m = T::of_mut(&mut w);
+        // The generator's lock first, then the storage's, as everywhere: code
+        // run under `with_global_generator` may lock storages.
         crate::random::with_global_generator(|g| {
-            for v in m.iter_mut() {
+            let mut w = mask.storage().write();
+            for v in T::of_mut(&mut w).iter_mut() {
                 // The same draw and comparison as `Tensor::rand(shape).ge_scalar(p)`.
                 let u = g.uniform() as f32;
                 *v = T::from_f64(if u as f64 >= p { scale } else { 0.0 });
@@ -238,9 +236,6 @@ pub(crate) fn dropout_into(out: &Tensor, mask: &Tensor, x: &Tensor, p: f64) {
 }
 
 // ---------------------------------------------------------------- matrices
-
-
-
 
 /// Whether [`linear_into`] and [`linear_backward_into`] handle these operands
 /// (CPU, one float dtype, matrix views); otherwise callers take the
@@ -344,38 +339,40 @@ pub fn cross_entropy_into(input: &Tensor, target: &Tensor, loss: &Tensor, grad: 
         target.shape()
     );
     check_loss_bufs("cross_entropy", input, loss, grad);
-    let (n, c) = (input.shape()[0], input.shape()[1]);
-    // Targets first, so a bad one panics before anything is written.
-    let tl = target.layout();
-    let tg = target.storage().read();
-    let Buffer::I64(tv) = &*tg else {
-        unreachable!("checked i64 above")
-    };
-    let tval = |r: usize| tv[tl.offset + r * tl.strides[0]];
-    let mut count = 0usize;
-    for r in 0..n {
-        let t = tval(r);
-        if t != IGNORE_INDEX {
-            assert!(
-                (0..c as i64).contains(&t),
-                "cross_entropy: target {t} is out of bounds for {c} classes (row {r}); class \
-                 indices must be in [0, {c}) or {IGNORE_INDEX} (ignored)"
+    fn k<T: Real>(input: &Tensor, target: &Tensor, loss: &Tensor, grad: &Tensor) -> f64 {
+        let (n, c) = (input.shape()[0], input.shape()[1]);
+        let total = {
+            // The input and the targets read, the gradient written: locked
+            // together in the global lock order.
+            let ([xg, tg], [og]) = lock_storages(
+                [Some(&**input.storage()), Some(target.storage())],
+                [Some(grad.storage())],
             );
-            count += 1;
-        }
-    }
-    fn k<T: Real>(
-        input: &Tensor,
-        loss: &Tensor,
-        grad: &Tensor,
-        nc: (usize, usize),
-        count: usize,
-        tval: &dyn Fn(usize) -> i64,
-    ) -> f64 {
-        let (n, c) = nc;
-        let inv = T::from_f64(1.0 / count as f64);
-        let l = input.layout();
-        let total = with_bufs::<T, 1, _>(grad, [input], |o, [xs]| {
+            let locked = "distinct storages are each locked";
+            let (xg, tg, mut og) = (xg.expect(locked), tg.expect(locked), og.expect(locked));
+            let Buffer::I64(tv) = &*tg else {
+                unreachable!("checked i64 above")
+            };
+            let tl = target.layout();
+            let tval = |r: usize| tv[tl.offset + r * tl.strides[0]];
+            // Targets first, so a bad one panics before anything is written.
+            let mut count = 0usize;
+            for r in 0..n {
+                let t = tval(r);
+                if t != IGNORE_INDEX {
+                    assert!(
+                        (0..c as i64).contains(&t),
+                        "cross_entropy: target {t} is out of bounds for {c} classes (row {r}); \
+                         class indices must be in [0, {c}) or {IGNORE_INDEX} (ignored)"
+                    );
+                    count += 1;
+                }
+            }
+            let inv = T::from_f64(1.0 / count as f64);
+            let l = input.layout();
+            let xs = T::of(&xg);
+            let go = grad.layout().offset;
+            let o = &mut T::of_mut(&mut og)[go..go + n * c];
             let mut total = 0.0f64;
             for r in 0..n {
                 let at = |j: usize| xs[l.offset + r * l.strides[0] + j * l.strides[1]];
@@ -405,22 +402,18 @@ pub fn cross_entropy_into(input: &Tensor, target: &Tensor, loss: &Tensor, grad: 
                 }
                 row[t as usize] = row[t as usize] - inv;
             }
-            total
-        });
-        // No counted rows: PyTorch's mean of nothing is NaN.
-        let value = total / count as f64;
+            // No counted rows: PyTorch's mean of nothing is NaN.
+            total / count as f64
+        };
         let mut w = loss.storage().write();
-        T::of_mut(&mut w)[loss.layout().offset] = T::from_f64(value);
-        T::from_f64(value).to_f64()
+        T::of_mut(&mut w)[loss.layout().offset] = T::from_f64(total);
+        T::from_f64(total).to_f64()
     }
-    let tval: &dyn Fn(usize) -> i64 = &tval;
-    let out = by_dtype!(
+    by_dtype!(
         "cross_entropy",
         input.dtype(),
-        k::<T>(input, loss, grad, (n, c), count, tval)
-    );
-    drop(tg);
-    out
+        k::<T>(input, target, loss, grad)
+    )
 }
 
 // ---------------------------------------------------------------- optimizer helpers
@@ -436,8 +429,9 @@ pub(crate) fn sgd_update_(param: &Tensor, grad: &Tensor, lr: f64, zero_grad: boo
     check_out("sgd", param, grad.shape(), &[grad]);
     fn k<T: Real>(param: &Tensor, grad: &Tensor, lr: f64, zero: bool) {
         let lr = T::from_f64(lr);
-        let mut pw = param.storage().write();
-        let mut gw = grad.storage().write();
+        let ([], [pw, gw]) = lock_storages([], [Some(&**param.storage()), Some(grad.storage())]);
+        let locked = "distinct storages are each locked";
+        let (mut pw, mut gw) = (pw.expect(locked), gw.expect(locked));
         let (po, go, n) = (param.layout().offset, grad.layout().offset, param.numel());
         let p = cpu::SharedPtr::new(T::of_mut(&mut pw)[po..po + n].as_mut_ptr());
         let g = cpu::SharedPtr::new(T::of_mut(&mut gw)[go..go + n].as_mut_ptr());
@@ -458,7 +452,7 @@ pub(crate) fn sgd_update_(param: &Tensor, grad: &Tensor, lr: f64, zero_grad: boo
             }
         };
         // Big parameters (a 784 x 256 weight) are split across the helpers.
-        const BLOCK: usize = 1 << 15;
+        const BLOCK: usize = if cfg!(miri) { 16 } else { 1 << 15 };
         if n < 2 * BLOCK {
             block(0, n);
         } else {
@@ -485,14 +479,6 @@ mod tests {
                 "{what} [{i}]: {g} vs {w}"
             );
         }
-    }
-
-    fn filled(shape: &[usize], seed: usize, dtype: DType) -> Tensor {
-        let n: usize = shape.iter().product();
-        let v: Vec<f64> = (0..n)
-            .map(|i| ((i * 7919 + seed * 104_729) % 1009) as f64 / 1009.0 - 0.5)
-            .collect();
-        Tensor::from_vec(v, shape).to_dtype(dtype)
     }
 
     /// Reference values printed by PyTorch 2.15 (CPU, f64):

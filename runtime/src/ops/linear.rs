@@ -66,13 +66,18 @@ impl Op for Linear {
         if w.ndim() != 2 {
             return Err(Error::shape(
                 "linear",
-                format!("the weight must be 2-D [out, in], got shape {:?}", w.shape()),
+                format!(
+                    "the weight must be 2-D [out, in], got shape {:?}",
+                    w.shape()
+                ),
             ));
         }
         let (nout, nin) = (w.shape()[0], w.shape()[1]);
         let last = input.shape().last().copied();
         if input.ndim() == 0 || last != Some(nin) {
-            let rows: usize = input.shape()[..input.ndim().saturating_sub(1)].iter().product();
+            let rows: usize = input.shape()[..input.ndim().saturating_sub(1)]
+                .iter()
+                .product();
             return Err(Error::shape(
                 "linear",
                 format!(
@@ -153,7 +158,9 @@ impl Op for Linear {
             }
         }
         if need_w || need_b {
-            let x = input.as_ref().expect("saved when a parameter needs a gradient");
+            let x = input
+                .as_ref()
+                .expect("saved when a parameter needs a gradient");
             let nout = g.shape()[g.ndim() - 1];
             let nin = x.shape()[x.ndim() - 1];
             let fused_p = fused_ok(g, nout) && fused_ok(x, nin) && g.dtype().is_float();
@@ -193,7 +200,12 @@ impl Op for Linear {
 }
 
 /// `out = x·wᵀ + b`: the bias written, the product accumulated onto it.
-fn forward_cpu<T: Float + Host + Gemm>(x: &Tensor, w: &Tensor, b: Option<&Tensor>, out: &mut Out<'_>) {
+fn forward_cpu<T: Float + Host + Gemm>(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    out: &mut Out<'_>,
+) {
     let (nout, nin) = (w.shape()[0], w.shape()[1]);
     let xm = as_mat(x, nin).expect("checked by fused");
     let (gx, gw) = (x.storage().read(), w.storage().read());
@@ -212,7 +224,18 @@ fn forward_cpu<T: Float + Host + Gemm>(x: &Tensor, w: &Tensor, b: Option<&Tensor
         let wt = Mat::new(ws, wl.offset, wl.strides[0], wl.strides[1]).t();
         // SAFETY: the views come from locked buffers (gemm checks their
         // bounds); `o` is rows x nout and exclusively ours.
-        unsafe { gemm("linear", xm.0, nout, nin, mat(xs, x, xm), wt, o, b.is_some()) };
+        unsafe {
+            gemm(
+                "linear",
+                xm.0,
+                nout,
+                nin,
+                mat(xs, x, xm),
+                wt,
+                o,
+                b.is_some(),
+            )
+        };
     });
 }
 
@@ -226,7 +249,18 @@ fn input_grad<T: Float + Host + Gemm>(g: &Tensor, w: &Tensor, out: &mut Out<'_>)
             let wl = w.layout();
             let wm = Mat::new(ws, wl.offset, wl.strides[0], wl.strides[1]);
             // SAFETY: views of locked buffers (bounds checked by gemm); `o` is rows x nin.
-            unsafe { gemm("linear backward (input)", gm.0, nin, nout, mat(gs, g, gm), wm, o, acc) };
+            unsafe {
+                gemm(
+                    "linear backward (input)",
+                    gm.0,
+                    nin,
+                    nout,
+                    mat(gs, g, gm),
+                    wm,
+                    o,
+                    acc,
+                )
+            };
         })
     })
 }
@@ -238,7 +272,10 @@ fn weight_grad<T: Float + Host + Gemm>(g: &Tensor, x: &Tensor, out: &mut Out<'_>
         as_mat(g, nout).expect("checked by the caller"),
         as_mat(x, nin).expect("checked by the caller"),
     );
-    assert_eq!(gm.0, xm.0, "linear backward: grad_out and input rows differ");
+    assert_eq!(
+        gm.0, xm.0,
+        "linear backward: grad_out and input rows differ"
+    );
     crate::ops::read_pair(g, x, |gb, xb| {
         let (gs, xs) = (T::of(gb), T::of(xb));
         out.host_slice::<T>(|o, acc| {
@@ -395,5 +432,4 @@ mod tests {
             );
         }
     }
-
 }

@@ -8,8 +8,8 @@ pub use elementwise::Pow;
 pub mod binary;
 pub(crate) mod inplace;
 pub(crate) mod into;
-pub(crate) mod loss;
 pub mod linear;
+pub(crate) mod loss;
 pub mod matmul;
 pub mod reduce;
 pub mod registry;
@@ -127,16 +127,17 @@ pub(crate) fn map_float(
     Tensor::from_buffer(buf, t.shape(), t.device())
 }
 
-/// Runs `f` on the buffers of `a` and `b` under read locks, taking a single
-/// lock when both view one storage (`x * x`): a second read lock on the same
-/// `RwLock` could deadlock behind a waiting writer.
+/// Runs `f` on the buffers of `a` and `b` under read locks, taken in the
+/// global lock order, and once when both view one storage (`x * x`): a second
+/// read lock on the same `RwLock` could deadlock behind a waiting writer.
+#[track_caller]
 pub(crate) fn read_pair<R>(a: &Tensor, b: &Tensor, f: impl FnOnce(&Buffer, &Buffer) -> R) -> R {
-    let ga = a.storage().read();
-    if a.shares_storage(b) {
-        f(&ga, &ga)
-    } else {
-        let gb = b.storage().read();
-        f(&ga, &gb)
+    let ([ga, gb], []) =
+        crate::backend::lock_storages([Some(&**a.storage()), Some(b.storage())], []);
+    let ga = ga.expect("the first entry is always locked");
+    match &gb {
+        Some(gb) => f(&ga, gb),
+        None => f(&ga, &ga),
     }
 }
 

@@ -843,8 +843,10 @@ impl Tensor {
         let sstrides = contiguous_strides(src_c.shape());
         let dstride = contiguous_strides(self.shape())[d];
         {
-            let mut ob = out.storage().write();
-            let sb = src_c.storage().read();
+            let ([sb], [ob]) =
+                crate::backend::lock_storages([Some(&**src_c.storage())], [Some(out.storage())]);
+            let locked = "distinct storages are each locked";
+            let (sb, mut ob) = (sb.expect(locked), ob.expect(locked));
             let soff = src_c.layout().offset;
             // Source offsets: index coordinates in src's (possibly larger) shape.
             let n = index.numel();
@@ -978,13 +980,18 @@ fn cat_impl(name: &'static str, tensors: &[Tensor], dim: isize) -> Result<Tensor
         DType::Bool => Buffer::Bool(memory::try_alloc(op, &shape, n)?),
     };
     let parts = make_parts();
-    let guards: Vec<_> = parts.iter().map(|p| p.storage().read()).collect();
+    // In the global lock order, each storage once (`cat([x, x])`).
+    let storages: Vec<&crate::backend::Storage> = parts.iter().map(|p| &**p.storage()).collect();
+    let locked = crate::backend::read_storages(&storages);
+    let guards: Vec<&Buffer> = (0..parts.len())
+        .map(|i| crate::backend::ReadLocked::buffer(&locked, i))
+        .collect();
     macro_rules! join {
         ($out:expr, $variant:ident) => {{
             let slices: Vec<&[_]> = guards
                 .iter()
                 .zip(&parts)
-                .map(|(g, p)| match &**g {
+                .map(|(g, p)| match *g {
                     Buffer::$variant(v) => &v[p.layout().offset..p.layout().offset + p.numel()],
                     _ => unreachable!("parts were cast to one dtype"),
                 })

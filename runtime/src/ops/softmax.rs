@@ -97,6 +97,11 @@ impl Op for Softmax {
     fn forward(&self, x: &[&Tensor], out: &mut Out<'_>) {
         let d = norm_dim(self.op(), self.dim, x[0].ndim()).expect("checked by spec") as isize;
         let x = super::as_float(x[0]);
+        if x.numel() == 0 {
+            // Nothing to normalise (a size-0 dim has no max): an empty result
+            // of the input's shape, as in PyTorch.
+            return out.set(x.detach());
+        }
         #[cfg(feature = "cuda")]
         if x.device().is_cuda() && x.dtype() == crate::tensor::DType::F32 && x.ndim() > 0 {
             return out.set(crate::backend::cuda::ops::softmax(&x, d as usize, self.log));

@@ -496,6 +496,10 @@ mod tests {
     /// Every reshape of every permuted/sliced view must read the same elements
     /// as reshaping a contiguous copy, whether it ends up a view or a copy.
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "slow under Miri and runs no unsafe code of its own; unsafe_paths::strided_walks_visit_the_defined_offsets walks strided layouts"
+    )]
     fn reshape_of_strided_views_matches_contiguous_copy() {
         let base = Tensor::arange(0., 120., 1.).reshape([2, 3, 4, 5]);
         let perms: [[usize; 4]; 4] = [[0, 1, 2, 3], [1, 0, 2, 3], [0, 1, 3, 2], [3, 2, 1, 0]];

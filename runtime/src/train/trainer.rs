@@ -503,20 +503,35 @@ impl Trainer {
 
 /// Loads the model, optimizer and scheduler state of a checkpoint; returns
 /// the epochs it completed and its history.
+/// Loads a checkpoint for `resume_from`. Everything that can fail goes
+/// first, into this run's own optimizer, scheduler and history; the model
+/// (the caller's) is loaded last, and its `load_state_dict` checks every
+/// tensor before copying any: a refused resume leaves the model as it was.
 fn resume<M: TrainingModule>(
     path: &Path,
     model: &mut M,
     optimizer: &mut dyn Optimizer,
     scheduler: &mut Option<Box<dyn LrScheduler>>,
 ) -> Result<(usize, History)> {
+    let refused = |e: Error| {
+        Error::format(
+            path,
+            format!("resume_from: {e}; nothing was changed (the model keeps its weights)"),
+        )
+    };
+    if let Err(e) = std::fs::metadata(path) {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            return Err(Error::Io {
+                path: path.display().to_string(),
+                msg: "resume_from: there is no checkpoint at this path (the file does not \
+                      exist); check the path, or leave resume_from out to train from the start"
+                    .into(),
+            });
+        }
+    }
     let ckpt = Checkpoint::load(path)?;
-    model
-        .load_state_dict(&ckpt.model)
-        .map_err(|e| Error::format(path, e.to_string()))?;
     if let Some(state) = &ckpt.optimizer {
-        optimizer
-            .load_state_dict(state)
-            .map_err(|e| Error::format(path, e.to_string()))?;
+        optimizer.load_state_dict(state).map_err(refused)?;
     }
     if let Some(sched) = scheduler {
         let state: Vec<(String, f64)> = ckpt
@@ -527,14 +542,13 @@ fn resume<M: TrainingModule>(
                 Some((name.to_string(), v.parse().ok()?))
             })
             .collect();
-        sched
-            .load_state_dict(&state)
-            .map_err(|e| Error::format(path, e.to_string()))?;
+        sched.load_state_dict(&state).map_err(refused)?;
     }
     let history = match ckpt.metadata.get("history") {
-        Some(csv) => History::from_csv(csv).map_err(|e| Error::format(path, e.to_string()))?,
+        Some(csv) => History::from_csv(csv).map_err(refused)?,
         None => History::default(),
     };
+    model.load_state_dict(&ckpt.model).map_err(refused)?;
     Ok((ckpt.epoch, history))
 }
 

@@ -168,7 +168,8 @@ fn small_gemm<T: Gemm>(m: usize, n: usize, k: usize, a: Mat<T>, b: Mat<T>, c: *m
 /// Products of at least this many multiply-adds are split across threads.
 /// Handing a part to a spinning helper costs a few microseconds, less than a
 /// rayon wake-up, so the bar is lower than the allocating matmul's.
-const PAR_FLOPS: usize = 1 << 21;
+/// (Under Miri, small: its tests take the split paths at small sizes.)
+const PAR_FLOPS: usize = if cfg!(miri) { 1 << 12 } else { 1 << 21 };
 
 /// Blocks per participant of a split product: claimed dynamically, two
 /// each balance a helper that starts late (on a quiet machine one each
@@ -243,7 +244,6 @@ pub(crate) unsafe fn gemm<T: Gemm>(
     });
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -281,5 +281,4 @@ mod tests {
         unsafe { gemm("linear", 3, 3, 4, a, b3, &mut out[..9], false) };
         assert!(out[..9].iter().all(|&x| x == 4.0), "{out:?}");
     }
-
 }

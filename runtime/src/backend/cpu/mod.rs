@@ -14,8 +14,9 @@ pub(crate) mod pool;
 pub(crate) mod sgemm;
 
 /// Below this many elements a kernel stays on the calling thread: handing
-/// work to another thread costs more than it saves.
-pub(crate) const PAR_THRESHOLD: usize = 1 << 15;
+/// work to another thread costs more than it saves. Under Miri, small, so
+/// that tests of a few hundred elements take the parallel paths too.
+pub(crate) const PAR_THRESHOLD: usize = if cfg!(miri) { 64 } else { 1 << 15 };
 
 /// Runs `f` compiled for AVX2 when the CPU has it (a contiguous loop inside
 /// vectorises 8 f32 wide instead of SSE2's 4); plain otherwise. AVX2 changes no
@@ -25,6 +26,8 @@ pub(crate) fn vectorized<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx2") {
+            /// # Safety
+            /// The CPU must support AVX2.
             #[target_feature(enable = "avx2")]
             unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
                 f()
@@ -885,6 +888,10 @@ mod tests {
     /// broadcasts whose trailing block is shared, with rows cut by the
     /// parallel chunking (sizes above PAR_THRESHOLD) and views with offsets.
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "slow under Miri; unsafe_paths::parallel_elementwise_kernels_write_every_element_once runs row runs at small sizes"
+    )]
     fn zip_row_runs_match_elementwise_walk() {
         let cases: [(&[usize], &[usize]); 5] = [
             (&[64, 256], &[256]),

@@ -169,7 +169,8 @@ impl Ew {
             Neg => format!("neg.{t} %y, %x0;"),
             Abs => format!("abs.{t} %y, %x0;"),
             Sqrt => format!("sqrt.rn.{t} %y, %x0;"),
-            Relu => format!("setp.gt.{t} %q0, %x0, {z};\nselp.{t} %y, %x0, {z}, %q0;", z = k(0.0)),
+            // x < 0 ? 0 : x, so NaN (unordered: false) stays NaN, as in PyTorch.
+            Relu => format!("setp.lt.{t} %q0, %x0, {z};\nselp.{t} %y, {z}, %x0, %q0;", z = k(0.0)),
             AddS => format!("add{rn}.{t} %y, %x0, {pa};"),
             SubS => format!("sub{rn}.{t} %y, %x0, {pa};"),
             MulS => format!("{mul}.{t} %y, %x0, {pa};"),
@@ -212,7 +213,8 @@ impl Ew {
                 }
             }
             Pow => pow_f32("%x0", "%x1", "%y"),
-            ReluBwd => format!("setp.gt.{t} %q0, %x1, {z};\nselp.{t} %y, %x0, {z}, %q0;", z = k(0.0)),
+            // y <= 0 ? 0 : dy (PyTorch's threshold_backward: a NaN y passes dy).
+            ReluBwd => format!("setp.le.{t} %q0, %x1, {z};\nselp.{t} %y, {z}, %x0, %q0;", z = k(0.0)),
             SigmoidBwd => format!(
                 "mul.rn.{t} %t0, %x0, %x1;\nsub.rn.{t} %t1, {one}, %x1;\nmul.rn.{t} %y, %t0, %t1;",
                 one = k(1.0)

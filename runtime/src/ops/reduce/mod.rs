@@ -511,11 +511,13 @@ impl Tensor {
         );
         let dims = resolve_dims(op, dims, self.ndim());
         let n: usize = dims.iter().map(|&d| self.shape()[d]).product();
-        // n <= correction gives inf/NaN, as PyTorch does (with a warning there).
+        // The degrees of freedom; the forward divides by max(0, n - correction),
+        // as PyTorch does, so n <= correction gives inf, or NaN where the sum
+        // of squares is 0 (an empty input among them), with a warning there.
         let denom = n as f64 - correction as f64;
         let out = no_grad(|| {
             let centered = self - &self.mean_dim(dims.clone(), true);
-            let v = centered.square().sum_dim(dims.clone(), keepdim) * (1.0 / denom);
+            let v = centered.square().sum_dim(dims.clone(), keepdim) * (1.0 / denom.max(0.0));
             if std {
                 v.sqrt()
             } else {
