@@ -23,7 +23,7 @@
 
 use std::sync::Arc;
 
-use crate::backend::{cpu, Device, Host};
+use crate::backend::{cpu, lock_storages, Buffer, Device, Host};
 use crate::error::Result;
 use crate::tensor::{DType, Tensor};
 
@@ -258,6 +258,22 @@ fn exclusive(t: &Tensor, handles: usize) -> bool {
 
 // ---------------------------------------------------------------- outputs
 
+/// Each input's buffer from `lock_storages`' guards: a storage named twice
+/// is locked once, at its first entry.
+fn guarded<'g, const N: usize>(
+    inputs: &[&Tensor; N],
+    reads: &'g [Option<std::sync::RwLockReadGuard<'_, Buffer>>; N],
+) -> [&'g Buffer; N] {
+    std::array::from_fn(|i| {
+        let first = (0..i)
+            .find(|&j| inputs[j].shares_storage(inputs[i]))
+            .unwrap_or(i);
+        &**reads[first]
+            .as_ref()
+            .expect("the first entry of each storage is locked")
+    })
+}
+
 /// Where an op's forward (or a gradient kernel) writes: a new tensor, or an
 /// existing contiguous one, overwritten or added to.
 pub struct Out<'a> {
@@ -353,57 +369,85 @@ impl<'a> Out<'a> {
     }
 
     /// Runs a CPU kernel on the destination's elements as `T` (the spec's
-    /// dtype): `k` gets a [`cpu::Sink`] that writes or accumulates.
-    pub(crate) fn host<T: Host + std::ops::Add<Output = T>>(
+    /// dtype), reading `inputs`: `k` gets their buffers (read-locked) and a
+    /// [`cpu::Sink`] that writes or accumulates. The inputs and an existing
+    /// destination are locked together, in the global lock order
+    /// ([`lock_storages`](crate::backend::lock_storages)), so two threads
+    /// running ops in opposite directions cannot deadlock.
+    pub(crate) fn host<T: Host + std::ops::Add<Output = T>, const N: usize>(
         &mut self,
-        k: impl FnOnce(cpu::Sink<'_, T>),
+        inputs: [&Tensor; N],
+        k: impl FnOnce([&Buffer; N], cpu::Sink<'_, T>),
     ) {
         debug_assert_eq!(T::DTYPE, self.spec.dtype);
+        let op = self.op;
         match &mut self.target {
             Target::Fresh(slot) => {
+                let (reads, []) = lock_storages(inputs.map(|t| Some(&**t.storage())), []);
+                let bufs = guarded(&inputs, &reads);
                 // A result that cannot be allocated is kept as an error for
                 // `try_apply` (the kernel does not run).
-                let op = self.op;
                 let v = crate::tensor::checked_numel(op, &self.spec.shape).and_then(|n| {
-                    cpu::try_new_vec(op, &self.spec.shape, n, |dst| k(cpu::Sink::Write(dst)))
+                    cpu::try_new_vec(op, &self.spec.shape, n, |dst| {
+                        k(bufs, cpu::Sink::Write(dst))
+                    })
                 });
-                let v = match v {
-                    Ok(v) => v,
-                    Err(e) => {
-                        self.failed = Some(e);
-                        return;
+                match v {
+                    Ok(v) => {
+                        *slot = Some(Tensor::from_buffer(
+                            T::wrap(v),
+                            &self.spec.shape,
+                            self.spec.device,
+                        ))
                     }
-                };
-                *slot = Some(Tensor::from_buffer(
-                    T::wrap(v),
-                    &self.spec.shape,
-                    self.spec.device,
-                ));
+                    Err(e) => self.failed = Some(e),
+                }
             }
             Target::Into(t, acc) => {
+                let t: &Tensor = t;
+                if inputs.iter().any(|x| x.shares_storage(t)) {
+                    return self.through_fresh(|o| o.host(inputs, k));
+                }
+                let (reads, [w]) =
+                    lock_storages(inputs.map(|t| Some(&**t.storage())), [Some(&**t.storage())]);
+                let bufs = guarded(&inputs, &reads);
+                let mut w = w.expect("a named storage is locked");
                 let (off, n) = (t.layout().offset, t.numel());
-                let mut g = t.storage().write();
-                let s = &mut T::of_mut(&mut g)[off..off + n];
+                let s = &mut T::of_mut(&mut w)[off..off + n];
                 if *acc {
-                    k(cpu::Sink::Add(cpu::Dst::init(s, cpu::Accumulate)))
+                    k(bufs, cpu::Sink::Add(cpu::Dst::init(s, cpu::Accumulate)))
                 } else {
-                    k(cpu::Sink::Write(cpu::Dst::init(s, cpu::Write)))
+                    k(bufs, cpu::Sink::Write(cpu::Dst::init(s, cpu::Write)))
                 }
             }
         }
     }
 
     /// Runs a CPU kernel that needs the destination as a plain slice (one
-    /// that reads back what it wrote, such as a row-wise softmax): `k` gets
-    /// the elements and whether to add into them. A fresh output is zeroed
-    /// first (a slice of uninitialised memory would not be sound).
-    pub(crate) fn host_slice<T: Host + Default>(&mut self, k: impl FnOnce(&mut [T], bool)) {
+    /// that reads back what it wrote, such as a row-wise softmax), reading
+    /// `inputs`: `k` gets their buffers, the elements and whether to add
+    /// into them. Locks as [`host`](Self::host) does. A fresh output is
+    /// zeroed first (a slice of uninitialised memory would not be sound).
+    pub(crate) fn host_slice<T: Host + Default, const N: usize>(
+        &mut self,
+        inputs: [&Tensor; N],
+        k: impl FnOnce([&Buffer; N], &mut [T], bool),
+    ) {
         debug_assert_eq!(T::DTYPE, self.spec.dtype);
+        let op = self.op;
         match &mut self.target {
             Target::Fresh(slot) => {
-                let n = self.spec.shape.iter().product();
-                let mut v = vec![T::default(); n];
-                k(&mut v, false);
+                let n = match crate::tensor::checked_numel(op, &self.spec.shape) {
+                    Ok(n) => n,
+                    Err(e) => return self.fail(e),
+                };
+                let mut v = match crate::backend::memory::try_alloc::<T>(op, &self.spec.shape, n) {
+                    Ok(v) => v,
+                    Err(e) => return self.fail(e),
+                };
+                v.resize(n, T::default());
+                let (reads, []) = lock_storages(inputs.map(|t| Some(&**t.storage())), []);
+                k(guarded(&inputs, &reads), &mut v, false);
                 *slot = Some(Tensor::from_buffer(
                     T::wrap(v),
                     &self.spec.shape,
@@ -411,10 +455,32 @@ impl<'a> Out<'a> {
                 ));
             }
             Target::Into(t, acc) => {
+                let t: &Tensor = t;
+                if inputs.iter().any(|x| x.shares_storage(t)) {
+                    return self.through_fresh(|o| o.host_slice(inputs, k));
+                }
+                let (reads, [w]) =
+                    lock_storages(inputs.map(|t| Some(&**t.storage())), [Some(&**t.storage())]);
+                let mut w = w.expect("a named storage is locked");
                 let (off, n) = (t.layout().offset, t.numel());
-                let mut g = t.storage().write();
-                k(&mut T::of_mut(&mut g)[off..off + n], *acc)
+                k(
+                    guarded(&inputs, &reads),
+                    &mut T::of_mut(&mut w)[off..off + n],
+                    *acc,
+                )
             }
+        }
+    }
+
+    /// Runs `k` on a fresh output of this spec, then stores the result in
+    /// this destination: for a destination that is also one of the kernel's
+    /// inputs (`x.grad` accumulating a gradient that is `x.grad` itself).
+    fn through_fresh(&mut self, k: impl FnOnce(&mut Out<'static>)) {
+        let mut tmp = Out::fresh(self.spec.clone()).named(self.op);
+        k(&mut tmp);
+        match tmp.try_finish() {
+            Ok(t) => self.set(t),
+            Err(e) => self.fail(e),
         }
     }
 

@@ -208,12 +208,12 @@ fn forward_cpu<T: Float + Host + Gemm>(
 ) {
     let (nout, nin) = (w.shape()[0], w.shape()[1]);
     let xm = as_mat(x, nin).expect("checked by fused");
-    let (gx, gw) = (x.storage().read(), w.storage().read());
-    let gb = b.map(|b| b.storage().read());
-    let (xs, ws) = (T::of(&gx), T::of(&gw));
-    out.host_slice::<T>(|o, acc| {
+    // Without a bias, `w` stands in for it (locked once, never read as one).
+    let inputs = [x, w, b.unwrap_or(w)];
+    out.host_slice::<T, 3>(inputs, |[gx, gw, gb], o, acc| {
         assert!(!acc, "linear: the forward writes its output");
-        if let (Some(b), Some(gb)) = (b, &gb) {
+        let (xs, ws) = (T::of(gx), T::of(gw));
+        if let Some(b) = b {
             let off = b.layout().offset;
             let bv = &T::of(gb)[off..off + nout];
             for row in o.chunks_exact_mut(nout.max(1)) {
@@ -243,9 +243,9 @@ fn forward_cpu<T: Float + Host + Gemm>(
 fn input_grad<T: Float + Host + Gemm>(g: &Tensor, w: &Tensor, out: &mut Out<'_>) {
     let (nout, nin) = (w.shape()[0], w.shape()[1]);
     let gm = as_mat(g, nout).expect("checked by the caller");
-    crate::ops::read_pair(g, w, |gb, wb| {
+    out.host_slice::<T, 2>([g, w], |[gb, wb], o, acc| {
         let (gs, ws) = (T::of(gb), T::of(wb));
-        out.host_slice::<T>(|o, acc| {
+        {
             let wl = w.layout();
             let wm = Mat::new(ws, wl.offset, wl.strides[0], wl.strides[1]);
             // SAFETY: views of locked buffers (bounds checked by gemm); `o` is rows x nin.
@@ -261,7 +261,7 @@ fn input_grad<T: Float + Host + Gemm>(g: &Tensor, w: &Tensor, out: &mut Out<'_>)
                     acc,
                 )
             };
-        })
+        }
     })
 }
 
@@ -276,9 +276,9 @@ fn weight_grad<T: Float + Host + Gemm>(g: &Tensor, x: &Tensor, out: &mut Out<'_>
         gm.0, xm.0,
         "linear backward: grad_out and input rows differ"
     );
-    crate::ops::read_pair(g, x, |gb, xb| {
+    out.host_slice::<T, 2>([g, x], |[gb, xb], o, acc| {
         let (gs, xs) = (T::of(gb), T::of(xb));
-        out.host_slice::<T>(|o, acc| {
+        {
             // SAFETY: views of locked buffers (bounds checked by gemm); `o` is nout x nin.
             unsafe {
                 gemm(
@@ -292,7 +292,7 @@ fn weight_grad<T: Float + Host + Gemm>(g: &Tensor, x: &Tensor, out: &mut Out<'_>
                     acc,
                 )
             };
-        })
+        }
     })
 }
 
@@ -300,10 +300,9 @@ fn weight_grad<T: Float + Host + Gemm>(g: &Tensor, x: &Tensor, out: &mut Out<'_>
 fn bias_grad<T: Float + Host>(g: &Tensor, out: &mut Out<'_>) {
     let nout = g.shape()[g.ndim() - 1];
     let gm = as_mat(g, nout).expect("checked by the caller");
-    let gb = g.storage().read();
-    let gs = T::of(&gb);
     let base = g.layout().offset;
-    out.host_slice::<T>(|o, acc| {
+    out.host_slice::<T, 1>([g], |[gb], o, acc| {
+        let gs = T::of(gb);
         if !acc {
             o.iter_mut().for_each(|v| *v = T::ZERO);
         }

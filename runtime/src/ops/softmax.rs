@@ -108,15 +108,14 @@ impl Op for Softmax {
         }
         if x.device().is_cpu() && x.is_contiguous() && x.ndim() > 0 {
             let dims = split_at_dim(x.shape(), d as usize);
-            let g = x.storage().read();
             let off = x.layout().offset;
             let log = self.log;
             return match x.dtype() {
-                DType::F32 => out.host_slice::<f32>(|o, acc| {
-                    rows(&f32::of(&g)[off..off + o.len()], o, dims, log, acc)
+                DType::F32 => out.host_slice::<f32, 1>([&x], |[g], o, acc| {
+                    rows(&f32::of(g)[off..off + o.len()], o, dims, log, acc)
                 }),
-                _ => out.host_slice::<f64>(|o, acc| {
-                    rows(&f64::of(&g)[off..off + o.len()], o, dims, log, acc)
+                _ => out.host_slice::<f64, 1>([&x], |[g], o, acc| {
+                    rows(&f64::of(g)[off..off + o.len()], o, dims, log, acc)
                 }),
             };
         }
@@ -153,31 +152,29 @@ impl Op for Softmax {
         let dims = split_at_dim(y.shape(), d);
         let log = self.log;
         grads[0].add_into(Spec::like(y), |out| {
-            crate::ops::read_pair(y, g, |yb, gb| {
-                let (oy, og, n) = (y.layout().offset, g.layout().offset, y.numel());
-                match y.dtype() {
-                    DType::F32 => out.host_slice::<f32>(|o, acc| {
-                        rows_backward(
-                            &f32::of(yb)[oy..oy + n],
-                            &f32::of(gb)[og..og + n],
-                            o,
-                            dims,
-                            log,
-                            acc,
-                        )
-                    }),
-                    _ => out.host_slice::<f64>(|o, acc| {
-                        rows_backward(
-                            &f64::of(yb)[oy..oy + n],
-                            &f64::of(gb)[og..og + n],
-                            o,
-                            dims,
-                            log,
-                            acc,
-                        )
-                    }),
-                }
-            })
+            let (oy, og, n) = (y.layout().offset, g.layout().offset, y.numel());
+            match y.dtype() {
+                DType::F32 => out.host_slice::<f32, 2>([y, g], |[yb, gb], o, acc| {
+                    rows_backward(
+                        &f32::of(yb)[oy..oy + n],
+                        &f32::of(gb)[og..og + n],
+                        o,
+                        dims,
+                        log,
+                        acc,
+                    )
+                }),
+                _ => out.host_slice::<f64, 2>([y, g], |[yb, gb], o, acc| {
+                    rows_backward(
+                        &f64::of(yb)[oy..oy + n],
+                        &f64::of(gb)[og..og + n],
+                        o,
+                        dims,
+                        log,
+                        acc,
+                    )
+                }),
+            }
         })
     }
 }

@@ -14,7 +14,7 @@ pub use arith::{Add, Div, Mul, Sub};
 use crate::autograd::{GradSlot, Out, Spec};
 use crate::backend::{cpu, Host};
 use crate::error::Result;
-use crate::ops::{broadcast_pair, read_pair, result_type, sum_to};
+use crate::ops::{broadcast_pair, result_type, sum_to};
 use crate::tensor::{broadcast_shapes, DType, Math, Tensor};
 
 /// An elementwise function of two tensors with broadcasting.
@@ -148,24 +148,24 @@ pub fn forward<B: Binary>(x: &[&Tensor], out: &mut Out<'_>) {
     if out.spec().device.is_cuda() {
         return cuda::forward::<B>(a, la, b, lb, out);
     }
-    read_pair(a, b, |ga, gb| match dt {
-        DType::F32 => out.host::<f32>(|o| {
+    match dt {
+        DType::F32 => out.host::<f32, 2>([a, b], |[ga, gb], o| {
             cpu::zip_to(B::KERNEL, o, f32::of(ga), la, f32::of(gb), lb, |x, y| {
                 B::f(x, y)
             })
         }),
-        DType::F64 => out.host::<f64>(|o| {
+        DType::F64 => out.host::<f64, 2>([a, b], |[ga, gb], o| {
             cpu::zip_to(B::KERNEL, o, f64::of(ga), la, f64::of(gb), lb, |x, y| {
                 B::f(x, y)
             })
         }),
-        DType::I64 => out.host::<i64>(|o| {
+        DType::I64 => out.host::<i64, 2>([a, b], |[ga, gb], o| {
             cpu::zip_to(B::KERNEL, o, i64::of(ga), la, i64::of(gb), lb, |x, y| {
                 B::int(x, y)
             })
         }),
         DType::Bool => unreachable!("bool operands compute in i64"),
-    })
+    }
 }
 
 #[doc(hidden)]
@@ -271,11 +271,10 @@ fn partial<B: Binary>(which: usize, g: &Tensor, a: &Tensor, b: &Tensor, out: &mu
     if out.spec().device.is_cuda() {
         return cuda::partial::<B>(which, (&g, lg), (&a, la), (&b, lb), out);
     }
-    let (rg, ra, rb) = (g.storage().read(), a.storage().read(), b.storage().read());
     macro_rules! run {
         ($t:ty) => {
-            out.host::<$t>(|o| {
-                let (gv, av, bv) = (<$t>::of(&rg), <$t>::of(&ra), <$t>::of(&rb));
+            out.host::<$t, 3>([&g, &a, &b], |[rg, ra, rb], o| {
+                let (gv, av, bv) = (<$t>::of(rg), <$t>::of(ra), <$t>::of(rb));
                 if which == 0 {
                     cpu::zip3_to(B::KERNEL, o, gv, lg, av, la, bv, lb, |g, a, b| {
                         B::da(g, a, b)

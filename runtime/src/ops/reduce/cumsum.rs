@@ -41,18 +41,18 @@ fn scan(x: &Tensor, dim: usize, reverse: bool, out: &mut Out<'_>) {
     if x.device().is_cuda() {
         return cuda::scan(&x, (outer, len, inner), reverse, out);
     }
-    let g = x.storage().read();
     let off = x.layout().offset;
+    let lanes = (outer, len, inner);
     match dt {
-        DType::F32 => {
-            out.host::<f32>(|o| cpu::scan_to(o, &f32::of(&g)[off..], (outer, len, inner), reverse))
-        }
-        DType::F64 => {
-            out.host::<f64>(|o| cpu::scan_to(o, &f64::of(&g)[off..], (outer, len, inner), reverse))
-        }
-        DType::I64 => {
-            out.host::<i64>(|o| cpu::scan_to(o, &i64::of(&g)[off..], (outer, len, inner), reverse))
-        }
+        DType::F32 => out.host::<f32, 1>([&x], |[g], o| {
+            cpu::scan_to(o, &f32::of(g)[off..], lanes, reverse)
+        }),
+        DType::F64 => out.host::<f64, 1>([&x], |[g], o| {
+            cpu::scan_to(o, &f64::of(g)[off..], lanes, reverse)
+        }),
+        DType::I64 => out.host::<i64, 1>([&x], |[g], o| {
+            cpu::scan_to(o, &i64::of(g)[off..], lanes, reverse)
+        }),
         DType::Bool => unreachable!("bools sum in i64"),
     }
 }

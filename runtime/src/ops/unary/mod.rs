@@ -152,17 +152,17 @@ pub fn forward<U: Unary>(op: &U, x: &Tensor, out: &mut Out<'_>) {
     if out.spec().device.is_cuda() {
         return cuda::forward::<U>(&x, p, out);
     }
-    let xs = x.storage().read();
+    let l = x.layout();
     match out.spec().dtype {
         DType::F32 => {
             let p = [p[0] as f32, p[1] as f32];
-            let src = f32::of(&xs);
-            out.host::<f32>(|o| cpu::map_to(U::KERNEL, o, src, x.layout(), |v| U::f(v, p)))
+            out.host::<f32, 1>([&x], |[xs], o| {
+                cpu::map_to(U::KERNEL, o, f32::of(xs), l, |v| U::f(v, p))
+            })
         }
-        DType::F64 => {
-            let src = f64::of(&xs);
-            out.host::<f64>(|o| cpu::map_to(U::KERNEL, o, src, x.layout(), |v| U::f(v, p)))
-        }
+        DType::F64 => out.host::<f64, 1>([&x], |[xs], o| {
+            cpu::map_to(U::KERNEL, o, f64::of(xs), l, |v| U::f(v, p))
+        }),
         d => unreachable!("{} computes in a float dtype, not {d}", U::GRAD_FN),
     }
 }
@@ -215,22 +215,23 @@ fn derivative<U: Unary>(g: &Tensor, s: &Tensor, p: [f64; 2], out: &mut Out<'_>) 
         std::borrow::Cow::Owned(g.layout().broadcast_to(s.shape()))
     };
     let lg = &*lg;
-    crate::ops::read_pair(&g, s, |gb, sb| match s.dtype() {
+    let ls = s.layout();
+    match s.dtype() {
         DType::F32 => {
             let p = [p[0] as f32, p[1] as f32];
-            let (gv, sv) = (f32::of(gb), f32::of(sb));
-            out.host::<f32>(|o| {
-                cpu::zip_to(U::KERNEL, o, gv, lg, sv, s.layout(), |g, s| U::df(g, s, p))
+            out.host::<f32, 2>([&g, s], |[gb, sb], o| {
+                cpu::zip_to(U::KERNEL, o, f32::of(gb), lg, f32::of(sb), ls, |g, s| {
+                    U::df(g, s, p)
+                })
             })
         }
-        DType::F64 => {
-            let (gv, sv) = (f64::of(gb), f64::of(sb));
-            out.host::<f64>(|o| {
-                cpu::zip_to(U::KERNEL, o, gv, lg, sv, s.layout(), |g, s| U::df(g, s, p))
+        DType::F64 => out.host::<f64, 2>([&g, s], |[gb, sb], o| {
+            cpu::zip_to(U::KERNEL, o, f64::of(gb), lg, f64::of(sb), ls, |g, s| {
+                U::df(g, s, p)
             })
-        }
+        }),
         d => unreachable!("{} computes in a float dtype, not {d}", U::GRAD_FN),
-    })
+    }
 }
 
 #[cfg(feature = "cuda")]
