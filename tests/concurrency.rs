@@ -326,8 +326,8 @@ fn a_model_trained_on_another_thread_matches_this_one() {
 /// The buffer-reusing step (`TrainStep`) adds the weight's gradient straight
 /// into `.grad()`, reading the saved input, while other threads copy that
 /// gradient into the input (reads `.grad()`, writes the input): the two lock
-/// the same storages in opposite roles. Four layers, so both address orders
-/// occur. With a zero input the weight gradient stays zero, so the values
+/// the same storages in opposite roles. Four layers, inputs allocated
+/// before and after the gradient, so both address orders occur. With a zero input the weight gradient stays zero, so the values
 /// are known whatever the interleaving.
 #[test]
 fn buffer_reusing_backward_beside_opposite_copies_finishes() {
@@ -335,14 +335,20 @@ fn buffer_reusing_backward_beside_opposite_copies_finishes() {
     within(LIMIT, "TrainStep backward beside copies", || {
         let mut jobs: Vec<Job> = Vec::new();
         let mut checks = Vec::new();
-        for _ in 0..4 {
+        for i in 0..4 {
             let fc = Linear::new(8, 4, &Device::Cpu);
-            let x = Tensor::zeros([4, 8]);
             let g = Tensor::ones([4, 4]);
             let mut ws = fc.workspace();
-            fc.forward_train_ws(&x, &mut ws);
+            // The input allocated before the gradient, or after it.
+            let early = Tensor::zeros([4, 8]);
+            fc.forward_train_ws(&early, &mut ws);
             fc.backward_ws(&mut ws, &g, false);
             let grad = fc.weight.grad().expect("the first step made it");
+            let x = if i % 2 == 0 {
+                early
+            } else {
+                Tensor::zeros([4, 8])
+            };
             let (x2, grad2) = (x.clone(), grad.clone());
             jobs.push(Box::new(move || {
                 fc.forward_train_ws(&x, &mut ws);
