@@ -200,14 +200,15 @@ impl TrainStep for Linear {
         let (mut wbuf, mut bbuf) = (dw.clone(), db.clone());
         let (w_inplace, b_inplace) = (dw.is_some(), db.is_some());
         let mut dx = None;
-        let mut slots = [
-            GradSlot::with_buffer(&mut dx, &mut ws.buf, input_grad),
-            GradSlot::with_buffer(&mut dw, &mut wbuf, true),
-            GradSlot::with_buffer(&mut db, &mut bbuf, self.bias.is_some()),
-        ];
-        let n = if self.bias.is_some() { 3 } else { 2 };
-        ops::Linear.backward(saved, grad_out, &mut slots[..n]);
-        drop(slots);
+        {
+            let mut slots = [
+                GradSlot::with_buffer(&mut dx, &mut ws.buf, input_grad),
+                GradSlot::with_buffer(&mut dw, &mut wbuf, true),
+                GradSlot::with_buffer(&mut db, &mut bbuf, self.bias.is_some()),
+            ];
+            let n = if self.bias.is_some() { 3 } else { 2 };
+            ops::Linear.backward(saved, grad_out, &mut slots[..n]);
+        }
         for (param, g, inplace) in [
             (Some(&self.weight), dw, w_inplace),
             (self.bias.as_ref(), db, b_inplace),

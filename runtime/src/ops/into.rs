@@ -235,13 +235,6 @@ pub(crate) fn dropout_into(out: &Tensor, mask: &Tensor, x: &Tensor, p: f64) {
     mul_into(out, x, mask, false);
 }
 
-// ---------------------------------------------------------------- matrices
-
-/// Whether [`linear_into`] and [`linear_backward_into`] handle these operands
-/// (CPU, one float dtype, matrix views); otherwise callers take the
-/// allocating path.
-// ---------------------------------------------------------------- softmax
-
 // ---------------------------------------------------------------- losses
 
 /// Checks a 0-d/one-element loss buffer and a gradient buffer shaped like `input`.
