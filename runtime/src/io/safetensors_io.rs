@@ -169,17 +169,8 @@ fn duplicate_name(bytes: &[u8]) -> Option<String> {
 
 fn from_view(v: &TensorView<'_>) -> std::result::Result<Tensor, String> {
     let shape = v.shape().to_vec();
-    // The crate checks the element count against the data; the strides (the
-    // products of the sizes after each dim, a size-0 dim counted as 1) must
-    // fit too, or a shape like [0, 2^40, 2^40] would overflow them.
-    shape
-        .iter()
-        .try_fold(1usize, |stride, &d| {
-            stride
-                .checked_mul(d.max(1))
-                .filter(|&s| s <= isize::MAX as usize)
-        })
-        .ok_or_else(|| format!("shape {shape:?} is too large to address"))?;
+    // The crate checks the element count against the data; `try_from_vec`
+    // checks the sizes' product (a shape like [0, 2^40, 2^40] overflows it).
     let data = v.data();
     fn chunks<const N: usize>(data: &[u8]) -> impl Iterator<Item = [u8; N]> + '_ {
         data.chunks_exact(N)

@@ -356,6 +356,10 @@ mod tests {
     /// sizes that take every path: the small kernel, faer, the split across
     /// the helper pool (rows and columns), a strided input, and f64.
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "hours under Miri; unsafe_paths::out_variant_products_and_sgd_match_the_definitions takes the same paths at small sizes"
+    )]
     fn linear_kernels_match_the_definitions() {
         for &(rows, nin, nout, dtype) in &[
             (16, 2, 16, DType::F32),
