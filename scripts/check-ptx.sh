@@ -13,11 +13,15 @@ root="$(cd "$here/.." && pwd)"
 source "$here/cuda-tools.sh"
 out="${DERIV_PTX_DIR:-$root/target/ptx}"
 mkdir -p "$out"
-rm -f "$out/deriv.ptx"
+rm -f "$out"/deriv*.ptx
 (cd "$root" && DERIV_PTX_OUT="$out/deriv.ptx" cargo test -j2 --features cuda --test cuda -- --exact write_ptx --nocapture)
 [ -s "$out/deriv.ptx" ] || { echo "check-ptx: no PTX was written" >&2; exit 1; }
-kernels=$(grep -c '^.visible .entry' "$out/deriv.ptx")
+# The main module and each op's own module (ops/registry.rs).
+files=("$out"/deriv*.ptx)
+kernels=$(cat "${files[@]}" | grep -c '^.visible .entry')
 for arch in sm_80 sm_90; do
-    "$PTXAS" --gpu-name "$arch" --warn-on-spills -o "$out/deriv.$arch.cubin" "$out/deriv.ptx"
-    echo "check-ptx: $kernels kernels assemble for $arch"
+    for f in "${files[@]}"; do
+        "$PTXAS" --gpu-name "$arch" --warn-on-spills -o "${f%.ptx}.$arch.cubin" "$f"
+    done
+    echo "check-ptx: $kernels kernels in ${#files[@]} modules assemble for $arch"
 done

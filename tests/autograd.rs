@@ -547,7 +547,7 @@ fn grad_fn_names() {
         (x.var(), "VarBackward"),
         (x.std_dim(0, 1, false), "StdBackward"),
         (x.reshape([4]), "ViewBackward"),
-        (x.t(), "PermuteBackward"),
+        (x.t(), "TBackward"),
         (x.expand([3, 2, 2]), "ExpandBackward"),
         (x.narrow(0, 0, 1), "SliceBackward"),
         (x.index_select(0, &tensor![1, 0]), "IndexSelectBackward"),
@@ -858,4 +858,115 @@ fn pow_exponent_gradient_at_zero_base_follows_pytorch() {
     assert_eq!(g[0], 0.0);
     assert_eq!(g[1], f64::NEG_INFINITY);
     assert!((g[2] - 8.0 * 2f64.ln()).abs() < 1e-12);
+}
+
+// ---------------------------------------------------------------- post-accumulate-grad hooks
+
+/// The hooks' calls: the name each was given and the leaf's gradient then.
+type HookLog = std::sync::Arc<std::sync::Mutex<Vec<(&'static str, Vec<f64>)>>>;
+
+/// A hook, boxed.
+type BoxedHook = Box<dyn Fn(&Tensor) + Send + Sync>;
+
+/// A log, and a maker of hooks that append to it.
+fn recorder() -> (HookLog, impl Fn(&'static str) -> BoxedHook) {
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let l = log.clone();
+    let make = move |name: &'static str| {
+        let l = l.clone();
+        Box::new(move |p: &Tensor| {
+            l.lock()
+                .unwrap()
+                .push((name, p.grad().unwrap().to_vec::<f64>()))
+        }) as BoxedHook
+    };
+    (log, make)
+}
+
+#[test]
+fn a_post_accumulate_hook_sees_the_complete_gradient_once_per_backward() {
+    let (log, hook) = recorder();
+    let w = tensor![1., 2.].requires_grad_(true);
+    let h = w.register_post_accumulate_grad_hook(hook("w"));
+    // w reaches the loss through three ops: d/dw (w·w + 3w + w.sum()) = 2w + 4.
+    let y = (&w * &w + &w * 3.0).sum() + w.sum();
+    y.backward();
+    assert_eq!(*log.lock().unwrap(), vec![("w", vec![6., 8.])]);
+    // A second backward accumulates; the hook sees the running total.
+    (&w * 2.0).sum().backward();
+    assert_eq!(log.lock().unwrap()[1], ("w", vec![8., 10.]));
+    // A leaf that is the root itself.
+    let s = Tensor::scalar(2.0f64).requires_grad_(true);
+    let hs = s.register_post_accumulate_grad_hook(hook("s"));
+    s.backward();
+    assert_eq!(log.lock().unwrap()[2], ("s", vec![1.]));
+    // Removed: no more calls (removing twice is harmless).
+    h.remove();
+    h.remove();
+    hs.remove();
+    w.sum().backward();
+    s.backward();
+    assert_eq!(log.lock().unwrap().len(), 3);
+}
+
+#[test]
+fn post_accumulate_hooks_run_in_reverse_layer_order_on_both_paths() {
+    use deriv::nn::{Linear, Module, ReLU, TrainStep};
+    deriv::network! {
+        pub struct Two = Linear(3, 4) -> ReLU -> Linear(4, 2);
+    }
+    let net = Two::default();
+    let (log, hook) = recorder();
+    let names = ["0.weight", "0.bias", "2.weight", "2.bias"];
+    let handles: Vec<_> = net
+        .parameters()
+        .iter()
+        .zip(names)
+        .map(|(p, n)| p.register_post_accumulate_grad_hook(hook(n)))
+        .collect();
+    let x = Tensor::randn([5, 3]);
+    let order = |log: &[(&'static str, Vec<f64>)]| log.iter().map(|(n, _)| *n).collect::<Vec<_>>();
+    // The tape: the last layer's gradients are complete first.
+    net.forward(&x).sum().backward();
+    let tape = order(&log.lock().unwrap());
+    assert_eq!(tape.len(), 4, "{tape:?}");
+    assert!(
+        tape.iter().position(|n| *n == "2.weight") < tape.iter().position(|n| *n == "0.weight")
+    );
+    // Each call saw that parameter's finished gradient.
+    for (name, g) in log.lock().unwrap().iter() {
+        let idx = names.iter().position(|n| n == name).unwrap();
+        assert_eq!(g, &net.parameters()[idx].grad().unwrap().to_vec::<f64>());
+    }
+    // The compile-time path: layers last to first, weight then bias.
+    log.lock().unwrap().clear();
+    net.zero_grad();
+    let (y, saved) = net.forward_train(&x);
+    net.backward(saved, &y.ones_like(), false);
+    assert_eq!(
+        order(&log.lock().unwrap()),
+        ["2.weight", "2.bias", "0.weight", "0.bias"]
+    );
+    // The buffer-reusing path too.
+    log.lock().unwrap().clear();
+    let mut ws = net.workspace();
+    let y = net.forward_train_ws(&x, &mut ws).clone_data();
+    net.backward_ws(&mut ws, &y.ones_like(), false);
+    assert_eq!(
+        order(&log.lock().unwrap()),
+        ["2.weight", "2.bias", "0.weight", "0.bias"]
+    );
+    for h in handles {
+        h.remove();
+    }
+}
+
+#[test]
+#[should_panic(
+    expected = "only leaf tensors accumulate gradients; this one was produced by MulBackward"
+)]
+fn a_hook_on_a_non_leaf_is_refused() {
+    let x = tensor![1., 2.].requires_grad_(true);
+    let y = &x * 2.0;
+    let _ = y.register_post_accumulate_grad_hook(|_| {});
 }

@@ -6,6 +6,9 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use deriv::backend::cuda;
+
+#[path = "common/op_table.rs"]
+mod op_table;
 use deriv::nn::{Forward, Linear, Module};
 use deriv::{manual_seed, no_grad, DType, Device, Generator, Tensor, TensorOptions};
 
@@ -127,9 +130,19 @@ fn write_ptx() {
             "kernel {k} is missing"
         );
     }
+    let ops = deriv::ops::registry::cuda_modules();
+    assert!(ops
+        .iter()
+        .any(|(k, src)| *k == "gelu" && src.contains(".entry un_gelu_f32_c(")));
     if let Ok(path) = std::env::var("DERIV_PTX_OUT") {
         std::fs::write(&path, &ptx).expect("write the PTX");
         println!("wrote {} bytes of PTX to {path}", ptx.len());
+        // Each op's own module beside it: deriv.op.<key>.ptx.
+        let dir = std::path::Path::new(&path).parent().expect("a folder");
+        for (key, src) in &ops {
+            std::fs::write(dir.join(format!("deriv.op.{key}.ptx")), src).expect("write the PTX");
+        }
+        println!("wrote {} op modules", ops.len());
     }
 }
 
@@ -976,4 +989,50 @@ fn the_trainer_runs_on_the_gpu() {
     let (w_gpu, acc_gpu) = fit(dev);
     assert_close("trained weight", &w_cpu, &w_gpu, 1e-4);
     assert_eq!(acc_cpu, acc_gpu);
+}
+
+/// Every row of the op table (`tests/common/op_table.rs`), forward and
+/// backward, on every sample input set, on the GPU against the CPU. f64 rows
+/// run where the op has an f64 kernel (f64 transcendental math does not yet).
+#[test]
+fn op_table_rows_match_the_cpu() {
+    let dev = need_gpu!();
+    for row in op_table::rows() {
+        for (set, inputs) in op_table::input_sets(&row, DType::F32) {
+            check_op(&format!("{} on {set}", row.name), dev, &inputs, 2e-5, row.f);
+        }
+    }
+}
+
+/// relu's kernels at the edges, against PyTorch's values:
+/// `torch.relu(torch.tensor([nan, 1., -1., -0., 0.]))` is
+/// `tensor([nan, 1., 0., -0., 0.])` and its backward of ones gives
+/// `tensor([1., 1., 0., 0., 0.])` (`result <= 0 ? 0 : grad`), in f32 and f64.
+#[test]
+fn relu_at_nan_and_signed_zero_matches_pytorch() {
+    let dev = need_gpu!();
+    for dtype in [DType::F32, DType::F64] {
+        let x = Tensor::from_vec(vec![f64::NAN, 1., -1., -0.0, 0.], [5])
+            .to_dtype(dtype)
+            .to(&dev)
+            .requires_grad_(true);
+        let y = x.relu();
+        y.backward_with(&Tensor::ones_opts([5], &x.options()));
+        let bits = |t: &Tensor| {
+            t.to(&Device::Cpu)
+                .to_vec::<f64>()
+                .iter()
+                .map(|v| if v.is_nan() { u64::MAX } else { v.to_bits() })
+                .collect::<Vec<_>>()
+        };
+        let want_y =
+            [f64::NAN, 1., 0., -0.0, 0.].map(|v| if v.is_nan() { u64::MAX } else { v.to_bits() });
+        assert_eq!(bits(&y), want_y, "relu {dtype} on {dev}");
+        let want_g = [1f64, 1., 0., 0., 0.].map(f64::to_bits);
+        assert_eq!(
+            bits(&x.grad().unwrap()),
+            want_g,
+            "relu backward {dtype} on {dev}"
+        );
+    }
 }

@@ -1221,3 +1221,327 @@ fn train_test_split_of_any_features_and_targets() {
         &["1-D i64 tensor of class labels"],
     );
 }
+
+// ----- DistributedSampler -----
+
+use deriv::data::{DistributedSampler, Sampler};
+
+#[test]
+fn distributed_sampler_covers_the_data_set_once_per_epoch_with_pytorchs_padding() {
+    for n in [0usize, 1, 2, 5, 10, 11, 100] {
+        for world in 1..=4 {
+            for shuffle in [false, true] {
+                for drop_last in [false, true] {
+                    let shards: Vec<DistributedSampler> = (0..world)
+                        .map(|r| {
+                            DistributedSampler::new(n, world, r)
+                                .shuffle(shuffle)
+                                .seed(3)
+                                .drop_last(drop_last)
+                        })
+                        .collect();
+                    let case =
+                        format!("n {n} world {world} shuffle {shuffle} drop_last {drop_last}");
+                    let num = if drop_last {
+                        n / world
+                    } else {
+                        n.div_ceil(world)
+                    };
+                    for epoch in 0..2 {
+                        let parts: Vec<Vec<usize>> =
+                            shards.iter().map(|s| s.indices(epoch)).collect();
+                        assert!(parts.iter().all(|p| p.len() == num), "{case}: {parts:?}");
+                        assert!(shards
+                            .iter()
+                            .all(|s| s.len() == num && s.total_size() == num * world));
+                        // Interleaved back, the ranks' shares are the epoch's order.
+                        let order: Vec<usize> = (0..num * world)
+                            .map(|i| parts[i % world][i / world])
+                            .collect();
+                        let seen: HashSet<usize> = order.iter().copied().collect();
+                        if drop_last {
+                            assert_eq!(seen.len(), num * world, "{case}: repeats");
+                        } else {
+                            assert_eq!(seen, (0..n).collect(), "{case}: not every sample");
+                            // The padding repeats the order from its start.
+                            for i in n..order.len() {
+                                assert_eq!(order[i], order[i - n], "{case}: padding");
+                            }
+                        }
+                        if !shuffle {
+                            assert!(order
+                                .iter()
+                                .take(n.min(num * world))
+                                .copied()
+                                .eq(0..n.min(num * world)));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn distributed_sampler_follows_pytorch_on_small_cases() {
+    let shard = |n, world, rank, drop_last| {
+        DistributedSampler::new(n, world, rank)
+            .shuffle(false)
+            .drop_last(drop_last)
+            .indices(0)
+    };
+    // torch: DistributedSampler(range(10), 3, r, shuffle=False)
+    assert_eq!(shard(10, 3, 0, false), [0, 3, 6, 9]);
+    assert_eq!(shard(10, 3, 1, false), [1, 4, 7, 0]);
+    assert_eq!(shard(10, 3, 2, false), [2, 5, 8, 1]);
+    // ... with drop_last=True: the tail 9 is dropped.
+    assert_eq!(shard(10, 3, 0, true), [0, 3, 6]);
+    assert_eq!(shard(10, 3, 2, true), [2, 5, 8]);
+    // Padding longer than the data set cycles it: [0, 1, 0, 1, 0].
+    let all: Vec<Vec<usize>> = (0..5).map(|r| shard(2, 5, r, false)).collect();
+    assert_eq!(all, [vec![0], vec![1], vec![0], vec![1], vec![0]]);
+}
+
+#[test]
+fn distributed_sampler_reshuffles_per_epoch_and_agrees_across_ranks() {
+    let a = DistributedSampler::new(50, 2, 0).seed(9);
+    let b = DistributedSampler::new(50, 2, 1).seed(9);
+    assert_eq!(a.indices(0), a.indices(0), "an epoch's order is fixed");
+    assert_ne!(a.indices(0), a.indices(1), "a new epoch reshuffles");
+    assert_ne!(
+        a.indices(0),
+        DistributedSampler::new(50, 2, 0).seed(10).indices(0)
+    );
+    // The two ranks' shares are disjoint every epoch.
+    for e in 0..3 {
+        let mine: HashSet<usize> = a.indices(e).into_iter().collect();
+        assert!(b.indices(e).iter().all(|i| !mine.contains(i)));
+    }
+    // PyTorch's set_epoch + iteration.
+    a.set_epoch(2);
+    assert_eq!(a.epoch(), 2);
+    assert_eq!(a.iter().collect::<Vec<_>>(), a.indices(2));
+    assert_eq!(a.clone().iter().collect::<Vec<_>>(), a.indices(2));
+    assert_eq!((a.rank(), a.num_replicas(), a.num_samples()), (0, 2, 25));
+    // One process: every rank-0-of-1 share is the whole permutation.
+    let solo = DistributedSampler::for_this_process(7).seed(1);
+    let mut s = solo.indices(0);
+    s.sort();
+    assert_eq!(s, (0..7).collect::<Vec<_>>());
+}
+
+#[test]
+fn distributed_sampler_refuses_a_bad_rank() {
+    let msg = panic_of(|| DistributedSampler::new(10, 2, 2));
+    assert!(
+        msg.contains("invalid rank 2, rank should be in the interval [0, 1]"),
+        "{msg}"
+    );
+    let msg = panic_of(|| DistributedSampler::new(10, 0, 0));
+    assert!(
+        msg.contains("num_replicas should be a positive integer"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_data_loader_takes_its_order_from_a_sampler() {
+    let ds = || TensorDataset::new((Tensor::arange(0i64, 11, 1),));
+    let loaders: Vec<_> = (0..2)
+        .map(|r| DataLoader::new(ds(), 4).sampler(DistributedSampler::new(11, 2, r).seed(5)))
+        .collect();
+    assert_eq!(loaders[0].len(), 2); // 6 samples per rank: 4 + 2
+    for epoch in 0..2 {
+        let mut seen = Vec::new();
+        for l in &loaders {
+            l.set_epoch(epoch);
+            let got: Vec<i64> = l.iter().flat_map(|(x,)| x.to_vec::<i64>()).collect();
+            let s = DistributedSampler::new(11, 2, seen.len() / 6).seed(5);
+            assert_eq!(
+                got,
+                s.indices(epoch)
+                    .iter()
+                    .map(|&i| i as i64)
+                    .collect::<Vec<_>>()
+            );
+            seen.extend(got);
+        }
+        let distinct: HashSet<i64> = seen.iter().copied().collect();
+        assert_eq!(distinct.len(), 11, "every sample, one padded: {seen:?}");
+    }
+    // With workers the batches are the same.
+    let threaded = DataLoader::new(ds(), 4)
+        .sampler(DistributedSampler::new(11, 2, 1).seed(5))
+        .num_workers(2);
+    let plain = DataLoader::new(ds(), 4).sampler(DistributedSampler::new(11, 2, 1).seed(5));
+    let a: Vec<Vec<i64>> = threaded.iter().map(|(x,)| x.to_vec()).collect();
+    let b: Vec<Vec<i64>> = plain.iter().map(|(x,)| x.to_vec()).collect();
+    assert_eq!(a, b);
+    // Refusals: a sampler with shuffle, and a sampler for another data set.
+    let msg = panic_of(|| {
+        DataLoader::new(ds(), 4)
+            .shuffle(true)
+            .sampler(DistributedSampler::new(11, 2, 0))
+    });
+    assert!(msg.contains("mutually exclusive with shuffle"), "{msg}");
+    let msg = panic_of(|| {
+        DataLoader::new(ds(), 4)
+            .sampler(DistributedSampler::new(11, 2, 0))
+            .shuffle(true)
+    });
+    assert!(msg.contains("mutually exclusive with shuffle"), "{msg}");
+    let msg = panic_of(|| DataLoader::new(ds(), 4).sampler(DistributedSampler::new(12, 2, 0)));
+    assert!(
+        msg.contains("the sampler was made for 12 samples but the dataset has 11"),
+        "{msg}"
+    );
+}
+
+// ----- class labels and reading at the edges -----
+
+/// A negative class label (data sets labelled -1/+1) is refused where it is
+/// read, naming the line, the column, the value and the fix.
+#[test]
+fn negative_class_labels_are_refused_when_read() {
+    let dir = temp_dir("negative_labels");
+    let p = write(&dir, "pm1.csv", "x,y\n0.5,1\n0.25,-1\n");
+    let msg = err_of(read_csv_xy(&p, &CsvOptions::default(), "y"));
+    assert_contains(
+        &msg,
+        &[
+            "pm1.csv",
+            "line 3",
+            "column 2 (\"y\")",
+            "-1",
+            "is negative",
+            "0 for -1 and 1 for +1",
+        ],
+    );
+    let msg = err_of(deriv::data::read_csv_xy_bytes(
+        b"0.5,-3\n",
+        &CsvOptions::default().has_header(false),
+        -1,
+    ));
+    assert_contains(&msg, &["<memory>", "line 1", "column 2", "-3"]);
+}
+
+/// A data set built by hand with a negative target: refused by
+/// `TabularDataset::new`, and, built as a struct literal (the fields are
+/// public), by each method that uses the labels, with the sample and the
+/// fix, instead of an index out of bounds.
+#[test]
+fn negative_targets_are_refused_where_labels_are_used() {
+    let x = Tensor::from_vec((0..12).map(|v| v as f32).collect::<Vec<_>>(), [6, 2]);
+    let y = Tensor::from_vec(vec![1i64, -1, 1, -1, 1, -1], [6]);
+    let msg = panic_of(|| TabularDataset::new(x.clone(), y.clone(), vec![]));
+    assert_contains(
+        &msg,
+        &[
+            "TabularDataset::new",
+            "sample 1",
+            "-1",
+            "targets.gt_scalar(0.0).to_dtype(DType::I64)",
+        ],
+    );
+    let ds = TabularDataset {
+        features: x,
+        targets: y,
+        class_names: vec![],
+    };
+    for (op, msg) in [
+        ("class_counts", panic_of(|| ds.class_counts())),
+        ("num_classes", panic_of(|| ds.num_classes())),
+        ("stratified_split", panic_of(|| ds.stratified_split(0.5, 0))),
+        (
+            "standardized_split",
+            panic_of(|| ds.standardized_split(0.5, 0)),
+        ),
+        ("train_test_split", panic_of(|| ds.train_test_split(0.5, 0))),
+    ] {
+        assert_contains(&msg, &[op, "sample 1 is -1", "relabel"]);
+    }
+    // Every label negative: not "1 class".
+    let all_neg = TabularDataset {
+        targets: Tensor::from_vec(vec![-1i64; 6], [6]),
+        ..ds
+    };
+    assert_contains(&panic_of(|| all_neg.num_classes()), &["sample 0 is -1"]);
+}
+
+/// A value too large for the dtype it is read as is an error naming the
+/// line, the column and the dtype to use, not a silent infinity; `inf`
+/// written out is read as infinity.
+#[test]
+fn csv_values_that_overflow_their_dtype_are_errors() {
+    let opts = CsvOptions::default();
+    let msg = err_of(deriv::data::read_csv_bytes(b"a,b\n1,2\n3,1e39\n", &opts));
+    assert_contains(
+        &msg,
+        &[
+            "line 3",
+            "column 2 (\"b\")",
+            "\"1e39\"",
+            "too large for f32",
+            "DType::F64",
+        ],
+    );
+    let f64s = opts.clone().dtype(DType::F64);
+    let t = deriv::data::read_csv_bytes(b"a,b\n1,2\n3,1e39\n", &f64s).unwrap();
+    assert_eq!(t.to_vec::<f64>(), vec![1., 2., 3., 1e39]);
+    let msg = err_of(deriv::data::read_csv_bytes(b"a\n-1e400\n", &f64s));
+    assert_contains(
+        &msg,
+        &["line 2", "column 1 (\"a\")", "too large for f64", "rescale"],
+    );
+    // Infinity written as such is a value, as in numpy and pandas.
+    let t = deriv::data::read_csv_bytes(b"a,b\ninf,-Infinity\n", &opts).unwrap();
+    assert_eq!(t.to_vec::<f32>(), vec![f32::INFINITY, f32::NEG_INFINITY]);
+    // The largest f32 itself reads fine.
+    let t = deriv::data::read_csv_bytes(b"a\n3.4028235e38\n", &opts).unwrap();
+    assert_eq!(t.to_vec::<f32>(), vec![f32::MAX]);
+}
+
+/// An unterminated quote is reported as such (not as a missing column),
+/// at the line and column where it opens; an integer beyond i64 says it is
+/// too large.
+#[test]
+fn csv_quote_and_integer_messages_say_what_is_wrong() {
+    let opts = CsvOptions::default();
+    let msg = err_of(deriv::data::read_csv_bytes(
+        b"a,b,c\n1,2,3\n4,\"5,6\n7,8,9\n",
+        &opts,
+    ));
+    assert_contains(
+        &msg,
+        &[
+            "line 3",
+            "column 2 (\"b\")",
+            "unterminated quote",
+            "close the quote",
+        ],
+    );
+    // In the last column of the last line too (the field would read as a number).
+    let msg = err_of(deriv::data::read_csv_bytes(b"a,b\n1,\"2", &opts));
+    assert_contains(&msg, &["line 2", "column 2", "unterminated quote"]);
+    // Closed quotes, and "" inside them, are fine.
+    let t = deriv::data::read_csv_bytes(b"\"a \"\"x\"\"\",b\n\"1\",2\n", &opts).unwrap();
+    assert_eq!(t.to_vec::<f32>(), vec![1., 2.]);
+
+    let ints = opts.clone().dtype(DType::I64);
+    let msg = err_of(deriv::data::read_csv_bytes(
+        b"a\n99999999999999999999\n",
+        &ints,
+    ));
+    assert_contains(
+        &msg,
+        &["line 2", "too large for i64", "9223372036854775807"],
+    );
+    let msg = err_of(deriv::data::read_csv_xy_bytes(
+        b"x,y\n1,-99999999999999999999\n",
+        &opts,
+        "y",
+    ));
+    assert_contains(&msg, &["a class label", "too large for i64"]);
+    let msg = err_of(deriv::data::read_csv_bytes(b"a\n1.5\n", &ints));
+    assert_contains(&msg, &["not a whole number"]);
+}

@@ -285,3 +285,66 @@ fn checkpoint_keeps_optimizer_state_and_scalars_exactly() {
         .to_string();
     assert!(e.contains("not a deriv checkpoint"), "{e}");
 }
+
+/// safetensors bytes with this JSON header and data.
+fn safetensors_bytes(header: &str, data: &[u8]) -> Vec<u8> {
+    let mut b = (header.len() as u64).to_le_bytes().to_vec();
+    b.extend_from_slice(header.as_bytes());
+    b.extend_from_slice(data);
+    b
+}
+
+/// A header naming one tensor twice is an error (the `safetensors` crate
+/// reads the header into a map, where the last entry would silently win).
+#[test]
+fn duplicate_tensor_names_are_an_error() {
+    let entry = r#"{"dtype":"F32","shape":[1],"data_offsets":[0,4]}"#;
+    let dup = safetensors_bytes(
+        &format!(r#"{{"w":{entry},"w":{entry}}}"#),
+        &1f32.to_le_bytes(),
+    );
+    let e = io::deserialize(&dup).unwrap_err();
+    assert!(matches!(e, Error::Format { .. }), "{e:?}");
+    let msg = e.to_string();
+    assert!(msg.contains("\"w\" twice"), "{msg}");
+    // Through a file, the message names it.
+    let dir = scratch("dup");
+    let path = dir.join("dup.safetensors");
+    std::fs::write(&path, &dup).unwrap();
+    let msg = io::load_file(&path).unwrap_err().to_string();
+    assert!(
+        msg.contains("dup.safetensors") && msg.contains("twice"),
+        "{msg}"
+    );
+    // The same entry once loads.
+    let one = safetensors_bytes(&format!(r#"{{"w":{entry}}}"#), &1f32.to_le_bytes());
+    assert_eq!(
+        io::deserialize(&one).unwrap().0["w"].to_vec::<f32>(),
+        vec![1.0]
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Headers whose sizes the data cannot back are refused before anything is
+/// allocated for them: a 2^40-element tensor in a file of a few bytes, and
+/// an empty tensor whose other sizes overflow the strides.
+#[test]
+fn headers_claiming_huge_tensors_are_errors() {
+    let huge = safetensors_bytes(
+        r#"{"x":{"dtype":"U8","shape":[1099511627776],"data_offsets":[0,1099511627776]}}"#,
+        &[0; 8],
+    );
+    assert!(matches!(io::deserialize(&huge), Err(Error::Format { .. })));
+    let strides = safetensors_bytes(
+        r#"{"x":{"dtype":"F32","shape":[0,4294967296,4294967296],"data_offsets":[0,0]}}"#,
+        &[],
+    );
+    let msg = io::deserialize(&strides).unwrap_err().to_string();
+    assert!(msg.contains("too many elements"), "{msg}");
+    // An empty tensor of addressable shape is fine.
+    let empty = safetensors_bytes(
+        r#"{"x":{"dtype":"F32","shape":[0,3],"data_offsets":[0,0]}}"#,
+        &[],
+    );
+    assert_eq!(io::deserialize(&empty).unwrap().0["x"].shape(), &[0, 3]);
+}

@@ -82,7 +82,8 @@ fn linear_forward_is_x_wt_plus_b() {
     fc.bias = Some(Tensor::from_vec(vec![0.5f32, -1., 0.], [3]).requires_grad_(true));
     let y = fc.forward(&Tensor::from_vec(vec![1.0f32, -1., 2., 0.5], [2, 2]));
     assert_eq!(y.to_vec::<f32>(), vec![-0.5, -2., -1., 3.5, 7., 13.]);
-    assert_eq!(y.grad_fn(), Some("AddBackward"));
+    // PyTorch's name for a 2-D `F.linear` with a bias.
+    assert_eq!(y.grad_fn(), Some("AddmmBackward"));
     // 3-D input: batch dims fold.
     let y3 = fc.forward(&Tensor::ones([4, 5, 2]));
     assert_eq!(y3.shape(), &[4, 5, 3]);

@@ -456,3 +456,115 @@ fn regressor_with_l1_and_huber_losses_on_both_paths() {
         want.item()
     );
 }
+
+// ----- data-parallel sharding (the MPI runs are in tests/distributed_ddp.rs)
+
+use deriv::train::Batches;
+
+#[test]
+fn batches_are_shared_out_evenly_across_ranks() {
+    // A list of batches: whole batches round-robin, padded from the start.
+    let batches = vec![10, 11, 12, 13, 14];
+    let shares: Vec<Vec<i32>> = (0..2)
+        .map(|r| batches.shard(r, 2).epoch_batches(0).collect())
+        .collect();
+    assert_eq!(shares, [vec![10, 12, 14], vec![11, 13, 10]]);
+    assert_eq!(batches.shard(1, 2).num_batches(), 3);
+    let three: Vec<Vec<i32>> = (0..7)
+        .map(|r| vec![1, 2].shard(r, 7).epoch_batches(0).collect())
+        .collect();
+    assert_eq!(three, [[1], [2], [1], [2], [1], [2], [1]]);
+    // A DataLoader: samples, with its batch size and its shuffle seed.
+    let (x, y) = blobs(10, 3); // 30 samples
+    let loader = DataLoader::new(TensorDataset::new((x.clone(), y)), 4)
+        .shuffle(true)
+        .seed(11);
+    let mut rows = Vec::new();
+    for r in 0..2 {
+        let share = loader.shard(r, 2);
+        assert_eq!(share.num_batches(), 4); // 15 samples: 4 + 4 + 4 + 3
+        for (xb, _) in share.epoch_batches(1) {
+            assert!(xb.shape()[0] <= 4);
+            rows.extend(xb.to_vec::<f32>().chunks(4).map(|c| c.to_vec()));
+        }
+    }
+    let mut all: Vec<Vec<f32>> = x.to_vec::<f32>().chunks(4).map(|c| c.to_vec()).collect();
+    let key = |v: &Vec<f32>| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+    all.sort_by_key(key);
+    rows.sort_by_key(key);
+    assert_eq!(rows, all, "the two ranks' shares are the data set, once");
+    // One rank: the loader itself.
+    assert_eq!(loader.shard(0, 1).num_batches(), loader.len());
+}
+
+#[cfg(not(feature = "mpi"))]
+#[test]
+fn the_ddp_strategy_needs_the_mpi_feature() {
+    use deriv::train::Strategy;
+    let (train, _) = loaders(DType::F32);
+    let mut clf = Classifier::new(Mlp::default());
+    let e = Trainer::new()
+        .quiet()
+        .strategy(Strategy::Ddp)
+        .fit(&mut clf, &train, None)
+        .unwrap_err();
+    assert!(e.to_string().contains("needs the `mpi` feature"), "{e}");
+    assert_eq!(Trainer::new().strategy_of(), Strategy::Single);
+    assert!(!deriv::distributed::is_available() && !deriv::distributed::is_initialized());
+    assert_eq!(
+        (deriv::distributed::rank(), deriv::distributed::world_size()),
+        (0, 1)
+    );
+}
+
+/// A resume the optimizer refuses (an SGD checkpoint into Adam) changes
+/// nothing: the model keeps its weights, and the error names the file and
+/// says so. A missing checkpoint says the file does not exist.
+#[test]
+fn a_refused_resume_changes_nothing_and_names_the_file() {
+    let dir = std::env::temp_dir().join(format!("deriv-trainer-refused-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (train, val) = loaders(DType::F32);
+    let ckpt = dir.join("sgd.safetensors");
+    let mut sgd = Classifier::new(Mlp::default()).optimizer(|p| SGD::new(p, 0.1).momentum(0.9));
+    Trainer::new()
+        .max_epochs(1)
+        .quiet()
+        .checkpoint(&ckpt)
+        .fit(&mut sgd, &train, Some(&val))
+        .unwrap();
+
+    let mut adam = Classifier::new(Mlp::default()).optimizer(|p| Adam::new(p, 1e-2));
+    let before = params(&adam);
+    assert_ne!(
+        before,
+        params(&sgd),
+        "the two models start from other weights"
+    );
+    let e = Trainer::new()
+        .max_epochs(2)
+        .quiet()
+        .resume_from(&ckpt)
+        .fit(&mut adam, &train, Some(&val))
+        .unwrap_err()
+        .to_string();
+    for part in ["sgd.safetensors", "resume_from", "nothing was changed"] {
+        assert!(e.contains(part), "{e:?} lacks {part:?}");
+    }
+    assert_eq!(params(&adam), before, "a refused resume changed the model");
+
+    let missing = dir.join("no-such-checkpoint.safetensors");
+    let e = Trainer::new()
+        .max_epochs(2)
+        .quiet()
+        .resume_from(&missing)
+        .fit(&mut adam, &train, Some(&val))
+        .unwrap_err();
+    assert!(matches!(e, deriv::Error::Io { .. }), "{e:?}");
+    let e = e.to_string();
+    for part in ["no-such-checkpoint.safetensors", "does not exist"] {
+        assert!(e.contains(part), "{e:?} lacks {part:?}");
+    }
+    assert_eq!(params(&adam), before);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -26,9 +26,15 @@ thread_local! {
     static COUNTING: Cell<bool> = const { Cell::new(false) };
 }
 
+static TRACE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 fn note() {
     if COUNTING.try_with(|c| c.get()).unwrap_or(false) {
         ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        if TRACE.load(Ordering::Relaxed) && ALLOCATIONS.load(Ordering::Relaxed) % 1000 < 12 {
+            COUNTING.with(|c| c.set(false));
+            eprintln!("ALLOC {}", std::backtrace::Backtrace::force_capture());
+            COUNTING.with(|c| c.set(true));
+        }
     }
 }
 
@@ -63,6 +69,10 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 
 /// The number of allocations this thread makes in `f`.
 fn allocations_in(f: impl FnOnce()) -> usize {
+    TRACE.store(
+        std::env::var_os("DERIV_ALLOC_TRACE").is_some(),
+        Ordering::Relaxed,
+    );
     let before = ALLOCATIONS.load(Ordering::Relaxed);
     COUNTING.with(|c| c.set(true));
     f();

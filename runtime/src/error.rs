@@ -29,6 +29,15 @@ pub enum Error {
         /// The full explanation.
         msg: String,
     },
+    /// A tensor's buffer could not be allocated: names the op, the shape and
+    /// the bytes asked for (PyTorch's `OutOfMemoryError`). The process goes
+    /// on; nothing was allocated.
+    OutOfMemory {
+        /// The operation whose result could not be allocated.
+        op: &'static str,
+        /// The full explanation: shape, bytes and the fix.
+        msg: String,
+    },
     /// An autograd misuse (backward through a freed graph, in-place on a leaf, ...).
     Autograd(String),
     /// Any other invalid argument (out-of-range index, bad step, ...).
@@ -49,15 +58,23 @@ pub enum Error {
         /// What is wrong and where.
         msg: String,
     },
+    /// Distributed training could not start or go on: MPI is not running,
+    /// the ranks' models differ, another rank failed.
+    Distributed(String),
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Shape { op, msg } | Error::DType { op, msg } | Error::Device { op, msg } => {
+            Error::Shape { op, msg }
+            | Error::DType { op, msg }
+            | Error::Device { op, msg }
+            | Error::OutOfMemory { op, msg } => {
                 write!(f, "{op}: {msg}")
             }
-            Error::Autograd(msg) | Error::Invalid(msg) => f.write_str(msg),
+            Error::Autograd(msg) | Error::Invalid(msg) | Error::Distributed(msg) => {
+                f.write_str(msg)
+            }
             // An io::Error converted by `?` carries no path.
             Error::Io { path, msg } if path.is_empty() => f.write_str(msg),
             Error::Io { path, msg } | Error::Format { path, msg } => write!(f, "{path}: {msg}"),

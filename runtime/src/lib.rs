@@ -18,21 +18,29 @@
 pub mod autograd;
 pub mod backend;
 pub mod data;
+pub mod distributed;
 mod error;
 #[cfg(feature = "ndarray")]
 mod interop;
 pub mod io;
 pub mod metrics;
+/// The `mpi` crate (rsmpi) this build runs on (the `mpi` feature),
+/// re-exported so a program can also use MPI directly, on the same library.
+#[cfg(feature = "mpi")]
+pub use mpi;
 /// The `ndarray` crate this build converts to and from (the `ndarray` feature),
 /// re-exported so callers use the matching version.
 #[cfg(feature = "ndarray")]
 pub use ndarray;
 pub mod nn;
-mod ops;
+pub mod ops;
 pub mod optim;
 mod random;
+pub mod size;
 mod tensor;
 pub mod train;
+#[cfg(test)]
+mod unsafe_paths;
 pub mod vjp;
 
 pub use autograd::{
@@ -48,7 +56,7 @@ pub use ops::index::{DimIndex, Ellipsis, SliceRange, TensorIndex, TensorIndexer}
 pub use ops::reduce::Dims;
 pub use ops::shape::ShapeSpec;
 pub use random::{manual_seed, with_global_generator, Generator};
-pub use tensor::{DType, Element, Float, Tensor, TensorLiteral, TensorOptions};
+pub use tensor::{DType, Element, Float, Math, Tensor, TensorLiteral, TensorOptions};
 
 /// Everything a model script needs: `use deriv::prelude::*;` brings the
 /// tensor types, the traits whose methods models use, the common layers,

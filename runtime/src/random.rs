@@ -56,11 +56,15 @@ impl Generator {
     /// A uniformly random permutation of `0..n` (Fisher-Yates).
     pub fn permutation(&mut self, n: usize) -> Vec<usize> {
         let mut p: Vec<usize> = (0..n).collect();
-        for i in (1..n).rev() {
-            let j = self.rng.random_range(0..=i);
-            p.swap(i, j);
-        }
+        self.shuffle(&mut p);
         p
+    }
+    /// Shuffles `v` in place with the draws of [`permutation`](Self::permutation).
+    pub(crate) fn shuffle<T>(&mut self, v: &mut [T]) {
+        for i in (1..v.len()).rev() {
+            let j = self.rng.random_range(0..=i);
+            v.swap(i, j);
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 //! these same functions, so the two ways to differentiate agree by
 //! construction. `need` flags skip the work for inputs that need no gradient.
 
+use crate::error::OrPanic;
 use crate::tensor::Tensor;
 
 pub use crate::ops::elementwise::{
@@ -61,26 +62,33 @@ pub fn sum(g: &Tensor, input_shape: &[usize], dims: &[isize], keepdim: bool) -> 
 pub fn mean(g: &Tensor, input_shape: &[usize], dims: &[isize], keepdim: bool) -> Tensor {
     let _ = keepdim;
     let keep = crate::ops::reduce::reduced_keep_shape(input_shape, dims);
-    let count: usize =
-        input_shape.iter().product::<usize>() / keep.iter().product::<usize>().max(1);
+    let n = crate::tensor::checked_numel("mean", input_shape).or_panic();
+    // `keep` divides the input's dims, so its count fits too.
+    let count = n / keep.iter().product::<usize>().max(1);
     crate::ops::reduce::sum_backward(g, input_shape, &keep, 1.0 / count as f64)
 }
 
-/// `y = x·Wᵀ + b` (a Linear layer): returns (dx if needed, dW, db).
+/// `y = x·Wᵀ + b` (a Linear layer): returns (dx if needed, dW, db), by the
+/// Linear op's own rule.
 pub fn linear(
     g: &Tensor,
     x: &Tensor,
     w: &Tensor,
     need_x: bool,
 ) -> (Option<Tensor>, Tensor, Tensor) {
-    // Fold leading batch dims so dW is one matrix product.
-    let out = w.shape()[0];
-    let g2 = g.reshape([-1, out as i64]);
-    let x2 = x.reshape([-1, w.shape()[1] as i64]);
-    let dw = g2.t().matmul(&x2);
-    let db = g2.sum_dim(0, false);
-    let dx = need_x.then(|| g.matmul(w));
-    (dx, dw, db)
+    use crate::autograd::{GradSlot, Op};
+    let saved = (Some(x.clone()), Some(w.clone()));
+    let (mut dx, mut dw, mut db) = (None, None, None);
+    crate::ops::Linear.backward(
+        &saved,
+        g,
+        &mut [
+            GradSlot::new(&mut dx, need_x),
+            GradSlot::new(&mut dw, true),
+            GradSlot::new(&mut db, true),
+        ],
+    );
+    (dx, dw.expect("computed"), db.expect("computed"))
 }
 
 /// Dropout with the kept-and-scaled mask it applied: `g·mask`.

@@ -7,10 +7,9 @@ use quote::{format_ident, quote, quote_spanned, ToTokens};
 use syn::spanned::Spanned;
 use syn::Ident;
 
-use super::grad::{self, Need, Plan, Saved};
+use super::grad::{self, Need, Plan};
 use super::ir::{Graph, Op, ValueId};
 use super::parse::{FieldDef, ForwardFn, Layer, NetworkDef};
-use super::rules;
 
 /// Lints the generated items may trip in a user's crate.
 fn allows() -> TokenStream {
@@ -50,7 +49,13 @@ fn doc(text: impl AsRef<str>) -> TokenStream {
 
 /// What every form shares: `new`, `Default`, `Module`, given the field
 /// accessors (`0`, `fc1`), their layers, and their names in parameter paths.
-fn common(def: &NetworkDef, members: &[(TokenStream, String, &Layer)], tuple: bool) -> TokenStream {
+fn common(
+    def: &NetworkDef,
+    members: &[(TokenStream, String, &Layer)],
+    tuple: bool,
+    sizes: (TokenStream, TokenStream),
+) -> TokenStream {
+    let (size_item, size_stmt) = sizes;
     let name = &def.name;
     let (impl_g, ty_g, where_g) = def.generics.split_for_impl();
     let ctors: Vec<TokenStream> = members.iter().map(|(_, _, l)| constructor(l)).collect();
@@ -89,9 +94,12 @@ fn common(def: &NetworkDef, members: &[(TokenStream, String, &Layer)], tuple: bo
         impl #impl_g #name #ty_g #where_g {
             #new_doc
             pub fn new(device: &::deriv::Device) -> Self {
+                #size_stmt
                 #body
             }
         }
+
+        #size_item
 
         impl #impl_g ::core::default::Default for #name #ty_g #where_g {
             fn default() -> Self {
@@ -187,7 +195,7 @@ pub fn sequential(def: &NetworkDef, layers: &[Layer]) -> TokenStream {
             (quote!(#index), i.to_string(), l)
         })
         .collect();
-    let common = common(def, &members, true);
+    let common = common(def, &members, true, super::sizes::sequential(def, layers));
     let idx: Vec<syn::Index> = (0..layers.len()).map(syn::Index::from).collect();
     let crate::chain::Chain {
         forward,
@@ -312,7 +320,11 @@ pub fn train_step_impl(
 // ---------------------------------------------------------------- class form
 
 /// The struct, `new`, `Default` and `Module` of the class form.
-fn class_struct(def: &NetworkDef, fields: &[FieldDef]) -> TokenStream {
+fn class_struct(
+    def: &NetworkDef,
+    fields: &[FieldDef],
+    sizes: (TokenStream, TokenStream),
+) -> TokenStream {
     let NetworkDef {
         attrs,
         vis,
@@ -338,7 +350,7 @@ fn class_struct(def: &NetworkDef, fields: &[FieldDef]) -> TokenStream {
             (quote!(#n), f.name.to_string(), &f.layer)
         })
         .collect();
-    let common = common(def, &members, false);
+    let common = common(def, &members, false, sizes);
     quote! {
         #(#attrs)*
         #vis struct #name #generics {
@@ -360,59 +372,10 @@ fn val_ref(g: &Graph, v: ValueId, refs: bool) -> TokenStream {
     }
 }
 
-/// The forward expression of an op (not a module call).
-fn op_expr(g: &Graph, v: ValueId, refs: bool) -> TokenStream {
-    let node = &g.nodes[v];
-    let a = node
-        .args
-        .first()
-        .map(|&a| val_ref(g, a, refs))
-        .unwrap_or_default();
-    let b = node
-        .args
-        .get(1)
-        .map(|&b| val_ref(g, b, refs))
-        .unwrap_or_default();
-    // Method receivers auto-reference.
-    let r = node
-        .args
-        .first()
-        .map(|&a| g.nodes[a].name.to_token_stream())
-        .unwrap_or_default();
-    match &node.op {
-        Op::Input | Op::Module(_) => TokenStream::new(),
-        Op::Add => quote!(#a + #b),
-        Op::Sub => quote!(#a - #b),
-        Op::Mul => quote!(#a * #b),
-        Op::Div => quote!(#a / #b),
-        Op::AddScalar(c) => quote!(#a + #c),
-        Op::SubScalar(c) => quote!(#a - #c),
-        Op::RSubScalar(c) => quote!(#c - #a),
-        Op::MulScalar(c) => quote!(#a * #c),
-        Op::DivScalar(c) => quote!(#a / #c),
-        Op::RDivScalar(c) => quote!(#c / #a),
-        Op::Neg => quote!(-#a),
-        Op::Relu => quote!(#r.relu()),
-        Op::Sigmoid => quote!(#r.sigmoid()),
-        Op::Tanh => quote!(#r.tanh()),
-        Op::Exp => quote!(#r.exp()),
-        Op::Log => quote!(#r.log()),
-        Op::Sqrt => quote!(#r.sqrt()),
-        Op::Square => quote!(#r.square()),
-        Op::Pow(p) => quote!(#r.pow_scalar(#p)),
-        Op::Softmax(d) => quote!(#r.softmax(#d)),
-        Op::LogSoftmax(d) => quote!(#r.log_softmax(#d)),
-        Op::Matmul => quote!(#r.matmul(#b)),
-        Op::T => quote!(#r.t()),
-        Op::Transpose(d0, d1) => quote!(#r.transpose(#d0, #d1)),
-        Op::Reshape(s) => quote!(#r.reshape(#s)),
-        Op::View(s) => quote!(#r.view(#s)),
-        Op::Flatten(s, e) => quote!(#r.flatten(#s, #e)),
-        Op::Sum => quote!(#r.sum()),
-        Op::SumDim(d, k) => quote!(#r.sum_dim(#d, #k)),
-        Op::Mean => quote!(#r.mean()),
-        Op::MeanDim(d, k) => quote!(#r.mean_dim(#d, #k)),
-    }
+/// The tensor arguments of a node as a slice expression: `&[x, &h]`.
+fn call_args(g: &Graph, v: ValueId, refs: bool) -> TokenStream {
+    let args = g.nodes[v].args.iter().map(|&a| val_ref(g, a, refs));
+    quote!(&[#(#args),*])
 }
 
 /// The owned output at the end of a pass.
@@ -448,7 +411,7 @@ pub fn class(def: &NetworkDef, fields: &[FieldDef], g: &Graph, plan: &Plan) -> T
     let (impl_g, ty_g, where_g) = generics.split_for_impl();
     let saved = format_ident!("{}Saved", name);
     let saved_ty = quote!(#saved #ty_g);
-    let strukt = class_struct(def, fields);
+    let strukt = class_struct(def, fields, super::sizes::class(def, fields, g));
     let params = params(g);
 
     // forward (on the tape) and forward_train (no recording, saving).
@@ -477,11 +440,20 @@ pub fn class(def: &NetworkDef, fields: &[FieldDef], g: &Graph, plan: &Plan) -> T
                     let (#v, #s) = ::deriv::nn::Differentiable::forward_train(&self.#field, #x);
                 });
             }
-            _ => {
-                let e = op_expr(g, id, false);
-                fwd.extend(quote! { let #v = #e; });
-                fwd_train.extend(quote! { let #v = #e; });
+            Op::Call { ctor, .. } => {
+                let args = call_args(g, id, false);
+                fwd.extend(quote! { let #v = ::deriv::autograd::apply(#ctor, #args); });
+                if plan.need[id] == Need::Never {
+                    fwd_train.extend(quote! { let #v = ::deriv::autograd::apply(#ctor, #args); });
+                } else {
+                    let s = grad::field_name(g, id);
+                    let needs = grad::forward_needs(g, plan, id);
+                    fwd_train.extend(quote! {
+                        let (#v, #s) = ::deriv::autograd::forward_saving(&#ctor, #args, &[#(#needs),*]);
+                    });
+                }
             }
+            Op::Input => {}
         }
     }
     let out = output(g);
@@ -489,52 +461,27 @@ pub fn class(def: &NetworkDef, fields: &[FieldDef], g: &Graph, plan: &Plan) -> T
     let inits: Vec<TokenStream> = plan
         .saved
         .iter()
-        .map(|&item| {
-            let field = grad::field_name(g, item);
-            match item {
-                Saved::Tensor(v) => {
-                    let n = &g.nodes[v].name;
-                    if v == g.output || matches!(g.nodes[v].op, Op::Input) {
-                        quote!(#field: #n.clone())
-                    } else {
-                        quote!(#field)
-                    }
-                }
-                Saved::Shape(v) => {
-                    let n = &g.nodes[v].name;
-                    quote!(#field: #n.shape().to_vec())
-                }
-                Saved::Module(_) => quote!(#field),
-            }
+        .map(|&v| {
+            let field = grad::field_name(g, v);
+            quote!(#field)
         })
         .collect();
     let _ = out_name;
     let backward_body = grad::backward_body(g, plan, &saved);
 
     // The Saved struct, documented field by field.
-    let saved_fields = plan.saved.iter().map(|&item| {
-        let field = grad::field_name(g, item);
-        match item {
-            Saved::Tensor(v) => {
-                let d = doc(format!(" The value `{}`.", g.nodes[v].name));
-                quote!(#d #field: ::deriv::Tensor)
-            }
-            Saved::Shape(v) => {
-                let d = doc(format!(" The shape of `{}`.", g.nodes[v].name));
-                quote!(#d #field: ::std::vec::Vec<usize>)
-            }
-            Saved::Module(v) => {
-                let layer = match &g.nodes[v].op {
-                    Op::Module(f) => fields.iter().find(|fd| fd.name == *f).map(|fd| &fd.layer),
-                    _ => None,
-                };
-                let value = &g.nodes[v].name;
-                let d = match &g.nodes[v].op {
-                    Op::Module(f) if f == value => doc(format!(" What `{f}`'s backward needs.")),
-                    Op::Module(f) => doc(format!(
+    let saved_fields = plan.saved.iter().map(|&v| {
+        let field = grad::field_name(g, v);
+        let value = &g.nodes[v].name;
+        match &g.nodes[v].op {
+            Op::Module(f) => {
+                let layer = fields.iter().find(|fd| fd.name == *f).map(|fd| &fd.layer);
+                let d = if f == value {
+                    doc(format!(" What `{f}`'s backward needs."))
+                } else {
+                    doc(format!(
                         " What `{f}`'s backward needs (from the call computing `{value}`)."
-                    )),
-                    _ => TokenStream::new(),
+                    ))
                 };
                 match layer {
                     Some(layer) => {
@@ -548,6 +495,13 @@ pub fn class(def: &NetworkDef, fields: &[FieldDef], g: &Graph, plan: &Plan) -> T
                     None => quote!(#d #field: ()),
                 }
             }
+            Op::Call { ty, shown, .. } => {
+                let d = doc(format!(
+                    " What `{shown}` (computing `{value}`) keeps for backward."
+                ));
+                quote!(#d #field: <#ty as ::deriv::ops::Op>::Saved)
+            }
+            Op::Input => TokenStream::new(),
         }
     });
     let saved_doc = doc(format!(
@@ -630,7 +584,7 @@ pub fn class_stub(
     let (impl_g, ty_g, where_g) = generics.split_for_impl();
     let saved = format_ident!("{}Saved", name);
     let saved_ty = quote!(#saved #ty_g);
-    let strukt = class_struct(def, fields);
+    let strukt = class_struct(def, fields, Default::default());
     let Some(forward) = forward else {
         return strukt;
     };
@@ -683,12 +637,12 @@ pub fn class_stub(
 /// The class form's `TrainStep` (one input): the `NetWorkspace` struct and
 /// the impl. The workspace has, named after the values, a slot per value
 /// (`h`: the buffer an op writes, or a handle to a sub-module's output or
-/// the input), a workspace per sub-module call (`fc1_ws`, a type parameter
-/// so that the struct names no `TrainStep` bound), and a sum buffer per
-/// value that gets an adjoint (`d_h`, used when contributions add up, and by
-/// the activations' rules). relu, sigmoid, tanh and same-shape `a + b` write
-/// into their slots and their rules into the sum buffers; the other ops run
-/// their allocating forms and rules and keep the results in their slots.
+/// the input), what each op keeps for backward (`h_saved`), a workspace per
+/// sub-module call (`fc1_ws`, a type parameter so that the struct names no
+/// `TrainStep` bound), and a sum buffer per value that gets an adjoint
+/// (`d_h`), which the ops' gradient slots compute into. Every op runs the
+/// same `deriv::ops::Op` methods as the other two paths, writing into these
+/// buffers, so a steady-state step allocates nothing.
 pub fn class_train_step(
     def: &NetworkDef,
     fields: &[FieldDef],
@@ -739,6 +693,14 @@ pub fn class_train_step(
         let d = doc(format!(" The value `{n}`."));
         decls.push(quote!(#d #n: ::core::option::Option<::deriv::Tensor>));
         inits.push(quote!(#n: ::core::option::Option::None));
+        if let Op::Call { ty, shown, .. } = &g.nodes[v].op {
+            if need[v] != Need::Never {
+                let s = grad::field_name(g, v);
+                let d = doc(format!(" What `{shown}` keeps for backward."));
+                decls.push(quote!(#d #s: ::core::option::Option<<#ty as ::deriv::ops::Op>::Saved>));
+                inits.push(quote!(#s: ::core::option::Option::None));
+            }
+        }
         if need[v] != Need::Never && v != g.output {
             let dn = grad::adjoint_name(g, v);
             let d = doc(format!(" The summed gradient of `{n}`."));
@@ -775,18 +737,22 @@ pub fn class_train_step(
     };
     let dsl = quote!(::deriv::nn::dsl);
     let mut fwd = TokenStream::new();
+    // Last step's saved handles go first, so that every buffer is this
+    // workspace's alone again and the ops write into it in place.
+    for &v in &live_values {
+        if matches!(g.nodes[v].op, Op::Call { .. }) && need[v] != Need::Never {
+            let s = grad::field_name(g, v);
+            fwd.extend(quote!(__ws.#s = ::core::option::Option::None;));
+        }
+    }
     for &v in &live_values {
         let node = &g.nodes[v];
         let n = &node.name;
-        let arg = |i: usize| {
-            let a = &g.nodes[node.args[i]].name;
-            quote!(#a)
-        };
         let stmt = match &node.op {
             Op::Input => quote!(let #n: &::deriv::Tensor = #dsl::keep(&mut __ws.#n, #n);),
             Op::Module(f) => {
                 let w = call_ws(v);
-                let a = arg(0);
+                let a = &g.nodes[node.args[0]].name;
                 let span = f.span();
                 quote_spanned! {span=>
                     let #n: &::deriv::Tensor = #dsl::keep(
@@ -795,25 +761,22 @@ pub fn class_train_step(
                     );
                 }
             }
-            Op::Relu => {
-                let a = arg(0);
-                quote!(let #n: &::deriv::Tensor = #dsl::relu_ws(&mut __ws.#n, #a);)
-            }
-            Op::Sigmoid => {
-                let a = arg(0);
-                quote!(let #n: &::deriv::Tensor = #dsl::sigmoid_ws(&mut __ws.#n, #a);)
-            }
-            Op::Tanh => {
-                let a = arg(0);
-                quote!(let #n: &::deriv::Tensor = #dsl::tanh_ws(&mut __ws.#n, #a);)
-            }
-            Op::Add => {
-                let (a, b) = (arg(0), arg(1));
-                quote!(let #n: &::deriv::Tensor = #dsl::add_ws(&mut __ws.#n, #a, #b);)
-            }
-            _ => {
-                let e = op_expr(g, v, true);
-                quote!(let #n: &::deriv::Tensor = #dsl::store(&mut __ws.#n, #e);)
+            Op::Call { ctor, .. } => {
+                let args = call_args(g, v, true);
+                if need[v] == Need::Never {
+                    quote! {
+                        let #n: &::deriv::Tensor =
+                            ::deriv::autograd::forward_into(&#ctor, #args, &[], &mut __ws.#n, None);
+                    }
+                } else {
+                    let s = grad::field_name(g, v);
+                    let needs = grad::forward_needs(g, plan, v);
+                    quote! {
+                        let #n: &::deriv::Tensor = ::deriv::autograd::forward_into(
+                            &#ctor, #args, &[#(#needs),*], &mut __ws.#n, Some(&mut __ws.#s),
+                        );
+                    }
+                }
             }
         };
         fwd.extend(stmt);
@@ -823,13 +786,9 @@ pub fn class_train_step(
     // backward_ws
     let mut bwd = quote! {
         use ::core::option::Option::{self, None, Some};
-        use ::deriv::nn::Differentiable;
-        use ::deriv::{vjp, Tensor};
+        use ::deriv::ops::GradSlot;
+        use ::deriv::Tensor;
     };
-    for &v in &live_values {
-        let n = &g.nodes[v].name;
-        bwd.extend(quote!(let #n: &Tensor = #dsl::get(&__ws.#n);));
-    }
     for &v in &live_values {
         if need[v] == Need::Never {
             continue;
@@ -846,9 +805,18 @@ pub fn class_train_step(
             bwd.extend(quote! { let mut #d: Option<Tensor> = None; });
         }
     }
-    let guarded = |arg: ValueId, node: ValueId, s: TokenStream| match (need[arg], need[node]) {
-        (Need::IfInput, Need::Always) => quote!(if input_grad { #s }),
-        _ => s,
+    let make = |sum: TokenStream, buf: Option<TokenStream>, f: TokenStream| match buf {
+        Some(b) => quote!(GradSlot::with_buffer(#sum, #b, #f)),
+        None => quote!(GradSlot::new(#sum, #f)),
+    };
+    let acc_fn = |a: ValueId, t: TokenStream| {
+        let da = grad::adjoint_name(g, a);
+        quote!(#dsl::acc_ws(&mut #da, &mut __ws.#da, #t.as_ref());)
+    };
+    let slots = grad::Slots {
+        make: &make,
+        acc: &acc_fn,
+        buffers: true,
     };
     for &v in live_values.iter().rev() {
         let node = &g.nodes[v];
@@ -856,14 +824,7 @@ pub fn class_train_step(
             continue;
         }
         let d = grad::adjoint_name(g, v);
-        let n = &node.name;
-        let mut stmts = TokenStream::new();
-        // (the argument's adjoint, its sum buffer)
-        let slot = |a: ValueId| {
-            let da = grad::adjoint_name(g, a);
-            (quote!(&mut #da), quote!(&mut __ws.#da))
-        };
-        match &node.op {
+        let step = match &node.op {
             Op::Module(f) => {
                 let a = node.args[0];
                 let w = call_ws(v);
@@ -871,88 +832,22 @@ pub fn class_train_step(
                 let call =
                     quote!(::deriv::nn::TrainStep::backward_ws(&self.#f, &mut __ws.#w, &#d, #fl));
                 if need[a] == Need::Never {
-                    stmts.extend(quote!(let _ = #call;));
+                    quote!(let _ = #call;)
                 } else {
-                    let (da, buf) = slot(a);
-                    stmts.extend(quote!(#dsl::acc_ws(#da, #buf, #call);));
+                    let da = grad::adjoint_name(g, a);
+                    quote!(#dsl::acc_ws(&mut #da, &mut __ws.#da, #call);)
                 }
             }
-            Op::Relu | Op::Sigmoid | Op::Tanh => {
-                let a = node.args[0];
-                if need[a] != Need::Never {
-                    let f = match node.op {
-                        Op::Relu => quote!(acc_relu),
-                        Op::Sigmoid => quote!(acc_sigmoid),
-                        _ => quote!(acc_tanh),
-                    };
-                    let (da, buf) = slot(a);
-                    stmts.extend(guarded(a, v, quote!(#dsl::#f(#da, #buf, #n, &#d);)));
-                }
+            Op::Call { .. } => {
+                let s = grad::field_name(g, v);
+                let saved = quote!(#dsl::get_saved(&__ws.#s));
+                grad::op_step(g, plan, v, saved, &slots)
             }
-            op => {
-                let ctx = rules::Ctx {
-                    g: quote!(&#d),
-                    g_owned: quote!(#d.clone()),
-                    out: quote!(#n),
-                    args: node
-                        .args
-                        .iter()
-                        .map(|&a| {
-                            let an = &g.nodes[a].name;
-                            quote!(#an)
-                        })
-                        .collect(),
-                    shapes: node
-                        .args
-                        .iter()
-                        .map(|&a| {
-                            let an = &g.nodes[a].name;
-                            quote!(#an.shape())
-                        })
-                        .collect(),
-                    need: node
-                        .args
-                        .iter()
-                        .map(|&a| grad::flag(need[a], need[v]))
-                        .collect(),
-                    module: None,
-                };
-                match rules::adjoint(op, &ctx) {
-                    rules::Adjoint::Each(exprs) => {
-                        for (&a, e) in node.args.iter().zip(exprs) {
-                            if need[a] == Need::Never {
-                                continue;
-                            }
-                            let (da, buf) = slot(a);
-                            stmts.extend(guarded(
-                                a,
-                                v,
-                                quote!(#dsl::acc_ws(#da, #buf, Some(&(#e)));),
-                            ));
-                        }
-                    }
-                    rules::Adjoint::Pair(call) => {
-                        let mut binds = Vec::new();
-                        let mut accs = TokenStream::new();
-                        for (i, &a) in node.args.iter().enumerate() {
-                            if need[a] == Need::Never {
-                                binds.push(quote!(_));
-                            } else {
-                                let t = format_ident!("grad_{}", i);
-                                let (da, buf) = slot(a);
-                                accs.extend(quote!(#dsl::acc_ws(#da, #buf, #t.as_ref());));
-                                binds.push(quote!(#t));
-                            }
-                        }
-                        stmts.extend(quote! { let (#(#binds),*) = #call; #accs });
-                    }
-                    rules::Adjoint::Single(call) => stmts.extend(quote!(let _ = #call;)),
-                }
-            }
-        }
+            Op::Input => unreachable!(),
+        };
         bwd.extend(quote! {
             if let Some(#d) = #d {
-                #stmts
+                #step
             }
         });
     }

@@ -1,14 +1,15 @@
 //! The reverse sweep over the SSA graph: activity analysis (which values need
 //! an adjoint, statically or when the caller asks for input gradients), what
-//! the generated `Saved` struct holds, and the body of `backward`, where
-//! adjoints of values that fan out are summed with `::deriv::nn::dsl::acc`.
+//! the generated `Saved` struct holds (each op's and sub-module's own saved
+//! state), and the body of `backward`, which calls each op's
+//! `deriv::ops::Op::backward` with gradient slots over the adjoints. The
+//! macro knows no gradient rule: they are the ops' own.
 
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 use syn::Ident;
 
 use super::ir::{Graph, Op, ValueId};
-use super::rules::{self, Adjoint, Ctx, Save};
 
 /// Whether a value needs an adjoint.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
@@ -22,25 +23,12 @@ pub enum Need {
     Always,
 }
 
-/// One field of the generated `Saved` struct.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Saved {
-    /// A value's tensor.
-    Tensor(ValueId),
-    /// A value's shape (when its tensor is not saved anyway).
-    Shape(ValueId),
-    /// A module call's own `Saved`.
-    Module(ValueId),
-}
-
 /// The result of the analysis.
 pub struct Plan {
     /// Per node.
     pub need: Vec<Need>,
-    /// The `Saved` struct's fields, in forward order.
-    pub saved: Vec<Saved>,
-    /// Per node: whether its tensor is saved.
-    tensor_saved: Vec<bool>,
+    /// The nodes whose op or sub-module state goes into `Saved`, in forward order.
+    pub saved: Vec<ValueId>,
 }
 
 /// Activity analysis and the contents of `Saved`.
@@ -51,7 +39,7 @@ pub fn plan(g: &Graph) -> Plan {
         varied[id] = match node.op {
             Op::Input => Need::IfInput,
             Op::Module(_) => Need::Always,
-            _ => node
+            Op::Call { .. } => node
                 .args
                 .iter()
                 .map(|&a| varied[a])
@@ -62,55 +50,98 @@ pub fn plan(g: &Graph) -> Plan {
     let need: Vec<Need> = (0..n)
         .map(|i| if g.live[i] { varied[i] } else { Need::Never })
         .collect();
-    let mut tensor_saved = vec![false; n];
-    let mut shape_saved = vec![false; n];
-    let mut module_saved = vec![false; n];
-    for (id, node) in g.nodes.iter().enumerate() {
-        if need[id] == Need::Never {
-            continue;
-        }
-        if let Op::Module(_) = node.op {
-            module_saved[id] = true;
-        }
-        let needed: Vec<bool> = node.args.iter().map(|&a| need[a] != Need::Never).collect();
-        for s in rules::saves(&node.op, &needed) {
-            match s {
-                Save::Arg(i) => tensor_saved[node.args[i]] = true,
-                Save::Out => tensor_saved[id] = true,
-                Save::ArgShape(i) => shape_saved[node.args[i]] = true,
-            }
-        }
-    }
-    let mut saved = Vec::new();
-    for id in 0..n {
-        if module_saved[id] {
-            saved.push(Saved::Module(id));
-        }
-        if tensor_saved[id] {
-            saved.push(Saved::Tensor(id));
-        } else if shape_saved[id] {
-            saved.push(Saved::Shape(id));
-        }
-    }
-    Plan {
-        need,
-        saved,
-        tensor_saved,
-    }
+    let saved = (0..n)
+        .filter(|&id| need[id] != Need::Never && !matches!(g.nodes[id].op, Op::Input))
+        .collect();
+    Plan { need, saved }
 }
 
-/// The name of a `Saved` field.
-pub fn field_name(g: &Graph, item: Saved) -> Ident {
-    match item {
-        Saved::Tensor(v) => g.nodes[v].name.clone(),
-        Saved::Shape(v) => format_ident!("{}_shape", g.nodes[v].name),
-        Saved::Module(v) => format_ident!("{}_saved", g.nodes[v].name),
-    }
+/// The `Saved` field of a node: `h_saved`.
+pub fn field_name(g: &Graph, v: ValueId) -> Ident {
+    format_ident!("{}_saved", g.nodes[v].name)
 }
 
 /// The adjoint slot of a value: `d_h`.
 pub fn adjoint_name(g: &Graph, v: ValueId) -> Ident {
     format_ident!("d_{}", g.nodes[v].name)
+}
+
+/// Whether an argument's adjoint is wanted, as a `bool` expression, inside
+/// the reverse step of a node that has an adjoint.
+pub fn flag(arg: Need, node: Need) -> TokenStream {
+    match (arg, node) {
+        (Need::Never, _) => quote!(false),
+        (Need::IfInput, Need::Always) => quote!(input_grad),
+        _ => quote!(true),
+    }
+}
+
+/// Whether each argument of an op will want its gradient, as known when the
+/// forward pass saves: inputs that need one only on request are saved for.
+pub fn forward_needs(g: &Graph, plan: &Plan, v: ValueId) -> Vec<TokenStream> {
+    g.nodes[v]
+        .args
+        .iter()
+        .map(|&a| {
+            if plan.need[a] == Need::Never {
+                quote!(false)
+            } else {
+                quote!(true)
+            }
+        })
+        .collect()
+}
+
+/// How a reverse step reaches its arguments' adjoints.
+pub struct Slots<'a> {
+    /// `GradSlot` constructor tokens, given the adjoint (`&mut d_a`), its
+    /// sum buffer (`&mut __ws.d_a`, on the buffer-reusing path) and the flag.
+    pub make: &'a dyn Fn(TokenStream, Option<TokenStream>, TokenStream) -> TokenStream,
+    /// Adds a computed `Option<Tensor>` contribution to an adjoint.
+    pub acc: &'a dyn Fn(ValueId, TokenStream) -> TokenStream,
+    /// Whether adjoints have sum buffers (`__ws.d_a`).
+    pub buffers: bool,
+}
+
+/// The statements of one op's reverse step: `Op::backward(&op, saved, &d_v,
+/// &mut [slots])`, with a temporary slot for an argument that appears twice
+/// (`x * x`), added in afterwards.
+pub fn op_step(
+    g: &Graph,
+    plan: &Plan,
+    v: ValueId,
+    saved: TokenStream,
+    slots: &Slots<'_>,
+) -> TokenStream {
+    let node = &g.nodes[v];
+    let Op::Call { ctor, .. } = &node.op else {
+        unreachable!("op_step on an op node")
+    };
+    let d = adjoint_name(g, v);
+    let mut decls = TokenStream::new();
+    let mut after = TokenStream::new();
+    let mut made = Vec::new();
+    for (i, &a) in node.args.iter().enumerate() {
+        let f = flag(plan.need[a], plan.need[v]);
+        let repeated = node.args[..i].contains(&a);
+        if plan.need[a] == Need::Never || repeated {
+            let t = format_ident!("__slot{}", i);
+            decls.extend(quote!(let mut #t: Option<Tensor> = None;));
+            made.push((slots.make)(quote!(&mut #t), None, f));
+            if plan.need[a] != Need::Never {
+                after.extend((slots.acc)(a, quote!(#t)));
+            }
+        } else {
+            let da = adjoint_name(g, a);
+            let buf = slots.buffers.then(|| quote!(&mut __ws.#da));
+            made.push((slots.make)(quote!(&mut #da), buf, f));
+        }
+    }
+    quote! {
+        #decls
+        ::deriv::ops::Op::backward(&#ctor, #saved, &#d, &mut [#(#made),*]);
+        #after
+    }
 }
 
 /// The statements of `backward` (run under `no_grad`): destructure `saved`,
@@ -123,112 +154,62 @@ pub fn backward_body(g: &Graph, plan: &Plan, saved_ty: &Ident) -> TokenStream {
         use ::core::option::Option::{self, None, Some};
         use ::deriv::nn::dsl::acc;
         use ::deriv::nn::Differentiable;
-        use ::deriv::{vjp, Tensor};
+        use ::deriv::ops::GradSlot;
+        use ::deriv::Tensor;
         let #saved_ty { #(#fields),* } = saved;
     };
     let need = &plan.need;
-    // Adjoint slots, in forward order.
-    for (id, node) in g.nodes.iter().enumerate() {
-        if need[id] == Need::Never {
+    for (id, &n) in need.iter().enumerate() {
+        if n == Need::Never {
             continue;
         }
         let d = adjoint_name(g, id);
         if id == g.output {
-            let init = if need[id] == Need::Always {
+            let init = if n == Need::Always {
                 quote!(Some(grad_out.clone()))
             } else {
                 quote!(input_grad.then(|| grad_out.clone()))
             };
-            // Nothing downstream of the output is live: this slot only gets read.
             out.extend(quote! { let #d: Option<Tensor> = #init; });
         } else {
-            let _ = node;
             out.extend(quote! { let mut #d: Option<Tensor> = None; });
         }
     }
-    // The reverse sweep.
+    let make = |sum: TokenStream, _buf: Option<TokenStream>, f: TokenStream| quote!(GradSlot::new(#sum, #f));
+    let acc_fn = |a: ValueId, t: TokenStream| {
+        let da = adjoint_name(g, a);
+        quote!(acc(&mut #da, #t);)
+    };
+    let slots = Slots {
+        make: &make,
+        acc: &acc_fn,
+        buffers: false,
+    };
     for id in (0..g.nodes.len()).rev() {
         let node = &g.nodes[id];
         if need[id] == Need::Never || matches!(node.op, Op::Input) {
             continue;
         }
         let d = adjoint_name(g, id);
-        let ctx = Ctx {
-            g: quote!(&#d),
-            g_owned: quote!(#d),
-            out: {
-                let name = &node.name;
-                quote!(&#name)
-            },
-            args: node
-                .args
-                .iter()
-                .map(|&a| {
-                    let name = &g.nodes[a].name;
-                    quote!(&#name)
-                })
-                .collect(),
-            shapes: node
-                .args
-                .iter()
-                .map(|&a| {
-                    let name = &g.nodes[a].name;
-                    if plan.tensor_saved[a] {
-                        quote!(#name.shape())
-                    } else {
-                        let s = format_ident!("{}_shape", name);
-                        quote!(&#s)
-                    }
-                })
-                .collect(),
-            need: node.args.iter().map(|&a| flag(need[a], need[id])).collect(),
-            module: match &node.op {
-                Op::Module(field) => {
-                    let s = format_ident!("{}_saved", node.name);
-                    Some((quote!(&self.#field), quote!(#s)))
+        let s = field_name(g, id);
+        let step = match &node.op {
+            Op::Module(field) => {
+                let a = node.args[0];
+                let f = flag(need[a], need[id]);
+                let call = quote!(Differentiable::backward(&self.#field, #s, &#d, #f));
+                if need[a] == Need::Never {
+                    quote!(let _ = #call;)
+                } else {
+                    let da = adjoint_name(g, a);
+                    quote!(acc(&mut #da, #call);)
                 }
-                _ => None,
-            },
+            }
+            Op::Call { .. } => op_step(g, plan, id, quote!(&#s), &slots),
+            Op::Input => unreachable!(),
         };
-        let acc = quote!(acc);
-        let mut stmts = TokenStream::new();
-        match rules::adjoint(&node.op, &ctx) {
-            Adjoint::Each(exprs) => {
-                for (&a, e) in node.args.iter().zip(exprs) {
-                    if need[a] == Need::Never {
-                        continue;
-                    }
-                    let da = adjoint_name(g, a);
-                    let wrapped = wrap(need[a], need[id], e);
-                    stmts.extend(quote! { #acc(&mut #da, #wrapped); });
-                }
-            }
-            Adjoint::Pair(call) => {
-                let mut binds = Vec::new();
-                let mut accs = TokenStream::new();
-                for (i, &a) in node.args.iter().enumerate() {
-                    if need[a] == Need::Never {
-                        binds.push(quote!(_));
-                    } else {
-                        let t = format_ident!("grad_{}", i);
-                        let da = adjoint_name(g, a);
-                        accs.extend(quote! { #acc(&mut #da, #t); });
-                        binds.push(quote!(#t));
-                    }
-                }
-                stmts.extend(quote! { let (#(#binds),*) = #call; #accs });
-            }
-            Adjoint::Single(call) => match node.args.first() {
-                Some(&a) if need[a] != Need::Never => {
-                    let da = adjoint_name(g, a);
-                    stmts.extend(quote! { #acc(&mut #da, #call); });
-                }
-                _ => stmts.extend(quote! { let _ = #call; }),
-            },
-        }
         out.extend(quote! {
             if let Some(#d) = #d {
-                #stmts
+                #step
             }
         });
     }
@@ -250,22 +231,4 @@ pub fn backward_body(g: &Graph, plan: &Plan, saved_ty: &Ident) -> TokenStream {
         out.extend(quote!((#(#results),*)));
     }
     out
-}
-
-/// Whether an argument's adjoint is wanted, as a `bool` expression, inside
-/// the reverse step of a node that has an adjoint.
-pub fn flag(arg: Need, node: Need) -> TokenStream {
-    match (arg, node) {
-        (Need::Never, _) => quote!(false),
-        (Need::IfInput, Need::Always) => quote!(input_grad),
-        _ => quote!(true),
-    }
-}
-
-/// An argument's adjoint contribution as an `Option<Tensor>`.
-fn wrap(arg: Need, node: Need, e: TokenStream) -> TokenStream {
-    match (arg, node) {
-        (Need::IfInput, Need::Always) => quote!(input_grad.then(|| #e)),
-        _ => quote!(Some(#e)),
-    }
 }

@@ -1,6 +1,7 @@
-//! AST -> SSA: every intermediate value becomes a numbered node `(op, args)`,
-//! with the feature (last-dim) size tracked along the data flow so that
-//! layers fed the wrong size are reported where they are called.
+//! AST -> SSA: every intermediate value becomes a numbered node `(op, args)`:
+//! an input, a field call, or an op type (`deriv::ops::Op`) found by name.
+//! Sizes are checked later, at compile time, by the layers' and ops' own
+//! declared rules (`codegen::size_checks`).
 
 use std::collections::{HashMap, HashSet};
 
@@ -8,57 +9,29 @@ use proc_macro2::{Literal, TokenStream};
 use quote::{format_ident, quote, quote_spanned, ToTokens};
 use syn::Ident;
 
-use super::parse::{self, BinOp, Body, Expr, FieldDef, ForwardFn, Kind, Layer};
+use super::parse::{self, BinOp, Body, Expr, FieldDef, ForwardFn, Kind};
 use crate::errors::{closest, Errors};
 
 /// A value's index in [`Graph::nodes`].
 pub type ValueId = usize;
 
-/// What a node computes. Constant operands are the user's tokens (an `f64`
-/// expression for scalars, the written argument for dims and shapes).
+/// What a node computes.
 #[derive(Clone)]
 pub enum Op {
     /// A parameter of the forward function.
     Input,
     /// A call of a field (a sub-module).
     Module(Ident),
-    Add,
-    Sub,
-    Mul,
-    Div,
-    /// `x + c` or `c + x`.
-    AddScalar(TokenStream),
-    /// `x - c`.
-    SubScalar(TokenStream),
-    /// `c - x`.
-    RSubScalar(TokenStream),
-    /// `x * c` or `c * x`.
-    MulScalar(TokenStream),
-    /// `x / c`.
-    DivScalar(TokenStream),
-    /// `c / x`.
-    RDivScalar(TokenStream),
-    Neg,
-    Relu,
-    Sigmoid,
-    Tanh,
-    Exp,
-    Log,
-    Sqrt,
-    Square,
-    Pow(TokenStream),
-    Softmax(TokenStream),
-    LogSoftmax(TokenStream),
-    Matmul,
-    T,
-    Transpose(TokenStream, TokenStream),
-    Reshape(TokenStream),
-    View(TokenStream),
-    Flatten(TokenStream, TokenStream),
-    Sum,
-    SumDim(TokenStream, TokenStream),
-    Mean,
-    MeanDim(TokenStream, TokenStream),
+    /// An op (`deriv::ops::Op`) applied to the node's arguments: its type and
+    /// the expression that builds it (from the user's constant arguments).
+    Call {
+        /// The op's type: `::deriv::ops::Relu`, or a user's `Swish`.
+        ty: TokenStream,
+        /// `<Ty as Default>::default()` or `Ty::new(consts..)`, spanned at the call.
+        ctor: TokenStream,
+        /// How the user wrote the call, for messages (`relu`, `.softmax(1)`).
+        shown: String,
+    },
 }
 
 /// One SSA value.
@@ -69,7 +42,8 @@ pub struct Node {
     pub pref: String,
     /// The final, unique name (set by [`Graph`] construction).
     pub name: Ident,
-    pub size: Size,
+    /// Where the user wrote it (for spans of generated checks).
+    pub span: proc_macro2::Span,
 }
 
 /// The lowered forward body.
@@ -79,117 +53,6 @@ pub struct Graph {
     pub output: ValueId,
     /// Nodes the output depends on (the others are dropped; an unused input is not live).
     pub live: Vec<bool>,
-}
-
-// ---------------------------------------------------------------- sizes
-
-/// The feature (last-dim) size of a value, when the macro can tell.
-#[derive(Clone)]
-pub enum Size {
-    Unknown,
-    Known(Feat),
-}
-
-/// A known size: a literal integer, or tokens (a const generic) compared as written.
-#[derive(Clone)]
-pub struct Feat {
-    key: String,
-    is_int: bool,
-    /// As the user wrote it.
-    pub shown: String,
-    /// Where it comes from, for messages.
-    pub origin: String,
-}
-
-impl Feat {
-    fn of(e: &syn::Expr, origin: String) -> Feat {
-        let shown = parse::shown_expr(e);
-        if let syn::Expr::Lit(syn::ExprLit {
-            lit: syn::Lit::Int(i),
-            ..
-        }) = e
-        {
-            if let Ok(v) = i.base10_parse::<u128>() {
-                return Feat {
-                    key: v.to_string(),
-                    is_int: true,
-                    shown,
-                    origin,
-                };
-            }
-        }
-        Feat {
-            key: format!("tokens: {shown}"),
-            is_int: false,
-            shown,
-            origin,
-        }
-    }
-
-    fn is_one(&self) -> bool {
-        self.is_int && self.key == "1"
-    }
-}
-
-/// How a layer changes the feature size.
-pub enum Effect<'a> {
-    /// `Linear(in, out)`: expects `in`, produces `out`.
-    Linear {
-        input: Feat,
-        input_expr: &'a syn::Expr,
-        output: Feat,
-    },
-    /// Elementwise layers: the size goes through.
-    Preserve,
-    /// Anything else: unknown afterwards.
-    Unknown,
-}
-
-/// The size effect of a layer constructor, from its name and literal arguments.
-pub fn effect<'a>(layer: &'a Layer, origin: &str) -> Effect<'a> {
-    let args = layer.args();
-    match layer.kind().as_str() {
-        "Linear" if args.len() == 2 => Effect::Linear {
-            input: Feat::of(args[0], origin.to_string()),
-            input_expr: args[0],
-            output: Feat::of(args[1], origin.to_string()),
-        },
-        "ReLU" | "Sigmoid" | "Tanh" | "Dropout" | "Identity" | "Softmax" | "LogSoftmax" => {
-            Effect::Preserve
-        }
-        _ => Effect::Unknown,
-    }
-}
-
-/// The sequential form's check: each `Linear` takes what the previous layers output.
-pub fn check_sequential(layers: &[Layer], errs: &mut Errors) {
-    let mut current = Size::Unknown;
-    for layer in layers {
-        let shown = layer.shown();
-        match effect(layer, &format!("`{shown}`")) {
-            Effect::Linear {
-                input,
-                input_expr,
-                output,
-            } => {
-                if let Size::Known(have) = &current {
-                    if have.key != input.key {
-                        errs.spanned(
-                            input_expr,
-                            format!(
-                                "size mismatch: `{shown}` expects {} input features, but it \
-                                 receives {} (the output size of {})",
-                                input.shown, have.shown, have.origin
-                            ),
-                        );
-                    }
-                }
-                current = Size::Known(output);
-            }
-            Effect::Preserve => {}
-            Effect::Unknown => current = Size::Unknown,
-        }
-    }
 }
 
 // ---------------------------------------------------------------- lowering
@@ -203,22 +66,12 @@ enum Lowered {
     Invalid,
 }
 
-const FUNCTIONS: &[&str] = &[
-    "relu",
-    "sigmoid",
-    "tanh",
-    "exp",
-    "log",
-    "sqrt",
-    "softmax",
-    "log_softmax",
-    "matmul",
-];
-
-const FUNCTIONS_SHOWN: &str = "relu(x), sigmoid(x), tanh(x), exp(x), log(x), sqrt(x), \
-     softmax(x, dim), log_softmax(x, dim), matmul(a, b)";
-
-const METHODS: &[&str] = &[
+/// The ops `deriv::ops` defines, by the name a body calls them with (as a
+/// function `relu(x)` or a method `x.relu()`): such a call becomes the op
+/// type `::deriv::ops::Relu` (the name in CamelCase). Any other name is a
+/// user's op, resolved where the network is defined (`swish(x)` is `Swish`).
+/// The macro knows these names only, never their rules.
+const BUILTIN: &[&str] = &[
     "relu",
     "sigmoid",
     "tanh",
@@ -226,9 +79,24 @@ const METHODS: &[&str] = &[
     "log",
     "sqrt",
     "square",
+    "neg",
     "pow",
+    "gelu",
+    "silu",
+    "leaky_relu",
+    "elu",
+    "softplus",
+    "mish",
+    "hardtanh",
+    "logsigmoid",
+    "softmax",
+    "log_softmax",
+    "logsumexp",
+    "cumsum",
+    "matmul",
     "t",
     "transpose",
+    "permute",
     "reshape",
     "view",
     "flatten",
@@ -236,19 +104,40 @@ const METHODS: &[&str] = &[
     "sum_dim",
     "mean",
     "mean_dim",
-    "softmax",
-    "log_softmax",
-    "matmul",
 ];
 
-const METHODS_SHOWN: &str = ".relu() .sigmoid() .tanh() .exp() .log() .sqrt() .square() \
-     .pow(p) .t() .transpose(d0, d1) .reshape([..]) .view([..]) .flatten(start, end) .sum() \
-     .sum_dim(dims, keepdim) .mean() .mean_dim(dims, keepdim) .softmax(dim) \
-     .log_softmax(dim) .matmul(b)";
+/// `leaky_relu` -> `LeakyRelu`.
+fn camel(name: &str) -> String {
+    name.split('_')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let mut c = p.chars();
+            match c.next() {
+                Some(f) => f.to_uppercase().chain(c).collect::<String>(),
+                None => String::new(),
+            }
+        })
+        .collect()
+}
 
-const ADD_A_RULE: &str = "to use another operation, give it a gradient rule: implement \
-     `deriv::nn::Differentiable` (with `Module` and `Forward`) for a type of yours, make it a \
-     field (`op: MyOp`), and call the field (`op(x)`)";
+/// The op type of a call named `name` (at `span`), and the expression
+/// building it from the constant arguments `consts`.
+fn op_of(name: &Ident, consts: &[TokenStream]) -> (TokenStream, TokenStream) {
+    let span = name.span();
+    let raw = name.to_string();
+    let ty_ident = Ident::new(&camel(raw.trim_start_matches("r#")), span);
+    let ty = if BUILTIN.contains(&raw.as_str()) {
+        quote_spanned!(span=> ::deriv::ops::#ty_ident)
+    } else {
+        quote_spanned!(span=> #ty_ident)
+    };
+    let ctor = if consts.is_empty() {
+        quote_spanned!(span=> <#ty as ::core::default::Default>::default())
+    } else {
+        quote_spanned!(span=> #ty::new(#(#consts),*))
+    };
+    (ty, ctor)
+}
 
 /// Names a generated body uses for itself.
 const RESERVED: &[&str] = &[
@@ -307,7 +196,7 @@ pub fn lower(
         if l.vars.contains_key(&input.to_string()) {
             l.error(input, format!("the input `{input}` is declared twice"));
         }
-        let id = l.push(Op::Input, vec![], input.to_string(), Size::Unknown);
+        let id = l.push(Op::Input, vec![], input.to_string(), input.span());
         inputs.push(id);
         l.vars.insert(input.to_string(), Lowered::Value(id));
     }
@@ -425,19 +314,70 @@ impl Lowerer<'_> {
         self.fatal = true;
     }
 
-    fn push(&mut self, op: Op, args: Vec<ValueId>, pref: String, size: Size) -> ValueId {
+    fn push(
+        &mut self,
+        op: Op,
+        args: Vec<ValueId>,
+        pref: String,
+        span: proc_macro2::Span,
+    ) -> ValueId {
         self.nodes.push(Node {
             op,
             args,
             pref,
             name: format_ident!("v"),
-            size,
+            span,
         });
         self.nodes.len() - 1
     }
 
-    fn size(&self, id: ValueId) -> Size {
-        self.nodes[id].size.clone()
+    /// A node applying the op named `name` to `args`, built from `consts`.
+    fn call_op(
+        &mut self,
+        name: &Ident,
+        args: Vec<ValueId>,
+        consts: &[TokenStream],
+        shown: String,
+        span: proc_macro2::Span,
+    ) -> ValueId {
+        let (ty, ctor) = op_of(name, consts);
+        let pref = name.to_string().trim_start_matches("r#").to_string();
+        self.push(Op::Call { ty, ctor, shown }, args, pref, span)
+    }
+
+    /// An operator (`+`, `* c`, `-x`): the op type `::deriv::ops::<ty>`.
+    fn operator(
+        &mut self,
+        ty: &str,
+        args: Vec<ValueId>,
+        consts: &[TokenStream],
+        pref: &str,
+        e: &Expr,
+    ) -> ValueId {
+        let span = e
+            .tokens
+            .clone()
+            .into_iter()
+            .next()
+            .map_or_else(proc_macro2::Span::call_site, |t| t.span());
+        let id = Ident::new(ty, span);
+        let path = quote_spanned!(span=> ::deriv::ops::#id);
+        let ctor = if consts.is_empty() {
+            quote_spanned!(span=> <#path as ::core::default::Default>::default())
+        } else {
+            quote_spanned!(span=> #path::new(#(#consts),*))
+        };
+        let shown = parse::tidy_tokens(&e.tokens);
+        self.push(
+            Op::Call {
+                ty: path,
+                ctor,
+                shown,
+            },
+            args,
+            pref.to_string(),
+            span,
+        )
     }
 
     fn expr(&mut self, e: &Expr) -> Lowered {
@@ -454,11 +394,11 @@ impl Lowerer<'_> {
                 },
                 Lowered::Const,
             ),
-            Kind::Bool => {
+            Kind::Bool | Kind::Str => {
                 self.error(
                     &e.tokens,
-                    "a boolean is only allowed as a constant argument (as `keepdim` in \
-                     `.sum_dim(1, true)`)",
+                    "booleans and strings are only allowed as constant arguments (as \
+                     `keepdim` in `.sum_dim(1, true)`, or `gelu(x, \"tanh\")`)",
                 );
                 Lowered::Invalid
             }
@@ -474,10 +414,7 @@ impl Lowerer<'_> {
             Kind::Method { recv, method, args } => self.method(recv, method, args, e),
             Kind::Binary { op, lhs, rhs } => self.binary(*op, lhs, rhs, e),
             Kind::Neg(a) => match self.expr(a) {
-                Lowered::Value(v) => {
-                    let size = self.size(v);
-                    Lowered::Value(self.push(Op::Neg, vec![v], "neg".into(), size))
-                }
+                Lowered::Value(v) => Lowered::Value(self.operator("Neg", vec![v], &[], "neg", e)),
                 Lowered::Const(c) => Lowered::Const(quote!((-#c))),
                 Lowered::Invalid => Lowered::Invalid,
             },
@@ -539,7 +476,7 @@ impl Lowerer<'_> {
 
     fn is_constant(&mut self, e: &Expr) -> bool {
         match &e.kind {
-            Kind::Num(_) | Kind::Bool => true,
+            Kind::Num(_) | Kind::Bool | Kind::Str => true,
             Kind::Neg(a) => self.is_constant(a),
             Kind::Array(items) => items.iter().all(|i| self.is_constant(i)),
             Kind::Binary { lhs, rhs, .. } => self.is_constant(lhs) && self.is_constant(rhs),
@@ -581,149 +518,128 @@ impl Lowerer<'_> {
         }
     }
 
-    /// A scalar argument (the exponent of `.pow`): an `f64` expression.
-    fn scalar(&mut self, e: &Expr, what: &str) -> Option<TokenStream> {
-        match self.expr(e) {
-            Lowered::Const(c) => Some(c),
-            Lowered::Value(_) => {
-                self.error(&e.tokens, format!("{what} must be a number, not a tensor"));
-                None
+    /// Whether an argument is a constant (a number, bool, string, array of
+    /// them, or a name that is not a value of the body): checked without
+    /// reporting, to split a call's arguments into tensors and constants.
+    fn looks_constant(&self, e: &Expr) -> bool {
+        match &e.kind {
+            Kind::Num(_) | Kind::Bool | Kind::Str | Kind::Array(_) => true,
+            Kind::Neg(a) => self.looks_constant(a),
+            Kind::Binary { lhs, rhs, .. } => self.looks_constant(lhs) && self.looks_constant(rhs),
+            Kind::Var(id) => {
+                let name = id.to_string();
+                !self.vars.contains_key(&name)
+                    && !self.fields.iter().any(|f| f.name == *id)
+                    && !self.inputs.contains(&name)
             }
-            Lowered::Invalid => None,
+            _ => false,
         }
     }
 
-    fn arity(&mut self, e: &Expr, args: &[Expr], want: usize, shown: &str) -> bool {
-        if args.len() == want {
-            return true;
+    /// A call's arguments: the tensors (lowered), then the constants (the
+    /// user's tokens, pasted as written, so an integer dim keeps its type).
+    fn split_args(
+        &mut self,
+        what: &str,
+        args: &[Expr],
+    ) -> Option<(Vec<ValueId>, Vec<TokenStream>)> {
+        let first_const = args
+            .iter()
+            .position(|a| self.looks_constant(a))
+            .unwrap_or(args.len());
+        let mut values = Vec::new();
+        let mut ok = true;
+        for a in &args[..first_const] {
+            match self.value(a, &format!("an argument of `{what}`")) {
+                Some(v) => values.push(v),
+                None => ok = false,
+            }
         }
-        let plural = if want == 1 { "" } else { "s" };
-        self.error(
-            &e.tokens,
-            format!(
-                "`{}` takes {want} argument{plural}, as in `{shown}`, but was given {}",
-                shown.split('(').next().unwrap_or(shown),
-                args.len()
-            ),
-        );
-        // Still look inside, for the errors there.
-        for a in args {
-            let _ = self.expr(a);
+        let mut consts = Vec::new();
+        for a in &args[first_const..] {
+            if !self.looks_constant(a) {
+                let _ = self.expr(a);
+                self.error(
+                    &a.tokens,
+                    format!(
+                        "`{what}` takes its tensor arguments first and its constant arguments \
+                         (numbers, dims, `true`/`false`, strings) after them"
+                    ),
+                );
+                ok = false;
+            } else if let Some(c) = self.constant(a) {
+                consts.push(c);
+            } else {
+                ok = false;
+            }
         }
-        false
+        ok.then_some((values, consts))
     }
 
     fn call(&mut self, func: &Ident, args: &[Expr], e: &Expr) -> Lowered {
         let fname = func.to_string();
-        if let Some(field) = self.fields.iter().find(|f| f.name == *func) {
-            if !self.arity(e, args, 1, &format!("{fname}(x)")) {
+        if self.fields.iter().any(|f| f.name == *func) {
+            if args.len() != 1 {
+                self.error(
+                    &e.tokens,
+                    format!(
+                        "`{fname}` is a field (a layer): it takes 1 argument, as in \
+                         `{fname}(x)`, but was given {}",
+                        args.len()
+                    ),
+                );
+                for a in args {
+                    let _ = self.expr(a);
+                }
                 return Lowered::Invalid;
             }
             let Some(x) = self.value(&args[0], &format!("the input of `{fname}`")) else {
                 return Lowered::Invalid;
             };
-            let shown = field.layer.shown();
-            let origin = format!("`{fname}` = `{shown}`");
-            let size = match effect(&field.layer, &origin) {
-                Effect::Linear { input, output, .. } => {
-                    if let Size::Known(have) = self.size(x) {
-                        if have.key != input.key {
-                            // Not fatal: the code is still generated.
-                            self.errs.spanned(
-                                &e.tokens,
-                                format!(
-                                    "size mismatch: `{fname}` is `{shown}`, which expects {} \
-                                     input features, but it receives {} here (the output size \
-                                     of {})",
-                                    input.shown, have.shown, have.origin
-                                ),
-                            );
-                        }
-                    }
-                    Size::Known(output)
-                }
-                Effect::Preserve => self.size(x),
-                Effect::Unknown => Size::Unknown,
-            };
-            return Lowered::Value(self.push(Op::Module(func.clone()), vec![x], fname, size));
+            return Lowered::Value(
+                self.push(
+                    Op::Module(func.clone()),
+                    vec![x],
+                    fname,
+                    e.tokens
+                        .clone()
+                        .into_iter()
+                        .next()
+                        .map_or(func.span(), |t| t.span()),
+                ),
+            );
         }
-        let (op, want, shown) = match fname.as_str() {
-            "relu" => (Op::Relu, 1, "relu(x)"),
-            "sigmoid" => (Op::Sigmoid, 1, "sigmoid(x)"),
-            "tanh" => (Op::Tanh, 1, "tanh(x)"),
-            "exp" => (Op::Exp, 1, "exp(x)"),
-            "log" => (Op::Log, 1, "log(x)"),
-            "sqrt" => (Op::Sqrt, 1, "sqrt(x)"),
-            "softmax" => (Op::Softmax(TokenStream::new()), 2, "softmax(x, dim)"),
-            "log_softmax" => (Op::LogSoftmax(TokenStream::new()), 2, "log_softmax(x, dim)"),
-            "matmul" => (Op::Matmul, 2, "matmul(a, b)"),
-            _ => {
-                self.unknown_function(func, args);
+        if !BUILTIN.contains(&fname.as_str()) {
+            // A misspelt field reads better as that than as an unknown op type.
+            let fields: Vec<String> = self.fields.iter().map(|f| f.name.to_string()).collect();
+            if let Some(f) = closest(&fname, fields.iter().map(String::as_str)) {
+                for a in args {
+                    let _ = self.expr(a);
+                }
+                self.error(
+                    func,
+                    format!(
+                        "no field `{fname}`; the fields are {} (did you mean `{f}`?)",
+                        list(&fields)
+                    ),
+                );
                 return Lowered::Invalid;
             }
-        };
-        if !self.arity(e, args, want, shown) {
-            return Lowered::Invalid;
         }
-        let what = format!("the first argument of `{fname}`");
-        let Some(x) = self.value(&args[0], &what) else {
+        let Some((values, consts)) = self.split_args(&fname, args) else {
             return Lowered::Invalid;
         };
-        let size = self.size(x);
-        let (op, args, size) = match op {
-            Op::Softmax(_) | Op::LogSoftmax(_) => {
-                let Some(dim) = self.constant(&args[1]) else {
-                    return Lowered::Invalid;
-                };
-                let op = if fname == "softmax" {
-                    Op::Softmax(dim)
-                } else {
-                    Op::LogSoftmax(dim)
-                };
-                (op, vec![x], size)
-            }
-            Op::Matmul => {
-                let Some(b) = self.value(&args[1], "the second argument of `matmul`") else {
-                    return Lowered::Invalid;
-                };
-                (Op::Matmul, vec![x, b], Size::Unknown)
-            }
-            op => (op, vec![x], size),
-        };
-        Lowered::Value(self.push(op, args, fname, size))
-    }
-
-    fn unknown_function(&mut self, func: &Ident, args: &[Expr]) {
-        for a in args {
-            let _ = self.expr(a);
-        }
-        let name = func.to_string();
-        let fields: Vec<String> = self.fields.iter().map(|f| f.name.to_string()).collect();
-        let field_list = if fields.is_empty() {
-            "this network has no fields".to_string()
-        } else {
-            format!("the fields are {}", list(&fields))
-        };
-        if let Some(f) = closest(&name, fields.iter().map(String::as_str)) {
+        if values.is_empty() {
             self.error(
-                func,
-                format!("no field `{name}`; {field_list} (did you mean `{f}`?)"),
+                &e.tokens,
+                format!("`{fname}` needs a tensor argument, as in `{fname}(x)`"),
             );
-            return;
+            return Lowered::Invalid;
         }
-        let hint = closest(&name, FUNCTIONS.iter().copied())
-            .map(|c| format!(" (did you mean `{c}`?)"))
-            .unwrap_or_default();
-        self.error(
-            func,
-            format!(
-                "unknown function `{name}`{hint}: a network body can call its fields \
-                 ({field_list}) and the built-in functions {FUNCTIONS_SHOWN}; {ADD_A_RULE}"
-            ),
-        );
+        Lowered::Value(self.call_op(func, values, &consts, format!("{fname}(..)"), func.span()))
     }
 
-    fn method(&mut self, recv: &Expr, method: &Ident, args: &[Expr], e: &Expr) -> Lowered {
+    fn method(&mut self, recv: &Expr, method: &Ident, args: &[Expr], _e: &Expr) -> Lowered {
         let name = method.to_string();
         let Some(x) = self.value(recv, &format!("the receiver of `.{name}()`")) else {
             for a in args {
@@ -731,94 +647,17 @@ impl Lowerer<'_> {
             }
             return Lowered::Invalid;
         };
-        let same = self.size(x);
-        let (want, shown) = match name.as_str() {
-            "relu" | "sigmoid" | "tanh" | "exp" | "log" | "sqrt" | "square" | "t" | "sum"
-            | "mean" => (0, format!(".{name}()")),
-            "pow" => (1, ".pow(p)".into()),
-            "softmax" | "log_softmax" => (1, format!(".{name}(dim)")),
-            "reshape" | "view" => (1, format!(".{name}([..])")),
-            "matmul" => (1, ".matmul(b)".into()),
-            "transpose" => (2, ".transpose(d0, d1)".into()),
-            "flatten" => (2, ".flatten(start, end)".into()),
-            "sum_dim" | "mean_dim" => (2, format!(".{name}(dims, keepdim)")),
-            _ => {
-                for a in args {
-                    let _ = self.expr(a);
-                }
-                let hint = closest(&name, METHODS.iter().copied())
-                    .map(|c| format!(" (did you mean `.{c}()`?)"))
-                    .unwrap_or_default();
-                self.error(
-                    method,
-                    format!(
-                        "unknown method `.{name}()`{hint}: the tensor methods a network body \
-                         supports are {METHODS_SHOWN}; {ADD_A_RULE}"
-                    ),
-                );
-                return Lowered::Invalid;
-            }
-        };
-        if args.len() != want {
-            let plural = if want == 1 { "" } else { "s" };
-            self.error(
-                &e.tokens,
-                format!(
-                    "`.{name}` takes {want} argument{plural}, as in `{shown}`, but was given {}",
-                    args.len()
-                ),
-            );
+        let Some((mut values, consts)) = self.split_args(&format!(".{name}()"), args) else {
             return Lowered::Invalid;
-        }
-        let unknown = Size::Unknown;
-        let (op, args, size) = match name.as_str() {
-            "relu" => (Op::Relu, vec![x], same),
-            "sigmoid" => (Op::Sigmoid, vec![x], same),
-            "tanh" => (Op::Tanh, vec![x], same),
-            "exp" => (Op::Exp, vec![x], same),
-            "log" => (Op::Log, vec![x], same),
-            "sqrt" => (Op::Sqrt, vec![x], same),
-            "square" => (Op::Square, vec![x], same),
-            "t" => (Op::T, vec![x], unknown),
-            "sum" => (Op::Sum, vec![x], unknown),
-            "mean" => (Op::Mean, vec![x], unknown),
-            "pow" => {
-                let Some(p) = self.scalar(&args[0], "the exponent of `.pow`") else {
-                    return Lowered::Invalid;
-                };
-                (Op::Pow(p), vec![x], same)
-            }
-            "matmul" => {
-                let Some(b) = self.value(&args[0], "the argument of `.matmul`") else {
-                    return Lowered::Invalid;
-                };
-                (Op::Matmul, vec![x, b], unknown)
-            }
-            _ => {
-                let mut consts = Vec::new();
-                for a in args {
-                    consts.push(self.constant(a));
-                }
-                let consts: Option<Vec<TokenStream>> = consts.into_iter().collect();
-                let Some(mut c) = consts else {
-                    return Lowered::Invalid;
-                };
-                let second = if c.len() > 1 { c.pop() } else { None };
-                let first = c.pop().unwrap_or_default();
-                let second = second.unwrap_or_default();
-                match name.as_str() {
-                    "softmax" => (Op::Softmax(first), vec![x], same),
-                    "log_softmax" => (Op::LogSoftmax(first), vec![x], same),
-                    "reshape" => (Op::Reshape(first), vec![x], unknown),
-                    "view" => (Op::View(first), vec![x], unknown),
-                    "transpose" => (Op::Transpose(first, second), vec![x], unknown),
-                    "flatten" => (Op::Flatten(first, second), vec![x], unknown),
-                    "sum_dim" => (Op::SumDim(first, second), vec![x], unknown),
-                    _ => (Op::MeanDim(first, second), vec![x], unknown),
-                }
-            }
         };
-        Lowered::Value(self.push(op, args, name, size))
+        values.insert(0, x);
+        Lowered::Value(self.call_op(
+            method,
+            values,
+            &consts,
+            format!(".{name}(..)"),
+            method.span(),
+        ))
     }
 
     fn binary(&mut self, op: BinOp, lhs: &Expr, rhs: &Expr, e: &Expr) -> Lowered {
@@ -829,38 +668,34 @@ impl Lowerer<'_> {
             BinOp::Sub => "sub",
             BinOp::Mul => "mul",
             BinOp::Div => "div",
-        }
-        .to_string();
+        };
         match (a, b) {
             (Lowered::Value(a), Lowered::Value(b)) => {
-                let size = self.broadcast(a, b, e);
-                let op = match op {
-                    BinOp::Add => Op::Add,
-                    BinOp::Sub => Op::Sub,
-                    BinOp::Mul => Op::Mul,
-                    BinOp::Div => Op::Div,
+                let ty = match op {
+                    BinOp::Add => "Add",
+                    BinOp::Sub => "Sub",
+                    BinOp::Mul => "Mul",
+                    BinOp::Div => "Div",
                 };
-                Lowered::Value(self.push(op, vec![a, b], base, size))
+                Lowered::Value(self.operator(ty, vec![a, b], &[], base, e))
             }
             (Lowered::Value(a), Lowered::Const(c)) => {
-                let op = match op {
-                    BinOp::Add => Op::AddScalar(c),
-                    BinOp::Sub => Op::SubScalar(c),
-                    BinOp::Mul => Op::MulScalar(c),
-                    BinOp::Div => Op::DivScalar(c),
+                let ty = match op {
+                    BinOp::Add => "AddScalar",
+                    BinOp::Sub => "SubScalar",
+                    BinOp::Mul => "MulScalar",
+                    BinOp::Div => "DivScalar",
                 };
-                let size = self.size(a);
-                Lowered::Value(self.push(op, vec![a], base, size))
+                Lowered::Value(self.operator(ty, vec![a], &[c], base, e))
             }
             (Lowered::Const(c), Lowered::Value(b)) => {
-                let op = match op {
-                    BinOp::Add => Op::AddScalar(c),
-                    BinOp::Sub => Op::RSubScalar(c),
-                    BinOp::Mul => Op::MulScalar(c),
-                    BinOp::Div => Op::RDivScalar(c),
+                let ty = match op {
+                    BinOp::Add => "AddScalar",
+                    BinOp::Sub => "RSubScalar",
+                    BinOp::Mul => "MulScalar",
+                    BinOp::Div => "RDivScalar",
                 };
-                let size = self.size(b);
-                Lowered::Value(self.push(op, vec![b], base, size))
+                Lowered::Value(self.operator(ty, vec![b], &[c], base, e))
             }
             (Lowered::Const(a), Lowered::Const(b)) => Lowered::Const(match op {
                 BinOp::Add => quote!((#a + #b)),
@@ -869,36 +704,6 @@ impl Lowerer<'_> {
                 BinOp::Div => quote!((#a / #b)),
             }),
             _ => Lowered::Invalid,
-        }
-    }
-
-    /// The feature size of a broadcasting binary op; reports last dims that
-    /// cannot broadcast (two different literal sizes, neither 1).
-    fn broadcast(&mut self, a: ValueId, b: ValueId, e: &Expr) -> Size {
-        match (self.size(a), self.size(b)) {
-            (Size::Known(x), Size::Known(y)) => {
-                if x.key == y.key || y.is_one() {
-                    Size::Known(x)
-                } else if x.is_one() {
-                    Size::Known(y)
-                } else {
-                    if x.is_int && y.is_int {
-                        self.errs.spanned(
-                            &e.tokens,
-                            format!(
-                                "size mismatch: the operands have {} and {} features (the \
-                                 output sizes of {} and {}), which do not broadcast",
-                                x.shown, y.shown, x.origin, y.origin
-                            ),
-                        );
-                    }
-                    Size::Unknown
-                }
-            }
-            (Size::Known(x), Size::Unknown) | (Size::Unknown, Size::Known(x)) if !x.is_one() => {
-                Size::Known(x)
-            }
-            _ => Size::Unknown,
         }
     }
 }

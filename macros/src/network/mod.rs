@@ -1,14 +1,15 @@
 //! `network!`: a model's forward body in, the model with a forward pass on
 //! the tape and a backward pass derived at compile time out.
 //!
-//! parse (DSL -> AST) -> ir (AST -> SSA, size checks) -> grad (activity,
-//! `Saved`, the reverse sweep, using the per-op rules) -> codegen (tokens).
+//! parse (DSL -> AST) -> ir (AST -> SSA; a call is an op type found by name)
+//! -> grad (activity, `Saved`, the reverse sweep calling each op's own
+//! backward) -> codegen (tokens, and the compile-time size checks).
 
 mod codegen;
 mod grad;
 mod ir;
 mod parse;
-mod rules;
+mod sizes;
 
 use proc_macro2::TokenStream;
 use quote::quote;
@@ -37,10 +38,7 @@ fn definition(def: &NetworkDef) -> TokenStream {
     let mut errs = Errors::default();
     check_generics(&def.generics, &mut errs);
     let code = match &def.body {
-        DefBody::Sequential { layers } => {
-            ir::check_sequential(layers, &mut errs);
-            codegen::sequential(def, layers)
-        }
+        DefBody::Sequential { layers } => codegen::sequential(def, layers),
         DefBody::Class { fields, forward } => {
             let mut seen: Vec<String> = Vec::new();
             for f in fields {

@@ -139,15 +139,6 @@ impl Layer {
         self.args.iter().flat_map(|a| a.iter()).collect()
     }
 
-    /// The last path segment's name (`Linear` for `nn::Linear`).
-    pub fn kind(&self) -> String {
-        self.path
-            .segments
-            .last()
-            .map(|s| s.ident.to_string())
-            .unwrap_or_default()
-    }
-
     /// How the user wrote it, for messages: `Linear(784, 256)`.
     pub fn shown(&self) -> String {
         let path = tidy(&self.path.to_token_stream().to_string());
@@ -159,6 +150,11 @@ impl Layer {
             }
         }
     }
+}
+
+/// Tokens as the user would write them.
+pub fn tidy_tokens(t: &TokenStream) -> String {
+    tidy(&t.to_string())
 }
 
 /// An expression as the user would write it (token printing adds spaces).
@@ -236,6 +232,8 @@ pub enum Kind {
     Num(syn::Lit),
     /// `true` / `false` (only as a constant argument).
     Bool,
+    /// A string (only as a constant argument: `gelu(x, "tanh")`).
+    Str,
     /// `[a, b]` (only as a constant argument).
     Array(Vec<Expr>),
     /// `f(args)`: a field or a built-in function.
@@ -432,7 +430,12 @@ pub fn expr(e: &syn::Expr, errs: &mut Errors) -> Expr {
         E::Lit(l) => match &l.lit {
             syn::Lit::Int(_) | syn::Lit::Float(_) => Kind::Num(l.lit.clone()),
             syn::Lit::Bool(_) => Kind::Bool,
-            other => unsupported(errs, other, "literals other than numbers and booleans are"),
+            syn::Lit::Str(_) => Kind::Str,
+            other => unsupported(
+                errs,
+                other,
+                "literals other than numbers, booleans and strings are",
+            ),
         },
         E::Paren(p) => return with_tokens(expr(&p.expr, errs), e),
         E::Group(g) => return with_tokens(expr(&g.expr, errs), e),

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 
+use super::hooks::{run_post_accumulate_hooks, BackwardScope};
 use super::{no_grad, Edge, GradNode};
 use crate::backend::{cpu, Buffer};
 use crate::error::{Error, OrPanic, Result};
@@ -84,29 +85,99 @@ fn add_same_shape(dst: &Tensor, src: &Tensor) -> bool {
         crate::backend::cuda::ops::update(crate::backend::Ew::Add, dst, src, src.layout(), 0.0);
         return true;
     }
-    let s = src.storage().read();
-    match &*s {
-        Buffer::F32(s) => {
-            if let Buffer::F32(d) = &mut *dst.storage().write() {
-                cpu::update(d, dst.layout(), s, src.layout(), |x, y| x + y);
-            }
-        }
-        Buffer::F64(s) => {
-            if let Buffer::F64(d) = &mut *dst.storage().write() {
-                cpu::update(d, dst.layout(), s, src.layout(), |x, y| x + y);
-            }
-        }
-        _ => return false,
+    if !dst.dtype().is_float() {
+        return false;
+    }
+    // In the global lock order: another thread may copy between the two.
+    let ([s], [d]) = crate::backend::lock_storages([Some(&**src.storage())], [Some(dst.storage())]);
+    let locked = "distinct storages are each locked";
+    match (&mut *d.expect(locked), &*s.expect(locked)) {
+        (Buffer::F32(d), Buffer::F32(s)) => cpu::update(
+            "backward (gradient accumulation)",
+            d,
+            dst.layout(),
+            s,
+            src.layout(),
+            |x, y| x + y,
+        ),
+        (Buffer::F64(d), Buffer::F64(s)) => cpu::update(
+            "backward (gradient accumulation)",
+            d,
+            dst.layout(),
+            s,
+            src.layout(),
+            |x, y| x + y,
+        ),
+        _ => unreachable!("one float dtype, checked above"),
     }
     true
 }
 
+/// The leaves of a graph that have post-accumulate-grad hooks: how many
+/// edges still lead to each, and whether one brought a gradient. A leaf's
+/// hooks run after its last edge, so they see the complete gradient once per
+/// backward however many ops used the leaf.
+#[derive(Default)]
+struct HookedLeaves<'g> {
+    leaves: Vec<(&'g Tensor, usize, bool)>,
+}
+
+impl<'g> HookedLeaves<'g> {
+    fn scan(order: &[&'g GradNode]) -> Self {
+        let mut h = HookedLeaves::default();
+        for n in order {
+            for edge in n.next.as_slice() {
+                if let Some(Edge::Leaf(leaf)) = edge {
+                    if leaf.has_grad_hooks() {
+                        match h.find(leaf) {
+                            Some(i) => h.leaves[i].1 += 1,
+                            None => h.leaves.push((leaf, 1, false)),
+                        }
+                    }
+                }
+            }
+        }
+        h
+    }
+
+    fn find(&self, leaf: &Tensor) -> Option<usize> {
+        self.leaves
+            .iter()
+            .position(|(l, _, _)| Arc::ptr_eq(&l.0, &leaf.0))
+    }
+
+    /// One edge into `leaf` has been handled; runs its hooks after the last.
+    fn visit(&mut self, leaf: &Tensor, brought_grad: bool) {
+        let Some(i) = self.find(leaf) else {
+            return;
+        };
+        let entry = &mut self.leaves[i];
+        entry.1 -= 1;
+        entry.2 |= brought_grad;
+        if entry.1 == 0 && entry.2 {
+            run_post_accumulate_hooks(leaf);
+        }
+    }
+
+    /// The edges of a node that got no gradient: nothing flows into its leaves.
+    fn skip(&mut self, node: &GradNode) {
+        for edge in node.next.as_slice() {
+            if let Some(Edge::Leaf(leaf)) = edge {
+                self.visit(leaf, false);
+            }
+        }
+    }
+}
+
 pub(crate) fn run_backward(root: &Tensor, seed: Tensor, retain_graph: bool) -> Result<()> {
     let _guard = super::NoGradGuard::new();
+    let scope = BackwardScope::enter();
     let Some(root_node) = root.grad_node() else {
         if root.requires_grad() {
             // backward() on a leaf: its gradient is the seed.
             accumulate(root, seed);
+            run_post_accumulate_hooks(root);
+            scope.finish();
             return Ok(());
         }
         return Err(Error::Autograd(
@@ -181,12 +252,17 @@ pub(crate) fn run_backward(root: &Tensor, seed: Tensor, retain_graph: bool) -> R
         }
     }
 
+    let mut hooked = HookedLeaves::scan(&order);
+
     let mut grads: Vec<Option<Tensor>> = Vec::with_capacity(order.len());
     grads.resize(order.len(), None);
     grads[0] = Some(seed);
     for i in 0..order.len() {
         let node = order[i];
         let Some(grad) = grads[i].take() else {
+            if !hooked.leaves.is_empty() {
+                hooked.skip(node);
+            }
             continue;
         };
         let input_grads = {
@@ -202,6 +278,14 @@ pub(crate) fn run_backward(root: &Tensor, seed: Tensor, retain_graph: bool) -> R
         };
         drop(grad);
         for (edge, g) in node.next.as_slice().iter().zip(input_grads) {
+            if let (Some(Edge::Leaf(leaf)), false) = (edge, hooked.leaves.is_empty()) {
+                let brought = g.is_some();
+                if let Some(g) = g {
+                    accumulate(leaf, g);
+                }
+                hooked.visit(leaf, brought);
+                continue;
+            }
             let (Some(edge), Some(g)) = (edge, g) else {
                 continue;
             };
@@ -227,6 +311,8 @@ pub(crate) fn run_backward(root: &Tensor, seed: Tensor, retain_graph: bool) -> R
             }
         }
     }
+    drop(grads);
+    scope.finish();
     Ok(())
 }
 

@@ -6,12 +6,20 @@
 
 pub(crate) mod engine;
 mod gradcheck;
+mod hooks;
 mod mode;
+mod op;
 
 use std::sync::{Arc, Mutex};
 
 pub use gradcheck::{gradcheck, gradcheck_opts, GradcheckOptions, GradcheckReport};
+pub use hooks::HookHandle;
+#[allow(unused_imports)]
+pub(crate) use hooks::{queue_callback, run_post_accumulate_hooks, Hooks};
 pub use mode::{is_grad_enabled, no_grad, set_grad_enabled, NoGradGuard};
+pub use op::{
+    apply, forward_into, forward_saving, try_apply, GradSlot, Op, OpNode, Out, Saved, Shape, Spec,
+};
 
 use crate::tensor::Tensor;
 

@@ -1,6 +1,7 @@
 //! Turning recording on and off: `no_grad`.
 
 use std::cell::Cell;
+use std::marker::PhantomData;
 
 thread_local! {
     static GRAD_ENABLED: Cell<bool> = const { Cell::new(true) };
@@ -28,8 +29,19 @@ pub fn set_grad_enabled(enabled: bool) -> bool {
 /// }
 /// assert!((&w * 2.0).requires_grad());
 /// ```
+///
+/// The setting is per thread, so the guard is neither `Send` nor `Sync`: it
+/// must be dropped on the thread that made it (moving it to another thread
+/// would restore that thread's setting and leave this one's off for good).
+///
+/// ```compile_fail
+/// let guard = deriv_runtime::NoGradGuard::new();
+/// std::thread::spawn(move || drop(guard)); // error: cannot be sent between threads
+/// ```
 pub struct NoGradGuard {
     previous: bool,
+    /// A raw pointer makes the guard `!Send` and `!Sync`.
+    _thread_bound: PhantomData<*const ()>,
 }
 
 impl NoGradGuard {
@@ -38,6 +50,7 @@ impl NoGradGuard {
     pub fn new() -> Self {
         NoGradGuard {
             previous: set_grad_enabled(false),
+            _thread_bound: PhantomData,
         }
     }
 }

@@ -250,6 +250,28 @@ fn read_all(mut reader: impl Read) -> Result<Vec<u8>> {
     Ok(data)
 }
 
+/// [`read_csv`] on the contents of a file already in memory (messages name
+/// the source `<memory>`).
+///
+/// ```
+/// use deriv_runtime::data::{read_csv_bytes, CsvOptions};
+/// let t = read_csv_bytes(b"a,b\n1,2\n", &CsvOptions::default()).unwrap();
+/// assert_eq!(t.to_vec::<f32>(), vec![1., 2.]);
+/// ```
+pub fn read_csv_bytes(bytes: &[u8], opts: &CsvOptions) -> Result<Tensor> {
+    Ok(parse(bytes, "<memory>", opts, None)?.features)
+}
+
+/// [`read_csv_xy`] on the contents of a file already in memory.
+pub fn read_csv_xy_bytes(
+    bytes: &[u8],
+    opts: &CsvOptions,
+    label_column: impl Into<Column>,
+) -> Result<(Tensor, Tensor)> {
+    let t = parse(bytes, "<memory>", opts, Some(&label_column.into()))?;
+    Ok((t.features, t.labels.expect("a label column was asked for")))
+}
+
 fn read(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| Error::Io {
         path: path.display().to_string(),
@@ -335,12 +357,14 @@ impl Values {
         }
     }
 
-    /// Parses `field` into the buffer; `whole` names what an integer is here.
-    fn push(&mut self, place: &Place, field: &[u8], col: usize, whole: &str) -> Result<()> {
+    /// Parses `field` into the buffer; `label`: the field is the label
+    /// column, whose integers are class labels (not negative).
+    fn push(&mut self, place: &Place, field: &[u8], col: usize, label: bool) -> Result<()> {
         match self {
-            Values::F32(v) => v.push(place.float(field, col)? as f32),
-            Values::F64(v) => v.push(place.float(field, col)?),
-            Values::I64(v) => v.push(place.whole(field, col, whole)?),
+            Values::F32(v) => v.push(place.float(field, col, DType::F32)? as f32),
+            Values::F64(v) => v.push(place.float(field, col, DType::F64)?),
+            Values::I64(v) if label => v.push(place.label(field, col)?),
+            Values::I64(v) => v.push(place.whole(field, col, "an integer")?),
         }
         Ok(())
     }
@@ -388,13 +412,46 @@ impl Place<'_> {
         })
     }
 
-    fn float(&self, field: &[u8], col: usize) -> Result<f64> {
+    /// A float of `dtype` (F32 or F64): a finite number too large for it
+    /// is an error (it would silently become infinity); `inf` and `nan`
+    /// written out are read as such.
+    fn float(&self, field: &[u8], col: usize, dtype: DType) -> Result<f64> {
         let text = self.text(field, col)?;
         if text.is_empty() {
             return Err(self.error(col, "empty field; every value must be a number"));
         }
-        text.parse::<f64>()
-            .map_err(|_| self.error(col, &format!("cannot parse {text:?} as a number")))
+        let v = text
+            .parse::<f64>()
+            .map_err(|_| self.error(col, &format!("cannot parse {text:?} as a number")))?;
+        let written_inf = || {
+            let t = text.trim_start_matches(['+', '-']).to_ascii_lowercase();
+            t == "inf" || t == "infinity"
+        };
+        let overflows = match dtype {
+            DType::F32 => (v as f32).is_infinite(),
+            _ => v.is_infinite(),
+        };
+        if overflows && !written_inf() {
+            let fix = if dtype == DType::F32 && v.is_finite() {
+                "read the file with CsvOptions::new().dtype(DType::F64)".to_string()
+            } else {
+                "f64 is the widest dtype: rescale the column, or write inf if infinity is meant"
+                    .to_string()
+            };
+            return Err(self.error(
+                col,
+                &format!(
+                    "{text:?} is too large for {dtype} (its largest value is {:e}) and would \
+                     become infinity; {fix}",
+                    if dtype == DType::F32 {
+                        f32::MAX as f64
+                    } else {
+                        f64::MAX
+                    }
+                ),
+            ));
+        }
+        Ok(v)
     }
 
     fn whole(&self, field: &[u8], col: usize, what: &str) -> Result<i64> {
@@ -402,15 +459,86 @@ impl Place<'_> {
         if let Ok(v) = text.parse::<i64>() {
             return Ok(v);
         }
+        let digits = text.strip_prefix(['+', '-']).unwrap_or(text);
+        if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(self.error(
+                col,
+                &format!(
+                    "cannot parse {text:?} as {what}: it is too large for i64 (whose range is \
+                     {} to {}); read the column as a float with CsvOptions::dtype(DType::F64)",
+                    i64::MIN,
+                    i64::MAX
+                ),
+            ));
+        }
         match text.parse::<f64>() {
             // "2.0" is the label 2; beyond 2^53 a float no longer names one integer.
             Ok(v) if v.fract() == 0.0 && v.abs() <= 9_007_199_254_740_992.0 => Ok(v as i64),
+            Ok(v) if v.is_finite() && v.fract() == 0.0 => Err(self.error(
+                col,
+                &format!(
+                    "cannot parse {text:?} as {what}: a float beyond 2^53 no longer names one \
+                     whole number; write it out in digits"
+                ),
+            )),
             _ => Err(self.error(
                 col,
                 &format!("cannot parse {text:?} as {what}: it is not a whole number"),
             )),
         }
     }
+
+    /// A class label: a whole number, not negative.
+    fn label(&self, field: &[u8], col: usize) -> Result<i64> {
+        let v = self.whole(field, col, "a class label")?;
+        if v < 0 {
+            return Err(self.error(
+                col,
+                &format!(
+                    "the class label {v} is negative, but class labels must be 0, 1, ..., \
+                     num_classes - 1; relabel the classes in the file (for -1/+1 labels, write \
+                     0 for -1 and 1 for +1)"
+                ),
+            ));
+        }
+        Ok(v)
+    }
+}
+
+/// Where a quoted field that is never closed opens, scanning `data` from
+/// `start` (the start of a record) as the reader does: a quote opens a field
+/// only as its first byte, and inside one `""` is a quote. None when every
+/// quoted field is closed.
+/// Returns the quote's offset and the field's index in the record.
+fn unterminated_quote(data: &[u8], start: usize, delimiter: u8) -> Option<(usize, usize)> {
+    let mut i = start;
+    let mut field_start = true;
+    let mut field = 0;
+    while i < data.len() {
+        let b = data[i];
+        if field_start && b == b'"' {
+            let open = i;
+            i += 1;
+            loop {
+                match data.get(i) {
+                    None => return Some((open, field)),
+                    Some(b'"') if data.get(i + 1) == Some(&b'"') => i += 2,
+                    Some(b'"') => break,
+                    Some(_) => i += 1,
+                }
+            }
+            field_start = false;
+        } else {
+            field_start = b == delimiter || b == b'\n' || b == b'\r';
+            if b == delimiter {
+                field += 1;
+            } else if field_start {
+                field = 0;
+            }
+        }
+        i += 1;
+    }
+    None
 }
 
 /// The position `col` names in rows of `width` fields; `what` names the
@@ -517,9 +645,27 @@ pub(crate) fn parse(
                 });
             }
         }
+        let start = base + record.position().map_or(0, |p| p.byte() as usize);
         let line = record
             .position()
             .map_or(0, |p| line_of.of_record(base as u64 + p.byte()));
+        // A quote never closed swallows the rest of the file into the last
+        // record: say so, rather than what that does to the record.
+        if base + rdr.position().byte() as usize >= data.len() {
+            if let Some((open, col)) = unterminated_quote(data, start, opts.delimiter) {
+                let place = Place {
+                    source,
+                    header: header.as_deref(),
+                    line: line_of.of_record(open as u64),
+                };
+                return Err(place.error(
+                    col,
+                    "an unterminated quote: the quoted field that opens here is never \
+                     closed, so the rest of the file would be read as this one field; close \
+                     the quote (\") or remove it",
+                ));
+            }
+        }
         let is_header = shape.is_none()
             && match opts.has_header {
                 Some(h) => h,
@@ -621,8 +767,8 @@ pub(crate) fn parse(
         }
         for (col, field) in record.iter().enumerate() {
             match labels.as_mut() {
-                Some(l) if Some(col) == label_col => l.push(&place, field, col, "a class label")?,
-                _ => values.push(&place, field, col, "an integer")?,
+                Some(l) if Some(col) == label_col => l.push(&place, field, col, true)?,
+                _ => values.push(&place, field, col, false)?,
             }
         }
         rows += 1;

@@ -72,11 +72,34 @@ impl TabularDataset {
              with .to_dtype(DType::I64)",
             targets.dtype()
         );
-        TabularDataset {
+        let ds = TabularDataset {
             features,
             targets,
             class_names,
-        }
+        };
+        ds.labels("TabularDataset::new");
+        ds
+    }
+
+    /// The targets as class indices, checked: a negative one panics with
+    /// the sample, the value and the fix (the fields are public, so a data
+    /// set built by hand is checked where its labels are used).
+    #[track_caller]
+    fn labels(&self, op: &str) -> Vec<usize> {
+        self.targets
+            .to_vec::<i64>()
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| {
+                usize::try_from(t).unwrap_or_else(|_| {
+                    panic!(
+                        "{op}: the target of sample {i} is {t}, but class labels must be 0, 1, \
+                         ..., num_classes - 1; relabel the classes (for -1/+1 labels, \
+                         `targets.gt_scalar(0.0).to_dtype(DType::I64)` maps them to 0/1)"
+                    )
+                })
+            })
+            .collect()
     }
 
     /// The number of samples.
@@ -95,19 +118,26 @@ impl TabularDataset {
     }
 
     /// The number of classes: the number of class names, or (without names)
-    /// one more than the largest target.
+    /// one more than the largest target. Panics on a negative target.
+    #[track_caller]
     pub fn num_classes(&self) -> usize {
+        self.classes_of(&self.labels("num_classes"))
+    }
+
+    fn classes_of(&self, labels: &[usize]) -> usize {
         if !self.class_names.is_empty() || self.is_empty() {
             return self.class_names.len();
         }
-        self.targets.max().item() as usize + 1
+        labels.iter().max().map_or(0, |m| m + 1)
     }
 
-    /// How many samples each class has (index = class).
+    /// How many samples each class has (index = class). Panics on a
+    /// negative target.
+    #[track_caller]
     pub fn class_counts(&self) -> Vec<usize> {
-        let mut counts = vec![0; self.num_classes()];
-        for t in self.targets.to_vec::<i64>() {
-            let t = t as usize;
+        let labels = self.labels("class_counts");
+        let mut counts = vec![0; self.classes_of(&labels)];
+        for t in labels {
             if t >= counts.len() {
                 counts.resize(t + 1, 0);
             }
@@ -157,6 +187,7 @@ impl TabularDataset {
         test_fraction: f64,
         seed: u64,
     ) -> (TabularDataset, TabularDataset) {
+        self.labels("train_test_split");
         let (train, test) = shuffled_indices("train_test_split", self.len(), test_fraction, seed);
         (self.select(&train), self.select(&test))
     }
@@ -181,6 +212,8 @@ impl TabularDataset {
         test_fraction: f64,
         seed: u64,
     ) -> (TabularDataset, TabularDataset) {
+        // A bad label panics here, not in the training it would feed.
+        self.labels("stratified_split");
         let labels = self.targets.to_vec::<i64>();
         let (train, test) =
             stratified_indices("stratified_split", &labels, self.len(), test_fraction, seed);
@@ -202,6 +235,7 @@ impl TabularDataset {
         test_fraction: f64,
         seed: u64,
     ) -> (TabularDataset, TabularDataset) {
+        self.labels("standardized_split");
         let (mut train, mut test) = self.train_test_split(test_fraction, seed);
         let scaler = StandardScaler::fit(&train.features);
         train.features = scaler.transform(&train.features);

@@ -7,6 +7,7 @@ use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 
 use super::dataset::{Collate, Dataset, IterableDataset};
+use super::sampler::Sampler;
 use crate::random::{with_global_generator, Generator};
 
 /// The batch type of dataset `D`.
@@ -32,6 +33,10 @@ pub type Batch<D> = <<D as Dataset>::Item as Collate>::Batch;
 /// the batches they are building, if any); a panic in a worker is re-raised
 /// on the caller's thread.
 ///
+/// With [`sampler`](Self::sampler) the order comes from a [`Sampler`] (such
+/// as [`DistributedSampler`](super::DistributedSampler), each process's
+/// share in data-parallel training), which gets the loader's epoch.
+///
 /// ```
 /// use deriv_runtime::data::{DataLoader, TensorDataset};
 /// use deriv_runtime::Tensor;
@@ -55,6 +60,7 @@ pub struct DataLoader<D: Dataset> {
     num_workers: usize,
     prefetch: usize,
     epoch: AtomicU64,
+    sampler: Option<Arc<dyn Sampler>>,
 }
 
 impl<D: Dataset> std::fmt::Debug for DataLoader<D> {
@@ -68,6 +74,7 @@ impl<D: Dataset> std::fmt::Debug for DataLoader<D> {
             .field("num_workers", &self.num_workers)
             .field("prefetch", &self.prefetch)
             .field("epoch", &self.epoch.load(Ordering::SeqCst))
+            .field("sampler", &self.sampler.as_ref().map(|s| s.len()))
             .finish()
     }
 }
@@ -90,13 +97,76 @@ impl<D: Dataset + 'static> DataLoader<D> {
             num_workers: 0,
             prefetch: 2,
             epoch: AtomicU64::new(0),
+            sampler: None,
         }
+    }
+
+    /// A loader over the same dataset (shared, not copied) with the same
+    /// batch size and `drop_last`, its order from `sampler`: what the
+    /// `Trainer` uses to give each process its share.
+    pub(crate) fn with_sampler_of(&self, sampler: impl Sampler + 'static) -> Self {
+        DataLoader {
+            dataset: self.dataset.clone(),
+            batch_size: self.batch_size,
+            shuffle: false,
+            seed: OnceLock::new(),
+            drop_last: self.drop_last,
+            num_workers: self.num_workers,
+            prefetch: self.prefetch,
+            epoch: AtomicU64::new(self.epoch()),
+            sampler: None,
+        }
+        .sampler(sampler)
     }
 
     /// Whether each epoch visits the samples in a fresh random order
     /// (default `false`).
+    ///
+    /// Panics when a [`sampler`](Self::sampler) is set (it decides the
+    /// order; PyTorch refuses the pair the same way).
+    #[track_caller]
     pub fn shuffle(mut self, shuffle: bool) -> Self {
+        assert!(
+            !(shuffle && self.sampler.is_some()),
+            "DataLoader: the sampler option is mutually exclusive with shuffle; shuffle in \
+             the sampler instead (DistributedSampler shuffles by default)"
+        );
         self.shuffle = shuffle;
+        self
+    }
+
+    /// Takes each epoch's sample order from `sampler`
+    /// (`DataLoader(sampler=...)`), which is given the loader's epoch.
+    ///
+    /// Panics when `shuffle(true)` was set, or when the sampler was made for
+    /// a dataset of another length.
+    ///
+    /// ```
+    /// use deriv_runtime::data::{DataLoader, DistributedSampler, TensorDataset};
+    /// use deriv_runtime::Tensor;
+    /// let data = TensorDataset::new((Tensor::arange(0i64, 10, 1),));
+    /// // Rank 1 of 2: samples 1, 3, 5, 7, 9 in batches of 2.
+    /// let loader = DataLoader::new(data, 2)
+    ///     .sampler(DistributedSampler::new(10, 2, 1).shuffle(false));
+    /// let batches: Vec<Vec<i64>> = loader.iter().map(|(x,)| x.to_vec()).collect();
+    /// assert_eq!(batches, [vec![1, 3], vec![5, 7], vec![9]]);
+    /// ```
+    #[track_caller]
+    pub fn sampler(mut self, sampler: impl Sampler + 'static) -> Self {
+        assert!(
+            !self.shuffle,
+            "DataLoader: the sampler option is mutually exclusive with shuffle; shuffle in \
+             the sampler instead (DistributedSampler shuffles by default)"
+        );
+        if let Some(n) = sampler.dataset_len() {
+            assert!(
+                n == self.dataset.len(),
+                "DataLoader: the sampler was made for {n} samples but the dataset has {}; \
+                 build it with the dataset's len()",
+                self.dataset.len()
+            );
+        }
+        self.sampler = Some(Arc::new(sampler));
         self
     }
 
@@ -154,9 +224,30 @@ impl<D: Dataset + 'static> DataLoader<D> {
         self.batch_size
     }
 
+    /// Whether batches are drawn in a fresh order each epoch.
+    pub(crate) fn is_shuffled(&self) -> bool {
+        self.shuffle
+    }
+
+    /// The shuffling seed, drawn from the global generator on first use when
+    /// none was set.
+    pub(crate) fn resolved_seed(&self) -> u64 {
+        *self
+            .seed
+            .get_or_init(|| with_global_generator(|g| g.int_range(0, i64::MAX) as u64))
+    }
+
+    /// Whether a sampler decides the order.
+    pub(crate) fn has_sampler(&self) -> bool {
+        self.sampler.is_some()
+    }
+
     /// The number of batches per epoch (`len(loader)`).
     pub fn len(&self) -> usize {
-        let n = self.dataset.len();
+        let n = match &self.sampler {
+            Some(s) => s.len(),
+            None => self.dataset.len(),
+        };
         if self.drop_last {
             n / self.batch_size
         } else {
@@ -172,11 +263,15 @@ impl<D: Dataset + 'static> DataLoader<D> {
     /// The sample order of epoch `epoch` (the identity without shuffling).
     fn order(&self, epoch: u64) -> Vec<usize> {
         let n = self.dataset.len();
-        if self.shuffle {
-            let seed = *self
-                .seed
-                .get_or_init(|| with_global_generator(|g| g.int_range(0, i64::MAX) as u64));
-            Generator::new(seed.wrapping_add(epoch)).permutation(n)
+        if let Some(s) = &self.sampler {
+            let order = s.indices(epoch);
+            debug_assert_eq!(order.len(), s.len());
+            if let Some(&bad) = order.iter().find(|&&i| i >= n) {
+                panic!("DataLoader: the sampler gave index {bad}, but the dataset has {n} samples");
+            }
+            order
+        } else if self.shuffle {
+            Generator::new(self.resolved_seed().wrapping_add(epoch)).permutation(n)
         } else {
             (0..n).collect()
         }

@@ -7,7 +7,10 @@
 //! - [`TensorDataset`] over tensors that share dimension 0; [`Subset`] and
 //!   [`random_split`].
 //! - [`DataLoader`]: batches, per-epoch seeded shuffling, `drop_last`,
-//!   background workers with prefetching; [`IterableLoader`] for streams.
+//!   background workers with prefetching, an optional [`Sampler`];
+//!   [`IterableLoader`] for streams.
+//! - [`DistributedSampler`]: each process's share of a data set in
+//!   data-parallel training (PyTorch's sharding, shuffling and padding).
 //! - [`read_csv`] / [`read_csv_xy`] (and [`read_csv_from`] /
 //!   [`read_csv_xy_from`] for any reader): numeric CSV files into tensors,
 //!   with errors that name the file, line and column; [`CsvOptions`].
@@ -35,10 +38,14 @@ mod csv_read;
 mod dataset;
 pub mod datasets;
 mod loader;
+mod sampler;
 mod scaler;
 mod split;
 
-pub use csv_read::{read_csv, read_csv_from, read_csv_xy, read_csv_xy_from, Column, CsvOptions};
+pub use csv_read::{
+    read_csv, read_csv_bytes, read_csv_from, read_csv_xy, read_csv_xy_bytes, read_csv_xy_from,
+    Column, CsvOptions,
+};
 pub use dataset::{
     random_split, Collate, Dataset, IterableDataset, SplitLengths, Subset, TensorDataset,
     TensorTuple,
@@ -47,5 +54,6 @@ pub use datasets::TabularDataset;
 pub use loader::{
     Batch, DataLoader, DataLoaderIter, IterBatch, IterableLoader, IterableLoaderIter,
 };
+pub use sampler::{DistributedSampler, Sampler};
 pub use scaler::StandardScaler;
 pub use split::{stratified_split, train_test_split, Split};

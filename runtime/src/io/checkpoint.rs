@@ -72,7 +72,19 @@ impl Checkpoint {
     /// one (a plain weights file, a corrupt or truncated file) is an `Err`.
     pub fn load(path: impl AsRef<Path>) -> Result<Checkpoint> {
         let path = path.as_ref();
-        let (tensors, mut meta) = load_file_with_metadata(path)?;
+        let (tensors, meta) = load_file_with_metadata(path)?;
+        Checkpoint::from_parts(tensors, meta, path)
+    }
+
+    /// Reads a checkpoint from the bytes of a file [`save`](Self::save)
+    /// wrote (already in memory); errors as [`load`](Self::load), naming
+    /// `<memory>`.
+    pub fn deserialize(bytes: &[u8]) -> Result<Checkpoint> {
+        let (tensors, meta) = super::deserialize(bytes)?;
+        Checkpoint::from_parts(tensors, meta, Path::new("<memory>"))
+    }
+
+    fn from_parts(tensors: StateDict, mut meta: Metadata, path: &Path) -> Result<Checkpoint> {
         if meta.remove(MARK).is_none() {
             return Err(Error::format(
                 path,

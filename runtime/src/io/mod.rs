@@ -34,6 +34,8 @@ use std::collections::HashMap;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
 
 pub use checkpoint::Checkpoint;
 pub use safetensors_io::{
@@ -175,6 +177,13 @@ pub type Metadata = HashMap<String, String>;
 /// Writes `bytes` to `path` so that a crash never leaves a half-written file
 /// there: a temporary file in the same folder, flushed and synced, then renamed
 /// over `path` (atomic on POSIX file systems).
+///
+/// Each write has its own temporary file, `.NAME.tmp-PID-N` (the process id
+/// and a per-process counter), so threads and processes saving to one path
+/// at once each rename a whole file over it (the last one wins) and none
+/// trips over another's. After a successful write, the temporary files of the
+/// same target that a killed writer left behind are removed; those of writers
+/// still at work are not.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
@@ -183,13 +192,17 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let file_name = path
         .file_name()
         .ok_or_else(|| Error::format(path, "not a file path (it has no file name)"))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        file_name.to_string_lossy(),
-        std::process::id()
-    ));
+    let prefix = format!(".{}.tmp-", file_name.to_string_lossy());
+    let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let tmp_name = format!("{prefix}{}-{n}", std::process::id());
+    let tmp = dir.join(&tmp_name);
+    // Registered before the file exists, so no cleaner in this process takes it for stale.
+    in_flight().push(tmp_name.clone());
     let result = (|| -> std::io::Result<()> {
-        let mut f = fs::File::create(&tmp)?;
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
         drop(f);
@@ -200,8 +213,70 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         }
         Ok(())
     })();
-    result.map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        Error::io(path, &e)
-    })
+    in_flight().retain(|t| *t != tmp_name);
+    match result {
+        Ok(()) => {
+            remove_stale_temps(&dir, &prefix);
+            Ok(())
+        }
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            Err(Error::io(path, &e))
+        }
+    }
+}
+
+/// Numbers this process's temporary files (with the process id, unique).
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// The names of this process's temporary files being written now.
+fn in_flight() -> MutexGuard<'static, Vec<String>> {
+    static IN_FLIGHT: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    IN_FLIGHT.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Removes the files `dir/{prefix}PID[-N]` whose writer is gone: from this
+/// process, those not being written now; from another, those whose process
+/// no longer runs (where that cannot be told, those older than a day).
+/// Best effort: a file that cannot be removed stays.
+fn remove_stale_temps(dir: &Path, prefix: &str) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    let me = std::process::id();
+    for entry in entries.flatten() {
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        let Some(rest) = name.strip_prefix(prefix) else {
+            continue;
+        };
+        let Ok(pid) = rest.split('-').next().unwrap_or("").parse::<u32>() else {
+            continue;
+        };
+        if pid == me {
+            // Decided and removed under the lock, so a file registered by a
+            // writer of this process is never taken.
+            let flying = in_flight();
+            if !flying.contains(&name) {
+                let _ = fs::remove_file(entry.path());
+            }
+        } else if !process_running(pid, &entry) {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// Whether process `pid` may still be writing `file`.
+fn process_running(pid: u32, file: &fs::DirEntry) -> bool {
+    if cfg!(target_os = "linux") && Path::new("/proc/self").exists() {
+        return Path::new("/proc").join(pid.to_string()).exists();
+    }
+    // No process table to ask: only a file untouched for a day counts as stale.
+    let age = file
+        .metadata()
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok());
+    age.is_none_or(|a| a <= std::time::Duration::from_secs(24 * 3600))
 }

@@ -104,6 +104,16 @@ fn deserialize_from(bytes: &[u8], origin: &Path) -> Result<(StateDict, Metadata)
         )
     };
     let (_, header) = SafeTensors::read_metadata(bytes).map_err(corrupt)?;
+    if let Some(name) = duplicate_name(bytes) {
+        return Err(Error::format(
+            origin,
+            format!(
+                "not a valid safetensors file: its header names {name:?} twice (a file holds \
+                 each name once; the second entry would silently replace the first); was it \
+                 written by hand?"
+            ),
+        ));
+    }
     let st = SafeTensors::deserialize(bytes).map_err(corrupt)?;
     let mut views = st.tensors();
     // The order the data is laid out in: deterministic, unlike the header's map.
@@ -117,8 +127,50 @@ fn deserialize_from(bytes: &[u8], origin: &Path) -> Result<(StateDict, Metadata)
     Ok((out, header.metadata().clone().unwrap_or_default()))
 }
 
+/// The first key that the JSON header of the safetensors `bytes` (already
+/// validated by the crate) names twice. The `safetensors` crate reads the
+/// header into a map, where a second entry silently replaces the first.
+fn duplicate_name(bytes: &[u8]) -> Option<String> {
+    use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
+
+    struct FirstDuplicate(Option<String>);
+    struct Keys;
+    impl<'de> Visitor<'de> for Keys {
+        type Value = FirstDuplicate;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> std::result::Result<FirstDuplicate, A::Error> {
+            let mut seen = std::collections::HashSet::new();
+            let mut first = None;
+            while let Some(key) = map.next_key::<String>()? {
+                map.next_value::<IgnoredAny>()?;
+                if seen.contains(&key) {
+                    first = first.or(Some(key));
+                } else {
+                    seen.insert(key);
+                }
+            }
+            Ok(FirstDuplicate(first))
+        }
+    }
+    impl<'de> Deserialize<'de> for FirstDuplicate {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+            d.deserialize_map(Keys)
+        }
+    }
+    let n = usize::try_from(u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?)).ok()?;
+    let header = bytes.get(8..8usize.checked_add(n)?)?;
+    serde_json::from_slice::<FirstDuplicate>(header).ok()?.0
+}
+
 fn from_view(v: &TensorView<'_>) -> std::result::Result<Tensor, String> {
     let shape = v.shape().to_vec();
+    // The crate checks the element count against the data; `try_from_vec`
+    // checks the sizes' product (a shape like [0, 2^40, 2^40] overflows it).
     let data = v.data();
     fn chunks<const N: usize>(data: &[u8]) -> impl Iterator<Item = [u8; N]> + '_ {
         data.chunks_exact(N)
@@ -193,7 +245,8 @@ fn f16_to_f32(h: u16) -> f32 {
         (0, 0) => sign,
         // Subnormal: value = frac · 2^-24, exact in f32.
         (0, _) => {
-            let v = frac as f32 * 2f32.powi(-24);
+            // 2^-24 as a constant: `powi`'s precision is unspecified.
+            let v = frac as f32 * f32::from_bits(0x3380_0000);
             return if sign != 0 { -v } else { v };
         }
         (0x1f, 0) => sign | 0x7f80_0000,

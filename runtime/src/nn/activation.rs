@@ -1,12 +1,14 @@
-//! Parameter-free layers: activations, softmax, dropout, flatten, identity.
+//! Parameter-free layers: the activations and softmax (each a layer over
+//! one op of `crate::ops`), dropout, flatten, identity.
 
-use super::dsl::get;
+use super::dsl::{get, get_saved};
 use super::linear::LayerWorkspace;
 use super::{functional as F, Differentiable, Forward, Module, TrainStep};
-use crate::autograd::{no_grad, NoGradGuard};
+use crate::autograd::{apply, forward_into, forward_saving, no_grad, GradSlot, NoGradGuard, Op};
 use crate::backend::Device;
-use crate::ops::into::{self, Act};
-use crate::tensor::{norm_dim, Tensor};
+use crate::ops::{self, into};
+use crate::size::SizeRule;
+use crate::tensor::Tensor;
 use crate::vjp;
 
 /// Whether the in-place kernels take `t` (a float tensor on the CPU).
@@ -29,9 +31,98 @@ macro_rules! no_parameters {
     };
 }
 
-/// An elementwise activation whose gradient is computed from its output.
-macro_rules! activation {
-    ($(#[$doc:meta])* $name:ident, $f:path, $rule:path, $act:expr) => {
+/// The buffers an op layer keeps between [`TrainStep`] steps: its output,
+/// what its op saved, and its input gradient (sum and buffer).
+pub struct OpWorkspace<O: Op> {
+    out: Option<Tensor>,
+    saved: Option<O::Saved>,
+    dx: Option<Tensor>,
+    buf: Option<Tensor>,
+}
+
+impl<O: Op> Default for OpWorkspace<O> {
+    fn default() -> Self {
+        OpWorkspace {
+            out: None,
+            saved: None,
+            dx: None,
+            buf: None,
+        }
+    }
+}
+
+/// A layer that applies one op to its input (`self.op()`): the tape, the
+/// compile-time path and the buffer-reusing path all run the op's own
+/// forward and backward.
+macro_rules! op_layer {
+    ($name:ident, $op:ty) => {
+        no_parameters!($name);
+
+        impl Forward for $name {
+            fn forward(&self, x: &Tensor) -> Tensor {
+                apply(self.op(), &[x])
+            }
+        }
+
+        impl Differentiable for $name {
+            /// What the op keeps for backward.
+            type Saved = <$op as Op>::Saved;
+            const SIZE: SizeRule = <$op as Op>::SIZE;
+            fn forward_train(&self, x: &Tensor) -> (Tensor, Self::Saved) {
+                no_grad(|| forward_saving(&self.op(), &[x], &[true]))
+            }
+            fn backward(
+                &self,
+                saved: Self::Saved,
+                grad_out: &Tensor,
+                input_grad: bool,
+            ) -> Option<Tensor> {
+                if !input_grad {
+                    return None;
+                }
+                let mut dx = None;
+                no_grad(|| {
+                    self.op()
+                        .backward(&saved, grad_out, &mut [GradSlot::new(&mut dx, true)])
+                });
+                dx
+            }
+        }
+
+        impl TrainStep for $name {
+            type Workspace = OpWorkspace<$op>;
+            fn forward_train_ws<'w>(&self, x: &Tensor, ws: &'w mut Self::Workspace) -> &'w Tensor {
+                let _guard = NoGradGuard::new();
+                ws.saved = None;
+                forward_into(&self.op(), &[x], &[true], &mut ws.out, Some(&mut ws.saved))
+            }
+            fn backward_ws<'w>(
+                &self,
+                ws: &'w mut Self::Workspace,
+                grad_out: &Tensor,
+                input_grad: bool,
+            ) -> Option<&'w Tensor> {
+                if !input_grad {
+                    return None;
+                }
+                let _guard = NoGradGuard::new();
+                let saved = get_saved(&ws.saved);
+                let mut dx = None;
+                self.op().backward(
+                    saved,
+                    grad_out,
+                    &mut [GradSlot::with_buffer(&mut dx, &mut ws.buf, true)],
+                );
+                ws.dx = dx;
+                ws.dx.as_ref()
+            }
+        }
+    };
+}
+
+/// A parameter-free activation layer over an op with no arguments.
+macro_rules! simple_activation {
+    ($(#[$doc:meta])* $name:ident, $op:ty) => {
         $(#[$doc])*
         #[derive(Clone, Copy, Debug, Default)]
         pub struct $name;
@@ -42,74 +133,169 @@ macro_rules! activation {
             pub fn new(_device: &Device) -> Self {
                 $name
             }
-        }
-
-        no_parameters!($name);
-
-        impl Forward for $name {
-            fn forward(&self, x: &Tensor) -> Tensor {
-                $f(x)
+            fn op(&self) -> $op {
+                <$op>::default()
             }
         }
 
-        impl Differentiable for $name {
-            /// The output.
-            type Saved = Tensor;
-            fn forward_train(&self, x: &Tensor) -> (Tensor, Tensor) {
-                let y = no_grad(|| $f(x));
-                (y.clone(), y)
-            }
-            fn backward(&self, y: Tensor, grad_out: &Tensor, input_grad: bool) -> Option<Tensor> {
-                input_grad.then(|| no_grad(|| $rule(&y, grad_out)))
-            }
-        }
-
-        impl TrainStep for $name {
-            /// The output and the input gradient.
-            type Workspace = LayerWorkspace;
-            fn forward_train_ws<'w>(&self, x: &Tensor, ws: &'w mut LayerWorkspace) -> &'w Tensor {
-                if !float_cpu(x) {
-                    return ws.out.insert(no_grad(|| $f(x)));
-                }
-                let out = into::slot(&mut ws.out, x.shape(), x.dtype(), x.device(), &[x]);
-                into::act_into($act, out, x);
-                out
-            }
-            fn backward_ws<'w>(
-                &self,
-                ws: &'w mut LayerWorkspace,
-                grad_out: &Tensor,
-                input_grad: bool,
-            ) -> Option<&'w Tensor> {
-                if !input_grad {
-                    return None;
-                }
-                let y = get(&ws.out);
-                let g = grad_out;
-                if !(y.shape() == g.shape() && y.dtype() == g.dtype() && float_cpu(g)) {
-                    ws.dx = Some(no_grad(|| $rule(y, g)));
-                    return ws.dx.as_ref();
-                }
-                let dx = into::slot(&mut ws.dx, y.shape(), y.dtype(), y.device(), &[y, g]);
-                into::act_backward_into($act, dx, y, g, false);
-                Some(dx)
-            }
-        }
+        op_layer!($name, $op);
     };
 }
 
-activation!(
+simple_activation!(
     /// `max(x, 0)` elementwise (`nn.ReLU`).
-    ReLU, F::relu, vjp::relu, Act::Relu
+    ReLU, ops::Relu
 );
-activation!(
+simple_activation!(
     /// The logistic function elementwise (`nn.Sigmoid`).
-    Sigmoid, F::sigmoid, vjp::sigmoid, Act::Sigmoid
+    Sigmoid, ops::Sigmoid
 );
-activation!(
+simple_activation!(
     /// Hyperbolic tangent elementwise (`nn.Tanh`).
-    Tanh, F::tanh, vjp::tanh, Act::Tanh
+    Tanh, ops::Tanh
 );
+simple_activation!(
+    /// SiLU (swish), `x·sigmoid(x)` (`nn.SiLU`).
+    SiLU, ops::Silu
+);
+simple_activation!(
+    /// Mish, `x·tanh(softplus(x))` (`nn.Mish`).
+    Mish, ops::Mish
+);
+simple_activation!(
+    /// `log(sigmoid(x))`, computed stably (`nn.LogSigmoid`).
+    LogSigmoid, ops::Logsigmoid
+);
+
+/// GELU, `x·Φ(x)` (`nn.GELU`): exact by default, or with the tanh
+/// approximation (`GELU::with_approximate("tanh", &device)`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GELU {
+    /// Whether the tanh approximation is used.
+    pub tanh: bool,
+}
+
+impl GELU {
+    /// The exact GELU (PyTorch's default, `approximate="none"`).
+    pub fn new(_device: &Device) -> Self {
+        GELU { tanh: false }
+    }
+    /// With `approximate` `"none"` or `"tanh"`, as PyTorch's.
+    #[track_caller]
+    pub fn with_approximate(approximate: &str, _device: &Device) -> Self {
+        GELU {
+            tanh: ops::Gelu::new(approximate).tanh,
+        }
+    }
+    fn op(&self) -> ops::Gelu {
+        ops::Gelu { tanh: self.tanh }
+    }
+}
+op_layer!(GELU, ops::Gelu);
+
+/// `x` where positive, `negative_slope·x` elsewhere (`nn.LeakyReLU`;
+/// `Default` has PyTorch's slope 0.01).
+#[derive(Clone, Copy, Debug)]
+pub struct LeakyReLU {
+    /// The slope below 0.
+    pub negative_slope: f64,
+}
+impl Default for LeakyReLU {
+    fn default() -> Self {
+        LeakyReLU {
+            negative_slope: 0.01,
+        }
+    }
+}
+impl LeakyReLU {
+    /// With the slope below 0 (PyTorch's default is 0.01).
+    pub fn new(negative_slope: f64, _device: &Device) -> Self {
+        LeakyReLU { negative_slope }
+    }
+    fn op(&self) -> ops::LeakyRelu {
+        ops::LeakyRelu::new(self.negative_slope)
+    }
+}
+op_layer!(LeakyReLU, ops::LeakyRelu);
+
+/// ELU: `x` where positive, `alpha·(e^x - 1)` elsewhere (`nn.ELU`;
+/// `Default` has PyTorch's alpha 1).
+#[derive(Clone, Copy, Debug)]
+pub struct ELU {
+    /// The negative saturation value.
+    pub alpha: f64,
+}
+impl Default for ELU {
+    fn default() -> Self {
+        ELU { alpha: 1.0 }
+    }
+}
+impl ELU {
+    /// With `alpha` (PyTorch's default is 1.0).
+    pub fn new(alpha: f64, _device: &Device) -> Self {
+        ELU { alpha }
+    }
+    fn op(&self) -> ops::Elu {
+        ops::Elu::new(self.alpha)
+    }
+}
+op_layer!(ELU, ops::Elu);
+
+/// `log(1 + e^(βx))/β`, the identity where `βx > threshold`
+/// (`nn.Softplus`; `Default` has PyTorch's β 1 and threshold 20).
+#[derive(Clone, Copy, Debug)]
+pub struct Softplus {
+    /// β.
+    pub beta: f64,
+    /// Where the identity takes over.
+    pub threshold: f64,
+}
+impl Default for Softplus {
+    fn default() -> Self {
+        Softplus {
+            beta: 1.0,
+            threshold: 20.0,
+        }
+    }
+}
+impl Softplus {
+    /// With `beta` and `threshold` (PyTorch's defaults are 1 and 20).
+    pub fn new(beta: f64, threshold: f64, _device: &Device) -> Self {
+        Softplus { beta, threshold }
+    }
+    fn op(&self) -> ops::Softplus {
+        ops::Softplus::new(self.beta, self.threshold)
+    }
+}
+op_layer!(Softplus, ops::Softplus);
+
+/// `x` clamped into `[min_val, max_val]` (`nn.Hardtanh`; `Default` has
+/// PyTorch's -1 and 1).
+#[derive(Clone, Copy, Debug)]
+pub struct Hardtanh {
+    /// The lower bound.
+    pub min_val: f64,
+    /// The upper bound.
+    pub max_val: f64,
+}
+impl Default for Hardtanh {
+    fn default() -> Self {
+        Hardtanh {
+            min_val: -1.0,
+            max_val: 1.0,
+        }
+    }
+}
+impl Hardtanh {
+    /// Clamping into `[min_val, max_val]`.
+    pub fn new(min_val: f64, max_val: f64, _device: &Device) -> Self {
+        Hardtanh { min_val, max_val }
+    }
+    fn op(&self) -> ops::Hardtanh {
+        ops::Hardtanh::new(self.min_val, self.max_val)
+    }
+}
+op_layer!(Hardtanh, ops::Hardtanh);
 
 /// Returns its input (`nn.Identity`).
 #[derive(Clone, Copy, Debug, Default)]
@@ -156,93 +342,39 @@ impl TrainStep for Identity {
     }
 }
 
-/// Softmax or log-softmax along a dim.
-macro_rules! softmax_layer {
-    ($(#[$doc:meta])* $name:ident, $f:path, $rule:path, $log:expr) => {
-        $(#[$doc])*
-        #[derive(Clone, Copy, Debug)]
-        pub struct $name {
-            /// The dim that sums to one.
-            pub dim: isize,
-        }
-
-        impl $name {
-            /// The layer over `dim`.
-            pub fn new(dim: isize, _device: &Device) -> Self {
-                $name { dim }
-            }
-        }
-
-        no_parameters!($name);
-
-        impl Forward for $name {
-            fn forward(&self, x: &Tensor) -> Tensor {
-                $f(x, self.dim)
-            }
-        }
-
-        impl Differentiable for $name {
-            /// The output.
-            type Saved = Tensor;
-            fn forward_train(&self, x: &Tensor) -> (Tensor, Tensor) {
-                let y = no_grad(|| $f(x, self.dim));
-                (y.clone(), y)
-            }
-            fn backward(&self, y: Tensor, grad_out: &Tensor, input_grad: bool) -> Option<Tensor> {
-                input_grad.then(|| no_grad(|| $rule(&y, grad_out, self.dim)))
-            }
-        }
-
-        impl TrainStep for $name {
-            /// The output and the input gradient.
-            type Workspace = LayerWorkspace;
-            fn forward_train_ws<'w>(&self, x: &Tensor, ws: &'w mut LayerWorkspace) -> &'w Tensor {
-                let d = crate::error::OrPanic::or_panic(norm_dim(stringify!($f), self.dim, x.ndim()));
-                if !(float_cpu(x) && x.is_contiguous() && x.ndim() > 0) {
-                    return ws.out.insert(no_grad(|| $f(x, self.dim)));
-                }
-                let out = into::slot(&mut ws.out, x.shape(), x.dtype(), x.device(), &[x]);
-                into::softmax_into(out, x, d, $log);
-                out
-            }
-            fn backward_ws<'w>(
-                &self,
-                ws: &'w mut LayerWorkspace,
-                grad_out: &Tensor,
-                input_grad: bool,
-            ) -> Option<&'w Tensor> {
-                if !input_grad {
-                    return None;
-                }
-                let y = get(&ws.out);
-                let g = grad_out;
-                let fast = y.shape() == g.shape()
-                    && y.dtype() == g.dtype()
-                    && float_cpu(g)
-                    && y.is_contiguous()
-                    && g.is_contiguous()
-                    && y.ndim() > 0;
-                if !fast {
-                    ws.dx = Some(no_grad(|| $rule(y, g, self.dim)));
-                    return ws.dx.as_ref();
-                }
-                let d = crate::error::OrPanic::or_panic(norm_dim(stringify!($f), self.dim, y.ndim()));
-                let dx = into::slot(&mut ws.dx, y.shape(), y.dtype(), y.device(), &[y, g]);
-                into::softmax_backward_into(dx, y, g, d, $log, false);
-                Some(dx)
-            }
-        }
-    };
+/// `exp(x) / Σ exp(x)` along `dim` (`nn.Softmax(dim)`).
+#[derive(Clone, Copy, Debug)]
+pub struct Softmax {
+    /// The dim that sums to one.
+    pub dim: isize,
 }
+impl Softmax {
+    /// The layer over `dim`.
+    pub fn new(dim: isize, _device: &Device) -> Self {
+        Softmax { dim }
+    }
+    fn op(&self) -> ops::Softmax {
+        ops::Softmax::new(self.dim)
+    }
+}
+op_layer!(Softmax, ops::Softmax);
 
-softmax_layer!(
-    /// `exp(x) / Σ exp(x)` along `dim` (`nn.Softmax(dim)`).
-    Softmax, F::softmax, vjp::softmax, false
-);
-softmax_layer!(
-    /// `log softmax(x)` along `dim` (`nn.LogSoftmax(dim)`).
-    LogSoftmax, F::log_softmax, vjp::log_softmax, true
-);
+/// `log softmax(x)` along `dim` (`nn.LogSoftmax(dim)`).
+#[derive(Clone, Copy, Debug)]
+pub struct LogSoftmax {
+    /// The dim normalised over.
+    pub dim: isize,
+}
+impl LogSoftmax {
+    /// The layer over `dim`.
+    pub fn new(dim: isize, _device: &Device) -> Self {
+        LogSoftmax { dim }
+    }
+    fn op(&self) -> ops::LogSoftmax {
+        ops::LogSoftmax::new(self.dim)
+    }
+}
+op_layer!(LogSoftmax, ops::LogSoftmax);
 
 /// Flattens dims `start..=end` (`nn.Flatten`, default 1..=-1: keeps the batch dim).
 #[derive(Clone, Copy, Debug)]

@@ -20,12 +20,20 @@ pub fn acc(slot: &mut Option<Tensor>, g: Option<Tensor>) {
 // fits (allocating one on the first step or after a shape change), and falls
 // back to the allocating op otherwise.
 
-use crate::ops::into::{self, Act};
+use crate::ops::into;
 
 /// The tensor in a slot the generated `forward_train_ws` filled.
 #[inline]
 #[track_caller]
 pub fn get(slot: &Option<Tensor>) -> &Tensor {
+    slot.as_ref()
+        .expect("backward_ws: the workspace is empty; call forward_train_ws first")
+}
+
+/// What an op kept for backward in its workspace slot.
+#[inline]
+#[track_caller]
+pub fn get_saved<S>(slot: &Option<S>) -> &S {
     slot.as_ref()
         .expect("backward_ws: the workspace is empty; call forward_train_ws first")
 }
@@ -44,49 +52,6 @@ pub fn store(slot: &mut Option<Tensor>, t: Tensor) -> &Tensor {
 
 fn float_cpu(t: &Tensor) -> bool {
     t.dtype().is_float() && t.device().is_cpu()
-}
-
-fn act_alloc(act: Act, x: &Tensor) -> Tensor {
-    crate::no_grad(|| match act {
-        Act::Relu => x.relu(),
-        Act::Sigmoid => x.sigmoid(),
-        Act::Tanh => x.tanh(),
-    })
-}
-
-fn act_ws<'s>(act: Act, slot: &'s mut Option<Tensor>, x: &Tensor) -> &'s Tensor {
-    if !float_cpu(x) {
-        return store(slot, act_alloc(act, x));
-    }
-    let out = into::slot(slot, x.shape(), x.dtype(), x.device(), &[x]);
-    into::act_into(act, out, x);
-    out
-}
-
-/// `relu(x)` into `slot`.
-pub fn relu_ws<'s>(slot: &'s mut Option<Tensor>, x: &Tensor) -> &'s Tensor {
-    act_ws(Act::Relu, slot, x)
-}
-
-/// `sigmoid(x)` into `slot`.
-pub fn sigmoid_ws<'s>(slot: &'s mut Option<Tensor>, x: &Tensor) -> &'s Tensor {
-    act_ws(Act::Sigmoid, slot, x)
-}
-
-/// `tanh(x)` into `slot`.
-pub fn tanh_ws<'s>(slot: &'s mut Option<Tensor>, x: &Tensor) -> &'s Tensor {
-    act_ws(Act::Tanh, slot, x)
-}
-
-/// `a + b` into `slot` when the shapes and dtypes agree (else the
-/// broadcasting op, allocating).
-pub fn add_ws<'s>(slot: &'s mut Option<Tensor>, a: &Tensor, b: &Tensor) -> &'s Tensor {
-    if a.shape() != b.shape() || a.dtype() != b.dtype() || !float_cpu(a) || !float_cpu(b) {
-        return store(slot, crate::no_grad(|| a + b));
-    }
-    let out = into::slot(slot, a.shape(), a.dtype(), a.device(), &[a, b]);
-    into::sum2_into(out, a, b);
-    out
 }
 
 /// Adds a gradient contribution `g` into the adjoint `d` of a value whose
@@ -116,55 +81,6 @@ pub fn acc_ws(d: &mut Option<Tensor>, buf: &mut Option<Tensor>, g: Option<&Tenso
             *d = Some(b.clone());
         }
     }
-}
-
-/// The activation's input gradient `act'(y)·g` added into the adjoint `d`
-/// (sum buffer `buf`), computed straight into `buf`.
-fn acc_act(act: Act, d: &mut Option<Tensor>, buf: &mut Option<Tensor>, y: &Tensor, g: &Tensor) {
-    let ok = y.shape() == g.shape() && y.dtype() == g.dtype() && float_cpu(y) && float_cpu(g);
-    if !ok {
-        let r = crate::no_grad(|| match act {
-            Act::Relu => crate::vjp::relu(y, g),
-            Act::Sigmoid => crate::vjp::sigmoid(y, g),
-            Act::Tanh => crate::vjp::tanh(y, g),
-        });
-        return acc_ws(d, buf, Some(&r));
-    }
-    let owned = match (d.as_ref(), buf.as_ref()) {
-        (Some(prev), Some(b)) => b.shares_storage(prev),
-        _ => false,
-    };
-    match d.take() {
-        None => {
-            let b = into::slot(buf, y.shape(), y.dtype(), y.device(), &[y, g]);
-            into::act_backward_into(act, b, y, g, false);
-        }
-        Some(prev) if owned => {
-            into::act_backward_into(act, get(buf), y, g, true);
-            drop(prev);
-        }
-        Some(prev) => {
-            let b = into::slot(buf, y.shape(), y.dtype(), y.device(), &[y, g, &prev]);
-            into::copy_into(b, &prev);
-            into::act_backward_into(act, b, y, g, true);
-        }
-    }
-    *d = buf.clone();
-}
-
-/// relu's rule into the adjoint `d` (see [`acc_ws`]).
-pub fn acc_relu(d: &mut Option<Tensor>, buf: &mut Option<Tensor>, y: &Tensor, g: &Tensor) {
-    acc_act(Act::Relu, d, buf, y, g)
-}
-
-/// sigmoid's rule into the adjoint `d` (see [`acc_ws`]).
-pub fn acc_sigmoid(d: &mut Option<Tensor>, buf: &mut Option<Tensor>, y: &Tensor, g: &Tensor) {
-    acc_act(Act::Sigmoid, d, buf, y, g)
-}
-
-/// tanh's rule into the adjoint `d` (see [`acc_ws`]).
-pub fn acc_tanh(d: &mut Option<Tensor>, buf: &mut Option<Tensor>, y: &Tensor, g: &Tensor) {
-    acc_act(Act::Tanh, d, buf, y, g)
 }
 
 /// Plain SGD in one pass, without allocating: `p -= lr · p.grad()` for each

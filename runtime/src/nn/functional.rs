@@ -1,5 +1,7 @@
 //! The functional forms of the layers (`torch.nn.functional`), on the tape.
 
+use crate::autograd::apply;
+use crate::ops::{self, reduce::Dims};
 use crate::tensor::{DType, Tensor};
 
 /// `max(x, 0)` elementwise.
@@ -25,6 +27,70 @@ pub fn softmax(x: &Tensor, dim: isize) -> Tensor {
 /// Log-softmax along `dim`.
 pub fn log_softmax(x: &Tensor, dim: isize) -> Tensor {
     x.log_softmax(dim)
+}
+
+/// GELU, `x·Φ(x)` (`F.gelu`): `approximate` is `"none"` (exact, with erf) or
+/// `"tanh"`, as in PyTorch.
+///
+/// ```
+/// use deriv_runtime::{nn::functional as F, tensor};
+/// let y = F::gelu(&tensor![-1.0, 0.0, 1.0], "none").to_vec::<f32>();
+/// assert!((y[2] - 0.841_344_7).abs() < 1e-6 && y[1] == 0.0);
+/// ```
+#[track_caller]
+pub fn gelu(x: &Tensor, approximate: &str) -> Tensor {
+    apply(ops::Gelu::new(approximate), &[x])
+}
+
+/// SiLU (swish), `x·sigmoid(x)` (`F.silu`).
+pub fn silu(x: &Tensor) -> Tensor {
+    apply(ops::Silu, &[x])
+}
+
+/// `x` where positive, `negative_slope·x` elsewhere (`F.leaky_relu`; PyTorch's
+/// default slope is 0.01).
+pub fn leaky_relu(x: &Tensor, negative_slope: f64) -> Tensor {
+    apply(ops::LeakyRelu::new(negative_slope), &[x])
+}
+
+/// ELU, `x` where positive and `alpha·(e^x - 1)` elsewhere (`F.elu`; PyTorch's
+/// default alpha is 1).
+pub fn elu(x: &Tensor, alpha: f64) -> Tensor {
+    apply(ops::Elu::new(alpha), &[x])
+}
+
+/// `log(1 + e^(βx))/β`, the identity where `βx > threshold` (`F.softplus`;
+/// PyTorch's defaults are β = 1, threshold = 20).
+pub fn softplus(x: &Tensor, beta: f64, threshold: f64) -> Tensor {
+    apply(ops::Softplus::new(beta, threshold), &[x])
+}
+
+/// Mish, `x·tanh(softplus(x))` (`F.mish`).
+pub fn mish(x: &Tensor) -> Tensor {
+    apply(ops::Mish, &[x])
+}
+
+/// `x` clamped into `[min_val, max_val]` (`F.hardtanh`; PyTorch's defaults
+/// are -1 and 1).
+pub fn hardtanh(x: &Tensor, min_val: f64, max_val: f64) -> Tensor {
+    apply(ops::Hardtanh::new(min_val, max_val), &[x])
+}
+
+/// `log(sigmoid(x))`, computed stably (`F.logsigmoid`).
+pub fn logsigmoid(x: &Tensor) -> Tensor {
+    apply(ops::Logsigmoid, &[x])
+}
+
+/// `log Σ exp(x)` over `dims` (`torch.logsumexp`).
+#[track_caller]
+pub fn logsumexp(x: &Tensor, dims: impl Dims, keepdim: bool) -> Tensor {
+    x.logsumexp(dims, keepdim)
+}
+
+/// Running sums along `dim` (`torch.cumsum`).
+#[track_caller]
+pub fn cumsum(x: &Tensor, dim: isize) -> Tensor {
+    x.cumsum(dim)
 }
 
 /// `x·Wᵀ + b` for a weight of shape `[out, in]` (`F.linear`).
@@ -57,11 +123,7 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Tensor {
 /// ```
 pub fn try_linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     check_linear_input(x, weight, None)?;
-    let y = x.try_matmul(&weight.t())?;
-    Ok(match bias {
-        Some(b) => y.try_add(b)?,
-        None => y,
-    })
+    ops::linear::try_linear(x, weight, bias)
 }
 
 /// Whether `x` fits a layer whose weight is `[out, in]`: at least one

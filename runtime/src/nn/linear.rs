@@ -1,10 +1,11 @@
 //! `Linear`: y = x·Wᵀ + b.
 
-use super::module::{accumulate_grad, join_name};
+use super::module::{accumulate_grad, grad_accumulated, join_name};
 use super::{init, Differentiable, Forward, Module, TrainStep};
-use crate::autograd::{no_grad, NoGradGuard};
+use crate::autograd::{forward_into, forward_saving, no_grad, GradSlot, NoGradGuard, Op};
 use crate::backend::Device;
-use crate::ops::into;
+use crate::error::OrPanic;
+use crate::ops;
 use crate::tensor::{Tensor, TensorOptions};
 
 /// A fully connected layer, `y = x·Wᵀ + b` (`nn.Linear`): weight of shape
@@ -94,38 +95,73 @@ impl Linear {
     /// assert!(err.contains("(64x14 and 13x3)") && err.contains("Linear(in_features=13, out_features=3)"));
     /// ```
     pub fn try_forward(&self, x: &Tensor) -> crate::Result<Tensor> {
+        self.check_input(x)?;
+        super::functional::try_linear(x, &self.weight, self.bias.as_ref())
+    }
+
+    /// The error naming this layer when `x` does not fit it (on every path:
+    /// the tape, the compile-time one and `TrainStep`); allocates nothing
+    /// when it fits.
+    fn check_input(&self, x: &Tensor) -> crate::Result<()> {
+        if x.shape().last() == Some(&self.in_features()) && x.dtype() == self.weight.dtype() {
+            return Ok(());
+        }
         let name = format!(
             "Linear(in_features={}, out_features={})",
             self.in_features(),
             self.out_features()
         );
-        super::functional::check_linear_input(x, &self.weight, Some(&name))?;
-        super::functional::try_linear(x, &self.weight, self.bias.as_ref())
+        super::functional::check_linear_input(x, &self.weight, Some(&name))
     }
 }
 
 impl Forward for Linear {
     #[track_caller]
     fn forward(&self, x: &Tensor) -> Tensor {
-        use crate::error::OrPanic;
         self.try_forward(x).or_panic()
     }
 }
 
-impl Differentiable for Linear {
-    /// The input.
-    type Saved = Tensor;
+impl Linear {
+    /// The op's inputs: the input, the weight, and the bias when there is one.
+    fn inputs<'a>(&'a self, x: &'a Tensor) -> ([&'a Tensor; 3], usize) {
+        match &self.bias {
+            Some(b) => ([x, &self.weight, b], 3),
+            None => ([x, &self.weight, &self.weight], 2),
+        }
+    }
+}
 
-    fn forward_train(&self, x: &Tensor) -> (Tensor, Tensor) {
-        let y = no_grad(|| self.forward(x));
-        (y, x.detach())
+impl Differentiable for Linear {
+    /// What the Linear op keeps: the input (for the weight's gradient) and the
+    /// weight (for the input's).
+    type Saved = <ops::Linear as Op>::Saved;
+    const SIZE: crate::size::SizeRule = crate::size::SizeRule::Maps {
+        input: 0,
+        output: 1,
+    };
+
+    #[track_caller]
+    fn forward_train(&self, x: &Tensor) -> (Tensor, Self::Saved) {
+        self.check_input(x).or_panic();
+        let (inputs, n) = self.inputs(x);
+        no_grad(|| forward_saving(&ops::Linear, &inputs[..n], &[true; 3][..n]))
     }
 
-    fn backward(&self, x: Tensor, grad_out: &Tensor, input_grad: bool) -> Option<Tensor> {
+    fn backward(&self, saved: Self::Saved, grad_out: &Tensor, input_grad: bool) -> Option<Tensor> {
         no_grad(|| {
-            let (dx, dw, db) = crate::vjp::linear(grad_out, &x, &self.weight, input_grad);
-            accumulate_grad(&self.weight, dw);
-            if let Some(b) = &self.bias {
+            let (mut dx, mut dw, mut db) = (None, None, None);
+            let mut slots = [
+                GradSlot::new(&mut dx, input_grad),
+                GradSlot::new(&mut dw, true),
+                GradSlot::new(&mut db, self.bias.is_some()),
+            ];
+            let n = if self.bias.is_some() { 3 } else { 2 };
+            ops::Linear.backward(&saved, grad_out, &mut slots[..n]);
+            if let Some(dw) = dw {
+                accumulate_grad(&self.weight, dw);
+            }
+            if let (Some(b), Some(db)) = (&self.bias, db) {
                 accumulate_grad(b, db);
             }
             dx
@@ -133,21 +169,20 @@ impl Differentiable for Linear {
     }
 }
 
-/// The buffers a runtime layer keeps between [`TrainStep`] steps: its input
-/// (a handle, when backward reads it), its output, an auxiliary tensor (a
-/// dropout mask) and its input gradient.
+/// The buffers a runtime layer keeps between [`TrainStep`] steps: its
+/// output, an auxiliary tensor (a dropout mask) and its input gradient.
 #[derive(Default)]
 pub struct LayerWorkspace {
-    pub(crate) input: Option<Tensor>,
     pub(crate) out: Option<Tensor>,
     pub(crate) aux: Option<Tensor>,
     pub(crate) dx: Option<Tensor>,
     pub(crate) shape: Vec<usize>,
 }
 
-/// `param`'s `.grad()` when the in-place kernels can add into it (contiguous,
-/// of the parameter's shape and dtype); a zeroed one is installed when there
-/// is none yet (the first step). `None`: take the allocating path.
+/// `param`'s `.grad()` when the kernels can add into it in place
+/// (contiguous, of the parameter's shape and dtype); a zeroed one is
+/// installed when there is none yet (the first step). `None`: the gradient
+/// is computed apart and added with [`accumulate_grad`].
 pub(crate) fn grad_buffer(param: &Tensor) -> Option<Tensor> {
     let mut slot = param.grad_slot();
     match &*slot {
@@ -161,73 +196,72 @@ pub(crate) fn grad_buffer(param: &Tensor) -> Option<Tensor> {
     }
 }
 
-impl TrainStep for Linear {
-    type Workspace = LayerWorkspace;
+/// The buffers a Linear layer keeps between [`TrainStep`] steps: its output,
+/// what its op saved, and its input gradient (sum and buffer).
+#[derive(Default)]
+pub struct LinearWorkspace {
+    out: Option<Tensor>,
+    saved: Option<<ops::Linear as Op>::Saved>,
+    dx: Option<Tensor>,
+    buf: Option<Tensor>,
+}
 
-    fn forward_train_ws<'w>(&self, x: &Tensor, ws: &'w mut LayerWorkspace) -> &'w Tensor {
+impl TrainStep for Linear {
+    type Workspace = LinearWorkspace;
+
+    #[track_caller]
+    fn forward_train_ws<'w>(&self, x: &Tensor, ws: &'w mut LinearWorkspace) -> &'w Tensor {
+        self.check_input(x).or_panic();
         let _guard = NoGradGuard::new();
-        let b = self.bias.as_ref();
-        if !into::linear_supported(x, &self.weight, b) {
-            let (y, saved) = self.forward_train(x);
-            ws.input = Some(saved);
-            return ws.out.insert(y);
-        }
-        let w = &self.weight;
-        let out = into::slot_last(
+        ws.saved = None;
+        let (inputs, n) = self.inputs(x);
+        forward_into(
+            &ops::Linear,
+            &inputs[..n],
+            &[true; 3][..n],
             &mut ws.out,
-            x.shape(),
-            w.shape()[0],
-            w.dtype(),
-            w.device(),
-            &[x],
-        );
-        into::linear_into(out, x, w, b);
-        ws.input = Some(x.clone());
-        out
+            Some(&mut ws.saved),
+        )
     }
 
     fn backward_ws<'w>(
         &self,
-        ws: &'w mut LayerWorkspace,
+        ws: &'w mut LinearWorkspace,
         grad_out: &Tensor,
         input_grad: bool,
     ) -> Option<&'w Tensor> {
         let _guard = NoGradGuard::new();
-        let x = super::dsl::get(&ws.input);
-        let (w, b) = (&self.weight, self.bias.as_ref());
-        let fast =
-            into::linear_supported(x, w, b) && into::matrix_ok(grad_out, w.shape()[0], w.dtype());
-        let dw = if fast { grad_buffer(w) } else { None };
-        let db = match (fast, b) {
-            (true, Some(b)) => grad_buffer(b).map(Some),
-            (true, None) => Some(None),
-            (false, _) => None,
-        };
-        let (Some(dw), Some(db)) = (dw, db) else {
-            let (dx, dw, db) = crate::vjp::linear(grad_out, x, w, input_grad);
-            accumulate_grad(w, dw);
-            if let Some(b) = b {
-                accumulate_grad(b, db);
-            }
-            ws.dx = dx;
-            return ws.dx.as_ref();
-        };
-        let dx = if input_grad {
-            Some(into::slot(
-                &mut ws.dx,
-                x.shape(),
-                w.dtype(),
-                w.device(),
-                &[x, grad_out],
-            ))
-        } else {
-            None
-        };
-        into::linear_backward_into(grad_out, x, w, &dw, db.as_ref(), dx);
-        if input_grad {
-            ws.dx.as_ref()
-        } else {
-            None
+        let saved = super::dsl::get_saved(&ws.saved);
+        // The parameters' gradients accumulate straight into their `.grad()`
+        // buffers (the slot's own tensor: added to in place).
+        let (mut dw, mut db) = (
+            grad_buffer(&self.weight),
+            self.bias.as_ref().and_then(grad_buffer),
+        );
+        let (mut wbuf, mut bbuf) = (dw.clone(), db.clone());
+        let (w_inplace, b_inplace) = (dw.is_some(), db.is_some());
+        let mut dx = None;
+        {
+            let mut slots = [
+                GradSlot::with_buffer(&mut dx, &mut ws.buf, input_grad),
+                GradSlot::with_buffer(&mut dw, &mut wbuf, true),
+                GradSlot::with_buffer(&mut db, &mut bbuf, self.bias.is_some()),
+            ];
+            let n = if self.bias.is_some() { 3 } else { 2 };
+            ops::Linear.backward(saved, grad_out, &mut slots[..n]);
         }
+        for (param, g, inplace) in [
+            (Some(&self.weight), dw, w_inplace),
+            (self.bias.as_ref(), db, b_inplace),
+        ] {
+            let Some(param) = param else { continue };
+            match (inplace, g) {
+                (true, _) => grad_accumulated(param),
+                (false, Some(g)) => accumulate_grad(param, g),
+                (false, None) => {}
+            }
+        }
+        ws.dx = dx;
+        ws.dx.as_ref()
     }
 }

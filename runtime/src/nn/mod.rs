@@ -16,14 +16,17 @@ mod loss;
 mod module;
 mod sequential;
 
-pub use activation::{Dropout, Flatten, Identity, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh};
-pub use linear::{LayerWorkspace, Linear};
+pub use activation::{
+    Dropout, Flatten, Hardtanh, Identity, LeakyReLU, LogSigmoid, LogSoftmax, Mish, OpWorkspace,
+    ReLU, SiLU, Sigmoid, Softmax, Softplus, Tanh, ELU, GELU,
+};
+pub use linear::{LayerWorkspace, Linear, LinearWorkspace};
 pub use loss::{
     BCELoss, BCEWithLogitsLoss, BceWithLogitsOptions, CrossEntropyLoss, CrossEntropyOptions,
     HuberLoss, L1Loss, Loss, MSELoss, NLLLoss, NllLossOptions, Reduction,
 };
 pub use module::{
-    accumulate_grad, join_name, Differentiable, Fallback, Forward, IncompatibleKeys, Module,
-    TrainStep,
+    accumulate_grad, grad_accumulated, join_name, Differentiable, Fallback, Forward,
+    IncompatibleKeys, Module, TrainStep,
 };
 pub use sequential::Sequential;

@@ -230,6 +230,13 @@ pub trait Differentiable: Module + Forward {
     /// Exactly what backward needs from the forward pass.
     type Saved: Send;
 
+    /// What the layer does to the size `network!` checks at compile time:
+    /// `Maps { input, output }` names the constructor arguments giving the
+    /// size it expects and the size it produces (`Linear(in, out)`), `Same`
+    /// passes it through (activations), `Unknown` (the default) ends the
+    /// check. See [`crate::size`].
+    const SIZE: crate::size::SizeRule = crate::size::SizeRule::Unknown;
+
     /// The output, and what backward will need.
     fn forward_train(&self, x: &Tensor) -> (Tensor, Self::Saved);
 
@@ -239,9 +246,22 @@ pub trait Differentiable: Module + Forward {
 }
 
 /// Adds `grad` into `param`'s `.grad()` exactly as the tape does (in place when
-/// a gradient is already there): what compile-time backward passes call.
+/// a gradient is already there), then runs the parameter's
+/// post-accumulate-grad hooks: what compile-time backward passes call.
 pub fn accumulate_grad(param: &Tensor, grad: Tensor) {
-    no_grad(|| crate::autograd::engine::accumulate(param, grad));
+    no_grad(|| {
+        crate::autograd::engine::accumulate(param, grad);
+        crate::autograd::run_post_accumulate_hooks(param);
+    });
+}
+
+/// Runs `param`'s post-accumulate-grad hooks
+/// ([`Tensor::register_post_accumulate_grad_hook`]): a layer whose
+/// [`TrainStep::backward_ws`] adds into `.grad()` with its own kernels (not
+/// through [`accumulate_grad`]) calls this once the gradient is complete, so
+/// data-parallel training can start reducing it.
+pub fn grad_accumulated(param: &Tensor) {
+    no_grad(|| crate::autograd::run_post_accumulate_hooks(param));
 }
 
 /// The buffer-reusing training step: [`Differentiable`] with the

@@ -4,8 +4,9 @@
 use std::ops::{Add, Div, Mul, Neg, Sub};
 
 use super::reduce::sum_to;
+use super::{binary, unary};
 use super::{float_map, float_zip, same_device};
-use crate::autograd::{needs_grad, record, Backward, SavedTensor};
+use crate::autograd::{apply, needs_grad, record, try_apply, Backward, SavedTensor};
 use crate::backend::{cpu, Buffer, Ew};
 use crate::error::{OrPanic, Result};
 use crate::tensor::{broadcast_shapes, DType, Tensor};
@@ -42,10 +43,10 @@ pub(crate) fn cast(t: &Tensor, dtype: DType) -> Tensor {
         macro_rules! conv {
             ($v:expr, $conv:expr) => {
                 match dtype {
-                    DType::F32 => Buffer::F32(cpu::map($v, l, |x| $conv(x) as f32)),
-                    DType::F64 => Buffer::F64(cpu::map($v, l, |x| $conv(x))),
-                    DType::I64 => Buffer::I64(cpu::map($v, l, |x| $conv(x) as i64)),
-                    DType::Bool => Buffer::Bool(cpu::map($v, l, |x| $conv(x) != 0.0)),
+                    DType::F32 => Buffer::F32(cpu::map("to_dtype", $v, l, |x| $conv(x) as f32)),
+                    DType::F64 => Buffer::F64(cpu::map("to_dtype", $v, l, |x| $conv(x))),
+                    DType::I64 => Buffer::I64(cpu::map("to_dtype", $v, l, |x| $conv(x) as i64)),
+                    DType::Bool => Buffer::Bool(cpu::map("to_dtype", $v, l, |x| $conv(x) != 0.0)),
                 }
             };
         }
@@ -85,10 +86,10 @@ impl Tensor {
             let b = self.storage().read();
             let l = self.layout();
             match &*b {
-                Buffer::F32(v) => Buffer::F32(cpu::map(v, l, |x| x)),
-                Buffer::F64(v) => Buffer::F64(cpu::map(v, l, |x| x)),
-                Buffer::I64(v) => Buffer::I64(cpu::map(v, l, |x| x)),
-                Buffer::Bool(v) => Buffer::Bool(cpu::map(v, l, |x| x)),
+                Buffer::F32(v) => Buffer::F32(cpu::map("clone", v, l, |x| x)),
+                Buffer::F64(v) => Buffer::F64(cpu::map("clone", v, l, |x| x)),
+                Buffer::I64(v) => Buffer::I64(cpu::map("clone", v, l, |x| x)),
+                Buffer::Bool(v) => Buffer::Bool(cpu::map("clone", v, l, |x| x)),
             }
         };
         let out = Tensor::from_buffer(buf, self.shape(), self.device());
@@ -183,9 +184,9 @@ fn zip_int(
     }
     let _ = gpu;
     let out = super::read_pair(&a, &b, |ga, gb| match (ga, gb) {
-        (Buffer::I64(x), Buffer::I64(y)) => cpu::zip(x, &la, y, &lb, f),
+        (Buffer::I64(x), Buffer::I64(y)) => cpu::zip(op, x, &la, y, &lb, f),
         _ => unreachable!("both operands were cast to i64"),
-    });
+    })?;
     Ok(Tensor::from_buffer(Buffer::I64(out), &shape, a.device()))
 }
 
@@ -193,38 +194,7 @@ fn both_int(a: &Tensor, b: &Tensor) -> bool {
     !a.dtype().is_float() && !b.dtype().is_float()
 }
 
-// ---------------------------------------------------------------- add / sub
-
-struct AddBackward {
-    a_shape: Vec<usize>,
-    b_shape: Vec<usize>,
-    b_sign: f64,
-}
-impl Backward for AddBackward {
-    fn backward(&self, g: &Tensor) -> Vec<Option<Tensor>> {
-        let gb = sum_to(g, &self.b_shape);
-        let gb = if self.b_sign < 0.0 { -&gb } else { gb };
-        vec![Some(sum_to(g, &self.a_shape)), Some(gb)]
-    }
-}
-
-/// `tensor op number` on a float tensor: computed in one pass without a 0-d
-/// operand tensor, and recorded with the tensor as the only input.
-enum ScalarOp {
-    /// `+ v` and `- v`: the gradient passes through.
-    Shift,
-    Mul(f64),
-    Div(f64),
-}
-impl Backward for ScalarOp {
-    fn backward(&self, g: &Tensor) -> Vec<Option<Tensor>> {
-        vec![Some(match *self {
-            ScalarOp::Shift => g.clone(),
-            ScalarOp::Mul(v) => g.mul(v),
-            ScalarOp::Div(v) => g.div(v),
-        })]
-    }
-}
+// ---------------------------------------------------------------- add / sub / mul / div
 
 /// The number of a `float tensor op number` that the one-pass path computes
 /// exactly as the 0-d operand would: any f64, or an integer whose conversion
@@ -232,36 +202,6 @@ impl Backward for ScalarOp {
 fn fast_scalar(t: &Tensor, other: &impl Operand) -> Option<f64> {
     let v = other.as_number()?;
     (t.dtype().is_float() && v.abs() <= 9_007_199_254_740_992.0).then_some(v)
-}
-
-impl Tensor {
-    fn record_scalar_op(&self, name: &'static str, out: Tensor, op: ScalarOp) -> Tensor {
-        record(name, &[self], out, || op)
-    }
-}
-
-struct MulBackward {
-    a: SavedTensor,
-    b: SavedTensor,
-    needs: [bool; 2],
-}
-impl Backward for MulBackward {
-    fn backward(&self, g: &Tensor) -> Vec<Option<Tensor>> {
-        let (ga, gb) = mul_backward(g, self.a.get(), self.b.get(), self.needs);
-        vec![ga, gb]
-    }
-}
-
-struct DivBackward {
-    a: SavedTensor,
-    b: SavedTensor,
-    needs: [bool; 2],
-}
-impl Backward for DivBackward {
-    fn backward(&self, g: &Tensor) -> Vec<Option<Tensor>> {
-        let (ga, gb) = div_backward(g, self.a.get(), self.b.get(), self.needs);
-        vec![ga, gb]
-    }
 }
 
 /// dL/da and dL/db of `a / b` with broadcasting: `g / b` and `-g·a / b²`,
@@ -272,12 +212,7 @@ pub fn div_backward(
     b: &Tensor,
     need: [bool; 2],
 ) -> (Option<Tensor>, Option<Tensor>) {
-    let ga = need[0].then(|| sum_to(&(g / b), a.shape()));
-    let gb = need[1].then(|| {
-        let d = float_zip!("div_backward", a, b, Ew::DivBwdB, |x, y| -x / (y * y)).or_panic();
-        sum_to(&(g * &d), b.shape())
-    });
-    (ga, gb)
+    super::binary::grads(&super::binary::Div, g, a, b, need)
 }
 
 /// dL/da and dL/db of `a * b` with broadcasting: `g·b` and `g·a`, each summed
@@ -288,10 +223,7 @@ pub fn mul_backward(
     b: &Tensor,
     need: [bool; 2],
 ) -> (Option<Tensor>, Option<Tensor>) {
-    (
-        need[0].then(|| sum_to(&(g * b), a.shape())),
-        need[1].then(|| sum_to(&(g * a), b.shape())),
-    )
+    super::binary::grads(&super::binary::Mul, g, a, b, need)
 }
 
 impl Tensor {
@@ -304,22 +236,9 @@ impl Tensor {
     /// Fallible [`add`](Self::add): an error names both shapes when they don't broadcast.
     pub fn try_add(&self, other: impl Operand) -> Result<Tensor> {
         if let Some(v) = fast_scalar(self, &other) {
-            let out = float_map!(self, Ew::AddS, v, |x| x + (v as F));
-            return Ok(self.record_scalar_op("AddBackward", out, ScalarOp::Shift));
+            return Ok(apply(unary::AddScalar(v), &[self]));
         }
-        let other = &other.into_operand(self);
-        let out = if both_int(self, other) {
-            zip_int("add", self, other, (Ew::Add, 0.0, 0.0), |x, y| {
-                x.wrapping_add(y)
-            })?
-        } else {
-            float_zip!("add", self, other, Ew::Add, |x, y| x + y)?
-        };
-        Ok(record("AddBackward", &[self, other], out, || AddBackward {
-            a_shape: self.shape().to_vec(),
-            b_shape: other.shape().to_vec(),
-            b_sign: 1.0,
-        }))
+        try_apply(binary::Add, &[self, &other.into_operand(self)])
     }
 
     /// Elementwise `self - other` with broadcasting.
@@ -331,22 +250,9 @@ impl Tensor {
     /// Fallible [`sub`](Self::sub).
     pub fn try_sub(&self, other: impl Operand) -> Result<Tensor> {
         if let Some(v) = fast_scalar(self, &other) {
-            let out = float_map!(self, Ew::SubS, v, |x| x - (v as F));
-            return Ok(self.record_scalar_op("SubBackward", out, ScalarOp::Shift));
+            return Ok(apply(unary::SubScalar(v), &[self]));
         }
-        let other = &other.into_operand(self);
-        let out = if both_int(self, other) {
-            zip_int("sub", self, other, (Ew::Sub, 0.0, 0.0), |x, y| {
-                x.wrapping_sub(y)
-            })?
-        } else {
-            float_zip!("sub", self, other, Ew::Sub, |x, y| x - y)?
-        };
-        Ok(record("SubBackward", &[self, other], out, || AddBackward {
-            a_shape: self.shape().to_vec(),
-            b_shape: other.shape().to_vec(),
-            b_sign: -1.0,
-        }))
+        try_apply(binary::Sub, &[self, &other.into_operand(self)])
     }
 
     /// Elementwise `self * other` with broadcasting.
@@ -358,22 +264,9 @@ impl Tensor {
     /// Fallible [`mul`](Self::mul).
     pub fn try_mul(&self, other: impl Operand) -> Result<Tensor> {
         if let Some(v) = fast_scalar(self, &other) {
-            let out = float_map!(self, Ew::MulS, v, |x| x * (v as F));
-            return Ok(self.record_scalar_op("MulBackward", out, ScalarOp::Mul(v)));
+            return Ok(apply(unary::MulScalar(v), &[self]));
         }
-        let other = &other.into_operand(self);
-        let out = if both_int(self, other) {
-            zip_int("mul", self, other, (Ew::Mul, 0.0, 0.0), |x, y| {
-                x.wrapping_mul(y)
-            })?
-        } else {
-            float_zip!("mul", self, other, Ew::Mul, |x, y| x * y)?
-        };
-        Ok(record("MulBackward", &[self, other], out, || MulBackward {
-            a: SavedTensor::new(self),
-            b: SavedTensor::new(other),
-            needs: [self.requires_grad(), other.requires_grad()],
-        }))
+        try_apply(binary::Mul, &[self, &other.into_operand(self)])
     }
 
     /// Elementwise true division with broadcasting (integers give f32, as in PyTorch).
@@ -385,16 +278,9 @@ impl Tensor {
     /// Fallible [`div`](Self::div).
     pub fn try_div(&self, other: impl Operand) -> Result<Tensor> {
         if let Some(v) = fast_scalar(self, &other) {
-            let out = float_map!(self, Ew::DivS, v, |x| x / (v as F));
-            return Ok(self.record_scalar_op("DivBackward", out, ScalarOp::Div(v)));
+            return Ok(apply(unary::DivScalar(v), &[self]));
         }
-        let other = &other.into_operand(self);
-        let out = float_zip!("div", self, other, Ew::Div, |x, y| x / y)?;
-        Ok(record("DivBackward", &[self, other], out, || DivBackward {
-            a: SavedTensor::new(self),
-            b: SavedTensor::new(other),
-            needs: [self.requires_grad(), other.requires_grad()],
-        }))
+        try_apply(binary::Div, &[self, &other.into_operand(self)])
     }
 
     /// `self + alpha * other` (`torch.add(a, b, alpha=..)`).
@@ -436,13 +322,44 @@ impl Backward for PowBackward {
     }
 }
 
-struct PowScalarBackward {
-    x: SavedTensor,
-    p: f64,
+/// `x.pow(p)` for a number `p` (`x ** p`): squares, small integer powers
+/// (repeated multiplication, as `powi`) and other powers (`powf`).
+#[derive(Clone, Copy, Debug)]
+pub struct Pow {
+    /// The exponent.
+    pub p: f64,
 }
-impl Backward for PowScalarBackward {
-    fn backward(&self, g: &Tensor) -> Vec<Option<Tensor>> {
-        vec![Some(pow_scalar_backward(self.x.get(), self.p, g))]
+
+impl Pow {
+    /// To the power `p` (any number type: `Pow::new(3)`).
+    pub fn new(p: impl Into<f64>) -> Self {
+        Pow { p: p.into() }
+    }
+}
+
+impl crate::autograd::Op for Pow {
+    const NAME: &'static str = "PowBackward";
+    const OP: &'static str = "pow";
+    const SIZE: crate::size::SizeRule = crate::size::SizeRule::Same;
+    type Saved = Tensor;
+    fn spec(&self, x: &[&Tensor]) -> Result<crate::autograd::Spec> {
+        unary::spec(x)
+    }
+    fn forward(&self, x: &[&Tensor], out: &mut crate::autograd::Out<'_>) {
+        let (x, p) = (x[0], self.p);
+        out.set(if p == 2.0 {
+            float_map!(x, Ew::Square, |x| x * x)
+        } else if p.fract() == 0.0 && p.abs() < 64.0 {
+            float_map!(x, Ew::PowI, p, |x| x.powi(p as i32))
+        } else {
+            float_map!(x, Ew::PowF, p, |x| x.powf(p as F))
+        })
+    }
+    fn save(&self, x: &[&Tensor], _: &Tensor, _: &[bool]) -> Tensor {
+        x[0].clone()
+    }
+    fn backward(&self, x: &Tensor, g: &Tensor, grads: &mut [crate::autograd::GradSlot<'_>]) {
+        grads[0].add(pow_scalar_backward(x, self.p, g))
     }
 }
 
@@ -507,27 +424,7 @@ impl Tensor {
 
     /// Elementwise `self ^ p` for a number `p` (`x ** 2`).
     pub fn pow_scalar(&self, p: f64) -> Tensor {
-        let out = if p == 2.0 {
-            float_map!(self, Ew::Square, |x| x * x)
-        } else if p.fract() == 0.0 && p.abs() < 64.0 {
-            float_map!(self, Ew::PowI, p, |x| x.powi(p as i32))
-        } else {
-            float_map!(self, Ew::PowF, p, |x| x.powf(p as F))
-        };
-        record("PowBackward", &[self], out, || PowScalarBackward {
-            x: SavedTensor::new(self),
-            p,
-        })
-    }
-
-    /// Elementwise square root.
-    pub fn sqrt(&self) -> Tensor {
-        let out = float_map!(self, Ew::Sqrt, |x| x.sqrt());
-        let saved = self.requires_grad().then(|| SavedTensor::new(&out));
-        record("SqrtBackward", &[self], out, || UnaryBackward {
-            saved: saved.expect("saved when recording"),
-            rule: Rule::Sqrt,
-        })
+        apply(Pow::new(p), &[self])
     }
 
     /// Elementwise larger of two tensors, with broadcasting (`torch.maximum`).
@@ -593,14 +490,6 @@ impl Tensor {
 
 /// The derivative rules of the one-input math ops, each from what it saved.
 enum Rule {
-    /// saved = input: d = -1
-    Neg,
-    /// saved = output: d = y
-    Exp,
-    /// saved = input: d = 1/x
-    Log,
-    /// saved = output: d = 1/(2y)
-    Sqrt,
     /// saved = input: d = sign(x)
     Abs,
     /// saved = input: d = 1 where min <= x <= max
@@ -616,10 +505,6 @@ impl Backward for UnaryBackward {
         let s = self.saved.get();
         let gx =
             match &self.rule {
-                Rule::Neg => -g,
-                Rule::Exp => exp_backward(s, g),
-                Rule::Log => log_backward(s, g),
-                Rule::Sqrt => sqrt_backward(s, g),
                 Rule::Abs => float_zip!("abs_backward", g, s, Ew::AbsBwd, |d, x| if x > 0.0 {
                     d
                 } else if x < 0.0 {
@@ -648,17 +533,17 @@ impl Backward for UnaryBackward {
 
 /// dL/dx of `y = exp(x)`, from the output: `g·y`.
 pub fn exp_backward(y: &Tensor, g: &Tensor) -> Tensor {
-    g * y
+    super::unary::derivative_of(&super::unary::Exp, g, y)
 }
 
 /// dL/dx of `log(x)`, from the input: `g / x`.
 pub fn log_backward(x: &Tensor, g: &Tensor) -> Tensor {
-    g / x
+    super::unary::derivative_of(&super::unary::Log, g, x)
 }
 
-/// dL/dx of `y = sqrt(x)`, from the output: `g / (2y)`, in one pass.
+/// dL/dx of `y = sqrt(x)`, from the output: `g / (2y)`.
 pub fn sqrt_backward(y: &Tensor, g: &Tensor) -> Tensor {
-    float_zip!("sqrt_backward", g, y, Ew::SqrtBwd, |d, v| d / (2.0 * v)).or_panic()
+    super::unary::derivative_of(&super::unary::Sqrt, g, y)
 }
 
 impl Tensor {
@@ -682,20 +567,7 @@ impl Tensor {
             )
             .or_panic();
         }
-        let out = float_map!(self, Ew::Neg, |x| -x);
-        self.unary("NegBackward", out, Rule::Neg, false)
-    }
-
-    /// Elementwise e^x.
-    pub fn exp(&self) -> Tensor {
-        let out = float_map!(self, Ew::Exp, |x| x.exp());
-        self.unary("ExpBackward", out, Rule::Exp, true)
-    }
-
-    /// Elementwise natural logarithm.
-    pub fn log(&self) -> Tensor {
-        let out = float_map!(self, Ew::Log, |x| x.ln());
-        self.unary("LogBackward", out, Rule::Log, false)
+        apply(unary::Neg, &[self])
     }
 
     /// Elementwise absolute value.
@@ -754,7 +626,7 @@ impl Tensor {
 
     /// Elementwise square.
     pub fn square(&self) -> Tensor {
-        self.pow_scalar(2.0)
+        apply(unary::Square, &[self])
     }
 }
 
@@ -795,20 +667,20 @@ fn compare(
         };
         match (ga, gb) {
             (Buffer::F32(x), Buffer::F32(y)) => {
-                cpu::zip(x, &la, y, &lb, |p, q| cmp(p.partial_cmp(&q)))
+                cpu::zip(op, x, &la, y, &lb, |p, q| cmp(p.partial_cmp(&q)))
             }
             (Buffer::F64(x), Buffer::F64(y)) => {
-                cpu::zip(x, &la, y, &lb, |p, q| cmp(p.partial_cmp(&q)))
+                cpu::zip(op, x, &la, y, &lb, |p, q| cmp(p.partial_cmp(&q)))
             }
             (Buffer::I64(x), Buffer::I64(y)) => {
-                cpu::zip(x, &la, y, &lb, |p, q| cmp(p.partial_cmp(&q)))
+                cpu::zip(op, x, &la, y, &lb, |p, q| cmp(p.partial_cmp(&q)))
             }
             (Buffer::Bool(x), Buffer::Bool(y)) => {
-                cpu::zip(x, &la, y, &lb, |p, q| cmp(p.partial_cmp(&q)))
+                cpu::zip(op, x, &la, y, &lb, |p, q| cmp(p.partial_cmp(&q)))
             }
             _ => unreachable!("both operands were cast to one dtype"),
         }
-    });
+    })?;
     Ok(Tensor::from_buffer(Buffer::Bool(out), &shape, a.device()))
 }
 
@@ -937,25 +809,29 @@ impl Tensor {
             } else {
                 cb
             };
-            let (gc, ga, gb) = (
-                cc.storage().read(),
-                ca.storage().read(),
-                cb.storage().read(),
+            // In the global lock order (the three storages are distinct now).
+            let ([gc, ga, gb], []) = crate::backend::lock_storages(
+                [
+                    Some(&**cc.storage()),
+                    Some(ca.storage()),
+                    Some(cb.storage()),
+                ],
+                [],
             );
+            let locked = "distinct storages are each locked";
+            let (gc, ga, gb) = (gc.expect(locked), ga.expect(locked), gb.expect(locked));
             let Buffer::Bool(c) = &*gc else {
                 unreachable!("cond was cast to bool")
             };
             macro_rules! sel {
                 ($x:expr, $y:expr, $v:ident) => {
-                    Buffer::$v(cpu::zip3(
-                        c,
-                        &lc,
-                        $x,
-                        &la,
-                        $y,
-                        &lb,
-                        |k, p, q| if k { p } else { q },
-                    ))
+                    Buffer::$v(cpu::zip3("where", c, &lc, $x, &la, $y, &lb, |k, p, q| {
+                        if k {
+                            p
+                        } else {
+                            q
+                        }
+                    })?)
                 };
             }
             match (&*ga, &*gb) {
@@ -988,7 +864,7 @@ impl Tensor {
 // ---------------------------------------------------------------- operators
 
 macro_rules! binary_operator {
-    ($trait:ident, $method:ident, $inherent:ident) => {
+    ($trait:ident, $method:ident, $inherent:ident, $scalar:path) => {
         impl $trait<&Tensor> for &Tensor {
             type Output = Tensor;
             #[track_caller]
@@ -1032,22 +908,25 @@ macro_rules! binary_operator {
         impl $trait<&Tensor> for f64 {
             type Output = Tensor;
             fn $method(self, rhs: &Tensor) -> Tensor {
+                if rhs.dtype().is_float() {
+                    return apply($scalar(self), &[rhs]);
+                }
                 Tensor::$inherent(&scalar_for(rhs, self), rhs)
             }
         }
         impl $trait<Tensor> for f64 {
             type Output = Tensor;
             fn $method(self, rhs: Tensor) -> Tensor {
-                Tensor::$inherent(&scalar_for(&rhs, self), &rhs)
+                self.$method(&rhs)
             }
         }
     };
 }
 
-binary_operator!(Add, add, add);
-binary_operator!(Sub, sub, sub);
-binary_operator!(Mul, mul, mul);
-binary_operator!(Div, div, div);
+binary_operator!(Add, add, add, unary::AddScalar);
+binary_operator!(Sub, sub, sub, unary::RSubScalar);
+binary_operator!(Mul, mul, mul, unary::MulScalar);
+binary_operator!(Div, div, div, unary::RDivScalar);
 
 impl Neg for &Tensor {
     type Output = Tensor;

@@ -91,11 +91,11 @@ pub(crate) fn resolve_range(bounds: (Bound<i64>, Bound<i64>), size: usize) -> (u
     let clip = |v: i64| v.clamp(0, n);
     let start = match bounds.0 {
         Bound::Included(s) => clip(at(s)),
-        Bound::Excluded(s) => clip(at(s) + 1),
+        Bound::Excluded(s) => clip(at(s).saturating_add(1)),
         Bound::Unbounded => 0,
     };
     let end = match bounds.1 {
-        Bound::Included(e) => clip(at(e) + 1),
+        Bound::Included(e) => clip(at(e).saturating_add(1)),
         Bound::Excluded(e) => clip(at(e)),
         Bound::Unbounded => n,
     };

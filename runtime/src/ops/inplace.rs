@@ -2,11 +2,28 @@
 //! tensor's storage (so every view of it sees the change) and record nothing:
 //! on a tensor that requires grad they are refused outside `no_grad`.
 
+use std::sync::{RwLockReadGuard, RwLockWriteGuard};
+
 use super::elementwise::{cast, Operand};
 use crate::autograd::is_grad_enabled;
-use crate::backend::{cpu, Buffer};
+use crate::backend::{cpu, lock_storages, Buffer};
 use crate::error::{Error, OrPanic, Result};
 use crate::tensor::{broadcast_shapes, DType, Tensor};
+
+/// Read-locks `src` and write-locks `dst` (distinct storages) in the global
+/// lock order, so `a.add_(&b)` on one thread and `b.mul_(&a)` on another
+/// cannot deadlock.
+#[track_caller]
+fn lock_operand<'a>(
+    src: &'a Tensor,
+    dst: &'a Tensor,
+) -> (RwLockReadGuard<'a, Buffer>, RwLockWriteGuard<'a, Buffer>) {
+    let ([r], [w]) = lock_storages([Some(&**src.storage())], [Some(dst.storage())]);
+    (
+        r.expect("a named storage is locked"),
+        w.expect("a named storage is locked"),
+    )
+}
 
 impl Tensor {
     #[track_caller]
@@ -103,13 +120,12 @@ impl Tensor {
             return self;
         }
         let _ = gpu;
-        let ob = o.storage().read();
-        let mut sb = self.storage().write();
+        let (ob, mut sb) = lock_operand(&o, self);
         match (&mut *sb, &*ob) {
-            (Buffer::F32(d), Buffer::F32(s)) => cpu::update(d, self.layout(), s, &lo, f32f),
-            (Buffer::F64(d), Buffer::F64(s)) => cpu::update(d, self.layout(), s, &lo, f64f),
+            (Buffer::F32(d), Buffer::F32(s)) => cpu::update(op, d, self.layout(), s, &lo, f32f),
+            (Buffer::F64(d), Buffer::F64(s)) => cpu::update(op, d, self.layout(), s, &lo, f64f),
             (Buffer::I64(d), Buffer::I64(s)) if i64f.is_some() => {
-                cpu::update(d, self.layout(), s, &lo, i64f.expect("checked"))
+                cpu::update(op, d, self.layout(), s, &lo, i64f.expect("checked"))
             }
             _ => panic!(
                 "{op}: not supported for {} tensors; convert with .to_dtype(DType::F32)",
@@ -215,13 +231,20 @@ impl Tensor {
             crate::backend::cuda::ops::copy_into(self, &o, &lo);
             return self;
         }
-        let ob = o.storage().read();
-        let mut sb = self.storage().write();
+        let (ob, mut sb) = lock_operand(&o, self);
         match (&mut *sb, &*ob) {
-            (Buffer::F32(d), Buffer::F32(s)) => cpu::update(d, self.layout(), s, &lo, |_, y| y),
-            (Buffer::F64(d), Buffer::F64(s)) => cpu::update(d, self.layout(), s, &lo, |_, y| y),
-            (Buffer::I64(d), Buffer::I64(s)) => cpu::update(d, self.layout(), s, &lo, |_, y| y),
-            (Buffer::Bool(d), Buffer::Bool(s)) => cpu::update(d, self.layout(), s, &lo, |_, y| y),
+            (Buffer::F32(d), Buffer::F32(s)) => {
+                cpu::update("copy_", d, self.layout(), s, &lo, |_, y| y)
+            }
+            (Buffer::F64(d), Buffer::F64(s)) => {
+                cpu::update("copy_", d, self.layout(), s, &lo, |_, y| y)
+            }
+            (Buffer::I64(d), Buffer::I64(s)) => {
+                cpu::update("copy_", d, self.layout(), s, &lo, |_, y| y)
+            }
+            (Buffer::Bool(d), Buffer::Bool(s)) => {
+                cpu::update("copy_", d, self.layout(), s, &lo, |_, y| y)
+            }
             _ => unreachable!("the source was cast to self's dtype"),
         }
         self
@@ -239,10 +262,10 @@ impl Tensor {
         let mut sb = self.storage().write();
         let l = self.layout();
         match &mut *sb {
-            Buffer::F32(d) => cpu::update_scalar(d, l, |_| value as f32),
-            Buffer::F64(d) => cpu::update_scalar(d, l, |_| value),
-            Buffer::I64(d) => cpu::update_scalar(d, l, |_| value as i64),
-            Buffer::Bool(d) => cpu::update_scalar(d, l, |_| value != 0.0),
+            Buffer::F32(d) => cpu::update_scalar("fill_", d, l, |_| value as f32),
+            Buffer::F64(d) => cpu::update_scalar("fill_", d, l, |_| value),
+            Buffer::I64(d) => cpu::update_scalar("fill_", d, l, |_| value as i64),
+            Buffer::Bool(d) => cpu::update_scalar("fill_", d, l, |_| value != 0.0),
         }
         self
     }
@@ -272,7 +295,7 @@ impl Tensor {
         let l = self.layout();
         match &mut *sb {
             // NaN stays NaN, and min > max gives max, as in PyTorch (and `clamp`).
-            Buffer::F32(d) => cpu::update_scalar(d, l, |x| {
+            Buffer::F32(d) => cpu::update_scalar("clamp_", d, l, |x| {
                 let y = if x < lo as f32 { lo as f32 } else { x };
                 if y > hi as f32 {
                     hi as f32
@@ -280,7 +303,7 @@ impl Tensor {
                     y
                 }
             }),
-            Buffer::F64(d) => cpu::update_scalar(d, l, |x| {
+            Buffer::F64(d) => cpu::update_scalar("clamp_", d, l, |x| {
                 let y = if x < lo { lo } else { x };
                 if y > hi {
                     hi
@@ -288,7 +311,9 @@ impl Tensor {
                     y
                 }
             }),
-            Buffer::I64(d) => cpu::update_scalar(d, l, |x| (x as f64).max(lo).min(hi) as i64),
+            Buffer::I64(d) => {
+                cpu::update_scalar("clamp_", d, l, |x| (x as f64).max(lo).min(hi) as i64)
+            }
             Buffer::Bool(_) => panic!("clamp_: not supported for bool tensors"),
         }
         self

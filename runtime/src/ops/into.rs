@@ -16,232 +16,18 @@
 //! - Large matrix products are split over the CPU backend's helper pool
 //!   ([`par_run`]), which hands parts to its threads without allocating.
 
-use std::mem::MaybeUninit;
-use std::sync::RwLockReadGuard;
-
-use faer::{Accum, MatMut, MatRef, Par};
-
-use crate::backend::cpu::pool::{par_run, par_width};
-use crate::backend::cpu::{self, sgemm};
-use crate::backend::{Buffer, Device};
+use crate::backend::cpu::gemm::Gemm;
+use crate::backend::cpu::pool::par_run;
+use crate::backend::cpu::{self};
+use crate::backend::{lock_storages, Buffer, Device, Host};
 use crate::tensor::{DType, Float, Layout, Tensor};
 
 // ---------------------------------------------------------------- element types
 
-/// The float element types the kernels are written for (f32 and f64): the
-/// tensor's own [`Float`] math, plus what only these kernels need.
-pub(crate) trait Real: Float {
-    fn ln_1p(self) -> Self;
-    fn of(b: &Buffer) -> &[Self];
-    fn of_mut(b: &mut Buffer) -> &mut [Self];
-    /// `c (+)= a · b` on one thread, for `c` row-major with row stride `ldc`.
-    ///
-    /// # Safety
-    /// `a` and `b` address valid m x k and k x n matrices, `c` an m x n block
-    /// with row stride `ldc` that nothing else touches during the call.
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn gemm(
-        m: usize,
-        n: usize,
-        k: usize,
-        a: Mat<Self>,
-        b: Mat<Self>,
-        c: *mut Self,
-        ldc: usize,
-        acc: bool,
-    );
-}
-
-/// A matrix operand: its first element and its row and column strides.
-#[derive(Clone, Copy)]
-pub(crate) struct Mat<T> {
-    ptr: *const T,
-    rs: usize,
-    cs: usize,
-}
-
-// SAFETY: a read-only view that parallel parts of one product share while
-// the buffer it points into stays locked by the caller.
-unsafe impl<T: Sync> Sync for Mat<T> {}
-// SAFETY: as above.
-unsafe impl<T: Sync> Send for Mat<T> {}
-
-impl<T> Mat<T> {
-    /// The transpose (a view: strides swapped).
-    fn t(self) -> Self {
-        Mat {
-            ptr: self.ptr,
-            rs: self.cs,
-            cs: self.rs,
-        }
-    }
-    /// Rows `r0..` of the matrix.
-    fn rows_from(self, r0: usize) -> Self {
-        Mat {
-            // SAFETY: callers stay inside the matrix.
-            ptr: self.ptr.wrapping_add(r0 * self.rs),
-            ..self
-        }
-    }
-    /// Columns `c0..` of the matrix.
-    fn cols_from(self, c0: usize) -> Self {
-        Mat {
-            ptr: self.ptr.wrapping_add(c0 * self.cs),
-            ..self
-        }
-    }
-}
-
-macro_rules! real {
-    ($t:ty, $variant:ident, $dtype:ident) => {
-        impl Real for $t {
-            #[inline(always)]
-            fn ln_1p(self) -> Self {
-                <$t>::ln_1p(self)
-            }
-            fn of(b: &Buffer) -> &[Self] {
-                match b {
-                    Buffer::$variant(v) => v,
-                    other => unreachable!(
-                        "a {} buffer where {} was checked",
-                        other.dtype(),
-                        DType::$dtype
-                    ),
-                }
-            }
-            fn of_mut(b: &mut Buffer) -> &mut [Self] {
-                match b {
-                    Buffer::$variant(v) => v,
-                    other => unreachable!(
-                        "a {} buffer where {} was checked",
-                        other.dtype(),
-                        DType::$dtype
-                    ),
-                }
-            }
-            unsafe fn gemm(
-                m: usize,
-                n: usize,
-                k: usize,
-                a: Mat<Self>,
-                b: Mat<Self>,
-                c: *mut Self,
-                ldc: usize,
-                acc: bool,
-            ) {
-                if m == 0 || n == 0 {
-                    return;
-                }
-                if k == 0 {
-                    if !acc {
-                        for r in 0..m {
-                            for j in 0..n {
-                                // SAFETY: inside the m x n block (caller).
-                                unsafe { *c.add(r * ldc + j) = 0.0 };
-                            }
-                        }
-                    }
-                    return;
-                }
-                if !acc && ldc == n && small_gemm::<$t>(m, n, k, a, b, c) {
-                    return;
-                }
-                // SAFETY: forwarded from the caller.
-                unsafe {
-                    let lhs =
-                        MatRef::<$t>::from_raw_parts(a.ptr, m, k, a.rs as isize, a.cs as isize);
-                    let rhs =
-                        MatRef::<$t>::from_raw_parts(b.ptr, k, n, b.rs as isize, b.cs as isize);
-                    let dst = MatMut::<$t>::from_raw_parts_mut(c, m, n, ldc as isize, 1);
-                    let beta = if acc { Accum::Add } else { Accum::Replace };
-                    faer::linalg::matmul::matmul(dst, beta, lhs, rhs, 1.0, Par::Seq);
-                }
-            }
-        }
-    };
-}
-real!(f32, F32, F32);
-real!(f64, F64, F64);
-
-/// The AVX2 kernel for small f32 products (see `backend::cpu::sgemm`); false
-/// when it does not apply (then faer runs).
-fn small_gemm<T: Real>(m: usize, n: usize, k: usize, a: Mat<T>, b: Mat<T>, c: *mut T) -> bool {
-    // Past two row tiles with B rows 128+ elements apart, the kernel copies B
-    // into a panel it allocates each call: leave those to faer.
-    if T::DTYPE != DType::F32 || (m > 12 && b.rs >= 128) {
-        return false;
-    }
-    let cast = |x: Mat<T>| sgemm::MatPtr {
-        ptr: x.ptr.cast::<f32>(),
-        rs: x.rs,
-        cs: x.cs,
-    };
-    // SAFETY: T is f32 (checked); c holds m*n elements (ldc == n, caller);
-    // sgemm only writes them.
-    unsafe {
-        let out = std::slice::from_raw_parts_mut(c.cast::<MaybeUninit<f32>>(), m * n);
-        sgemm::sgemm(m, n, k, cast(a), cast(b), out)
-    }
-}
-
-// ---------------------------------------------------------------- split products
-
-/// Products of at least this many multiply-adds are split across threads.
-/// Handing a part to a spinning helper costs a few microseconds, less than a
-/// rayon wake-up, so the bar is lower than the allocating matmul's.
-const PAR_FLOPS: usize = 1 << 21;
-
-/// Blocks per participant of a split product: claimed dynamically, two
-/// each balance a helper that starts late (on a quiet machine one each
-/// measures the same).
-const BLOCKS_PER_THREAD: usize = 2;
-
-/// `c (+)= a · b` (m x k times k x n into the contiguous m x n `c`), split
-/// into row (or column) blocks across [`par_run`] when it is large.
-///
-/// # Safety
-/// `a`, `b` address valid matrices; `c` holds m*n elements nothing else touches.
-unsafe fn gemm<T: Real>(m: usize, n: usize, k: usize, a: Mat<T>, b: Mat<T>, c: *mut T, acc: bool) {
-    let width = par_width();
-    if width == 1 || m * n * k < PAR_FLOPS || m.max(n) < 32 {
-        // SAFETY: forwarded.
-        unsafe { T::gemm(m, n, k, a, b, c, n, acc) };
-        return;
-    }
-    let c = cpu::SharedPtr::new(c);
-    let split_rows = m >= n;
-    let len = if split_rows { m } else { n };
-    let split = cpu::TileSplit::new(len, BLOCKS_PER_THREAD * width, 16);
-    par_run(split.parts, &|p| {
-        let (start, size) = split.block(p);
-        // SAFETY: the blocks are disjoint parts of c, inside the matrices.
-        unsafe {
-            if split_rows {
-                T::gemm(
-                    size,
-                    n,
-                    k,
-                    a.rows_from(start),
-                    b,
-                    c.get().add(start * n),
-                    n,
-                    acc,
-                );
-            } else {
-                T::gemm(
-                    m,
-                    size,
-                    k,
-                    a,
-                    b.cols_from(start),
-                    c.get().add(start),
-                    n,
-                    acc,
-                );
-            }
-        }
-    });
-}
+/// The float element types the kernels are written for (f32 and f64).
+pub(crate) trait Real: Float + Host + Gemm {}
+impl Real for f32 {}
+impl Real for f64 {}
 
 // ---------------------------------------------------------------- buffers
 
@@ -278,41 +64,6 @@ pub(crate) fn slot<'s>(
     slot.as_ref().expect("the slot was filled above")
 }
 
-/// Like [`slot`], for a result shaped like `like` but with last dim `last`
-/// (compared without building the shape unless a new buffer is needed).
-pub(crate) fn slot_last<'s>(
-    s: &'s mut Option<Tensor>,
-    like: &[usize],
-    last: usize,
-    dtype: DType,
-    device: Device,
-    inputs: &[&Tensor],
-) -> &'s Tensor {
-    let same = |t: &Tensor| {
-        let sh = t.shape();
-        !like.is_empty()
-            && sh.len() == like.len()
-            && sh[..sh.len() - 1] == like[..like.len() - 1]
-            && sh[sh.len() - 1] == last
-    };
-    if let Some(t) = s.as_ref() {
-        if same(t) {
-            let shape = t.shape();
-            let reuse =
-                fits(t, shape, dtype, device) && inputs.iter().all(|i| !i.shares_storage(t));
-            if reuse {
-                return s.as_ref().expect("checked");
-            }
-        }
-    }
-    let mut shape = like.to_vec();
-    match shape.last_mut() {
-        Some(l) => *l = last,
-        None => shape.push(last),
-    }
-    slot(s, &shape, dtype, device, inputs)
-}
-
 /// Panics unless `out` can receive `op`'s result: CPU, contiguous, of
 /// `shape` and a float dtype, sharing no storage with `inputs`.
 fn check_out(op: &str, out: &Tensor, shape: &[usize], inputs: &[&Tensor]) {
@@ -346,8 +97,8 @@ fn with_bufs<T: Real, const N: usize, R>(
     f: impl FnOnce(&mut [T], [&[T]; N]) -> R,
 ) -> R {
     let first = |i: usize| (0..i).find(|&j| ins[j].shares_storage(ins[i])).unwrap_or(i);
-    let guards: [Option<RwLockReadGuard<'_, Buffer>>; N] =
-        std::array::from_fn(|i| (first(i) == i).then(|| ins[i].storage().read()));
+    // In the global lock order; an aliased input's guard is its first entry's.
+    let (guards, [w]) = lock_storages(ins.map(|t| Some(&**t.storage())), [Some(out.storage())]);
     let slices: [&[T]; N] = std::array::from_fn(|i| {
         T::of(
             guards[first(i)]
@@ -355,7 +106,7 @@ fn with_bufs<T: Real, const N: usize, R>(
                 .expect("the first of each storage is locked"),
         )
     });
-    let mut w = out.storage().write();
+    let mut w = w.expect("a named storage is locked");
     let off = out.layout().offset;
     let n = out.numel();
     f(&mut T::of_mut(&mut w)[off..off + n], slices)
@@ -447,18 +198,6 @@ pub(crate) fn add_into(out: &Tensor, g: &Tensor, acc: bool) {
     by_dtype!("add_into", out.dtype(), k::<T>(out, g, acc))
 }
 
-/// `out = a + b` elementwise (same shapes).
-pub(crate) fn sum2_into(out: &Tensor, a: &Tensor, b: &Tensor) {
-    assert_eq!(a.shape(), b.shape(), "sum2_into: shapes differ");
-    check_out("add", out, a.shape(), &[a, b]);
-    fn k<T: Real>(out: &Tensor, a: &Tensor, b: &Tensor) {
-        with_bufs::<T, 2, _>(out, [a, b], |o, [sa, sb]| {
-            each2(sa, a.layout(), sb, b.layout(), |i, x, y| o[i] = x + y)
-        });
-    }
-    by_dtype!("add", out.dtype(), k::<T>(out, a, b))
-}
-
 /// `out = a * b` elementwise (same shapes).
 pub(crate) fn mul_into(out: &Tensor, a: &Tensor, b: &Tensor, acc: bool) {
     assert_eq!(a.shape(), b.shape(), "mul_into: shapes differ");
@@ -473,103 +212,6 @@ pub(crate) fn mul_into(out: &Tensor, a: &Tensor, b: &Tensor, acc: bool) {
     by_dtype!("mul", out.dtype(), k::<T>(out, a, b, acc))
 }
 
-/// An elementwise activation with a gradient computed from its output.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Act {
-    Relu,
-    Sigmoid,
-    Tanh,
-}
-
-impl Act {
-    #[inline(always)]
-    fn apply<T: Real>(self, x: T) -> T {
-        match self {
-            Act::Relu => {
-                if x > T::ZERO {
-                    x
-                } else {
-                    T::ZERO
-                }
-            }
-            // The tape's formula (ops/activation.rs), stable for large |x|.
-            Act::Sigmoid => {
-                if x >= T::ZERO {
-                    T::ONE / (T::ONE + (-x).exp())
-                } else {
-                    let e = x.exp();
-                    e / (T::ONE + e)
-                }
-            }
-            Act::Tanh => x.tanh(),
-        }
-    }
-    /// dL/dx from the output `y` and dL/dy `d` (the tape's kernels).
-    #[inline(always)]
-    fn grad<T: Real>(self, y: T, d: T) -> T {
-        match self {
-            Act::Relu => {
-                if y > T::ZERO {
-                    d
-                } else {
-                    T::ZERO
-                }
-            }
-            Act::Sigmoid => d * y * (T::ONE - y),
-            Act::Tanh => d * (T::ONE - y * y),
-        }
-    }
-}
-
-/// `out = act(x)`.
-pub(crate) fn act_into(act: Act, out: &Tensor, x: &Tensor) {
-    check_out("activation", out, x.shape(), &[x]);
-    fn k<T: Real>(act: Act, out: &Tensor, x: &Tensor) {
-        with_bufs::<T, 1, _>(out, [x], |o, [xs]| {
-            let l = x.layout();
-            if l.is_contiguous() {
-                let s = &xs[l.offset..l.offset + o.len()];
-                match act {
-                    // Monomorphic loops vectorise.
-                    Act::Relu => o
-                        .iter_mut()
-                        .zip(s)
-                        .for_each(|(o, &v)| *o = Act::Relu.apply(v)),
-                    Act::Sigmoid => o
-                        .iter_mut()
-                        .zip(s)
-                        .for_each(|(o, &v)| *o = Act::Sigmoid.apply(v)),
-                    Act::Tanh => o
-                        .iter_mut()
-                        .zip(s)
-                        .for_each(|(o, &v)| *o = Act::Tanh.apply(v)),
-                }
-            } else {
-                each(xs, l, |i, v| o[i] = act.apply(v));
-            }
-        });
-    }
-    by_dtype!("activation", out.dtype(), k::<T>(act, out, x))
-}
-
-/// `out (+)= act'(x) · g`, from the activation's output `y`.
-pub(crate) fn act_backward_into(act: Act, out: &Tensor, y: &Tensor, g: &Tensor, acc: bool) {
-    assert_eq!(y.shape(), g.shape(), "activation backward: shapes differ");
-    check_out("activation backward", out, y.shape(), &[y, g]);
-    fn k<T: Real>(act: Act, out: &Tensor, y: &Tensor, g: &Tensor, acc: bool) {
-        with_bufs::<T, 2, _>(out, [y, g], |o, [ys, gs]| {
-            each2(ys, y.layout(), gs, g.layout(), |i, v, d| {
-                put(&mut o[i], act.grad(v, d), acc)
-            })
-        });
-    }
-    by_dtype!(
-        "activation backward",
-        out.dtype(),
-        k::<T>(act, out, y, g, acc)
-    )
-}
-
 /// `out = x · mask` where the mask keeps each element with probability
 /// `1 - p` (drawn from the global generator, as `Tensor::rand(..) >= p`) and
 /// is `1/(1-p)` there: writes the mask into `mask` and the product into `out`.
@@ -578,10 +220,11 @@ pub(crate) fn dropout_into(out: &Tensor, mask: &Tensor, x: &Tensor, p: f64) {
     check_out("dropout", mask, x.shape(), &[x]);
     let scale = if p < 1.0 { 1.0 / (1.0 - p) } else { 0.0 };
     fn k<T: Real>(mask: &Tensor, p: f64, scale: f64) {
-        let mut w = mask.storage().write();
-        let m = T::of_mut(&mut w);
+        // The generator's lock first, then the storage's, as everywhere: code
+        // run under `with_global_generator` may lock storages.
         crate::random::with_global_generator(|g| {
-            for v in m.iter_mut() {
+            let mut w = mask.storage().write();
+            for v in T::of_mut(&mut w).iter_mut() {
                 // The same draw and comparison as `Tensor::rand(shape).ge_scalar(p)`.
                 let u = g.uniform() as f32;
                 *v = T::from_f64(if u as f64 >= p { scale } else { 0.0 });
@@ -590,328 +233,6 @@ pub(crate) fn dropout_into(out: &Tensor, mask: &Tensor, x: &Tensor, p: f64) {
     }
     by_dtype!("dropout", mask.dtype(), k::<T>(mask, p, scale));
     mul_into(out, x, mask, false);
-}
-
-// ---------------------------------------------------------------- matrices
-
-/// `t` viewed as a `[rows, cols]` matrix (its last dim is `cols`): 2-D
-/// tensors with their strides, 1-D as one row, N-D when contiguous.
-fn as_mat(t: &Tensor, cols: usize) -> Option<(usize, usize, usize)> {
-    let l = t.layout();
-    match l.ndim() {
-        0 => None,
-        1 => (l.shape[0] == cols).then_some((1, cols.max(1), 1)),
-        2 => (l.shape[1] == cols).then_some((l.shape[0], l.strides[0], l.strides[1])),
-        _ => (l.shape[l.ndim() - 1] == cols && l.is_contiguous())
-            .then(|| (l.numel() / cols.max(1), cols, 1)),
-    }
-}
-
-/// Whether `t` (a gradient flowing into a Linear layer with `cols` outputs)
-/// has a matrix view the kernels read.
-pub(crate) fn matrix_ok(t: &Tensor, cols: usize, dtype: DType) -> bool {
-    t.dtype() == dtype && t.device().is_cpu() && as_mat(t, cols).is_some()
-}
-
-/// A [`Mat`] over a locked buffer: `(rows, row stride, column stride)` of `t`.
-fn mat<T: Real>(data: &[T], t: &Tensor, (_, rs, cs): (usize, usize, usize)) -> Mat<T> {
-    Mat {
-        ptr: data[t.layout().offset..].as_ptr(),
-        rs,
-        cs,
-    }
-}
-
-/// Whether [`linear_into`] and [`linear_backward_into`] handle these operands
-/// (CPU, one float dtype, matrix views); otherwise callers take the
-/// allocating path.
-pub(crate) fn linear_supported(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> bool {
-    let dt = w.dtype();
-    dt.is_float()
-        && x.dtype() == dt
-        && b.is_none_or(|b| b.dtype() == dt && b.is_contiguous() && b.numel() == w.shape()[0])
-        && x.device().is_cpu()
-        && w.device().is_cpu()
-        && w.ndim() == 2
-        && x.ndim() >= 1
-        && as_mat(x, w.shape()[1]).is_some()
-}
-
-/// `out = x · wᵀ + b` (a Linear layer), `out` of shape `x.shape[..-1] + [out_features]`.
-/// The bias is written first and the product accumulated onto it.
-pub(crate) fn linear_into(out: &Tensor, x: &Tensor, w: &Tensor, b: Option<&Tensor>) {
-    let (nout, nin) = (w.shape()[0], w.shape()[1]);
-    let xm = as_mat(x, nin).expect("linear_into: checked by linear_supported");
-    let rows = xm.0;
-    assert!(
-        out.is_contiguous() && out.numel() == rows * nout && out.dtype() == w.dtype(),
-        "linear_into: the output buffer must be a contiguous {} tensor of {rows} x {nout} \
-         elements, got shape {:?}",
-        w.dtype(),
-        out.shape()
-    );
-    for t in [Some(x), Some(w), b].into_iter().flatten() {
-        assert!(
-            !t.shares_storage(out),
-            "linear_into: the output buffer shares storage with an operand; use a separate buffer"
-        );
-    }
-    fn k<T: Real>(
-        out: &Tensor,
-        x: &Tensor,
-        w: &Tensor,
-        b: Option<&Tensor>,
-        xm: (usize, usize, usize),
-    ) {
-        let (nout, nin) = (w.shape()[0], w.shape()[1]);
-        let rows = xm.0;
-        let bias = b.unwrap_or(w);
-        with_bufs::<T, 3, _>(out, [x, w, bias], |o, [xs, ws, bs]| {
-            if let Some(b) = b {
-                let bv = &bs[b.layout().offset..b.layout().offset + nout];
-                for row in o.chunks_exact_mut(nout.max(1)) {
-                    row.copy_from_slice(bv);
-                }
-            }
-            let wl = w.layout();
-            let wt = Mat {
-                ptr: ws[wl.offset..].as_ptr(),
-                rs: wl.strides[0],
-                cs: wl.strides[1],
-            }
-            .t();
-            // SAFETY: the views come from valid layouts of locked buffers;
-            // `o` is rows x nout, exclusively ours.
-            unsafe {
-                gemm(
-                    rows,
-                    nout,
-                    nin,
-                    mat(xs, x, xm),
-                    wt,
-                    o.as_mut_ptr(),
-                    b.is_some(),
-                )
-            };
-        });
-    }
-    by_dtype!("linear", w.dtype(), k::<T>(out, x, w, b, xm))
-}
-
-/// The Linear layer's gradients from dL/dy `g` (shape `x.shape[..-1] + [out]`):
-/// `dw += gᵀ·x`, `db += Σ_rows g` (into existing buffers), and `dx = g·w`
-/// into `dx` when given.
-pub(crate) fn linear_backward_into(
-    g: &Tensor,
-    x: &Tensor,
-    w: &Tensor,
-    dw: &Tensor,
-    db: Option<&Tensor>,
-    dx: Option<&Tensor>,
-) {
-    let (nout, nin) = (w.shape()[0], w.shape()[1]);
-    let xm = as_mat(x, nin).expect("linear_backward_into: checked by linear_supported");
-    let gm = as_mat(g, nout).expect("linear_backward_into: grad_out must be a matrix view");
-    assert_eq!(
-        gm.0, xm.0,
-        "linear backward: grad_out and input rows differ"
-    );
-    check_out("linear backward (weight)", dw, w.shape(), &[g, x]);
-    if let Some(db) = db {
-        check_out("linear backward (bias)", db, &[nout], &[g]);
-    }
-    #[allow(clippy::too_many_arguments)]
-    fn k<T: Real>(
-        g: &Tensor,
-        x: &Tensor,
-        w: &Tensor,
-        dw: &Tensor,
-        db: Option<&Tensor>,
-        dx: Option<&Tensor>,
-        xm: (usize, usize, usize),
-        gm: (usize, usize, usize),
-    ) {
-        let (nout, nin) = (w.shape()[0], w.shape()[1]);
-        let rows = xm.0;
-        // dw += gᵀ · x
-        with_bufs::<T, 2, _>(dw, [g, x], |o, [gs, xs]| {
-            // SAFETY: valid views of locked buffers; `o` is nout x nin.
-            unsafe {
-                gemm(
-                    nout,
-                    nin,
-                    rows,
-                    mat(gs, g, gm).t(),
-                    mat(xs, x, xm),
-                    o.as_mut_ptr(),
-                    true,
-                )
-            };
-        });
-        // db += column sums of g
-        if let Some(db) = db {
-            with_bufs::<T, 1, _>(db, [g], |o, [gs]| {
-                let base = g.layout().offset;
-                for r in 0..rows {
-                    let row = &gs[base + r * gm.1..];
-                    for (j, o) in o.iter_mut().enumerate() {
-                        *o += row[j * gm.2];
-                    }
-                }
-            });
-        }
-        // dx = g · w
-        if let Some(dx) = dx {
-            assert!(
-                !dx.shares_storage(g) && !dx.shares_storage(w),
-                "linear backward: the input-gradient buffer shares storage with an operand"
-            );
-            assert!(
-                dx.is_contiguous() && dx.numel() == rows * nin && dx.dtype() == w.dtype(),
-                "linear backward: the input-gradient buffer must be a contiguous {} tensor of \
-                 {rows} x {nin} elements",
-                w.dtype()
-            );
-            with_bufs::<T, 2, _>(dx, [g, w], |o, [gs, ws]| {
-                let wl = w.layout();
-                let wm = Mat {
-                    ptr: ws[wl.offset..].as_ptr(),
-                    rs: wl.strides[0],
-                    cs: wl.strides[1],
-                };
-                // SAFETY: as above; `o` is rows x nin.
-                unsafe { gemm(rows, nin, nout, mat(gs, g, gm), wm, o.as_mut_ptr(), false) };
-            });
-        }
-    }
-    by_dtype!(
-        "linear backward",
-        w.dtype(),
-        k::<T>(g, x, w, dw, db, dx, xm, gm)
-    )
-}
-
-// ---------------------------------------------------------------- softmax
-
-/// `(outer, n, inner)` of a contiguous shape split at `dim`.
-fn split_at_dim(shape: &[usize], dim: usize) -> (usize, usize, usize) {
-    let outer = shape[..dim].iter().product();
-    let inner = shape[dim + 1..].iter().product();
-    (outer, shape[dim], inner)
-}
-
-/// `out = softmax(x, dim)` or `log_softmax(x, dim)` (shifted by the max, as
-/// the allocating op), for a contiguous `x`.
-pub(crate) fn softmax_into(out: &Tensor, x: &Tensor, dim: usize, log: bool) {
-    assert!(
-        x.is_contiguous(),
-        "softmax_into: the input must be contiguous"
-    );
-    check_out("softmax", out, x.shape(), &[x]);
-    let (outer, n, inner) = split_at_dim(x.shape(), dim);
-    fn k<T: Real>(out: &Tensor, x: &Tensor, dims: (usize, usize, usize), log: bool) {
-        let (outer, n, inner) = dims;
-        with_bufs::<T, 1, _>(out, [x], |o, [xs]| {
-            let xs = &xs[x.layout().offset..x.layout().offset + o.len()];
-            for a in 0..outer {
-                for c in 0..inner {
-                    let at = |i: usize| a * n * inner + i * inner + c;
-                    let mut m = xs[at(0)];
-                    for i in 1..n {
-                        let v = xs[at(i)];
-                        if v > m || v.is_nan() {
-                            m = v;
-                        }
-                    }
-                    let mut s = T::ZERO;
-                    for i in 0..n {
-                        let e = (xs[at(i)] - m).exp();
-                        s += e;
-                        if !log {
-                            o[at(i)] = e;
-                        }
-                    }
-                    if log {
-                        let lse = s.ln();
-                        for i in 0..n {
-                            o[at(i)] = (xs[at(i)] - m) - lse;
-                        }
-                    } else {
-                        for i in 0..n {
-                            o[at(i)] = o[at(i)] / s;
-                        }
-                    }
-                }
-            }
-        });
-    }
-    if n == 0 {
-        return;
-    }
-    by_dtype!(
-        "softmax",
-        out.dtype(),
-        k::<T>(out, x, (outer, n, inner), log)
-    )
-}
-
-/// `out (+)=` the softmax (`y·(g - Σ g·y)`) or log-softmax (`g - exp(y)·Σ g`)
-/// input gradient from the output `y` (contiguous) and `g`.
-pub(crate) fn softmax_backward_into(
-    out: &Tensor,
-    y: &Tensor,
-    g: &Tensor,
-    dim: usize,
-    log: bool,
-    acc: bool,
-) {
-    assert!(
-        y.is_contiguous() && g.is_contiguous() && y.shape() == g.shape(),
-        "softmax backward: the output and its gradient must be contiguous and of one shape"
-    );
-    check_out("softmax backward", out, y.shape(), &[y, g]);
-    let (outer, n, inner) = split_at_dim(y.shape(), dim);
-    fn k<T: Real>(
-        out: &Tensor,
-        y: &Tensor,
-        g: &Tensor,
-        dims: (usize, usize, usize),
-        log: bool,
-        acc: bool,
-    ) {
-        let (outer, n, inner) = dims;
-        with_bufs::<T, 2, _>(out, [y, g], |o, [ys, gs]| {
-            let ys = &ys[y.layout().offset..y.layout().offset + o.len()];
-            let gs = &gs[g.layout().offset..g.layout().offset + o.len()];
-            for a in 0..outer {
-                for c in 0..inner {
-                    let at = |i: usize| a * n * inner + i * inner + c;
-                    let mut s = T::ZERO;
-                    for i in 0..n {
-                        s += if log {
-                            gs[at(i)]
-                        } else {
-                            gs[at(i)] * ys[at(i)]
-                        };
-                    }
-                    for i in 0..n {
-                        let (yv, gv) = (ys[at(i)], gs[at(i)]);
-                        let v = if log {
-                            gv - yv.exp() * s
-                        } else {
-                            yv * (gv - s)
-                        };
-                        put(&mut o[at(i)], v, acc);
-                    }
-                }
-            }
-        });
-    }
-    by_dtype!(
-        "softmax backward",
-        out.dtype(),
-        k::<T>(out, y, g, (outer, n, inner), log, acc)
-    )
 }
 
 // ---------------------------------------------------------------- losses
@@ -970,7 +291,7 @@ pub fn bce_with_logits_into(input: &Tensor, target: &Tensor, loss: &Tensor, grad
                 let relu = if x > T::ZERO { x } else { T::ZERO };
                 let l = relu - x * t + (-x.abs()).exp().ln_1p();
                 total += l.to_f64();
-                o[i] = (Act::Sigmoid.apply(x) - t) * inv;
+                o[i] = (x.sigmoid() - t) * inv;
             });
             total
         });
@@ -1011,38 +332,40 @@ pub fn cross_entropy_into(input: &Tensor, target: &Tensor, loss: &Tensor, grad: 
         target.shape()
     );
     check_loss_bufs("cross_entropy", input, loss, grad);
-    let (n, c) = (input.shape()[0], input.shape()[1]);
-    // Targets first, so a bad one panics before anything is written.
-    let tl = target.layout();
-    let tg = target.storage().read();
-    let Buffer::I64(tv) = &*tg else {
-        unreachable!("checked i64 above")
-    };
-    let tval = |r: usize| tv[tl.offset + r * tl.strides[0]];
-    let mut count = 0usize;
-    for r in 0..n {
-        let t = tval(r);
-        if t != IGNORE_INDEX {
-            assert!(
-                (0..c as i64).contains(&t),
-                "cross_entropy: target {t} is out of bounds for {c} classes (row {r}); class \
-                 indices must be in [0, {c}) or {IGNORE_INDEX} (ignored)"
+    fn k<T: Real>(input: &Tensor, target: &Tensor, loss: &Tensor, grad: &Tensor) -> f64 {
+        let (n, c) = (input.shape()[0], input.shape()[1]);
+        let total = {
+            // The input and the targets read, the gradient written: locked
+            // together in the global lock order.
+            let ([xg, tg], [og]) = lock_storages(
+                [Some(&**input.storage()), Some(target.storage())],
+                [Some(grad.storage())],
             );
-            count += 1;
-        }
-    }
-    fn k<T: Real>(
-        input: &Tensor,
-        loss: &Tensor,
-        grad: &Tensor,
-        nc: (usize, usize),
-        count: usize,
-        tval: &dyn Fn(usize) -> i64,
-    ) -> f64 {
-        let (n, c) = nc;
-        let inv = T::from_f64(1.0 / count as f64);
-        let l = input.layout();
-        let total = with_bufs::<T, 1, _>(grad, [input], |o, [xs]| {
+            let locked = "distinct storages are each locked";
+            let (xg, tg, mut og) = (xg.expect(locked), tg.expect(locked), og.expect(locked));
+            let Buffer::I64(tv) = &*tg else {
+                unreachable!("checked i64 above")
+            };
+            let tl = target.layout();
+            let tval = |r: usize| tv[tl.offset + r * tl.strides[0]];
+            // Targets first, so a bad one panics before anything is written.
+            let mut count = 0usize;
+            for r in 0..n {
+                let t = tval(r);
+                if t != IGNORE_INDEX {
+                    assert!(
+                        (0..c as i64).contains(&t),
+                        "cross_entropy: target {t} is out of bounds for {c} classes (row {r}); \
+                         class indices must be in [0, {c}) or {IGNORE_INDEX} (ignored)"
+                    );
+                    count += 1;
+                }
+            }
+            let inv = T::from_f64(1.0 / count as f64);
+            let l = input.layout();
+            let xs = T::of(&xg);
+            let go = grad.layout().offset;
+            let o = &mut T::of_mut(&mut og)[go..go + n * c];
             let mut total = 0.0f64;
             for r in 0..n {
                 let at = |j: usize| xs[l.offset + r * l.strides[0] + j * l.strides[1]];
@@ -1072,22 +395,18 @@ pub fn cross_entropy_into(input: &Tensor, target: &Tensor, loss: &Tensor, grad: 
                 }
                 row[t as usize] = row[t as usize] - inv;
             }
-            total
-        });
-        // No counted rows: PyTorch's mean of nothing is NaN.
-        let value = total / count as f64;
+            // No counted rows: PyTorch's mean of nothing is NaN.
+            total / count as f64
+        };
         let mut w = loss.storage().write();
-        T::of_mut(&mut w)[loss.layout().offset] = T::from_f64(value);
-        T::from_f64(value).to_f64()
+        T::of_mut(&mut w)[loss.layout().offset] = T::from_f64(total);
+        T::from_f64(total).to_f64()
     }
-    let tval: &dyn Fn(usize) -> i64 = &tval;
-    let out = by_dtype!(
+    by_dtype!(
         "cross_entropy",
         input.dtype(),
-        k::<T>(input, loss, grad, (n, c), count, tval)
-    );
-    drop(tg);
-    out
+        k::<T>(input, target, loss, grad)
+    )
 }
 
 // ---------------------------------------------------------------- optimizer helpers
@@ -1103,8 +422,9 @@ pub(crate) fn sgd_update_(param: &Tensor, grad: &Tensor, lr: f64, zero_grad: boo
     check_out("sgd", param, grad.shape(), &[grad]);
     fn k<T: Real>(param: &Tensor, grad: &Tensor, lr: f64, zero: bool) {
         let lr = T::from_f64(lr);
-        let mut pw = param.storage().write();
-        let mut gw = grad.storage().write();
+        let ([], [pw, gw]) = lock_storages([], [Some(&**param.storage()), Some(grad.storage())]);
+        let locked = "distinct storages are each locked";
+        let (mut pw, mut gw) = (pw.expect(locked), gw.expect(locked));
         let (po, go, n) = (param.layout().offset, grad.layout().offset, param.numel());
         let p = cpu::SharedPtr::new(T::of_mut(&mut pw)[po..po + n].as_mut_ptr());
         let g = cpu::SharedPtr::new(T::of_mut(&mut gw)[go..go + n].as_mut_ptr());
@@ -1125,7 +445,7 @@ pub(crate) fn sgd_update_(param: &Tensor, grad: &Tensor, lr: f64, zero_grad: boo
             }
         };
         // Big parameters (a 784 x 256 weight) are split across the helpers.
-        const BLOCK: usize = 1 << 15;
+        const BLOCK: usize = if cfg!(miri) { 16 } else { 1 << 15 };
         if n < 2 * BLOCK {
             block(0, n);
         } else {
@@ -1151,138 +471,6 @@ mod tests {
                 (g - w).abs() <= tol * (1.0 + w.abs()),
                 "{what} [{i}]: {g} vs {w}"
             );
-        }
-    }
-
-    fn filled(shape: &[usize], seed: usize, dtype: DType) -> Tensor {
-        let n: usize = shape.iter().product();
-        let v: Vec<f64> = (0..n)
-            .map(|i| ((i * 7919 + seed * 104_729) % 1009) as f64 / 1009.0 - 0.5)
-            .collect();
-        Tensor::from_vec(v, shape).to_dtype(dtype)
-    }
-
-    use crate::ops::matmul::tests::naive;
-
-    /// Linear forward and backward into buffers against the definitions, at
-    /// sizes that take every path: the small kernel, faer, the split across
-    /// the helper pool (rows and columns), a strided input, and f64.
-    #[test]
-    fn linear_kernels_match_the_definitions() {
-        for &(rows, nin, nout, dtype) in &[
-            (16, 2, 16, DType::F32),
-            (64, 784, 256, DType::F32),
-            (300, 40, 20, DType::F32),
-            (20, 300, 500, DType::F32),
-            (9, 5, 3, DType::F64),
-            (70, 200, 130, DType::F64),
-        ] {
-            let what = format!("{rows}x{nin}->{nout} {dtype}");
-            // A transposed (strided) input view.
-            let x = filled(&[nin, rows], 1, dtype).t();
-            let w = filled(&[nout, nin], 2, dtype);
-            let b = filled(&[nout], 3, dtype);
-            assert!(linear_supported(&x, &w, Some(&b)));
-            let y = Tensor::zeros_opts([rows, nout], &crate::TensorOptions::new().dtype(dtype));
-            linear_into(&y, &x, &w, Some(&b));
-            let mut want = naive(&x, &w.t());
-            let bv = f64s(&b);
-            for (i, v) in want.iter_mut().enumerate() {
-                *v += bv[i % nout];
-            }
-            let tol = if dtype == DType::F32 { 1e-5 } else { 1e-12 };
-            assert_close(
-                &f64s(&y),
-                &want,
-                tol * nin as f64,
-                &format!("{what} forward"),
-            );
-
-            let g = filled(&[rows, nout], 4, dtype);
-            let opts = crate::TensorOptions::new().dtype(dtype);
-            // dw and db accumulate onto what is there (here: ones).
-            let dw = Tensor::ones_opts([nout, nin], &opts);
-            let db = Tensor::ones_opts([nout], &opts);
-            let dx = Tensor::zeros_opts([rows, nin], &opts);
-            linear_backward_into(&g, &x, &w, &dw, Some(&db), Some(&dx));
-            let want_dw: Vec<f64> = naive(&g.t(), &x).iter().map(|v| v + 1.0).collect();
-            assert_close(
-                &f64s(&dw),
-                &want_dw,
-                tol * rows as f64,
-                &format!("{what} dw"),
-            );
-            let gv = f64s(&g);
-            let want_db: Vec<f64> = (0..nout)
-                .map(|j| 1.0 + (0..rows).map(|r| gv[r * nout + j]).sum::<f64>())
-                .collect();
-            assert_close(
-                &f64s(&db),
-                &want_db,
-                tol * rows as f64,
-                &format!("{what} db"),
-            );
-            assert_close(
-                &f64s(&dx),
-                &naive(&g, &w),
-                tol * nout as f64,
-                &format!("{what} dx"),
-            );
-        }
-    }
-
-    #[test]
-    fn activations_and_their_gradients_match_the_tape_kernels() {
-        let x = filled(&[7, 9], 5, DType::F64) * 8.0;
-        let g = filled(&[7, 9], 6, DType::F64);
-        for (act, y_ref) in [
-            (Act::Relu, x.relu()),
-            (Act::Sigmoid, x.sigmoid()),
-            (Act::Tanh, x.tanh()),
-        ] {
-            let y = x.zeros_like();
-            act_into(act, &y, &x);
-            assert_eq!(f64s(&y), f64s(&y_ref), "{act:?}");
-            let dx_ref = match act {
-                Act::Relu => crate::vjp::relu(&y, &g),
-                Act::Sigmoid => crate::vjp::sigmoid(&y, &g),
-                Act::Tanh => crate::vjp::tanh(&y, &g),
-            };
-            let dx = x.ones_like();
-            act_backward_into(act, &dx, &y, &g, true);
-            let want: Vec<f64> = f64s(&dx_ref).iter().map(|v| v + 1.0).collect();
-            assert_eq!(f64s(&dx), want, "{act:?} backward, accumulated");
-        }
-        // A strided input.
-        let xt = x.t();
-        let y = xt.contiguous().zeros_like();
-        act_into(Act::Relu, &y, &xt);
-        assert_eq!(f64s(&y), f64s(&xt.relu()));
-    }
-
-    #[test]
-    fn softmax_kernels_match_the_allocating_ops() {
-        let x = filled(&[3, 4, 5], 7, DType::F64) * 20.0;
-        let g = filled(&[3, 4, 5], 8, DType::F64);
-        for dim in 0..3 {
-            for log in [false, true] {
-                let y = x.zeros_like();
-                softmax_into(&y, &x, dim, log);
-                let y_ref = if log {
-                    x.log_softmax(dim as isize)
-                } else {
-                    x.softmax(dim as isize)
-                };
-                assert_close(&f64s(&y), &f64s(&y_ref), 1e-14, "softmax");
-                let dx = x.zeros_like();
-                softmax_backward_into(&dx, &y, &g, dim, log, false);
-                let dx_ref = if log {
-                    crate::vjp::log_softmax(&y, &g, dim as isize)
-                } else {
-                    crate::vjp::softmax(&y, &g, dim as isize)
-                };
-                assert_close(&f64s(&dx), &f64s(&dx_ref), 1e-14, "softmax backward");
-            }
         }
     }
 

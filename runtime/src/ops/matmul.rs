@@ -7,17 +7,24 @@ use faer::{Accum, MatMut, MatRef, Par};
 
 use super::reduce::sum_to;
 use super::same_device;
-use crate::autograd::{record, Backward, SavedTensor};
+use crate::autograd::{try_apply, GradSlot, Op, Out, Spec};
 use crate::backend::cpu::sgemm::{self, MatPtr};
 use crate::backend::cpu::SharedPtr;
-use crate::backend::{cpu, Buffer};
+use crate::backend::{cpu, memory, Buffer};
 use crate::error::{Error, OrPanic, Result};
-use crate::tensor::{broadcast_shapes, DType, Layout, Tensor};
+use crate::tensor::{
+    assert_matrix_within, broadcast_dims, broadcast_shapes, checked_numel, DType, Layout, Tensor,
+};
 
 /// Below this many multiply-adds a product runs on one thread: waking rayon's
 /// workers costs more than the second thread saves. Measured on 2 cores: one
-/// thread wins up to n = 160 (square f32), two win from n = 192.
-const PAR_FLOPS: usize = 176 * 176 * 176;
+/// thread wins up to n = 160 (square f32), two win from n = 192. (Under
+/// Miri, small: its tests take the split paths at small sizes.)
+const PAR_FLOPS: usize = if cfg!(miri) {
+    8 * 8 * 8
+} else {
+    176 * 176 * 176
+};
 
 /// One operand of a batched product: its data, and for each batch the offset
 /// of its matrix, with the matrix's row and column strides.
@@ -28,18 +35,36 @@ struct Operand<'a, T> {
     cs: isize,
 }
 
+impl<T> Operand<'_, T> {
+    /// Panics, in release builds too, unless every batch's `rows` x `cols`
+    /// matrix lies inside `data`: the bounds check of the unsafe product
+    /// below, once per call (O(batches), nothing per element).
+    #[track_caller]
+    fn assert_within(&self, rows: usize, cols: usize) {
+        assert!(
+            self.rs >= 0 && self.cs >= 0,
+            "matmul: internal error: negative strides"
+        );
+        let strides = (self.rs as usize, self.cs as usize);
+        for &o in &self.offsets {
+            assert_matrix_within("matmul", o, (rows, cols), strides, self.data.len());
+        }
+    }
+}
+
 /// An element type's own kernel for small single-threaded products, where
 /// faer's packing costs more than it saves; false when it does not apply.
 trait SmallGemm: Sized {
     /// # Safety
-    /// `a` and `b` (pointer, row stride, column stride) address valid m x k
-    /// and k x n matrices; `dst` holds m x n elements, row-major.
+    /// `a` and `b` (pointer, row stride, column stride, elements readable
+    /// from the pointer on) address valid m x k and k x n matrices; `dst`
+    /// holds m x n elements, row-major.
     unsafe fn small(
         _m: usize,
         _n: usize,
         _k: usize,
-        _a: (*const Self, isize, isize),
-        _b: (*const Self, isize, isize),
+        _a: (*const Self, isize, isize, usize),
+        _b: (*const Self, isize, isize, usize),
         _dst: &mut [MaybeUninit<Self>],
     ) -> bool {
         false
@@ -51,14 +76,15 @@ impl SmallGemm for f32 {
         m: usize,
         n: usize,
         k: usize,
-        a: (*const f32, isize, isize),
-        b: (*const f32, isize, isize),
+        a: (*const f32, isize, isize, usize),
+        b: (*const f32, isize, isize, usize),
         dst: &mut [MaybeUninit<f32>],
     ) -> bool {
-        let mat = |(ptr, rs, cs): (*const f32, isize, isize)| MatPtr {
+        let mat = |(ptr, rs, cs, len): (*const f32, isize, isize, usize)| MatPtr {
             ptr,
             rs: rs as usize,
             cs: cs as usize,
+            len,
         };
         // SAFETY: forwarded from the caller (layout strides are never negative).
         unsafe { sgemm::sgemm(m, n, k, mat(a), mat(b), dst) }
@@ -79,11 +105,25 @@ macro_rules! gemm_batches {
     ($t:ty, $a:expr, $b:expr, $out:expr, $m:expr, $n:expr, $k:expr) => {{
         let (a, b, out, m, n, k) = ($a, $b, $out, $m, $n, $k);
         let out: &mut [MaybeUninit<$t>] = out;
+        // The bounds of everything the unsafe blocks below touch, checked
+        // once per call: each batch's matrices inside their buffers, and
+        // the output holding every batch's m x n block.
+        a.assert_within(m, k);
+        b.assert_within(k, n);
+        assert!(
+            a.offsets.len() == b.offsets.len()
+                && m.checked_mul(n)
+                    .and_then(|mn| mn.checked_mul(a.offsets.len()))
+                    .is_some_and(|total| total <= out.len()),
+            "matmul: internal error: an output of {} elements for {} products of {m} x {n}",
+            out.len(),
+            a.offsets.len()
+        );
         let dst_base = SharedPtr::new(out.as_mut_ptr());
         // Rows r0..r0+rows and columns c0..c0+cols of product i, single-threaded.
         let block = |i: usize, r0: usize, rows: usize, c0: usize, cols: usize| {
             // SAFETY: offsets and strides come from valid layouts of these
-            // buffers (checked by Layout), the block lies inside product i's
+            // buffers (checked above), the block lies inside product i's
             // m x n slice of `out`, and parallel blocks are disjoint. faer
             // only writes it (`Accum::Replace`: documented not to read the
             // previous values), so it may be uninitialised.
@@ -101,8 +141,9 @@ macro_rules! gemm_batches {
                 let b_ptr = b.data.as_ptr().add(b.offsets[i]).offset(c0 as isize * b.cs);
                 if rows == m && cols == n {
                     let whole = std::slice::from_raw_parts_mut(dst, m * n);
-                    let small = (a_ptr, a.rs, a.cs);
-                    if <$t as SmallGemm>::small(m, n, k, small, (b_ptr, b.rs, b.cs), whole) {
+                    let small_a = (a_ptr, a.rs, a.cs, a.data.len() - a.offsets[i]);
+                    let small_b = (b_ptr, b.rs, b.cs, b.data.len() - b.offsets[i]);
+                    if <$t as SmallGemm>::small(m, n, k, small_a, small_b, whole) {
                         return;
                     }
                 }
@@ -155,8 +196,8 @@ macro_rules! gemm_batches {
 }
 
 /// Offsets of each batch's matrix for a layout whose last two dims are the
-/// matrix, broadcast over `batch`.
-fn batch_offsets(l: &Layout, batch: &[usize]) -> Vec<usize> {
+/// matrix, broadcast over `batch` (a checked shape).
+fn batch_offsets(l: &Layout, batch: &[usize]) -> Result<Vec<usize>> {
     let nd = l.ndim();
     let own = Layout {
         shape: l.shape[..nd - 2].to_vec(),
@@ -164,12 +205,12 @@ fn batch_offsets(l: &Layout, batch: &[usize]) -> Vec<usize> {
         offset: l.offset,
     }
     .broadcast_to(batch);
-    let n: usize = batch.iter().product();
-    let mut offs = Vec::with_capacity(n);
+    let n = checked_numel("matmul", batch)?;
+    let mut offs = memory::try_alloc("matmul", batch, n)?;
     cpu::walk(batch, [&own.strides], [own.offset], 0, n, |[o]| {
         offs.push(o)
     });
-    offs
+    Ok(offs)
 }
 
 /// A tensor viewed with at least two dims: a 1-D `[k]` becomes `[1, k]` (lhs)
@@ -180,9 +221,11 @@ fn as_matrix(t: &Tensor, lhs: bool) -> Tensor {
     }
     let l = t.layout();
     let (shape, strides) = if lhs {
+        // The stride of the size-1 dim is never stepped; saturating keeps
+        // it a plain number whatever the view.
         (
             vec![1, l.shape[0]],
-            vec![l.shape[0] * l.strides[0], l.strides[0]],
+            vec![l.shape[0].saturating_mul(l.strides[0]), l.strides[0]],
         )
     } else {
         (vec![l.shape[0], 1], vec![l.strides[0], 1])
@@ -194,12 +237,13 @@ fn as_matrix(t: &Tensor, lhs: bool) -> Tensor {
     })
 }
 
-/// The product of two ≥2-D tensors with broadcast batch dims (no autograd).
-/// Errors name `user`, the shapes the caller passed (before 1-D promotion).
-fn matmul_nd(a: &Tensor, b: &Tensor, user: (&[usize], &[usize])) -> Result<Tensor> {
-    let (an, bn) = (a.ndim(), b.ndim());
-    let (m, k) = (a.shape()[an - 2], a.shape()[an - 1]);
-    let (k2, n) = (b.shape()[bn - 2], b.shape()[bn - 1]);
+/// The broadcast batch dims of the (≥2-D) matrix operands `a` and `b`, after
+/// checking that their inner dims agree; `user` are the shapes as the user
+/// gave them, for the messages.
+fn batch_dims(a: &[usize], b: &[usize], user: (&[usize], &[usize])) -> Result<Vec<usize>> {
+    let (an, bn) = (a.len(), b.len());
+    let (m, k) = (a[an - 2], a[an - 1]);
+    let (k2, n) = (b[bn - 2], b[bn - 1]);
     if k != k2 {
         return Err(Error::shape(
             "matmul",
@@ -211,33 +255,80 @@ fn matmul_nd(a: &Tensor, b: &Tensor, user: (&[usize], &[usize])) -> Result<Tenso
             ),
         ));
     }
-    let batch = broadcast_shapes("matmul", &a.shape()[..an - 2], &b.shape()[..bn - 2]).map_err(
-        |e| match e {
-            Error::Shape { op, msg } => Error::Shape {
-                op,
-                msg: format!(
-                    "the batch dims (all but the last two) of shapes {:?} and {:?} must \
-                     broadcast, but {msg}",
-                    user.0, user.1
-                ),
-            },
-            e => e,
+    // The count is checked on the whole output shape by the callers.
+    broadcast_dims("matmul", &a[..an - 2], &b[..bn - 2]).map_err(|e| match e {
+        Error::Shape { op, msg } => Error::Shape {
+            op,
+            msg: format!(
+                "the batch dims (all but the last two) of shapes {:?} and {:?} must \
+                 broadcast, but {msg}",
+                user.0, user.1
+            ),
         },
-    )?;
+        e => e,
+    })
+}
+
+/// The shape of `a.matmul(b)` with PyTorch's rules (1-D operands promoted and
+/// squeezed back, batch dims broadcast), or the error naming both shapes.
+pub(crate) fn output_shape(a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
+    if a.is_empty() || b.is_empty() {
+        return Err(Error::shape(
+            "matmul",
+            format!(
+                "both arguments need at least 1 dimension, got shapes {a:?} and {b:?}; use \
+                 * to multiply by a scalar"
+            ),
+        ));
+    }
+    let a2: Vec<usize> = if a.len() == 1 {
+        vec![1, a[0]]
+    } else {
+        a.to_vec()
+    };
+    let b2: Vec<usize> = if b.len() == 1 {
+        vec![b[0], 1]
+    } else {
+        b.to_vec()
+    };
+    let mut shape = batch_dims(&a2, &b2, (a, b))?;
+    if a.len() > 1 {
+        shape.push(a2[a2.len() - 2]);
+    }
+    if b.len() > 1 {
+        shape.push(b2[b2.len() - 1]);
+    }
+    // Two valid operands can make a product whose count overflows
+    // ([2^32, 1] · [1, 2^32]).
+    checked_numel("matmul", &shape)?;
+    Ok(shape)
+}
+
+/// The product of two ≥2-D tensors with broadcast batch dims (no autograd).
+/// Errors name `user`, the shapes the caller passed (before 1-D promotion).
+fn matmul_nd(a: &Tensor, b: &Tensor, user: (&[usize], &[usize])) -> Result<Tensor> {
+    let (an, bn) = (a.ndim(), b.ndim());
+    let (m, k) = (a.shape()[an - 2], a.shape()[an - 1]);
+    let n = b.shape()[bn - 1];
+    let batch = batch_dims(a.shape(), b.shape(), user)?;
+    let mut shape = batch.clone();
+    shape.extend([m, n]);
+    let total = checked_numel("matmul", &shape)?;
     #[cfg(feature = "cuda")]
     if a.device().is_cuda() {
         return Ok(crate::backend::cuda::ops::matmul(a, b, &batch));
     }
-    let a_offs = batch_offsets(a.layout(), &batch);
-    let b_offs = batch_offsets(b.layout(), &batch);
-    let mut shape = batch.clone();
-    shape.extend([m, n]);
-    let total: usize = shape.iter().product();
+    if total == 0 {
+        // Nothing to compute (and the batch may be huge with m or n zero).
+        return Ok(Tensor::zeros_opts(&shape, &a.options()));
+    }
     let (al, bl) = (a.layout(), b.layout());
     macro_rules! go {
         ($t:ty, $x:expr, $y:expr, $variant:ident) => {{
             // Not zeroed: the product writes every element (see gemm_batches).
-            let mut out: Vec<$t> = Vec::with_capacity(total);
+            // Allocated before the batch offsets, which are smaller.
+            let mut out: Vec<$t> = memory::try_alloc("matmul", &shape, total)?;
+            let (a_offs, b_offs) = (batch_offsets(al, &batch)?, batch_offsets(bl, &batch)?);
             let pa = Operand {
                 data: $x,
                 offsets: a_offs,
@@ -261,14 +352,16 @@ fn matmul_nd(a: &Tensor, b: &Tensor, user: (&[usize], &[usize])) -> Result<Tenso
             );
             // SAFETY: gemm_batches initialised all `total` elements.
             unsafe { out.set_len(total) };
-            Buffer::$variant(out)
+            Ok(Buffer::$variant(out))
         }};
     }
-    let buf = super::read_pair(a, b, |ga, gb| match (ga, gb) {
-        (Buffer::F32(x), Buffer::F32(y)) => go!(f32, x, y, F32),
-        (Buffer::F64(x), Buffer::F64(y)) => go!(f64, x, y, F64),
-        _ => unreachable!("operands were cast to one float dtype"),
-    });
+    let buf = super::read_pair(a, b, |ga, gb| -> Result<Buffer> {
+        match (ga, gb) {
+            (Buffer::F32(x), Buffer::F32(y)) => go!(f32, x, y, F32),
+            (Buffer::F64(x), Buffer::F64(y)) => go!(f64, x, y, F64),
+            _ => unreachable!("operands were cast to one float dtype"),
+        }
+    })?;
     Ok(Tensor::from_buffer(buf, &shape, a.device()))
 }
 
@@ -324,15 +417,90 @@ pub fn matmul_backward(
     (da, db)
 }
 
-struct MatmulBackward {
-    a: SavedTensor,
-    b: SavedTensor,
-    needs: [bool; 2],
-}
-impl Backward for MatmulBackward {
-    fn backward(&self, g: &Tensor) -> Vec<Option<Tensor>> {
-        let (da, db) = matmul_backward(g, self.a.get(), self.b.get(), self.needs);
-        vec![da, db]
+/// `a.matmul(b)` with PyTorch's rules (`torch.matmul`); its tape node is
+/// named as PyTorch's for the operands' ranks (`MmBackward`, `MvBackward`,
+/// `DotBackward`, `BmmBackward`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Matmul;
+
+impl Op for Matmul {
+    const NAME: &'static str = "MmBackward";
+    const OP: &'static str = "matmul";
+    type Saved = (Option<Tensor>, Option<Tensor>);
+
+    fn name(&self, x: &[&Tensor]) -> &'static str {
+        match (x[0].ndim(), x[1].ndim()) {
+            (1, 1) => "DotBackward",
+            (2, 1) => "MvBackward",
+            (2, 2) => "MmBackward",
+            _ => "BmmBackward",
+        }
+    }
+
+    fn spec(&self, x: &[&Tensor]) -> Result<Spec> {
+        let (a, b) = (x[0], x[1]);
+        same_device("matmul", a, b)?;
+        let shape = output_shape(a.shape(), b.shape())?.into();
+        // As in PyTorch, no promotion: an f64 batch through f32 weights is a
+        // mistake to report, not to paper over with an f64 result.
+        if a.dtype() != b.dtype() {
+            let (a, b) = (a.dtype(), b.dtype());
+            return Err(Error::dtype(
+                "matmul",
+                format!(
+                    "expected both operands to have the same dtype, but got {a} and {b}; \
+                     convert one of them, e.g. with .to_dtype(DType::{a:?}) on the second \
+                     or .to_dtype(DType::{b:?}) on the first"
+                ),
+            ));
+        }
+        Ok(Spec {
+            shape,
+            dtype: a.dtype(),
+            device: a.device(),
+        })
+    }
+
+    fn forward(&self, x: &[&Tensor], out: &mut Out<'_>) {
+        let (a, b) = (x[0], x[1]);
+        let dt = out.spec().dtype;
+        // Integers multiply in f64 and come back as i64.
+        let work = if dt.is_float() { dt } else { DType::F64 };
+        let (ac, bc) = (
+            super::elementwise::cast(a, work),
+            super::elementwise::cast(b, work),
+        );
+        let y = match matmul_nd(
+            &as_matrix(&ac, true),
+            &as_matrix(&bc, false),
+            (a.shape(), b.shape()),
+        ) {
+            Ok(y) => y,
+            Err(e) => return out.fail(e),
+        };
+        out.set(y.reshape(out.spec().shape.as_slice()))
+    }
+
+    fn save(&self, x: &[&Tensor], _: &Tensor, need: &[bool]) -> Self::Saved {
+        // Each gradient reads the other operand and both shapes.
+        let any = need.iter().any(|&n| n);
+        (any.then(|| x[0].clone()), any.then(|| x[1].clone()))
+    }
+
+    fn backward(&self, s: &Self::Saved, g: &Tensor, grads: &mut [GradSlot<'_>]) {
+        let need = [grads[0].needed(), grads[1].needed()];
+        // Only the shapes of the operand that is not saved are needed.
+        let (a, b) = match s {
+            (Some(a), Some(b)) => (a.clone(), b.clone()),
+            _ => unreachable!("matmul saves both operands when either needs a gradient"),
+        };
+        let (da, db) = matmul_backward(g, &a, &b, need);
+        if let Some(da) = da {
+            grads[0].add(da);
+        }
+        if let Some(db) = db {
+            grads[1].add(db);
+        }
     }
 }
 
@@ -357,66 +525,7 @@ impl Tensor {
 
     /// Fallible [`matmul`](Self::matmul).
     pub fn try_matmul(&self, other: &Tensor) -> Result<Tensor> {
-        same_device("matmul", self, other)?;
-        if self.ndim() == 0 || other.ndim() == 0 {
-            return Err(Error::shape(
-                "matmul",
-                format!(
-                    "both arguments need at least 1 dimension, got shapes {:?} and {:?}; use \
-                     * to multiply by a scalar",
-                    self.shape(),
-                    other.shape()
-                ),
-            ));
-        }
-        // As in PyTorch, no promotion: an f64 batch through f32 weights is a
-        // mistake to report, not to paper over with an f64 result.
-        if self.dtype() != other.dtype() {
-            let (a, b) = (self.dtype(), other.dtype());
-            return Err(Error::dtype(
-                "matmul",
-                format!(
-                    "expected both operands to have the same dtype, but got {a} and {b}; \
-                     convert one of them, e.g. with .to_dtype(DType::{a:?}) on the second \
-                     or .to_dtype(DType::{b:?}) on the first"
-                ),
-            ));
-        }
-        let mut dt = self.dtype();
-        let int_result = !dt.is_float();
-        if int_result {
-            dt = DType::F64;
-        }
-        let a = super::elementwise::cast(self, dt);
-        let b = super::elementwise::cast(other, dt);
-        let out = matmul_nd(
-            &as_matrix(&a, true),
-            &as_matrix(&b, false),
-            (self.shape(), other.shape()),
-        )?;
-        // Drop the dims that 1-D operands were promoted with.
-        let mut shape = out.shape().to_vec();
-        if other.ndim() == 1 {
-            shape.pop();
-        }
-        if self.ndim() == 1 {
-            shape.remove(shape.len() - 1 - (other.ndim() != 1) as usize);
-        }
-        let out = out.reshape(shape);
-        if int_result {
-            return Ok(out.to_dtype(DType::I64));
-        }
-        let name = match (self.ndim(), other.ndim()) {
-            (1, 1) => "DotBackward",
-            (2, 1) => "MvBackward",
-            (2, 2) => "MmBackward",
-            _ => "BmmBackward",
-        };
-        Ok(record(name, &[self, other], out, || MatmulBackward {
-            a: SavedTensor::new(self),
-            b: SavedTensor::new(other),
-            needs: [self.requires_grad(), other.requires_grad()],
-        }))
+        try_apply(Matmul, &[self, other])
     }
 
     /// Matrix product of two 2-D tensors (`torch.mm`).
@@ -480,10 +589,36 @@ pub(crate) mod tests {
         }
     }
 
+    /// The batched product's operands are checked against their buffers
+    /// once per call, for every batch's matrix.
+    #[test]
+    fn operands_past_their_buffers_are_refused() {
+        let data = vec![1f32; 8];
+        let op = |offsets: Vec<usize>| super::Operand {
+            data: &data,
+            offsets,
+            rs: 2,
+            cs: 1,
+        };
+        op(vec![0, 4]).assert_within(2, 2);
+        for offsets in [vec![0, 5], vec![usize::MAX]] {
+            let e = std::panic::catch_unwind(|| op(offsets).assert_within(2, 2)).unwrap_err();
+            let msg = e.downcast_ref::<String>().cloned().unwrap_or_default();
+            assert!(
+                msg.starts_with("matmul: internal error: a 2 x 2 matrix"),
+                "{msg}"
+            );
+        }
+    }
+
     /// Every scheduling branch of `gemm_batches`: single-threaded (faer and the
     /// small kernel), row blocks, column blocks, transposed operands, whole
     /// products per thread, and an empty inner dimension.
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "hours under Miri; unsafe_paths::matmul_paths_match_the_definition takes the same splits at small sizes"
+    )]
     fn every_split_matches_the_definition() {
         for &(m, k, n) in &[
             (64, 64, 64),

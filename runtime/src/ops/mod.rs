@@ -1,16 +1,37 @@
-//! Operations, one family per file: forward kernels, backward rules and tape
-//! nodes side by side, so each file answers "how is this op differentiated".
+//! Operations, one family per folder or file: each op's forward, saved values
+//! and gradient rule side by side, so each file answers "how is this op
+//! differentiated" (see [`Op`]).
 
 pub(crate) mod activation;
 pub(crate) mod elementwise;
+pub use elementwise::Pow;
+pub mod binary;
 pub(crate) mod index;
 pub(crate) mod inplace;
 pub(crate) mod into;
+pub mod linear;
 pub(crate) mod loss;
-pub(crate) mod matmul;
-pub(crate) mod reduce;
+pub mod matmul;
+pub mod reduce;
+pub mod registry;
 pub(crate) mod shape;
-pub(crate) mod softmax;
+pub mod softmax;
+pub mod unary;
+pub mod views;
+pub(crate) use reduce::sum_to;
+
+pub use crate::autograd::{GradSlot, Op, Out, Spec};
+pub use binary::{Add, Binary, Div, Mul, Sub};
+pub use linear::Linear;
+pub use matmul::Matmul;
+pub use reduce::{Cumsum, Logsumexp, Mean, MeanDim, Sum, SumDim};
+pub use softmax::{LogSoftmax, Softmax};
+pub use unary::{
+    AddScalar, DivScalar, Elu, Exp, Gelu, GeluErf, GeluTanh, Hardtanh, LeakyRelu, Log, Logsigmoid,
+    Mish, MulScalar, Neg, RDivScalar, RSubScalar, Reads, Relu, Sigmoid, Silu, Softplus, Sqrt,
+    Square, SubScalar, Tanh, Unary,
+};
+pub use views::{Flatten, Permute, Reshape, Transpose, View, T};
 
 use crate::backend::{cpu, Buffer, Ew};
 use crate::error::{Error, Result};
@@ -95,28 +116,29 @@ pub(crate) fn map_float(
     if t.device().is_cuda() {
         return crate::backend::cuda::ops::map(gpu.0, &t, gpu.1, gpu.2);
     }
-    let _ = gpu;
+    let op = gpu.0.op_name();
     let buf = {
         let b = t.storage().read();
         match &*b {
-            Buffer::F32(v) => Buffer::F32(cpu::map(v, t.layout(), f32f)),
-            Buffer::F64(v) => Buffer::F64(cpu::map(v, t.layout(), f64f)),
+            Buffer::F32(v) => Buffer::F32(cpu::map(op, v, t.layout(), f32f)),
+            Buffer::F64(v) => Buffer::F64(cpu::map(op, v, t.layout(), f64f)),
             _ => unreachable!("as_float returns a float tensor"),
         }
     };
     Tensor::from_buffer(buf, t.shape(), t.device())
 }
 
-/// Runs `f` on the buffers of `a` and `b` under read locks, taking a single
-/// lock when both view one storage (`x * x`): a second read lock on the same
-/// `RwLock` could deadlock behind a waiting writer.
+/// Runs `f` on the buffers of `a` and `b` under read locks, taken in the
+/// global lock order, and once when both view one storage (`x * x`): a second
+/// read lock on the same `RwLock` could deadlock behind a waiting writer.
+#[track_caller]
 pub(crate) fn read_pair<R>(a: &Tensor, b: &Tensor, f: impl FnOnce(&Buffer, &Buffer) -> R) -> R {
-    let ga = a.storage().read();
-    if a.shares_storage(b) {
-        f(&ga, &ga)
-    } else {
-        let gb = b.storage().read();
-        f(&ga, &gb)
+    let ([ga, gb], []) =
+        crate::backend::lock_storages([Some(&**a.storage()), Some(b.storage())], []);
+    let ga = ga.expect("the first entry is always locked");
+    match &gb {
+        Some(gb) => f(&ga, gb),
+        None => f(&ga, &ga),
     }
 }
 
@@ -166,10 +188,10 @@ pub(crate) fn zip_float(
     }
     let _ = gpu;
     let buf = read_pair(&a, &b, |ga, gb| match (ga, gb) {
-        (Buffer::F32(x), Buffer::F32(y)) => Buffer::F32(cpu::zip(x, &la, y, &lb, f32f)),
-        (Buffer::F64(x), Buffer::F64(y)) => Buffer::F64(cpu::zip(x, &la, y, &lb, f64f)),
+        (Buffer::F32(x), Buffer::F32(y)) => cpu::zip(op, x, &la, y, &lb, f32f).map(Buffer::F32),
+        (Buffer::F64(x), Buffer::F64(y)) => cpu::zip(op, x, &la, y, &lb, f64f).map(Buffer::F64),
         _ => unreachable!("both operands were cast to one float dtype"),
-    });
+    })?;
     Ok(Tensor::from_buffer(buf, &shape, a.device()))
 }
 

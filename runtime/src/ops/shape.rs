@@ -5,10 +5,10 @@
 use super::index::{resolve_range, DimIndex, SliceRange};
 use super::reduce::sum_to;
 use super::same_device;
-use crate::autograd::{needs_grad, no_grad, record, Backward, SavedTensor};
-use crate::backend::{cpu, Buffer};
+use crate::autograd::{apply, needs_grad, no_grad, record, try_apply, Backward, SavedTensor};
+use crate::backend::{cpu, memory, Buffer};
 use crate::error::{Error, OrPanic, Result};
-use crate::tensor::{contiguous_strides, norm_dim, DType, Element, Layout, Tensor};
+use crate::tensor::{checked_numel, contiguous_strides, norm_dim, DType, Element, Layout, Tensor};
 
 /// A target shape for `reshape`/`view`: sizes, one of which may be -1 (inferred).
 pub trait ShapeSpec {
@@ -16,30 +16,54 @@ pub trait ShapeSpec {
     fn to_spec(&self) -> Vec<i64>;
 }
 
+/// A size as a spec entry: `usize` sizes past `i64::MAX` (which no tensor
+/// can have) saturate there, so they are refused as too large rather than
+/// read as negative (`usize::MAX as i64` would be -1, "infer").
+trait SpecEntry: Copy {
+    fn entry(self) -> i64;
+}
+impl SpecEntry for usize {
+    fn entry(self) -> i64 {
+        i64::try_from(self).unwrap_or(i64::MAX)
+    }
+}
+macro_rules! spec_entry_signed {
+    ($($t:ty),*) => {$(
+        impl SpecEntry for $t {
+            fn entry(self) -> i64 {
+                self as i64
+            }
+        }
+    )*};
+}
+spec_entry_signed!(isize, i32, i64);
+
 macro_rules! impl_shape_spec {
     ($($t:ty),*) => {$(
         impl<const N: usize> ShapeSpec for [$t; N] {
-            fn to_spec(&self) -> Vec<i64> { self.iter().map(|&d| d as i64).collect() }
+            fn to_spec(&self) -> Vec<i64> { self.iter().map(|&d| d.entry()).collect() }
         }
         impl<const N: usize> ShapeSpec for &[$t; N] {
-            fn to_spec(&self) -> Vec<i64> { self.iter().map(|&d| d as i64).collect() }
+            fn to_spec(&self) -> Vec<i64> { self.iter().map(|&d| d.entry()).collect() }
         }
         impl ShapeSpec for &[$t] {
-            fn to_spec(&self) -> Vec<i64> { self.iter().map(|&d| d as i64).collect() }
+            fn to_spec(&self) -> Vec<i64> { self.iter().map(|&d| d.entry()).collect() }
         }
         impl ShapeSpec for Vec<$t> {
-            fn to_spec(&self) -> Vec<i64> { self.iter().map(|&d| d as i64).collect() }
+            fn to_spec(&self) -> Vec<i64> { self.iter().map(|&d| d.entry()).collect() }
         }
         impl ShapeSpec for &Vec<$t> {
-            fn to_spec(&self) -> Vec<i64> { self.iter().map(|&d| d as i64).collect() }
+            fn to_spec(&self) -> Vec<i64> { self.iter().map(|&d| d.entry()).collect() }
         }
     )*};
 }
 impl_shape_spec!(usize, isize, i32, i64);
 
-/// Resolves a spec (with at most one -1) against `numel` elements.
-fn resolve_shape(op: &'static str, from: &[usize], spec: &[i64]) -> Result<Vec<usize>> {
-    let numel: usize = from.iter().product();
+/// Resolves a spec (with at most one -1) against the elements of `from`,
+/// with checked counts: a spec whose sizes multiply past what a tensor can
+/// hold is an error naming it, never a wrapped count that happens to match.
+pub(crate) fn resolve_shape(op: &'static str, from: &[usize], spec: &[i64]) -> Result<Vec<usize>> {
+    let numel = checked_numel(op, from)?;
     let infer: Vec<usize> = (0..spec.len()).filter(|&i| spec[i] == -1).collect();
     let bad = || {
         Error::shape(
@@ -53,12 +77,22 @@ fn resolve_shape(op: &'static str, from: &[usize], spec: &[i64]) -> Result<Vec<u
     if infer.len() > 1 || spec.iter().any(|&d| d < -1) {
         return Err(bad());
     }
-    let known: usize = spec
+    // The inferred size counts as 1 in the product of the given ones.
+    let mut out: Vec<usize> = spec
         .iter()
-        .filter(|&&d| d != -1)
-        .map(|&d| d as usize)
-        .product();
-    let mut out: Vec<usize> = spec.iter().map(|&d| d.max(0) as usize).collect();
+        .map(|&d| if d == -1 { 1 } else { d as usize })
+        .collect();
+    let known = checked_numel(op, &out).map_err(|_| {
+        Error::shape(
+            op,
+            format!(
+                "shape {spec:?} is invalid for input of shape {from:?} ({numel} elements): \
+                 its sizes multiply past the {} (isize::MAX) elements a tensor can hold; \
+                 the new sizes must multiply to {numel}",
+                crate::tensor::MAX_NUMEL
+            ),
+        )
+    })?;
     if let Some(&i) = infer.first() {
         if known == 0 || numel % known != 0 {
             return Err(bad());
@@ -68,24 +102,6 @@ fn resolve_shape(op: &'static str, from: &[usize], spec: &[i64]) -> Result<Vec<u
         return Err(bad());
     }
     Ok(out)
-}
-
-struct ReshapeBackward {
-    input_shape: Vec<usize>,
-}
-impl Backward for ReshapeBackward {
-    fn backward(&self, g: &Tensor) -> Vec<Option<Tensor>> {
-        vec![Some(g.reshape(&self.input_shape))]
-    }
-}
-
-struct PermuteBackward {
-    inverse: Vec<usize>,
-}
-impl Backward for PermuteBackward {
-    fn backward(&self, g: &Tensor) -> Vec<Option<Tensor>> {
-        vec![Some(g.permute(&self.inverse))]
-    }
 }
 
 struct ExpandBackward {
@@ -131,6 +147,53 @@ impl Tensor {
         }
     }
 
+    /// The reshaped view or copy, unrecorded (the `Reshape` op's forward).
+    pub(crate) fn reshape_raw(&self, shape: &[usize]) -> Result<Tensor> {
+        if shape == self.shape() {
+            return Ok(self.detach());
+        }
+        let src = match self.layout().view_strides(shape) {
+            Some(_) => self.detach(),
+            None => no_grad(|| self.contiguous()),
+        };
+        src.view_raw("reshape", shape)
+    }
+
+    /// The view in `shape`, unrecorded (the `View` op's forward).
+    pub(crate) fn view_raw(&self, op: &'static str, shape: &[usize]) -> Result<Tensor> {
+        let Some(strides) = self.layout().view_strides(shape) else {
+            return Err(Error::shape(
+                op,
+                format!(
+                    "view size {shape:?} is not compatible with the input's shape {:?} and \
+                     strides {:?} (at least one dimension spans across two contiguous \
+                     subspaces); use .reshape(..) instead, or .contiguous() first",
+                    self.shape(),
+                    self.strides()
+                ),
+            ));
+        };
+        Ok(self.with_layout(Layout::new(
+            op,
+            shape.to_vec(),
+            strides,
+            self.layout().offset,
+        )?))
+    }
+
+    /// The permuted view, unrecorded (`dims` checked by the caller).
+    pub(crate) fn permute_raw(&self, dims: &[usize]) -> Tensor {
+        let l = self.layout();
+        let layout = Layout::new(
+            "permute",
+            dims.iter().map(|&d| l.shape[d]).collect(),
+            dims.iter().map(|&d| l.strides[d]).collect(),
+            l.offset,
+        )
+        .or_panic();
+        self.with_layout(layout)
+    }
+
     /// The same elements in a new shape (one size may be -1): a view when the
     /// strides allow, a copy otherwise (`torch.reshape`).
     ///
@@ -146,68 +209,24 @@ impl Tensor {
 
     /// Fallible [`reshape`](Self::reshape).
     pub fn try_reshape(&self, shape: impl ShapeSpec) -> Result<Tensor> {
-        let shape = resolve_shape("reshape", self.shape(), &shape.to_spec())?;
-        if shape == self.shape() {
+        let shape = shape.to_spec();
+        if resolve_shape("reshape", self.shape(), &shape)? == self.shape() {
             return Ok(self.clone());
         }
-        let src = match self.layout().view_strides(&shape) {
-            Some(_) => self.clone(),
-            None => self.contiguous(),
-        };
-        src.try_view_resolved("reshape", shape)
+        try_apply(super::views::Reshape::new(shape), &[self])
     }
 
     /// The same elements in a new shape, always sharing storage (`torch.view`);
     /// panics when the strides don't allow it, saying to use `reshape`.
     #[track_caller]
     pub fn view(&self, shape: impl ShapeSpec) -> Tensor {
-        let shape = resolve_shape("view", self.shape(), &shape.to_spec()).or_panic();
-        self.try_view_resolved("view", shape).or_panic()
-    }
-
-    fn try_view_resolved(&self, op: &'static str, shape: Vec<usize>) -> Result<Tensor> {
-        let Some(strides) = self.layout().view_strides(&shape) else {
-            return Err(Error::shape(
-                op,
-                format!(
-                    "view size {shape:?} is not compatible with the input's shape {:?} and \
-                     strides {:?} (at least one dimension spans across two contiguous \
-                     subspaces); use .reshape(..) instead, or .contiguous() first",
-                    self.shape(),
-                    self.strides()
-                ),
-            ));
-        };
-        let layout = Layout {
-            shape,
-            strides,
-            offset: self.layout().offset,
-        };
-        Ok(self.view_op(
-            "ViewBackward",
-            layout,
-            ReshapeBackward {
-                input_shape: self.shape().to_vec(),
-            },
-        ))
+        apply(super::views::View::new(shape.to_spec()), &[self])
     }
 
     /// Flattens dims `start..=end` into one (`torch.flatten`; `flatten(0, -1)` flattens all).
     #[track_caller]
     pub fn flatten(&self, start: isize, end: isize) -> Tensor {
-        if self.ndim() == 0 {
-            return self.reshape([1]);
-        }
-        let s = norm_dim("flatten", start, self.ndim()).or_panic();
-        let e = norm_dim("flatten", end, self.ndim()).or_panic();
-        assert!(
-            s <= e,
-            "flatten: start_dim {start} comes after end_dim {end}"
-        );
-        let mut shape: Vec<usize> = self.shape()[..s].to_vec();
-        shape.push(self.shape()[s..=e].iter().product());
-        shape.extend_from_slice(&self.shape()[e + 1..]);
-        self.reshape(shape)
+        apply(super::views::Flatten::new(start, end), &[self])
     }
 
     /// Dims reordered: output dim i is input dim `dims[i]` (a view;
@@ -221,63 +240,36 @@ impl Tensor {
     /// ```
     #[track_caller]
     pub fn permute<D: DimIndex>(&self, dims: &[D]) -> Tensor {
+        // Negative dims count from the end; the message shows them as given.
         let nd = self.ndim();
         let given: Vec<isize> = dims.iter().map(|&d| d.to_isize()).collect();
         let mut seen = vec![false; nd];
         let dims: Vec<usize> = given
             .iter()
-            .map(|&d| if d < 0 { d + nd as isize } else { d })
-            .filter(|&d| {
-                d >= 0 && (d as usize) < nd && !std::mem::replace(&mut seen[d as usize], true)
-            })
-            .map(|d| d as usize)
+            .filter_map(|&d| usize::try_from(if d < 0 { d + nd as isize } else { d }).ok())
+            .filter(|&d| d < nd && !std::mem::replace(&mut seen[d], true))
             .collect();
         assert!(
             given.len() == nd && dims.len() == nd,
             "permute: {given:?} is not a permutation of the {nd} dims of a tensor of shape {:?}",
             self.shape()
         );
-        let l = self.layout();
-        let layout = Layout {
-            shape: dims.iter().map(|&d| l.shape[d]).collect(),
-            strides: dims.iter().map(|&d| l.strides[d]).collect(),
-            offset: l.offset,
-        };
-        let mut inverse = vec![0; nd];
-        for (i, &d) in dims.iter().enumerate() {
-            inverse[d] = i;
-        }
-        self.view_op("PermuteBackward", layout, PermuteBackward { inverse })
+        apply(super::views::Permute::new(dims), &[self])
     }
 
     /// Swaps two dims (a view).
     #[track_caller]
     pub fn transpose(&self, dim0: isize, dim1: isize) -> Tensor {
-        let nd = self.ndim();
-        if nd == 0 {
+        if self.ndim() == 0 {
             return self.clone();
         }
-        let a = norm_dim("transpose", dim0, nd).or_panic();
-        let b = norm_dim("transpose", dim1, nd).or_panic();
-        let mut dims: Vec<usize> = (0..nd).collect();
-        dims.swap(a, b);
-        self.permute(&dims)
+        apply(super::views::Transpose::new(dim0, dim1), &[self])
     }
 
     /// The transpose of a matrix; 0-d and 1-d tensors are returned as they are (`torch.t`).
     #[track_caller]
     pub fn t(&self) -> Tensor {
-        assert!(
-            self.ndim() <= 2,
-            "t: expects a tensor with <= 2 dimensions, but this one has shape {:?}; use \
-             .transpose(-2, -1) to swap the last two dims",
-            self.shape()
-        );
-        if self.ndim() < 2 {
-            self.clone()
-        } else {
-            self.transpose(0, 1)
-        }
+        apply(super::views::T, &[self])
     }
 
     /// Removes every size-1 dim (a view).
@@ -336,6 +328,9 @@ impl Tensor {
                 ),
             ));
         }
+        // A view allocates nothing, but its count must still fit: every op
+        // on it computes with it.
+        checked_numel("expand", shape)?;
         let layout = self.layout().broadcast_to(shape);
         Ok(self.view_op(
             "ExpandBackward",
@@ -358,7 +353,7 @@ impl Tensor {
         let d = norm_dim("narrow", dim, self.ndim()).or_panic();
         let size = self.shape()[d];
         assert!(
-            start + len <= size,
+            start.checked_add(len).is_some_and(|end| end <= size),
             "narrow: start ({start}) + length ({len}) exceeds dimension {d} of size {size} \
              (shape {:?})",
             self.shape()
@@ -391,9 +386,22 @@ impl Tensor {
         let (start, len) = resolve_range(range.bounds(), self.shape()[d]);
         let l = self.layout();
         let mut layout = l.clone();
-        layout.offset = l.offset + start * l.strides[d];
+        // Inside the view's extent when the slice is non-empty (start <
+        // size); an empty slice at the end of a dim whose stride was never
+        // stepped may not be, and reads nothing: it keeps the offset then.
+        layout.offset = start
+            .checked_mul(l.strides[d])
+            .and_then(|o| o.checked_add(l.offset))
+            .unwrap_or(l.offset);
         layout.shape[d] = len.div_ceil(step);
-        layout.strides[d] = l.strides[d] * step;
+        // With two or more elements the stepped stride lies inside the
+        // extent; a step past the dim leaves one element, whose stride is
+        // never stepped: keep every stride within MAX_NUMEL either way (the
+        // kernels' walks add a stride to an offset).
+        layout.strides[d] = l.strides[d]
+            .checked_mul(step)
+            .filter(|&s| s <= crate::tensor::MAX_NUMEL)
+            .unwrap_or(l.strides[d]);
         self.view_op(
             "SliceBackward",
             layout,
@@ -517,9 +525,18 @@ fn checked_indices(
         .collect()
 }
 
-fn gather_rows<T: Element>(src: &[T], shape: &[usize], dim: usize, idx: &[usize]) -> Vec<T> {
+/// The rows `idx` of dim `dim` of a contiguous `src` of `shape`, into a
+/// new buffer of `out_shape` (a checked shape: `shape` with `idx.len()` at
+/// `dim`).
+fn gather_rows<T: Element>(
+    src: &[T],
+    shape: &[usize],
+    dim: usize,
+    idx: &[usize],
+    out_shape: &[usize],
+) -> Vec<T> {
     let (outer, size, inner) = split_at(shape, dim);
-    let mut out = Vec::with_capacity(outer * idx.len() * inner);
+    let mut out = memory::alloc("index_select", out_shape, outer * idx.len() * inner);
     for o in 0..outer {
         for &i in idx {
             let s = (o * size + i) * inner;
@@ -553,7 +570,10 @@ impl Backward for IndexSelectBackward {
         let off = g.layout().offset;
         macro_rules! acc {
             ($v:expr, $t:ty) => {{
-                let mut out = vec![<$t>::default(); outer * size * inner];
+                // The input may have been an expanded view of any size.
+                let n = outer * size * inner;
+                let mut out: Vec<$t> =
+                    memory::try_zeros("index_select backward", &self.input_shape, n).or_panic();
                 let src = &$v[off..];
                 for o in 0..outer {
                     for (k, &i) in self.idx.iter().enumerate() {
@@ -699,6 +719,8 @@ impl Tensor {
         let idx = checked_indices("index_select", index, self.shape()[d], d).or_panic();
         let mut shape = self.shape().to_vec();
         shape[d] = idx.len();
+        // More indices than the dim's size can make a count that overflows.
+        checked_numel("index_select", &shape).or_panic();
         #[cfg(feature = "cuda")]
         if self.device().is_cuda() {
             let index = index.to(&self.device());
@@ -718,13 +740,12 @@ impl Tensor {
             let b = src.storage().read();
             let off = src.layout().offset;
             let n = src.numel();
+            let (sh, to) = (src.shape(), &shape[..]);
             match &*b {
-                Buffer::F32(v) => Buffer::F32(gather_rows(&v[off..off + n], src.shape(), d, &idx)),
-                Buffer::F64(v) => Buffer::F64(gather_rows(&v[off..off + n], src.shape(), d, &idx)),
-                Buffer::I64(v) => Buffer::I64(gather_rows(&v[off..off + n], src.shape(), d, &idx)),
-                Buffer::Bool(v) => {
-                    Buffer::Bool(gather_rows(&v[off..off + n], src.shape(), d, &idx))
-                }
+                Buffer::F32(v) => Buffer::F32(gather_rows(&v[off..off + n], sh, d, &idx, to)),
+                Buffer::F64(v) => Buffer::F64(gather_rows(&v[off..off + n], sh, d, &idx, to)),
+                Buffer::I64(v) => Buffer::I64(gather_rows(&v[off..off + n], sh, d, &idx, to)),
+                Buffer::Bool(v) => Buffer::Bool(gather_rows(&v[off..off + n], sh, d, &idx, to)),
             }
         };
         let out = Tensor::from_buffer(buf, &shape, self.device());
@@ -761,7 +782,7 @@ impl Tensor {
             let off = src.layout().offset;
             macro_rules! g {
                 ($v:expr) => {{
-                    let mut out = Vec::with_capacity(idx.len());
+                    let mut out = memory::alloc("gather", index.shape(), idx.len());
                     for_each_coord(index.shape(), src.shape(), d, |pos, o| {
                         out.push($v[off + o + idx[pos] * dstride]);
                     });
@@ -830,12 +851,14 @@ impl Tensor {
         let sstrides = contiguous_strides(src_c.shape());
         let dstride = contiguous_strides(self.shape())[d];
         {
-            let mut ob = out.storage().write();
-            let sb = src_c.storage().read();
+            let ([sb], [ob]) =
+                crate::backend::lock_storages([Some(&**src_c.storage())], [Some(out.storage())]);
+            let locked = "distinct storages are each locked";
+            let (sb, mut ob) = (sb.expect(locked), ob.expect(locked));
             let soff = src_c.layout().offset;
             // Source offsets: index coordinates in src's (possibly larger) shape.
             let n = index.numel();
-            let mut src_offs = Vec::with_capacity(n);
+            let mut src_offs = memory::alloc("scatter_add", index.shape(), n);
             cpu::walk(index.shape(), [&sstrides], [soff], 0, n, |[o]| {
                 src_offs.push(o)
             });
@@ -912,17 +935,38 @@ fn cat_impl(name: &'static str, tensors: &[Tensor], dim: isize) -> Result<Tensor
         }
         dtype = DType::promote(dtype, t.dtype());
     }
-    let parts: Vec<Tensor> = no_grad(|| {
-        tensors
-            .iter()
-            .map(|t| t.to_dtype(dtype).contiguous())
-            .collect()
-    });
+    // Made after the output's count (and on the CPU its buffer) is checked:
+    // copying huge expanded parts first would fail with a less useful error.
+    let make_parts = || -> Vec<Tensor> {
+        no_grad(|| {
+            tensors
+                .iter()
+                .map(|t| t.to_dtype(dtype).contiguous())
+                .collect()
+        })
+    };
     let sizes: Vec<usize> = tensors.iter().map(|t| t.shape()[d]).collect();
     let mut shape = first.shape().to_vec();
-    shape[d] = sizes.iter().sum();
+    let op = name_of(name);
+    // Checked: many large parts can add up past what a tensor can hold.
+    shape[d] = sizes
+        .iter()
+        .try_fold(0usize, |acc, &s| acc.checked_add(s))
+        .ok_or_else(|| {
+            Error::shape(
+                op,
+                format!(
+                    "the sizes of dimension {d} of the tensors add up past usize::MAX \
+                     ({} tensors of shape {:?} first); join fewer or smaller tensors",
+                    tensors.len(),
+                    first.shape()
+                ),
+            )
+        })?;
+    let n = checked_numel(op, &shape)?;
     #[cfg(feature = "cuda")]
     if first.device().is_cuda() {
+        let parts = make_parts();
         let c = crate::backend::cuda::ops::buf(&parts[0]).ctx().clone();
         let out = crate::backend::cuda::ops::empty(&c, dtype, &shape);
         let mut start = 0;
@@ -937,32 +981,42 @@ fn cat_impl(name: &'static str, tensors: &[Tensor], dim: isize) -> Result<Tensor
         return Ok(record(name, &refs, out, || CatBackward { dim: d, sizes }));
     }
     let (outer, _, inner) = split_at(&shape, d);
-    let guards: Vec<_> = parts.iter().map(|p| p.storage().read()).collect();
+    let mut buf = match dtype {
+        DType::F32 => Buffer::F32(memory::try_alloc(op, &shape, n)?),
+        DType::F64 => Buffer::F64(memory::try_alloc(op, &shape, n)?),
+        DType::I64 => Buffer::I64(memory::try_alloc(op, &shape, n)?),
+        DType::Bool => Buffer::Bool(memory::try_alloc(op, &shape, n)?),
+    };
+    let parts = make_parts();
+    // In the global lock order, each storage once (`cat([x, x])`).
+    let storages: Vec<&crate::backend::Storage> = parts.iter().map(|p| &**p.storage()).collect();
+    let locked = crate::backend::read_storages(&storages);
+    let guards: Vec<&Buffer> = (0..parts.len())
+        .map(|i| crate::backend::ReadLocked::buffer(&locked, i))
+        .collect();
     macro_rules! join {
-        ($variant:ident) => {{
+        ($out:expr, $variant:ident) => {{
             let slices: Vec<&[_]> = guards
                 .iter()
                 .zip(&parts)
-                .map(|(g, p)| match &**g {
+                .map(|(g, p)| match *g {
                     Buffer::$variant(v) => &v[p.layout().offset..p.layout().offset + p.numel()],
                     _ => unreachable!("parts were cast to one dtype"),
                 })
                 .collect();
-            let mut out = Vec::with_capacity(shape.iter().product());
             for o in 0..outer {
                 for (s, &size) in slices.iter().zip(&sizes) {
-                    out.extend_from_slice(&s[o * size * inner..(o + 1) * size * inner]);
+                    $out.extend_from_slice(&s[o * size * inner..(o + 1) * size * inner]);
                 }
             }
-            Buffer::$variant(out)
         }};
     }
-    let buf = match dtype {
-        DType::F32 => join!(F32),
-        DType::F64 => join!(F64),
-        DType::I64 => join!(I64),
-        DType::Bool => join!(Bool),
-    };
+    match &mut buf {
+        Buffer::F32(out) => join!(out, F32),
+        Buffer::F64(out) => join!(out, F64),
+        Buffer::I64(out) => join!(out, I64),
+        Buffer::Bool(out) => join!(out, Bool),
+    }
     drop(guards);
     let out = Tensor::from_buffer(buf, &shape, first.device());
     let refs: Vec<&Tensor> = tensors.iter().collect();

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 
 use super::{opt, OptimizerState, ParamGroup};
 use crate::autograd::NoGradGuard;
-use crate::backend::{cpu, Buffer};
+use crate::backend::{cpu, lock_storages, Buffer};
 use crate::error::{Error, Result};
 use crate::tensor::{DType, Float, Layout, Tensor, TensorImpl};
 
@@ -699,6 +699,7 @@ fn gather<F: OptFloat>(t: &Tensor, out: &mut Vec<F>) {
     }
     let src = t.storage().read();
     cpu::update(
+        "optimizer step",
         &mut out[..n],
         &Layout::contiguous(t.shape()),
         F::slice(&src),
@@ -725,16 +726,33 @@ fn apply<F: OptFloat, A: Algorithm>(
     let (sp, sg) = F::scratch(scratch);
     // The gradient is read in place unless it is strided or shares the
     // parameter's storage (which is about to be locked for writing).
-    let g_guard;
-    let gs: &[F] = if g.is_contiguous() && !g.shares_storage(p) {
-        g_guard = g.storage().read();
-        let off = g.layout().offset;
-        &F::slice(&g_guard)[off..off + n]
-    } else {
+    let in_place = g.is_contiguous() && !g.shares_storage(p);
+    if !in_place {
         gather(g, sg);
-        &sg[..n]
+    }
+    // The gradient (when read in place), the parameter and the state buffers,
+    // locked together in the global lock order: another thread may be
+    // copying between a parameter and a gradient the other way round.
+    let (g_guard, w_guards) = lock_storages(
+        [in_place.then(|| &**g.storage())],
+        [
+            Some(&**p.storage()),
+            bufs[0].map(|t| &**t.storage()),
+            bufs[1].map(|t| &**t.storage()),
+            bufs[2].map(|t| &**t.storage()),
+        ],
+    );
+    let [g_guard] = g_guard;
+    let [p_guard, s0, s1, s2] = w_guards;
+    let mut guards = [s0, s1, s2];
+    let gs: &[F] = match &g_guard {
+        Some(gd) => {
+            let off = g.layout().offset;
+            &F::slice(gd)[off..off + n]
+        }
+        None => &sg[..n],
     };
-    let mut p_guard = p.storage().write();
+    let mut p_guard = p_guard.expect("a named storage is locked");
     let pl = p.layout();
     let contiguous = p.is_contiguous();
     {
@@ -745,6 +763,7 @@ fn apply<F: OptFloat, A: Algorithm>(
                 sp.resize(n, F::ZERO);
             }
             cpu::update(
+                "optimizer step",
                 &mut sp[..n],
                 &Layout::contiguous(p.shape()),
                 F::slice(&p_guard),
@@ -753,7 +772,6 @@ fn apply<F: OptFloat, A: Algorithm>(
             );
             &mut sp[..n]
         };
-        let mut guards = bufs.map(|b| b.map(|t| t.storage().write()));
         let ss: [&mut [F]; SLOTS] = guards.each_mut().map(|o| match o {
             Some(gd) => &mut F::slice_mut(gd)[..n],
             None => &mut [][..],
@@ -762,6 +780,7 @@ fn apply<F: OptFloat, A: Algorithm>(
     }
     if !contiguous {
         cpu::update(
+            "optimizer step",
             F::slice_mut(&mut p_guard),
             pl,
             &sp[..n],

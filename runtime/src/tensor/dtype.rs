@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use super::math::Math;
+
 /// The element type of a tensor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DType {
@@ -95,41 +97,18 @@ impl_element!(i64, I64, |x: i64| x as f64, |v: f64| v as i64);
 impl_element!(bool, Bool, |x: bool| if x { 1.0 } else { 0.0 }, |v: f64| v
     != 0.0);
 
-/// Floating-point elements: the math the float kernels need.
-pub trait Float:
-    Element
-    + std::ops::Add<Output = Self>
-    + std::ops::Sub<Output = Self>
-    + std::ops::Mul<Output = Self>
-    + std::ops::Div<Output = Self>
-    + std::ops::Neg<Output = Self>
-    + std::ops::AddAssign
-    + std::iter::Sum
-{
+/// Floating-point elements (f32, f64): the scalar [`Math`] every kernel is
+/// written in, plus what only concrete numbers have. The one float trait of
+/// the crate.
+pub trait Float: Element + Math<Mask = bool> + std::ops::AddAssign + std::iter::Sum {
     /// 0.
     const ZERO: Self;
     /// 1.
     const ONE: Self;
-    /// e^x.
-    fn exp(self) -> Self;
-    /// Natural logarithm.
-    fn ln(self) -> Self;
-    /// Square root.
-    fn sqrt(self) -> Self;
-    /// Absolute value.
-    fn abs(self) -> Self;
-    /// Hyperbolic tangent.
-    fn tanh(self) -> Self;
     /// self^e for a float exponent.
     fn powf(self, e: Self) -> Self;
     /// self^n for an integer exponent.
     fn powi(self, n: i32) -> Self;
-    /// The larger of the two, NaN-propagating like PyTorch's `maximum`.
-    fn max_nan(self, other: Self) -> Self;
-    /// The smaller of the two, NaN-propagating like PyTorch's `minimum`.
-    fn min_nan(self, other: Self) -> Self;
-    /// Whether the value is NaN.
-    fn is_nan(self) -> bool;
 }
 
 macro_rules! impl_float {
@@ -138,56 +117,12 @@ macro_rules! impl_float {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
             #[inline(always)]
-            fn exp(self) -> Self {
-                <$t>::exp(self)
-            }
-            #[inline(always)]
-            fn ln(self) -> Self {
-                <$t>::ln(self)
-            }
-            #[inline(always)]
-            fn sqrt(self) -> Self {
-                <$t>::sqrt(self)
-            }
-            #[inline(always)]
-            fn abs(self) -> Self {
-                <$t>::abs(self)
-            }
-            #[inline(always)]
-            fn tanh(self) -> Self {
-                <$t>::tanh(self)
-            }
-            #[inline(always)]
             fn powf(self, e: Self) -> Self {
                 <$t>::powf(self, e)
             }
             #[inline(always)]
             fn powi(self, n: i32) -> Self {
                 <$t>::powi(self, n)
-            }
-            #[inline(always)]
-            fn max_nan(self, other: Self) -> Self {
-                if self.is_nan() || other.is_nan() {
-                    <$t>::NAN
-                } else if self >= other {
-                    self
-                } else {
-                    other
-                }
-            }
-            #[inline(always)]
-            fn min_nan(self, other: Self) -> Self {
-                if self.is_nan() || other.is_nan() {
-                    <$t>::NAN
-                } else if self <= other {
-                    self
-                } else {
-                    other
-                }
-            }
-            #[inline(always)]
-            fn is_nan(self) -> bool {
-                <$t>::is_nan(self)
             }
         }
     };

@@ -1,9 +1,117 @@
 //! Shape, strides and offset: how a tensor views its storage.
+//!
+//! Every count here is computed with checked arithmetic. A shape whose
+//! element count overflows is refused by [`checked_numel`] (the one count
+//! that every op building or changing a shape goes through), and a view that
+//! would reach past its buffer is refused by [`Layout::assert_within`], which
+//! every kernel taking raw pointers or strides calls once per call.
+
+use std::fmt;
 
 use crate::error::{Error, Result};
 
+/// The most elements a tensor may have, and the furthest storage element a
+/// view may reach: `isize::MAX`, the bound Rust puts on every allocation and
+/// pointer offset (and on the signed strides faer takes), as PyTorch's int64
+/// sizes bound its tensors.
+pub(crate) const MAX_NUMEL: usize = isize::MAX as usize;
+
+/// The number of elements of `shape`: the product of its sizes, computed
+/// with checked multiplication.
+///
+/// This is the one element count that every op building or changing a
+/// shape uses (creation, `from_vec`, reshape/view, expand, broadcasting,
+/// cat/stack, matmul's output, index_select, safetensors headers through
+/// `try_from_vec`), and every [`Layout`] constructor. The product of the
+/// non-zero sizes must not exceed [`MAX_NUMEL`], even when a zero size makes
+/// the count 0: then every partial product of a valid shape (the strides of
+/// a contiguous layout, the rows of a reduction) fits too, and the rule does
+/// not depend on where the zero is.
+///
+/// Errors are `Error::Shape` naming `op` and the shape; the panicking ops
+/// print the same message.
+pub(crate) fn checked_numel(op: &'static str, shape: &[usize]) -> Result<usize> {
+    let mut nonzero = 1usize;
+    let mut empty = false;
+    for &d in shape {
+        if d == 0 {
+            empty = true;
+            continue;
+        }
+        match nonzero.checked_mul(d) {
+            Some(p) if p <= MAX_NUMEL => nonzero = p,
+            _ => return Err(too_many_elements(op, shape)),
+        }
+    }
+    Ok(if empty { 0 } else { nonzero })
+}
+
+/// The error of a shape whose element count overflows.
+fn too_many_elements(op: &'static str, shape: &[usize]) -> Error {
+    // The exact product where u128 holds it, for the message.
+    let product = shape
+        .iter()
+        .filter(|&&d| d != 0)
+        .try_fold(1u128, |acc, &d| acc.checked_mul(d as u128))
+        .map_or_else(|| "more than 2^128".to_string(), |p| p.to_string());
+    Error::shape(
+        op,
+        format!(
+            "shape {shape:?} has too many elements: the product of its sizes is {product}, \
+             more than the {MAX_NUMEL} (isize::MAX) a tensor can hold (zero sizes aside); \
+             check the sizes, which may come from a corrupt file or a miscomputed dimension"
+        ),
+    )
+}
+
+/// One past the furthest storage element that a view of `shape` with
+/// `strides` from `offset` reaches: `offset + Σ (shape[d] - 1)·strides[d] + 1`,
+/// or 0 for an empty view (it reads nothing, whatever its offset); `None`
+/// when that overflows `usize`. The one definition of a view's extent, for
+/// layouts and for the matrices the GEMM kernels take.
+pub(crate) fn extent_of(offset: usize, shape: &[usize], strides: &[usize]) -> Option<usize> {
+    if shape.len() != strides.len() {
+        return None;
+    }
+    if shape.contains(&0) {
+        return Some(0);
+    }
+    let mut last = offset;
+    for (&n, &s) in shape.iter().zip(strides) {
+        last = last.checked_add((n - 1).checked_mul(s)?)?;
+    }
+    last.checked_add(1)
+}
+
+/// Panics, in release builds too, unless a `rows` x `cols` matrix with row
+/// and column strides `rs`, `cs` from element `offset` lies inside a buffer
+/// of `len` elements (its extent is [`extent_of`]'s): the bounds check that
+/// the matrix kernels taking raw pointers (faer, the sgemm micro-kernel)
+/// make once per call, naming `op`.
+#[track_caller]
+pub(crate) fn assert_matrix_within(
+    op: &str,
+    offset: usize,
+    (rows, cols): (usize, usize),
+    (rs, cs): (usize, usize),
+    len: usize,
+) {
+    let extent = extent_of(offset, &[rows, cols], &[rs, cs]);
+    assert!(
+        extent.is_some_and(|e| e <= len),
+        "{op}: internal error: a {rows} x {cols} matrix with strides ({rs}, {cs}) from \
+         offset {offset} reaches past the {len} elements of its buffer; this is a bug in \
+         deriv, please report it"
+    );
+}
+
 /// A view into storage: element `[i0, i1, ..]` lives at
 /// `offset + i0 * strides[0] + i1 * strides[1] + ..`.
+///
+/// A tensor's layout always has a checked element count and lies inside its
+/// storage: [`Tensor::from_parts`](crate::Tensor) asserts both, and the ops
+/// that build a layout from user input check them first with [`Layout::new`]
+/// (an `Error::Shape` naming the op).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Layout {
     pub(crate) shape: Vec<usize>,
@@ -11,39 +119,123 @@ pub(crate) struct Layout {
     pub(crate) offset: usize,
 }
 
-/// Row-major (C-order) strides of `shape`.
+/// Row-major (C-order) strides of `shape`, a shape whose count was checked
+/// (every stride is then a partial product of its sizes, which fits).
 pub(crate) fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
     let mut strides = vec![0; shape.len()];
-    let mut acc = 1;
+    let mut acc = 1usize;
     for d in (0..shape.len()).rev() {
         strides[d] = acc;
-        acc *= shape[d];
+        // Saturating: the stride above a zero size is 0 either way, and a
+        // shape that overflows here is refused by `checked_numel` first.
+        acc = acc.saturating_mul(shape[d]);
     }
     strides
 }
 
 impl Layout {
-    pub(crate) fn contiguous(shape: &[usize]) -> Self {
-        Layout {
+    /// A layout from its parts, checked: the shape's element count (see
+    /// [`checked_numel`]) and the view's extent must fit in [`MAX_NUMEL`].
+    /// Whether it fits a particular buffer is checked where it meets one.
+    pub(crate) fn new(
+        op: &'static str,
+        shape: Vec<usize>,
+        strides: Vec<usize>,
+        offset: usize,
+    ) -> Result<Layout> {
+        assert_eq!(
+            shape.len(),
+            strides.len(),
+            "{op}: internal error: a layout needs one stride per dim"
+        );
+        checked_numel(op, &shape)?;
+        match extent_of(offset, &shape, &strides) {
+            Some(e) if e <= MAX_NUMEL => Ok(Layout {
+                shape,
+                strides,
+                offset,
+            }),
+            _ => Err(Error::shape(
+                op,
+                format!(
+                    "a view of shape {shape:?} with strides {strides:?} from offset {offset} \
+                     reaches past the largest buffer a tensor can have ({MAX_NUMEL} elements)"
+                ),
+            )),
+        }
+    }
+    /// The row-major layout of `shape`, checked as [`new`](Self::new) does.
+    pub(crate) fn try_contiguous(op: &'static str, shape: &[usize]) -> Result<Layout> {
+        checked_numel(op, shape)?;
+        Ok(Layout {
             shape: shape.to_vec(),
             strides: contiguous_strides(shape),
             offset: 0,
-        }
+        })
     }
+    /// The row-major layout of `shape`, for a shape already checked (the
+    /// shape of an existing tensor, or one an op validated); panics with the
+    /// checked count's message otherwise.
+    #[track_caller]
+    pub(crate) fn contiguous(shape: &[usize]) -> Self {
+        crate::error::OrPanic::or_panic(Self::try_contiguous("layout", shape))
+    }
+    /// The number of elements. Checked: a layout whose count overflows (which
+    /// no constructor makes) panics instead of returning a wrapped count.
     pub(crate) fn numel(&self) -> usize {
-        self.shape.iter().product()
+        match self
+            .shape
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        {
+            Some(n) => n,
+            None if self.shape.contains(&0) => 0,
+            None => panic!(
+                "internal error: a layout of shape {:?} has an element count that overflows",
+                self.shape
+            ),
+        }
     }
     pub(crate) fn ndim(&self) -> usize {
         self.shape.len()
     }
+    /// One past the furthest storage element this view reaches (0 when it is
+    /// empty), or `None` when that overflows: see [`extent_of`].
+    pub(crate) fn extent(&self) -> Option<usize> {
+        extent_of(self.offset, &self.shape, &self.strides)
+    }
+    /// Panics, in release builds too, unless this view lies inside a buffer
+    /// of `len` elements: the check every kernel that walks a layout with
+    /// raw pointers or unchecked offsets makes once per call, so a wrong
+    /// layout from any bug fails loudly, naming `op`, instead of reading or
+    /// writing out of bounds.
+    #[track_caller]
+    #[inline]
+    pub(crate) fn assert_within(&self, op: impl fmt::Display, len: usize) {
+        match self.extent() {
+            Some(e) if e <= len => {}
+            e => panic!(
+                "{op}: internal error: a view of shape {:?} with strides {:?} from offset {} \
+                 reaches {} of a buffer of {len} elements; this is a bug in deriv, please \
+                 report it",
+                self.shape,
+                self.strides,
+                self.offset,
+                match e {
+                    Some(e) => format!("element {}", e - 1),
+                    None => "past usize::MAX".to_string(),
+                }
+            ),
+        }
+    }
     /// Row-major with no gaps (size-1 dimensions may have any stride).
     pub(crate) fn is_contiguous(&self) -> bool {
-        let mut acc = 1;
+        let mut acc = 1usize;
         for d in (0..self.shape.len()).rev() {
             if self.shape[d] != 1 && self.strides[d] != acc {
                 return false;
             }
-            acc *= self.shape[d];
+            acc = acc.saturating_mul(self.shape[d]);
         }
         true
     }
@@ -121,8 +313,21 @@ impl Layout {
     }
 }
 
-/// The broadcast of two shapes (NumPy rules), or an error naming both.
+/// The broadcast of two shapes (NumPy rules), or an error naming both; its
+/// element count is checked too.
 pub(crate) fn broadcast_shapes(op: &'static str, a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
+    let out = broadcast_dims(op, a, b)?;
+    // Two valid shapes can broadcast to one whose count overflows ([2^32, 1]
+    // with [1, 2^32]).
+    if a != b {
+        checked_numel(op, &out)?;
+    }
+    Ok(out)
+}
+
+/// The broadcast of two shapes, with no count check (the caller checks the
+/// count of the shape it builds from it).
+pub(crate) fn broadcast_dims(op: &'static str, a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
     if a == b {
         return Ok(a.to_vec());
     }
@@ -176,11 +381,125 @@ pub(crate) fn norm_dim(op: &'static str, dim: isize, ndim: usize) -> Result<usiz
 
 #[cfg(test)]
 mod tests {
+    use super::{assert_matrix_within, checked_numel, extent_of, Layout, MAX_NUMEL};
+    use crate::error::Error;
     use crate::Tensor;
+
+    /// The panic message of `f`, which must panic.
+    fn panic_message(f: impl FnOnce()) -> String {
+        let e = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).expect_err("a panic");
+        e.downcast_ref::<String>().cloned().unwrap_or_default()
+    }
+
+    #[test]
+    fn checked_numel_refuses_every_overflowing_product() {
+        assert_eq!(checked_numel("t", &[]), Ok(1));
+        assert_eq!(checked_numel("t", &[2, 3, 4]), Ok(24));
+        assert_eq!(checked_numel("t", &[5, 0, 7]), Ok(0));
+        assert_eq!(checked_numel("t", &[MAX_NUMEL]), Ok(MAX_NUMEL));
+        assert_eq!(checked_numel("t", &[1, MAX_NUMEL, 1]), Ok(MAX_NUMEL));
+        for shape in [
+            &[MAX_NUMEL + 1][..],
+            &[usize::MAX],
+            &[1 << 32, 1 << 32],        // wraps to 0
+            &[(1 << 62) + 1, 4],        // wraps to 4
+            &[1 << 62, 2],              // 2^63: one past isize::MAX
+            &[0, 1 << 40, 1 << 40],     // a zero does not hide the overflow,
+            &[1 << 40, 1 << 40, 0],     // wherever it is
+            &[3, 5, 1 << 60, 7, 0, 11], // many small overflowing factors
+        ] {
+            match checked_numel("zeros", shape) {
+                Err(Error::Shape { op: "zeros", msg }) => {
+                    assert!(msg.contains(&format!("{shape:?}")), "{msg}");
+                    assert!(msg.contains("too many elements"), "{msg}");
+                }
+                other => panic!("{shape:?}: {other:?}"),
+            }
+        }
+        let e = checked_numel("t", &[1 << 32, 1 << 32]).unwrap_err();
+        assert!(
+            e.to_string().contains("is 18446744073709551616, more than"),
+            "{e}"
+        );
+        let e = checked_numel("t", &[usize::MAX; 3]).unwrap_err();
+        assert!(e.to_string().contains("is more than 2^128"), "{e}");
+    }
+
+    #[test]
+    fn extents_are_checked_and_empty_views_reach_nothing() {
+        assert_eq!(extent_of(0, &[], &[]), Some(1));
+        assert_eq!(extent_of(5, &[], &[]), Some(6));
+        assert_eq!(extent_of(0, &[2, 3], &[3, 1]), Some(6));
+        assert_eq!(extent_of(2, &[3, 2], &[1, 3]), Some(8));
+        assert_eq!(extent_of(7, &[4, 0], &[9, 9]), Some(0));
+        assert_eq!(extent_of(0, &[1 << 40], &[0]), Some(1));
+        assert_eq!(extent_of(0, &[3], &[usize::MAX]), None);
+        assert_eq!(extent_of(usize::MAX, &[2], &[1]), None);
+        assert_eq!(extent_of(0, &[2, 3], &[1]), None);
+        let l = Layout::new("view", vec![2, 3], vec![3, 1], 4).unwrap();
+        assert_eq!(l.extent(), Some(10));
+        l.assert_within("view", 10);
+        let msg = panic_message(|| l.assert_within("exp", 9));
+        assert!(
+            msg.starts_with("exp: internal error: a view of shape [2, 3]"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("reaches element 9 of a buffer of 9 elements"),
+            "{msg}"
+        );
+        let msg = panic_message(|| assert_matrix_within("linear", 1, (2, 3), (3, 1), 6));
+        assert!(
+            msg.starts_with("linear: internal error: a 2 x 3 matrix"),
+            "{msg}"
+        );
+        assert_matrix_within("linear", 0, (2, 3), (3, 1), 6);
+        assert_matrix_within("linear", 99, (0, 3), (3, 1), 6);
+        // Layout::new refuses counts and extents past isize::MAX.
+        assert!(Layout::new("view", vec![1 << 32, 1 << 32], vec![0, 0], 0).is_err());
+        assert!(Layout::new("view", vec![2], vec![MAX_NUMEL], 0).is_err());
+        assert!(Layout::try_contiguous("zeros", &[1 << 62, 2]).is_err());
+    }
+
+    /// A layout reaching past its storage never becomes a tensor: the
+    /// invariant every kernel relies on is asserted where tensors are made.
+    #[test]
+    fn a_view_past_its_storage_is_refused() {
+        let t = Tensor::zeros([2, 3]);
+        let bad = Layout {
+            shape: vec![3, 3],
+            strides: vec![3, 1],
+            offset: 0,
+        };
+        let msg = panic_message(|| drop(t.with_layout(bad)));
+        assert!(msg.contains("tensor: internal error"), "{msg}");
+        let wrapped = Layout {
+            shape: vec![(1 << 62) + 1, 4],
+            strides: vec![0, 1],
+            offset: 0,
+        };
+        let msg = panic_message(|| drop(t.with_layout(wrapped)));
+        assert!(msg.contains("too many elements"), "{msg}");
+        let msg = panic_message(|| {
+            drop(Tensor::from_buffer(
+                crate::backend::Buffer::F32(vec![0.0; 5]),
+                &[2, 3],
+                crate::Device::Cpu,
+            ))
+        });
+        assert!(
+            msg.contains("a buffer of 5 elements for a tensor of shape [2, 3]"),
+            "{msg}"
+        );
+    }
 
     /// Every reshape of every permuted/sliced view must read the same elements
     /// as reshaping a contiguous copy, whether it ends up a view or a copy.
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "slow under Miri and runs no unsafe code of its own; unsafe_paths::strided_walks_visit_the_defined_offsets walks strided layouts"
+    )]
     fn reshape_of_strided_views_matches_contiguous_copy() {
         let base = Tensor::arange(0., 120., 1.).reshape([2, 3, 4, 5]);
         let perms: [[usize; 4]; 4] = [[0, 1, 2, 3], [1, 0, 2, 3], [0, 1, 3, 2], [3, 2, 1, 0]];

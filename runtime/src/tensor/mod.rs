@@ -5,17 +5,22 @@ mod display;
 mod dtype;
 mod layout;
 mod literal;
+mod math;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 pub use creation::TensorOptions;
 pub use dtype::{DType, Element, Float};
-pub(crate) use layout::{broadcast_shapes, contiguous_strides, norm_dim, Layout};
+pub(crate) use layout::{
+    assert_matrix_within, broadcast_dims, broadcast_shapes, checked_numel, contiguous_strides,
+    norm_dim, Layout, MAX_NUMEL,
+};
 pub use literal::TensorLiteral;
+pub use math::Math;
 
 use crate::autograd::GradNode;
-use crate::backend::{Buffer, Device, Storage};
+use crate::backend::{cpu, Buffer, Device, Storage};
 
 /// An N-dimensional array on a [`Device`], with PyTorch-style autograd.
 ///
@@ -43,26 +48,44 @@ pub(crate) struct TensorImpl {
     pub(crate) requires_grad: AtomicBool,
     /// The accumulated gradient of a leaf.
     pub(crate) grad: Mutex<Option<Tensor>>,
+    /// Post-accumulate-grad hooks of a leaf; unset (and free) until one is registered.
+    pub(crate) hooks: OnceLock<Arc<crate::autograd::Hooks>>,
 }
 
 impl Tensor {
-    /// A new leaf over fresh storage with a contiguous layout.
+    /// A new leaf over fresh storage with a contiguous layout. The buffer
+    /// must hold exactly the shape's (checked) element count: asserted in
+    /// release builds too, once per tensor.
+    #[track_caller]
     pub(crate) fn from_buffer(buf: Buffer, shape: &[usize], device: Device) -> Tensor {
-        debug_assert_eq!(buf.len(), shape.iter().product::<usize>());
+        let layout = Layout::contiguous(shape);
+        assert!(
+            buf.len() == layout.numel(),
+            "internal error: a buffer of {} elements for a tensor of shape {shape:?}; this is \
+             a bug in deriv, please report it",
+            buf.len()
+        );
         #[cfg(feature = "cuda")]
         if let Device::Cuda(i) = device {
             let b = crate::backend::cuda::CudaBuffer::upload(&buf, i);
             return crate::backend::cuda::ops::from_cuda(b, shape);
         }
         let dtype = buf.dtype();
-        Tensor::from_parts(
-            Arc::new(Storage::new(buf, device)),
-            Layout::contiguous(shape),
-            dtype,
-        )
+        Tensor::from_parts(Arc::new(Storage::new(buf, device)), layout, dtype)
     }
 
+    /// A tensor viewing `storage` through `layout`. Every tensor is made
+    /// here, so here the invariant the kernels rely on is asserted (in
+    /// release builds too; O(ndim)): the layout's element count is checked
+    /// and its extent lies inside the storage. Ops check user-supplied
+    /// shapes before this point and report them as `Error::Shape`; a failure
+    /// here is a bug in deriv.
+    #[track_caller]
     pub(crate) fn from_parts(storage: Arc<Storage>, layout: Layout, dtype: DType) -> Tensor {
+        if let Err(e) = layout::checked_numel("tensor", &layout.shape) {
+            panic!("internal error: {e}; this is a bug in deriv, please report it");
+        }
+        layout.assert_within("tensor", storage.len());
         Tensor(Arc::new(TensorImpl {
             storage,
             layout,
@@ -70,10 +93,12 @@ impl Tensor {
             grad_fn: None,
             requires_grad: AtomicBool::new(false),
             grad: Mutex::new(None),
+            hooks: OnceLock::new(),
         }))
     }
 
     /// A view of the same storage with another layout (no autograd link).
+    #[track_caller]
     pub(crate) fn with_layout(&self, layout: Layout) -> Tensor {
         Tensor::from_parts(self.0.storage.clone(), layout, self.0.dtype)
     }
@@ -208,10 +233,10 @@ impl Tensor {
         let buf = self.0.storage.read();
         let l = &self.0.layout;
         match &*buf {
-            Buffer::F32(v) => crate::backend::cpu::map(v, l, |x| T::from_f64(x as f64)),
-            Buffer::F64(v) => crate::backend::cpu::map(v, l, T::from_f64),
-            Buffer::I64(v) => crate::backend::cpu::map(v, l, |x| T::from_f64(x as f64)),
-            Buffer::Bool(v) => crate::backend::cpu::map(v, l, |x| T::from_f64(x as u8 as f64)),
+            Buffer::F32(v) => cpu::map("to_vec", v, l, |x| T::from_f64(x as f64)),
+            Buffer::F64(v) => cpu::map("to_vec", v, l, T::from_f64),
+            Buffer::I64(v) => cpu::map("to_vec", v, l, |x| T::from_f64(x as f64)),
+            Buffer::Bool(v) => cpu::map("to_vec", v, l, |x| T::from_f64(x as u8 as f64)),
         }
     }
 

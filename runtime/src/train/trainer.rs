@@ -6,9 +6,10 @@ use std::path::{Path, PathBuf};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use super::strategy::{Replicas, ShardedBatches, Strategy};
 use super::{History, StepOutput, TrainingModule};
 use crate::autograd::no_grad;
-use crate::data::{Batch, DataLoader, Dataset};
+use crate::data::{Batch, DataLoader, Dataset, DistributedSampler};
 use crate::error::{Error, Result};
 use crate::io::Checkpoint;
 use crate::optim::lr_scheduler::LrScheduler;
@@ -30,6 +31,36 @@ pub trait Batches {
     fn num_batches(&self) -> usize;
     /// The batches of epoch `epoch` (0-based).
     fn epoch_batches(&self, epoch: usize) -> Box<dyn Iterator<Item = Self::Batch> + '_>;
+
+    /// Rank `rank`'s share of every epoch when `world` processes train
+    /// data-parallel ([`Strategy::Ddp`]): every rank must get the same
+    /// number of batches. By default, whole batches `rank, rank + world,
+    /// ...`, padded by repeating the epoch's first ones; a `DataLoader`
+    /// shares out samples instead (a [`DistributedSampler`] with its
+    /// shuffling and seed), keeping its batch size.
+    fn shard(&self, rank: usize, world: usize) -> Box<dyn Batches<Batch = Self::Batch> + '_>
+    where
+        Self: Sized,
+    {
+        if world == 1 {
+            return Box::new(self);
+        }
+        Box::new(ShardedBatches {
+            inner: self,
+            rank,
+            world,
+        })
+    }
+}
+
+impl<L: Batches + ?Sized> Batches for &L {
+    type Batch = L::Batch;
+    fn num_batches(&self) -> usize {
+        (**self).num_batches()
+    }
+    fn epoch_batches(&self, epoch: usize) -> Box<dyn Iterator<Item = L::Batch> + '_> {
+        (**self).epoch_batches(epoch)
+    }
 }
 
 impl<B: Clone> Batches for Vec<B> {
@@ -50,6 +81,26 @@ impl<D: Dataset + 'static> Batches for DataLoader<D> {
     fn epoch_batches(&self, epoch: usize) -> Box<dyn Iterator<Item = Batch<D>> + '_> {
         self.set_epoch(epoch as u64);
         Box::new(self.iter())
+    }
+
+    /// A loader over the same dataset whose order comes from a
+    /// [`DistributedSampler`] for this rank: the loader's shuffling, with
+    /// rank 0's seed on every rank. A loader that already has a sampler is
+    /// used as it is.
+    fn shard(&self, rank: usize, world: usize) -> Box<dyn Batches<Batch = Batch<D>> + '_> {
+        if world == 1 || self.has_sampler() {
+            return Box::new(self);
+        }
+        let shuffle = self.is_shuffled();
+        let seed = if shuffle {
+            crate::distributed::broadcast_u64(self.resolved_seed())
+        } else {
+            0
+        };
+        let sampler = DistributedSampler::new(self.dataset().len(), world, rank)
+            .shuffle(shuffle)
+            .seed(seed);
+        Box::new(self.with_sampler_of(sampler))
     }
 }
 
@@ -169,6 +220,7 @@ pub struct Trainer {
     resume_from: Option<PathBuf>,
     plot: Option<PathBuf>,
     optimizer: Option<Box<dyn Optimizer>>,
+    strategy: Strategy,
 }
 
 impl Default for Trainer {
@@ -190,7 +242,18 @@ impl Trainer {
             resume_from: None,
             plot: None,
             optimizer: None,
+            strategy: Strategy::Single,
         }
+    }
+    /// One process (default) or data-parallel over an MPI job
+    /// ([`Strategy::Ddp`]).
+    pub fn strategy(mut self, strategy: Strategy) -> Self {
+        self.strategy = strategy;
+        self
+    }
+    /// The configured strategy.
+    pub fn strategy_of(&self) -> Strategy {
+        self.strategy
     }
     /// The number of epochs to train (counting those a resumed checkpoint completed).
     pub fn max_epochs(mut self, n: usize) -> Self {
@@ -250,13 +313,15 @@ impl Trainer {
     /// Trains `model` on `train` for the configured epochs, validating on
     /// `val` after each; returns the history (including resumed epochs).
     ///
-    /// Errors come from files only (checkpoint, resume, plot): the training
+    /// Errors come from files only (checkpoint, resume, plot) and, with
+    /// [`Strategy::Ddp`], from starting the process group: the training
     /// itself panics on a programming mistake, as ops do.
     pub fn fit<M, L>(&mut self, model: &mut M, train: &L, val: Option<&L>) -> Result<History>
     where
         M: TrainingModule,
         L: Batches<Batch = M::Batch>,
     {
+        let mut replicas = Replicas::start(self.strategy)?;
         let mut optimizer = model.configure_optimizers();
         let mut scheduler = model.configure_scheduler(optimizer.as_mut());
         let mut history = History::default();
@@ -265,32 +330,13 @@ impl Trainer {
             es.reset();
         }
         if let Some(path) = &self.resume_from {
-            let ckpt = Checkpoint::load(path)?;
-            model
-                .load_state_dict(&ckpt.model)
-                .map_err(|e| Error::format(path, e.to_string()))?;
-            if let Some(state) = &ckpt.optimizer {
-                optimizer
-                    .load_state_dict(state)
-                    .map_err(|e| Error::format(path, e.to_string()))?;
-            }
-            if let Some(sched) = &mut scheduler {
-                let state: Vec<(String, f64)> = ckpt
-                    .metadata
-                    .iter()
-                    .filter_map(|(k, v)| {
-                        let name = k.strip_prefix(SCHEDULER)?;
-                        Some((name.to_string(), v.parse().ok()?))
-                    })
-                    .collect();
-                sched
-                    .load_state_dict(&state)
-                    .map_err(|e| Error::format(path, e.to_string()))?;
-            }
-            if let Some(csv) = ckpt.metadata.get("history") {
-                history = History::from_csv(csv).map_err(|e| Error::format(path, e.to_string()))?;
-            }
-            start = ckpt.epoch;
+            // Every rank reads the checkpoint; if one cannot, all stop.
+            let resumed = resume(path, model, optimizer.as_mut(), &mut scheduler);
+            replicas.agree(
+                resumed.as_ref().map(|_| ()).map_err(Clone::clone),
+                "resume_from",
+            )?;
+            (start, history) = resumed?;
             // Replay the history so early stopping resumes with its state.
             if let Some(es) = &mut self.early_stopping {
                 for v in history.get(&es.monitor.clone()) {
@@ -298,13 +344,18 @@ impl Trainer {
                 }
             }
         }
+        replicas.attach(&*model)?;
+        let (rank, world) = (replicas.rank, replicas.world);
+        let train = train.shard(rank, world);
+        let val = val.map(|v| v.shard(rank, world));
         let total = self.max_epochs;
         for epoch in start..total {
             model.train();
-            let bar = self.bar(train.num_batches(), epoch, total);
+            let bar = self.bar(train.num_batches(), epoch, total, &replicas);
             let mut train_avg = Averager::default();
             for batch in train.epoch_batches(epoch) {
                 optimizer.zero_grad_in_place();
+                replicas.prepare();
                 let compiled = if self.compiled {
                     model.compiled_training_step(&batch)
                 } else {
@@ -318,6 +369,7 @@ impl Trainer {
                         out
                     }
                 };
+                replicas.finish();
                 optimizer.step();
                 train_avg.add(&out);
                 bar.inc(1);
@@ -326,19 +378,20 @@ impl Trainer {
                 }
             }
             bar.finish_and_clear();
-            let mut metrics = train_avg.finish("train_");
-            metrics.extend(train_avg.epoch_metrics(&*model, "train_"));
+            let mut metrics = train_avg.finish("train_", &replicas);
+            metrics.extend(train_avg.epoch_metrics(&*model, "train_", &replicas));
             metrics.push(("lr".into(), optimizer.lr()));
             if let Some(sched) = &mut scheduler {
                 sched.step(optimizer.as_mut());
             }
-            if let Some(val) = val {
-                metrics.extend(run_eval(model, val, epoch, "val_", |m, b| {
+            if let Some(val) = &val {
+                metrics.extend(run_eval(model, &**val, epoch, "val_", &replicas, |m, b| {
                     m.validation_step(b)
                 }));
             }
             history.push(metrics);
-            if self.log_epochs {
+            let main = replicas.is_main();
+            if self.log_epochs && main {
                 let line = history
                     .epoch(history.len() - 1)
                     .iter()
@@ -348,17 +401,27 @@ impl Trainer {
                 println!("epoch {}/{total}  {line}", epoch + 1);
             }
             if let Some(path) = &self.checkpoint {
-                save_checkpoint(
-                    path,
-                    epoch + 1,
-                    model,
-                    optimizer.as_ref(),
-                    scheduler.as_deref(),
-                    &history,
-                )?;
+                let written = if main {
+                    save_checkpoint(
+                        path,
+                        epoch + 1,
+                        model,
+                        optimizer.as_ref(),
+                        scheduler.as_deref(),
+                        &history,
+                    )
+                } else {
+                    Ok(())
+                };
+                replicas.agree(written, "writing the checkpoint")?;
             }
             if let Some(path) = &self.plot {
-                history.write_svg(path)?;
+                let written = if main {
+                    history.write_svg(path)
+                } else {
+                    Ok(())
+                };
+                replicas.agree(written, "writing the plot")?;
             }
             if let Some(es) = &mut self.early_stopping {
                 let value = history.last(&es.monitor).ok_or_else(|| {
@@ -369,7 +432,7 @@ impl Trainer {
                     ))
                 })?;
                 if es.update(value) {
-                    if self.log_epochs {
+                    if self.log_epochs && main {
                         println!(
                             "early stopping: {} did not improve for {} epochs (best {:.4})",
                             es.monitor,
@@ -386,13 +449,17 @@ impl Trainer {
     }
 
     /// Runs the validation steps over `loader` (evaluation mode, `no_grad`)
-    /// and returns the averaged `val_` metrics.
+    /// and returns the averaged `val_` metrics (over every rank's share with
+    /// [`Strategy::Ddp`]).
+    ///
+    /// Panics when the strategy's process group cannot start (`fit` returns
+    /// that error instead).
     pub fn validate<M, L>(&mut self, model: &mut M, loader: &L) -> Vec<(String, f64)>
     where
         M: TrainingModule,
         L: Batches<Batch = M::Batch>,
     {
-        run_eval(model, loader, 0, "val_", |m, b| m.validation_step(b))
+        self.evaluate(model, loader, "val_", |m, b| m.validation_step(b))
     }
 
     /// Runs the test steps over `loader` and returns the averaged `test_` metrics.
@@ -401,11 +468,27 @@ impl Trainer {
         M: TrainingModule,
         L: Batches<Batch = M::Batch>,
     {
-        run_eval(model, loader, 0, "test_", |m, b| m.test_step(b))
+        self.evaluate(model, loader, "test_", |m, b| m.test_step(b))
     }
 
-    fn bar(&self, len: usize, epoch: usize, total: usize) -> ProgressBar {
-        if !self.progress || !std::io::stderr().is_terminal() {
+    fn evaluate<M, L>(
+        &mut self,
+        model: &mut M,
+        loader: &L,
+        prefix: &str,
+        step: impl Fn(&mut M, &M::Batch) -> StepOutput,
+    ) -> Vec<(String, f64)>
+    where
+        M: TrainingModule,
+        L: Batches<Batch = M::Batch>,
+    {
+        let replicas = Replicas::start(self.strategy).unwrap_or_else(|e| panic!("{e}"));
+        let loader = loader.shard(replicas.rank, replicas.world);
+        run_eval(model, &*loader, 0, prefix, &replicas, step)
+    }
+
+    fn bar(&self, len: usize, epoch: usize, total: usize, replicas: &Replicas) -> ProgressBar {
+        if !self.progress || !replicas.is_main() || !std::io::stderr().is_terminal() {
             return ProgressBar::hidden();
         }
         let bar = ProgressBar::with_draw_target(Some(len as u64), ProgressDrawTarget::stderr());
@@ -419,16 +502,68 @@ impl Trainer {
     }
 }
 
+/// Loads the model, optimizer and scheduler state of a checkpoint; returns
+/// the epochs it completed and its history.
+/// Loads a checkpoint for `resume_from`. Everything that can fail goes
+/// first, into this run's own optimizer, scheduler and history; the model
+/// (the caller's) is loaded last, and its `load_state_dict` checks every
+/// tensor before copying any: a refused resume leaves the model as it was.
+fn resume<M: TrainingModule>(
+    path: &Path,
+    model: &mut M,
+    optimizer: &mut dyn Optimizer,
+    scheduler: &mut Option<Box<dyn LrScheduler>>,
+) -> Result<(usize, History)> {
+    let refused = |e: Error| {
+        Error::format(
+            path,
+            format!("resume_from: {e}; nothing was changed (the model keeps its weights)"),
+        )
+    };
+    if let Err(e) = std::fs::metadata(path) {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            return Err(Error::Io {
+                path: path.display().to_string(),
+                msg: "resume_from: there is no checkpoint at this path (the file does not \
+                      exist); check the path, or leave resume_from out to train from the start"
+                    .into(),
+            });
+        }
+    }
+    let ckpt = Checkpoint::load(path)?;
+    if let Some(state) = &ckpt.optimizer {
+        optimizer.load_state_dict(state).map_err(refused)?;
+    }
+    if let Some(sched) = scheduler {
+        let state: Vec<(String, f64)> = ckpt
+            .metadata
+            .iter()
+            .filter_map(|(k, v)| {
+                let name = k.strip_prefix(SCHEDULER)?;
+                Some((name.to_string(), v.parse().ok()?))
+            })
+            .collect();
+        sched.load_state_dict(&state).map_err(refused)?;
+    }
+    let history = match ckpt.metadata.get("history") {
+        Some(csv) => History::from_csv(csv).map_err(refused)?,
+        None => History::default(),
+    };
+    model.load_state_dict(&ckpt.model).map_err(refused)?;
+    Ok((ckpt.epoch, history))
+}
+
 fn run_eval<M, L>(
     model: &mut M,
     loader: &L,
     epoch: usize,
     prefix: &str,
+    replicas: &Replicas,
     step: impl Fn(&mut M, &M::Batch) -> StepOutput,
 ) -> Vec<(String, f64)>
 where
     M: TrainingModule,
-    L: Batches<Batch = M::Batch>,
+    L: Batches<Batch = M::Batch> + ?Sized,
 {
     model.eval();
     let mut avg = Averager::default();
@@ -438,8 +573,8 @@ where
         }
     });
     model.train();
-    let mut metrics = avg.finish(prefix);
-    metrics.extend(avg.epoch_metrics(&*model, prefix));
+    let mut metrics = avg.finish(prefix, replicas);
+    metrics.extend(avg.epoch_metrics(&*model, prefix, replicas));
     metrics
 }
 
@@ -498,29 +633,49 @@ impl Averager {
         }
     }
 
-    fn finish(&self, prefix: &str) -> Vec<(String, f64)> {
+    /// The means, over every rank's batches when there are several (each
+    /// rank must report the same names, as the same model code does).
+    fn finish(&self, prefix: &str, replicas: &Replicas) -> Vec<(String, f64)> {
+        let mut sums: Vec<f64> = self.sums.iter().flat_map(|(_, s, w)| [*s, *w]).collect();
+        replicas.sum(&mut sums);
         self.sums
             .iter()
-            .map(|(n, s, w)| (format!("{prefix}{n}"), s / w.max(f64::MIN_POSITIVE)))
+            .zip(sums.chunks(2))
+            .map(|((n, _, _), sw)| (format!("{prefix}{n}"), sw[0] / sw[1].max(f64::MIN_POSITIVE)))
             .collect()
     }
 
-    /// The model's metrics of the whole epoch, from the summed totals.
-    fn epoch_metrics<M: TrainingModule>(&self, model: &M, prefix: &str) -> Vec<(String, f64)> {
+    /// The model's metrics of the whole epoch, from the totals summed over
+    /// this rank's steps and then over the ranks.
+    fn epoch_metrics<M: TrainingModule>(
+        &self,
+        model: &M,
+        prefix: &str,
+        replicas: &Replicas,
+    ) -> Vec<(String, f64)> {
         if self.totals.is_empty() {
             return Vec::new();
         }
+        let mut sums: Vec<f64> = self.totals.iter().map(|(_, v)| *v).collect();
+        replicas.sum(&mut sums);
+        let totals: Vec<(String, f64)> = self
+            .totals
+            .iter()
+            .zip(sums)
+            .map(|((n, _), v)| (n.clone(), v))
+            .collect();
         model
-            .epoch_metrics(&self.totals)
+            .epoch_metrics(&totals)
             .into_iter()
             .map(|(n, v)| (format!("{prefix}{n}"), v))
             .collect()
     }
 
+    /// This rank's running means, for the progress bar.
     fn summary(&self, prefix: &str) -> String {
-        self.finish(prefix)
+        self.sums
             .iter()
-            .map(|(n, v)| format!("{n} {v:.4}"))
+            .map(|(n, s, w)| format!("{prefix}{n} {:.4}", s / w.max(f64::MIN_POSITIVE)))
             .collect::<Vec<_>>()
             .join(" ")
     }

@@ -5,14 +5,18 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
+use super::memory;
+use crate::error::{OrPanic, Result};
 use crate::tensor::Layout;
 
+pub(crate) mod gemm;
 pub(crate) mod pool;
 pub(crate) mod sgemm;
 
 /// Below this many elements a kernel stays on the calling thread: handing
-/// work to another thread costs more than it saves.
-pub(crate) const PAR_THRESHOLD: usize = 1 << 15;
+/// work to another thread costs more than it saves. Under Miri, small, so
+/// that tests of a few hundred elements take the parallel paths too.
+pub(crate) const PAR_THRESHOLD: usize = if cfg!(miri) { 64 } else { 1 << 15 };
 
 /// Runs `f` compiled for AVX2 when the CPU has it (a contiguous loop inside
 /// vectorises 8 f32 wide instead of SSE2's 4); plain otherwise. AVX2 changes no
@@ -22,6 +26,8 @@ pub(crate) fn vectorized<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx2") {
+            /// # Safety
+            /// The CPU must support AVX2.
             #[target_feature(enable = "avx2")]
             unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
                 f()
@@ -205,14 +211,256 @@ pub(crate) fn walk<const K: usize>(
     }
 }
 
+/// Where a kernel puts each result: written over whatever the slot held
+/// ([`Write`], also into uninitialised memory) or added to it
+/// ([`Accumulate`], for gradients that sum). A kernel is generic over it, so
+/// each loop is compiled once per way and the choice costs nothing per element.
+pub(crate) trait Store<U>: Copy + Send + Sync {
+    /// Puts `v` into the slot `p`.
+    ///
+    /// # Safety
+    /// `p` is valid for writes (and, for [`Accumulate`], holds an initialised value).
+    unsafe fn put(self, p: *mut U, v: U);
+}
+
+/// Overwrites the destination.
+#[derive(Clone, Copy)]
+pub(crate) struct Write;
+impl<U> Store<U> for Write {
+    #[inline(always)]
+    unsafe fn put(self, p: *mut U, v: U) {
+        // SAFETY: forwarded from the caller.
+        unsafe { p.write(v) }
+    }
+}
+
+/// Adds into the destination.
+#[derive(Clone, Copy)]
+pub(crate) struct Accumulate;
+impl<U: Copy + std::ops::Add<Output = U>> Store<U> for Accumulate {
+    #[inline(always)]
+    unsafe fn put(self, p: *mut U, v: U) {
+        // SAFETY: forwarded from the caller (an initialised, writable slot).
+        unsafe { *p = *p + v }
+    }
+}
+
+/// A contiguous destination of `len` elements and how results go into it.
+/// Built from an uninitialised spare capacity ([`Dst::uninit`], write only)
+/// or from initialised elements ([`Dst::init`], written or accumulated).
+pub(crate) struct Dst<'a, U, S> {
+    ptr: SharedPtr<U>,
+    len: usize,
+    store: S,
+    _borrow: std::marker::PhantomData<&'a mut [U]>,
+}
+
+impl<'a, U> Dst<'a, U, Write> {
+    /// Writes into possibly uninitialised memory.
+    pub(crate) fn uninit(out: &'a mut [MaybeUninit<U>]) -> Self {
+        Dst {
+            ptr: SharedPtr(out.as_mut_ptr().cast()),
+            len: out.len(),
+            store: Write,
+            _borrow: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<'a, U, S: Store<U>> Dst<'a, U, S> {
+    /// Puts results into initialised elements with `store`.
+    pub(crate) fn init(out: &'a mut [U], store: S) -> Self {
+        Dst {
+            ptr: SharedPtr(out.as_mut_ptr()),
+            len: out.len(),
+            store,
+            _borrow: std::marker::PhantomData,
+        }
+    }
+
+    /// The number of elements.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Calls `fill(start, part)` on sub-destinations covering the whole, in
+    /// parallel when it is large.
+    fn par_chunks(self, fill: impl Fn(usize, Dst<'_, U, S>) + Sync)
+    where
+        U: Send,
+    {
+        let (ptr, store) = (self.ptr, self.store);
+        par_ranges(self.len, |start, end| {
+            let part = Dst {
+                // SAFETY: the ranges are disjoint and inside `len`.
+                ptr: SharedPtr(unsafe { ptr.get().add(start) }),
+                len: end - start,
+                store,
+                _borrow: std::marker::PhantomData,
+            };
+            fill(start, part);
+        });
+    }
+
+    /// Stores `v` at `i`.
+    ///
+    /// # Safety
+    /// `i < self.len()`.
+    #[inline(always)]
+    unsafe fn put(&self, i: usize, v: U) {
+        debug_assert!(i < self.len);
+        // SAFETY: in bounds (the caller); the destination is valid for its
+        // length and borrowed exclusively for `'a`.
+        unsafe { self.store.put(self.ptr.get().add(i), v) }
+    }
+
+    /// `self[i] <- f(src[i])` along a contiguous run, compiled for the
+    /// vector width the CPU has.
+    #[inline(always)]
+    fn run1<T: Copy>(&self, src: &[T], f: &impl Fn(T) -> U) {
+        // Every element is written: `Write` destinations may be uninitialised.
+        assert_eq!(
+            src.len(),
+            self.len,
+            "a kernel's run and its source differ in length"
+        );
+        let n = self.len;
+        vectorized(|| {
+            for (i, &x) in src[..n].iter().enumerate() {
+                // SAFETY: i < n <= len.
+                unsafe { self.put(i, f(x)) };
+            }
+        })
+    }
+
+    /// `self[i] <- f(a[i], b[i])` along contiguous runs.
+    #[inline(always)]
+    fn run2<A: Copy, B: Copy>(&self, a: &[A], b: &[B], f: &impl Fn(A, B) -> U) {
+        assert!(
+            a.len() == self.len && b.len() == self.len,
+            "a kernel's run and its sources differ in length"
+        );
+        let n = self.len;
+        vectorized(|| {
+            for (i, (&x, &y)) in a[..n].iter().zip(&b[..n]).enumerate() {
+                // SAFETY: i < n <= len.
+                unsafe { self.put(i, f(x, y)) };
+            }
+        })
+    }
+}
+
+/// A kernel's destination with the way results go in chosen at run time:
+/// the kernels below dispatch once per call to a loop compiled for each way.
+pub(crate) enum Sink<'a, U> {
+    /// Overwrite (also uninitialised memory).
+    Write(Dst<'a, U, Write>),
+    /// Add into what is there.
+    Add(Dst<'a, U, Accumulate>),
+}
+
+/// [`map_into`] for a [`Sink`].
+#[track_caller]
+pub(crate) fn map_to<T, U>(
+    op: &'static str,
+    out: Sink<'_, U>,
+    src: &[T],
+    layout: &Layout,
+    f: impl Fn(T) -> U + Sync,
+) where
+    T: Copy + Sync,
+    U: Copy + Send + std::ops::Add<Output = U>,
+{
+    match out {
+        Sink::Write(d) => map_into(op, d, src, layout, f),
+        Sink::Add(d) => map_into(op, d, src, layout, f),
+    }
+}
+
+/// [`zip_into`] for a [`Sink`].
+#[track_caller]
+pub(crate) fn zip_to<A, B, U>(
+    op: &'static str,
+    out: Sink<'_, U>,
+    a: &[A],
+    la: &Layout,
+    b: &[B],
+    lb: &Layout,
+    f: impl Fn(A, B) -> U + Sync,
+) where
+    A: Copy + Sync,
+    B: Copy + Sync,
+    U: Copy + Send + std::ops::Add<Output = U>,
+{
+    match out {
+        Sink::Write(d) => zip_into(op, d, a, la, b, lb, f),
+        Sink::Add(d) => zip_into(op, d, a, la, b, lb, f),
+    }
+}
+
+/// Running sums of contiguous `src` viewed as `[outer, len, inner]`, along
+/// the middle dim (from its end when `reverse`), into `out` of the same size.
+pub(crate) fn scan_to<U>(
+    out: Sink<'_, U>,
+    src: &[U],
+    (outer, len, inner): (usize, usize, usize),
+    reverse: bool,
+) where
+    U: Copy + Send + Sync + Default + std::ops::Add<Output = U>,
+{
+    fn run<U, S>(
+        out: Dst<'_, U, S>,
+        src: &[U],
+        (outer, len, inner): (usize, usize, usize),
+        reverse: bool,
+    ) where
+        U: Copy + Send + Sync + Default + std::ops::Add<Output = U>,
+        S: Store<U>,
+    {
+        let block = len * inner;
+        assert!(
+            out.len() == outer * block && src.len() >= outer * block,
+            "scan: destination or source smaller than {outer} x {len} x {inner}"
+        );
+        let (ptr, store) = (out.ptr, out.store);
+        let one = |o: usize| {
+            let mut acc = vec![U::default(); inner];
+            for j in 0..len {
+                let j = if reverse { len - 1 - j } else { j };
+                let at = o * block + j * inner;
+                for (i, a) in acc.iter_mut().enumerate() {
+                    *a = *a + src[at + i];
+                    // SAFETY: at + i < outer * block = out.len(), checked above;
+                    // parallel parts take distinct `o`.
+                    unsafe { store.put(ptr.get().add(at + i), *a) };
+                }
+            }
+        };
+        if outer * block >= PAR_THRESHOLD && outer > 1 {
+            par_parts(outer, one);
+        } else {
+            (0..outer).for_each(one);
+        }
+    }
+    match out {
+        Sink::Write(d) => run(d, src, (outer, len, inner), reverse),
+        Sink::Add(d) => run(d, src, (outer, len, inner), reverse),
+    }
+}
+
 /// Builds a vector of `n` elements whose range `[start, start + chunk.len())` is
-/// written by `fill(start, chunk)`, in parallel when `n` is large.
-pub(crate) fn build_vec<U: Send>(
+/// written by `fill(start, chunk)`, in parallel when `n` is large. The
+/// vector is the buffer of `op`'s result of `shape`, allocated fallibly: a
+/// request the allocator refuses is an `Error::OutOfMemory` naming the op,
+/// the shape and the bytes, not an abort.
+pub(crate) fn try_build_vec<U: Send>(
+    op: &'static str,
+    shape: &[usize],
     n: usize,
     fill: impl Fn(usize, &mut [MaybeUninit<U>]) + Sync,
-) -> Vec<U> {
-    let mut out: Vec<U> = Vec::with_capacity(n);
-    let base = SharedPtr(out.spare_capacity_mut().as_mut_ptr());
+) -> Result<Vec<U>> {
+    let mut out: Vec<U> = memory::try_alloc(op, shape, n)?;
+    let base = SharedPtr(out.spare_capacity_mut()[..n].as_mut_ptr());
     par_ranges(n, |start, end| {
         // SAFETY: the ranges are disjoint and inside the n-element capacity.
         let chunk = unsafe { std::slice::from_raw_parts_mut(base.get().add(start), end - start) };
@@ -221,84 +469,160 @@ pub(crate) fn build_vec<U: Send>(
     // SAFETY: every `fill` call writes each element of its chunk (the callers
     // below write exactly one value per slot), so all `n` are initialised.
     unsafe { out.set_len(n) };
-    out
+    Ok(out)
 }
 
-/// `out[i] = f(src[layout(i)])` for every element in row-major order.
-pub(crate) fn map<T: Copy + Sync, U: Send>(
+/// [`try_build_vec`], panicking with its message.
+#[track_caller]
+pub(crate) fn build_vec<U: Send>(
+    op: &'static str,
+    shape: &[usize],
+    n: usize,
+    fill: impl Fn(usize, &mut [MaybeUninit<U>]) + Sync,
+) -> Vec<U> {
+    try_build_vec(op, shape, n, fill).or_panic()
+}
+
+/// A new vector of `n` elements (the buffer of `op`'s result of `shape`,
+/// allocated fallibly) filled by `kernel` through a [`Write`] destination.
+pub(crate) fn try_new_vec<U: Send>(
+    op: &'static str,
+    shape: &[usize],
+    n: usize,
+    kernel: impl FnOnce(Dst<'_, U, Write>),
+) -> Result<Vec<U>> {
+    let mut out: Vec<U> = memory::try_alloc(op, shape, n)?;
+    kernel(Dst::uninit(&mut out.spare_capacity_mut()[..n]));
+    // SAFETY: the kernels write every element of their destination.
+    unsafe { out.set_len(n) };
+    Ok(out)
+}
+
+/// `out[i] <- f(src[layout(i)])` for every element in row-major order, for
+/// op `op` (named in the messages of the checks: the layout lies inside
+/// `src`, and the destination has its size).
+#[track_caller]
+pub(crate) fn map_into<T: Copy + Sync, U: Send, S: Store<U>>(
+    op: &'static str,
+    out: Dst<'_, U, S>,
     src: &[T],
     layout: &Layout,
     f: impl Fn(T) -> U + Sync,
-) -> Vec<U> {
-    let n = layout.numel();
+) {
+    layout.assert_within(op, src.len());
+    assert_eq!(
+        out.len(),
+        layout.numel(),
+        "{op}: internal error: destination size"
+    );
     if layout.is_contiguous() {
-        let s = &src[layout.offset..layout.offset + n];
-        return build_vec(n, |start, chunk| {
-            let s = &s[start..start + chunk.len()];
-            vectorized(|| {
-                for (o, &x) in chunk.iter_mut().zip(s) {
-                    o.write(f(x));
-                }
-            })
-        });
+        let s = &src[layout.offset..layout.offset + out.len()];
+        return out.par_chunks(|start, part| part.run1(&s[start..start + part.len()], &f));
     }
-    build_vec(n, |start, chunk| {
+    out.par_chunks(|start, part| {
         let mut i = 0;
         walk(
             &layout.shape,
             [&layout.strides],
             [layout.offset],
             start,
-            chunk.len(),
+            part.len(),
             |[o]| {
-                chunk[i].write(f(src[o]));
+                // SAFETY: `walk` calls this `part.len()` times, so i < len.
+                unsafe { part.put(i, f(src[o])) };
                 i += 1;
             },
         );
     })
 }
 
-/// `out[i] = f(a[la(i)], b[lb(i)])` where both layouts already have the output's shape
-/// (broadcast dimensions carry stride 0).
-pub(crate) fn zip<A: Copy + Sync, B: Copy + Sync, U: Send>(
+/// `out[i] = f(src[layout(i)])` for every element in row-major order.
+/// Panics as [`try_map`] errs.
+#[track_caller]
+pub(crate) fn map<T: Copy + Sync, U: Send>(
+    op: &'static str,
+    src: &[T],
+    layout: &Layout,
+    f: impl Fn(T) -> U + Sync,
+) -> Vec<U> {
+    try_map(op, src, layout, f).or_panic()
+}
+
+/// [`map`], with a result that cannot be allocated as an `Err`.
+#[track_caller]
+pub(crate) fn try_map<T: Copy + Sync, U: Send>(
+    op: &'static str,
+    src: &[T],
+    layout: &Layout,
+    f: impl Fn(T) -> U + Sync,
+) -> Result<Vec<U>> {
+    layout.assert_within(op, src.len());
+    try_new_vec(op, &layout.shape, layout.numel(), |out| {
+        map_into(op, out, src, layout, f)
+    })
+}
+
+/// Panics naming `op` unless every layout has the first one's shape (the
+/// kernels walk them together).
+#[track_caller]
+fn assert_same_shape(op: &'static str, layouts: &[&Layout]) {
+    for l in &layouts[1..] {
+        assert!(
+            l.shape == layouts[0].shape,
+            "{op}: internal error: operand layouts of shapes {:?} and {:?} walked together; \
+             this is a bug in deriv, please report it",
+            layouts[0].shape,
+            l.shape
+        );
+    }
+}
+
+/// `out[i] <- f(a[la(i)], b[lb(i)])` where both layouts already have the
+/// output's shape (broadcast dimensions carry stride 0).
+#[track_caller]
+pub(crate) fn zip_into<A: Copy + Sync, B: Copy + Sync, U: Send, S: Store<U>>(
+    op: &'static str,
+    out: Dst<'_, U, S>,
     a: &[A],
     la: &Layout,
     b: &[B],
     lb: &Layout,
     f: impl Fn(A, B) -> U + Sync,
-) -> Vec<U> {
+) {
+    assert_same_shape(op, &[la, lb]);
+    la.assert_within(op, a.len());
+    lb.assert_within(op, b.len());
     let n = la.numel();
+    assert_eq!(out.len(), n, "{op}: internal error: destination size");
+    if n == 0 {
+        return;
+    }
     let a_contig = la.is_contiguous();
     let b_contig = lb.is_contiguous();
     if a_contig && b_contig {
         let sa = &a[la.offset..la.offset + n];
         let sb = &b[lb.offset..lb.offset + n];
-        return build_vec(n, |start, chunk| {
-            let end = start + chunk.len();
-            let (sa, sb) = (&sa[start..end], &sb[start..end]);
-            vectorized(|| {
-                for ((o, &x), &y) in chunk.iter_mut().zip(sa).zip(sb) {
-                    o.write(f(x, y));
-                }
-            })
+        return out.par_chunks(|start, part| {
+            let end = start + part.len();
+            part.run2(&sa[start..end], &sb[start..end], &f)
         });
     }
     // One side a single broadcast value: a tight loop over the other.
     if a_contig && lb.strides.iter().all(|&s| s == 0) {
         let y = b[lb.offset];
-        return map(a, la, |x| f(x, y));
+        return map_into(op, out, a, la, |x| f(x, y));
     }
     if la.strides.iter().all(|&s| s == 0) && b_contig {
         let x = a[la.offset];
-        return map(b, lb, |y| f(x, y));
+        return map_into(op, out, b, lb, |y| f(x, y));
     }
     // Both contiguous over trailing dims (a bias row broadcast over a batch,
     // say): walk the leading dims, and run tight loops along the rows.
     let (k, inner) = common_contiguous_suffix(la, lb);
-    if inner >= 8 && n > 0 {
+    if inner >= 8 {
         let (outer_a, outer_b) = (&la.strides[..k], &lb.strides[..k]);
-        return build_vec(n, |start, chunk| {
-            let end = start + chunk.len();
+        return out.par_chunks(|start, part| {
+            let end = start + part.len();
             let first_row = start / inner;
             let rows = (end - 1) / inner - first_row + 1;
             let mut pos = start;
@@ -311,31 +635,51 @@ pub(crate) fn zip<A: Copy + Sync, B: Copy + Sync, U: Send>(
                 |[oa, ob]| {
                     let row_start = pos - pos % inner;
                     let (c0, c1) = (pos - row_start, (end - row_start).min(inner));
-                    let dst = &mut chunk[pos - start..pos - start + (c1 - c0)];
-                    let (ra, rb) = (&a[oa + c0..oa + c1], &b[ob + c0..ob + c1]);
-                    vectorized(|| {
-                        for ((o, &x), &y) in dst.iter_mut().zip(ra).zip(rb) {
-                            o.write(f(x, y));
-                        }
-                    });
+                    let run = Dst {
+                        // SAFETY: `pos - start + (c1 - c0)` stays inside the part.
+                        ptr: SharedPtr(unsafe { part.ptr.get().add(pos - start) }),
+                        len: c1 - c0,
+                        store: part.store,
+                        _borrow: std::marker::PhantomData,
+                    };
+                    run.run2(&a[oa + c0..oa + c1], &b[ob + c0..ob + c1], &f);
                     pos += c1 - c0;
                 },
             );
         });
     }
-    build_vec(n, |start, chunk| {
+    out.par_chunks(|start, part| {
         let mut i = 0;
         walk(
             &la.shape,
             [&la.strides, &lb.strides],
             [la.offset, lb.offset],
             start,
-            chunk.len(),
+            part.len(),
             |[oa, ob]| {
-                chunk[i].write(f(a[oa], b[ob]));
+                // SAFETY: `walk` calls this `part.len()` times, so i < len.
+                unsafe { part.put(i, f(a[oa], b[ob])) };
                 i += 1;
             },
         );
+    })
+}
+
+/// `out[i] = f(a[la(i)], b[lb(i)])` where both layouts already have the output's shape
+/// (broadcast dimensions carry stride 0). A result that cannot be allocated
+/// is an `Err` (the binary ops have `try_` forms).
+#[track_caller]
+pub(crate) fn zip<A: Copy + Sync, B: Copy + Sync, U: Send>(
+    op: &'static str,
+    a: &[A],
+    la: &Layout,
+    b: &[B],
+    lb: &Layout,
+    f: impl Fn(A, B) -> U + Sync,
+) -> Result<Vec<U>> {
+    assert_same_shape(op, &[la, lb]);
+    try_new_vec(op, &la.shape, la.numel(), |out| {
+        zip_into(op, out, a, la, b, lb, f)
     })
 }
 
@@ -355,8 +699,13 @@ fn common_contiguous_suffix(la: &Layout, lb: &Layout) -> (usize, usize) {
     (k, inner)
 }
 
-/// `out[i] = f(c[lc(i)], a[la(i)], b[lb(i)])`, all layouts of the output's shape.
-pub(crate) fn zip3<C: Copy + Sync, A: Copy + Sync, B: Copy + Sync, U: Send>(
+/// `out[i] <- f(c[lc(i)], a[la(i)], b[lb(i)])`, all layouts of the output's
+/// shape: contiguous operands run as one tight loop, others walk their strides.
+#[allow(clippy::too_many_arguments)]
+#[track_caller]
+pub(crate) fn zip3_into<C, A, B, U, S>(
+    op: &'static str,
+    out: Dst<'_, U, S>,
     c: &[C],
     lc: &Layout,
     a: &[A],
@@ -364,32 +713,114 @@ pub(crate) fn zip3<C: Copy + Sync, A: Copy + Sync, B: Copy + Sync, U: Send>(
     b: &[B],
     lb: &Layout,
     f: impl Fn(C, A, B) -> U + Sync,
-) -> Vec<U> {
-    build_vec(lc.numel(), |start, chunk| {
+) where
+    C: Copy + Sync,
+    A: Copy + Sync,
+    B: Copy + Sync,
+    U: Send,
+    S: Store<U>,
+{
+    assert_same_shape(op, &[lc, la, lb]);
+    lc.assert_within(op, c.len());
+    la.assert_within(op, a.len());
+    lb.assert_within(op, b.len());
+    let n = lc.numel();
+    assert_eq!(out.len(), n, "{op}: internal error: destination size");
+    if lc.is_contiguous() && la.is_contiguous() && lb.is_contiguous() {
+        let (sc, sa, sb) = (
+            &c[lc.offset..lc.offset + n],
+            &a[la.offset..la.offset + n],
+            &b[lb.offset..lb.offset + n],
+        );
+        return out.par_chunks(|start, part| {
+            let end = start + part.len();
+            let (sc, sa, sb) = (&sc[start..end], &sa[start..end], &sb[start..end]);
+            vectorized(|| {
+                for i in 0..part.len() {
+                    // SAFETY: i < part.len().
+                    unsafe { part.put(i, f(sc[i], sa[i], sb[i])) };
+                }
+            })
+        });
+    }
+    out.par_chunks(|start, part| {
         let mut i = 0;
         walk(
             &lc.shape,
             [&lc.strides, &la.strides, &lb.strides],
             [lc.offset, la.offset, lb.offset],
             start,
-            chunk.len(),
+            part.len(),
             |[oc, oa, ob]| {
-                chunk[i].write(f(c[oc], a[oa], b[ob]));
+                // SAFETY: `walk` calls this `part.len()` times, so i < len.
+                unsafe { part.put(i, f(c[oc], a[oa], b[ob])) };
                 i += 1;
             },
         );
     })
 }
 
+/// [`zip3_into`] for a [`Sink`].
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn zip3_to<C, A, B, U>(
+    op: &'static str,
+    out: Sink<'_, U>,
+    c: &[C],
+    lc: &Layout,
+    a: &[A],
+    la: &Layout,
+    b: &[B],
+    lb: &Layout,
+    f: impl Fn(C, A, B) -> U + Sync,
+) where
+    C: Copy + Sync,
+    A: Copy + Sync,
+    B: Copy + Sync,
+    U: Copy + Send + std::ops::Add<Output = U>,
+{
+    match out {
+        Sink::Write(d) => zip3_into(op, d, c, lc, a, la, b, lb, f),
+        Sink::Add(d) => zip3_into(op, d, c, lc, a, la, b, lb, f),
+    }
+}
+
+/// `out[i] = f(c[lc(i)], a[la(i)], b[lb(i)])`, all layouts of the output's
+/// shape; a result that cannot be allocated is an `Err`.
+#[allow(clippy::too_many_arguments)]
+#[track_caller]
+pub(crate) fn zip3<C: Copy + Sync, A: Copy + Sync, B: Copy + Sync, U: Send>(
+    op: &'static str,
+    c: &[C],
+    lc: &Layout,
+    a: &[A],
+    la: &Layout,
+    b: &[B],
+    lb: &Layout,
+    f: impl Fn(C, A, B) -> U + Sync,
+) -> Result<Vec<U>> {
+    assert_same_shape(op, &[lc, la, lb]);
+    try_new_vec(op, &lc.shape, lc.numel(), |out| {
+        zip3_into(op, out, c, lc, a, la, b, lb, f)
+    })
+}
+
 /// `dst[ld(i)] = f(dst[ld(i)], src[ls(i)])` in place; `ls` has `ld`'s shape.
+#[track_caller]
 pub(crate) fn update<T: Copy + Send + Sync, S: Copy + Sync>(
+    op: &'static str,
     dst: &mut [T],
     ld: &Layout,
     src: &[S],
     ls: &Layout,
     f: impl Fn(T, S) -> T + Sync,
 ) {
+    assert_same_shape(op, &[ld, ls]);
+    ld.assert_within(op, dst.len());
+    ls.assert_within(op, src.len());
     let n = ld.numel();
+    if n == 0 {
+        return;
+    }
     if ld.is_contiguous() && ls.is_contiguous() {
         let d = SharedPtr(dst[ld.offset..ld.offset + n].as_mut_ptr());
         let s = &src[ls.offset..ls.offset + n];
@@ -407,7 +838,7 @@ pub(crate) fn update<T: Copy + Send + Sync, S: Copy + Sync>(
     }
     if ld.is_contiguous() && ls.strides.iter().all(|&s| s == 0) {
         let y = src[ls.offset];
-        update_scalar(dst, ld, |x| f(x, y));
+        update_scalar(op, dst, ld, |x| f(x, y));
         return;
     }
     // A strided destination may overlap itself only through stride-0 dims,
@@ -423,12 +854,18 @@ pub(crate) fn update<T: Copy + Send + Sync, S: Copy + Sync>(
 }
 
 /// `dst[ld(i)] = f(dst[ld(i)])` in place.
+#[track_caller]
 pub(crate) fn update_scalar<T: Copy + Send + Sync>(
+    op: &'static str,
     dst: &mut [T],
     ld: &Layout,
     f: impl Fn(T) -> T + Sync,
 ) {
+    ld.assert_within(op, dst.len());
     let n = ld.numel();
+    if n == 0 {
+        return;
+    }
     if ld.is_contiguous() {
         let d = SharedPtr(dst[ld.offset..ld.offset + n].as_mut_ptr());
         par_ranges(n, |start, end| {
@@ -451,6 +888,10 @@ mod tests {
     /// broadcasts whose trailing block is shared, with rows cut by the
     /// parallel chunking (sizes above PAR_THRESHOLD) and views with offsets.
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "slow under Miri; unsafe_paths::parallel_elementwise_kernels_write_every_element_once runs row runs at small sizes"
+    )]
     fn zip_row_runs_match_elementwise_walk() {
         let cases: [(&[usize], &[usize]); 5] = [
             (&[64, 256], &[256]),
@@ -470,7 +911,7 @@ mod tests {
             .broadcast_to(sa);
             let a: Vec<f32> = (0..la.numel()).map(|i| i as f32 * 0.5).collect();
             let b: Vec<f32> = (0..nb + 3).map(|i| i as f32 * -1.25).collect();
-            let got = zip(&a, &la, &b, &lb, |x, y| x * 3.0 + y);
+            let got = zip("test", &a, &la, &b, &lb, |x, y| x * 3.0 + y).unwrap();
             let mut want = Vec::with_capacity(la.numel());
             walk(
                 &la.shape,
@@ -494,7 +935,7 @@ mod tests {
             PAR_THRESHOLD,
             3 * PAR_THRESHOLD + 5,
         ] {
-            let v = build_vec(n, |start, chunk| {
+            let v = build_vec("test", &[n], n, |start, chunk| {
                 for (i, o) in chunk.iter_mut().enumerate() {
                     o.write(start + i);
                 }
@@ -502,8 +943,8 @@ mod tests {
             assert!(v.iter().copied().eq(0..n), "build_vec, n = {n}");
             let l = Layout::contiguous(&[n]);
             let mut d: Vec<usize> = (0..n).collect();
-            update(&mut d, &l, &v, &l, |x, y| x + y);
-            update_scalar(&mut d, &l, |x| x + 1);
+            update("test", &mut d, &l, &v, &l, |x, y| x + y);
+            update_scalar("test", &mut d, &l, |x| x + 1);
             assert!(
                 d.iter().copied().eq((0..n).map(|i| 2 * i + 1)),
                 "update, n = {n}"
@@ -545,13 +986,74 @@ mod tests {
         assert_eq!(TileSplit::new(784, 4, 16).block(3), (576, 208));
     }
 
+    /// Every kernel entry checks its layouts against its buffers once, in
+    /// release builds too, and names the op: a wrong layout (which no op
+    /// makes; `Tensor::from_parts` refuses it too) fails loudly instead of
+    /// reading or writing out of bounds.
+    #[test]
+    fn kernels_refuse_layouts_past_their_buffers() {
+        use std::panic::{catch_unwind, AssertUnwindSafe};
+        let message = |f: &mut dyn FnMut()| -> String {
+            let e = catch_unwind(AssertUnwindSafe(f)).expect_err("a panic");
+            e.downcast_ref::<String>().cloned().unwrap_or_default()
+        };
+        let buf = vec![1f32; 6];
+        let mut dst = vec![0f32; 6];
+        let fits = Layout::contiguous(&[2, 3]);
+        // One element too far: offset 1 of a contiguous 2 x 3 view.
+        let past = Layout {
+            offset: 1,
+            ..fits.clone()
+        };
+        // A strided walk that would step to element 1 + 2·(2^62): the old
+        // kernels' wrapped arithmetic could land anywhere.
+        let wild = Layout {
+            shape: vec![3],
+            strides: vec![1 << 62],
+            offset: 1,
+        };
+        for (name, l) in [("past", &past), ("wild", &wild)] {
+            let msg = message(&mut || drop(map("exp", &buf, l, |x| x)));
+            assert!(msg.starts_with("exp: internal error"), "{name}: {msg}");
+            let msg = message(&mut || drop(zip("add", &buf, l, &buf, l, |x, y| x + y)));
+            assert!(msg.starts_with("add: internal error"), "{name}: {msg}");
+            let msg = message(&mut || drop(zip3("where", &buf, l, &buf, l, &buf, l, |c, _, _| c)));
+            assert!(msg.starts_with("where: internal error"), "{name}: {msg}");
+            let msg = message(&mut || update("add_", &mut dst, l, &buf, l, |x, y| x + y));
+            assert!(msg.starts_with("add_: internal error"), "{name}: {msg}");
+            let msg = message(&mut || update_scalar("fill_", &mut dst, l, |_| 2.0));
+            assert!(msg.starts_with("fill_: internal error"), "{name}: {msg}");
+        }
+        // Operands walked together must have one shape.
+        let other = Layout::contiguous(&[3, 2]);
+        let msg = message(&mut || drop(zip("mul", &buf, &fits, &buf, &other, |x, y| x * y)));
+        assert!(msg.contains("mul: internal error: operand layouts of shapes [2, 3] and [3, 2]"));
+        // Nothing was written.
+        assert!(dst.iter().all(|&x| x == 0.0));
+        // An impossible result is an error naming the op, the shape and the bytes.
+        let huge = Layout {
+            shape: vec![1 << 62],
+            strides: vec![0],
+            offset: 0,
+        };
+        let e = zip("add", &buf, &huge, &buf, &huge, |x, y| x + y).unwrap_err();
+        assert!(e
+            .to_string()
+            .starts_with("add: cannot allocate 18446744073709551616 bytes"));
+        let msg = message(&mut || drop(map("exp", &buf, &huge, |x| x)));
+        assert!(
+            msg.contains("for a tensor of shape [4611686018427387904]"),
+            "{msg}"
+        );
+    }
+
     #[test]
     fn a_panicking_part_propagates_its_payload() {
         use std::panic::catch_unwind;
         let n = 4 * PAR_THRESHOLD;
         for bad_start in [true, false] {
             let r = catch_unwind(|| {
-                build_vec(n, |start, chunk| {
+                build_vec("test", &[n], n, |start, chunk| {
                     if (start == 0) == bad_start {
                         panic!("boom at {start}");
                     }

@@ -12,17 +12,30 @@
 use std::arch::x86_64::*;
 use std::mem::MaybeUninit;
 
+use crate::tensor::assert_matrix_within;
+
 /// Rows of C per register tile.
 const MR: usize = 6;
 /// Columns of C per register tile (two AVX vectors).
 const NR: usize = 16;
 
-/// A matrix operand: its first element and its row and column strides.
+/// A matrix operand: its first element, its row and column strides, and how
+/// many elements from `ptr` on belong to its buffer (for the bounds check).
 #[derive(Clone, Copy)]
 pub(crate) struct MatPtr {
     pub(crate) ptr: *const f32,
     pub(crate) rs: usize,
     pub(crate) cs: usize,
+    pub(crate) len: usize,
+}
+
+impl MatPtr {
+    /// Panics, naming `op`, unless a `rows` x `cols` matrix with these
+    /// strides lies inside the `len` elements from `ptr`.
+    #[track_caller]
+    fn assert_within(&self, op: &str, rows: usize, cols: usize) {
+        assert_matrix_within(op, 0, (rows, cols), (self.rs, self.cs), self.len);
+    }
 }
 
 /// `c = a · b` for `a` m x k, `b` k x n, and `c` a contiguous row-major m x n
@@ -30,8 +43,11 @@ pub(crate) struct MatPtr {
 /// this kernel does not apply (no AVX2/FMA, `b`'s columns not contiguous, or
 /// a shape it would handle worse than faer); the caller then uses faer.
 ///
+/// Checks once per call, in release builds too, that a and b lie inside the
+/// buffers their `len` describes and that `c` holds m x n elements.
+///
 /// # Safety
-/// `a` and `b` must address valid m x k and k x n matrices with their strides.
+/// `a.ptr` and `b.ptr` must point at `a.len` and `b.len` readable elements.
 pub(crate) unsafe fn sgemm(
     m: usize,
     n: usize,
@@ -40,7 +56,13 @@ pub(crate) unsafe fn sgemm(
     b: MatPtr,
     c: &mut [MaybeUninit<f32>],
 ) -> bool {
-    debug_assert_eq!(c.len(), m * n);
+    a.assert_within("matmul (sgemm)", m, k);
+    b.assert_within("matmul (sgemm)", k, n);
+    assert!(
+        Some(c.len()) == m.checked_mul(n),
+        "matmul (sgemm): internal error: an output of {} elements for a {m} x {n} product",
+        c.len()
+    );
     // Partial tiles of columns would need masked loads, which cost more than
     // faer's packing; fewer rows than a tile leave registers idle. Past a few
     // row tiles, a wide B or a long k makes the unpacked operands miss cache
@@ -64,6 +86,12 @@ pub(crate) unsafe fn sgemm(
     false
 }
 
+/// [`sgemm`]'s AVX2 body: `c = a · b` by 6 x 16 register tiles.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA; `a` and `b` address valid m x k and
+/// k x n matrices (`b`'s columns contiguous, n a multiple of 16), `c` points
+/// to m x n writable elements, row-major.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn sgemm_avx2(m: usize, n: usize, k: usize, a: MatPtr, b: MatPtr, c: *mut f32) {
@@ -108,6 +136,10 @@ unsafe fn sgemm_avx2(m: usize, n: usize, k: usize, a: MatPtr, b: MatPtr, c: *mut
 }
 
 /// The tile at row `i` of a: 6 rows, or the `left` that remain.
+///
+/// # Safety
+/// As [`tile`], for the `min(left, 6)` rows from row `i` of `a`, with
+/// `c_ij` at row `i` of `c`.
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
@@ -136,6 +168,11 @@ unsafe fn tile_at(
 }
 
 /// One R x 16 tile: `c[q][..16] = Σ_p a[q][p] · b[p][..16]`.
+///
+/// # Safety
+/// Called from AVX2/FMA code; `a_i` starts R rows of k elements of `a` (its
+/// strides), `b_j` k rows (`rsb` apart) of 16 contiguous elements, `c_ij` R
+/// rows (`ldc` apart) of 16 writable elements.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn tile<const R: usize>(
@@ -177,6 +214,7 @@ mod tests {
 
     /// Every shape class (full and partial row tiles, packed and
     /// unpacked B panels, strided and transposed A, padded B rows) against a plain triple loop in f64.
+    /// Under Miri, one small shape of each class.
     #[test]
     fn matches_naive_product() {
         let mut seed = 1u32;
@@ -184,24 +222,31 @@ mod tests {
             seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
             (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
         };
-        for &(m, n, k) in &[
-            (6, 16, 1),
-            (7, 16, 5),
-            (12, 32, 64),
-            (13, 48, 7),
-            (64, 64, 64),
-            (65, 80, 33),
-            (100, 32, 129),
-            (6, 96, 2),
-            (30, 128, 20),
-            (12, 256, 40),
-        ] {
+        let shapes: &[(usize, usize, usize)] = if cfg!(miri) {
+            &[(6, 16, 1), (7, 16, 3), (13, 32, 2), (13, 128, 2)]
+        } else {
+            &[
+                (6, 16, 1),
+                (7, 16, 5),
+                (12, 32, 64),
+                (13, 48, 7),
+                (64, 64, 64),
+                (65, 80, 33),
+                (100, 32, 129),
+                (6, 96, 2),
+                (30, 128, 20),
+                (12, 256, 40),
+            ]
+        };
+        for &(m, n, k) in shapes {
             for a_transposed in [false, true] {
                 let ldb = n + 3;
                 let a: Vec<f32> = (0..m * k).map(|_| rnd()).collect();
                 let b: Vec<f32> = (0..k * ldb).map(|_| rnd()).collect();
                 let (rs, cs) = if a_transposed { (1, m) } else { (k, 1) };
                 let mut c = vec![MaybeUninit::<f32>::uninit(); m * n];
+                // SAFETY: a is m x k with strides (rs, cs), b is k x n with
+                // row stride ldb >= n; c holds m * n.
                 let ran = unsafe {
                     sgemm(
                         m,
@@ -211,15 +256,19 @@ mod tests {
                             ptr: a.as_ptr(),
                             rs,
                             cs,
+                            len: a.len(),
                         },
                         MatPtr {
                             ptr: b.as_ptr(),
                             rs: ldb,
                             cs: 1,
+                            len: b.len(),
                         },
                         &mut c,
                     )
                 };
+                // Built with the features (as Miri's CI run is), it runs.
+                assert!(ran || !cfg!(all(target_feature = "avx2", target_feature = "fma")));
                 if !ran {
                     // No AVX2/FMA on this machine: nothing to check.
                     return;
@@ -229,6 +278,7 @@ mod tests {
                         let want: f64 = (0..k)
                             .map(|p| a[i * rs + p * cs] as f64 * b[p * ldb + j] as f64)
                             .sum();
+                        // SAFETY: sgemm wrote all m * n elements (it ran).
                         let got = unsafe { c[i * n + j].assume_init() } as f64;
                         assert!(
                             (got - want).abs() <= 1e-5 * (1.0 + want.abs()) * k as f64,
@@ -240,6 +290,49 @@ mod tests {
         }
     }
 
+    /// The kernel checks, once per call, that both operands lie inside the
+    /// lengths their `MatPtr`s give and that `c` is m x n, before it
+    /// touches memory (a wrapped shape once walked 2^62 rows of a 4-element
+    /// buffer here).
+    #[test]
+    fn refuses_operands_past_their_buffers() {
+        use std::panic::{catch_unwind, AssertUnwindSafe};
+        let a = [1f32; 96];
+        let mut c = vec![MaybeUninit::<f32>::uninit(); 96];
+        let mat = |rs, len| MatPtr {
+            ptr: a.as_ptr(),
+            rs,
+            cs: 1,
+            len,
+        };
+        let run = |m: usize, k: usize, a: MatPtr, b: MatPtr, c: &mut [MaybeUninit<f32>]| {
+            let r = catch_unwind(AssertUnwindSafe(|| unsafe { sgemm(m, 16, k, a, b, c) }));
+            r.expect_err("a panic")
+                .downcast_ref::<String>()
+                .cloned()
+                .unwrap_or_default()
+        };
+        // 6 x 16 A needs 96 elements; claiming 95 is refused.
+        let msg = run(6, 16, mat(16, 95), mat(16, 96), &mut c[..96]);
+        assert!(
+            msg.starts_with("matmul (sgemm): internal error: a 6 x 16 matrix"),
+            "{msg}"
+        );
+        let msg = run(6, 6, mat(6, 36), mat(16, 95), &mut c[..96]);
+        assert!(
+            msg.contains("a 6 x 16 matrix with strides (16, 1)"),
+            "{msg}"
+        );
+        // 2^62 + 1 rows, as the wrapped shape of issue 15 asked for.
+        let msg = run((1 << 62) + 1, 4, mat(4, 4), mat(16, 96), &mut c[..96]);
+        assert!(msg.contains("internal error"), "{msg}");
+        let msg = run(6, 6, mat(6, 36), mat(16, 96), &mut c[..95]);
+        assert!(
+            msg.contains("an output of 95 elements for a 6 x 16 product"),
+            "{msg}"
+        );
+    }
+
     #[test]
     fn declines_what_it_does_not_handle() {
         let a = [1f32; 256];
@@ -248,17 +341,22 @@ mod tests {
             ptr: a.as_ptr(),
             rs: 16,
             cs: 1,
+            len: a.len(),
         };
         let b8 = MatPtr {
             ptr: a.as_ptr(),
             rs: 8,
             cs: 1,
+            len: a.len(),
         };
         let b16t = MatPtr {
             ptr: a.as_ptr(),
             rs: 1,
             cs: 16,
+            len: a.len(),
         };
+        // SAFETY: every operand lies inside `a` (256 elements): declined
+        // calls read nothing, and none of these runs.
         unsafe {
             assert!(!sgemm(5, 16, 16, a16, a16, &mut c[..80])); // fewer rows than a tile
             assert!(!sgemm(8, 8, 16, a16, b8, &mut c[..64])); // a partial column tile
@@ -268,6 +366,7 @@ mod tests {
                 ptr: a.as_ptr(),
                 rs: 0,
                 cs: 0,
+                len: a.len(),
             };
             assert!(!sgemm(13, 16, 600, long, long, &mut c[..208])); // k past 512
         }

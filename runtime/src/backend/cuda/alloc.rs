@@ -20,13 +20,14 @@ pub(crate) struct Allocator {
 
 /// Rounds a request up to its size class: 512 B steps up to 1 MiB, then
 /// 1 MiB steps (at most 1/1024 extra above 1 GiB, a few % in between).
-pub(crate) fn round(bytes: usize) -> usize {
+/// `None` when the rounded size overflows (no device has that much).
+pub(crate) fn round(bytes: usize) -> Option<usize> {
     const SMALL: usize = 512;
     const BIG: usize = 1 << 20;
     if bytes <= BIG {
-        bytes.div_ceil(SMALL).max(1) * SMALL
+        Some(bytes.div_ceil(SMALL).max(1) * SMALL)
     } else {
-        bytes.div_ceil(BIG) * BIG
+        bytes.div_ceil(BIG).checked_mul(BIG)
     }
 }
 
@@ -58,9 +59,9 @@ impl Allocator {
             // SAFETY: writes two sizes.
             unsafe { sys::cuMemGetInfo_v2(&mut free, &mut total) };
             return Err(format!(
-                "CUDA out of memory on cuda:{ordinal}: tried to allocate {:.1} MiB; \
-                 {:.1} MiB in use by deriv tensors, {:.1} MiB free of {:.1} MiB ({r:?}); \
-                 use a smaller batch, or free tensors you no longer need",
+                "CUDA out of memory on cuda:{ordinal}: tried to allocate {bytes} bytes \
+                 ({:.1} MiB); {:.1} MiB in use by deriv tensors, {:.1} MiB free of {:.1} MiB \
+                 ({r:?}); use a smaller batch, or free tensors you no longer need",
                 bytes as f64 / 1048576.0,
                 self.in_use as f64 / 1048576.0,
                 free as f64 / 1048576.0,

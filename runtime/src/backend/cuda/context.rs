@@ -3,6 +3,7 @@
 //! the backend calls [`DeviceCtx::bind`] before touching the driver.
 
 use std::cell::Cell;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use cust::context::{Context, CurrentContext};
@@ -19,6 +20,8 @@ pub(crate) struct DeviceCtx {
     pub(crate) ordinal: usize,
     ctx: Context,
     module: OnceLock<Module>,
+    /// The ops' own modules (`ElementwiseModule`), by key, loaded on first use.
+    op_modules: Mutex<HashMap<&'static str, Arc<OpModule>>>,
     pub(crate) alloc: Mutex<Allocator>,
     /// Multiprocessor count, for sizing grids.
     pub(crate) sms: u32,
@@ -63,6 +66,32 @@ impl DeviceCtx {
         })
     }
 
+    /// The module of an op's kernels, JIT-compiled from `gen`'s PTX the
+    /// first time it is asked for on this device.
+    pub(crate) fn op_module(
+        &self,
+        key: &'static str,
+        gen: fn() -> super::ElementwiseModule,
+    ) -> Arc<OpModule> {
+        let mut map = self.op_modules.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(m) = map.get(key) {
+            return m.clone();
+        }
+        self.bind();
+        let em = gen();
+        debug_assert_eq!(em.key(), key);
+        let module = Module::from_ptx(em.source(), &[]).unwrap_or_else(|e| {
+            panic!(
+                "cuda:{}: the driver could not load the kernels of `{key}` ({e}); \
+                 check them offline with scripts/check-ptx.sh",
+                self.ordinal
+            )
+        });
+        let m = Arc::new(OpModule { module, em });
+        map.insert(key, m.clone());
+        m
+    }
+
     /// Waits for all queued work on this device.
     pub(crate) fn synchronize(&self) {
         self.bind();
@@ -70,6 +99,18 @@ impl DeviceCtx {
             .unwrap_or_else(|e| panic!("cuda:{}: a kernel failed: {e}", self.ordinal));
     }
 }
+
+/// A loaded op module and what it contains.
+pub(crate) struct OpModule {
+    pub(crate) module: Module,
+    pub(crate) em: super::ElementwiseModule,
+}
+
+// SAFETY: module handles are plain driver handles valid in their context,
+// which any thread binds before use.
+unsafe impl Send for OpModule {}
+// SAFETY: as above; a loaded module is immutable.
+unsafe impl Sync for OpModule {}
 
 enum Init {
     Ready(Vec<OnceLock<Result<Arc<DeviceCtx>, String>>>),
@@ -136,6 +177,7 @@ pub(crate) fn ctx(ordinal: usize) -> Arc<DeviceCtx> {
                 ordinal,
                 ctx,
                 module: OnceLock::new(),
+                op_modules: Mutex::new(HashMap::new()),
                 alloc: Mutex::new(Allocator::default()),
                 sms,
             }))

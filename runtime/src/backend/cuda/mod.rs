@@ -11,6 +11,7 @@ mod context;
 pub(crate) mod ops;
 mod optim;
 mod ptx;
+pub(crate) mod trace;
 
 pub use optim::{
     adagrad_step, adam_step, rmsprop_step, sgd_step, AdagradParams, AdamParams, RmspropParams,
@@ -33,6 +34,82 @@ use context::check;
 /// checks with ptxas: `scripts/check-ptx.sh`).
 pub fn ptx_source() -> String {
     ptx::source()
+}
+
+/// The PTX of one op's elementwise kernels (forward and derivatives, for
+/// each dtype the tracer can write), loaded into its own module the first
+/// time one of them runs on a device.
+pub(crate) struct ElementwiseModule {
+    key: &'static str,
+    source: String,
+    kernels: Vec<String>,
+}
+
+impl ElementwiseModule {
+    /// An empty module for the op named `key`.
+    pub(crate) fn new(key: &'static str) -> Self {
+        ElementwiseModule {
+            key,
+            source: String::from(ptx::HEADER),
+            kernels: Vec::new(),
+        }
+    }
+
+    /// Adds the kernels `<stem>_<dtype>_c` (contiguous) and `_s` (strided)
+    /// whose every input and output is of dtype `d`, computing `body` (a
+    /// traced body, `None` when the tracer could not write it for `d`).
+    pub(crate) fn add(&mut self, stem: &str, d: DType, body: Option<String>) {
+        let Some(body) = body else { return };
+        let arity = (0..4)
+            .take_while(|i| body.contains(&format!("%x{i}")))
+            .count();
+        for strided in [false, true] {
+            let name = Self::kernel_name(stem, d, strided);
+            ptx::ew_kernel(&mut self.source, &name, &vec![d; arity], d, &body, strided);
+            self.kernels.push(name);
+        }
+    }
+
+    /// Adds a kernel written by the op itself (not elementwise), whole.
+    pub(crate) fn add_raw(&mut self, name: &str, ptx: &str) {
+        self.source.push_str(ptx);
+        self.kernels.push(name.to_string());
+    }
+
+    /// The name of a kernel `add` wrote.
+    pub(crate) fn kernel_name(stem: &str, d: DType, strided: bool) -> String {
+        format!(
+            "{stem}_{}_{}",
+            ptx::dname(d),
+            if strided { "s" } else { "c" }
+        )
+    }
+
+    /// The module's key (the op's kernel name).
+    pub(crate) fn key(&self) -> &'static str {
+        self.key
+    }
+
+    /// The PTX text.
+    pub(crate) fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Whether a kernel of that name was written.
+    pub(crate) fn has(&self, name: &str) -> bool {
+        self.kernels.iter().any(|k| k == name)
+    }
+}
+
+/// The short name of a dtype in kernel names (`f32`, `i64`, `u8`).
+pub(crate) fn dtype_name(d: DType) -> &'static str {
+    ptx::dname(d)
+}
+
+/// One kernel parameter, by value.
+pub(crate) enum Arg {
+    U32(u32),
+    U64(u64),
 }
 
 /// Allocation counters of one GPU's caching allocator.
@@ -107,22 +184,36 @@ impl Drop for CudaBuffer {
 }
 
 impl CudaBuffer {
-    /// Uninitialised room for `len` elements on `ctx`'s device. Out of memory
-    /// panics with the sizes involved.
-    pub(crate) fn alloc(ctx: &Arc<DeviceCtx>, dtype: DType, len: usize) -> CudaBuffer {
-        let want = len * ptx::esize(dtype);
-        let (ptr, bytes) = if want == 0 {
+    /// Uninitialised room for `len` elements on `ctx`'s device, the buffer
+    /// of a tensor of `shape` (for the message). Out of memory, or a byte
+    /// count that overflows, panics naming the shape and the bytes.
+    #[track_caller]
+    pub(crate) fn alloc(
+        ctx: &Arc<DeviceCtx>,
+        dtype: DType,
+        len: usize,
+        shape: &[usize],
+    ) -> CudaBuffer {
+        let esize = ptx::esize(dtype);
+        let Some(rounded) = len.checked_mul(esize).and_then(alloc::round) else {
+            panic!(
+                "CUDA out of memory on cuda:{}: a tensor of shape {shape:?} needs {} bytes, \
+                 more than any device holds; use smaller sizes",
+                ctx.ordinal,
+                len as u128 * esize as u128
+            )
+        };
+        let (ptr, bytes) = if len == 0 {
             (0, 0)
         } else {
-            let bytes = alloc::round(want);
             ctx.bind();
             let p = ctx
                 .alloc
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .alloc(bytes, ctx.ordinal)
-                .unwrap_or_else(|e| panic!("{e}"));
-            (p, bytes)
+                .alloc(rounded, ctx.ordinal)
+                .unwrap_or_else(|e| panic!("{e} (for a tensor of shape {shape:?})"));
+            (p, rounded)
         };
         CudaBuffer {
             ptr,
@@ -134,6 +225,10 @@ impl CudaBuffer {
     }
     pub(crate) fn dtype(&self) -> DType {
         self.dtype
+    }
+    /// The number of elements.
+    pub(crate) fn len(&self) -> usize {
+        self.len
     }
     pub(crate) fn ordinal(&self) -> usize {
         self.ctx.ordinal
@@ -159,7 +254,7 @@ impl CudaBuffer {
                 (bools.as_ptr().cast(), DType::Bool, bools.len())
             }
         };
-        let out = CudaBuffer::alloc(&c, dtype, len);
+        let out = CudaBuffer::alloc(&c, dtype, len, &[len]);
         if len > 0 {
             // SAFETY: `src` holds len elements of dtype, `out` has room for them.
             let r = unsafe { sys::cuMemcpyHtoD_v2(out.ptr, src, len * ptx::esize(dtype)) };
@@ -169,12 +264,18 @@ impl CudaBuffer {
     }
 
     /// Copies `len` elements from element `offset` (contiguous) to the host.
+    #[track_caller]
     pub(crate) fn download(&self, offset: usize, len: usize) -> Buffer {
+        assert!(
+            offset.checked_add(len).is_some_and(|end| end <= self.len),
+            "to: internal error: copying elements {offset}..+{len} of a GPU buffer of {}",
+            self.len
+        );
         self.ctx.bind();
         let es = ptx::esize(self.dtype);
         macro_rules! get {
             ($t:ty) => {{
-                let mut v: Vec<$t> = Vec::with_capacity(len);
+                let mut v: Vec<$t> = crate::backend::memory::alloc("to", &[len], len);
                 if len > 0 {
                     // SAFETY: the device range lies in this allocation (callers pass
                     // a view's range); the host vector has room for len elements,
@@ -210,12 +311,23 @@ pub(crate) fn launch(
     block: u32,
     args: &mut [*mut c_void],
 ) {
+    launch_in(ctx, ctx.module(), name, grid, block, args)
+}
+
+/// [`launch`] of a kernel of `module` (an op's own module).
+pub(crate) fn launch_in(
+    ctx: &DeviceCtx,
+    module: &cust::module::Module,
+    name: &str,
+    grid: (u32, u32, u32),
+    block: u32,
+    args: &mut [*mut c_void],
+) {
     if grid.0 == 0 || grid.1 == 0 || grid.2 == 0 {
         return;
     }
     ctx.bind();
-    let f = ctx
-        .module()
+    let f = module
         .get_function(name)
         .unwrap_or_else(|e| panic!("CUDA kernel {name} is missing from deriv's PTX ({e})"));
     // SAFETY: `args` matches the parameter list the generator wrote for `name`

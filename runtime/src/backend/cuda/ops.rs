@@ -20,18 +20,17 @@ pub(crate) fn buf(t: &Tensor) -> &CudaBuffer {
     })
 }
 
-/// A new contiguous, uninitialised tensor on GPU `ordinal`.
+/// A new contiguous, uninitialised tensor on GPU `ordinal` (of a shape the
+/// op checked; `Layout::contiguous` checks it again).
+#[track_caller]
 pub(crate) fn empty(c: &Arc<DeviceCtx>, dtype: DType, shape: &[usize]) -> Tensor {
-    let n = shape.iter().product();
-    let b = CudaBuffer::alloc(c, dtype, n);
-    Tensor::from_parts(
-        Arc::new(Storage::new_cuda(b)),
-        Layout::contiguous(shape),
-        dtype,
-    )
+    let layout = Layout::contiguous(shape);
+    let b = CudaBuffer::alloc(c, dtype, layout.numel(), shape);
+    Tensor::from_parts(Arc::new(Storage::new_cuda(b)), layout, dtype)
 }
 
 /// Wraps a device buffer as a contiguous tensor.
+#[track_caller]
 pub(crate) fn from_cuda(b: CudaBuffer, shape: &[usize]) -> Tensor {
     let dtype = b.dtype();
     Tensor::from_parts(
@@ -128,16 +127,95 @@ fn ew_launch(
     a: f64,
     b: f64,
 ) {
+    ew_launch_in(None, name, out, ins, a, b)
+}
+
+/// Runs the traced kernel `stem` of an op's module (`gen`, loaded once per
+/// device under `key`) writing `out` from `ins` of `out`'s dtype, with the
+/// parameters `p`. Panics "not yet on CUDA" when the tracer could not write
+/// the kernel for this dtype (f64 transcendentals).
+pub(crate) fn ew_module(
+    key: &'static str,
+    gen: fn() -> super::ElementwiseModule,
+    stem: &str,
+    out: (&CudaBuffer, &Layout),
+    ins: &[(&CudaBuffer, &Layout)],
+    p: [f64; 2],
+) {
+    let d = out.0.dtype();
+    let m = out.0.ctx().op_module(key, gen);
+    if !m
+        .em
+        .has(&super::ElementwiseModule::kernel_name(stem, d, false))
+    {
+        panic!(
+            "not yet on CUDA: `{key}` on {d} tensors has no GPU kernel (f64 transcendental \
+             math runs on the CPU for now); use f32, or move the tensor with .to(&Device::Cpu)"
+        );
+    }
+    ew_launch_in(
+        Some(&m.module),
+        |s| super::ElementwiseModule::kernel_name(stem, d, s),
+        out,
+        ins,
+        p[0],
+        p[1],
+    )
+}
+
+/// Runs kernel `name` of an op's module (`gen`, key `key`) on the device of
+/// `on`, with one thread per each of `threads` items, blocks of 256, and the
+/// parameters `args` in the kernel's order.
+pub(crate) fn launch_module(
+    on: &CudaBuffer,
+    key: &'static str,
+    gen: fn() -> super::ElementwiseModule,
+    name: &str,
+    threads: usize,
+    args: &mut [super::Arg],
+) {
+    let c = on.ctx().clone();
+    let m = c.op_module(key, gen);
+    let mut ptrs: Vec<*mut c_void> = args
+        .iter_mut()
+        .map(|a| match a {
+            super::Arg::U32(v) => (v as *mut u32).cast(),
+            super::Arg::U64(v) => (v as *mut u64).cast(),
+        })
+        .collect();
+    let blocks = threads.div_ceil(256).max(1) as u32;
+    super::launch_in(&c, &m.module, name, (blocks, 1, 1), 256, &mut ptrs);
+}
+
+fn ew_launch_in(
+    module: Option<&cust::module::Module>,
+    name: impl Fn(bool) -> String,
+    out: (&CudaBuffer, &Layout),
+    ins: &[(&CudaBuffer, &Layout)],
+    a: f64,
+    b: f64,
+) {
     let n = out.1.numel();
     if n == 0 {
         return;
     }
     let mut layouts: Vec<(&[usize], usize)> = vec![(&out.1.strides, out.1.offset)];
     for (_, l) in ins {
-        debug_assert_eq!(l.shape, out.1.shape);
         layouts.push((&l.strides, l.offset));
     }
     let (mut g, contiguous) = geo(&out.1.shape, &layouts);
+    let kernel = name(!contiguous);
+    // The bounds of every view the kernel walks, once per launch.
+    out.1.assert_within(&kernel, out.0.len());
+    for (bf, l) in ins {
+        assert!(
+            l.shape == out.1.shape,
+            "{kernel}: internal error: an operand of shape {:?} for an output of shape {:?}",
+            l.shape,
+            out.1.shape
+        );
+        l.assert_within(&kernel, bf.len());
+    }
     let c = out.0.ctx();
     let mut p_out = out.0.ptr_at(0);
     let mut p = [0u64; 3];
@@ -156,13 +234,8 @@ fn ew_launch(
         (&mut b as *mut f64).cast(),
         (&mut n64 as *mut u64).cast(),
     ];
-    launch(
-        c,
-        &name(!contiguous),
-        (grid_for(c, n), 1, 1),
-        256,
-        &mut args,
-    );
+    let module = module.unwrap_or_else(|| c.module());
+    super::launch_in(c, module, &kernel, (grid_for(c, n), 1, 1), 256, &mut args);
 }
 
 /// `op` of `ins` (views of `shape`) into a new tensor of `out_dtype`.
@@ -190,6 +263,17 @@ pub(crate) fn ew_new(
         b,
     );
     out
+}
+
+/// Integer `a op b` (op "add", "sub" or "mul") of broadcast views into a new tensor.
+pub(crate) fn ew_int(op: &str, a: &Tensor, la: &Layout, b: &Tensor, lb: &Layout) -> Tensor {
+    let ew = match op {
+        "add" => Ew::Add,
+        "sub" => Ew::Sub,
+        "mul" => Ew::Mul,
+        other => panic!("not yet on CUDA: integer `{other}`"),
+    };
+    ew_new(ew, DType::I64, &la.shape, &[(a, la), (b, lb)], 0.0, 0.0)
 }
 
 /// `op` of one tensor (its own layout) into a new contiguous tensor.
@@ -300,6 +384,12 @@ fn reduce_rows(op: &str, x: &Tensor, rows: usize, len: usize) -> (Tensor, Option
         1
     };
     let chunk = len.div_ceil(nchunks).max(1);
+    // The kernel reads `rows` contiguous rows of `len` from x's offset.
+    assert!(
+        x.is_contiguous() && x.numel() == rows * len,
+        "{op} (CUDA): internal error: {rows} rows of {len} from a tensor of shape {:?}",
+        x.shape()
+    );
     let out = empty(&c, d, &[rows * nchunks]);
     let idx = arg.then(|| empty(&c, DType::I64, &[rows]));
     let (mut pin, mut pout) = (buf(x).ptr_at(x.layout().offset), buf(&out).ptr_at(0));
@@ -438,6 +528,19 @@ pub(crate) fn matmul(a: &Tensor, b: &Tensor, batch: &[usize]) -> Tensor {
     };
     let (a2, ta, lda, sa) = prep(a, m, k);
     let (b2, tb, ldb, sb) = prep(b, k, n);
+    // What the kernel reads, checked once: `nb` matrices at an affine batch
+    // stride, each row- or column-major with its leading dimension.
+    let reach = |t: &Tensor, trans: bool, ld: usize, bstride: usize, rows: usize, cols: usize| {
+        let (rs, cs) = if trans { (1, ld) } else { (ld, 1) };
+        Layout {
+            shape: vec![nb, rows, cols],
+            strides: vec![bstride, rs, cs],
+            offset: t.layout().offset,
+        }
+        .assert_within("matmul (CUDA)", buf(t).len());
+    };
+    reach(&a2, ta, lda, sa, m, k);
+    reach(&b2, tb, ldb, sb, k, n);
     let (oa, ob) = (a2.layout().offset, b2.layout().offset);
     let vec = d == DType::F32
         && [lda, ldb, sa, sb, oa, ob].iter().all(|v| v % 4 == 0)
@@ -542,6 +645,12 @@ fn index_launch(
     if n == 0 {
         return;
     }
+    // The bounds of the views the kernel walks, once per launch (the index
+    // values themselves were checked against the indexed dim's size, whose
+    // stride `ds` the kernel adds).
+    lout.assert_within(name, buf(out).len());
+    lidx.assert_within(name, buf(index).len());
+    lsrc.assert_within(name, buf(src).len());
     let ops: [(&[usize], usize); 3] = [
         (&lout.strides, lout.offset),
         (&lidx.strides, lidx.offset),
@@ -580,6 +689,12 @@ pub(crate) fn softmax(x: &Tensor, dim: usize, log: bool) -> Tensor {
     let (rows_t, rows, len) = rows_of(x, &[dim]);
     let c = buf(&rows_t).ctx().clone();
     let out = empty(&c, DType::F32, rows_t.shape());
+    // The kernel reads `rows` contiguous rows of `len` from the offset.
+    assert!(
+        rows_t.is_contiguous() && rows_t.numel() == rows * len,
+        "softmax (CUDA): internal error: {rows} rows of {len} from shape {:?}",
+        rows_t.shape()
+    );
     if rows > 0 && len > 0 {
         let (mut pin, mut pout) = (
             buf(&rows_t).ptr_at(rows_t.layout().offset),

@@ -144,6 +144,7 @@ fn ptr(what: &str, p: &Tensor, t: Option<&Tensor>, written: bool) -> u64 {
         t.device(),
         t.is_contiguous()
     );
+    t.layout().assert_within("fused optimizer", buf(t).len());
     if written {
         // In-place updates bump the version, as `add_` does.
         t.storage().cuda_write();

@@ -12,7 +12,7 @@ use crate::backend::Ew;
 use crate::tensor::DType;
 
 /// PTX ISA 8.0 for sm_80: JIT-compiled by CUDA 12.0+ drivers (H100/H200 too).
-const HEADER: &str = ".version 8.0\n.target sm_80\n.address_size 64\n\n";
+pub(crate) const HEADER: &str = ".version 8.0\n.target sm_80\n.address_size 64\n\n";
 
 /// Bytes of the `geo` parameter of elementwise kernels: element offsets of
 /// 4 operands (u64), ndim (u32), 8 sizes (u32), 4 x 8 strides (u32).
@@ -169,7 +169,8 @@ impl Ew {
             Neg => format!("neg.{t} %y, %x0;"),
             Abs => format!("abs.{t} %y, %x0;"),
             Sqrt => format!("sqrt.rn.{t} %y, %x0;"),
-            Relu => format!("setp.gt.{t} %q0, %x0, {z};\nselp.{t} %y, %x0, {z}, %q0;", z = k(0.0)),
+            // x < 0 ? 0 : x, so NaN (unordered: false) stays NaN, as in PyTorch.
+            Relu => format!("setp.lt.{t} %q0, %x0, {z};\nselp.{t} %y, {z}, %x0, %q0;", z = k(0.0)),
             AddS => format!("add{rn}.{t} %y, %x0, {pa};"),
             SubS => format!("sub{rn}.{t} %y, %x0, {pa};"),
             MulS => format!("{mul}.{t} %y, %x0, {pa};"),
@@ -212,7 +213,8 @@ impl Ew {
                 }
             }
             Pow => pow_f32("%x0", "%x1", "%y"),
-            ReluBwd => format!("setp.gt.{t} %q0, %x1, {z};\nselp.{t} %y, %x0, {z}, %q0;", z = k(0.0)),
+            // y <= 0 ? 0 : dy (PyTorch's threshold_backward: a NaN y passes dy).
+            ReluBwd => format!("setp.le.{t} %q0, %x1, {z};\nselp.{t} %y, {z}, %x0, %q0;", z = k(0.0)),
             SigmoidBwd => format!(
                 "mul.rn.{t} %t0, %x0, %x1;\nsub.rn.{t} %t1, {one}, %x1;\nmul.rn.{t} %y, %t0, %t1;",
                 one = k(1.0)
@@ -391,7 +393,14 @@ const REGS: &str = "    .reg .pred %p<16>;\n    .reg .pred %q<40>;\n    .reg .b3
 ///
 /// Parameters (the same for every elementwise kernel, see `launch_ew`):
 /// `geo[200], out, in0, in1, in2 (u64), a, b (f64), n (u64)`.
-fn ew_kernel(s: &mut String, name: &str, ins: &[DType], out: DType, body: &str, strided: bool) {
+pub(crate) fn ew_kernel(
+    s: &mut String,
+    name: &str,
+    ins: &[DType],
+    out: DType,
+    body: &str,
+    strided: bool,
+) {
     let cty = if out == DType::Bool && !ins.is_empty() {
         ins[ins.len() - 1]
     } else {

@@ -1,11 +1,20 @@
-//! Reductions over all elements or chosen dims: sum, mean, max/min (values and
-//! indices), argmax/argmin, var, std, and `sum_to` (the backward of broadcasting).
+//! Reductions over all elements or chosen dims: sum and mean (`sum.rs`),
+//! logsumexp, cumsum, max/min (values and indices), argmax/argmin, var, std,
+//! and `sum_to` (the backward of broadcasting).
+
+mod cumsum;
+mod logsumexp;
+mod sum;
+
+pub use cumsum::Cumsum;
+pub use logsumexp::Logsumexp;
+pub use sum::{Mean, MeanDim, Sum, SumDim};
 
 use rayon::prelude::*;
 
 use crate::autograd::{no_grad, record, Backward, SavedTensor};
-use crate::backend::{cpu, Buffer};
-use crate::error::OrPanic;
+use crate::backend::{cpu, memory, Buffer};
+use crate::error::{Error, OrPanic, Result};
 use crate::tensor::{norm_dim, Float, Layout, Tensor};
 
 /// One or several dimensions, negative ones counting from the end:
@@ -44,30 +53,40 @@ impl_dims!(i32, i64, isize, usize);
 /// Normalised, sorted, de-duplicated dims; an empty list means all dims.
 #[track_caller]
 fn resolve_dims(op: &'static str, dims: &impl Dims, ndim: usize) -> Vec<usize> {
-    let given = dims.to_dims();
+    try_resolve_dims(op, &dims.to_dims(), ndim).or_panic()
+}
+
+/// Fallible [`resolve_dims`] of dims as given.
+pub(crate) fn try_resolve_dims(
+    op: &'static str,
+    given: &[isize],
+    ndim: usize,
+) -> Result<Vec<usize>> {
     if given.is_empty() {
-        return (0..ndim).collect();
+        return Ok((0..ndim).collect());
     }
     let mut out: Vec<usize> = given
         .iter()
-        .map(|&d| norm_dim(op, d, ndim).or_panic())
-        .collect();
+        .map(|&d| norm_dim(op, d, ndim))
+        .collect::<Result<_>>()?;
     out.sort_unstable();
     let before = out.len();
     out.dedup();
-    assert!(
-        out.len() == before,
-        "{op}: dim {given:?} appears more than once in the list of dims to reduce"
-    );
+    if out.len() != before {
+        return Err(Error::shape(
+            op,
+            format!("dim {given:?} appears more than once in the list of dims to reduce"),
+        ));
+    }
     // A 0-d tensor reduces over "dim 0" as over nothing.
     if ndim == 0 {
         out.clear();
     }
-    out
+    Ok(out)
 }
 
 /// The result shape with reduced dims kept as 1.
-fn keepdim_shape(shape: &[usize], dims: &[usize]) -> Vec<usize> {
+pub(crate) fn keepdim_shape(shape: &[usize], dims: &[usize]) -> Vec<usize> {
     shape
         .iter()
         .enumerate()
@@ -75,7 +94,7 @@ fn keepdim_shape(shape: &[usize], dims: &[usize]) -> Vec<usize> {
         .collect()
 }
 
-fn final_shape(shape: &[usize], dims: &[usize], keepdim: bool) -> Vec<usize> {
+pub(crate) fn final_shape(shape: &[usize], dims: &[usize], keepdim: bool) -> Vec<usize> {
     if keepdim {
         keepdim_shape(shape, dims)
     } else {
@@ -114,7 +133,9 @@ fn split(l: &Layout, dims: &[usize]) -> (Layout, Layout) {
 
 /// Folds every reduced block: `out[o] = finish(fold(init, elements of block o))`;
 /// `step` also receives the row-major position of the element within its block.
-fn reduce_blocks<T: Copy + Sync, Acc: Clone + Send + Sync, A: Send>(
+#[track_caller]
+pub(super) fn reduce_blocks<T: Copy + Sync, Acc: Clone + Send + Sync, A: Send>(
+    op: &'static str,
     src: &[T],
     l: &Layout,
     dims: &[usize],
@@ -122,6 +143,7 @@ fn reduce_blocks<T: Copy + Sync, Acc: Clone + Send + Sync, A: Send>(
     step: impl Fn(Acc, T, usize) -> Acc + Sync,
     finish: impl Fn(Acc) -> A + Sync,
 ) -> Vec<A> {
+    l.assert_within(op, src.len());
     let (kept, red) = split(l, dims);
     let n_out = kept.numel();
     let n_red = red.numel();
@@ -150,7 +172,7 @@ fn reduce_blocks<T: Copy + Sync, Acc: Clone + Send + Sync, A: Send>(
     };
     if n_out * n_red >= cpu::PAR_THRESHOLD && n_out > 1 {
         let per = (n_out / (4 * rayon::current_num_threads())).max(1);
-        let mut out: Vec<A> = Vec::with_capacity(n_out);
+        let mut out: Vec<A> = memory::alloc(op, &kept.shape, n_out);
         out.spare_capacity_mut()[..n_out]
             .par_chunks_mut(per)
             .enumerate()
@@ -159,7 +181,7 @@ fn reduce_blocks<T: Copy + Sync, Acc: Clone + Send + Sync, A: Send>(
         unsafe { out.set_len(n_out) };
         out
     } else {
-        cpu::build_vec(n_out, fill)
+        cpu::build_vec(op, &kept.shape, n_out, fill)
     }
 }
 
@@ -186,26 +208,36 @@ fn sum_slice<T: Float>(s: &[T]) -> T {
 
 /// Sums over `dims` of a float buffer, with fast paths for contiguous inputs
 /// reduced over trailing dims (slices) or leading dims (rows added together).
-fn sum_float<T: Float>(src: &[T], l: &Layout, dims: &[usize]) -> Vec<T> {
+#[track_caller]
+pub(super) fn sum_float<T: Float + memory::ZeroBits>(
+    src: &[T],
+    l: &Layout,
+    dims: &[usize],
+) -> Vec<T> {
     let nd = l.ndim();
     if l.is_contiguous() && !dims.is_empty() {
+        l.assert_within("sum", src.len());
         let n = l.numel();
         let s = &src[l.offset..l.offset + n];
         let k = dims.len();
+        // The counts below are partial products of a checked shape.
         if dims.iter().enumerate().all(|(i, &d)| d == nd - k + i) {
             let r: usize = l.shape[nd - k..].iter().product();
+            let kept = &l.shape[..nd - k];
             if r == 0 {
-                return vec![T::ZERO; l.shape[..nd - k].iter().product()];
+                return memory::try_zeros("sum", kept, kept.iter().product()).or_panic();
             }
-            return if n >= cpu::PAR_THRESHOLD {
-                s.par_chunks(r).map(sum_slice).collect()
+            let mut out = memory::alloc("sum", kept, n / r);
+            if n >= cpu::PAR_THRESHOLD {
+                out.par_extend(s.par_chunks(r).map(sum_slice));
             } else {
-                s.chunks(r).map(sum_slice).collect()
-            };
+                out.extend(s.chunks(r).map(sum_slice));
+            }
+            return out;
         }
         if dims.iter().enumerate().all(|(i, &d)| d == i) {
             let o: usize = l.shape[k..].iter().product();
-            let mut out = vec![T::ZERO; o];
+            let mut out = memory::try_zeros("sum", &l.shape[k..], o).or_panic();
             if o > 0 {
                 for row in s.chunks(o) {
                     for (a, &x) in out.iter_mut().zip(row) {
@@ -216,23 +248,7 @@ fn sum_float<T: Float>(src: &[T], l: &Layout, dims: &[usize]) -> Vec<T> {
             return out;
         }
     }
-    reduce_blocks(src, l, dims, T::ZERO, |a, x, _| a + x, |a| a)
-}
-
-struct SumBackward {
-    input_shape: Vec<usize>,
-    keep_shape: Vec<usize>,
-    scale: f64,
-}
-impl Backward for SumBackward {
-    fn backward(&self, g: &Tensor) -> Vec<Option<Tensor>> {
-        vec![Some(sum_backward(
-            g,
-            &self.input_shape,
-            &self.keep_shape,
-            self.scale,
-        ))]
-    }
+    reduce_blocks("sum", src, l, dims, T::ZERO, |a, x, _| a + x, |a| a)
 }
 
 /// dL/dx of a sum (`scale` 1) or mean (`scale` 1/count) over some dims of an
@@ -314,89 +330,6 @@ impl Backward for VarBackward {
 }
 
 impl Tensor {
-    /// Sum of all elements: a 0-d tensor (integers and bools sum to i64).
-    pub fn sum(&self) -> Tensor {
-        self.sum_dim(Vec::<isize>::new(), false)
-    }
-
-    /// Sum over `dims` (one dim or a list; negative counts from the end),
-    /// keeping them as size 1 when `keepdim`.
-    ///
-    /// ```
-    /// use deriv_runtime::tensor;
-    /// let x = tensor![[1., 2.], [3., 4.]];
-    /// assert_eq!(x.sum_dim(0, false).to_vec::<f32>(), vec![4., 6.]);
-    /// assert_eq!(x.sum_dim([0, 1], true).shape(), &[1, 1]);
-    /// ```
-    #[track_caller]
-    pub fn sum_dim(&self, dims: impl Dims, keepdim: bool) -> Tensor {
-        let dims = resolve_dims("sum", &dims, self.ndim());
-        let out_shape = final_shape(self.shape(), &dims, keepdim);
-        #[cfg(feature = "cuda")]
-        if self.device().is_cuda() {
-            let out = crate::backend::cuda::ops::sum_dims(self, &dims, &out_shape);
-            return record("SumBackward", &[self], out, || SumBackward {
-                input_shape: self.shape().to_vec(),
-                keep_shape: keepdim_shape(self.shape(), &dims),
-                scale: 1.0,
-            });
-        }
-        let l = self.layout();
-        let buf = {
-            let b = self.storage().read();
-            match &*b {
-                Buffer::F32(v) => Buffer::F32(sum_float(v, l, &dims)),
-                Buffer::F64(v) => Buffer::F64(sum_float(v, l, &dims)),
-                Buffer::I64(v) => Buffer::I64(reduce_blocks(
-                    v,
-                    l,
-                    &dims,
-                    0i64,
-                    |a, x, _| a.wrapping_add(x),
-                    |a| a,
-                )),
-                Buffer::Bool(v) => Buffer::I64(reduce_blocks(
-                    v,
-                    l,
-                    &dims,
-                    0i64,
-                    |a, x, _| a + x as i64,
-                    |a| a,
-                )),
-            }
-        };
-        let out = Tensor::from_buffer(buf, &out_shape, self.device());
-        record("SumBackward", &[self], out, || SumBackward {
-            input_shape: self.shape().to_vec(),
-            keep_shape: keepdim_shape(self.shape(), &dims),
-            scale: 1.0,
-        })
-    }
-
-    /// Mean of all elements: a 0-d tensor. Panics for integer tensors, as
-    /// PyTorch does: convert with `.to_dtype(DType::F32)` first.
-    pub fn mean(&self) -> Tensor {
-        self.mean_dim(Vec::<isize>::new(), false)
-    }
-
-    /// Mean over `dims`, keeping them as size 1 when `keepdim`.
-    #[track_caller]
-    pub fn mean_dim(&self, dims: impl Dims, keepdim: bool) -> Tensor {
-        assert!(
-            self.dtype().is_float(),
-            "mean: input dtype must be floating point, got {}; convert with .to_dtype(DType::F32)",
-            self.dtype()
-        );
-        let dims = resolve_dims("mean", &dims, self.ndim());
-        let count: usize = dims.iter().map(|&d| self.shape()[d]).product();
-        let out = no_grad(|| self.sum_dim(dims.clone(), keepdim)) * (1.0 / count as f64);
-        record("MeanBackward", &[self], out, || SumBackward {
-            input_shape: self.shape().to_vec(),
-            keep_shape: keepdim_shape(self.shape(), &dims),
-            scale: 1.0 / count as f64,
-        })
-    }
-
     /// Largest or smallest element along `dim`, with its index (the first one on ties).
     fn extremum_dim(
         &self,
@@ -445,6 +378,7 @@ impl Tensor {
                 macro_rules! run {
                     ($v:expr, $variant:ident, $zero:expr) => {{
                         let r = reduce_blocks(
+                            op,
                             $v,
                             l,
                             &dims,
@@ -577,11 +511,13 @@ impl Tensor {
         );
         let dims = resolve_dims(op, dims, self.ndim());
         let n: usize = dims.iter().map(|&d| self.shape()[d]).product();
-        // n <= correction gives inf/NaN, as PyTorch does (with a warning there).
+        // The degrees of freedom; the forward divides by max(0, n - correction),
+        // as PyTorch does, so n <= correction gives inf, or NaN where the sum
+        // of squares is 0 (an empty input among them), with a warning there.
         let denom = n as f64 - correction as f64;
         let out = no_grad(|| {
             let centered = self - &self.mean_dim(dims.clone(), true);
-            let v = centered.square().sum_dim(dims.clone(), keepdim) * (1.0 / denom);
+            let v = centered.square().sum_dim(dims.clone(), keepdim) * (1.0 / denom.max(0.0));
             if std {
                 v.sqrt()
             } else {
