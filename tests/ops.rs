@@ -353,3 +353,102 @@ fn a_user_op_is_checked_by_gradcheck_too() {
     let report = gradcheck(|t| deriv::autograd::apply(Softsign, &[&t[0]]), &[x]);
     assert!(report.passed, "{report}");
 }
+
+// ----- layering: which module may see what (docs/ARCHITECTURE.md, "Layers")
+
+/// The Rust files under `runtime/src/<dir>`, with their code only: comments
+/// and string literals blanked out, so a doc link or a message that names a
+/// type is not an import of it.
+fn code_files(dir: &str) -> Vec<(String, String)> {
+    fn walk(p: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(p).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push(p);
+            }
+        }
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("runtime/src");
+    let mut files = Vec::new();
+    walk(&root.join(dir), &mut files);
+    files.sort();
+    files
+        .into_iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(&p).unwrap();
+            let code: String = text
+                .lines()
+                .map(|l| strip_strings(l.split("//").next().unwrap_or("")))
+                .collect::<Vec<_>>()
+                .join("\n");
+            let name = p.strip_prefix(&root).unwrap().display().to_string();
+            (name, code)
+        })
+        .collect()
+}
+
+fn strip_strings(line: &str) -> String {
+    let mut out = String::new();
+    let mut in_str = false;
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match (in_str, c) {
+            (true, '\\') => {
+                chars.next();
+            }
+            (_, '"') => in_str = !in_str,
+            (false, c) => out.push(c),
+            _ => {}
+        }
+    }
+    out
+}
+
+fn mentions(code: &str, word: &str) -> bool {
+    code.match_indices(word).any(|(i, _)| {
+        let ident = |c: char| c.is_alphanumeric() || c == '_';
+        let before = code[..i].chars().next_back().is_none_or(|c| !ident(c));
+        let after = code[i + word.len()..]
+            .chars()
+            .next()
+            .is_none_or(|c| !ident(c));
+        before && after
+    })
+}
+
+/// No ops code imports `nn` (the losses' options live with their ops, `nn`
+/// re-exports them): layers build on ops, never the other way round.
+#[test]
+fn ops_code_never_reaches_into_nn() {
+    let offenders: Vec<String> = code_files("ops")
+        .into_iter()
+        .filter(|(_, code)| code.contains("crate::nn") || code.contains("super::nn"))
+        .map(|(name, _)| name)
+        .collect();
+    assert!(
+        offenders.is_empty(),
+        "ops code uses nn: {offenders:?}; move what it needs into ops (nn may re-export it)"
+    );
+}
+
+/// The backend sees buffers and layouts, not `Tensor`. The CUDA launch
+/// wrappers still build tensors (issue 10's remaining layering work); the
+/// list may only shrink: a new file that uses `Tensor` fails, and so does a
+/// listed one that no longer does (take it off the list).
+#[test]
+fn backend_code_does_not_use_tensor_beyond_the_known_files() {
+    const STILL_USING_TENSOR: &[&str] = &["backend/cuda/ops.rs", "backend/cuda/optim.rs"];
+    let users: Vec<String> = code_files("backend")
+        .into_iter()
+        .filter(|(_, code)| mentions(code, "Tensor"))
+        .map(|(name, _)| name)
+        .collect();
+    let known: Vec<String> = STILL_USING_TENSOR.iter().map(|s| s.to_string()).collect();
+    assert_eq!(
+        users, known,
+        "backend files that use Tensor (left) against the known list (right): the backend works \
+         on buffers and layouts; pass it those, and shrink the list when a file stops using Tensor"
+    );
+}
