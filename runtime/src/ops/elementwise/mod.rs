@@ -11,9 +11,15 @@ use crate::backend::{cpu, Buffer, Ew};
 use crate::error::{OrPanic, Result};
 use crate::tensor::{broadcast_shapes, DType, Tensor};
 
+mod compare;
+mod math;
+mod operators;
+
+pub use math::*;
+
 // ---------------------------------------------------------------- casts
 
-struct CastBackward {
+pub(super) struct CastBackward {
     from: DType,
 }
 impl Backward for CastBackward {
@@ -66,7 +72,7 @@ pub(crate) fn cast(t: &Tensor, dtype: DType) -> Tensor {
     }
 }
 
-struct CloneBackward;
+pub(super) struct CloneBackward;
 impl Backward for CloneBackward {
     fn backward(&self, g: &Tensor) -> Vec<Option<Tensor>> {
         vec![Some(g.clone())]
@@ -110,7 +116,7 @@ pub(crate) fn scalar_for(t: &Tensor, v: f64) -> Tensor {
 
 /// A zero-dimensional tensor holding the integer `v`, typed to combine with
 /// `t` without changing its dtype (bool tensors give i64), as a Python int.
-fn int_scalar_for(t: &Tensor, v: i64) -> Tensor {
+pub(super) fn int_scalar_for(t: &Tensor, v: i64) -> Tensor {
     match t.dtype() {
         DType::F32 => Tensor::scalar(v as f32),
         DType::F64 => Tensor::scalar(v as f64),
@@ -158,7 +164,7 @@ number_operand!(int_scalar_for, i64; i32, i64);
 
 // ---------------------------------------------------------------- integer arithmetic
 
-fn zip_int(
+pub(super) fn zip_int(
     op: &'static str,
     a: &Tensor,
     b: &Tensor,
@@ -190,7 +196,7 @@ fn zip_int(
     Ok(Tensor::from_buffer(Buffer::I64(out), &shape, a.device()))
 }
 
-fn both_int(a: &Tensor, b: &Tensor) -> bool {
+pub(super) fn both_int(a: &Tensor, b: &Tensor) -> bool {
     !a.dtype().is_float() && !b.dtype().is_float()
 }
 
@@ -199,7 +205,7 @@ fn both_int(a: &Tensor, b: &Tensor) -> bool {
 /// The number of a `float tensor op number` that the one-pass path computes
 /// exactly as the 0-d operand would: any f64, or an integer whose conversion
 /// through f64 is exact (|v| <= 2^53).
-fn fast_scalar(t: &Tensor, other: &impl Operand) -> Option<f64> {
+pub(super) fn fast_scalar(t: &Tensor, other: &impl Operand) -> Option<f64> {
     let v = other.as_number()?;
     (t.dtype().is_float() && v.abs() <= 9_007_199_254_740_992.0).then_some(v)
 }
@@ -292,7 +298,7 @@ impl Tensor {
 
 // ---------------------------------------------------------------- pow, maximum, minimum
 
-struct PowBackward {
+pub(super) struct PowBackward {
     a: SavedTensor,
     b: SavedTensor,
     out: SavedTensor,
@@ -376,7 +382,7 @@ pub fn pow_scalar_backward(x: &Tensor, p: f64, g: &Tensor) -> Tensor {
     }
 }
 
-struct MaxMinBackward {
+pub(super) struct MaxMinBackward {
     a: SavedTensor,
     b: SavedTensor,
     is_max: bool,
@@ -483,461 +489,5 @@ impl Tensor {
             b: SavedTensor::new(other),
             is_max,
         })
-    }
-}
-
-// ---------------------------------------------------------------- unary math
-
-/// The derivative rules of the one-input math ops, each from what it saved.
-enum Rule {
-    /// saved = input: d = sign(x)
-    Abs,
-    /// saved = input: d = 1 where min <= x <= max
-    Clamp(Option<f64>, Option<f64>),
-}
-
-struct UnaryBackward {
-    saved: SavedTensor,
-    rule: Rule,
-}
-impl Backward for UnaryBackward {
-    fn backward(&self, g: &Tensor) -> Vec<Option<Tensor>> {
-        let s = self.saved.get();
-        let gx =
-            match &self.rule {
-                Rule::Abs => float_zip!("abs_backward", g, s, Ew::AbsBwd, |d, x| if x > 0.0 {
-                    d
-                } else if x < 0.0 {
-                    -d
-                } else {
-                    0.0
-                })
-                .or_panic(),
-                Rule::Clamp(lo, hi) => {
-                    let lo = lo.unwrap_or(f64::NEG_INFINITY);
-                    let hi = hi.unwrap_or(f64::INFINITY);
-                    float_zip!("clamp_backward", g, s, Ew::ClampBwd, lo, hi, |d, x| if x
-                        >= (lo as F)
-                        && x <= (hi as F)
-                    {
-                        d
-                    } else {
-                        0.0
-                    })
-                    .or_panic()
-                }
-            };
-        vec![Some(gx)]
-    }
-}
-
-/// dL/dx of `y = exp(x)`, from the output: `g·y`.
-pub fn exp_backward(y: &Tensor, g: &Tensor) -> Tensor {
-    super::unary::derivative_of(&super::unary::Exp, g, y)
-}
-
-/// dL/dx of `log(x)`, from the input: `g / x`.
-pub fn log_backward(x: &Tensor, g: &Tensor) -> Tensor {
-    super::unary::derivative_of(&super::unary::Log, g, x)
-}
-
-/// dL/dx of `y = sqrt(x)`, from the output: `g / (2y)`.
-pub fn sqrt_backward(y: &Tensor, g: &Tensor) -> Tensor {
-    super::unary::derivative_of(&super::unary::Sqrt, g, y)
-}
-
-impl Tensor {
-    fn unary(&self, name: &'static str, out: Tensor, rule: Rule, save_output: bool) -> Tensor {
-        if !needs_grad(&[self]) {
-            return out;
-        }
-        let saved = SavedTensor::new(if save_output { &out } else { self });
-        record(name, &[self], out, || UnaryBackward { saved, rule })
-    }
-
-    /// Elementwise negation.
-    pub fn neg(&self) -> Tensor {
-        if !self.dtype().is_float() {
-            return zip_int(
-                "neg",
-                self,
-                &Tensor::scalar(0i64),
-                (Ew::Neg, 0.0, 0.0),
-                |x, _| x.wrapping_neg(),
-            )
-            .or_panic();
-        }
-        apply(unary::Neg, &[self])
-    }
-
-    /// Elementwise absolute value.
-    pub fn abs(&self) -> Tensor {
-        if self.dtype() == DType::I64 {
-            return zip_int(
-                "abs",
-                self,
-                &Tensor::scalar(0i64),
-                (Ew::Abs, 0.0, 0.0),
-                |x, _| x.wrapping_abs(),
-            )
-            .or_panic();
-        }
-        let out = float_map!(self, Ew::Abs, |x| x.abs());
-        self.unary("AbsBackward", out, Rule::Abs, false)
-    }
-
-    /// Elementwise clamp into `[min, max]`; either bound may be `None` (`torch.clamp`).
-    pub fn clamp(&self, min: Option<f64>, max: Option<f64>) -> Tensor {
-        let lo = min.unwrap_or(f64::NEG_INFINITY);
-        let hi = max.unwrap_or(f64::INFINITY);
-        if self.dtype() == DType::I64 && [min, max].iter().flatten().all(|b| b.fract() == 0.0) {
-            // Integer bounds keep an integer tensor exact, as in PyTorch.
-            let (lo, hi) = (lo as i64, hi as i64);
-            return zip_int(
-                "clamp",
-                self,
-                &Tensor::scalar(0i64),
-                (Ew::Clamp, lo as f64, hi as f64),
-                move |x, _| x.max(lo).min(hi),
-            )
-            .or_panic();
-        }
-        let out = float_map!(self, Ew::Clamp, lo, hi, |x| {
-            // NaN stays NaN, and min > max gives max, as in PyTorch.
-            let y = if x < (lo as F) { lo as F } else { x };
-            if y > (hi as F) {
-                hi as F
-            } else {
-                y
-            }
-        });
-        self.unary("ClampBackward", out, Rule::Clamp(min, max), false)
-    }
-
-    /// Clamp from below (`clamp(min=..)`).
-    pub fn clamp_min(&self, min: f64) -> Tensor {
-        self.clamp(Some(min), None)
-    }
-
-    /// Clamp from above (`clamp(max=..)`).
-    pub fn clamp_max(&self, max: f64) -> Tensor {
-        self.clamp(None, Some(max))
-    }
-
-    /// Elementwise square.
-    pub fn square(&self) -> Tensor {
-        apply(unary::Square, &[self])
-    }
-}
-
-// ---------------------------------------------------------------- comparisons and where
-
-fn compare(
-    op: &'static str,
-    a: &Tensor,
-    b: &Tensor,
-    f: fn(std::cmp::Ordering) -> bool,
-) -> Result<Tensor> {
-    let dt = super::result_type(a, b);
-    let (shape, a, la, b, lb) = super::broadcast_pair(op, a, b, dt)?;
-    #[cfg(feature = "cuda")]
-    if a.device().is_cuda() {
-        let g = match op {
-            "eq" => Ew::Eq,
-            "ne" => Ew::Ne,
-            "lt" => Ew::Lt,
-            "le" => Ew::Le,
-            "gt" => Ew::Gt,
-            _ => Ew::Ge,
-        };
-        return Ok(crate::backend::cuda::ops::ew_new(
-            g,
-            dt,
-            &shape,
-            &[(&a, &la), (&b, &lb)],
-            0.0,
-            0.0,
-        ));
-    }
-    let out = super::read_pair(&a, &b, |ga, gb| {
-        // NaN compares unequal and unordered: every comparison but `ne` is false.
-        let cmp = |o: Option<std::cmp::Ordering>| match o {
-            Some(o) => f(o),
-            None => op == "ne",
-        };
-        match (ga, gb) {
-            (Buffer::F32(x), Buffer::F32(y)) => {
-                cpu::zip(op, x, &la, y, &lb, |p, q| cmp(p.partial_cmp(&q)))
-            }
-            (Buffer::F64(x), Buffer::F64(y)) => {
-                cpu::zip(op, x, &la, y, &lb, |p, q| cmp(p.partial_cmp(&q)))
-            }
-            (Buffer::I64(x), Buffer::I64(y)) => {
-                cpu::zip(op, x, &la, y, &lb, |p, q| cmp(p.partial_cmp(&q)))
-            }
-            (Buffer::Bool(x), Buffer::Bool(y)) => {
-                cpu::zip(op, x, &la, y, &lb, |p, q| cmp(p.partial_cmp(&q)))
-            }
-            _ => unreachable!("both operands were cast to one dtype"),
-        }
-    })?;
-    Ok(Tensor::from_buffer(Buffer::Bool(out), &shape, a.device()))
-}
-
-macro_rules! comparisons {
-    ($($name:ident, $sname:ident, $doc:literal, $f:expr;)*) => {
-        impl Tensor {
-            $(
-                #[doc = concat!("Elementwise `self ", $doc, " other` with broadcasting: a bool mask.")]
-                #[track_caller]
-                pub fn $name(&self, other: &Tensor) -> Tensor {
-                    compare(stringify!($name), self, other, $f).or_panic()
-                }
-                #[doc = concat!("Elementwise `self ", $doc, " value`: a bool mask.")]
-                pub fn $sname(&self, value: f64) -> Tensor {
-                    // Whole numbers compare exactly with integer tensors.
-                    let v = if !self.dtype().is_float() && value.fract() == 0.0 {
-                        int_scalar_for(self, value as i64)
-                    } else {
-                        scalar_for(self, value)
-                    };
-                    compare(stringify!($name), self, &v, $f).or_panic()
-                }
-            )*
-        }
-    };
-}
-
-comparisons! {
-    eq, eq_scalar, "==", |o| o.is_eq();
-    ne, ne_scalar, "!=", |o| o.is_ne();
-    lt, lt_scalar, "<", |o| o.is_lt();
-    le, le_scalar, "<=", |o| o.is_le();
-    gt, gt_scalar, ">", |o| o.is_gt();
-    ge, ge_scalar, ">=", |o| o.is_ge();
-}
-
-struct WhereBackward {
-    cond: SavedTensor,
-    a_shape: Vec<usize>,
-    b_shape: Vec<usize>,
-}
-impl Backward for WhereBackward {
-    fn backward(&self, g: &Tensor) -> Vec<Option<Tensor>> {
-        let zero = g.zeros_like();
-        let cond = self.cond.get();
-        let ga = sum_to(&Tensor::where_cond(cond, g, &zero), &self.a_shape);
-        let gb = sum_to(&Tensor::where_cond(cond, &zero, g), &self.b_shape);
-        vec![Some(ga), Some(gb)]
-    }
-}
-
-impl Tensor {
-    /// Elementwise `cond ? a : b` with broadcasting of all three
-    /// (`torch.where(cond, a, b)`; `where` is a Rust keyword). Differentiable
-    /// in `a` and `b`.
-    ///
-    /// ```
-    /// use deriv_runtime::{tensor, Tensor};
-    /// let x = tensor![-1., 2., -3.];
-    /// let y = Tensor::where_cond(&x.gt_scalar(0.0), &x, &x.zeros_like());
-    /// assert_eq!(y.to_vec::<f32>(), vec![0., 2., 0.]);
-    /// ```
-    #[track_caller]
-    pub fn where_cond(cond: &Tensor, a: &Tensor, b: &Tensor) -> Tensor {
-        Self::try_where(cond, a, b).or_panic()
-    }
-
-    /// The old name of [`where_cond`](Self::where_cond): a trailing `_` marks
-    /// in-place ops in deriv, and this one is not.
-    #[deprecated(
-        since = "0.1.0",
-        note = "renamed to `Tensor::where_cond` (not an in-place op)"
-    )]
-    #[track_caller]
-    pub fn where_(cond: &Tensor, a: &Tensor, b: &Tensor) -> Tensor {
-        Self::try_where(cond, a, b).or_panic()
-    }
-
-    /// Fallible [`where_cond`](Self::where_cond).
-    pub fn try_where(cond: &Tensor, a: &Tensor, b: &Tensor) -> Result<Tensor> {
-        same_device("where", cond, a)?;
-        same_device("where", a, b)?;
-        let shape = broadcast_shapes("where", a.shape(), b.shape())?;
-        let shape = broadcast_shapes("where", cond.shape(), &shape)?;
-        let dt = super::result_type(a, b);
-        let dev = [cond, a, b]
-            .iter()
-            .map(|t| t.device())
-            .find(|d| d.is_cuda())
-            .unwrap_or_default();
-        let (ca, cb, cc) = (
-            cast(&super::on_device(a, dev), dt),
-            cast(&super::on_device(b, dev), dt),
-            cast(&super::on_device(cond, dev), DType::Bool),
-        );
-        let (la, lb, lc) = (
-            ca.layout().broadcast_to(&shape),
-            cb.layout().broadcast_to(&shape),
-            cc.layout().broadcast_to(&shape),
-        );
-        #[cfg(feature = "cuda")]
-        if dev.is_cuda() {
-            let out = crate::backend::cuda::ops::ew_new(
-                Ew::Where,
-                dt,
-                &shape,
-                &[(&cc, &lc), (&ca, &la), (&cb, &lb)],
-                0.0,
-                0.0,
-            );
-            return Ok(record("WhereBackward", &[a, b], out, || WhereBackward {
-                cond: SavedTensor::new(cond),
-                a_shape: a.shape().to_vec(),
-                b_shape: b.shape().to_vec(),
-            }));
-        }
-        let buf = {
-            // Copies avoid locking one storage twice when operands alias.
-            let ca = if ca.shares_storage(&cc) {
-                ca.clone_data_nograd()
-            } else {
-                ca
-            };
-            let cb = if cb.shares_storage(&cc) || cb.shares_storage(&ca) {
-                cb.clone_data_nograd()
-            } else {
-                cb
-            };
-            // In the global lock order (the three storages are distinct now).
-            let ([gc, ga, gb], []) = crate::backend::lock_storages(
-                [
-                    Some(&**cc.storage()),
-                    Some(ca.storage()),
-                    Some(cb.storage()),
-                ],
-                [],
-            );
-            let locked = "distinct storages are each locked";
-            let (gc, ga, gb) = (gc.expect(locked), ga.expect(locked), gb.expect(locked));
-            let Buffer::Bool(c) = &*gc else {
-                unreachable!("cond was cast to bool")
-            };
-            macro_rules! sel {
-                ($x:expr, $y:expr, $v:ident) => {
-                    Buffer::$v(cpu::zip3("where", c, &lc, $x, &la, $y, &lb, |k, p, q| {
-                        if k {
-                            p
-                        } else {
-                            q
-                        }
-                    })?)
-                };
-            }
-            match (&*ga, &*gb) {
-                (Buffer::F32(x), Buffer::F32(y)) => sel!(x, y, F32),
-                (Buffer::F64(x), Buffer::F64(y)) => sel!(x, y, F64),
-                (Buffer::I64(x), Buffer::I64(y)) => sel!(x, y, I64),
-                (Buffer::Bool(x), Buffer::Bool(y)) => sel!(x, y, Bool),
-                _ => unreachable!("operands were cast to one dtype"),
-            }
-        };
-        let out = Tensor::from_buffer(buf, &shape, a.device());
-        Ok(record("WhereBackward", &[a, b], out, || WhereBackward {
-            cond: SavedTensor::new(cond),
-            a_shape: a.shape().to_vec(),
-            b_shape: b.shape().to_vec(),
-        }))
-    }
-
-    /// A copy that records nothing (kernel plumbing).
-    pub(crate) fn clone_data_nograd(&self) -> Tensor {
-        crate::autograd::no_grad(|| self.clone_data())
-    }
-
-    /// Elementwise logical not of a mask.
-    pub fn logical_not(&self) -> Tensor {
-        self.eq_scalar(0.0)
-    }
-}
-
-// ---------------------------------------------------------------- operators
-
-macro_rules! binary_operator {
-    ($trait:ident, $method:ident, $inherent:ident, $scalar:path) => {
-        impl $trait<&Tensor> for &Tensor {
-            type Output = Tensor;
-            #[track_caller]
-            fn $method(self, rhs: &Tensor) -> Tensor {
-                Tensor::$inherent(self, rhs)
-            }
-        }
-        impl $trait<Tensor> for Tensor {
-            type Output = Tensor;
-            #[track_caller]
-            fn $method(self, rhs: Tensor) -> Tensor {
-                Tensor::$inherent(&self, &rhs)
-            }
-        }
-        impl $trait<&Tensor> for Tensor {
-            type Output = Tensor;
-            #[track_caller]
-            fn $method(self, rhs: &Tensor) -> Tensor {
-                Tensor::$inherent(&self, rhs)
-            }
-        }
-        impl $trait<Tensor> for &Tensor {
-            type Output = Tensor;
-            #[track_caller]
-            fn $method(self, rhs: Tensor) -> Tensor {
-                Tensor::$inherent(self, &rhs)
-            }
-        }
-        impl $trait<f64> for &Tensor {
-            type Output = Tensor;
-            fn $method(self, rhs: f64) -> Tensor {
-                Tensor::$inherent(self, rhs)
-            }
-        }
-        impl $trait<f64> for Tensor {
-            type Output = Tensor;
-            fn $method(self, rhs: f64) -> Tensor {
-                Tensor::$inherent(&self, rhs)
-            }
-        }
-        impl $trait<&Tensor> for f64 {
-            type Output = Tensor;
-            fn $method(self, rhs: &Tensor) -> Tensor {
-                if rhs.dtype().is_float() {
-                    return apply($scalar(self), &[rhs]);
-                }
-                Tensor::$inherent(&scalar_for(rhs, self), rhs)
-            }
-        }
-        impl $trait<Tensor> for f64 {
-            type Output = Tensor;
-            fn $method(self, rhs: Tensor) -> Tensor {
-                self.$method(&rhs)
-            }
-        }
-    };
-}
-
-binary_operator!(Add, add, add, unary::AddScalar);
-binary_operator!(Sub, sub, sub, unary::RSubScalar);
-binary_operator!(Mul, mul, mul, unary::MulScalar);
-binary_operator!(Div, div, div, unary::RDivScalar);
-
-impl Neg for &Tensor {
-    type Output = Tensor;
-    fn neg(self) -> Tensor {
-        Tensor::neg(self)
-    }
-}
-
-impl Neg for Tensor {
-    type Output = Tensor;
-    fn neg(self) -> Tensor {
-        Tensor::neg(&self)
     }
 }

@@ -1,0 +1,196 @@
+use super::gather::split_at;
+use super::*;
+
+// ---------------------------------------------------------------- cat and stack
+
+pub(super) struct CatBackward {
+    dim: usize,
+    sizes: Vec<usize>,
+}
+impl Backward for CatBackward {
+    fn backward(&self, g: &Tensor) -> Vec<Option<Tensor>> {
+        g.split_sizes(&self.sizes, self.dim as isize)
+            .into_iter()
+            .map(Some)
+            .collect()
+    }
+}
+
+pub(super) fn cat_impl(name: &'static str, tensors: &[Tensor], dim: isize) -> Result<Tensor> {
+    let first = tensors.first().ok_or_else(|| {
+        Error::Invalid(format!(
+            "{}: expected a non-empty list of tensors",
+            name_of(name)
+        ))
+    })?;
+    let nd = first.ndim();
+    if nd == 0 {
+        return Err(Error::shape(
+            "cat",
+            "zero-dimensional tensor (at position 0) cannot be concatenated; use stack to \
+             join 0-d tensors into a 1-D one, or unsqueeze(0) them first",
+        ));
+    }
+    let d = norm_dim("cat", dim, nd)?;
+    let mut dtype = first.dtype();
+    for (i, t) in tensors.iter().enumerate() {
+        same_device("cat", first, t)?;
+        let ok = t.ndim() == nd && (0..nd).all(|k| k == d || t.shape()[k] == first.shape()[k]);
+        if !ok {
+            return Err(Error::shape(
+                "cat",
+                format!(
+                    "sizes of tensors must match except in dimension {d}: tensor 0 has shape \
+                     {:?} but tensor {i} has shape {:?}; make the other dims agree (reshape, \
+                     narrow or expand), or join along the dim where they differ",
+                    first.shape(),
+                    t.shape()
+                ),
+            ));
+        }
+        dtype = DType::promote(dtype, t.dtype());
+    }
+    // Made after the output's count (and on the CPU its buffer) is checked:
+    // copying huge expanded parts first would fail with a less useful error.
+    let make_parts = || -> Vec<Tensor> {
+        no_grad(|| {
+            tensors
+                .iter()
+                .map(|t| t.to_dtype(dtype).contiguous())
+                .collect()
+        })
+    };
+    let sizes: Vec<usize> = tensors.iter().map(|t| t.shape()[d]).collect();
+    let mut shape = first.shape().to_vec();
+    let op = name_of(name);
+    // Checked: many large parts can add up past what a tensor can hold.
+    shape[d] = sizes
+        .iter()
+        .try_fold(0usize, |acc, &s| acc.checked_add(s))
+        .ok_or_else(|| {
+            Error::shape(
+                op,
+                format!(
+                    "the sizes of dimension {d} of the tensors add up past usize::MAX \
+                     ({} tensors of shape {:?} first); join fewer or smaller tensors",
+                    tensors.len(),
+                    first.shape()
+                ),
+            )
+        })?;
+    let n = checked_numel(op, &shape)?;
+    #[cfg(feature = "cuda")]
+    if first.device().is_cuda() {
+        let parts = make_parts();
+        let c = crate::backend::cuda::ops::buf(&parts[0]).ctx().clone();
+        let out = crate::backend::cuda::ops::empty(&c, dtype, &shape);
+        let mut start = 0;
+        for (p, &size) in parts.iter().zip(&sizes) {
+            let view = out
+                .with_layout(out.layout().clone())
+                .narrow(d as isize, start, size);
+            crate::backend::cuda::ops::copy_into(&view, p, p.layout());
+            start += size;
+        }
+        let refs: Vec<&Tensor> = tensors.iter().collect();
+        return Ok(record(name, &refs, out, || CatBackward { dim: d, sizes }));
+    }
+    let (outer, _, inner) = split_at(&shape, d);
+    let mut buf = match dtype {
+        DType::F32 => Buffer::F32(memory::try_alloc(op, &shape, n)?),
+        DType::F64 => Buffer::F64(memory::try_alloc(op, &shape, n)?),
+        DType::I64 => Buffer::I64(memory::try_alloc(op, &shape, n)?),
+        DType::Bool => Buffer::Bool(memory::try_alloc(op, &shape, n)?),
+    };
+    let parts = make_parts();
+    // In the global lock order, each storage once (`cat([x, x])`).
+    let storages: Vec<&crate::backend::Storage> = parts.iter().map(|p| &**p.storage()).collect();
+    let locked = crate::backend::read_storages(&storages);
+    let guards: Vec<&Buffer> = (0..parts.len())
+        .map(|i| crate::backend::ReadLocked::buffer(&locked, i))
+        .collect();
+    macro_rules! join {
+        ($out:expr, $variant:ident) => {{
+            let slices: Vec<&[_]> = guards
+                .iter()
+                .zip(&parts)
+                .map(|(g, p)| match *g {
+                    Buffer::$variant(v) => &v[p.layout().offset..p.layout().offset + p.numel()],
+                    _ => unreachable!("parts were cast to one dtype"),
+                })
+                .collect();
+            for o in 0..outer {
+                for (s, &size) in slices.iter().zip(&sizes) {
+                    $out.extend_from_slice(&s[o * size * inner..(o + 1) * size * inner]);
+                }
+            }
+        }};
+    }
+    match &mut buf {
+        Buffer::F32(out) => join!(out, F32),
+        Buffer::F64(out) => join!(out, F64),
+        Buffer::I64(out) => join!(out, I64),
+        Buffer::Bool(out) => join!(out, Bool),
+    }
+    drop(guards);
+    let out = Tensor::from_buffer(buf, &shape, first.device());
+    let refs: Vec<&Tensor> = tensors.iter().collect();
+    Ok(record(name, &refs, out, || CatBackward { dim: d, sizes }))
+}
+
+pub(super) fn name_of(node: &'static str) -> &'static str {
+    if node == "StackBackward" {
+        "stack"
+    } else {
+        "cat"
+    }
+}
+
+impl Tensor {
+    /// Joins tensors along an existing `dim` (`torch.cat`).
+    ///
+    /// ```
+    /// use deriv_runtime::{tensor, Tensor};
+    /// let c = Tensor::cat(&[tensor![[1., 2.]], tensor![[3., 4.]]], 0);
+    /// assert_eq!(c.shape(), &[2, 2]);
+    /// ```
+    #[track_caller]
+    pub fn cat(tensors: &[Tensor], dim: isize) -> Tensor {
+        Self::try_cat(tensors, dim).or_panic()
+    }
+
+    /// Fallible [`cat`](Self::cat).
+    pub fn try_cat(tensors: &[Tensor], dim: isize) -> Result<Tensor> {
+        cat_impl("CatBackward", tensors, dim)
+    }
+
+    /// Joins same-shaped tensors along a new `dim` (`torch.stack`).
+    #[track_caller]
+    pub fn stack(tensors: &[Tensor], dim: isize) -> Tensor {
+        Self::try_stack(tensors, dim).or_panic()
+    }
+
+    /// Fallible [`stack`](Self::stack).
+    pub fn try_stack(tensors: &[Tensor], dim: isize) -> Result<Tensor> {
+        let first = tensors
+            .first()
+            .ok_or_else(|| Error::Invalid("stack: expected a non-empty list of tensors".into()))?;
+        for (i, t) in tensors.iter().enumerate() {
+            if t.shape() != first.shape() {
+                return Err(Error::shape(
+                    "stack",
+                    format!(
+                        "stack expects each tensor to be equal size, but got {:?} at entry 0 \
+                         and {:?} at entry {i}; make the shapes equal, or use cat to join \
+                         along an existing dim",
+                        first.shape(),
+                        t.shape()
+                    ),
+                ));
+            }
+        }
+        let d = norm_dim("stack", dim, first.ndim() + 1)? as isize;
+        let parts: Vec<Tensor> = tensors.iter().map(|t| t.unsqueeze(d)).collect();
+        cat_impl("StackBackward", &parts, d)
+    }
+}
