@@ -11,8 +11,11 @@ use super::grad::{self, Need, Plan};
 use super::ir::{Graph, Op, ValueId};
 use super::parse::{FieldDef, ForwardFn, Layer, NetworkDef};
 
+mod train_step;
+pub use train_step::*;
+
 /// Lints the generated items may trip in a user's crate.
-fn allows() -> TokenStream {
+pub(super) fn allows() -> TokenStream {
     quote! {
         #[allow(unused_mut, unused_variables)]
     }
@@ -20,7 +23,7 @@ fn allows() -> TokenStream {
 
 /// `Name::new(args, device)`, spanned at the user's layer so a wrong
 /// constructor is reported there.
-fn constructor(layer: &Layer) -> TokenStream {
+pub(super) fn constructor(layer: &Layer) -> TokenStream {
     let mut path = layer.path.clone();
     for seg in &mut path.segments {
         if let syn::PathArguments::AngleBracketed(a) = &mut seg.arguments {
@@ -34,22 +37,22 @@ fn constructor(layer: &Layer) -> TokenStream {
 }
 
 /// The field's type: the path as written.
-fn layer_type(layer: &Layer) -> TokenStream {
+pub(super) fn layer_type(layer: &Layer) -> TokenStream {
     layer.path.to_token_stream()
 }
 
-fn has_doc(attrs: &[syn::Attribute]) -> bool {
+pub(super) fn has_doc(attrs: &[syn::Attribute]) -> bool {
     attrs.iter().any(|a| a.path().is_ident("doc"))
 }
 
-fn doc(text: impl AsRef<str>) -> TokenStream {
+pub(super) fn doc(text: impl AsRef<str>) -> TokenStream {
     let text = text.as_ref();
     quote!(#[doc = #text])
 }
 
 /// What every form shares: `new`, `Default`, `Module`, given the field
 /// accessors (`0`, `fc1`), their layers, and their names in parameter paths.
-fn common(
+pub(super) fn common(
     def: &NetworkDef,
     members: &[(TokenStream, String, &Layer)],
     tuple: bool,
@@ -123,7 +126,7 @@ fn common(
 }
 
 /// The trait impls for a one-input network, delegating to the inherent methods.
-fn trait_impls(def: &NetworkDef, saved_ty: &TokenStream) -> TokenStream {
+pub(super) fn trait_impls(def: &NetworkDef, saved_ty: &TokenStream) -> TokenStream {
     let name = &def.name;
     let (impl_g, ty_g, where_g) = def.generics.split_for_impl();
     quote! {
@@ -150,7 +153,7 @@ fn trait_impls(def: &NetworkDef, saved_ty: &TokenStream) -> TokenStream {
     }
 }
 
-fn method_docs(name: &Ident, saved: &Ident) -> [TokenStream; 3] {
+pub(super) fn method_docs(name: &Ident, saved: &Ident) -> [TokenStream; 3] {
     [
         doc(
             " The output, computed with recorded operations: when a parameter or an input \
@@ -320,7 +323,7 @@ pub fn train_step_impl(
 // ---------------------------------------------------------------- class form
 
 /// The struct, `new`, `Default` and `Module` of the class form.
-fn class_struct(
+pub(super) fn class_struct(
     def: &NetworkDef,
     fields: &[FieldDef],
     sizes: (TokenStream, TokenStream),
@@ -363,7 +366,7 @@ fn class_struct(
 
 /// A reference to a value: inputs are `&Tensor` parameters already (and in
 /// the buffer-reusing pass, `refs`, every value is a `&Tensor`).
-fn val_ref(g: &Graph, v: ValueId, refs: bool) -> TokenStream {
+pub(super) fn val_ref(g: &Graph, v: ValueId, refs: bool) -> TokenStream {
     let name = &g.nodes[v].name;
     match g.nodes[v].op {
         _ if refs => quote!(#name),
@@ -373,13 +376,13 @@ fn val_ref(g: &Graph, v: ValueId, refs: bool) -> TokenStream {
 }
 
 /// The tensor arguments of a node as a slice expression: `&[x, &h]`.
-fn call_args(g: &Graph, v: ValueId, refs: bool) -> TokenStream {
+pub(super) fn call_args(g: &Graph, v: ValueId, refs: bool) -> TokenStream {
     let args = g.nodes[v].args.iter().map(|&a| val_ref(g, a, refs));
     quote!(&[#(#args),*])
 }
 
 /// The owned output at the end of a pass.
-fn output(g: &Graph) -> TokenStream {
+pub(super) fn output(g: &Graph) -> TokenStream {
     let name = &g.nodes[g.output].name;
     match g.nodes[g.output].op {
         Op::Input => quote!(#name.clone()),
@@ -388,7 +391,7 @@ fn output(g: &Graph) -> TokenStream {
 }
 
 /// `x: &Tensor, y: &Tensor` with the inputs' final names.
-fn params(g: &Graph) -> Vec<TokenStream> {
+pub(super) fn params(g: &Graph) -> Vec<TokenStream> {
     g.inputs
         .iter()
         .map(|&i| {
@@ -629,298 +632,5 @@ pub fn class_stub(
         }
 
         #traits
-    }
-}
-
-// ---------------------------------------------------------------- the buffer-reusing pass
-
-/// The class form's `TrainStep` (one input): the `NetWorkspace` struct and
-/// the impl. The workspace has, named after the values, a slot per value
-/// (`h`: the buffer an op writes, or a handle to a sub-module's output or
-/// the input), what each op keeps for backward (`h_saved`), a workspace per
-/// sub-module call (`fc1_ws`, a type parameter so that the struct names no
-/// `TrainStep` bound), and a sum buffer per value that gets an adjoint
-/// (`d_h`), which the ops' gradient slots compute into. Every op runs the
-/// same `deriv::ops::Op` methods as the other two paths, writing into these
-/// buffers, so a steady-state step allocates nothing.
-pub fn class_train_step(
-    def: &NetworkDef,
-    fields: &[FieldDef],
-    g: &Graph,
-    plan: &Plan,
-) -> TokenStream {
-    let name = &def.name;
-    let vis = &def.vis;
-    let ws_name = format_ident!("{}Workspace", name);
-    let need = &plan.need;
-    let live_values: Vec<ValueId> = (0..g.nodes.len()).filter(|&i| g.live[i]).collect();
-    let calls: Vec<(ValueId, &Ident)> = live_values
-        .iter()
-        .filter_map(|&i| match &g.nodes[i].op {
-            Op::Module(f) => Some((i, f)),
-            _ => None,
-        })
-        .collect();
-    let params: Vec<Ident> = (0..calls.len()).map(|i| format_ident!("W{}", i)).collect();
-    let call_ws = |v: ValueId| format_ident!("{}_ws", g.nodes[v].name);
-    let layer_ty = |f: &Ident| -> TokenStream {
-        fields
-            .iter()
-            .find(|fd| fd.name == *f)
-            .map(|fd| layer_type(&fd.layer))
-            .unwrap_or_else(|| quote!(()))
-    };
-
-    // The struct.
-    let mut decls = Vec::new();
-    let mut inits = Vec::new();
-    for (k, &(v, f)) in calls.iter().enumerate() {
-        let field = call_ws(v);
-        let p = &params[k];
-        let value = &g.nodes[v].name;
-        let d = if f == value {
-            doc(format!(" The workspace of `{f}`."))
-        } else {
-            doc(format!(
-                " The workspace of `{f}` (the call computing `{value}`)."
-            ))
-        };
-        decls.push(quote!(#d #field: #p));
-        inits.push(quote!(#field: ::core::default::Default::default()));
-    }
-    for &v in &live_values {
-        let n = &g.nodes[v].name;
-        let d = doc(format!(" The value `{n}`."));
-        decls.push(quote!(#d #n: ::core::option::Option<::deriv::Tensor>));
-        inits.push(quote!(#n: ::core::option::Option::None));
-        if let Op::Call { ty, shown, .. } = &g.nodes[v].op {
-            if need[v] != Need::Never {
-                let s = grad::field_name(g, v);
-                let d = doc(format!(" What `{shown}` keeps for backward."));
-                decls.push(quote!(#d #s: ::core::option::Option<<#ty as ::deriv::ops::Op>::Saved>));
-                inits.push(quote!(#s: ::core::option::Option::None));
-            }
-        }
-        if need[v] != Need::Never && v != g.output {
-            let dn = grad::adjoint_name(g, v);
-            let d = doc(format!(" The summed gradient of `{n}`."));
-            decls.push(quote!(#d #dn: ::core::option::Option<::deriv::Tensor>));
-            inits.push(quote!(#dn: ::core::option::Option::None));
-        }
-    }
-    let input_doc = doc(" The gradient returned for the input.");
-    decls.push(quote!(#input_doc input_grad: ::core::option::Option<::deriv::Tensor>));
-    inits.push(quote!(input_grad: ::core::option::Option::None));
-    let struct_doc = doc(format!(
-        " The buffers [`{name}`]'s buffer-reusing training step keeps between steps \
-         (`deriv::nn::TrainStep`; generated by `network!`)."
-    ));
-    let generics = if params.is_empty() {
-        TokenStream::new()
-    } else {
-        quote!(<#(#params),*>)
-    };
-    let default_generics = if params.is_empty() {
-        TokenStream::new()
-    } else {
-        quote!(<#(#params: ::core::default::Default),*>)
-    };
-
-    // forward_train_ws
-    let input = g.inputs[0];
-    let x = &g.nodes[input].name;
-    let x_param = if g.live[input] {
-        quote!(#x)
-    } else {
-        let u = format_ident!("_{}", x);
-        quote!(#u)
-    };
-    let dsl = quote!(::deriv::nn::dsl);
-    let mut fwd = TokenStream::new();
-    // Last step's saved handles go first, so that every buffer is this
-    // workspace's alone again and the ops write into it in place.
-    for &v in &live_values {
-        if matches!(g.nodes[v].op, Op::Call { .. }) && need[v] != Need::Never {
-            let s = grad::field_name(g, v);
-            fwd.extend(quote!(__ws.#s = ::core::option::Option::None;));
-        }
-    }
-    for &v in &live_values {
-        let node = &g.nodes[v];
-        let n = &node.name;
-        let stmt = match &node.op {
-            Op::Input => quote!(let #n: &::deriv::Tensor = #dsl::keep(&mut __ws.#n, #n);),
-            Op::Module(f) => {
-                let w = call_ws(v);
-                let a = &g.nodes[node.args[0]].name;
-                let span = f.span();
-                quote_spanned! {span=>
-                    let #n: &::deriv::Tensor = #dsl::keep(
-                        &mut __ws.#n,
-                        ::deriv::nn::TrainStep::forward_train_ws(&self.#f, #a, &mut __ws.#w),
-                    );
-                }
-            }
-            Op::Call { ctor, .. } => {
-                let args = call_args(g, v, true);
-                if need[v] == Need::Never {
-                    quote! {
-                        let #n: &::deriv::Tensor =
-                            ::deriv::autograd::forward_into(&#ctor, #args, &[], &mut __ws.#n, None);
-                    }
-                } else {
-                    let s = grad::field_name(g, v);
-                    let needs = grad::forward_needs(g, plan, v);
-                    quote! {
-                        let #n: &::deriv::Tensor = ::deriv::autograd::forward_into(
-                            &#ctor, #args, &[#(#needs),*], &mut __ws.#n, Some(&mut __ws.#s),
-                        );
-                    }
-                }
-            }
-        };
-        fwd.extend(stmt);
-    }
-    let out = &g.nodes[g.output].name;
-
-    // backward_ws
-    let mut bwd = quote! {
-        use ::core::option::Option::{self, None, Some};
-        use ::deriv::ops::GradSlot;
-        use ::deriv::Tensor;
-    };
-    for &v in &live_values {
-        if need[v] == Need::Never {
-            continue;
-        }
-        let d = grad::adjoint_name(g, v);
-        if v == g.output {
-            let init = if need[v] == Need::Always {
-                quote!(Some(grad_out.clone()))
-            } else {
-                quote!(input_grad.then(|| grad_out.clone()))
-            };
-            bwd.extend(quote! { let #d: Option<Tensor> = #init; });
-        } else {
-            bwd.extend(quote! { let mut #d: Option<Tensor> = None; });
-        }
-    }
-    let make = |sum: TokenStream, buf: Option<TokenStream>, f: TokenStream| match buf {
-        Some(b) => quote!(GradSlot::with_buffer(#sum, #b, #f)),
-        None => quote!(GradSlot::new(#sum, #f)),
-    };
-    let acc_fn = |a: ValueId, t: TokenStream| {
-        let da = grad::adjoint_name(g, a);
-        quote!(#dsl::acc_ws(&mut #da, &mut __ws.#da, #t.as_ref());)
-    };
-    let slots = grad::Slots {
-        make: &make,
-        acc: &acc_fn,
-        buffers: true,
-    };
-    for &v in live_values.iter().rev() {
-        let node = &g.nodes[v];
-        if need[v] == Need::Never || matches!(node.op, Op::Input) {
-            continue;
-        }
-        let d = grad::adjoint_name(g, v);
-        let step = match &node.op {
-            Op::Module(f) => {
-                let a = node.args[0];
-                let w = call_ws(v);
-                let fl = grad::flag(need[a], need[v]);
-                let call =
-                    quote!(::deriv::nn::TrainStep::backward_ws(&self.#f, &mut __ws.#w, &#d, #fl));
-                if need[a] == Need::Never {
-                    quote!(let _ = #call;)
-                } else {
-                    let da = grad::adjoint_name(g, a);
-                    quote!(#dsl::acc_ws(&mut #da, &mut __ws.#da, #call);)
-                }
-            }
-            Op::Call { .. } => {
-                let s = grad::field_name(g, v);
-                let saved = quote!(#dsl::get_saved(&__ws.#s));
-                grad::op_step(g, plan, v, saved, &slots)
-            }
-            Op::Input => unreachable!(),
-        };
-        bwd.extend(quote! {
-            if let Some(#d) = #d {
-                #step
-            }
-        });
-    }
-    let ret = if need[input] == Need::Never {
-        quote!(None)
-    } else {
-        let dx = grad::adjoint_name(g, input);
-        quote! {
-            __ws.input_grad = #dx;
-            __ws.input_grad.as_ref()
-        }
-    };
-    bwd.extend(ret);
-
-    let (impl_g, ty_g, where_g) = def.generics.split_for_impl();
-    let mut preds: Vec<TokenStream> = where_g
-        .map(|w| w.predicates.iter().map(|p| p.to_token_stream()).collect())
-        .unwrap_or_default();
-    let mut seen: Vec<String> = Vec::new();
-    let mut ws_args = Vec::new();
-    for &(_, f) in &calls {
-        let t = layer_ty(f);
-        ws_args.push(quote!(<#t as ::deriv::nn::TrainStep>::Workspace));
-        let key = t.to_string();
-        if !seen.contains(&key) {
-            preds.push(quote!(for<'__a> #t: ::deriv::nn::TrainStep));
-            seen.push(key);
-        }
-    }
-    let ws_ty = if ws_args.is_empty() {
-        quote!(#ws_name)
-    } else {
-        quote!(#ws_name<#(#ws_args),*>)
-    };
-    let where_tokens = if preds.is_empty() {
-        TokenStream::new()
-    } else {
-        quote!(where #(#preds),*)
-    };
-    quote! {
-        #struct_doc
-        #[allow(dead_code)]
-        #vis struct #ws_name #generics {
-            #(#decls),*
-        }
-
-        impl #default_generics ::core::default::Default for #ws_name #generics {
-            fn default() -> Self {
-                Self { #(#inits),* }
-            }
-        }
-
-        #[allow(unused_mut, unused_variables, unused_imports, clippy::type_complexity)]
-        impl #impl_g ::deriv::nn::TrainStep for #name #ty_g #where_tokens {
-            type Workspace = #ws_ty;
-            fn forward_train_ws<'__w>(
-                &self,
-                #x_param: &::deriv::Tensor,
-                __ws: &'__w mut Self::Workspace,
-            ) -> &'__w ::deriv::Tensor {
-                let __guard = ::deriv::NoGradGuard::new();
-                #fwd
-                #out
-            }
-            fn backward_ws<'__w>(
-                &self,
-                __ws: &'__w mut Self::Workspace,
-                grad_out: &::deriv::Tensor,
-                input_grad: bool,
-            ) -> ::core::option::Option<&'__w ::deriv::Tensor> {
-                let __guard = ::deriv::NoGradGuard::new();
-                #bwd
-            }
-        }
     }
 }

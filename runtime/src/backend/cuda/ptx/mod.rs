@@ -11,6 +11,17 @@ use std::fmt::Write;
 use crate::backend::Ew;
 use crate::tensor::DType;
 
+mod gemm;
+mod index;
+mod softmax;
+
+use gemm::gemm_kernel;
+pub(crate) use gemm::gemm_name;
+use index::index_kernel;
+pub(crate) use index::{gather_name, scatter_add_name};
+use softmax::softmax_kernel;
+pub(crate) use softmax::softmax_name;
+
 /// PTX ISA 8.0 for sm_80: JIT-compiled by CUDA 12.0+ drivers (H100/H200 too).
 pub(crate) const HEADER: &str = ".version 8.0\n.target sm_80\n.address_size 64\n\n";
 
@@ -21,7 +32,7 @@ pub(crate) const GEO_BYTES: usize = 200;
 pub(crate) const MAX_DIMS: usize = 8;
 
 /// Every op, for the generator.
-const ALL_EW: &[Ew] = &[
+pub(super) const ALL_EW: &[Ew] = &[
     Ew::Fill,
     Ew::Copy,
     Ew::Neg,
@@ -69,7 +80,7 @@ const ALL_EW: &[Ew] = &[
     Ew::Where,
 ];
 
-const DTYPES: [DType; 4] = [DType::F32, DType::F64, DType::I64, DType::Bool];
+pub(super) const DTYPES: [DType; 4] = [DType::F32, DType::F64, DType::I64, DType::Bool];
 
 /// Short dtype names used in kernel names.
 pub(crate) fn dname(d: DType) -> &'static str {
@@ -91,7 +102,7 @@ pub(crate) fn esize(d: DType) -> usize {
 }
 
 /// PTX register type holding an element.
-fn rty(d: DType) -> &'static str {
+pub(super) fn rty(d: DType) -> &'static str {
     match d {
         DType::F32 => "f32",
         DType::F64 => "f64",
@@ -273,7 +284,7 @@ impl Ew {
 }
 
 /// A PTX constant of dtype `d`.
-fn konst(d: DType, v: f64) -> String {
+pub(super) fn konst(d: DType, v: f64) -> String {
     match d {
         DType::F32 => format!("0f{:08X}", (v as f32).to_bits()),
         DType::F64 => format!("0d{:016X}", v.to_bits()),
@@ -283,7 +294,7 @@ fn konst(d: DType, v: f64) -> String {
 
 /// e^x in f32 (src, dst registers): range reduction with a two-part log2(e),
 /// then ex2 of the fraction and of the integer part. Uses %t20-%t26, %q20.
-fn exp_f32(x: &str, y: &str) -> String {
+pub(super) fn exp_f32(x: &str, y: &str) -> String {
     format!(
         "max.f32 %t20, {x}, 0fC2D00000;\nmin.f32 %t20, %t20, 0f42B20000;\n\
          mul.f32 %t21, %t20, 0f3FB8AA3B;\ncvt.rni.f32.f32 %t22, %t21;\nneg.f32 %t23, %t22;\n\
@@ -295,7 +306,7 @@ fn exp_f32(x: &str, y: &str) -> String {
 
 /// x^p in f32 with powf's rules: p = 0 gives 1, a negative base needs an
 /// integer exponent (odd ones keep the sign), else NaN. Uses %t30-%t37, %q30-%q34.
-fn pow_f32(x: &str, p: &str, y: &str) -> String {
+pub(super) fn pow_f32(x: &str, p: &str, y: &str) -> String {
     format!(
         "abs.f32 %t30, {x};\nlg2.approx.f32 %t31, %t30;\nmul.rn.f32 %t32, %t31, {p};\n\
          ex2.approx.f32 %t33, %t32;\n\
@@ -310,7 +321,7 @@ fn pow_f32(x: &str, p: &str, y: &str) -> String {
 }
 
 /// x^n for an integer n (the kernel's `a`) by repeated squaring, as powi.
-fn powi(d: DType) -> String {
+pub(super) fn powi(d: DType) -> String {
     let t = rty(d);
     let one = konst(d, 1.0);
     format!(
@@ -343,7 +354,7 @@ pub(crate) fn cast_name(from: DType, to: DType, strided: bool) -> String {
     )
 }
 
-fn cast_body(from: DType, to: DType) -> String {
+pub(super) fn cast_body(from: DType, to: DType) -> String {
     use DType::*;
     match (from, to) {
         (a, b) if a == b => format!("mov.{} %y, %x0;", rty(a)),
@@ -368,7 +379,7 @@ fn cast_body(from: DType, to: DType) -> String {
     }
 }
 
-fn ld(d: DType) -> &'static str {
+pub(super) fn ld(d: DType) -> &'static str {
     match d {
         DType::F32 => "ld.global.f32",
         DType::F64 => "ld.global.f64",
@@ -377,7 +388,7 @@ fn ld(d: DType) -> &'static str {
     }
 }
 
-fn st(d: DType) -> &'static str {
+pub(super) fn st(d: DType) -> &'static str {
     match d {
         DType::F32 => "st.global.f32",
         DType::F64 => "st.global.f64",
@@ -387,7 +398,7 @@ fn st(d: DType) -> &'static str {
 }
 
 /// The register declarations every generated kernel may use.
-const REGS: &str = "    .reg .pred %p<16>;\n    .reg .pred %q<40>;\n    .reg .b32 %r<64>;\n    .reg .b64 %rd<64>;\n    .reg .u32 %u<16>;\n    .reg .f64 %w<8>;\n";
+pub(super) const REGS: &str = "    .reg .pred %p<16>;\n    .reg .pred %q<40>;\n    .reg .b32 %r<64>;\n    .reg .b64 %rd<64>;\n    .reg .u32 %u<16>;\n    .reg .f64 %w<8>;\n";
 
 /// One elementwise kernel: `ins` input dtypes, `out` dtype, `body` PTX.
 ///
@@ -497,7 +508,7 @@ pub(crate) fn reduce_name(op: &str, d: DType) -> String {
     format!("reduce_{op}_{}", dname(d))
 }
 
-fn reduce_kernel(s: &mut String, op: &str, d: DType) {
+pub(super) fn reduce_kernel(s: &mut String, op: &str, d: DType) {
     let t = rty(d);
     let es = esize(d);
     // Shared slots: bools are widened to u32.
@@ -583,7 +594,7 @@ fn reduce_kernel(s: &mut String, op: &str, d: DType) {
 
 /// (best, bi) := combine((best, bi), (x, xi)) for max/min with argmax's rules:
 /// an empty side (index u32::MAX) loses, NaN wins, ties go to the lower index.
-fn combine(s: &mut String, op: &str, d: DType, best: &str, bi: &str, x: &str, xi: &str) {
+pub(super) fn combine(s: &mut String, op: &str, d: DType, best: &str, bi: &str, x: &str, xi: &str) {
     let t = rty(d);
     let better = if op == "max" { "gt" } else { "lt" };
     // take := x empty? no : best empty? yes : ...
@@ -602,460 +613,6 @@ fn combine(s: &mut String, op: &str, d: DType, best: &str, bi: &str, x: &str, xi
         "    setp.eq.u32 %q10, {bi}, 0xFFFFFFFF;\n    or.pred %q2, %q2, %q10;\n    setp.eq.u32 %q11, {xi}, 0xFFFFFFFF;\n    \
          not.pred %q11, %q11;\n    and.pred %q2, %q2, %q11;\n    selp.{t} {best}, {x}, {best}, %q2;\n    \
          selp.u32 {bi}, {xi}, {bi}, %q2;"
-    );
-}
-
-/// The GEMM kernel for dtype `d` with A and B in row-major (`n`) or
-/// transposed (`t`) storage; `vec` loads 4 elements at a time (f32).
-///
-/// Parameters: `a, b, c (u64), m, n, k, lda, ldb (u32), sa, sb, sc (u64,
-/// batch strides in elements)`; grid (ceil(n/128), ceil(m/128), batches),
-/// 256 threads. C = A·B, C row-major with ldc = n.
-pub(crate) fn gemm_name(d: DType, ta: bool, tb: bool, vec: bool) -> String {
-    format!(
-        "gemm_{}_{}{}_{}",
-        dname(d),
-        if ta { "t" } else { "n" },
-        if tb { "t" } else { "n" },
-        if vec { "v" } else { "s" }
-    )
-}
-
-fn gemm_kernel(s: &mut String, d: DType, ta: bool, tb: bool, vec: bool) {
-    let t = rty(d);
-    let es = esize(d) as u32;
-    let name = gemm_name(d, ta, tb, vec);
-    let z = konst(d, 0.0);
-    let _ = writeln!(
-        s,
-        ".visible .entry {name}(\n    .param .u64 p_a,\n    .param .u64 p_b,\n    .param .u64 p_c,\n    \
-         .param .u32 p_m,\n    .param .u32 p_n,\n    .param .u32 p_k,\n    .param .u32 p_lda,\n    \
-         .param .u32 p_ldb,\n    .param .u64 p_sa,\n    .param .u64 p_sb,\n    .param .u64 p_sc\n)\n\
-         .maxntid 256, 1, 1\n{{\n{REGS}    .reg .{t} %acc<64>;\n    .reg .{t} %fa<8>;\n    .reg .{t} %fb<8>;\n    \
-         .reg .{t} %ga<4>;\n    .reg .{t} %gb<4>;\n    .shared .align 16 .b8 sA[{sz}];\n    .shared .align 16 .b8 sB[{sz}];",
-        sz = 8 * 128 * es
-    );
-    let _ = writeln!(
-        s,
-        "    ld.param.u64 %rd1, [p_a];\n    cvta.to.global.u64 %rd1, %rd1;\n    ld.param.u64 %rd2, [p_b];\n    \
-         cvta.to.global.u64 %rd2, %rd2;\n    ld.param.u64 %rd3, [p_c];\n    cvta.to.global.u64 %rd3, %rd3;\n    \
-         ld.param.u32 %r1, [p_m];\n    ld.param.u32 %r2, [p_n];\n    ld.param.u32 %r3, [p_k];\n    \
-         ld.param.u32 %r4, [p_lda];\n    ld.param.u32 %r5, [p_ldb];\n    ld.param.u64 %rd4, [p_sa];\n    \
-         ld.param.u64 %rd5, [p_sb];\n    ld.param.u64 %rd6, [p_sc];\n    mov.u32 %r6, %tid.x;\n    \
-         mov.u32 %r7, %ctaid.x;\n    mov.u32 %r8, %ctaid.y;\n    mov.u32 %r9, %ctaid.z;\n    \
-         shl.b32 %r10, %r8, 7;\n    shl.b32 %r11, %r7, 7;\n    cvt.u64.u32 %rd7, %r9;\n    \
-         mul.lo.u64 %rd8, %rd7, %rd4;\n    mad.lo.u64 %rd1, %rd8, {es}, %rd1;\n    mul.lo.u64 %rd8, %rd7, %rd5;\n    \
-         mad.lo.u64 %rd2, %rd8, {es}, %rd2;\n    mul.lo.u64 %rd8, %rd7, %rd6;\n    mad.lo.u64 %rd3, %rd8, {es}, %rd3;\n    \
-         and.b32 %r12, %r6, 15;\n    shr.u32 %r13, %r6, 4;\n    and.b32 %r14, %r6, 1;\n    shl.b32 %r14, %r14, 2;\n    \
-         shr.u32 %r15, %r6, 1;\n    and.b32 %r16, %r6, 31;\n    shl.b32 %r16, %r16, 2;\n    shr.u32 %r17, %r6, 5;\n    \
-         mov.u32 %r40, sA;\n    mov.u32 %r41, sB;"
-    );
-    // A loader: N: row r15 (0..127), k-offset r14 (0,4); T: k r17 (0..7), m r16.
-    // Global coordinates: A row gm (%r18), A k gk (%r19); per tile gk += 8.
-    // %rd9: address of the thread's first A element for tile 0.
-    if !ta {
-        let _ = writeln!(
-            s,
-            "    add.u32 %r18, %r10, %r15;\n    mov.u32 %r19, %r14;\n    mul.wide.u32 %rd9, %r18, %r4;\n    \
-             cvt.u64.u32 %rd10, %r19;\n    add.u64 %rd9, %rd9, %rd10;\n    mad.lo.u64 %rd9, %rd9, {es}, %rd1;\n    \
-             mov.u64 %rd11, {};",
-            8 * es
-        );
-    } else {
-        let _ = writeln!(
-            s,
-            "    add.u32 %r18, %r10, %r16;\n    mov.u32 %r19, %r17;\n    mul.wide.u32 %rd9, %r19, %r4;\n    \
-             cvt.u64.u32 %rd10, %r18;\n    add.u64 %rd9, %rd9, %rd10;\n    mad.lo.u64 %rd9, %rd9, {es}, %rd1;\n    \
-             mul.wide.u32 %rd11, %r4, {};",
-            8 * es
-        );
-    }
-    // B loader: N: k r17, n r16; T: n r15, k r14. Coordinates gn %r20, gk %r21.
-    if !tb {
-        let _ = writeln!(
-            s,
-            "    add.u32 %r20, %r11, %r16;\n    mov.u32 %r21, %r17;\n    mul.wide.u32 %rd12, %r21, %r5;\n    \
-             cvt.u64.u32 %rd10, %r20;\n    add.u64 %rd12, %rd12, %rd10;\n    mad.lo.u64 %rd12, %rd12, {es}, %rd2;\n    \
-             mul.wide.u32 %rd13, %r5, {};",
-            8 * es
-        );
-    } else {
-        let _ = writeln!(
-            s,
-            "    add.u32 %r20, %r11, %r15;\n    mov.u32 %r21, %r14;\n    mul.wide.u32 %rd12, %r20, %r5;\n    \
-             cvt.u64.u32 %rd10, %r21;\n    add.u64 %rd12, %rd12, %rd10;\n    mad.lo.u64 %rd12, %rd12, {es}, %rd2;\n    \
-             mov.u64 %rd13, {};",
-            8 * es
-        );
-    }
-    // Shared store addresses. A: N -> As[k14+j][r15] (4 scalar stores, stride 128);
-    // T -> As[r17][r16..+4]. B: N -> Bs[r17][r16..+4]; T -> Bs[r14+j][r15].
-    let _ = writeln!(
-        s,
-        "    {}\n    {}",
-        if !ta {
-            format!("mad.lo.u32 %r22, %r14, 128, %r15;\n    mad.lo.u32 %r22, %r22, {es}, %r40;")
-        } else {
-            format!("mad.lo.u32 %r22, %r17, 128, %r16;\n    mad.lo.u32 %r22, %r22, {es}, %r40;")
-        },
-        if !tb {
-            format!("mad.lo.u32 %r23, %r17, 128, %r16;\n    mad.lo.u32 %r23, %r23, {es}, %r41;")
-        } else {
-            format!("mad.lo.u32 %r23, %r14, 128, %r15;\n    mad.lo.u32 %r23, %r23, {es}, %r41;")
-        }
-    );
-    // Compute read addresses: As[k][r13*8 ..], Bs[k][r12*8 ..].
-    let _ = writeln!(
-        s,
-        "    shl.b32 %r24, %r13, 3;\n    mad.lo.u32 %r24, %r24, {es}, %r40;\n    shl.b32 %r25, %r12, 3;\n    \
-         mad.lo.u32 %r25, %r25, {es}, %r41;"
-    );
-    for i in 0..64 {
-        let _ = writeln!(s, "    mov.{t} %acc{i}, {z};");
-    }
-    // Number of k tiles.
-    let _ = writeln!(
-        s,
-        "    add.u32 %r26, %r3, 7;\n    shr.u32 %r26, %r26, 3;\n    mov.u32 %r27, 0;"
-    );
-    // Global loads of a tile into %ga/%gb, guarded. One generator serves
-    // both operands: they differ only in registers and orientation.
-    // `normal`: (row, col, rows, cols) when not transposed; the transposed
-    // operand swaps the roles.
-    let load_tile = |s: &mut String,
-                     transposed: bool,
-                     normal: (&str, &str, &str, &str),
-                     (p_row, p_el): (&str, &str),
-                     dst: &str,
-                     addr: &str| {
-        let (row, col, rows, cols) = if !transposed {
-            normal
-        } else {
-            (normal.1, normal.0, normal.3, normal.2)
-        };
-        // Row bound and column bound: element j is at (row, col + j).
-        let _ = writeln!(s, "    setp.lt.u32 {p_row}, {row}, {rows};");
-        if vec {
-            let _ = writeln!(
-                s,
-                "    setp.lt.u32 {p_el}, {col}, {cols};\n    and.pred {p_el}, {p_el}, {p_row};\n    mov.{t} {dst}0, {z};\n    \
-                 mov.{t} {dst}1, {z};\n    mov.{t} {dst}2, {z};\n    mov.{t} {dst}3, {z};\n    \
-                 @{p_el} ld.global.v4.{t} {{{dst}0, {dst}1, {dst}2, {dst}3}}, [{addr}];"
-            );
-        } else {
-            for j in 0..4 {
-                let _ = writeln!(
-                    s,
-                    "    add.u32 %r28, {col}, {j};\n    setp.lt.u32 {p_el}, %r28, {cols};\n    and.pred {p_el}, {p_el}, {p_row};\n    \
-                     mov.{t} {dst}{j}, {z};\n    @{p_el} {} {dst}{j}, [{addr}+{}];",
-                    ld(d),
-                    j as u32 * es
-                );
-            }
-        }
-    };
-    // A: elements j = 0..4 along k (not transposed) or m (transposed).
-    let load_a = |s: &mut String| {
-        load_tile(
-            s,
-            ta,
-            ("%r18", "%r19", "%r1", "%r3"),
-            ("%p4", "%p5"),
-            "%ga",
-            "%rd9",
-        )
-    };
-    let load_b = |s: &mut String| {
-        load_tile(
-            s,
-            tb,
-            ("%r21", "%r20", "%r3", "%r2"),
-            ("%p6", "%p7"),
-            "%gb",
-            "%rd12",
-        )
-    };
-    let store_tiles = |s: &mut String| {
-        if !ta {
-            for j in 0..4 {
-                let _ = writeln!(
-                    s,
-                    "    st.shared.{t} [%r22+{}], %ga{j};",
-                    j as u32 * 128 * es
-                );
-            }
-        } else if vec {
-            let _ = writeln!(
-                s,
-                "    st.shared.v4.{t} [%r22], {{%ga0, %ga1, %ga2, %ga3}};"
-            );
-        } else {
-            for j in 0..4 {
-                let _ = writeln!(s, "    st.shared.{t} [%r22+{}], %ga{j};", j as u32 * es);
-            }
-        }
-        if tb {
-            for j in 0..4 {
-                let _ = writeln!(
-                    s,
-                    "    st.shared.{t} [%r23+{}], %gb{j};",
-                    j as u32 * 128 * es
-                );
-            }
-        } else if vec {
-            let _ = writeln!(
-                s,
-                "    st.shared.v4.{t} [%r23], {{%gb0, %gb1, %gb2, %gb3}};"
-            );
-        } else {
-            for j in 0..4 {
-                let _ = writeln!(s, "    st.shared.{t} [%r23+{}], %gb{j};", j as u32 * es);
-            }
-        }
-    };
-    let advance = |s: &mut String| {
-        // k coordinates move by 8, addresses by one tile.
-        let _ = writeln!(
-            s,
-            "    add.u32 %r19, %r19, 8;\n    add.u32 %r21, %r21, 8;\n    add.u64 %rd9, %rd9, %rd11;\n    \
-             add.u64 %rd12, %rd12, %rd13;"
-        );
-    };
-    let _ = writeln!(s, "    setp.eq.u32 %p8, %r26, 0;\n    @%p8 bra STORE;");
-    load_a(s);
-    load_b(s);
-    store_tiles(s);
-    let _ = writeln!(
-        s,
-        "    bar.sync 0;\nTILE:\n    add.u32 %r27, %r27, 1;\n    setp.lt.u32 %p9, %r27, %r26;"
-    );
-    advance(s);
-    let _ = writeln!(s, "    @!%p9 bra COMPUTE;");
-    load_a(s);
-    load_b(s);
-    let _ = writeln!(s, "COMPUTE:");
-    for kk in 0..8u32 {
-        let ao = kk * 128 * es;
-        if d == DType::F32 {
-            let _ = writeln!(
-                s,
-                "    ld.shared.v4.f32 {{%fa0, %fa1, %fa2, %fa3}}, [%r24+{ao}];\n    \
-                 ld.shared.v4.f32 {{%fa4, %fa5, %fa6, %fa7}}, [%r24+{}];\n    \
-                 ld.shared.v4.f32 {{%fb0, %fb1, %fb2, %fb3}}, [%r25+{ao}];\n    \
-                 ld.shared.v4.f32 {{%fb4, %fb5, %fb6, %fb7}}, [%r25+{}];",
-                ao + 16,
-                ao + 16
-            );
-        } else {
-            for j in 0..4u32 {
-                let _ = writeln!(
-                    s,
-                    "    ld.shared.v2.f64 {{%fa{}, %fa{}}}, [%r24+{}];\n    ld.shared.v2.f64 {{%fb{}, %fb{}}}, [%r25+{}];",
-                    2 * j,
-                    2 * j + 1,
-                    ao + 16 * j,
-                    2 * j,
-                    2 * j + 1,
-                    ao + 16 * j
-                );
-            }
-        }
-        for i in 0..8 {
-            for j in 0..8 {
-                let _ = writeln!(
-                    s,
-                    "    fma.rn.{t} %acc{a}, %fa{i}, %fb{j}, %acc{a};",
-                    a = i * 8 + j
-                );
-            }
-        }
-    }
-    let _ = writeln!(s, "    bar.sync 0;\n    @!%p9 bra STORE;");
-    store_tiles(s);
-    let _ = writeln!(s, "    bar.sync 0;\n    bra TILE;\nSTORE:");
-    // Row r = m0 + r13*8 + i, col = n0 + r12*8 + j.
-    let _ = writeln!(
-        s,
-        "    shl.b32 %r30, %r13, 3;\n    add.u32 %r30, %r30, %r10;\n    shl.b32 %r31, %r12, 3;\n    add.u32 %r31, %r31, %r11;"
-    );
-    for i in 0..8 {
-        let _ = writeln!(
-            s,
-            "    add.u32 %r32, %r30, {i};\n    setp.lt.u32 %p10, %r32, %r1;\n    mul.wide.u32 %rd14, %r32, %r2;\n    \
-             cvt.u64.u32 %rd15, %r31;\n    add.u64 %rd14, %rd14, %rd15;\n    mad.lo.u64 %rd14, %rd14, {es}, %rd3;"
-        );
-        for j in 0..8 {
-            let _ = writeln!(
-                s,
-                "    add.u32 %r33, %r31, {j};\n    setp.lt.u32 %p11, %r33, %r2;\n    and.pred %p11, %p11, %p10;\n    \
-                 @%p11 {} [%rd14+{}], %acc{};",
-                st(d),
-                j as u32 * es,
-                i * 8 + j
-            );
-        }
-    }
-    let _ = writeln!(s, "    ret;\n}}\n");
-}
-
-/// gather / index_select: `gather_<bytes>`; scatter_add: `scatter_add_<dtype>`.
-///
-/// Parameters: `geo[200], out, idx, src (u64), dim_stride (u64), n (u64)`.
-/// Coordinates walk the index's shape (slot 0: the written tensor, slot 1:
-/// the i64 index, slot 2: the read tensor; the indexed dim has stride 0 in
-/// the indexed operand and is added as `index * dim_stride`).
-pub(crate) fn gather_name(d: DType) -> String {
-    format!("gather_{}", dname(d))
-}
-
-/// See [`gather_name`].
-pub(crate) fn scatter_add_name(d: DType) -> String {
-    format!("scatter_add_{}", dname(d))
-}
-
-fn index_kernel(s: &mut String, d: DType, scatter: bool) {
-    let name = if scatter {
-        scatter_add_name(d)
-    } else {
-        gather_name(d)
-    };
-    let t = rty(d);
-    let es = esize(d);
-    let _ = writeln!(
-        s,
-        ".visible .entry {name}(\n    .param .align 8 .b8 geo[{GEO_BYTES}],\n    .param .u64 p_out,\n    \
-         .param .u64 p_idx,\n    .param .u64 p_src,\n    .param .u64 p_ds,\n    .param .u64 p_n\n)\n{{\n{REGS}    \
-         .reg .{t} %y;\n    ld.param.u64 %rd1, [p_out];\n    cvta.to.global.u64 %rd1, %rd1;\n    \
-         ld.param.u64 %rd2, [p_idx];\n    cvta.to.global.u64 %rd2, %rd2;\n    ld.param.u64 %rd3, [p_src];\n    \
-         cvta.to.global.u64 %rd3, %rd3;\n    ld.param.u64 %rd4, [p_ds];\n    ld.param.u64 %rd5, [p_n];\n    \
-         mov.u32 %r1, %ctaid.x;\n    mov.u32 %r2, %ntid.x;\n    mov.u32 %r3, %tid.x;\n    mov.u32 %r4, %nctaid.x;\n    \
-         mul.wide.u32 %rd6, %r1, %r2;\n    cvt.u64.u32 %rd7, %r3;\n    add.u64 %rd8, %rd6, %rd7;\n    \
-         mul.wide.u32 %rd9, %r4, %r2;\n    ld.param.u32 %r5, [geo+32];\nLOOP:\n    setp.ge.u64 %p1, %rd8, %rd5;\n    \
-         @%p1 bra DONE;"
-    );
-    for k in 0..3 {
-        let _ = writeln!(s, "    ld.param.u64 %rd{}, [geo+{}];", 10 + k, 8 * k);
-    }
-    let _ = writeln!(s, "    cvt.u32.u64 %r6, %rd8;");
-    for lvl in 0..MAX_DIMS {
-        let dim = MAX_DIMS - 1 - lvl;
-        let _ = writeln!(
-            s,
-            "    ld.param.u32 %r7, [geo+{}];\n    rem.u32 %r8, %r6, %r7;\n    div.u32 %r6, %r6, %r7;",
-            36 + 4 * dim
-        );
-        for k in 0..3 {
-            let _ = writeln!(
-                s,
-                "    ld.param.u32 %r9, [geo+{}];\n    mad.wide.u32 %rd{r}, %r8, %r9, %rd{r};",
-                68 + 32 * k + 4 * dim,
-                r = 10 + k
-            );
-        }
-        if lvl + 1 < MAX_DIMS {
-            let _ = writeln!(
-                s,
-                "    setp.le.u32 %p2, %r5, {};\n    @%p2 bra COORDS;",
-                lvl + 1
-            );
-        }
-    }
-    // index value -> offset along dim in the indexed operand.
-    let indexed = if scatter { 10 } else { 12 };
-    let _ = writeln!(
-        s,
-        "COORDS:\n    mad.lo.u64 %rd20, %rd11, 8, %rd2;\n    ld.global.s64 %rd21, [%rd20];\n    \
-         mad.lo.u64 %rd{indexed}, %rd21, %rd4, %rd{indexed};\n    mad.lo.u64 %rd22, %rd12, {es}, %rd3;\n    \
-         {} %y, [%rd22];\n    mad.lo.u64 %rd23, %rd10, {es}, %rd1;",
-        ld(d)
-    );
-    if scatter {
-        let op = match d {
-            DType::F32 => "atom.global.add.f32",
-            DType::F64 => "atom.global.add.f64",
-            _ => "atom.global.add.u64",
-        };
-        let _ = writeln!(s, "    {op} %y, [%rd23], %y;");
-    } else {
-        let _ = writeln!(s, "    {} [%rd23], %y;", st(d));
-    }
-    let _ = writeln!(
-        s,
-        "    add.u64 %rd8, %rd8, %rd9;\n    bra LOOP;\nDONE:\n    ret;\n}}\n"
-    );
-}
-
-/// softmax / log_softmax of contiguous f32 rows: `softmax_f32`,
-/// `log_softmax_f32`. Parameters `in, out (u64), len (u32)`; one block of
-/// 256 threads per row (grid x = rows): the row's max (NaN-propagating),
-/// the sum of exp(x - max), then each output.
-pub(crate) fn softmax_name(log: bool) -> &'static str {
-    if log {
-        "log_softmax_f32"
-    } else {
-        "softmax_f32"
-    }
-}
-
-fn softmax_kernel(s: &mut String, log: bool) {
-    let name = softmax_name(log);
-    let _ = writeln!(
-        s,
-        ".visible .entry {name}(\n    .param .u64 p_in,\n    .param .u64 p_out,\n    .param .u32 p_len\n)\n{{\n{REGS}    \
-         .reg .f32 %t<40>;\n    .reg .f32 %v<8>;\n    .shared .align 4 .b8 sv[1024];\n    \
-         ld.param.u64 %rd1, [p_in];\n    cvta.to.global.u64 %rd1, %rd1;\n    ld.param.u64 %rd2, [p_out];\n    \
-         cvta.to.global.u64 %rd2, %rd2;\n    ld.param.u32 %r1, [p_len];\n    mov.u32 %r2, %ctaid.x;\n    \
-         mov.u32 %r3, %tid.x;\n    mul.wide.u32 %rd3, %r2, %r1;\n    shl.b64 %rd3, %rd3, 2;\n    \
-         add.u64 %rd4, %rd1, %rd3;\n    add.u64 %rd5, %rd2, %rd3;\n    mov.u32 %r4, sv;\n    \
-         shl.b32 %r5, %r3, 2;\n    add.u32 %r5, %r5, %r4;\n    mov.f32 %v0, 0fFF800000;\n    mov.u32 %r6, %r3;\n\
-MAXL:\n    setp.ge.u32 %p1, %r6, %r1;\n    @%p1 bra MAXE;\n    mul.wide.u32 %rd6, %r6, 4;\n    \
-         add.u64 %rd6, %rd6, %rd4;\n    ld.global.f32 %v1, [%rd6];\n    max.NaN.f32 %v0, %v0, %v1;\n    \
-         add.u32 %r6, %r6, 256;\n    bra MAXL;\nMAXE:"
-    );
-    let tree = |s: &mut String, tag: &str, op: &str| {
-        let _ = writeln!(s, "    st.shared.f32 [%r5], %v0;\n    bar.sync 0;");
-        let mut step = 128;
-        while step >= 1 {
-            let _ = writeln!(
-                s,
-                "    setp.lt.u32 %p2, %r3, {step};\n    @!%p2 bra {tag}{step};\n    ld.shared.f32 %v0, [%r5];\n    \
-                 ld.shared.f32 %v1, [%r5+{}];\n    {op} %v0, %v0, %v1;\n    st.shared.f32 [%r5], %v0;\n{tag}{step}:\n    \
-                 bar.sync 0;",
-                step * 4
-            );
-            step /= 2;
-        }
-        let _ = writeln!(s, "    ld.shared.f32 %v0, [%r4];\n    bar.sync 0;");
-    };
-    tree(s, "MX", "max.NaN.f32");
-    let _ = writeln!(
-        s,
-        "    mov.f32 %v2, %v0;\n    mov.f32 %v0, 0f00000000;\n    mov.u32 %r6, %r3;\nSUML:\n    \
-         setp.ge.u32 %p1, %r6, %r1;\n    @%p1 bra SUME;\n    mul.wide.u32 %rd6, %r6, 4;\n    \
-         add.u64 %rd6, %rd6, %rd4;\n    ld.global.f32 %v1, [%rd6];\n    sub.rn.f32 %t1, %v1, %v2;\n{}\n    \
-         add.rn.f32 %v0, %v0, %t2;\n    add.u32 %r6, %r6, 256;\n    bra SUML;\nSUME:",
-        exp_f32("%t1", "%t2")
-    );
-    tree(s, "SM", "add.rn.f32");
-    let _ = writeln!(
-        s,
-        "    mov.f32 %v3, %v0;\n    lg2.approx.f32 %t5, %v3;\n    mul.rn.f32 %v4, %t5, 0f3F317218;\n    \
-         mov.u32 %r6, %r3;\nOUTL:\n    setp.ge.u32 %p1, %r6, %r1;\n    @%p1 bra OUTE;\n    \
-         mul.wide.u32 %rd6, %r6, 4;\n    add.u64 %rd7, %rd6, %rd4;\n    add.u64 %rd8, %rd6, %rd5;\n    \
-         ld.global.f32 %v1, [%rd7];\n    sub.rn.f32 %t1, %v1, %v2;"
-    );
-    if log {
-        let _ = writeln!(s, "    sub.rn.f32 %t3, %t1, %v4;");
-    } else {
-        let _ = writeln!(
-            s,
-            "{}\n    div.rn.f32 %t3, %t2, %v3;",
-            exp_f32("%t1", "%t2")
-        );
-    }
-    let _ = writeln!(
-        s,
-        "    st.global.f32 [%rd8], %t3;\n    add.u32 %r6, %r6, 256;\n    bra OUTL;\nOUTE:\n    ret;\n}}\n"
     );
 }
 
