@@ -167,135 +167,86 @@ simple_activation!(
     LogSigmoid, ops::Logsigmoid
 );
 
+/// A parameter-free activation layer over an op with arguments: the layer
+/// holds its op (whose fields it shows through `Deref`, and whose `Default`
+/// is PyTorch's), so the arguments and their defaults are written once.
+macro_rules! op_activation {
+    ($(#[$doc:meta])* $name:ident, $op:ident, fn new($($arg:ident: $ty:ty),*)) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, Default)]
+        pub struct $name(pub ops::$op);
+
+        impl $name {
+            /// The layer with these arguments (as the functional form takes
+            /// them); `device` only keeps the constructor uniform, as the
+            /// layer has no parameters.
+            pub fn new($($arg: $ty,)* _device: &Device) -> Self {
+                $name(ops::$op::new($($arg),*))
+            }
+            fn op(&self) -> ops::$op {
+                self.0
+            }
+        }
+
+        impl std::ops::Deref for $name {
+            type Target = ops::$op;
+            fn deref(&self) -> &ops::$op {
+                &self.0
+            }
+        }
+
+        op_layer!($name, ops::$op);
+    };
+}
+
+op_activation!(
+    /// `x` where positive, `negative_slope·x` elsewhere (`nn.LeakyReLU`;
+    /// `Default` has PyTorch's slope 0.01).
+    LeakyReLU, LeakyRelu, fn new(negative_slope: f64)
+);
+op_activation!(
+    /// ELU: `x` where positive, `alpha·(e^x - 1)` elsewhere (`nn.ELU`;
+    /// `Default` has PyTorch's alpha 1).
+    ELU, Elu, fn new(alpha: f64)
+);
+op_activation!(
+    /// `log(1 + e^(βx))/β`, the identity where `βx > threshold`
+    /// (`nn.Softplus`; `Default` has PyTorch's β 1 and threshold 20).
+    Softplus, Softplus, fn new(beta: f64, threshold: f64)
+);
+op_activation!(
+    /// `x` clamped into `[min_val, max_val]` (`nn.Hardtanh`; `Default` has
+    /// PyTorch's -1 and 1).
+    Hardtanh, Hardtanh, fn new(min_val: f64, max_val: f64)
+);
+
 /// GELU, `x·Φ(x)` (`nn.GELU`): exact by default, or with the tanh
 /// approximation (`GELU::with_approximate("tanh", &device)`).
 #[derive(Clone, Copy, Debug, Default)]
-pub struct GELU {
-    /// Whether the tanh approximation is used.
-    pub tanh: bool,
-}
+pub struct GELU(pub ops::Gelu);
 
 impl GELU {
     /// The exact GELU (PyTorch's default, `approximate="none"`).
     pub fn new(_device: &Device) -> Self {
-        GELU { tanh: false }
+        GELU::default()
     }
     /// With `approximate` `"none"` or `"tanh"`, as PyTorch's.
     #[track_caller]
     pub fn with_approximate(approximate: &str, _device: &Device) -> Self {
-        GELU {
-            tanh: ops::Gelu::new(approximate).tanh,
-        }
+        GELU(ops::Gelu::new(approximate))
     }
     fn op(&self) -> ops::Gelu {
-        ops::Gelu { tanh: self.tanh }
+        self.0
+    }
+}
+
+impl std::ops::Deref for GELU {
+    type Target = ops::Gelu;
+    fn deref(&self) -> &ops::Gelu {
+        &self.0
     }
 }
 op_layer!(GELU, ops::Gelu);
-
-/// `x` where positive, `negative_slope·x` elsewhere (`nn.LeakyReLU`;
-/// `Default` has PyTorch's slope 0.01).
-#[derive(Clone, Copy, Debug)]
-pub struct LeakyReLU {
-    /// The slope below 0.
-    pub negative_slope: f64,
-}
-impl Default for LeakyReLU {
-    fn default() -> Self {
-        LeakyReLU {
-            negative_slope: 0.01,
-        }
-    }
-}
-impl LeakyReLU {
-    /// With the slope below 0 (PyTorch's default is 0.01).
-    pub fn new(negative_slope: f64, _device: &Device) -> Self {
-        LeakyReLU { negative_slope }
-    }
-    fn op(&self) -> ops::LeakyRelu {
-        ops::LeakyRelu::new(self.negative_slope)
-    }
-}
-op_layer!(LeakyReLU, ops::LeakyRelu);
-
-/// ELU: `x` where positive, `alpha·(e^x - 1)` elsewhere (`nn.ELU`;
-/// `Default` has PyTorch's alpha 1).
-#[derive(Clone, Copy, Debug)]
-pub struct ELU {
-    /// The negative saturation value.
-    pub alpha: f64,
-}
-impl Default for ELU {
-    fn default() -> Self {
-        ELU { alpha: 1.0 }
-    }
-}
-impl ELU {
-    /// With `alpha` (PyTorch's default is 1.0).
-    pub fn new(alpha: f64, _device: &Device) -> Self {
-        ELU { alpha }
-    }
-    fn op(&self) -> ops::Elu {
-        ops::Elu::new(self.alpha)
-    }
-}
-op_layer!(ELU, ops::Elu);
-
-/// `log(1 + e^(βx))/β`, the identity where `βx > threshold`
-/// (`nn.Softplus`; `Default` has PyTorch's β 1 and threshold 20).
-#[derive(Clone, Copy, Debug)]
-pub struct Softplus {
-    /// β.
-    pub beta: f64,
-    /// Where the identity takes over.
-    pub threshold: f64,
-}
-impl Default for Softplus {
-    fn default() -> Self {
-        Softplus {
-            beta: 1.0,
-            threshold: 20.0,
-        }
-    }
-}
-impl Softplus {
-    /// With `beta` and `threshold` (PyTorch's defaults are 1 and 20).
-    pub fn new(beta: f64, threshold: f64, _device: &Device) -> Self {
-        Softplus { beta, threshold }
-    }
-    fn op(&self) -> ops::Softplus {
-        ops::Softplus::new(self.beta, self.threshold)
-    }
-}
-op_layer!(Softplus, ops::Softplus);
-
-/// `x` clamped into `[min_val, max_val]` (`nn.Hardtanh`; `Default` has
-/// PyTorch's -1 and 1).
-#[derive(Clone, Copy, Debug)]
-pub struct Hardtanh {
-    /// The lower bound.
-    pub min_val: f64,
-    /// The upper bound.
-    pub max_val: f64,
-}
-impl Default for Hardtanh {
-    fn default() -> Self {
-        Hardtanh {
-            min_val: -1.0,
-            max_val: 1.0,
-        }
-    }
-}
-impl Hardtanh {
-    /// Clamping into `[min_val, max_val]`.
-    pub fn new(min_val: f64, max_val: f64, _device: &Device) -> Self {
-        Hardtanh { min_val, max_val }
-    }
-    fn op(&self) -> ops::Hardtanh {
-        ops::Hardtanh::new(self.min_val, self.max_val)
-    }
-}
-op_layer!(Hardtanh, ops::Hardtanh);
 
 /// Returns its input (`nn.Identity`).
 #[derive(Clone, Copy, Debug, Default)]
