@@ -38,6 +38,8 @@ pub mod optim;
 mod random;
 pub mod size;
 mod tensor;
+#[cfg(test)]
+mod test_util;
 pub mod train;
 #[cfg(test)]
 mod unsafe_paths;

@@ -15,6 +15,7 @@ use crate::ops::into;
 use crate::ops::matmul::tests::naive;
 use crate::optim::{Adam, Optimizer, SGD};
 use crate::tensor::Layout;
+use crate::test_util::assert_close;
 use crate::{DType, Tensor};
 
 /// Deterministic values in [-0.5, 0.5).
@@ -33,14 +34,6 @@ fn values(n: usize, seed: u64) -> Vec<f64> {
 fn tensor(shape: &[usize], seed: u64, dtype: DType) -> Tensor {
     let n = shape.iter().product();
     Tensor::from_vec(values(n, seed), shape).to_dtype(dtype)
-}
-
-#[track_caller]
-fn assert_close(got: &[f64], want: &[f64], tol: f64) {
-    assert_eq!(got.len(), want.len());
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!((g - w).abs() <= tol * (1.0 + w.abs()), "[{i}]: {g} vs {w}");
-    }
 }
 
 /// `build_vec` (through `map`, `zip`, `zip3`), `update` and `update_scalar`
@@ -187,12 +180,14 @@ fn matmul_paths_match_the_definition() {
                 &a.matmul(&b).to_vec::<f64>(),
                 &naive(&a, &b),
                 tol * k as f64,
+                "matmul",
             );
             let (at, bt) = (tensor(&[k, m], 5, dtype).t(), tensor(&[n, k], 6, dtype).t());
             assert_close(
                 &at.matmul(&bt).to_vec::<f64>(),
                 &naive(&at, &bt),
                 tol * k as f64,
+                "matmul of transposes",
             );
         }
         // Whole products per thread over a batch (Miri).
@@ -200,7 +195,12 @@ fn matmul_paths_match_the_definition() {
         let c = a.matmul(&b);
         for i in 0..9 {
             let ai = a.select(0, i);
-            assert_close(&c.select(0, i).to_vec::<f64>(), &naive(&ai, &b), tol * 5.0);
+            assert_close(
+                &c.select(0, i).to_vec::<f64>(),
+                &naive(&ai, &b),
+                tol * 5.0,
+                "batched matmul",
+            );
         }
         let z = Tensor::zeros_opts([9, 0], &crate::TensorOptions::new().dtype(dtype)).matmul(
             &Tensor::zeros_opts([0, 11], &crate::TensorOptions::new().dtype(dtype)),
@@ -231,19 +231,24 @@ fn out_variant_products_and_sgd_match_the_definitions() {
                 .enumerate()
                 .map(|(i, v)| v + bv[i % nout])
                 .collect();
-            assert_close(&y.to_vec::<f64>(), &want, tol * nin as f64);
+            assert_close(&y.to_vec::<f64>(), &want, tol * nin as f64, "linear");
             let g = tensor(&[rows, nout], 4, dtype);
             y.backward_with(&g);
             let (dw, dx) = (w.grad().unwrap(), x.grad().unwrap());
-            assert_close(&dw.to_vec::<f64>(), &naive(&g.t(), &x), tol * rows as f64);
-            assert_close(&dx.to_vec::<f64>(), &naive(&g, &w), tol * nout as f64);
+            assert_close(
+                &dw.to_vec::<f64>(),
+                &naive(&g.t(), &x),
+                tol * rows as f64,
+                "dw",
+            );
+            assert_close(&dx.to_vec::<f64>(), &naive(&g, &w), tol * nout as f64, "dx");
         }
         let n = 3 * PAR_THRESHOLD + 7;
         let (p, g) = (tensor(&[n], 5, dtype), tensor(&[n], 6, dtype));
         let (pv, gv) = (p.to_vec::<f64>(), g.to_vec::<f64>());
         into::sgd_update_(&p, &g, 0.5, true);
         let want: Vec<f64> = pv.iter().zip(&gv).map(|(p, g)| p - 0.5 * g).collect();
-        assert_close(&p.to_vec::<f64>(), &want, tol);
+        assert_close(&p.to_vec::<f64>(), &want, tol, "sgd");
         assert!(g.to_vec::<f64>().iter().all(|&v| v == 0.0));
     }
 }
@@ -267,7 +272,7 @@ fn optimizer_steps_and_reductions_split_in_parallel() {
         .zip(grad.to_vec::<f64>())
         .map(|(p, g)| p - 0.1 * g)
         .collect();
-    assert_close(&p.to_vec::<f64>(), &want, 1e-15);
+    assert_close(&p.to_vec::<f64>(), &want, 1e-15, "sgd strided");
     // Adam, first step on a strided parameter: p - lr * g / (|g| + eps).
     let base = tensor(&[2, n], 3, DType::F64);
     let p = base.t().select(1, 0);
@@ -280,7 +285,7 @@ fn optimizer_steps_and_reductions_split_in_parallel() {
         .zip(grad.to_vec::<f64>())
         .map(|(p, g)| p - 1e-2 * g / (g.abs() + 1e-8))
         .collect();
-    assert_close(&p.to_vec::<f64>(), &want, 1e-9);
+    assert_close(&p.to_vec::<f64>(), &want, 1e-9, "adam strided");
     // Row sums of a [rows, 3] matrix: the output is built in parallel.
     let rows = 2 * PAR_THRESHOLD;
     let m = tensor(&[rows, 3], 4, DType::F64);
@@ -288,7 +293,12 @@ fn optimizer_steps_and_reductions_split_in_parallel() {
     let want: Vec<f64> = (0..rows)
         .map(|r| mv[3 * r] + mv[3 * r + 1] + mv[3 * r + 2])
         .collect();
-    assert_close(&m.sum_dim(1, false).to_vec::<f64>(), &want, 1e-15);
+    assert_close(
+        &m.sum_dim(1, false).to_vec::<f64>(),
+        &want,
+        1e-15,
+        "sum_dim",
+    );
 }
 
 /// `lock_storages` and `read_storages` lock each storage once, in address

@@ -459,20 +459,7 @@ pub(crate) fn sgd_update_(param: &Tensor, grad: &Tensor, lr: f64, zero_grad: boo
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn f64s(t: &Tensor) -> Vec<f64> {
-        t.to_vec::<f64>()
-    }
-
-    fn assert_close(got: &[f64], want: &[f64], tol: f64, what: &str) {
-        assert_eq!(got.len(), want.len(), "{what}");
-        for (i, (g, w)) in got.iter().zip(want).enumerate() {
-            assert!(
-                (g - w).abs() <= tol * (1.0 + w.abs()),
-                "{what} [{i}]: {g} vs {w}"
-            );
-        }
-    }
+    use crate::test_util::{assert_close, f64s};
 
     /// Reference values printed by PyTorch 2.15 (CPU, f64):
     /// ```python

@@ -347,20 +347,7 @@ pub(crate) fn try_linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<T
 mod tests {
     use super::*;
     use crate::autograd::apply;
-
-    fn f64s(t: &Tensor) -> Vec<f64> {
-        t.to_vec::<f64>()
-    }
-
-    fn assert_close(got: &[f64], want: &[f64], tol: f64, what: &str) {
-        assert_eq!(got.len(), want.len(), "{what}");
-        for (i, (g, w)) in got.iter().zip(want).enumerate() {
-            assert!(
-                (g - w).abs() <= tol * (1.0 + w.abs()),
-                "{what} [{i}]: {g} vs {w}"
-            );
-        }
-    }
+    use crate::test_util::{assert_close, f64s};
 
     fn filled(shape: &[usize], seed: usize, dtype: DType) -> Tensor {
         let n: usize = shape.iter().product();
