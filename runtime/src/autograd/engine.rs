@@ -71,7 +71,10 @@ type NodeMap = HashMap<*const GradNode, usize, BuildHasherDefault<PtrHasher>>;
 /// storages: the common case of `accumulate`, without the broadcasting and
 /// checks of `add_` (which handles everything else). Whether it did the add.
 fn add_same_shape(dst: &Tensor, src: &Tensor) -> bool {
-    if dst.shape() != src.shape() || dst.dtype() != src.dtype() || dst.shares_storage(src) {
+    if !crate::tensor::same_shape(dst.shape(), src.shape())
+        || dst.dtype() != src.dtype()
+        || dst.shares_storage(src)
+    {
         return false;
     }
     if dst.device() != src.device() {

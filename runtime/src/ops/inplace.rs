@@ -62,7 +62,7 @@ impl Tensor {
     fn inplace_operand(&self, op: &'static str, other: &Tensor) -> Result<Tensor> {
         super::same_device(op, self, other)?;
         let shape = broadcast_shapes(op, self.shape(), other.shape())?;
-        if shape != self.shape() {
+        if !crate::tensor::same_shape(&shape, self.shape()) {
             return Err(Error::shape(
                 op,
                 format!(

@@ -327,8 +327,15 @@ fn bias_grad<T: Float + Host>(g: &Tensor, out: &mut Out<'_>) {
         }
         for r in 0..gm.0 {
             let row = &gs[base + r * gm.1..];
-            for (j, o) in o.iter_mut().enumerate() {
-                *o += row[j * gm.2];
+            if gm.2 == 1 {
+                // Contiguous rows: a plain zip, which vectorises.
+                for (o, &v) in o.iter_mut().zip(&row[..nout]) {
+                    *o += v;
+                }
+            } else {
+                for (j, o) in o.iter_mut().enumerate() {
+                    *o += row[j * gm.2];
+                }
             }
         }
     })

@@ -16,6 +16,16 @@ use crate::error::{Error, Result};
 /// sizes bound its tensors.
 pub(crate) const MAX_NUMEL: usize = isize::MAX as usize;
 
+/// Whether two shapes are equal, compared element by element. Slice `==`
+/// calls `memcmp`, which glibc's AVX-512 version serves for an empty slice
+/// (every 0-d tensor) with a masked load that costs about 80 ns on these
+/// VMs' CPUs, against about 1 ns here; the ops compare shapes several times
+/// per call.
+#[inline]
+pub(crate) fn same_shape(a: &[usize], b: &[usize]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
+}
+
 /// The number of elements of `shape`: the product of its sizes, computed
 /// with checked multiplication.
 ///
@@ -319,7 +329,7 @@ pub(crate) fn broadcast_shapes(op: &'static str, a: &[usize], b: &[usize]) -> Re
     let out = broadcast_dims(op, a, b)?;
     // Two valid shapes can broadcast to one whose count overflows ([2^32, 1]
     // with [1, 2^32]).
-    if a != b {
+    if !same_shape(a, b) {
         checked_numel(op, &out)?;
     }
     Ok(out)
@@ -328,7 +338,7 @@ pub(crate) fn broadcast_shapes(op: &'static str, a: &[usize], b: &[usize]) -> Re
 /// The broadcast of two shapes, with no count check (the caller checks the
 /// count of the shape it builds from it).
 pub(crate) fn broadcast_dims(op: &'static str, a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
-    if a == b {
+    if same_shape(a, b) {
         return Ok(a.to_vec());
     }
     let n = a.len().max(b.len());

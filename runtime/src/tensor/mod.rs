@@ -14,7 +14,7 @@ pub use creation::TensorOptions;
 pub use dtype::{DType, Element, Float};
 pub(crate) use layout::{
     assert_matrix_within, broadcast_dims, broadcast_shapes, checked_numel, contiguous_strides,
-    norm_dim, Layout, MAX_NUMEL,
+    norm_dim, same_shape, Layout, MAX_NUMEL,
 };
 pub use literal::TensorLiteral;
 pub use math::Math;

@@ -568,7 +568,7 @@ pub(crate) fn try_map<T: Copy + Sync, U: Send>(
 fn assert_same_shape(op: &'static str, layouts: &[&Layout]) {
     for l in &layouts[1..] {
         assert!(
-            l.shape == layouts[0].shape,
+            crate::tensor::same_shape(&l.shape, &layouts[0].shape),
             "{op}: internal error: operand layouts of shapes {:?} and {:?} walked together; \
              this is a bug in deriv, please report it",
             layouts[0].shape,

@@ -15,7 +15,7 @@ use crate::autograd::{GradSlot, Out, Spec};
 use crate::backend::{cpu, Host};
 use crate::error::Result;
 use crate::ops::{broadcast_pair, result_type, sum_to};
-use crate::tensor::{broadcast_shapes, DType, Math, Tensor};
+use crate::tensor::{broadcast_shapes, same_shape, DType, Math, Tensor};
 
 /// An elementwise function of two tensors with broadcasting.
 pub trait Binary: Send + Sync + 'static {
@@ -93,7 +93,7 @@ impl SavedOperands {
     fn broadcast(&self, i: usize, g: &Tensor) -> bool {
         self.shapes
             .as_ref()
-            .is_some_and(|s| s[i].as_slice() != g.shape())
+            .is_some_and(|s| !same_shape(&s[i], g.shape()))
     }
 }
 
@@ -109,7 +109,7 @@ impl crate::autograd::Saved for SavedOperands {
 pub fn spec<B: Binary>(x: &[&Tensor]) -> Result<Spec> {
     let (a, b) = (x[0], x[1]);
     crate::ops::same_device(B::KERNEL, a, b)?;
-    let shape = if a.shape() == b.shape() {
+    let shape = if same_shape(a.shape(), b.shape()) {
         crate::autograd::Shape::from_slice(a.shape())
     } else {
         broadcast_shapes(B::KERNEL, a.shape(), b.shape())?.into()
@@ -131,7 +131,7 @@ pub fn spec<B: Binary>(x: &[&Tensor]) -> Result<Spec> {
 #[doc(hidden)]
 pub fn forward<B: Binary>(x: &[&Tensor], out: &mut Out<'_>) {
     let dt = out.spec().dtype;
-    let direct = x[0].shape() == x[1].shape()
+    let direct = same_shape(x[0].shape(), x[1].shape())
         && x[0].dtype() == dt
         && x[1].dtype() == dt
         && x[0].device() == x[1].device();
@@ -171,7 +171,7 @@ pub fn forward<B: Binary>(x: &[&Tensor], out: &mut Out<'_>) {
 #[doc(hidden)]
 pub fn save<B: Binary>(x: &[&Tensor], need: &[bool]) -> SavedOperands {
     let formulas = B::SIGNS.is_none() && need.iter().any(|&n| n);
-    let same = x[0].shape() == x[1].shape();
+    let same = same_shape(x[0].shape(), x[1].shape());
     SavedOperands {
         a: formulas.then(|| x[0].clone()),
         b: formulas.then(|| x[1].clone()),
@@ -259,7 +259,7 @@ fn partial<B: Binary>(which: usize, g: &Tensor, a: &Tensor, b: &Tensor, out: &mu
         |t: &Tensor| crate::ops::elementwise::cast(&crate::ops::on_device(t, out_device(g)), dt);
     let (g, a, b) = (cast(g), cast(a), cast(b));
     fn view<'t>(t: &'t Tensor, shape: &[usize]) -> std::borrow::Cow<'t, crate::tensor::Layout> {
-        if t.shape() == shape {
+        if same_shape(t.shape(), shape) {
             std::borrow::Cow::Borrowed(t.layout())
         } else {
             std::borrow::Cow::Owned(t.layout().broadcast_to(shape))
