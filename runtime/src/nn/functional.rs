@@ -122,59 +122,7 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Tensor {
 /// assert!(err.to_string().contains("expected both to have the same dtype"), "{err}");
 /// ```
 pub fn try_linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
-    check_linear_input(x, weight, None)?;
     ops::linear::try_linear(x, weight, bias)
-}
-
-/// Whether `x` fits a layer whose weight is `[out, in]`: at least one
-/// dimension, the last of size `in`, and the weight's dtype. `layer`
-/// describes the layer in messages (`Linear(in_features=13, ..)`); `None`
-/// for the functional form.
-pub(crate) fn check_linear_input(x: &Tensor, weight: &Tensor, layer: Option<&str>) -> Result<()> {
-    let (out_f, in_f) = (
-        weight.shape()[0],
-        weight.shape().get(1).copied().unwrap_or(1),
-    );
-    let who = match layer {
-        Some(l) => l.to_string(),
-        None => format!("the weight (shape {:?})", weight.shape()),
-    };
-    let last = x.shape().last().copied();
-    if last != Some(in_f) {
-        let rows: usize = x.shape().iter().rev().skip(1).product();
-        let fix = match (layer, last) {
-            (Some(_), Some(l)) => format!(
-                "pass inputs of shape [.., {in_f}], or build the layer with in_features = {l}"
-            ),
-            _ => format!("pass inputs of shape [.., {in_f}]"),
-        };
-        return Err(Error::shape(
-            "linear",
-            format!(
-                "mat1 and mat2 shapes cannot be multiplied ({rows}x{} and {in_f}x{out_f}): {who} \
-                 takes inputs whose last dimension is in_features = {in_f}, but the input has \
-                 shape {:?}; {fix}",
-                last.unwrap_or(0),
-                x.shape()
-            ),
-        ));
-    }
-    if x.dtype() != weight.dtype() {
-        let (xd, wd) = (x.dtype(), weight.dtype());
-        let (weight_of, model) = match layer {
-            Some(l) => (format!("the weight of {l}"), "the model"),
-            None => ("the weight".to_string(), "the weight"),
-        };
-        return Err(Error::dtype(
-            "linear",
-            format!(
-                "expected both to have the same dtype, but the input is {xd} and {weight_of} \
-                 is {wd} (mat1 and mat2 must have the same dtype); convert the input with \
-                 x.to_dtype(DType::{wd:?}), or {model} with .to_dtype(DType::{xd:?})"
-            ),
-        ));
-    }
-    Ok(())
 }
 
 /// The mask dropout multiplies by: 0 with probability `p`, else `1/(1-p)`,
@@ -201,7 +149,7 @@ pub fn dropout(x: &Tensor, p: f64, training: bool) -> Tensor {
 // ---------------------------------------------------------------- losses
 
 pub use super::loss::{BceWithLogitsOptions, CrossEntropyOptions, NllLossOptions, Reduction};
-use crate::error::{Error, OrPanic, Result};
+use crate::error::{OrPanic, Result};
 use crate::ops::loss as L;
 
 /// Mean squared error, `mean((input - target)²)` (`F.mse_loss`). The target

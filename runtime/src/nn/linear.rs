@@ -111,7 +111,7 @@ impl Linear {
             self.in_features(),
             self.out_features()
         );
-        super::functional::check_linear_input(x, &self.weight, Some(&name))
+        ops::linear::check_input(x, &self.weight, Some(&name))
     }
 }
 

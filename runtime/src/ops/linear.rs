@@ -72,23 +72,8 @@ impl Op for Linear {
                 ),
             ));
         }
-        let (nout, nin) = (w.shape()[0], w.shape()[1]);
-        let last = input.shape().last().copied();
-        if input.ndim() == 0 || last != Some(nin) {
-            let rows: usize = input.shape()[..input.ndim().saturating_sub(1)]
-                .iter()
-                .product();
-            return Err(Error::shape(
-                "linear",
-                format!(
-                    "mat1 and mat2 shapes cannot be multiplied ({rows}x{} and {nin}x{nout}): the \
-                     input's last dim is {}, but the weight [{nout}, {nin}] takes {nin} input \
-                     features",
-                    last.unwrap_or(0),
-                    last.map_or("missing (a 0-d input)".to_string(), |l| l.to_string())
-                ),
-            ));
-        }
+        check_input(input, w, None)?;
+        let nout = w.shape()[0];
         if let Some(b) = x.get(2) {
             if b.shape() != [nout] {
                 return Err(Error::shape(
@@ -102,19 +87,9 @@ impl Op for Linear {
         }
         let mut shape = crate::autograd::Shape::from_slice(input.shape());
         *shape.last_mut().expect("checked above: at least 1-D") = nout;
-        // As in PyTorch: no promotion between the input and the parameters.
+        // As in PyTorch: no promotion between the input and the parameters
+        // (the input's dtype was checked above).
         let dtype = w.dtype();
-        if input.dtype() != dtype {
-            let xd = input.dtype();
-            return Err(Error::dtype(
-                "linear",
-                format!(
-                    "expected both to have the same dtype, but the input is {xd} and the \
-                     weight is {dtype}; convert the input with x.to_dtype(DType::{dtype:?}), \
-                     or the model with .to_dtype(DType::{xd:?})"
-                ),
-            ));
-        }
         if let Some(b) = x.get(2).filter(|b| b.dtype() != dtype) {
             return Err(Error::dtype(
                 "linear",
@@ -339,6 +314,59 @@ fn bias_grad<T: Float + Host>(g: &Tensor, out: &mut Out<'_>) {
             }
         }
     })
+}
+
+/// Whether `x` fits a 2-D weight `[out, in]`: at least one dimension, the
+/// last of size `in`, and the weight's dtype, with PyTorch's words. `layer`
+/// describes the layer in messages (`Linear(in_features=13, ..)`, from
+/// `nn::Linear`); `None` for the op itself (`F.linear`), whose spec calls
+/// this.
+pub(crate) fn check_input(x: &Tensor, weight: &Tensor, layer: Option<&str>) -> Result<()> {
+    let (out_f, in_f) = (
+        weight.shape()[0],
+        weight.shape().get(1).copied().unwrap_or(1),
+    );
+    let last = x.shape().last().copied();
+    if last != Some(in_f) {
+        // Built only here: the check runs on every step, allocation-free.
+        let who = match layer {
+            Some(l) => l.to_string(),
+            None => format!("the weight (shape {:?})", weight.shape()),
+        };
+        let rows: usize = x.shape().iter().rev().skip(1).product();
+        let fix = match (layer, last) {
+            (Some(_), Some(l)) => format!(
+                "pass inputs of shape [.., {in_f}], or build the layer with in_features = {l}"
+            ),
+            _ => format!("pass inputs of shape [.., {in_f}]"),
+        };
+        return Err(Error::shape(
+            "linear",
+            format!(
+                "mat1 and mat2 shapes cannot be multiplied ({rows}x{} and {in_f}x{out_f}): {who} \
+                 takes inputs whose last dimension is in_features = {in_f}, but the input has \
+                 shape {:?}; {fix}",
+                last.unwrap_or(0),
+                x.shape()
+            ),
+        ));
+    }
+    if x.dtype() != weight.dtype() {
+        let (xd, wd) = (x.dtype(), weight.dtype());
+        let (weight_of, model) = match layer {
+            Some(l) => (format!("the weight of {l}"), "the model"),
+            None => ("the weight".to_string(), "the weight"),
+        };
+        return Err(Error::dtype(
+            "linear",
+            format!(
+                "expected both to have the same dtype, but the input is {xd} and {weight_of} \
+                 is {wd} (mat1 and mat2 must have the same dtype); convert the input with \
+                 x.to_dtype(DType::{wd:?}), or {model} with .to_dtype(DType::{xd:?})"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// `x·wᵀ + b` on the tape (`F.linear`), or the op's shape, dtype or
