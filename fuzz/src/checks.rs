@@ -53,8 +53,11 @@ pub fn checkpoint(data: &[u8]) {
     };
     if let Some(csv) = ckpt.metadata.get("history") {
         if let Ok(h) = History::from_csv(csv) {
-            let again = History::from_csv(&h.to_csv()).expect("a history that loaded saves");
-            assert_eq!(again, h);
+            let text = h.to_csv();
+            let again = History::from_csv(&text).expect("a history that loaded saves");
+            // Compared as text: a NaN metric (a diverged loss) round-trips,
+            // but NaN != NaN would fail a comparison of the values.
+            assert_eq!(again.to_csv(), text);
         }
     }
     let mut model = Linear::new(3, 2, &Device::Cpu);
