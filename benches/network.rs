@@ -110,7 +110,7 @@ fn bench_workload<M: deriv::nn::TrainStep>(
     let model = make();
     let mut opt = workloads::sgd(&model, lr);
     group.bench_function(BenchmarkId::new("compile_time", n), |b| {
-        b.iter(|| workloads::compile_time_step(&model, &x, &t, loss, &mut opt))
+        b.iter(|| workloads::user_step(&model, &x, &t, loss, &mut opt))
     });
     let model = make();
     let mut opt = workloads::sgd(&model, lr);

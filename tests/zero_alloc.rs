@@ -5,7 +5,7 @@
 //! A counting global allocator counts the allocations (alloc, alloc_zeroed,
 //! realloc) made by the test's own thread while a flag is set: other tests
 //! run on other threads, and the matrix products' helper threads take their
-//! parts without allocating (their mailboxes are fixed: `ops/into.rs`).
+//! parts without allocating (their mailboxes are fixed: `backend/cpu/pool.rs`).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -181,13 +181,25 @@ where
     let mut ws = WsTrainer::new(build(), loss, lr);
     let compiled = build();
     let tape = build();
+    let user = build();
     let (mut opt_compiled, mut opt_tape) = (sgd(&compiled, lr), sgd(&tape, lr));
+    let mut opt_user = sgd(&user, lr);
     assert_same_params(label, &ws.model, &compiled, false, 0.0);
     for (x, t) in batches {
         ws.step(x, t);
         compile_time_step(&compiled, x, t, loss, &mut opt_compiled);
         tape_step(&tape, x, t, loss, &mut opt_tape);
+        user_step(&user, x, t, loss, &mut opt_user);
     }
+    // The step as a user writes it (the loss module's forward_backward,
+    // opt.step(), opt.zero_grad()) is the same step.
+    assert_same_params(
+        &format!("{label} params vs the user's compile-time step"),
+        &ws.model,
+        &user,
+        false,
+        1e-10,
+    );
     assert_same_params(
         &format!("{label} params vs compile-time"),
         &ws.model,

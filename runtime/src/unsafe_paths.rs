@@ -11,7 +11,6 @@
 
 use crate::backend::cpu::{self, PAR_THRESHOLD};
 use crate::backend::{lock_storages, read_storages, Storage};
-use crate::ops::into;
 use crate::ops::matmul::tests::naive;
 use crate::optim::{Adam, Optimizer, SGD};
 use crate::tensor::Layout;
@@ -210,8 +209,9 @@ fn matmul_paths_match_the_definition() {
 }
 
 /// The Linear layer's out-variant kernels (`gemm` split into row or column
-/// blocks on the helper pool under Miri) and `sgd_update_` (split into
-/// blocks under Miri) against their definitions.
+/// blocks on the helper pool under Miri) and the in-place SGD update
+/// (`add_scaled_`, then `zero_`; split into blocks under Miri) against their
+/// definitions.
 #[test]
 fn out_variant_products_and_sgd_match_the_definitions() {
     for dtype in [DType::F32, DType::F64] {
@@ -246,7 +246,10 @@ fn out_variant_products_and_sgd_match_the_definitions() {
         let n = 3 * PAR_THRESHOLD + 7;
         let (p, g) = (tensor(&[n], 5, dtype), tensor(&[n], 6, dtype));
         let (pv, gv) = (p.to_vec::<f64>(), g.to_vec::<f64>());
-        into::sgd_update_(&p, &g, 0.5, true);
+        crate::no_grad(|| {
+            p.add_scaled_(&g, -0.5);
+            g.zero_();
+        });
         let want: Vec<f64> = pv.iter().zip(&gv).map(|(p, g)| p - 0.5 * g).collect();
         assert_close(&p.to_vec::<f64>(), &want, tol, "sgd");
         assert!(g.to_vec::<f64>().iter().all(|&v| v == 0.0));

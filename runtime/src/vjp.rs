@@ -114,4 +114,4 @@ pub use crate::ops::loss::{
 
 // ----- allocation-free loss rules (value and gradient into buffers)
 
-pub use crate::ops::into::{bce_with_logits_into, cross_entropy_into};
+pub use crate::ops::loss::{bce_with_logits_into, cross_entropy_into};

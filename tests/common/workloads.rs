@@ -12,7 +12,10 @@
 
 #![allow(dead_code)]
 
-use deriv::nn::{Differentiable, Forward, Linear, Module, ReLU, TrainStep};
+use deriv::nn::{
+    BCEWithLogitsLoss, CrossEntropyLoss, Differentiable, Forward, Linear, Loss, Module, ReLU,
+    TrainStep,
+};
 use deriv::optim::{Optimizer, SGD};
 use deriv::{network, no_grad, vjp, DType, Generator, Tensor, TensorOptions};
 
@@ -72,6 +75,15 @@ impl LossKind {
         }
     }
 
+    /// Value and gradient as a user gets them on the compile-time path: the
+    /// loss module's `forward_backward`.
+    pub fn forward_backward(self, y: &Tensor, t: &Tensor) -> (Tensor, Tensor) {
+        match self {
+            LossKind::Bce => BCEWithLogitsLoss::new().forward_backward(y, t),
+            LossKind::CrossEntropy => CrossEntropyLoss::new().forward_backward(y, t),
+        }
+    }
+
     /// The loss with recorded ops, from the documented formulas.
     pub fn tape(self, y: &Tensor, t: &Tensor) -> Tensor {
         match self {
@@ -128,6 +140,22 @@ pub fn compile_time_step<M: Differentiable>(
     let g = loss.grad_alloc(&y, t);
     model.backward(saved, &g, false);
     update(opt);
+}
+
+/// One compile-time step as a user writes it: `forward_train`, the loss
+/// module's `forward_backward`, `backward`, `opt.step()`, `opt.zero_grad()`.
+pub fn user_step<M: Differentiable>(
+    model: &M,
+    x: &Tensor,
+    t: &Tensor,
+    loss: LossKind,
+    opt: &mut SGD,
+) {
+    let (y, saved) = model.forward_train(x);
+    let (_, g) = loss.forward_backward(&y, t);
+    model.backward(saved, &g, false);
+    opt.step();
+    opt.zero_grad();
 }
 
 /// One step on the tape.

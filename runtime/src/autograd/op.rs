@@ -471,6 +471,31 @@ impl<'a> Out<'a> {
         }
     }
 
+    /// Writes `x`'s elements, read in row-major order, into the destination,
+    /// or adds them: a copy between any two layouts of one element count
+    /// (a flatten's), on the backend's map kernel. `x` has the destination's
+    /// float dtype and lives in main memory.
+    #[track_caller]
+    pub(crate) fn copy_from(&mut self, x: &Tensor) {
+        fn k<T: Host + std::ops::Add<Output = T>>(out: &mut Out<'_>, x: &Tensor) {
+            out.host::<T, 1>([x], |[xb], sink| {
+                cpu::map_to("copy", sink, T::of(xb), x.layout(), |v| v)
+            });
+        }
+        assert_eq!(
+            x.dtype(),
+            self.spec.dtype,
+            "internal: a copy between dtypes ({} into {})",
+            x.dtype(),
+            self.spec.dtype
+        );
+        match x.dtype() {
+            DType::F32 => k::<f32>(self, x),
+            DType::F64 => k::<f64>(self, x),
+            other => panic!("internal: copy_from on a {other} tensor; floats only"),
+        }
+    }
+
     /// Runs `k` on a fresh output of this spec, then stores the result in
     /// this destination: for a destination that is also one of the kernel's
     /// inputs (`x.grad` accumulating a gradient that is `x.grad` itself).

@@ -1,12 +1,12 @@
 //! Parameter-free layers: the activations and softmax (each a layer over
 //! one op of `crate::ops`), dropout, flatten, identity.
 
-use super::dsl::{get, get_saved};
+use super::dsl::{get, get_saved, slot};
 use super::linear::LayerWorkspace;
 use super::{functional as F, Differentiable, Forward, Module, TrainStep};
 use crate::autograd::{apply, forward_into, forward_saving, no_grad, GradSlot, NoGradGuard, Op};
 use crate::backend::Device;
-use crate::ops::{self, into};
+use crate::ops::{self, Mul};
 use crate::size::SizeRule;
 use crate::tensor::Tensor;
 use crate::vjp;
@@ -391,7 +391,7 @@ impl TrainStep for Flatten {
             return ws.out.insert(y);
         }
         let out = get(&ws.out);
-        into::copy_into(out, x);
+        crate::autograd::Out::into(out, false).copy_from(x);
         out
     }
     fn backward_ws<'w>(
@@ -408,8 +408,8 @@ impl TrainStep for Flatten {
             return ws.dx.as_ref();
         }
         let g = grad_out;
-        let dx = into::slot(&mut ws.dx, &ws.shape, g.dtype(), g.device(), &[g]);
-        into::copy_into(dx, g);
+        let dx = slot(&mut ws.dx, &ws.shape, g.dtype(), g.device(), &[g]);
+        crate::autograd::Out::into(dx, false).copy_from(g);
         Some(dx)
     }
 }
@@ -493,9 +493,10 @@ impl TrainStep for Dropout {
             ws.aux = mask;
             return ws.out.insert(y);
         }
-        let mask = into::slot(&mut ws.aux, x.shape(), x.dtype(), x.device(), &[x]);
-        let out = into::slot(&mut ws.out, x.shape(), x.dtype(), x.device(), &[x, mask]);
-        into::dropout_into(out, mask, x, self.p);
+        let mask = slot(&mut ws.aux, x.shape(), x.dtype(), x.device(), &[x]);
+        F::fill_dropout_mask(mask, self.p);
+        let out = slot(&mut ws.out, x.shape(), x.dtype(), x.device(), &[x, mask]);
+        Mul.forward(&[x, mask], &mut crate::autograd::Out::into(out, false));
         out
     }
     fn backward_ws<'w>(
@@ -515,8 +516,8 @@ impl TrainStep for Dropout {
             ws.dx = Some(no_grad(|| vjp::dropout(mask, g)));
             return ws.dx.as_ref();
         }
-        let dx = into::slot(&mut ws.dx, g.shape(), g.dtype(), g.device(), &[g, mask]);
-        into::mul_into(dx, g, mask, false);
+        let dx = slot(&mut ws.dx, g.shape(), g.dtype(), g.device(), &[g, mask]);
+        Mul.forward(&[g, mask], &mut crate::autograd::Out::into(dx, false));
         Some(dx)
     }
 }

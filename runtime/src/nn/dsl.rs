@@ -20,7 +20,37 @@ pub fn acc(slot: &mut Option<Tensor>, g: Option<Tensor>) {
 // fits (allocating one on the first step or after a shape change), and falls
 // back to the allocating op otherwise.
 
-use crate::ops::into;
+use crate::autograd::Out;
+use crate::backend::Device;
+use crate::tensor::DType;
+
+/// The buffer kept in `slot` when it fits (contiguous, of `shape`, `dtype`,
+/// `device`) and shares no storage with any of `inputs`; otherwise a new
+/// zeroed one is stored there first (the first step, a new batch size).
+pub(crate) fn slot<'s>(
+    slot: &'s mut Option<Tensor>,
+    shape: &[usize],
+    dtype: DType,
+    device: Device,
+    inputs: &[&Tensor],
+) -> &'s Tensor {
+    let reuse = slot.as_ref().is_some_and(|t| {
+        t.shape() == shape
+            && t.dtype() == dtype
+            && t.device() == device
+            && t.is_contiguous()
+            && inputs.iter().all(|i| !i.shares_storage(t))
+    });
+    if !reuse {
+        let opts = crate::tensor::TensorOptions::new()
+            .dtype(dtype)
+            .device(&device);
+        *slot = Some(crate::autograd::no_grad(|| {
+            Tensor::zeros_opts(shape, &opts)
+        }));
+    }
+    slot.as_ref().expect("the slot was filled above")
+}
 
 /// The tensor in a slot the generated `forward_train_ws` filled.
 #[inline]
@@ -73,24 +103,27 @@ pub fn acc_ws(d: &mut Option<Tensor>, buf: &mut Option<Tensor>, g: Option<&Tenso
             }
             let owned = buf.as_ref().is_some_and(|b| b.shares_storage(prev));
             if !owned {
-                let b = into::slot(buf, g.shape(), g.dtype(), g.device(), &[prev, g]);
-                into::copy_into(b, prev);
+                let b = slot(buf, g.shape(), g.dtype(), g.device(), &[prev, g]);
+                Out::into(b, false).copy_from(prev);
             }
             let b = get(buf);
-            into::add_into(b, g, true);
+            Out::into(b, true).copy_from(g);
             *d = Some(b.clone());
         }
     }
 }
 
-/// Plain SGD in one pass, without allocating: `p -= lr · p.grad()` for each
-/// parameter that has a gradient, then that gradient is zeroed in place.
-/// `optim::SGD`'s `step` followed by `zero_grad_in_place` does the same
-/// (in two passes) and allocates nothing either.
+/// Plain SGD without allocating: `p -= lr · p.grad()` for each parameter
+/// that has a gradient, then that gradient is zeroed in place, with the
+/// in-place kernels (`add_scaled_`, `zero_`) on any device. `optim::SGD`'s
+/// `step` followed by `zero_grad_in_place` does the same.
 pub fn sgd_step(params: &[Tensor], lr: f64) {
-    for p in params {
-        if let Some(g) = p.grad() {
-            into::sgd_update_(p, &g, lr, true);
+    crate::autograd::no_grad(|| {
+        for p in params {
+            if let Some(g) = p.grad() {
+                p.add_scaled_(&g, -lr);
+                g.zero_();
+            }
         }
-    }
+    })
 }

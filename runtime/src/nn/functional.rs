@@ -126,16 +126,47 @@ pub fn try_linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<
 }
 
 /// The mask dropout multiplies by: 0 with probability `p`, else `1/(1-p)`,
-/// drawn from the global generator.
+/// drawn from the global generator (f64 for an f64 `x`, else f32).
 pub fn dropout_mask(x: &Tensor, p: f64) -> Tensor {
-    let scale = if p < 1.0 { 1.0 / (1.0 - p) } else { 0.0 };
-    let keep = Tensor::rand(x.shape()).ge_scalar(p).to(&x.device());
     let dtype = if x.dtype() == DType::F64 {
         DType::F64
     } else {
         DType::F32
     };
-    keep.to_dtype(dtype) * scale
+    let mask = Tensor::zeros_opts(x.shape(), &crate::TensorOptions::new().dtype(dtype));
+    fill_dropout_mask(&mask, p);
+    mask.to(&x.device())
+}
+
+/// Draws a dropout mask into `mask` (contiguous f32/f64 in main memory) in
+/// place: each element is kept (`1/(1-p)`) when a uniform draw from the
+/// global generator, as `Tensor::rand` makes it, is at least `p`, and 0
+/// otherwise. The one mask kernel: `dropout_mask` and the buffer-reusing
+/// `Dropout` both draw through it.
+pub(crate) fn fill_dropout_mask(mask: &Tensor, p: f64) {
+    use crate::backend::Host;
+    fn k<T: Host + crate::tensor::Float>(mask: &Tensor, p: f64) {
+        let scale = T::from_f64(if p < 1.0 { 1.0 / (1.0 - p) } else { 0.0 });
+        let (off, n) = (mask.layout().offset, mask.numel());
+        // The generator's lock first, then the storage's, as everywhere:
+        // code run under `with_global_generator` may lock storages.
+        crate::random::with_global_generator(|g| {
+            let mut w = mask.storage().write();
+            for v in &mut T::of_mut(&mut w)[off..off + n] {
+                let u = g.uniform() as f32;
+                *v = if u as f64 >= p { scale } else { T::ZERO };
+            }
+        });
+    }
+    assert!(
+        mask.is_contiguous() && mask.device().is_cpu(),
+        "internal: a dropout mask is drawn into a contiguous buffer in main memory"
+    );
+    match mask.dtype() {
+        DType::F64 => k::<f64>(mask, p),
+        DType::F32 => k::<f32>(mask, p),
+        other => panic!("internal: a {other} dropout mask; f32 or f64 only"),
+    }
 }
 
 /// Dropout (`F.dropout`): the identity unless `training`.

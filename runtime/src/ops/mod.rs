@@ -8,7 +8,6 @@ pub use elementwise::Pow;
 pub mod binary;
 pub(crate) mod index;
 pub(crate) mod inplace;
-pub(crate) mod into;
 pub mod linear;
 pub(crate) mod loss;
 pub mod matmul;

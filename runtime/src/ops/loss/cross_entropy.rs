@@ -282,6 +282,12 @@ pub(crate) fn cross_entropy_core(
     } else {
         "cross_entropy_backward"
     };
+    if let Some(fused) = super::fused::cross_entropy(op, logits, target, opts, want_loss, seed)? {
+        if let Some(g) = grad_out {
+            check_grad_out(op, g, opts.reduction, &[logits.shape()[0]])?;
+        }
+        return Ok(fused);
+    }
     let targets = ce_targets(op, logits, target, opts)?;
     if let Some(g) = grad_out {
         let shape = match &targets {

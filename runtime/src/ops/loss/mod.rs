@@ -1,7 +1,9 @@
 //! Loss functions: forward kernels, backward rules and tape nodes.
 //!
-//! Everything here is written with tensor ops (no buffer access), so the
-//! losses run on whatever device their inputs live on. Each loss has one
+//! The losses are written with tensor ops, so they run on whatever device
+//! their inputs live on; the common case of the two classification losses
+//! (BCE-with-logits, and cross-entropy over class indices, mean or sum, no
+//! weights) has a fused CPU kernel (fused.rs) that every path takes. Each loss has one
 //! "core" that computes the loss value, the input gradient, or both from shared
 //! intermediates: the tape's forward asks for the value, the tape node and
 //! [`crate::vjp`] for the gradient, and [`crate::nn::Loss::forward_backward`]
@@ -21,12 +23,14 @@ use crate::tensor::{DType, Tensor};
 mod bce;
 mod class;
 mod cross_entropy;
+mod fused;
 mod options;
 mod regression;
 
 pub use bce::*;
 pub use class::*;
 pub use cross_entropy::*;
+pub use fused::{bce_with_logits_into, cross_entropy_into};
 pub use options::*;
 pub use regression::*;
 
