@@ -122,7 +122,7 @@ pub fn f1_score(y_true: &Tensor, y_pred: &Tensor, average: Average) -> f64 {
             counts
                 .iter()
                 .zip(&classes)
-                .find(|(_, &c)| c == 1)
+                .find(|&(_, &c)| c == 1)
                 .map_or(0.0, |(k, _)| f1(*k))
         }
         Average::Micro => {

@@ -103,8 +103,8 @@ pub fn gradcheck_opts(
         })
         .collect();
     let out = f(&leaves);
-    let mut gen = Generator::new(opts.seed);
-    let v = Tensor::randn_with(out.shape(), &mut gen).to_dtype(DType::F64);
+    let mut rng = Generator::new(opts.seed);
+    let v = Tensor::randn_with(out.shape(), &mut rng).to_dtype(DType::F64);
     let v_values = v.to_vec::<f64>();
     out.backward_with(&v.to_dtype(out.dtype()));
 

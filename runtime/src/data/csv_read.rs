@@ -594,7 +594,7 @@ fn after_lines(data: &[u8], n: usize) -> usize {
     }
     data.iter()
         .enumerate()
-        .filter(|(_, &b)| b == b'\n')
+        .filter(|&(_, &b)| b == b'\n')
         .nth(n - 1)
         .map_or(data.len(), |(i, _)| i + 1)
 }

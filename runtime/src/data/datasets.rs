@@ -318,7 +318,7 @@ fn parse_tabular(
         .to_vec::<i64>()
         .iter()
         .enumerate()
-        .find(|(_, &y)| y < 0 || (c > 0 && y >= c))
+        .find(|&(_, &y)| y < 0 || (c > 0 && y >= c))
     {
         return Err(bad(format!(
             "sample {i} has class label {y}, but labels must be class indices in 0..{c} \

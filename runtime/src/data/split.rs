@@ -183,14 +183,14 @@ pub(crate) fn stratified_indices(
     for &c in order.iter().take(short) {
         take[c] += 1;
     }
-    let mut gen = Generator::new(seed);
+    let mut rng = Generator::new(seed);
     let (mut train, mut test) = (Vec::with_capacity(n_train), Vec::with_capacity(n_test));
     for (m, &k) in members.iter().zip(&take) {
-        let perm = gen.permutation(m.len());
+        let perm = rng.permutation(m.len());
         train.extend(perm[..k].iter().map(|&p| m[p]));
         test.extend(perm[k..].iter().map(|&p| m[p]));
     }
-    let train = gen.permutation(n_train).iter().map(|&p| train[p]).collect();
-    let test = gen.permutation(n_test).iter().map(|&p| test[p]).collect();
+    let train = rng.permutation(n_train).iter().map(|&p| train[p]).collect();
+    let test = rng.permutation(n_test).iter().map(|&p| test[p]).collect();
     (train, test)
 }

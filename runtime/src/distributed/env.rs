@@ -206,7 +206,7 @@ fn register_finalize_at_exit() {
     extern "C" fn on_exit_callback(status: std::os::raw::c_int, _: *mut std::os::raw::c_void) {
         at_exit(status);
     }
-    extern "C" {
+    unsafe extern "C" {
         fn on_exit(
             callback: extern "C" fn(std::os::raw::c_int, *mut std::os::raw::c_void),
             arg: *mut std::os::raw::c_void,
@@ -326,6 +326,8 @@ fn start_watchdog(timeout: Duration) {
             }
         });
     if let Err(e) = spawned {
-        eprintln!("deriv.distributed: could not start the collective watchdog ({e}); a stuck collective will not time out");
+        eprintln!(
+            "deriv.distributed: could not start the collective watchdog ({e}); a stuck collective will not time out"
+        );
     }
 }

@@ -230,7 +230,7 @@ fn from_view(v: &TensorView<'_>) -> std::result::Result<Tensor, String> {
         other => {
             return Err(format!(
                 "dtype {other:?} is not supported (convert it to F32 first)"
-            ))
+            ));
         }
     };
     t.map_err(|e| e.to_string())

@@ -414,21 +414,21 @@ impl Tensor {
         with_global_generator(|g| Self::randn_with(shape, g))
     }
 
-    /// Uniform samples from [0, 1) drawn from `gen`.
+    /// Uniform samples from [0, 1) drawn from `rng`.
     #[track_caller]
-    pub fn rand_with(shape: impl AsRef<[usize]>, gen: &mut Generator) -> Tensor {
+    pub fn rand_with(shape: impl AsRef<[usize]>, rng: &mut Generator) -> Tensor {
         let shape = shape.as_ref();
         let n = checked_numel("rand", shape).or_panic();
-        let v = try_generate("rand", shape, n, |_| gen.uniform() as f32).or_panic();
+        let v = try_generate("rand", shape, n, |_| rng.uniform() as f32).or_panic();
         Tensor::from_vec(v, shape)
     }
 
-    /// Standard normal samples drawn from `gen`.
+    /// Standard normal samples drawn from `rng`.
     #[track_caller]
-    pub fn randn_with(shape: impl AsRef<[usize]>, gen: &mut Generator) -> Tensor {
+    pub fn randn_with(shape: impl AsRef<[usize]>, rng: &mut Generator) -> Tensor {
         let shape = shape.as_ref();
         let n = checked_numel("randn", shape).or_panic();
-        let v = try_generate("randn", shape, n, |_| gen.normal() as f32).or_panic();
+        let v = try_generate("randn", shape, n, |_| rng.normal() as f32).or_panic();
         Tensor::from_vec(v, shape)
     }
 

@@ -279,7 +279,7 @@ impl Layout {
             .shape
             .iter()
             .zip(&self.strides)
-            .filter(|(&s, _)| s != 1)
+            .filter(|&(&s, _)| s != 1)
             .map(|(&s, &t)| (s, t))
             .collect();
         let mut new_strides = vec![0usize; shape.len()];

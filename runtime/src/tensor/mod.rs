@@ -203,7 +203,7 @@ impl Tensor {
                         ops::to_host_buffer(self),
                         self.shape(),
                         Device::Cpu,
-                    )
+                    );
                 }
                 (Device::Cuda(_), Device::Cuda(i)) => {
                     let host =

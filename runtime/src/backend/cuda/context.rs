@@ -66,19 +66,19 @@ impl DeviceCtx {
         })
     }
 
-    /// The module of an op's kernels, JIT-compiled from `gen`'s PTX the
+    /// The module of an op's kernels, JIT-compiled from `build`'s PTX the
     /// first time it is asked for on this device.
     pub(crate) fn op_module(
         &self,
         key: &'static str,
-        gen: fn() -> super::ElementwiseModule,
+        build: fn() -> super::ElementwiseModule,
     ) -> Arc<OpModule> {
         let mut map = self.op_modules.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(m) = map.get(key) {
             return m.clone();
         }
         self.bind();
-        let em = gen();
+        let em = build();
         debug_assert_eq!(em.key(), key);
         let module = Module::from_ptx(em.source(), &[]).unwrap_or_else(|e| {
             panic!(

@@ -130,20 +130,20 @@ fn ew_launch(
     ew_launch_in(None, name, out, ins, a, b)
 }
 
-/// Runs the traced kernel `stem` of an op's module (`gen`, loaded once per
+/// Runs the traced kernel `stem` of an op's module (`build`, loaded once per
 /// device under `key`) writing `out` from `ins` of `out`'s dtype, with the
 /// parameters `p`. Panics "not yet on CUDA" when the tracer could not write
 /// the kernel for this dtype (f64 transcendentals).
 pub(crate) fn ew_module(
     key: &'static str,
-    gen: fn() -> super::ElementwiseModule,
+    build: fn() -> super::ElementwiseModule,
     stem: &str,
     out: (&CudaBuffer, &Layout),
     ins: &[(&CudaBuffer, &Layout)],
     p: [f64; 2],
 ) {
     let d = out.0.dtype();
-    let m = out.0.ctx().op_module(key, gen);
+    let m = out.0.ctx().op_module(key, build);
     if !m
         .em
         .has(&super::ElementwiseModule::kernel_name(stem, d, false))
@@ -163,19 +163,19 @@ pub(crate) fn ew_module(
     )
 }
 
-/// Runs kernel `name` of an op's module (`gen`, key `key`) on the device of
+/// Runs kernel `name` of an op's module (`build`, key `key`) on the device of
 /// `on`, with one thread per each of `threads` items, blocks of 256, and the
 /// parameters `args` in the kernel's order.
 pub(crate) fn launch_module(
     on: &CudaBuffer,
     key: &'static str,
-    gen: fn() -> super::ElementwiseModule,
+    build: fn() -> super::ElementwiseModule,
     name: &str,
     threads: usize,
     args: &mut [super::Arg],
 ) {
     let c = on.ctx().clone();
-    let m = c.op_module(key, gen);
+    let m = c.op_module(key, build);
     let mut ptrs: Vec<*mut c_void> = args
         .iter_mut()
         .map(|a| match a {

@@ -54,7 +54,10 @@ fn header(s: &mut String, name: &str) {
 }
 
 fn footer(s: &mut String) {
-    let _ = writeln!(s, "    st.global.f32 [%rd12], %f1;\n    add.u64 %rd9, %rd9, %rd10;\n    bra LOOP;\nDONE:\n    ret;\n}}\n");
+    let _ = writeln!(
+        s,
+        "    st.global.f32 [%rd12], %f1;\n    add.u64 %rd9, %rd9, %rd10;\n    bra LOOP;\nDONE:\n    ret;\n}}\n"
+    );
 }
 
 /// `%f2 = maximize ? -g : g` (flag register `mx`), then `%f2 += wd * p` when wd != 0.

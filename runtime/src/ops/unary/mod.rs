@@ -262,12 +262,12 @@ pub(crate) mod cuda {
         m
     }
 
-    /// Runs the traced kernel `stem` of the module `gen` (key `key`) into
+    /// Runs the traced kernel `stem` of the module `build` (key `key`) into
     /// `out` from `ins` (views broadcast to the output's shape, of its dtype).
     /// An accumulating destination gets the result through a temporary.
     pub(crate) fn launch(
         key: &'static str,
-        gen: fn() -> ElementwiseModule,
+        build: fn() -> ElementwiseModule,
         stem: &str,
         out: &mut Out<'_>,
         ins: &[(&Tensor, &Layout)],
@@ -282,7 +282,7 @@ pub(crate) mod cuda {
         let bufs: Vec<_> = ins.iter().map(|(t, l)| (be::ops::buf(t), *l)).collect();
         be::ops::ew_module(
             key,
-            gen,
+            build,
             stem,
             (be::ops::buf(&target), target.layout()),
             &bufs,

@@ -384,14 +384,14 @@ impl<A: Algorithm> Core<A> {
                             "the saved state has more parameter groups than this optimizer's \
                              {ngroups} (found `{key}`); build the optimizer with the same \
                              groups as the one that was saved"
-                        )))
+                        )));
                     }
                     Ok(_) if known => {}
                     _ => {
                         return Err(err(format!(
                             "unexpected entry `{key}`: not an option of {name} (was the state \
                              saved by another kind of optimizer?)"
-                        )))
+                        )));
                     }
                 }
             } else if let Some(rest) = key.strip_prefix("state.") {
@@ -494,14 +494,14 @@ impl<A: Algorithm> Core<A> {
                     None if has_bufs => {
                         return Err(err(format!(
                             "missing `{step_key}` (parameter {i} has saved buffers)"
-                        )))
+                        )));
                     }
                     None => {}
                     Some(s) if s >= 0.0 && s.fract() == 0.0 && s < 9.0e15 => st.step = s as u64,
                     Some(s) => {
                         return Err(err(format!(
                             "`{step_key}` is {s}; a step count is a whole number >= 0"
-                        )))
+                        )));
                     }
                 }
             }

@@ -599,7 +599,10 @@ pub(super) fn combine(s: &mut String, op: &str, d: DType, best: &str, bi: &str, 
     let better = if op == "max" { "gt" } else { "lt" };
     // take := x empty? no : best empty? yes : ...
     let _ = writeln!(s, "    setp.lt.u32 %q1, {xi}, {bi};");
-    let _ = writeln!(s, "    setp.{better}.{t} %q2, {x}, {best};\n    setp.eq.{t} %q3, {x}, {best};\n    and.pred %q3, %q3, %q1;\n    or.pred %q2, %q2, %q3;");
+    let _ = writeln!(
+        s,
+        "    setp.{better}.{t} %q2, {x}, {best};\n    setp.eq.{t} %q3, {x}, {best};\n    and.pred %q3, %q3, %q1;\n    or.pred %q2, %q2, %q3;"
+    );
     if d.is_float() {
         let _ = writeln!(
             s,
