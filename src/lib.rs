@@ -31,11 +31,77 @@ pub use deriv_runtime::*;
 
 /// Declares a model whose backward pass is derived at compile time (see
 /// docs/network-dsl.md).
+///
+/// The sequential form:
+///
+/// ```
+/// use deriv::nn::{Linear, Module, ReLU};
+/// use deriv::{network, Tensor};
+///
+/// network! {
+///     /// A small MLP.
+///     pub struct Mlp<const H: usize = 16> = Linear(2, H) -> ReLU -> Linear(H, 1);
+/// }
+///
+/// let mlp = Mlp::<16>::default();
+/// assert_eq!(mlp.named_parameters()[2].0, "2.weight");
+/// assert_eq!(mlp.forward(&Tensor::randn([5, 2])).shape(), &[5, 1]);
+/// ```
+///
+/// The class form:
+///
+/// ```
+/// use deriv::nn::{Linear, Module};
+/// use deriv::{network, Tensor};
+///
+/// network! {
+///     pub struct Net {
+///         fc1: Linear(4, 8),
+///         fc2: Linear(8, 3),
+///     }
+///     fn forward(x) {
+///         let h = relu(fc1(x));
+///         log_softmax(fc2(h), 1)
+///     }
+/// }
+///
+/// let net = Net::default();
+/// let x = Tensor::randn([2, 4]);
+/// let (y, saved) = net.forward_train(&x);
+/// let dx = net.backward(saved, &Tensor::ones([2, 3]), true);
+/// assert_eq!((y.shape(), dx.unwrap().shape()), (&[2usize, 3][..], &[2usize, 4][..]));
+/// assert!(net.fc1.weight.grad().is_some());
+/// ```
 pub use deriv_macros::network;
 
 /// Neural-network building blocks (the runtime's `nn`), and
 /// `#[derive(Module)]`, which shares the [`Module`](nn::Module) trait's name.
 pub mod nn {
+    /// Derives [`Module`](trait@Module) (and, with `#[module(sequential)]`, `Forward` and
+    /// `Differentiable`) for a struct of layers:
+    ///
+    /// ```
+    /// use deriv::nn::{Differentiable, Forward, Linear, Module, ReLU};
+    /// use deriv::{Device, Tensor};
+    ///
+    /// #[derive(Module)]
+    /// #[module(sequential)]
+    /// struct Mlp {
+    ///     fc1: Linear,
+    ///     act: ReLU,
+    ///     fc2: Linear,
+    /// }
+    ///
+    /// let dev = Device::Cpu;
+    /// let mlp = Mlp { fc1: Linear::new(2, 8, &dev), act: ReLU, fc2: Linear::new(8, 1, &dev) };
+    /// assert_eq!(mlp.named_parameters()[0].0, "fc1.weight");
+    /// let x = Tensor::randn([4, 2]);
+    /// let (y, saved) = mlp.forward_train(&x);
+    /// let dx = mlp.backward(saved, &Tensor::ones([4, 1]), true);
+    /// assert_eq!(dx.unwrap().shape(), &[4, 2]);
+    /// assert!(mlp.fc1.weight.grad().is_some());
+    /// # let _ = (y, mlp.forward(&x));
+    /// ```
     pub use deriv_macros::Module;
     pub use deriv_runtime::nn::*;
 }

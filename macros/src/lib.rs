@@ -25,28 +25,9 @@ use proc_macro::TokenStream;
 /// (`Saved` is the tuple of the fields' `Saved`, and `backward` runs through
 /// them in reverse).
 ///
-/// ```
-/// use deriv::nn::{Differentiable, Forward, Linear, Module, ReLU};
-/// use deriv::{Device, Tensor};
-///
-/// #[derive(Module)]
-/// #[module(sequential)]
-/// struct Mlp {
-///     fc1: Linear,
-///     act: ReLU,
-///     fc2: Linear,
-/// }
-///
-/// let dev = Device::Cpu;
-/// let mlp = Mlp { fc1: Linear::new(2, 8, &dev), act: ReLU, fc2: Linear::new(8, 1, &dev) };
-/// assert_eq!(mlp.named_parameters()[0].0, "fc1.weight");
-/// let x = Tensor::randn([4, 2]);
-/// let (y, saved) = mlp.forward_train(&x);
-/// let dx = mlp.backward(saved, &Tensor::ones([4, 1]), true);
-/// assert_eq!(dx.unwrap().shape(), &[4, 2]);
-/// assert!(mlp.fc1.weight.grad().is_some());
-/// # let _ = (y, mlp.forward(&x));
-/// ```
+/// The example is on the facade's re-export, `deriv::nn::Module`, where it
+/// runs as a doctest (here it would need `deriv` built a second time, for the
+/// host, in every `cargo test`).
 #[proc_macro_derive(Module, attributes(module))]
 pub fn derive_module(input: TokenStream) -> TokenStream {
     let input = syn::parse_macro_input!(input as syn::DeriveInput);
@@ -57,48 +38,13 @@ pub fn derive_module(input: TokenStream) -> TokenStream {
 ///
 /// The sequential form chains layers (`Name(args)` is built as
 /// `Name::new(args, device)`, a bare `Name` as `Name::new(device)`); the
-/// fields are numbered as in PyTorch's `nn.Sequential`:
-///
-/// ```
-/// use deriv::nn::{Linear, Module, ReLU};
-/// use deriv::{network, Tensor};
-///
-/// network! {
-///     /// A small MLP.
-///     pub struct Mlp<const H: usize = 16> = Linear(2, H) -> ReLU -> Linear(H, 1);
-/// }
-///
-/// let mlp = Mlp::<16>::default();
-/// assert_eq!(mlp.named_parameters()[2].0, "2.weight");
-/// assert_eq!(mlp.forward(&Tensor::randn([5, 2])).shape(), &[5, 1]);
-/// ```
+/// fields are numbered as in PyTorch's `nn.Sequential`.
 ///
 /// The class form names its layers and says how they compute the output; the
 /// macro generates `forward` (on the tape), `forward_train` (saving only what
-/// backward needs, in a generated `NetSaved`) and `backward`:
-///
-/// ```
-/// use deriv::nn::{Linear, Module};
-/// use deriv::{network, Tensor};
-///
-/// network! {
-///     pub struct Net {
-///         fc1: Linear(4, 8),
-///         fc2: Linear(8, 3),
-///     }
-///     fn forward(x) {
-///         let h = relu(fc1(x));
-///         log_softmax(fc2(h), 1)
-///     }
-/// }
-///
-/// let net = Net::default();
-/// let x = Tensor::randn([2, 4]);
-/// let (y, saved) = net.forward_train(&x);
-/// let dx = net.backward(saved, &Tensor::ones([2, 3]), true);
-/// assert_eq!((y.shape(), dx.unwrap().shape()), (&[2usize, 3][..], &[2usize, 4][..]));
-/// assert!(net.fc1.weight.grad().is_some());
-/// ```
+/// backward needs, in a generated `NetSaved`) and `backward`. Examples of
+/// both forms are on the facade's re-export, `deriv::network!`, where they
+/// run as doctests.
 ///
 /// Sizes that do not chain (`Linear(784, 256) -> ReLU -> Linear(128, 10)`),
 /// unknown functions, methods and names, and constructs outside the language
