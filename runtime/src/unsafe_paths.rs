@@ -59,8 +59,8 @@ fn parallel_elementwise_kernels_write_every_element_once() {
     let (r, c) = (9, 2 * PAR_THRESHOLD / 9 + 16);
     let src: Vec<f64> = (0..r * c).map(|i| i as f64).collect();
     let t = Layout {
-        shape: vec![c, r],
-        strides: vec![1, c],
+        shape: smallvec::smallvec![c, r],
+        strides: smallvec::smallvec![1, c],
         offset: 0,
     };
     let mapped = cpu::map("test", &src, &t, |x| x);

@@ -200,8 +200,8 @@ macro_rules! gemm_batches {
 fn batch_offsets(l: &Layout, batch: &[usize]) -> Result<Vec<usize>> {
     let nd = l.ndim();
     let own = Layout {
-        shape: l.shape[..nd - 2].to_vec(),
-        strides: l.strides[..nd - 2].to_vec(),
+        shape: l.shape[..nd - 2].into(),
+        strides: l.strides[..nd - 2].into(),
         offset: l.offset,
     }
     .broadcast_to(batch);
@@ -231,8 +231,8 @@ fn as_matrix(t: &Tensor, lhs: bool) -> Tensor {
         (vec![l.shape[0], 1], vec![l.strides[0], 1])
     };
     t.with_layout(Layout {
-        shape,
-        strides,
+        shape: shape.into(),
+        strides: strides.into(),
         offset: l.offset,
     })
 }

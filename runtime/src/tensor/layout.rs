@@ -124,15 +124,19 @@ pub(crate) fn assert_matrix_within(
 /// (an `Error::Shape` naming the op).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Layout {
-    pub(crate) shape: Vec<usize>,
-    pub(crate) strides: Vec<usize>,
+    pub(crate) shape: Dims,
+    pub(crate) strides: Dims,
     pub(crate) offset: usize,
 }
 
+/// A layout's sizes or strides, inline up to 6 dims: making a tensor of
+/// the usual ranks allocates its buffer and its handle, not its shape.
+pub(crate) type Dims = smallvec::SmallVec<[usize; 6]>;
+
 /// Row-major (C-order) strides of `shape`, a shape whose count was checked
 /// (every stride is then a partial product of its sizes, which fits).
-pub(crate) fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
-    let mut strides = vec![0; shape.len()];
+pub(crate) fn contiguous_strides(shape: &[usize]) -> Dims {
+    let mut strides = smallvec::smallvec![0; shape.len()];
     let mut acc = 1usize;
     for d in (0..shape.len()).rev() {
         strides[d] = acc;
@@ -149,10 +153,11 @@ impl Layout {
     /// Whether it fits a particular buffer is checked where it meets one.
     pub(crate) fn new(
         op: &'static str,
-        shape: Vec<usize>,
-        strides: Vec<usize>,
+        shape: impl Into<Dims>,
+        strides: impl Into<Dims>,
         offset: usize,
     ) -> Result<Layout> {
+        let (shape, strides) = (shape.into(), strides.into());
         assert_eq!(
             shape.len(),
             strides.len(),
@@ -178,7 +183,7 @@ impl Layout {
     pub(crate) fn try_contiguous(op: &'static str, shape: &[usize]) -> Result<Layout> {
         checked_numel(op, shape)?;
         Ok(Layout {
-            shape: shape.to_vec(),
+            shape: Dims::from_slice(shape),
             strides: contiguous_strides(shape),
             offset: 0,
         })
@@ -253,7 +258,7 @@ impl Layout {
     /// new and stretched dimensions get stride 0.
     pub(crate) fn broadcast_to(&self, shape: &[usize]) -> Layout {
         let extra = shape.len() - self.shape.len();
-        let mut strides = vec![0; shape.len()];
+        let mut strides: Dims = smallvec::smallvec![0; shape.len()];
         for d in 0..self.shape.len() {
             strides[d + extra] = if self.shape[d] == 1 && shape[d + extra] != 1 {
                 0
@@ -262,14 +267,14 @@ impl Layout {
             };
         }
         Layout {
-            shape: shape.to_vec(),
+            shape: Dims::from_slice(shape),
             strides,
             offset: self.offset,
         }
     }
     /// The strides a reshape to `shape` would have without copying, if any
     /// (the same test PyTorch's `view` applies).
-    pub(crate) fn view_strides(&self, shape: &[usize]) -> Option<Vec<usize>> {
+    pub(crate) fn view_strides(&self, shape: &[usize]) -> Option<Dims> {
         if self.is_contiguous() || self.numel() == 0 {
             return Some(contiguous_strides(shape));
         }
@@ -282,7 +287,7 @@ impl Layout {
             .filter(|&(&s, _)| s != 1)
             .map(|(&s, &t)| (s, t))
             .collect();
-        let mut new_strides = vec![0usize; shape.len()];
+        let mut new_strides: Dims = smallvec::smallvec![0usize; shape.len()];
         let mut oi = 0;
         let mut ni = 0;
         while ni < shape.len() || oi < old.len() {
@@ -477,15 +482,15 @@ mod tests {
     fn a_view_past_its_storage_is_refused() {
         let t = Tensor::zeros([2, 3]);
         let bad = Layout {
-            shape: vec![3, 3],
-            strides: vec![3, 1],
+            shape: smallvec::smallvec![3, 3],
+            strides: smallvec::smallvec![3, 1],
             offset: 0,
         };
         let msg = panic_message(|| drop(t.with_layout(bad)));
         assert!(msg.contains("tensor: internal error"), "{msg}");
         let wrapped = Layout {
-            shape: vec![(1 << 62) + 1, 4],
-            strides: vec![0, 1],
+            shape: smallvec::smallvec![(1 << 62) + 1, 4],
+            strides: smallvec::smallvec![0, 1],
             offset: 0,
         };
         let msg = panic_message(|| drop(t.with_layout(wrapped)));
@@ -553,9 +558,15 @@ mod tests {
         let t = Tensor::arange(0., 6., 1.).reshape([2, 3]).t();
         assert!(t.layout().view_strides(&[6]).is_none());
         // ...but splitting one of its dims can.
-        assert_eq!(t.layout().view_strides(&[3, 2, 1]), Some(vec![1, 3, 1]));
+        assert_eq!(
+            t.layout().view_strides(&[3, 2, 1]).as_deref(),
+            Some(&[1, 3, 1][..])
+        );
         // Size-1 dims in the source are ignored.
         let u = Tensor::zeros([4, 1, 5]).permute(&[2, 1, 0]);
-        assert_eq!(u.layout().view_strides(&[5, 4]), Some(vec![1, 5]));
+        assert_eq!(
+            u.layout().view_strides(&[5, 4]).as_deref(),
+            Some(&[1, 5][..])
+        );
     }
 }

@@ -124,8 +124,8 @@ fn kernels_refuse_layouts_past_their_buffers() {
     // A strided walk that would step to element 1 + 2·(2^62): the old
     // kernels' wrapped arithmetic could land anywhere.
     let wild = Layout {
-        shape: vec![3],
-        strides: vec![1 << 62],
+        shape: smallvec::smallvec![3],
+        strides: smallvec::smallvec![1 << 62],
         offset: 1,
     };
     for (name, l) in [("past", &past), ("wild", &wild)] {
@@ -148,8 +148,8 @@ fn kernels_refuse_layouts_past_their_buffers() {
     assert!(dst.iter().all(|&x| x == 0.0));
     // An impossible result is an error naming the op, the shape and the bytes.
     let huge = Layout {
-        shape: vec![1 << 62],
-        strides: vec![0],
+        shape: smallvec::smallvec![1 << 62],
+        strides: smallvec::smallvec![0],
         offset: 0,
     };
     let e = zip("add", &buf, &huge, &buf, &huge, |x, y| x + y).unwrap_err();

@@ -533,8 +533,8 @@ pub(crate) fn matmul(a: &Tensor, b: &Tensor, batch: &[usize]) -> Tensor {
     let reach = |t: &Tensor, trans: bool, ld: usize, bstride: usize, rows: usize, cols: usize| {
         let (rs, cs) = if trans { (1, ld) } else { (ld, 1) };
         Layout {
-            shape: vec![nb, rows, cols],
-            strides: vec![bstride, rs, cs],
+            shape: smallvec::smallvec![nb, rows, cols],
+            strides: smallvec::smallvec![bstride, rs, cs],
             offset: t.layout().offset,
         }
         .assert_within("matmul (CUDA)", buf(t).len());
@@ -727,8 +727,8 @@ pub(crate) fn softmax(x: &Tensor, dim: usize, log: bool) -> Tensor {
         strides[d] = ol.strides[i];
     }
     out.with_layout(Layout {
-        shape,
-        strides,
+        shape: shape.into(),
+        strides: strides.into(),
         offset: 0,
     })
 }

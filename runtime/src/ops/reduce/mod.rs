@@ -110,13 +110,13 @@ pub(crate) fn final_shape(shape: &[usize], dims: &[usize], keepdim: bool) -> Vec
 /// Splits a layout into the kept part and the reduced part.
 fn split(l: &Layout, dims: &[usize]) -> (Layout, Layout) {
     let mut kept = Layout {
-        shape: vec![],
-        strides: vec![],
+        shape: Default::default(),
+        strides: Default::default(),
         offset: l.offset,
     };
     let mut red = Layout {
-        shape: vec![],
-        strides: vec![],
+        shape: Default::default(),
+        strides: Default::default(),
         offset: 0,
     };
     for d in 0..l.ndim() {

@@ -128,7 +128,7 @@ pub(super) fn indexed_layout(l: &Layout, shape: &[usize], dim: usize) -> (Layout
     strides[dim] = 0;
     (
         Layout {
-            shape: shape.to_vec(),
+            shape: shape.into(),
             strides,
             offset: l.offset,
         },
@@ -144,8 +144,8 @@ pub(super) fn select_index_layout(index: &Tensor, shape: &[usize], dim: usize) -
         strides[dim] = index.strides()[0];
     }
     Layout {
-        shape: shape.to_vec(),
-        strides,
+        shape: shape.into(),
+        strides: strides.into(),
         offset: index.layout().offset,
     }
 }
@@ -355,8 +355,8 @@ impl Tensor {
             let src_c = src_c.to(&self.device());
             let (lout, ds) = indexed_layout(out.layout(), index.shape(), d);
             let lsrc = Layout {
-                shape: index.shape().to_vec(),
-                strides: src_c.strides().to_vec(),
+                shape: index.shape().into(),
+                strides: src_c.strides().into(),
                 offset: src_c.layout().offset,
             };
             crate::backend::cuda::ops::scatter_add(

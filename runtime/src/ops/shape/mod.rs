@@ -189,8 +189,8 @@ impl Tensor {
         let l = self.layout();
         let layout = Layout::new(
             "permute",
-            dims.iter().map(|&d| l.shape[d]).collect(),
-            dims.iter().map(|&d| l.strides[d]).collect(),
+            dims.iter().map(|&d| l.shape[d]).collect::<Vec<_>>(),
+            dims.iter().map(|&d| l.strides[d]).collect::<Vec<_>>(),
             l.offset,
         )
         .or_panic();
