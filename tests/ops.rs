@@ -313,6 +313,8 @@ op_paths! {
     softplus_paths: NetSoftplus { softplus(h, 2.0, 5.0) }
     mish_paths: NetMish { mish(h) }
     hardtanh_paths: NetHardtanh { hardtanh(h, -0.5, 2.0) }
+    abs_paths: NetAbs { abs(h) * 0.5 + h }
+    clamp_paths: NetClamp { clamp(h, -0.5, 2.0) + h.clamp(-1.0, 0.25) }
     logsigmoid_paths: NetLogsigmoid { logsigmoid(h) }
     exp_paths: NetExp { (h * 0.5).exp() }
     log_paths: NetLog { log(h.square() + 1.0) }

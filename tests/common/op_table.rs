@@ -55,6 +55,8 @@ pub fn rows() -> Vec<Row> {
         un("exp", |t| t[0].exp(), &[]),
         un("square", |t| t[0].square(), &[]),
         un("neg", |t| -&t[0], &[]),
+        un("abs", |t| t[0].abs(), &[0.0]),
+        un("clamp", |t| t[0].clamp(Some(-0.5), Some(2.0)), &[-0.5, 2.0]),
         un("add_s", |t| &t[0] + 1.5, &[]),
         un("sub_s", |t| &t[0] - 1.5, &[]),
         un("rsub_s", |t| 1.5 - &t[0], &[]),

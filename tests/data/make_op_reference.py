@@ -29,6 +29,8 @@ UNARY = {
     "exp": torch.exp,
     "square": torch.square,
     "neg": torch.neg,
+    "abs": torch.abs,
+    "clamp": lambda x: torch.clamp(x, -0.5, 2.0),
 }
 POSITIVE = {
     "log": torch.log,

@@ -80,6 +80,8 @@ const BUILTIN: &[&str] = &[
     "sqrt",
     "square",
     "neg",
+    "abs",
+    "clamp",
     "pow",
     "gelu",
     "silu",

@@ -26,9 +26,9 @@ pub use matmul::Matmul;
 pub use reduce::{Cumsum, Logsumexp, Mean, MeanDim, Sum, SumDim};
 pub use softmax::{LogSoftmax, Softmax};
 pub use unary::{
-    AddScalar, DivScalar, Elu, Exp, Gelu, GeluErf, GeluTanh, Hardtanh, LeakyRelu, Log, Logsigmoid,
-    Mish, MulScalar, Neg, RDivScalar, RSubScalar, Reads, Relu, Sigmoid, Silu, Softplus, Sqrt,
-    Square, SubScalar, Tanh, Unary,
+    Abs, AddScalar, Clamp, DivScalar, Elu, Exp, Gelu, GeluErf, GeluTanh, Hardtanh, LeakyRelu, Log,
+    Logsigmoid, Mish, MulScalar, Neg, RDivScalar, RSubScalar, Reads, Relu, Sigmoid, Silu, Softplus,
+    Sqrt, Square, SubScalar, Tanh, Unary,
 };
 pub use views::{Flatten, Permute, Reshape, Transpose, View, T};
 

@@ -5,9 +5,9 @@
 
 use super::binary::{Add, Div, Mul, Sub};
 use super::unary::{
-    AddScalar, DivScalar, Elu, Exp, GeluErf, GeluTanh, Hardtanh, LeakyRelu, Log, Logsigmoid, Mish,
-    MulScalar, Neg, RDivScalar, RSubScalar, Relu, Sigmoid, Silu, Softplus, Sqrt, Square, SubScalar,
-    Tanh,
+    Abs, AddScalar, Clamp, DivScalar, Elu, Exp, GeluErf, GeluTanh, Hardtanh, LeakyRelu, Log,
+    Logsigmoid, Mish, MulScalar, Neg, RDivScalar, RSubScalar, Relu, Sigmoid, Silu, Softplus, Sqrt,
+    Square, SubScalar, Tanh,
 };
 
 macro_rules! registry {
@@ -72,7 +72,7 @@ registry! {
     unary: [
         Relu, Sigmoid, Tanh, Silu, LeakyRelu, Elu, Hardtanh, GeluErf, GeluTanh, Softplus, Mish,
         Logsigmoid, Exp, Log, Sqrt, AddScalar, SubScalar, RSubScalar, MulScalar, DivScalar,
-        RDivScalar, Neg, Square,
+        RDivScalar, Neg, Square, Abs, Clamp,
     ],
     binary: [Add, Sub, Mul, Div],
 }
@@ -104,5 +104,6 @@ mod defaults {
         Exp => Exp, Log => Log, Sqrt => Sqrt, AddScalar => AddScalar(1.5),
         SubScalar => SubScalar(1.5), RSubScalar => RSubScalar(1.5), MulScalar => MulScalar(-2.5),
         DivScalar => DivScalar(4.0), RDivScalar => RDivScalar(3.0), Neg => Neg, Square => Square,
+        Abs => Abs, Clamp => Clamp::new(-0.5, 2.0),
     }
 }

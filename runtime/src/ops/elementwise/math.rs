@@ -2,49 +2,6 @@ use super::*;
 
 // ---------------------------------------------------------------- unary math
 
-/// The derivative rules of the one-input math ops, each from what it saved.
-pub(super) enum Rule {
-    /// saved = input: d = sign(x)
-    Abs,
-    /// saved = input: d = 1 where min <= x <= max
-    Clamp(Option<f64>, Option<f64>),
-}
-
-pub(super) struct UnaryBackward {
-    saved: SavedTensor,
-    rule: Rule,
-}
-impl Backward for UnaryBackward {
-    fn backward(&self, g: &Tensor) -> Vec<Option<Tensor>> {
-        let s = self.saved.get();
-        let gx =
-            match &self.rule {
-                Rule::Abs => float_zip!("abs_backward", g, s, Ew::AbsBwd, |d, x| if x > 0.0 {
-                    d
-                } else if x < 0.0 {
-                    -d
-                } else {
-                    0.0
-                })
-                .or_panic(),
-                Rule::Clamp(lo, hi) => {
-                    let lo = lo.unwrap_or(f64::NEG_INFINITY);
-                    let hi = hi.unwrap_or(f64::INFINITY);
-                    float_zip!("clamp_backward", g, s, Ew::ClampBwd, lo, hi, |d, x| if x
-                        >= (lo as F)
-                        && x <= (hi as F)
-                    {
-                        d
-                    } else {
-                        0.0
-                    })
-                    .or_panic()
-                }
-            };
-        vec![Some(gx)]
-    }
-}
-
 /// dL/dx of `y = exp(x)`, from the output: `g·y`.
 pub fn exp_backward(y: &Tensor, g: &Tensor) -> Tensor {
     crate::ops::unary::derivative_of(&crate::ops::unary::Exp, g, y)
@@ -61,14 +18,6 @@ pub fn sqrt_backward(y: &Tensor, g: &Tensor) -> Tensor {
 }
 
 impl Tensor {
-    fn unary(&self, name: &'static str, out: Tensor, rule: Rule, save_output: bool) -> Tensor {
-        if !needs_grad(&[self]) {
-            return out;
-        }
-        let saved = SavedTensor::new(if save_output { &out } else { self });
-        record(name, &[self], out, || UnaryBackward { saved, rule })
-    }
-
     /// Elementwise negation.
     pub fn neg(&self) -> Tensor {
         if !self.dtype().is_float() {
@@ -96,8 +45,7 @@ impl Tensor {
             )
             .or_panic();
         }
-        let out = float_map!(self, Ew::Abs, |x| x.abs());
-        self.unary("AbsBackward", out, Rule::Abs, false)
+        apply(unary::Abs, &[self])
     }
 
     /// Elementwise clamp into `[min, max]`; either bound may be `None` (`torch.clamp`).
@@ -116,16 +64,7 @@ impl Tensor {
             )
             .or_panic();
         }
-        let out = float_map!(self, Ew::Clamp, lo, hi, |x| {
-            // NaN stays NaN, and min > max gives max, as in PyTorch.
-            let y = if x < (lo as F) { lo as F } else { x };
-            if y > (hi as F) {
-                hi as F
-            } else {
-                y
-            }
-        });
-        self.unary("ClampBackward", out, Rule::Clamp(min, max), false)
+        apply(unary::Clamp::new(lo, hi), &[self])
     }
 
     /// Clamp from below (`clamp(min=..)`).

@@ -16,7 +16,7 @@ mod softplus;
 
 pub use activations::{Elu, Hardtanh, LeakyRelu, Relu, Sigmoid, Silu, Tanh};
 pub use gelu::{Gelu, GeluErf, GeluTanh};
-pub use math::{Exp, Log, Sqrt};
+pub use math::{Abs, Clamp, Exp, Log, Sqrt};
 pub use scalar::{AddScalar, DivScalar, MulScalar, Neg, RDivScalar, RSubScalar, Square, SubScalar};
 pub use softplus::{Logsigmoid, Mish, Softplus};
 

@@ -64,8 +64,6 @@ pub(super) const ALL_EW: &[Ew] = &[
     Ew::TanhBwd,
     Ew::SqrtBwd,
     Ew::DivBwdB,
-    Ew::AbsBwd,
-    Ew::ClampBwd,
     Ew::PowSqBwd,
     Ew::PowSBwd,
     Ew::PowBwdA,
@@ -236,16 +234,6 @@ impl Ew {
             ),
             SqrtBwd => format!("mul.rn.{t} %t0, {two}, %x1;\ndiv.rn.{t} %y, %x0, %t0;", two = k(2.0)),
             DivBwdB => format!("mul.rn.{t} %t0, %x1, %x1;\nneg.{t} %t1, %x0;\ndiv.rn.{t} %y, %t1, %t0;"),
-            AbsBwd => format!(
-                "neg.{t} %t0, %x0;\nsetp.lt.{t} %q0, %x1, {z};\nselp.{t} %t1, %t0, {z}, %q0;\n\
-                 setp.gt.{t} %q1, %x1, {z};\nselp.{t} %y, %x0, %t1, %q1;",
-                z = k(0.0)
-            ),
-            ClampBwd => format!(
-                "setp.ge.{t} %q0, %x1, {pa};\nsetp.le.and.{t} %q1, %x1, {pb}, %q0;\n\
-                 selp.{t} %y, %x0, {z}, %q1;",
-                z = k(0.0)
-            ),
             PowSqBwd => format!("mul.rn.{t} %t0, {two}, %x1;\nmul.rn.{t} %y, %x0, %t0;", two = k(2.0)),
             PowSBwd => format!(
                 "sub.rn.f32 %t8, %pfa, 0f3F800000;\n{}\nmul.rn.f32 %t10, %pfa, %t9;\nmul.rn.f32 %y, %x0, %t10;",
