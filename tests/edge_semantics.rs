@@ -1,6 +1,7 @@
 //! PyTorch's semantics at the edges: NaN through relu (forward and
 //! backward, on the tape and the compile-time path), statistics of empty
-//! tensors, softmax over a size-0 dim. The expected values are what
+//! tensors, softmax over a size-0 dim, the gradients of maximum/minimum,
+//! clamp and abs at ties, bounds and NaN. The expected values are what
 //! PyTorch 2.15 prints for the same calls (quoted beside each).
 
 use deriv::nn::{Linear, Module, ReLU, TrainStep};
@@ -129,4 +130,35 @@ fn softmax_over_a_size_zero_dim_is_empty() {
             assert_eq!(x.grad().unwrap().shape(), &shape[..]);
         }
     }
+}
+
+/// PyTorch 2.15, for `a = [1, 2, nan, 3]`, `b = [2, 2, 1, nan]`:
+/// `torch.maximum(a, b).sum().backward()` gives `a.grad = [0, .5, 1, 1]`,
+/// `b.grad = [1, .5, 1, 1]` (a tie splits the gradient; where either is NaN
+/// both take all of it), and `minimum` the mirror image. `clamp(x, -0.5, 2)`
+/// at `x = [-0.5, 0, 2, 2.5]` passes the gradient only strictly inside:
+/// `[0, 1, 0, 0]`; `abs` at `[-0.5, 0, nan]` gives `[-1, 0, 0]`.
+#[test]
+fn extremum_clamp_and_abs_gradients_at_ties_bounds_and_nan_are_pytorchs() {
+    let grads = |f: fn(&Tensor, &Tensor) -> Tensor| {
+        let a = tensor![1., 2., NAN, 3.].requires_grad_(true);
+        let b = tensor![2., 2., 1., NAN].requires_grad_(true);
+        f(&a, &b).sum().backward();
+        (
+            a.grad().unwrap().to_vec::<f32>(),
+            b.grad().unwrap().to_vec::<f32>(),
+        )
+    };
+    let (ga, gb) = grads(|a, b| a.maximum(b));
+    assert_bits(&ga, &[0., 0.5, 1., 1.]);
+    assert_bits(&gb, &[1., 0.5, 1., 1.]);
+    let (ga, gb) = grads(|a, b| a.minimum(b));
+    assert_bits(&ga, &[1., 0.5, 1., 1.]);
+    assert_bits(&gb, &[0., 0.5, 1., 1.]);
+    let x = tensor![-0.5, 0., 2., 2.5].requires_grad_(true);
+    x.clamp(Some(-0.5), Some(2.0)).sum().backward();
+    assert_bits(&x.grad().unwrap().to_vec::<f32>(), &[0., 1., 0., 0.]);
+    let x = tensor![-0.5, 0., NAN].requires_grad_(true);
+    x.abs().sum().backward();
+    assert_bits(&x.grad().unwrap().to_vec::<f32>(), &[-1., 0., 0.]);
 }

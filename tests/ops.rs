@@ -315,6 +315,7 @@ op_paths! {
     hardtanh_paths: NetHardtanh { hardtanh(h, -0.5, 2.0) }
     abs_paths: NetAbs { abs(h) * 0.5 + h }
     clamp_paths: NetClamp { clamp(h, -0.5, 2.0) + h.clamp(-1.0, 0.25) }
+    extremum_paths: NetExtremum { maximum(h, h * 0.5) + h.minimum(h.square() - 0.5) }
     logsigmoid_paths: NetLogsigmoid { logsigmoid(h) }
     exp_paths: NetExp { (h * 0.5).exp() }
     log_paths: NetLog { log(h.square() + 1.0) }

@@ -84,6 +84,8 @@ pub fn rows() -> Vec<Row> {
         ("sub", |t| &t[0] - &t[1]),
         ("mul", |t| &t[0] * &t[1]),
         ("div", |t| &t[0] / &t[1]),
+        ("maximum", |t| t[0].maximum(&t[1])),
+        ("minimum", |t| t[0].minimum(&t[1])),
     ] {
         rows.push(Row {
             arity: 2,

@@ -82,6 +82,8 @@ const BUILTIN: &[&str] = &[
     "neg",
     "abs",
     "clamp",
+    "maximum",
+    "minimum",
     "pow",
     "gelu",
     "silu",

@@ -20,7 +20,7 @@ pub mod views;
 pub(crate) use reduce::sum_to;
 
 pub use crate::autograd::{GradSlot, Op, Out, Spec};
-pub use binary::{Add, Binary, Div, Mul, Sub};
+pub use binary::{Add, Binary, Div, Maximum, Minimum, Mul, Sub};
 pub use linear::Linear;
 pub use matmul::Matmul;
 pub use reduce::{Cumsum, Logsumexp, Mean, MeanDim, Sum, SumDim};

@@ -3,7 +3,7 @@
 //! `cuda_modules`, with the `cuda` feature) and the op test table's coverage check ([`NAMES`])
 //! enumerate. An op missing here still works; it is just not checked.
 
-use super::binary::{Add, Div, Mul, Sub};
+use super::binary::{Add, Div, Maximum, Minimum, Mul, Sub};
 use super::unary::{
     Abs, AddScalar, Clamp, DivScalar, Elu, Exp, GeluErf, GeluTanh, Hardtanh, LeakyRelu, Log,
     Logsigmoid, Mish, MulScalar, Neg, RDivScalar, RSubScalar, Relu, Sigmoid, Silu, Softplus, Sqrt,
@@ -74,7 +74,7 @@ registry! {
         Logsigmoid, Exp, Log, Sqrt, AddScalar, SubScalar, RSubScalar, MulScalar, DivScalar,
         RDivScalar, Neg, Square, Abs, Clamp,
     ],
-    binary: [Add, Sub, Mul, Div],
+    binary: [Add, Sub, Mul, Div, Maximum, Minimum],
 }
 
 /// A representative instance of each op for the registry's tests: the

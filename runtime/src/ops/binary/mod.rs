@@ -8,8 +8,10 @@
 //! compute exactly in i64 (`int`) and are not differentiable.
 
 mod arith;
+mod extremum;
 
 pub use arith::{Add, Div, Mul, Sub};
+pub use extremum::{Maximum, Minimum};
 
 use crate::autograd::{GradSlot, Out, Spec};
 use crate::backend::{cpu, Host};

@@ -382,33 +382,6 @@ pub fn pow_scalar_backward(x: &Tensor, p: f64, g: &Tensor) -> Tensor {
     }
 }
 
-pub(super) struct MaxMinBackward {
-    a: SavedTensor,
-    b: SavedTensor,
-    is_max: bool,
-}
-impl Backward for MaxMinBackward {
-    fn backward(&self, g: &Tensor) -> Vec<Option<Tensor>> {
-        let (a, b) = (self.a.get(), self.b.get());
-        // The winner takes the gradient; ties split it evenly (as PyTorch does).
-        let sign = if self.is_max { 1.0 } else { -1.0 };
-        let wa = float_zip!("maximum_backward", a, b, Ew::MaxMinBwd, sign, |x, y| {
-            let d = (x - y) * (sign as F);
-            if d > 0.0 {
-                1.0
-            } else if d == 0.0 {
-                0.5
-            } else {
-                0.0
-            }
-        })
-        .or_panic();
-        let ga = sum_to(&(g * &wa), a.shape());
-        let gb = sum_to(&(g * &(1.0 - &wa)), b.shape());
-        vec![Some(ga), Some(gb)]
-    }
-}
-
 impl Tensor {
     /// Elementwise `self ^ exponent` with broadcasting (`torch.pow`); the
     /// exponent is a tensor or a number (`x.pow(2.0)`).
@@ -460,34 +433,10 @@ impl Tensor {
             )
             .or_panic();
         }
-        let sign = if is_max { 1.0 } else { -1.0 };
-        let out = float_zip!(
-            op,
-            self,
-            other,
-            if is_max { Ew::Max } else { Ew::Min },
-            |x, y| {
-                // NaN-propagating, as PyTorch's maximum/minimum.
-                let d = (x - y) * (sign as F);
-                if x.is_nan() || y.is_nan() {
-                    F::NAN
-                } else if d >= 0.0 {
-                    x
-                } else {
-                    y
-                }
-            }
-        )
-        .or_panic();
-        let name = if is_max {
-            "MaximumBackward"
+        if is_max {
+            apply(crate::ops::Maximum, &[self, other])
         } else {
-            "MinimumBackward"
-        };
-        record(name, &[self, other], out, || MaxMinBackward {
-            a: SavedTensor::new(self),
-            b: SavedTensor::new(other),
-            is_max,
-        })
+            apply(crate::ops::Minimum, &[self, other])
+        }
     }
 }

@@ -68,7 +68,6 @@ pub(super) const ALL_EW: &[Ew] = &[
     Ew::PowSBwd,
     Ew::PowBwdA,
     Ew::MulLn,
-    Ew::MaxMinBwd,
     Ew::Eq,
     Ew::Ne,
     Ew::Lt,
@@ -245,14 +244,6 @@ impl Ew {
                 pow_f32("%x0", "%t8", "%t9")
             ),
             MulLn => "lg2.approx.f32 %t0, %x1;\nmul.rn.f32 %t1, %t0, 0f3F317218;\nmul.rn.f32 %y, %x0, %t1;".into(),
-            MaxMinBwd => format!(
-                "sub.rn.{t} %t0, %x0, %x1;\nmul.rn.{t} %t0, %t0, {pa};\n\
-                 setp.eq.{t} %q0, %t0, {z};\nselp.{t} %t1, {h}, {z}, %q0;\n\
-                 setp.gt.{t} %q1, %t0, {z};\nselp.{t} %y, {one}, %t1, %q1;",
-                z = k(0.0),
-                h = k(0.5),
-                one = k(1.0)
-            ),
             Eq | Ne | Lt | Le | Gt | Ge => {
                 let c = match (self, f) {
                     (Eq, _) => "eq",
