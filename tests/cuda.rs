@@ -712,11 +712,16 @@ fn fused_optimizer_kernels_follow_the_formulas() {
         weight_decay: 0.01,
         nesterov: true,
         maximize: false,
+        first: false,
     };
     let (p, buf) = (p0.to(&dev), Tensor::zeros_on([1000], &dev));
     let (mut pc, mut bc) = (p0.clone_data(), Tensor::zeros([1000]));
     for step in 0..2 {
-        cuda::sgd_step(&p, &g, Some(&buf), step == 0, &o);
+        let o = cuda::SgdParams {
+            first: step == 0,
+            ..o
+        };
+        cuda::sgd_step(&p, &g, Some(&buf), &o);
         let d = &gc + &(&pc * 0.01);
         bc = if step == 0 {
             d.clone()
@@ -732,12 +737,14 @@ fn fused_optimizer_kernels_follow_the_formulas() {
     // AdamW with amsgrad, three steps.
     let o = cuda::AdamParams {
         lr: 1e-2,
-        betas: (0.9, 0.999),
+        beta1: 0.9,
+        beta2: 0.999,
         eps: 1e-8,
         weight_decay: 0.1,
         amsgrad: true,
-        decoupled_weight_decay: true,
+        decoupled: true,
         maximize: false,
+        step: 0,
     };
     let (p, m, v, vm) = (
         p0.to(&dev),
@@ -754,7 +761,7 @@ fn fused_optimizer_kernels_follow_the_formulas() {
     for step in 1..=3u64 {
         let gs = &gc * (step as f64);
         let gd = g.mul(step as f64);
-        cuda::adam_step(&p, &gd, &m, &v, Some(&vm), step, &o);
+        cuda::adam_step(&p, &gd, &m, &v, Some(&vm), &cuda::AdamParams { step, ..o });
         pc = &pc * (1.0 - 1e-2 * 0.1);
         mc = &(&mc * 0.9) + &(&gs * 0.1);
         vc = &(&vc * 0.999) + &(&gs.square() * 0.001);
@@ -807,11 +814,12 @@ fn fused_optimizer_kernels_follow_the_formulas() {
         weight_decay: 0.0,
         eps: 1e-10,
         maximize: true,
+        step: 0,
     };
     let (p, s) = (p0.to(&dev), Tensor::zeros_on([1000], &dev));
     let (mut pc, mut sc) = (p0.clone_data(), Tensor::zeros([1000]));
     for step in 1..=2u64 {
-        cuda::adagrad_step(&p, &g, &s, step, &o);
+        cuda::adagrad_step(&p, &g, &s, &cuda::AdagradParams { step, ..o });
         let d = -&gc;
         sc = &sc + &d.square();
         let clr = 0.1 / (1.0 + (step - 1) as f64 * 0.01);

@@ -4,6 +4,7 @@ pub(crate) mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub(crate) mod memory;
+pub mod step;
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};

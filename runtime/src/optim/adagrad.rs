@@ -5,6 +5,18 @@ use super::fused::{self, AdagradParams};
 use super::{impl_optimizer, opt, ParamGroup};
 use crate::tensor::{Float, Tensor};
 
+/// This step's hyperparameters, which the CPU and the GPU kernel both take.
+fn params(g: &ParamGroup, step: u64) -> AdagradParams {
+    AdagradParams {
+        lr: g.lr,
+        lr_decay: g.lr_decay,
+        weight_decay: g.weight_decay,
+        eps: g.eps,
+        maximize: g.maximize,
+        step,
+    }
+}
+
 pub(crate) struct AdagradRule;
 
 impl Algorithm for AdagradRule {
@@ -37,14 +49,7 @@ impl Algorithm for AdagradRule {
         grad: &[F],
         [sum, _, _]: [&mut [F]; SLOTS],
     ) {
-        let h = AdagradParams {
-            lr: g.lr,
-            lr_decay: g.lr_decay,
-            weight_decay: g.weight_decay,
-            eps: g.eps,
-            maximize: g.maximize,
-            step,
-        };
+        let h = params(g, step);
         fused::adagrad(p, grad, sum, &h);
     }
     #[cfg(feature = "cuda")]
@@ -57,14 +62,8 @@ impl Algorithm for AdagradRule {
         grad: &Tensor,
         [sum, _, _]: [Option<&Tensor>; SLOTS],
     ) {
-        let h = crate::backend::cuda::AdagradParams {
-            lr: g.lr,
-            lr_decay: g.lr_decay,
-            weight_decay: g.weight_decay,
-            eps: g.eps,
-            maximize: g.maximize,
-        };
-        crate::backend::cuda::adagrad_step(p, grad, sum.expect("Adagrad uses sum"), step, &h);
+        let h = params(g, step);
+        crate::backend::cuda::adagrad_step(p, grad, sum.expect("Adagrad uses sum"), &h);
     }
 }
 

@@ -10,6 +10,23 @@ pub(crate) struct AdamRule {
     decoupled: bool,
 }
 
+impl AdamRule {
+    /// This step's hyperparameters, which the CPU and the GPU kernel both take.
+    fn params(&self, g: &ParamGroup, step: u64) -> AdamParams {
+        AdamParams {
+            lr: g.lr,
+            beta1: g.betas.0,
+            beta2: g.betas.1,
+            eps: g.eps,
+            weight_decay: g.weight_decay,
+            decoupled: self.decoupled,
+            amsgrad: g.amsgrad,
+            maximize: g.maximize,
+            step,
+        }
+    }
+}
+
 impl Algorithm for AdamRule {
     fn name(&self) -> &'static str {
         if self.decoupled {
@@ -36,17 +53,7 @@ impl Algorithm for AdamRule {
         grad: &[F],
         [m, v, vmax]: [&mut [F]; SLOTS],
     ) {
-        let h = AdamParams {
-            lr: g.lr,
-            beta1: g.betas.0,
-            beta2: g.betas.1,
-            eps: g.eps,
-            weight_decay: g.weight_decay,
-            decoupled: self.decoupled,
-            amsgrad: g.amsgrad,
-            maximize: g.maximize,
-            step,
-        };
+        let h = self.params(g, step);
         fused::adam(p, grad, m, v, vmax, &h);
     }
     #[cfg(feature = "cuda")]
@@ -59,20 +66,12 @@ impl Algorithm for AdamRule {
         grad: &Tensor,
         [m, v, vmax]: [Option<&Tensor>; SLOTS],
     ) {
-        let h = crate::backend::cuda::AdamParams {
-            lr: g.lr,
-            betas: g.betas,
-            eps: g.eps,
-            weight_decay: g.weight_decay,
-            amsgrad: g.amsgrad,
-            decoupled_weight_decay: self.decoupled,
-            maximize: g.maximize,
-        };
+        let h = self.params(g, step);
         let (m, v) = (
             m.expect("Adam uses exp_avg"),
             v.expect("Adam uses exp_avg_sq"),
         );
-        crate::backend::cuda::adam_step(p, grad, m, v, vmax, step, &h);
+        crate::backend::cuda::adam_step(p, grad, m, v, vmax, &h);
     }
 }
 

@@ -3,8 +3,9 @@
 //! generic over f32 and f64.
 //!
 //! This file is the whole numerical content of the optimizers; everything
-//! else is bookkeeping. A device backend adds its kernel beside each function
-//! with the same arguments (the hyperparameter structs are plain numbers).
+//! else is bookkeeping. The GPU's kernel for each optimizer
+//! (`backend/cuda/optim.rs`) takes the same hyperparameter struct
+//! (`backend/step.rs`).
 //!
 //! The arithmetic follows PyTorch's single-tensor CPU implementation op by op
 //! (`lerp` for the first moment, `addcmul`/`addcdiv` evaluated as
@@ -17,6 +18,7 @@
 //! options, and runs it compiled for AVX2 when the CPU has it.
 
 use crate::backend::cpu::vectorized;
+pub(crate) use crate::backend::step::{AdagradParams, AdamParams, RmspropParams, SgdParams};
 use crate::tensor::Float;
 
 /// Calls `$f::<F, flags..>(args..)`, each runtime bool of the second list
@@ -47,18 +49,6 @@ fn lerp<F: Float>(a: F, b: F, w: F) -> F {
     } else {
         b - (b - a) * (F::ONE - w)
     }
-}
-
-/// SGD's options for one update.
-pub(crate) struct SgdParams {
-    pub lr: f64,
-    pub weight_decay: f64,
-    pub momentum: f64,
-    pub dampening: f64,
-    pub nesterov: bool,
-    pub maximize: bool,
-    /// The momentum buffer was just created: it takes the gradient as is.
-    pub first: bool,
 }
 
 /// SGD: `buf` is empty when momentum is 0.
@@ -112,21 +102,6 @@ fn sgd_loop<
         }
         p[i] += neg_lr * d;
     }
-}
-
-/// Adam's and AdamW's options for one update.
-pub(crate) struct AdamParams {
-    pub lr: f64,
-    pub beta1: f64,
-    pub beta2: f64,
-    pub eps: f64,
-    pub weight_decay: f64,
-    /// AdamW: decay the weights instead of adding to the gradient.
-    pub decoupled: bool,
-    pub amsgrad: bool,
-    pub maximize: bool,
-    /// This step's count, 1 on the first.
-    pub step: u64,
 }
 
 /// Adam / AdamW: `vmax` is empty unless amsgrad.
@@ -207,17 +182,6 @@ fn adam_loop<
     }
 }
 
-/// RMSprop's options for one update.
-pub(crate) struct RmspropParams {
-    pub lr: f64,
-    pub alpha: f64,
-    pub eps: f64,
-    pub weight_decay: f64,
-    pub momentum: f64,
-    pub centered: bool,
-    pub maximize: bool,
-}
-
 /// RMSprop: `buf` is empty unless momentum > 0, `grad_avg` unless centered.
 ///
 /// ```text
@@ -294,17 +258,6 @@ fn rmsprop_loop<
             p[i] += neg_lr * d / avg;
         }
     }
-}
-
-/// Adagrad's options for one update.
-pub(crate) struct AdagradParams {
-    pub lr: f64,
-    pub lr_decay: f64,
-    pub weight_decay: f64,
-    pub eps: f64,
-    pub maximize: bool,
-    /// This step's count, 1 on the first.
-    pub step: u64,
 }
 
 /// Adagrad.

@@ -5,6 +5,19 @@ use super::fused::{self, RmspropParams};
 use super::{impl_optimizer, opt, ParamGroup};
 use crate::tensor::{Float, Tensor};
 
+/// This step's hyperparameters, which the CPU and the GPU kernel both take.
+fn params(g: &ParamGroup) -> RmspropParams {
+    RmspropParams {
+        lr: g.lr,
+        alpha: g.alpha,
+        eps: g.eps,
+        weight_decay: g.weight_decay,
+        momentum: g.momentum,
+        centered: g.centered,
+        maximize: g.maximize,
+    }
+}
+
 pub(crate) struct RmspropRule;
 
 impl Algorithm for RmspropRule {
@@ -35,15 +48,7 @@ impl Algorithm for RmspropRule {
         grad: &[F],
         [square_avg, buf, grad_avg]: [&mut [F]; SLOTS],
     ) {
-        let h = RmspropParams {
-            lr: g.lr,
-            alpha: g.alpha,
-            eps: g.eps,
-            weight_decay: g.weight_decay,
-            momentum: g.momentum,
-            centered: g.centered,
-            maximize: g.maximize,
-        };
+        let h = params(g);
         fused::rmsprop(p, grad, square_avg, buf, grad_avg, &h);
     }
     #[cfg(feature = "cuda")]
@@ -56,15 +61,7 @@ impl Algorithm for RmspropRule {
         grad: &Tensor,
         [square_avg, buf, grad_avg]: [Option<&Tensor>; SLOTS],
     ) {
-        let h = crate::backend::cuda::RmspropParams {
-            lr: g.lr,
-            alpha: g.alpha,
-            eps: g.eps,
-            weight_decay: g.weight_decay,
-            momentum: g.momentum,
-            centered: g.centered,
-            maximize: g.maximize,
-        };
+        let h = params(g);
         let square_avg = square_avg.expect("RMSprop uses square_avg");
         crate::backend::cuda::rmsprop_step(p, grad, square_avg, buf, grad_avg, &h);
     }

@@ -6,6 +6,19 @@ use super::fused::{self, SgdParams};
 use super::{impl_optimizer, opt, ParamGroup};
 use crate::tensor::{Float, Tensor};
 
+/// This step's hyperparameters, which the CPU and the GPU kernel both take.
+fn params(g: &ParamGroup, fresh: bool) -> SgdParams {
+    SgdParams {
+        lr: g.lr,
+        weight_decay: g.weight_decay,
+        momentum: g.momentum,
+        dampening: g.dampening,
+        nesterov: g.nesterov,
+        maximize: g.maximize,
+        first: fresh,
+    }
+}
+
 pub(crate) struct SgdRule;
 
 impl Algorithm for SgdRule {
@@ -44,15 +57,7 @@ impl Algorithm for SgdRule {
         grad: &[F],
         [buf, _, _]: [&mut [F]; SLOTS],
     ) {
-        let h = SgdParams {
-            lr: g.lr,
-            weight_decay: g.weight_decay,
-            momentum: g.momentum,
-            dampening: g.dampening,
-            nesterov: g.nesterov,
-            maximize: g.maximize,
-            first: fresh,
-        };
+        let h = params(g, fresh);
         fused::sgd(p, grad, buf, &h);
     }
     #[cfg(feature = "cuda")]
@@ -65,15 +70,8 @@ impl Algorithm for SgdRule {
         grad: &Tensor,
         [buf, _, _]: [Option<&Tensor>; SLOTS],
     ) {
-        let h = crate::backend::cuda::SgdParams {
-            lr: g.lr,
-            momentum: g.momentum,
-            dampening: g.dampening,
-            weight_decay: g.weight_decay,
-            nesterov: g.nesterov,
-            maximize: g.maximize,
-        };
-        crate::backend::cuda::sgd_step(p, grad, buf, fresh, &h);
+        let h = params(g, fresh);
+        crate::backend::cuda::sgd_step(p, grad, buf, &h);
     }
 }
 

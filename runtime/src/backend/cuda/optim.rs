@@ -10,6 +10,7 @@ use std::fmt::Write;
 
 use super::launch;
 use super::ops::buf;
+use crate::backend::step::{AdagradParams, AdamParams, RmspropParams, SgdParams};
 use crate::tensor::{DType, Tensor};
 
 const KERNELS: [&str; 4] = [
@@ -206,40 +207,17 @@ fn run(
     }
 }
 
-/// Hyperparameters of [`sgd_step`] (`torch.optim.SGD`'s arguments).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct SgdParams {
-    /// Learning rate.
-    pub lr: f64,
-    /// Momentum factor (0 disables the buffer).
-    pub momentum: f64,
-    /// Dampening of the momentum.
-    pub dampening: f64,
-    /// L2 penalty added to the gradient.
-    pub weight_decay: f64,
-    /// Nesterov momentum.
-    pub nesterov: bool,
-    /// Maximize the objective instead.
-    pub maximize: bool,
-}
-
 /// One fused SGD step on a CUDA f32 parameter, in place: `momentum_buf` (a
 /// contiguous f32 tensor like `param`, needed when momentum != 0) is set to
-/// the gradient on the first step (`first_step`), as PyTorch does.
+/// the gradient on the first step (`o.first`), as PyTorch does.
 #[track_caller]
-pub fn sgd_step(
-    param: &Tensor,
-    grad: &Tensor,
-    momentum_buf: Option<&Tensor>,
-    first_step: bool,
-    o: &SgdParams,
-) {
+pub fn sgd_step(param: &Tensor, grad: &Tensor, momentum_buf: Option<&Tensor>, o: &SgdParams) {
     assert!(
         o.momentum == 0.0 || momentum_buf.is_some(),
         "sgd_step: momentum {} needs a momentum buffer",
         o.momentum
     );
-    let flags = o.nesterov as u32 | (o.maximize as u32) << 1 | (first_step as u32) << 2;
+    let flags = o.nesterov as u32 | (o.maximize as u32) << 1 | (o.first as u32) << 2;
     let h = [
         o.lr as f32,
         o.momentum as f32,
@@ -260,26 +238,7 @@ pub fn sgd_step(
     );
 }
 
-/// Hyperparameters of [`adam_step`] (`torch.optim.Adam` / `AdamW`).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct AdamParams {
-    /// Learning rate.
-    pub lr: f64,
-    /// Coefficients of the running averages of the gradient and its square.
-    pub betas: (f64, f64),
-    /// Added to the denominator.
-    pub eps: f64,
-    /// Weight decay: L2 in the gradient (Adam) or decoupled (AdamW).
-    pub weight_decay: f64,
-    /// Use the maximum of past squared-gradient averages (AMSGrad).
-    pub amsgrad: bool,
-    /// Decoupled weight decay: AdamW.
-    pub decoupled_weight_decay: bool,
-    /// Maximize the objective instead.
-    pub maximize: bool,
-}
-
-/// One fused Adam/AdamW step (`step` counts from 1) on a CUDA f32 parameter:
+/// One fused Adam/AdamW step (`o.step` counts from 1) on a CUDA f32 parameter:
 /// updates `param`, `exp_avg`, `exp_avg_sq` and, with amsgrad,
 /// `max_exp_avg_sq` in place.
 #[track_caller]
@@ -289,15 +248,15 @@ pub fn adam_step(
     exp_avg: &Tensor,
     exp_avg_sq: &Tensor,
     max_exp_avg_sq: Option<&Tensor>,
-    step: u64,
     o: &AdamParams,
 ) {
+    let step = o.step;
     assert!(step >= 1, "adam_step: step counts from 1");
     assert!(
         !o.amsgrad || max_exp_avg_sq.is_some(),
         "adam_step: amsgrad needs max_exp_avg_sq"
     );
-    let (b1, b2) = o.betas;
+    let (b1, b2) = (o.beta1, o.beta2);
     let bc1 = 1.0 - b1.powi(step as i32);
     let bc2 = 1.0 - b2.powi(step as i32);
     let h = [
@@ -310,8 +269,7 @@ pub fn adam_step(
         bc2.sqrt() as f32,
         0.,
     ];
-    let flags =
-        o.amsgrad as u32 | (o.decoupled_weight_decay as u32) << 1 | (o.maximize as u32) << 2;
+    let flags = o.amsgrad as u32 | (o.decoupled as u32) << 1 | (o.maximize as u32) << 2;
     run(
         KERNELS[1],
         param,
@@ -320,25 +278,6 @@ pub fn adam_step(
         h,
         flags,
     );
-}
-
-/// Hyperparameters of [`rmsprop_step`] (`torch.optim.RMSprop`).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct RmspropParams {
-    /// Learning rate.
-    pub lr: f64,
-    /// Smoothing constant.
-    pub alpha: f64,
-    /// Added to the denominator.
-    pub eps: f64,
-    /// L2 penalty added to the gradient.
-    pub weight_decay: f64,
-    /// Momentum factor (0: no buffer).
-    pub momentum: f64,
-    /// Normalize by the centered second moment.
-    pub centered: bool,
-    /// Maximize the objective instead.
-    pub maximize: bool,
 }
 
 /// One fused RMSprop step on a CUDA f32 parameter: updates `param`,
@@ -381,31 +320,11 @@ pub fn rmsprop_step(
     );
 }
 
-/// Hyperparameters of [`adagrad_step`] (`torch.optim.Adagrad`).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct AdagradParams {
-    /// Learning rate.
-    pub lr: f64,
-    /// Learning-rate decay per step.
-    pub lr_decay: f64,
-    /// L2 penalty added to the gradient.
-    pub weight_decay: f64,
-    /// Added to the denominator.
-    pub eps: f64,
-    /// Maximize the objective instead.
-    pub maximize: bool,
-}
-
-/// One fused Adagrad step (`step` counts from 1) on a CUDA f32 parameter:
+/// One fused Adagrad step (`o.step` counts from 1) on a CUDA f32 parameter:
 /// updates `param` and `state_sum` in place.
 #[track_caller]
-pub fn adagrad_step(
-    param: &Tensor,
-    grad: &Tensor,
-    state_sum: &Tensor,
-    step: u64,
-    o: &AdagradParams,
-) {
+pub fn adagrad_step(param: &Tensor, grad: &Tensor, state_sum: &Tensor, o: &AdagradParams) {
+    let step = o.step;
     assert!(step >= 1, "adagrad_step: step counts from 1");
     let clr = o.lr / (1.0 + (step - 1) as f64 * o.lr_decay);
     let h = [
