@@ -2,7 +2,8 @@
 //! Each step prints its line of code and, like a notebook cell, the value it
 //! gives: beside it when the value fits on the line, below it otherwise.
 //!
-//! Run: `cargo run --release --example tour`
+//! Run: `cargo run --example tour` (the dev build `cargo test` shares; add
+//! `--release` for an optimised one: same output, longer build).
 
 #[path = "classification.rs"]
 mod classification;
