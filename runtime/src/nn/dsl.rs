@@ -34,13 +34,15 @@ pub(crate) fn slot<'s>(
     device: Device,
     inputs: &[&Tensor],
 ) -> &'s Tensor {
-    let reuse = slot.as_ref().is_some_and(|t| {
-        t.shape() == shape
-            && t.dtype() == dtype
-            && t.device() == device
-            && t.is_contiguous()
-            && inputs.iter().all(|i| !i.shares_storage(t))
-    });
+    let spec = crate::autograd::Spec {
+        shape: crate::autograd::Shape::from_slice(shape),
+        dtype,
+        device,
+    };
+    // The same test `forward_into` applies to an op's workspace slot.
+    let reuse = slot
+        .as_ref()
+        .is_some_and(|t| spec.fits(t) && inputs.iter().all(|i| !i.shares_storage(t)));
     if !reuse {
         let opts = crate::tensor::TensorOptions::new()
             .dtype(dtype)
