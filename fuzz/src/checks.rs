@@ -116,13 +116,18 @@ pub fn csv_options(flags: u8) -> CsvOptions {
 
 /// A CSV file (options from the first byte) reads or is an `Err`; what
 /// reads is a 2-D tensor of the asked dtype with no infinity unless the
-/// text spells one, and class labels are whole numbers from 0.
+/// text (quotes aside) spells one, and class labels are whole numbers from 0.
 pub fn csv(data: &[u8]) {
     let Some((&flags, body)) = data.split_first() else {
         return;
     };
     let opts = csv_options(flags);
-    let spells_inf = body.to_ascii_lowercase().windows(3).any(|w| w == b"inf");
+    // Quotes are dropped first: the CSV field `"i"nf` reads as `inf`.
+    let unquoted: Vec<u8> = body.iter().filter(|&&b| b != b'"').copied().collect();
+    let spells_inf = unquoted
+        .to_ascii_lowercase()
+        .windows(3)
+        .any(|w| w == b"inf");
     let finite = |t: &Tensor| {
         spells_inf || !t.dtype().is_float() || t.to_vec::<f64>().iter().all(|v| !v.is_infinite())
     };
