@@ -53,6 +53,23 @@ fn elementwise_ops_match_pytorch_values_and_gradients() {
 }
 
 #[test]
+fn binary_ops_match_pytorch_values_and_gradients() {
+    let n = op_reference::X.len();
+    for &(name, y_ref, da_ref, db_ref) in op_reference::BINARY {
+        let r = row(name);
+        let a = Tensor::from_vec(op_reference::X.to_vec(), [n]).requires_grad_(true);
+        let b = Tensor::from_vec(op_reference::B.to_vec(), [n]).requires_grad_(true);
+        let y = (r.f)(&[a.clone(), b.clone()]);
+        assert_close(&format!("{name} forward"), &y.to_vec::<f64>(), y_ref, 1e-13);
+        y.backward_with(&Tensor::from_vec(op_reference::G.to_vec(), [n]));
+        for (which, t, want) in [("a", &a, da_ref), ("b", &b, db_ref)] {
+            let got = t.grad().expect("a gradient").to_vec::<f64>();
+            assert_close(&format!("{name} gradient of {which}"), &got, want, 1e-13);
+        }
+    }
+}
+
+#[test]
 fn reductions_and_scans_match_pytorch_values_and_gradients() {
     for &(name, dim, keepdim, y_ref, dx_ref) in op_reference::REDUCE {
         let a = Tensor::from_vec(op_reference::A.to_vec(), [3, 5]).requires_grad_(true);
@@ -316,6 +333,7 @@ op_paths! {
     abs_paths: NetAbs { abs(h) * 0.5 + h }
     clamp_paths: NetClamp { clamp(h, -0.5, 2.0) + h.clamp(-1.0, 0.25) }
     extremum_paths: NetExtremum { maximum(h, h * 0.5) + h.minimum(h.square() - 0.5) }
+    pow_paths: NetPow { pow(h.square() + 0.5, h * 0.5) + h.pow(3.0) * 0.1 }
     logsigmoid_paths: NetLogsigmoid { logsigmoid(h) }
     exp_paths: NetExp { (h * 0.5).exp() }
     log_paths: NetLog { log(h.square() + 1.0) }

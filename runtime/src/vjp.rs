@@ -8,9 +8,10 @@
 use crate::error::OrPanic;
 use crate::tensor::Tensor;
 
+pub use crate::ops::binary::pow_scalar_backward as pow_scalar;
 pub use crate::ops::elementwise::{
     div_backward as div, exp_backward as exp, log_backward as log, mul_backward as mul,
-    pow_scalar_backward as pow_scalar, sqrt_backward as sqrt,
+    sqrt_backward as sqrt,
 };
 pub use crate::ops::matmul::matmul_backward as matmul;
 

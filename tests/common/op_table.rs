@@ -86,10 +86,11 @@ pub fn rows() -> Vec<Row> {
         ("div", |t| &t[0] / &t[1]),
         ("maximum", |t| t[0].maximum(&t[1])),
         ("minimum", |t| t[0].minimum(&t[1])),
+        ("pow", |t| t[0].pow(&t[1])),
     ] {
         rows.push(Row {
             arity: 2,
-            positive: name == "div",
+            positive: name == "div" || name == "pow",
             ..un(name, f, &[])
         });
     }

@@ -81,6 +81,31 @@ for name, fn in POSITIVE.items():
     row(name, fn, XP)
 print("];")
 
+# Binary ops on X and a second fixed input B: zeros, negatives, whole and
+# fractional exponents (pow's sign rules and its gradients at a zero base).
+B = [2.0, -3.0, 0.5, 0.0, 2.0, 1.5, 0.0, -1.0, 3.0, -0.5, 0.0, 2.5, -2.0, 1.0, 0.5, -1.0]
+BINARY = {
+    "add": torch.add,
+    "sub": torch.sub,
+    "mul": torch.mul,
+    "div": torch.div,
+    "maximum": torch.maximum,
+    "minimum": torch.minimum,
+    "pow": torch.pow,
+}
+print("")
+print("/// The second operand of the binary ops (the first is `X`).")
+print(f"pub const B: &[f64] = {fmt(B)};")
+print("/// (name, PyTorch's y, dL/da, dL/db with dL/dy = G).")
+print("pub const BINARY: &[(&str, &[f64], &[f64], &[f64])] = &[")
+for name, fn in BINARY.items():
+    a = torch.tensor(X, requires_grad=True)
+    b = torch.tensor(B, requires_grad=True)
+    (fn(a, b) * torch.tensor(G)).sum().backward()
+    y = fn(a, b)
+    print(f'    ("{name}", {fmt(y.tolist())}, {fmt(a.grad.tolist())}, {fmt(b.grad.tolist())}),')
+print("];")
+
 # Reductions and scans on a fixed 3x5 input.
 A = torch.tensor([[0.5, -1.0, 2.0, 3.0, -0.25], [1.0, 1.0, 1.0, 1.0, 1.0], [-2.0, 0.0, 4.0, -3.0, 0.5]])
 GA = torch.tensor([[0.1 * (i + 1) for i in range(5)], [0.3, -0.2, 0.5, 0.7, -1.0], [1.0, 2.0, -1.0, 0.5, 0.25]])

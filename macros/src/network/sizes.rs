@@ -113,7 +113,11 @@ pub fn class(def: &NetworkDef, fields: &[FieldDef], g: &Graph) -> (TokenStream, 
                 });
             }
             Op::Call { ty, shown, .. } => {
-                let arithmetic = ["add", "sub", "mul", "div"].contains(&node.pref.as_str())
+                // The broadcasting built-ins, by type (a `let` may rename the node).
+                let ty_path = ty.to_string().replace(' ', "");
+                let arithmetic = ["Add", "Sub", "Mul", "Div", "Pow", "Maximum", "Minimum"]
+                    .iter()
+                    .any(|op| ty_path == format!("::deriv::ops::{op}"))
                     && node.args.len() == 2;
                 if arithmetic {
                     let (a, b) = (arg_var(0), arg_var(1));

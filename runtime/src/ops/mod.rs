@@ -3,9 +3,8 @@
 //! differentiated" (see [`Op`]).
 
 pub(crate) mod activation;
-pub(crate) mod elementwise;
-pub use elementwise::Pow;
 pub mod binary;
+pub(crate) mod elementwise;
 pub(crate) mod index;
 pub(crate) mod inplace;
 pub mod linear;
@@ -20,7 +19,7 @@ pub mod views;
 pub(crate) use reduce::sum_to;
 
 pub use crate::autograd::{GradSlot, Op, Out, Spec};
-pub use binary::{Add, Binary, Div, Maximum, Minimum, Mul, Sub};
+pub use binary::{Add, Binary, Div, Maximum, Minimum, Mul, Pow, PowTensor, Sub};
 pub use linear::Linear;
 pub use matmul::Matmul;
 pub use reduce::{Cumsum, Logsumexp, Mean, MeanDim, Sum, SumDim};

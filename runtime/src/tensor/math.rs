@@ -46,6 +46,9 @@ pub trait Math:
     fn ln_1p(self) -> Self;
     /// Square root.
     fn sqrt(self) -> Self;
+    /// `self` to the power `p` (`powf`'s rules: `x^0 = 1`, `1^p = 1`, a
+    /// negative base needs an integer exponent, else NaN).
+    fn powf(self, p: Self) -> Self;
     /// Absolute value.
     fn abs(self) -> Self;
     /// Hyperbolic tangent.
@@ -125,6 +128,10 @@ macro_rules! math_for {
             #[inline(always)]
             fn sqrt(self) -> Self {
                 $t::sqrt(self)
+            }
+            #[inline(always)]
+            fn powf(self, p: Self) -> Self {
+                $t::powf(self, p)
             }
             #[inline(always)]
             fn abs(self) -> Self {

@@ -232,6 +232,15 @@ fn exp_f32(x: Reg) -> Reg {
     })
 }
 
+/// `x` rounded toward zero to a whole number (f32).
+fn trunc(x: Reg) -> Reg {
+    with(|b| {
+        let y = b.reg();
+        b.line(format!("cvt.rzi.f32.f32 %v{}, %v{};", y.0, x.0));
+        y
+    })
+}
+
 /// `ln x` in f32: `lg2.approx` times ln 2.
 fn ln_f32(x: Reg) -> Reg {
     with(|b| {
@@ -306,6 +315,47 @@ impl Math for Reg {
 
     fn sqrt(self) -> Reg {
         with(|b| b.op1("sqrt.rn", self))
+    }
+
+    /// `2^(p·log2|x|)`, then powf's rules for the sign and the special
+    /// cases: a negative base keeps the sign for odd integer `p` and gives
+    /// NaN for a fractional one; `x^0` and `1^p` are 1.
+    fn powf(self, p: Reg) -> Reg {
+        if !with(|b| b.need_f32("pow")) {
+            return self;
+        }
+        let x = self;
+        let magnitude = with(|b| {
+            let (a, l, e, y) = (b.reg(), b.reg(), b.reg(), b.reg());
+            b.line(format!(
+                "abs.f32 %v{a}, %v{x};\nlg2.approx.f32 %v{l}, %v{a};\n\
+                 mul.rn.f32 %v{e}, %v{l}, %v{p};\nex2.approx.f32 %v{y}, %v{e};",
+                a = a.0,
+                x = x.0,
+                l = l.0,
+                e = e.0,
+                p = p.0,
+                y = y.0
+            ));
+            y
+        });
+        let whole = trunc(p);
+        let half = whole * Reg::k(0.5);
+        let is_int = with(|b| b.cmp("eq", whole, p));
+        let half_whole = trunc(half);
+        let odd = Reg::and(is_int, with(|b| b.cmp("neu", half, half_whole)));
+        let negative = Reg::select(
+            is_int,
+            Reg::select(odd, -magnitude, magnitude),
+            Reg::k(f64::NAN),
+        );
+        let y = Reg::select(x.lt(Reg::k(0.0)), negative, magnitude);
+        let (zero, one) = (Reg::k(0.0), Reg::k(1.0));
+        let unit = Reg::or(
+            with(|b| b.cmp("eq", p, zero)),
+            with(|b| b.cmp("eq", x, one)),
+        );
+        Reg::select(unit, one, y)
     }
 
     fn abs(self) -> Reg {
@@ -475,7 +525,8 @@ pub(crate) fn interpret_f32(body: &str, x: &[f32], p: [f32; 2]) -> f32 {
             "max.f32" => Some(f(1).max(f(2))),
             "min.f32" => Some(f(1).min(f(2))),
             "cvt.rni.f32.f32" => Some(f(1).round_ties_even()),
-            "ex2.approx.ftz.f32" => Some(f(1).exp2()),
+            "cvt.rzi.f32.f32" => Some(f(1).trunc()),
+            "ex2.approx.ftz.f32" | "ex2.approx.f32" => Some(f(1).exp2()),
             "lg2.approx.f32" => Some(f(1).log2()),
             "copysign.f32" => Some(f(2).copysign(f(1))),
             "selp.f32" => Some(if m[a[3]] { f(1) } else { f(2) }),
@@ -491,6 +542,7 @@ pub(crate) fn interpret_f32(body: &str, x: &[f32], p: [f32; 2]) -> f32 {
             "setp.lt.f32" => f(1) < f(2),
             "setp.le.f32" => f(1) <= f(2),
             "setp.eq.f32" => f(1) == f(2),
+            "setp.neu.f32" => f(1) != f(2),
             "setp.nan.f32" => f(1).is_nan() || f(2).is_nan(),
             "and.pred" => m[a[1]] && m[a[2]],
             "or.pred" => m[a[1]] || m[a[2]],

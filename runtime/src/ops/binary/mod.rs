@@ -9,9 +9,11 @@
 
 mod arith;
 mod extremum;
+mod pow;
 
 pub use arith::{Add, Div, Mul, Sub};
 pub use extremum::{Maximum, Minimum};
+pub use pow::{pow_scalar_backward, Pow, PowSaved, PowTensor};
 
 use crate::autograd::{GradSlot, Out, Spec};
 use crate::backend::{cpu, Host};

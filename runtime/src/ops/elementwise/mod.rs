@@ -4,9 +4,9 @@
 use std::ops::{Add, Div, Mul, Neg, Sub};
 
 use super::reduce::sum_to;
+use super::same_device;
 use super::{binary, unary};
-use super::{float_map, float_zip, same_device};
-use crate::autograd::{apply, needs_grad, record, try_apply, Backward, SavedTensor};
+use crate::autograd::{apply, record, try_apply, Backward, SavedTensor};
 use crate::backend::{cpu, Buffer, Ew};
 use crate::error::{OrPanic, Result};
 use crate::tensor::{broadcast_shapes, DType, Tensor};
@@ -298,90 +298,6 @@ impl Tensor {
 
 // ---------------------------------------------------------------- pow, maximum, minimum
 
-pub(super) struct PowBackward {
-    a: SavedTensor,
-    b: SavedTensor,
-    out: SavedTensor,
-    needs: [bool; 2],
-}
-impl Backward for PowBackward {
-    fn backward(&self, g: &Tensor) -> Vec<Option<Tensor>> {
-        let (a, b, out) = (self.a.get(), self.b.get(), self.out.get());
-        let ga = self.needs[0].then(|| {
-            let d = float_zip!("pow_backward", a, b, Ew::PowBwdA, |x, y| if y == 0.0 {
-                0.0
-            } else {
-                y * x.powf(y - 1.0)
-            })
-            .or_panic();
-            sum_to(&(g * &d), a.shape())
-        });
-        let gb = self.needs[1].then(|| {
-            // d(a^b)/db = a^b ln a, taken as 0 where a = 0 and b >= 0 (PyTorch's choice).
-            let d = float_zip!("pow_backward", out, a, Ew::MulLn, |o, x| o * x.ln()).or_panic();
-            let zero_base =
-                Tensor::where_cond(&a.eq_scalar(0.0), &b.ge_scalar(0.0), &Tensor::scalar(false));
-            let d = Tensor::where_cond(&zero_base, &d.zeros_like(), &d);
-            sum_to(&(g * &d), b.shape())
-        });
-        vec![ga, gb]
-    }
-}
-
-/// `x.pow(p)` for a number `p` (`x ** p`): squares, small integer powers
-/// (repeated multiplication, as `powi`) and other powers (`powf`).
-#[derive(Clone, Copy, Debug)]
-pub struct Pow {
-    /// The exponent.
-    pub p: f64,
-}
-
-impl Pow {
-    /// To the power `p` (any number type: `Pow::new(3)`).
-    pub fn new(p: impl Into<f64>) -> Self {
-        Pow { p: p.into() }
-    }
-}
-
-impl crate::autograd::Op for Pow {
-    const NAME: &'static str = "PowBackward";
-    const OP: &'static str = "pow";
-    const SIZE: crate::size::SizeRule = crate::size::SizeRule::Same;
-    type Saved = Tensor;
-    fn spec(&self, x: &[&Tensor]) -> Result<crate::autograd::Spec> {
-        unary::spec(x)
-    }
-    fn forward(&self, x: &[&Tensor], out: &mut crate::autograd::Out<'_>) {
-        let (x, p) = (x[0], self.p);
-        out.set(if p == 2.0 {
-            float_map!(x, Ew::Square, |x| x * x)
-        } else if p.fract() == 0.0 && p.abs() < 64.0 {
-            float_map!(x, Ew::PowI, p, |x| x.powi(p as i32))
-        } else {
-            float_map!(x, Ew::PowF, p, |x| x.powf(p as F))
-        })
-    }
-    fn save(&self, x: &[&Tensor], _: &Tensor, _: &[bool]) -> Tensor {
-        x[0].clone()
-    }
-    fn backward(&self, x: &Tensor, g: &Tensor, grads: &mut [crate::autograd::GradSlot<'_>]) {
-        grads[0].add(pow_scalar_backward(x, self.p, g))
-    }
-}
-
-/// dL/dx of `x^p` for a number p, fused into one pass: `g·p·x^(p-1)`.
-pub fn pow_scalar_backward(x: &Tensor, p: f64, g: &Tensor) -> Tensor {
-    if p == 0.0 {
-        g * &x.zeros_like()
-    } else if p == 2.0 {
-        float_zip!("pow_backward", g, x, Ew::PowSqBwd, |d, x| d * (2.0 * x)).or_panic()
-    } else {
-        float_zip!("pow_backward", g, x, Ew::PowSBwd, p, |d, x| d
-            * ((p as F) * x.powf((p - 1.0) as F)))
-        .or_panic()
-    }
-}
-
 impl Tensor {
     /// Elementwise `self ^ exponent` with broadcasting (`torch.pow`); the
     /// exponent is a tensor or a number (`x.pow(2.0)`).
@@ -390,20 +306,12 @@ impl Tensor {
         if let Some(p) = exponent.as_number() {
             return self.pow_scalar(p);
         }
-        let exponent = &exponent.into_operand(self);
-        let out = float_zip!("pow", self, exponent, Ew::Pow, |x, y| x.powf(y)).or_panic();
-        let saved_out = needs_grad(&[self, exponent]).then(|| SavedTensor::new(&out));
-        record("PowBackward", &[self, exponent], out, || PowBackward {
-            a: SavedTensor::new(self),
-            b: SavedTensor::new(exponent),
-            out: saved_out.expect("saved when recording"),
-            needs: [self.requires_grad(), exponent.requires_grad()],
-        })
+        apply(super::Pow::default(), &[self, &exponent.into_operand(self)])
     }
 
     /// Elementwise `self ^ p` for a number `p` (`x ** 2`).
     pub fn pow_scalar(&self, p: f64) -> Tensor {
-        apply(Pow::new(p), &[self])
+        apply(super::Pow::new(p), &[self])
     }
 
     /// Elementwise larger of two tensors, with broadcasting (`torch.maximum`).

@@ -58,7 +58,6 @@ pub(super) const ALL_EW: &[Ew] = &[
     Ew::Div,
     Ew::Max,
     Ew::Min,
-    Ew::Pow,
     Ew::ReluBwd,
     Ew::SigmoidBwd,
     Ew::TanhBwd,
@@ -66,8 +65,6 @@ pub(super) const ALL_EW: &[Ew] = &[
     Ew::DivBwdB,
     Ew::PowSqBwd,
     Ew::PowSBwd,
-    Ew::PowBwdA,
-    Ew::MulLn,
     Ew::Eq,
     Ew::Ne,
     Ew::Lt,
@@ -149,7 +146,7 @@ impl Ew {
         match self {
             Fill | Copy | Where | Eq | Ne | Lt | Le | Gt | Ge => true,
             Neg | Abs | Add | Sub | Mul | Max | Min | Clamp => d != DType::Bool,
-            Exp | Log | Tanh | Sigmoid | PowF | Pow | PowSBwd | PowBwdA | MulLn => d == DType::F32,
+            Exp | Log | Tanh | Sigmoid | PowF | PowSBwd => d == DType::F32,
             _ => d.is_float(),
         }
     }
@@ -220,7 +217,6 @@ impl Ew {
                     format!("{}.{t} %y, %x0, %x1;", if self == Max { "max" } else { "min" })
                 }
             }
-            Pow => pow_f32("%x0", "%x1", "%y"),
             // y <= 0 ? 0 : dy (PyTorch's threshold_backward: a NaN y passes dy).
             ReluBwd => format!("setp.le.{t} %q0, %x1, {z};\nselp.{t} %y, {z}, %x0, %q0;", z = k(0.0)),
             SigmoidBwd => format!(
@@ -238,12 +234,6 @@ impl Ew {
                 "sub.rn.f32 %t8, %pfa, 0f3F800000;\n{}\nmul.rn.f32 %t10, %pfa, %t9;\nmul.rn.f32 %y, %x0, %t10;",
                 pow_f32("%x1", "%t8", "%t9")
             ),
-            PowBwdA => format!(
-                "sub.rn.f32 %t8, %x1, 0f3F800000;\n{}\nmul.rn.f32 %t10, %x1, %t9;\n\
-                 setp.eq.f32 %q4, %x1, 0f00000000;\nselp.f32 %y, 0f00000000, %t10, %q4;",
-                pow_f32("%x0", "%t8", "%t9")
-            ),
-            MulLn => "lg2.approx.f32 %t0, %x1;\nmul.rn.f32 %t1, %t0, 0f3F317218;\nmul.rn.f32 %y, %x0, %t1;".into(),
             Eq | Ne | Lt | Le | Gt | Ge => {
                 let c = match (self, f) {
                     (Eq, _) => "eq",
