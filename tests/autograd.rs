@@ -704,6 +704,16 @@ fn mixed_dtypes_accumulate_in_the_leaf_dtype() {
     q.backward();
     assert_eq!(p.grad().unwrap().dtype(), DType::F64);
     assert_eq!(grad_of(&p), vec![2.0]);
+
+    // An integer or bool copy carries no gradient, as in PyTorch.
+    for d in [DType::I64, DType::Bool] {
+        let t = p.to_dtype(d);
+        assert!(t.grad_fn().is_none() && !t.requires_grad(), "{d}");
+    }
+    // A copy in the same dtype is exact, also for integers past 2^53.
+    let big = Tensor::from_vec(vec![(1i64 << 53) + 1, -7], [2]);
+    assert_eq!(big.clone_data().to_vec::<i64>(), vec![(1i64 << 53) + 1, -7]);
+    assert_eq!(big.t().contiguous().to_vec::<i64>(), big.to_vec::<i64>());
 }
 
 #[test]

@@ -189,7 +189,8 @@ pub fn try_apply<O: Op>(op: O, x: &[&Tensor]) -> Result<Tensor> {
     // A forward composed of other ops records nothing of its own.
     super::no_grad(|| op.forward(x, &mut out));
     let y = out.try_finish()?;
-    if !needs_grad(x) {
+    // Integer and bool results (casts, comparisons) carry no gradient.
+    if !needs_grad(x) || !y.dtype().is_float() {
         return Ok(y);
     }
     let need: Vec<bool> = x.iter().map(|t| t.requires_grad()).collect();

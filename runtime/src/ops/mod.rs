@@ -4,6 +4,7 @@
 
 pub(crate) mod activation;
 pub mod binary;
+pub(crate) mod copy;
 pub(crate) mod elementwise;
 pub(crate) mod index;
 pub(crate) mod inplace;
@@ -20,6 +21,7 @@ pub(crate) use reduce::sum_to;
 
 pub use crate::autograd::{GradSlot, Op, Out, Spec};
 pub use binary::{Add, Binary, Div, Maximum, Minimum, Mul, Pow, PowTensor, Sub};
+pub use copy::ToCopy;
 pub use linear::Linear;
 pub use matmul::Matmul;
 pub use reduce::{Cumsum, Logsumexp, Mean, MeanDim, Sum, SumDim};

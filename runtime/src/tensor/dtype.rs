@@ -72,10 +72,15 @@ pub trait Element: Copy + Send + Sync + PartialOrd + Default + fmt::Debug + 'sta
     fn to_f64(self) -> f64;
     /// Converts from f64 (rounding or truncating as `as` does).
     fn from_f64(v: f64) -> Self;
+    /// Converts from i64 as `as` does (exact for i64 itself, where a hop
+    /// through f64 would round past 2^53).
+    fn from_i64(v: i64) -> Self {
+        Self::from_f64(v as f64)
+    }
 }
 
 macro_rules! impl_element {
-    ($t:ty, $d:ident, $to:expr, $from:expr) => {
+    ($t:ty, $d:ident, $to:expr, $from:expr, $from_i64:expr) => {
         impl Element for $t {
             const DTYPE: DType = DType::$d;
             #[inline(always)]
@@ -88,14 +93,25 @@ macro_rules! impl_element {
                 #[allow(clippy::redundant_closure_call)]
                 ($from)(v)
             }
+            #[inline(always)]
+            fn from_i64(v: i64) -> Self {
+                #[allow(clippy::redundant_closure_call)]
+                ($from_i64)(v)
+            }
         }
     };
 }
-impl_element!(f32, F32, |x: f32| x as f64, |v: f64| v as f32);
-impl_element!(f64, F64, |x: f64| x, |v: f64| v);
-impl_element!(i64, I64, |x: i64| x as f64, |v: f64| v as i64);
-impl_element!(bool, Bool, |x: bool| if x { 1.0 } else { 0.0 }, |v: f64| v
-    != 0.0);
+impl_element!(f32, F32, |x: f32| x as f64, |v: f64| v as f32, |v: i64| v
+    as f32);
+impl_element!(f64, F64, |x: f64| x, |v: f64| v, |v: i64| v as f64);
+impl_element!(i64, I64, |x: i64| x as f64, |v: f64| v as i64, |v: i64| v);
+impl_element!(
+    bool,
+    Bool,
+    |x: bool| if x { 1.0 } else { 0.0 },
+    |v: f64| v != 0.0,
+    |v: i64| v != 0
+);
 
 /// Floating-point elements (f32, f64): the scalar [`Math`] every kernel is
 /// written in, plus what only concrete numbers have. The one float trait of

@@ -184,15 +184,15 @@ impl Tensor {
         if self.device() == *device {
             return self.clone();
         }
-        let moved = self.to_device_nograd(device);
-        let from = self.device();
-        crate::autograd::record("ToCopyBackward", &[self], moved, || MoveBackward {
-            to: from,
-        })
+        crate::autograd::apply(crate::ops::ToCopy::of(self, None, Some(*device)), &[self])
     }
 
+    /// The move itself, unrecorded (`ToCopy`'s forward).
     #[track_caller]
-    fn to_device_nograd(&self, device: &Device) -> Tensor {
+    pub(crate) fn to_device_nograd(&self, device: &Device) -> Tensor {
+        if self.device() == *device {
+            return self.clone();
+        }
         #[cfg(feature = "cuda")]
         {
             use crate::backend::cuda::ops;
@@ -235,7 +235,7 @@ impl Tensor {
         match &*buf {
             Buffer::F32(v) => cpu::map("to_vec", v, l, |x| T::from_f64(x as f64)),
             Buffer::F64(v) => cpu::map("to_vec", v, l, T::from_f64),
-            Buffer::I64(v) => cpu::map("to_vec", v, l, |x| T::from_f64(x as f64)),
+            Buffer::I64(v) => cpu::map("to_vec", v, l, T::from_i64),
             Buffer::Bool(v) => cpu::map("to_vec", v, l, |x| T::from_f64(x as u8 as f64)),
         }
     }
@@ -381,16 +381,6 @@ impl Tensor {
                 t.with_grad_fn(node)
             }
         }
-    }
-}
-
-/// The backward of a device move: the gradient goes back to where the input was.
-struct MoveBackward {
-    to: Device,
-}
-impl crate::autograd::Backward for MoveBackward {
-    fn backward(&self, g: &Tensor) -> Vec<Option<Tensor>> {
-        vec![Some(crate::autograd::no_grad(|| g.to(&self.to)))]
     }
 }
 

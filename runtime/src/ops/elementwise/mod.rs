@@ -19,87 +19,19 @@ pub use math::*;
 
 // ---------------------------------------------------------------- casts
 
-pub(super) struct CastBackward {
-    from: DType,
-}
-impl Backward for CastBackward {
-    fn backward(&self, g: &Tensor) -> Vec<Option<Tensor>> {
-        vec![Some(cast(g, self.from))]
-    }
-}
-
 /// `t` converted to `dtype`; the same tensor when it already has it.
 pub(crate) fn cast(t: &Tensor, dtype: DType) -> Tensor {
     if t.dtype() == dtype {
         return t.clone();
     }
-    #[cfg(feature = "cuda")]
-    if t.device().is_cuda() {
-        let out = crate::backend::cuda::ops::cast(t, dtype);
-        return if dtype.is_float() && t.dtype().is_float() {
-            let from = t.dtype();
-            record("ToCopyBackward", &[t], out, || CastBackward { from })
-        } else {
-            out
-        };
-    }
-    let buf = {
-        let b = t.storage().read();
-        let l = t.layout();
-        macro_rules! conv {
-            ($v:expr, $conv:expr) => {
-                match dtype {
-                    DType::F32 => Buffer::F32(cpu::map("to_dtype", $v, l, |x| $conv(x) as f32)),
-                    DType::F64 => Buffer::F64(cpu::map("to_dtype", $v, l, |x| $conv(x))),
-                    DType::I64 => Buffer::I64(cpu::map("to_dtype", $v, l, |x| $conv(x) as i64)),
-                    DType::Bool => Buffer::Bool(cpu::map("to_dtype", $v, l, |x| $conv(x) != 0.0)),
-                }
-            };
-        }
-        match &*b {
-            Buffer::F32(v) => conv!(v, |x: f32| x as f64),
-            Buffer::F64(v) => conv!(v, |x: f64| x),
-            Buffer::I64(v) => conv!(v, |x: i64| x as f64),
-            Buffer::Bool(v) => conv!(v, |x: bool| x as u8 as f64),
-        }
-    };
-    let out = Tensor::from_buffer(buf, t.shape(), t.device());
-    if dtype.is_float() && t.dtype().is_float() {
-        let from = t.dtype();
-        record("ToCopyBackward", &[t], out, || CastBackward { from })
-    } else {
-        out
-    }
-}
-
-pub(super) struct CloneBackward;
-impl Backward for CloneBackward {
-    fn backward(&self, g: &Tensor) -> Vec<Option<Tensor>> {
-        vec![Some(g.clone())]
-    }
+    apply(super::ToCopy::of(t, Some(dtype), None), &[t])
 }
 
 impl Tensor {
     /// A contiguous copy of the data in new storage (PyTorch's `x.clone()`;
     /// Rust's `clone()` copies only the handle). Differentiable.
     pub fn clone_data(&self) -> Tensor {
-        #[cfg(feature = "cuda")]
-        if self.device().is_cuda() {
-            let out = crate::backend::cuda::ops::cast(self, self.dtype());
-            return record("CloneBackward", &[self], out, || CloneBackward);
-        }
-        let buf = {
-            let b = self.storage().read();
-            let l = self.layout();
-            match &*b {
-                Buffer::F32(v) => Buffer::F32(cpu::map("clone", v, l, |x| x)),
-                Buffer::F64(v) => Buffer::F64(cpu::map("clone", v, l, |x| x)),
-                Buffer::I64(v) => Buffer::I64(cpu::map("clone", v, l, |x| x)),
-                Buffer::Bool(v) => Buffer::Bool(cpu::map("clone", v, l, |x| x)),
-            }
-        };
-        let out = Tensor::from_buffer(buf, self.shape(), self.device());
-        record("CloneBackward", &[self], out, || CloneBackward)
+        apply(super::ToCopy::of(self, None, None), &[self])
     }
 }
 
