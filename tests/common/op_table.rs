@@ -102,6 +102,8 @@ pub fn rows() -> Vec<Row> {
         ("cumsum", |t| t[0].cumsum(1)),
         ("softmax", |t| t[0].softmax(1)),
         ("log_softmax", |t| t[0].log_softmax(1)),
+        ("var", |t| t[0].var_dim(1, 1, false)),
+        ("std", |t| t[0].std_dim(1, 1, true)),
     ] {
         rows.push(Row {
             reduction: true,

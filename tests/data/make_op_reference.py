@@ -120,6 +120,8 @@ for name, fn, dims in [
     ("cumsum", lambda a, d, k: torch.cumsum(a, d), [(1, False), (0, False)]),
     ("softmax", lambda a, d, k: torch.softmax(a, d), [(1, False), (0, False)]),
     ("log_softmax", lambda a, d, k: torch.log_softmax(a, d), [(1, False), (0, False)]),
+    ("var", lambda a, d, k: torch.var(a, d, keepdim=k), [(1, False), (0, True)]),
+    ("std", lambda a, d, k: torch.std(a, d, keepdim=k), [(1, True), (0, False)]),
 ]:
     for d, k in dims:
         a = A.clone().requires_grad_(True)

@@ -24,7 +24,7 @@ pub use binary::{Add, Binary, Div, Maximum, Minimum, Mul, Pow, PowTensor, Sub};
 pub use copy::ToCopy;
 pub use linear::Linear;
 pub use matmul::Matmul;
-pub use reduce::{Cumsum, Logsumexp, Mean, MeanDim, Sum, SumDim};
+pub use reduce::{Cumsum, Logsumexp, Mean, MeanDim, Sum, SumDim, Var};
 pub use softmax::{LogSoftmax, Softmax};
 pub use unary::{
     Abs, AddScalar, Clamp, DivScalar, Elu, Exp, Gelu, GeluErf, GeluTanh, Hardtanh, LeakyRelu, Log,

@@ -5,10 +5,12 @@
 mod cumsum;
 mod logsumexp;
 mod sum;
+mod var;
 
 pub use cumsum::Cumsum;
 pub use logsumexp::Logsumexp;
 pub use sum::{Mean, MeanDim, Sum, SumDim};
+pub use var::Var;
 
 use rayon::prelude::*;
 
@@ -303,32 +305,6 @@ impl Backward for ExtremumAllBackward {
     }
 }
 
-struct VarBackward {
-    x: SavedTensor,
-    dims: Vec<usize>,
-    keep_shape: Vec<usize>,
-    denom: f64,
-    /// For std: the saved output (std), since d std = d var / (2 std).
-    std: Option<SavedTensor>,
-}
-impl Backward for VarBackward {
-    fn backward(&self, g: &Tensor) -> Vec<Option<Tensor>> {
-        let x = self.x.get();
-        let centered = x - &x.mean_dim(self.dims.clone(), true);
-        let g = g.reshape(&self.keep_shape);
-        let scale = match &self.std {
-            None => &g * (2.0 / self.denom),
-            Some(s) => {
-                // Where std is 0 the gradient is 0, not 0/0 (PyTorch masks it too).
-                let s = s.get().reshape(&self.keep_shape);
-                let scale = &g / &(&s * self.denom);
-                Tensor::where_cond(&s.eq_scalar(0.0), &scale.zeros_like(), &scale)
-            }
-        };
-        vec![Some(&centered * &scale)]
-    }
-}
-
 impl Tensor {
     /// Largest or smallest element along `dim`, with its index (the first one on ties).
     fn extremum_dim(
@@ -502,62 +478,26 @@ impl Tensor {
         no_grad(|| self.extremum_dim("argmin", dim, keepdim, false).1)
     }
 
-    fn var_impl(&self, dims: &impl Dims, correction: usize, keepdim: bool, std: bool) -> Tensor {
-        let op = if std { "std" } else { "var" };
-        assert!(
-            self.dtype().is_float(),
-            "{op}: input dtype must be floating point, got {}; convert with .to_dtype(DType::F32)",
-            self.dtype()
-        );
-        let dims = resolve_dims(op, dims, self.ndim());
-        let n: usize = dims.iter().map(|&d| self.shape()[d]).product();
-        // The degrees of freedom; the forward divides by max(0, n - correction),
-        // as PyTorch does, so n <= correction gives inf, or NaN where the sum
-        // of squares is 0 (an empty input among them), with a warning there.
-        let denom = n as f64 - correction as f64;
-        let out = no_grad(|| {
-            let centered = self - &self.mean_dim(dims.clone(), true);
-            let v = centered.square().sum_dim(dims.clone(), keepdim) * (1.0 / denom.max(0.0));
-            if std {
-                v.sqrt()
-            } else {
-                v
-            }
-        });
-        if !crate::autograd::needs_grad(&[self]) {
-            return out;
-        }
-        let saved_std = std.then(|| SavedTensor::new(&out));
-        let name = if std { "StdBackward" } else { "VarBackward" };
-        record(name, &[self], out, || VarBackward {
-            x: SavedTensor::new(self),
-            dims: dims.clone(),
-            keep_shape: keepdim_shape(self.shape(), &dims),
-            denom,
-            std: saved_std,
-        })
-    }
-
     /// Unbiased variance of all elements (Bessel's correction, PyTorch's default).
     pub fn var(&self) -> Tensor {
-        self.var_impl(&Vec::<isize>::new(), 1, false, false)
+        crate::autograd::apply(Var::new(Vec::<isize>::new(), 1, false), &[self])
     }
 
     /// Variance over `dims` with `correction` (1: unbiased, 0: population).
     #[track_caller]
     pub fn var_dim(&self, dims: impl Dims, correction: usize, keepdim: bool) -> Tensor {
-        self.var_impl(&dims, correction, keepdim, false)
+        crate::autograd::apply(Var::new(dims, correction, keepdim), &[self])
     }
 
     /// Unbiased standard deviation of all elements (PyTorch's default).
     pub fn std(&self) -> Tensor {
-        self.var_impl(&Vec::<isize>::new(), 1, false, true)
+        crate::autograd::apply(Var::std(Vec::<isize>::new(), 1, false), &[self])
     }
 
     /// Standard deviation over `dims` with `correction` (1: unbiased).
     #[track_caller]
     pub fn std_dim(&self, dims: impl Dims, correction: usize, keepdim: bool) -> Tensor {
-        self.var_impl(&dims, correction, keepdim, true)
+        crate::autograd::apply(Var::std(dims, correction, keepdim), &[self])
     }
 
     /// Sums `self` down to `shape`, which it was broadcast from: the backward of
