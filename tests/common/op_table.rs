@@ -87,10 +87,14 @@ pub fn rows() -> Vec<Row> {
         ("maximum", |t| t[0].maximum(&t[1])),
         ("minimum", |t| t[0].minimum(&t[1])),
         ("pow", |t| t[0].pow(&t[1])),
+        ("where", |t| {
+            Tensor::where_cond(&t[0].gt_scalar(0.0), &t[0], &t[1])
+        }),
     ] {
         rows.push(Row {
             arity: 2,
             positive: name == "div" || name == "pow",
+            kinks: if name == "where" { &[0.0] } else { &[] },
             ..un(name, f, &[])
         });
     }

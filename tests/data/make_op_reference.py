@@ -92,6 +92,7 @@ BINARY = {
     "maximum": torch.maximum,
     "minimum": torch.minimum,
     "pow": torch.pow,
+    "where": lambda a, b: torch.where(a > 0, a, b),
 }
 print("")
 print("/// The second operand of the binary ops (the first is `X`).")

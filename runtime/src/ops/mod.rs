@@ -22,6 +22,7 @@ pub(crate) use reduce::sum_to;
 pub use crate::autograd::{GradSlot, Op, Out, Spec};
 pub use binary::{Add, Binary, Div, Maximum, Minimum, Mul, Pow, PowTensor, Sub};
 pub use copy::ToCopy;
+pub use elementwise::Where;
 pub use linear::Linear;
 pub use matmul::Matmul;
 pub use reduce::{Cumsum, Logsumexp, Mean, MeanDim, Sum, SumDim, Var};

@@ -87,21 +87,6 @@ comparisons! {
     ge, ge_scalar, ">=", |o| o.is_ge();
 }
 
-pub(super) struct WhereBackward {
-    cond: SavedTensor,
-    a_shape: Vec<usize>,
-    b_shape: Vec<usize>,
-}
-impl Backward for WhereBackward {
-    fn backward(&self, g: &Tensor) -> Vec<Option<Tensor>> {
-        let zero = g.zeros_like();
-        let cond = self.cond.get();
-        let ga = sum_to(&Tensor::where_cond(cond, g, &zero), &self.a_shape);
-        let gb = sum_to(&Tensor::where_cond(cond, &zero, g), &self.b_shape);
-        vec![Some(ga), Some(gb)]
-    }
-}
-
 impl Tensor {
     /// Elementwise `cond ? a : b` with broadcasting of all three
     /// (`torch.where(cond, a, b)`; `where` is a Rust keyword). Differentiable
@@ -131,93 +116,7 @@ impl Tensor {
 
     /// Fallible [`where_cond`](Self::where_cond).
     pub fn try_where(cond: &Tensor, a: &Tensor, b: &Tensor) -> Result<Tensor> {
-        same_device("where", cond, a)?;
-        same_device("where", a, b)?;
-        let shape = broadcast_shapes("where", a.shape(), b.shape())?;
-        let shape = broadcast_shapes("where", cond.shape(), &shape)?;
-        let dt = crate::ops::result_type(a, b);
-        let dev = [cond, a, b]
-            .iter()
-            .map(|t| t.device())
-            .find(|d| d.is_cuda())
-            .unwrap_or_default();
-        let (ca, cb, cc) = (
-            cast(&crate::ops::on_device(a, dev), dt),
-            cast(&crate::ops::on_device(b, dev), dt),
-            cast(&crate::ops::on_device(cond, dev), DType::Bool),
-        );
-        let (la, lb, lc) = (
-            ca.layout().broadcast_to(&shape),
-            cb.layout().broadcast_to(&shape),
-            cc.layout().broadcast_to(&shape),
-        );
-        #[cfg(feature = "cuda")]
-        if dev.is_cuda() {
-            let out = crate::backend::cuda::ops::ew_new(
-                Ew::Where,
-                dt,
-                &shape,
-                &[(&cc, &lc), (&ca, &la), (&cb, &lb)],
-                0.0,
-                0.0,
-            );
-            return Ok(record("WhereBackward", &[a, b], out, || WhereBackward {
-                cond: SavedTensor::new(cond),
-                a_shape: a.shape().to_vec(),
-                b_shape: b.shape().to_vec(),
-            }));
-        }
-        let buf = {
-            // Copies avoid locking one storage twice when operands alias.
-            let ca = if ca.shares_storage(&cc) {
-                ca.clone_data_nograd()
-            } else {
-                ca
-            };
-            let cb = if cb.shares_storage(&cc) || cb.shares_storage(&ca) {
-                cb.clone_data_nograd()
-            } else {
-                cb
-            };
-            // In the global lock order (the three storages are distinct now).
-            let ([gc, ga, gb], []) = crate::backend::lock_storages(
-                [
-                    Some(&**cc.storage()),
-                    Some(ca.storage()),
-                    Some(cb.storage()),
-                ],
-                [],
-            );
-            let locked = "distinct storages are each locked";
-            let (gc, ga, gb) = (gc.expect(locked), ga.expect(locked), gb.expect(locked));
-            let Buffer::Bool(c) = &*gc else {
-                unreachable!("cond was cast to bool")
-            };
-            macro_rules! sel {
-                ($x:expr, $y:expr, $v:ident) => {
-                    Buffer::$v(cpu::zip3("where", c, &lc, $x, &la, $y, &lb, |k, p, q| {
-                        if k {
-                            p
-                        } else {
-                            q
-                        }
-                    })?)
-                };
-            }
-            match (&*ga, &*gb) {
-                (Buffer::F32(x), Buffer::F32(y)) => sel!(x, y, F32),
-                (Buffer::F64(x), Buffer::F64(y)) => sel!(x, y, F64),
-                (Buffer::I64(x), Buffer::I64(y)) => sel!(x, y, I64),
-                (Buffer::Bool(x), Buffer::Bool(y)) => sel!(x, y, Bool),
-                _ => unreachable!("operands were cast to one dtype"),
-            }
-        };
-        let out = Tensor::from_buffer(buf, &shape, a.device());
-        Ok(record("WhereBackward", &[a, b], out, || WhereBackward {
-            cond: SavedTensor::new(cond),
-            a_shape: a.shape().to_vec(),
-            b_shape: b.shape().to_vec(),
-        }))
+        try_apply(Where, &[cond, a, b])
     }
 
     /// A copy that records nothing (kernel plumbing).

@@ -1,21 +1,21 @@
-//! Elementwise arithmetic and math with broadcasting; comparisons and `where`;
-//! dtype casts. Forward kernels and backward rules side by side.
+//! Elementwise arithmetic and math with broadcasting; comparisons and
+//! `where` (`select.rs`).
 
 use std::ops::{Add, Div, Mul, Neg, Sub};
 
-use super::reduce::sum_to;
-use super::same_device;
 use super::{binary, unary};
-use crate::autograd::{apply, record, try_apply, Backward, SavedTensor};
+use crate::autograd::{apply, try_apply};
 use crate::backend::{cpu, Buffer, Ew};
 use crate::error::{OrPanic, Result};
-use crate::tensor::{broadcast_shapes, DType, Tensor};
+use crate::tensor::{DType, Tensor};
 
 mod compare;
 mod math;
 mod operators;
+mod select;
 
 pub use math::*;
+pub use select::Where;
 
 // ---------------------------------------------------------------- casts
 
