@@ -80,6 +80,8 @@ fn reductions_and_scans_match_pytorch_values_and_gradients() {
             "log_softmax" => a.log_softmax(dim),
             "var" => a.var_dim(dim, 1, keepdim),
             "std" => a.std_dim(dim, 1, keepdim),
+            "max_dim" => a.max_dim(dim, keepdim).0,
+            "min_dim" => a.min_dim(dim, keepdim).0,
             other => panic!("no reduction {other}"),
         };
         let what = format!("{name}(dim {dim}, keepdim {keepdim})");

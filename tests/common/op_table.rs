@@ -108,6 +108,8 @@ pub fn rows() -> Vec<Row> {
         ("log_softmax", |t| t[0].log_softmax(1)),
         ("var", |t| t[0].var_dim(1, 1, false)),
         ("std", |t| t[0].std_dim(1, 1, true)),
+        ("max_dim", |t| t[0].max_dim(nonempty_dim(&t[0]), false).0),
+        ("min_dim", |t| t[0].min_dim(nonempty_dim(&t[0]), true).0),
     ] {
         rows.push(Row {
             reduction: true,
@@ -115,6 +117,16 @@ pub fn rows() -> Vec<Row> {
         });
     }
     rows
+}
+
+/// Dim 1 of a 2-D sample, or dim 0 where dim 1 is empty (a max over no
+/// elements has no value; over dim 0 the expanded view's rows would tie).
+fn nonempty_dim(t: &Tensor) -> isize {
+    if t.shape()[1] > 0 {
+        1
+    } else {
+        0
+    }
 }
 
 /// Seeded samples of `shape` in `dtype`: normal, scaled by 2, kept at least

@@ -123,6 +123,8 @@ for name, fn, dims in [
     ("log_softmax", lambda a, d, k: torch.log_softmax(a, d), [(1, False), (0, False)]),
     ("var", lambda a, d, k: torch.var(a, d, keepdim=k), [(1, False), (0, True)]),
     ("std", lambda a, d, k: torch.std(a, d, keepdim=k), [(1, True), (0, False)]),
+    ("max_dim", lambda a, d, k: torch.max(a, d, keepdim=k).values, [(1, False), (0, True)]),
+    ("min_dim", lambda a, d, k: torch.min(a, d, keepdim=k).values, [(1, True), (0, False)]),
 ]:
     for d, k in dims:
         a = A.clone().requires_grad_(True)

@@ -3,6 +3,7 @@
 //! and `sum_to` (the backward of broadcasting).
 
 mod cumsum;
+mod extremum;
 mod logsumexp;
 mod sum;
 mod var;
@@ -14,7 +15,7 @@ pub use var::Var;
 
 use rayon::prelude::*;
 
-use crate::autograd::{no_grad, record, Backward, SavedTensor};
+use crate::autograd::no_grad;
 use crate::backend::{cpu, memory, Buffer};
 use crate::error::{Error, OrPanic, Result};
 use crate::tensor::{norm_dim, Float, Layout, Tensor};
@@ -269,42 +270,6 @@ pub(crate) fn reduced_keep_shape(input_shape: &[usize], dims: &[isize]) -> Vec<u
     keepdim_shape(input_shape, &resolved)
 }
 
-struct SelectBackward {
-    input_shape: Vec<usize>,
-    keep_shape: Vec<usize>,
-    dim: usize,
-    indices: SavedTensor,
-}
-impl Backward for SelectBackward {
-    fn backward(&self, g: &Tensor) -> Vec<Option<Tensor>> {
-        // The gradient goes to the selected element of each slice.
-        let g = g.reshape(&self.keep_shape);
-        if self.input_shape.is_empty() {
-            // A 0-d input is its own extremum.
-            return vec![Some(g)];
-        }
-        let z = Tensor::zeros_opts(&self.input_shape, &g.options());
-        vec![Some(z.scatter_add(
-            self.dim as isize,
-            self.indices.get(),
-            &g,
-        ))]
-    }
-}
-
-struct ExtremumAllBackward {
-    x: SavedTensor,
-    value: SavedTensor,
-}
-impl Backward for ExtremumAllBackward {
-    fn backward(&self, g: &Tensor) -> Vec<Option<Tensor>> {
-        // Ties share the gradient evenly, as in PyTorch.
-        let mask = self.x.get().eq(self.value.get()).to_dtype(g.dtype());
-        let count = mask.sum();
-        vec![Some(&(&mask * g) / &count)]
-    }
-}
-
 impl Tensor {
     /// Largest or smallest element along `dim`, with its index (the first one on ties).
     fn extremum_dim(
@@ -380,53 +345,44 @@ impl Tensor {
                 Tensor::from_vec(indices, &out_shape),
             )
         };
-        let keep_shape = keepdim_shape(self.shape(), &dims);
-        let name = if largest {
-            "MaxBackward"
-        } else {
-            "MinBackward"
-        };
-        let values = record(name, &[self], values, || SelectBackward {
-            input_shape: self.shape().to_vec(),
-            keep_shape: keep_shape.clone(),
+        if !crate::autograd::needs_grad(&[self]) {
+            return (values, indices);
+        }
+        // On the tape: the values again, as the input's elements at the
+        // indices (the op whose gradient goes to the chosen elements).
+        let keep = indices.reshape(keepdim_shape(self.shape(), &dims));
+        let op = extremum::ExtremumValues {
             dim: d,
-            indices: SavedTensor::new(&indices.reshape(&keep_shape)),
-        });
-        (values, indices)
+            keepdim,
+            largest,
+        };
+        (crate::autograd::apply(op, &[self, &keep]), indices)
     }
 
-    fn extremum_all(&self, largest: bool) -> Tensor {
+    /// The largest or smallest element without recording (NaN wins).
+    pub(crate) fn extremum_all_nograd(&self, largest: bool) -> Tensor {
         assert!(
             self.numel() > 0,
             "{}: cannot reduce an empty tensor (shape {:?}); pass a dim with max_dim/min_dim",
             if largest { "max" } else { "min" },
             self.shape()
         );
-        let flat = no_grad(|| self.reshape([self.numel()]));
-        let (v, _) = no_grad(|| flat.extremum_dim("max", 0, false, largest));
-        if !crate::autograd::needs_grad(&[self]) {
-            return v;
-        }
-        let saved_v = SavedTensor::new(&v);
-        let name = if largest {
-            "MaxBackward"
-        } else {
-            "MinBackward"
-        };
-        record(name, &[self], v, || ExtremumAllBackward {
-            x: SavedTensor::new(self),
-            value: saved_v,
+        no_grad(|| {
+            let flat = self.reshape([self.numel()]);
+            flat.extremum_dim("max", 0, false, largest).0
         })
     }
 
     /// The largest element: a 0-d tensor (NaN if any element is NaN).
+    #[track_caller]
     pub fn max(&self) -> Tensor {
-        self.extremum_all(true)
+        crate::autograd::apply(extremum::ExtremumAll { largest: true }, &[self])
     }
 
     /// The smallest element: a 0-d tensor.
+    #[track_caller]
     pub fn min(&self) -> Tensor {
-        self.extremum_all(false)
+        crate::autograd::apply(extremum::ExtremumAll { largest: false }, &[self])
     }
 
     /// Largest values along `dim` and their indices (`torch.max(x, dim)`).

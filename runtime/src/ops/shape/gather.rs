@@ -1,4 +1,5 @@
 use super::*;
+use crate::autograd::{GradSlot, Op, Out, Spec};
 
 // ---------------------------------------------------------------- gathering copies
 
@@ -65,58 +66,48 @@ pub(super) fn gather_rows<T: Element>(
     out
 }
 
-pub(super) struct IndexSelectBackward {
-    input_shape: Vec<usize>,
-    dim: usize,
-    idx: Vec<usize>,
-}
-impl Backward for IndexSelectBackward {
-    fn backward(&self, g: &Tensor) -> Vec<Option<Tensor>> {
-        #[cfg(feature = "cuda")]
-        if g.device().is_cuda() {
-            let z = Tensor::zeros_opts(&self.input_shape, &g.options());
-            let idx: Vec<i64> = self.idx.iter().map(|&i| i as i64).collect();
-            let n = idx.len();
-            let index = Tensor::from_vec(idx, [n]).to(&g.device());
-            let lidx = select_index_layout(&index, g.shape(), self.dim);
-            let (lz, ds) = indexed_layout(z.layout(), g.shape(), self.dim);
-            crate::backend::cuda::ops::scatter_add(&z, &lz, ds, &index, &lidx, g, g.layout());
-            return vec![Some(z)];
-        }
-        let g = g.contiguous();
-        let (outer, size, inner) = split_at(&self.input_shape, self.dim);
-        let gb = g.storage().read();
-        let off = g.layout().offset;
-        macro_rules! acc {
-            ($v:expr, $t:ty) => {{
-                // The input may have been an expanded view of any size.
-                let n = outer * size * inner;
-                let mut out: Vec<$t> =
-                    memory::try_zeros("index_select backward", &self.input_shape, n).or_panic();
-                let src = &$v[off..];
-                for o in 0..outer {
-                    for (k, &i) in self.idx.iter().enumerate() {
-                        let s = (o * self.idx.len() + k) * inner;
-                        let d = (o * size + i) * inner;
-                        for (a, &b) in out[d..d + inner].iter_mut().zip(&src[s..s + inner]) {
-                            *a += b;
-                        }
+/// dL/dx of `index_select`: each row of `g` added to the input row it came from.
+fn index_select_backward(g: &Tensor, input_shape: &[usize], dim: usize, index: &Tensor) -> Tensor {
+    #[cfg(feature = "cuda")]
+    if g.device().is_cuda() {
+        let z = Tensor::zeros_opts(input_shape, &g.options());
+        let index = index.to(&g.device());
+        let lidx = select_index_layout(&index, g.shape(), dim);
+        let (lz, ds) = indexed_layout(z.layout(), g.shape(), dim);
+        crate::backend::cuda::ops::scatter_add(&z, &lz, ds, &index, &lidx, g, g.layout());
+        return z;
+    }
+    // Checked by the forward.
+    let idx: Vec<usize> = index.to_vec::<i64>().iter().map(|&i| i as usize).collect();
+    let g = g.contiguous();
+    let (outer, size, inner) = split_at(input_shape, dim);
+    let gb = g.storage().read();
+    let off = g.layout().offset;
+    macro_rules! acc {
+        ($v:expr, $t:ty) => {{
+            // The input may have been an expanded view of any size.
+            let n = outer * size * inner;
+            let mut out: Vec<$t> =
+                memory::try_zeros("index_select backward", input_shape, n).or_panic();
+            let src = &$v[off..];
+            for o in 0..outer {
+                for (k, &i) in idx.iter().enumerate() {
+                    let s = (o * idx.len() + k) * inner;
+                    let d = (o * size + i) * inner;
+                    for (a, &b) in out[d..d + inner].iter_mut().zip(&src[s..s + inner]) {
+                        *a += b;
                     }
                 }
-                Buffer::from_vec(out)
-            }};
-        }
-        let buf = match &*gb {
-            Buffer::F32(v) => acc!(v, f32),
-            Buffer::F64(v) => acc!(v, f64),
-            _ => unreachable!("gradients are float"),
-        };
-        vec![Some(Tensor::from_buffer(
-            buf,
-            &self.input_shape,
-            g.device(),
-        ))]
+            }
+            Buffer::from_vec(out)
+        }};
     }
+    let buf = match &*gb {
+        Buffer::F32(v) => acc!(v, f32),
+        Buffer::F64(v) => acc!(v, f64),
+        _ => unreachable!("gradients are float"),
+    };
+    Tensor::from_buffer(buf, input_shape, g.device())
 }
 
 /// `l` restricted to `shape` (no larger in any dim) with dim `dim`'s
@@ -170,42 +161,6 @@ pub(super) fn for_each_coord(
     });
 }
 
-pub(super) struct GatherBackward {
-    input_shape: Vec<usize>,
-    dim: usize,
-    index: SavedTensor,
-}
-impl Backward for GatherBackward {
-    fn backward(&self, g: &Tensor) -> Vec<Option<Tensor>> {
-        let z = Tensor::zeros_opts(&self.input_shape, &g.options());
-        vec![Some(z.scatter_add(self.dim as isize, self.index.get(), g))]
-    }
-}
-
-pub(super) struct ScatterAddBackward {
-    dim: usize,
-    index: SavedTensor,
-    src_shape: Vec<usize>,
-}
-impl Backward for ScatterAddBackward {
-    fn backward(&self, g: &Tensor) -> Vec<Option<Tensor>> {
-        let gs = g.gather(self.dim as isize, self.index.get());
-        // src may be larger than index: the elements it did not use get zero.
-        let gs = if gs.shape() == self.src_shape.as_slice() {
-            gs
-        } else {
-            let z = Tensor::zeros_opts(&self.src_shape, &gs.options());
-            let mut used = z.clone();
-            for (d, &n) in gs.shape().iter().enumerate() {
-                used = used.narrow(d as isize, 0, n);
-            }
-            used.copy_(&gs);
-            z
-        };
-        vec![Some(g.clone()), Some(gs)]
-    }
-}
-
 pub(super) fn check_index_shape(
     op: &'static str,
     input: &Tensor,
@@ -229,6 +184,295 @@ pub(super) fn check_index_shape(
     }
 }
 
+/// `x.index_select(dim, index)` (`torch.index_select`): inputs `[x, index]`,
+/// the index 0-d or 1-d i64.
+#[derive(Clone, Copy, Debug)]
+pub struct IndexSelect {
+    /// The dim indexed (negative counts from the end).
+    pub dim: isize,
+}
+
+impl Op for IndexSelect {
+    const NAME: &'static str = "IndexSelectBackward";
+    const OP: &'static str = "index_select";
+    /// The input's shape and the index.
+    type Saved = (Vec<usize>, Tensor);
+
+    fn spec(&self, x: &[&Tensor]) -> Result<Spec> {
+        let (src, index) = (x[0], x[1]);
+        let d = norm_dim("index_select", self.dim, src.ndim())?;
+        if index.ndim() > 1 {
+            return Err(Error::shape(
+                "index_select",
+                format!("index must be 0-d or 1-d, got shape {:?}", index.shape()),
+            ));
+        }
+        let mut shape = src.shape().to_vec();
+        shape[d] = index.numel();
+        // More indices than the dim's size can make a count that overflows.
+        checked_numel("index_select", &shape)?;
+        Ok(Spec {
+            shape: shape.into(),
+            dtype: src.dtype(),
+            device: src.device(),
+        })
+    }
+
+    fn forward(&self, x: &[&Tensor], out: &mut Out<'_>) {
+        let (src, index) = (x[0], x[1]);
+        let d = norm_dim("index_select", self.dim, src.ndim()).expect("checked by spec");
+        match checked_indices("index_select", index, src.shape()[d], d) {
+            Ok(idx) => out.set(index_select_rows(src, d, index, &idx, &out.spec().shape)),
+            Err(e) => out.fail(e),
+        }
+    }
+
+    fn save(&self, x: &[&Tensor], _: &Tensor, _: &[bool]) -> Self::Saved {
+        (x[0].shape().to_vec(), x[1].clone())
+    }
+
+    fn backward(&self, (shape, index): &Self::Saved, g: &Tensor, grads: &mut [GradSlot<'_>]) {
+        let d = norm_dim("index_select", self.dim, shape.len()).expect("checked by spec");
+        grads[0].add(index_select_backward(g, shape, d, index))
+    }
+}
+
+/// The rows `idx` (the values of `index`) of dim `d` of `src`, as a new
+/// tensor of `shape`.
+fn index_select_rows(
+    src: &Tensor,
+    d: usize,
+    index: &Tensor,
+    idx: &[usize],
+    shape: &[usize],
+) -> Tensor {
+    #[cfg(feature = "cuda")]
+    if src.device().is_cuda() {
+        let index = index.to(&src.device());
+        let lidx = select_index_layout(&index, shape, d);
+        let (lsrc, ds) = indexed_layout(src.layout(), shape, d);
+        return crate::backend::cuda::ops::gather(src, &lsrc, ds, &index, &lidx);
+    }
+    let _ = index;
+    let src = src.contiguous();
+    let buf = {
+        let b = src.storage().read();
+        let off = src.layout().offset;
+        let n = src.numel();
+        let sh = src.shape();
+        match &*b {
+            Buffer::F32(v) => Buffer::F32(gather_rows(&v[off..off + n], sh, d, idx, shape)),
+            Buffer::F64(v) => Buffer::F64(gather_rows(&v[off..off + n], sh, d, idx, shape)),
+            Buffer::I64(v) => Buffer::I64(gather_rows(&v[off..off + n], sh, d, idx, shape)),
+            Buffer::Bool(v) => Buffer::Bool(gather_rows(&v[off..off + n], sh, d, idx, shape)),
+        }
+    };
+    Tensor::from_buffer(buf, shape, src.device())
+}
+
+/// `x.gather(dim, index)` (`torch.gather`): inputs `[x, index]`.
+#[derive(Clone, Copy, Debug)]
+pub struct Gather {
+    /// The dim indexed (negative counts from the end).
+    pub dim: isize,
+}
+
+impl Op for Gather {
+    const NAME: &'static str = "GatherBackward";
+    const OP: &'static str = "gather";
+    /// The input's shape and the index.
+    type Saved = (Vec<usize>, Tensor);
+
+    fn spec(&self, x: &[&Tensor]) -> Result<Spec> {
+        let (src, index) = (x[0], x[1]);
+        let d = norm_dim("gather", self.dim, src.ndim())?;
+        check_index_shape("gather", src, index, d)?;
+        Ok(Spec {
+            shape: index.shape().into(),
+            dtype: src.dtype(),
+            device: src.device(),
+        })
+    }
+
+    fn forward(&self, x: &[&Tensor], out: &mut Out<'_>) {
+        let (src, index) = (x[0], x[1]);
+        let d = norm_dim("gather", self.dim, src.ndim()).expect("checked by spec");
+        match checked_indices("gather", index, src.shape()[d], d) {
+            Ok(idx) => out.set(gather_elements(src, d, index, &idx)),
+            Err(e) => out.fail(e),
+        }
+    }
+
+    fn save(&self, x: &[&Tensor], _: &Tensor, _: &[bool]) -> Self::Saved {
+        (x[0].shape().to_vec(), x[1].clone())
+    }
+
+    /// `g` scattered (added) back to the positions it was gathered from.
+    fn backward(&self, (shape, index): &Self::Saved, g: &Tensor, grads: &mut [GradSlot<'_>]) {
+        let z = Tensor::zeros_opts(shape, &g.options());
+        grads[0].add(z.scatter_add(self.dim, index, g))
+    }
+}
+
+/// `src`'s elements at `idx` (the values of `index`) along `d`, in `index`'s shape.
+fn gather_elements(src: &Tensor, d: usize, index: &Tensor, idx: &[usize]) -> Tensor {
+    #[cfg(feature = "cuda")]
+    if src.device().is_cuda() {
+        let index = index.to(&src.device());
+        let (lsrc, ds) = indexed_layout(src.layout(), index.shape(), d);
+        return crate::backend::cuda::ops::gather(src, &lsrc, ds, &index, index.layout());
+    }
+    let src = src.contiguous();
+    let dstride = contiguous_strides(src.shape())[d];
+    let buf = {
+        let b = src.storage().read();
+        let off = src.layout().offset;
+        macro_rules! g {
+            ($v:expr) => {{
+                let mut out = memory::alloc("gather", index.shape(), idx.len());
+                for_each_coord(index.shape(), src.shape(), d, |pos, o| {
+                    out.push($v[off + o + idx[pos] * dstride]);
+                });
+                Buffer::from_vec(out)
+            }};
+        }
+        match &*b {
+            Buffer::F32(v) => g!(v),
+            Buffer::F64(v) => g!(v),
+            Buffer::I64(v) => g!(v),
+            Buffer::Bool(v) => g!(v),
+        }
+    };
+    Tensor::from_buffer(buf, index.shape(), src.device())
+}
+
+/// `x.scatter_add(dim, index, src)` (`torch.scatter_add`): inputs
+/// `[x, index, src]`; a copy of `x` with `src` added at `index`.
+#[derive(Clone, Copy, Debug)]
+pub struct ScatterAdd {
+    /// The dim indexed (negative counts from the end).
+    pub dim: isize,
+}
+
+impl Op for ScatterAdd {
+    const NAME: &'static str = "ScatterAddBackward";
+    const OP: &'static str = "scatter_add";
+    /// The index and `src`'s shape.
+    type Saved = (Tensor, Vec<usize>);
+
+    fn spec(&self, x: &[&Tensor]) -> Result<Spec> {
+        let (dst, index, src) = (x[0], x[1], x[2]);
+        let d = norm_dim("scatter_add", self.dim, dst.ndim())?;
+        check_index_shape("scatter_add", dst, index, d)?;
+        let covers = src.ndim() == index.ndim()
+            && index.shape().iter().zip(src.shape()).all(|(i, s)| i <= s);
+        if !covers {
+            return Err(Error::shape(
+                "scatter_add",
+                format!(
+                    "src of shape {:?} must cover index of shape {:?}",
+                    src.shape(),
+                    index.shape()
+                ),
+            ));
+        }
+        Ok(Spec::like(dst))
+    }
+
+    fn forward(&self, x: &[&Tensor], out: &mut Out<'_>) {
+        let (dst, index, src) = (x[0], x[1], x[2]);
+        let d = norm_dim("scatter_add", self.dim, dst.ndim()).expect("checked by spec");
+        match checked_indices("scatter_add", index, dst.shape()[d], d) {
+            Ok(idx) => out.set(scatter_added(dst, d, index, &idx, src)),
+            Err(e) => out.fail(e),
+        }
+    }
+
+    fn save(&self, x: &[&Tensor], _: &Tensor, _: &[bool]) -> Self::Saved {
+        (x[1].clone(), x[2].shape().to_vec())
+    }
+
+    /// `x` gets `g`; `src` gets `g` gathered at `index` (zero where `src`
+    /// is larger than the index and was not used).
+    fn backward(&self, (index, src_shape): &Self::Saved, g: &Tensor, grads: &mut [GradSlot<'_>]) {
+        if grads[0].needed() {
+            grads[0].add(g.clone());
+        }
+        if !grads[2].needed() {
+            return;
+        }
+        let gs = g.gather(self.dim, index);
+        let gs = if gs.shape() == src_shape.as_slice() {
+            gs
+        } else {
+            let z = Tensor::zeros_opts(src_shape, &gs.options());
+            let mut used = z.clone();
+            for (d, &n) in gs.shape().iter().enumerate() {
+                used = used.narrow(d as isize, 0, n);
+            }
+            used.copy_(&gs);
+            z
+        };
+        grads[2].add(gs)
+    }
+}
+
+/// A copy of `dst` with `src` added at `idx` (the values of `index`) along `d`.
+fn scatter_added(dst: &Tensor, d: usize, index: &Tensor, idx: &[usize], src: &Tensor) -> Tensor {
+    let out = dst.clone_data();
+    let src_c = src.to_dtype(dst.dtype()).contiguous();
+    #[cfg(feature = "cuda")]
+    if dst.device().is_cuda() {
+        let index = index.to(&dst.device());
+        let src_c = src_c.to(&dst.device());
+        let (lout, ds) = indexed_layout(out.layout(), index.shape(), d);
+        let lsrc = Layout {
+            shape: index.shape().into(),
+            strides: src_c.strides().into(),
+            offset: src_c.layout().offset,
+        };
+        crate::backend::cuda::ops::scatter_add(
+            &out,
+            &lout,
+            ds,
+            &index,
+            index.layout(),
+            &src_c,
+            &lsrc,
+        );
+        return out;
+    }
+    let sstrides = contiguous_strides(src_c.shape());
+    let dstride = contiguous_strides(dst.shape())[d];
+    {
+        let ([sb], [ob]) =
+            crate::backend::lock_storages([Some(&**src_c.storage())], [Some(out.storage())]);
+        let locked = "distinct storages are each locked";
+        let (sb, mut ob) = (sb.expect(locked), ob.expect(locked));
+        let soff = src_c.layout().offset;
+        // Source offsets: index coordinates in src's (possibly larger) shape.
+        let n = index.numel();
+        let mut src_offs = memory::alloc("scatter_add", index.shape(), n);
+        cpu::walk(index.shape(), [&sstrides], [soff], 0, n, |[o]| {
+            src_offs.push(o)
+        });
+        macro_rules! sc {
+            ($o:expr, $s:expr) => {
+                for_each_coord(index.shape(), dst.shape(), d, |pos, o| {
+                    $o[o + idx[pos] * dstride] += $s[src_offs[pos]];
+                })
+            };
+        }
+        match (&mut *ob, &*sb) {
+            (Buffer::F32(o), Buffer::F32(s)) => sc!(o, s),
+            (Buffer::F64(o), Buffer::F64(s)) => sc!(o, s),
+            (Buffer::I64(o), Buffer::I64(s)) => sc!(o, s),
+            _ => panic!("scatter_add: unsupported dtype {}", dst.dtype()),
+        }
+    }
+    out
+}
+
 impl Tensor {
     /// The entries at `index` (1-D i64) along `dim` (`torch.index_select`).
     ///
@@ -239,178 +483,19 @@ impl Tensor {
     /// ```
     #[track_caller]
     pub fn index_select(&self, dim: isize, index: &Tensor) -> Tensor {
-        let d = norm_dim("index_select", dim, self.ndim()).or_panic();
-        assert!(
-            index.ndim() <= 1,
-            "index_select: index must be 0-d or 1-d, got shape {:?}",
-            index.shape()
-        );
-        let idx = checked_indices("index_select", index, self.shape()[d], d).or_panic();
-        let mut shape = self.shape().to_vec();
-        shape[d] = idx.len();
-        // More indices than the dim's size can make a count that overflows.
-        checked_numel("index_select", &shape).or_panic();
-        #[cfg(feature = "cuda")]
-        if self.device().is_cuda() {
-            let index = index.to(&self.device());
-            let lidx = select_index_layout(&index, &shape, d);
-            let (lsrc, ds) = indexed_layout(self.layout(), &shape, d);
-            let out = crate::backend::cuda::ops::gather(self, &lsrc, ds, &index, &lidx);
-            return record("IndexSelectBackward", &[self], out, || {
-                IndexSelectBackward {
-                    input_shape: self.shape().to_vec(),
-                    dim: d,
-                    idx,
-                }
-            });
-        }
-        let src = self.contiguous();
-        let buf = {
-            let b = src.storage().read();
-            let off = src.layout().offset;
-            let n = src.numel();
-            let (sh, to) = (src.shape(), &shape[..]);
-            match &*b {
-                Buffer::F32(v) => Buffer::F32(gather_rows(&v[off..off + n], sh, d, &idx, to)),
-                Buffer::F64(v) => Buffer::F64(gather_rows(&v[off..off + n], sh, d, &idx, to)),
-                Buffer::I64(v) => Buffer::I64(gather_rows(&v[off..off + n], sh, d, &idx, to)),
-                Buffer::Bool(v) => Buffer::Bool(gather_rows(&v[off..off + n], sh, d, &idx, to)),
-            }
-        };
-        let out = Tensor::from_buffer(buf, &shape, self.device());
-        record("IndexSelectBackward", &[self], out, || {
-            IndexSelectBackward {
-                input_shape: self.shape().to_vec(),
-                dim: d,
-                idx,
-            }
-        })
+        apply(IndexSelect { dim }, &[self, index])
     }
 
     /// `out[i][j][k] = self[i][index[i][j][k]][k]` for dim 1, and so on (`torch.gather`).
     #[track_caller]
     pub fn gather(&self, dim: isize, index: &Tensor) -> Tensor {
-        let d = norm_dim("gather", dim, self.ndim()).or_panic();
-        check_index_shape("gather", self, index, d).or_panic();
-        let idx = checked_indices("gather", index, self.shape()[d], d).or_panic();
-        #[cfg(feature = "cuda")]
-        if self.device().is_cuda() {
-            let index = index.to(&self.device());
-            let (lsrc, ds) = indexed_layout(self.layout(), index.shape(), d);
-            let out = crate::backend::cuda::ops::gather(self, &lsrc, ds, &index, index.layout());
-            return record("GatherBackward", &[self], out, || GatherBackward {
-                input_shape: self.shape().to_vec(),
-                dim: d,
-                index: SavedTensor::new(&index),
-            });
-        }
-        let src = self.contiguous();
-        let dstride = contiguous_strides(src.shape())[d];
-        let buf = {
-            let b = src.storage().read();
-            let off = src.layout().offset;
-            macro_rules! g {
-                ($v:expr) => {{
-                    let mut out = memory::alloc("gather", index.shape(), idx.len());
-                    for_each_coord(index.shape(), src.shape(), d, |pos, o| {
-                        out.push($v[off + o + idx[pos] * dstride]);
-                    });
-                    Buffer::from_vec(out)
-                }};
-            }
-            match &*b {
-                Buffer::F32(v) => g!(v),
-                Buffer::F64(v) => g!(v),
-                Buffer::I64(v) => g!(v),
-                Buffer::Bool(v) => g!(v),
-            }
-        };
-        let out = Tensor::from_buffer(buf, index.shape(), self.device());
-        record("GatherBackward", &[self], out, || GatherBackward {
-            input_shape: self.shape().to_vec(),
-            dim: d,
-            index: SavedTensor::new(index),
-        })
+        apply(Gather { dim }, &[self, index])
     }
 
     /// A copy of `self` with `src` added at `index` along `dim`:
     /// `out[i][index[i][j]] += src[i][j]` for dim 1 (`torch.scatter_add`).
     #[track_caller]
     pub fn scatter_add(&self, dim: isize, index: &Tensor, src: &Tensor) -> Tensor {
-        let d = norm_dim("scatter_add", dim, self.ndim()).or_panic();
-        check_index_shape("scatter_add", self, index, d).or_panic();
-        assert!(
-            src.ndim() == index.ndim()
-                && index.shape().iter().zip(src.shape()).all(|(i, s)| i <= s),
-            "scatter_add: src of shape {:?} must cover index of shape {:?}",
-            src.shape(),
-            index.shape()
-        );
-        let idx = checked_indices("scatter_add", index, self.shape()[d], d).or_panic();
-        let out = no_grad(|| self.clone_data());
-        let src_c = no_grad(|| src.to_dtype(self.dtype()).contiguous());
-        #[cfg(feature = "cuda")]
-        if self.device().is_cuda() {
-            let index = index.to(&self.device());
-            let src_c = src_c.to(&self.device());
-            let (lout, ds) = indexed_layout(out.layout(), index.shape(), d);
-            let lsrc = Layout {
-                shape: index.shape().into(),
-                strides: src_c.strides().into(),
-                offset: src_c.layout().offset,
-            };
-            crate::backend::cuda::ops::scatter_add(
-                &out,
-                &lout,
-                ds,
-                &index,
-                index.layout(),
-                &src_c,
-                &lsrc,
-            );
-            let _ = idx;
-            return record("ScatterAddBackward", &[self, src], out, || {
-                ScatterAddBackward {
-                    dim: d,
-                    index: SavedTensor::new(&index),
-                    src_shape: src.shape().to_vec(),
-                }
-            });
-        }
-        let sstrides = contiguous_strides(src_c.shape());
-        let dstride = contiguous_strides(self.shape())[d];
-        {
-            let ([sb], [ob]) =
-                crate::backend::lock_storages([Some(&**src_c.storage())], [Some(out.storage())]);
-            let locked = "distinct storages are each locked";
-            let (sb, mut ob) = (sb.expect(locked), ob.expect(locked));
-            let soff = src_c.layout().offset;
-            // Source offsets: index coordinates in src's (possibly larger) shape.
-            let n = index.numel();
-            let mut src_offs = memory::alloc("scatter_add", index.shape(), n);
-            cpu::walk(index.shape(), [&sstrides], [soff], 0, n, |[o]| {
-                src_offs.push(o)
-            });
-            macro_rules! sc {
-                ($o:expr, $s:expr) => {
-                    for_each_coord(index.shape(), self.shape(), d, |pos, o| {
-                        $o[o + idx[pos] * dstride] += $s[src_offs[pos]];
-                    })
-                };
-            }
-            match (&mut *ob, &*sb) {
-                (Buffer::F32(o), Buffer::F32(s)) => sc!(o, s),
-                (Buffer::F64(o), Buffer::F64(s)) => sc!(o, s),
-                (Buffer::I64(o), Buffer::I64(s)) => sc!(o, s),
-                _ => panic!("scatter_add: unsupported dtype {}", self.dtype()),
-            }
-        }
-        record("ScatterAddBackward", &[self, src], out, || {
-            ScatterAddBackward {
-                dim: d,
-                index: SavedTensor::new(index),
-                src_shape: src.shape().to_vec(),
-            }
-        })
+        apply(ScatterAdd { dim }, &[self, index, src])
     }
 }

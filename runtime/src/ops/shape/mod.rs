@@ -5,13 +5,15 @@
 use super::index::{resolve_range, DimIndex, SliceRange};
 use super::reduce::sum_to;
 use super::same_device;
-use crate::autograd::{apply, needs_grad, no_grad, record, try_apply, Backward, SavedTensor};
+use crate::autograd::{apply, needs_grad, no_grad, record, try_apply, Backward};
 use crate::backend::{cpu, memory, Buffer};
 use crate::error::{Error, OrPanic, Result};
 use crate::tensor::{checked_numel, contiguous_strides, norm_dim, DType, Element, Layout, Tensor};
 
 mod cat;
 mod gather;
+
+pub use gather::{Gather, IndexSelect, ScatterAdd};
 
 /// A target shape for `reshape`/`view`: sizes, one of which may be -1 (inferred).
 pub trait ShapeSpec {
