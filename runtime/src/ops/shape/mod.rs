@@ -5,7 +5,7 @@
 use super::index::{resolve_range, DimIndex, SliceRange};
 use super::reduce::sum_to;
 use super::same_device;
-use crate::autograd::{apply, needs_grad, no_grad, record, try_apply, Backward};
+use crate::autograd::{apply, no_grad, try_apply, GradSlot, Op, Out, Spec};
 use crate::backend::{cpu, memory, Buffer};
 use crate::error::{Error, OrPanic, Result};
 use crate::tensor::{checked_numel, contiguous_strides, norm_dim, DType, Element, Layout, Tensor};
@@ -13,6 +13,7 @@ use crate::tensor::{checked_numel, contiguous_strides, norm_dim, DType, Element,
 mod cat;
 mod gather;
 
+pub use cat::Cat;
 pub use gather::{Gather, IndexSelect, ScatterAdd};
 
 /// A target shape for `reshape`/`view`: sizes, one of which may be -1 (inferred).
@@ -109,49 +110,156 @@ pub(crate) fn resolve_shape(op: &'static str, from: &[usize], spec: &[i64]) -> R
     Ok(out)
 }
 
-pub(super) struct ExpandBackward {
-    input_shape: Vec<usize>,
+/// `x.expand(shape)`: a view broadcasting size-1 dims (stride 0) and
+/// adding dims in front; the gradient is summed back.
+#[derive(Clone, Debug)]
+pub struct Expand {
+    /// The target shape.
+    pub shape: Vec<usize>,
 }
-impl Backward for ExpandBackward {
-    fn backward(&self, g: &Tensor) -> Vec<Option<Tensor>> {
-        vec![Some(sum_to(g, &self.input_shape))]
+
+impl Op for Expand {
+    const NAME: &'static str = "ExpandBackward";
+    const OP: &'static str = "expand";
+    const VIEW: bool = true;
+    /// The input's shape.
+    type Saved = Vec<usize>;
+
+    fn spec(&self, x: &[&Tensor]) -> Result<Spec> {
+        let (x, shape) = (x[0], self.shape.as_slice());
+        let ok = shape.len() >= x.ndim()
+            && x.shape()
+                .iter()
+                .zip(&shape[shape.len() - x.ndim()..])
+                .all(|(&s, &t)| s == t || s == 1);
+        if !ok {
+            return Err(Error::shape(
+                "expand",
+                format!(
+                    "cannot expand shape {:?} to {shape:?}: each existing dim must equal the \
+                     target size or be 1, and new dims go in front",
+                    x.shape()
+                ),
+            ));
+        }
+        // A view allocates nothing, but its count must still fit: every op
+        // on it computes with it.
+        checked_numel("expand", shape)?;
+        Ok(Spec {
+            shape: shape.into(),
+            dtype: x.dtype(),
+            device: x.device(),
+        })
+    }
+
+    fn forward(&self, x: &[&Tensor], out: &mut Out<'_>) {
+        out.set(x[0].with_layout(x[0].layout().broadcast_to(&self.shape)))
+    }
+
+    fn save(&self, x: &[&Tensor], _: &Tensor, _: &[bool]) -> Vec<usize> {
+        x[0].shape().to_vec()
+    }
+
+    fn backward(&self, shape: &Vec<usize>, g: &Tensor, grads: &mut [GradSlot<'_>]) {
+        grads[0].add(sum_to(g, shape))
     }
 }
 
-pub(super) struct SliceBackward {
-    input_shape: Vec<usize>,
-    dim: usize,
-    start: usize,
-    step: usize,
+/// `x.slice_step(dim, start.., step)`: a view of `len` elements of `dim`
+/// (before stepping) from `start`, every `step`-th; the gradient goes back
+/// into zeros at those places.
+#[derive(Clone, Copy, Debug)]
+pub struct Slice {
+    /// The dim sliced (negative counts from the end).
+    pub dim: isize,
+    /// The first element taken.
+    pub start: usize,
+    /// The length of the range taken (clipped to the dim).
+    pub len: usize,
+    /// The step (at least 1).
+    pub step: usize,
 }
-impl Backward for SliceBackward {
-    fn backward(&self, g: &Tensor) -> Vec<Option<Tensor>> {
-        let z = Tensor::zeros_opts(&self.input_shape, &g.options());
-        let len = g.shape()[self.dim];
-        let end = self.start + (len.max(1) - 1) * self.step + 1;
-        if len > 0 {
-            z.slice_step(
-                self.dim as isize,
-                self.start as isize..end as isize,
-                self.step,
-            )
-            .copy_(g);
+
+impl Op for Slice {
+    const NAME: &'static str = "SliceBackward";
+    const OP: &'static str = "slice";
+    const VIEW: bool = true;
+    /// The input's shape.
+    type Saved = Vec<usize>;
+
+    fn spec(&self, x: &[&Tensor]) -> Result<Spec> {
+        let x = x[0];
+        if self.step == 0 {
+            return Err(Error::shape("slice", "step must be positive, got 0"));
         }
-        vec![Some(z)]
+        let d = norm_dim("slice", self.dim, x.ndim())?;
+        let mut shape = x.shape().to_vec();
+        if self
+            .start
+            .checked_add(self.len)
+            .is_none_or(|end| end > shape[d])
+        {
+            return Err(Error::shape(
+                "slice",
+                format!(
+                    "elements {}..{} are past dimension {d} of size {}",
+                    self.start,
+                    self.start.saturating_add(self.len),
+                    shape[d]
+                ),
+            ));
+        }
+        shape[d] = self.len.div_ceil(self.step);
+        Ok(Spec {
+            shape: shape.into(),
+            dtype: x.dtype(),
+            device: x.device(),
+        })
+    }
+
+    fn forward(&self, x: &[&Tensor], out: &mut Out<'_>) {
+        let x = x[0];
+        let d = norm_dim("slice", self.dim, x.ndim()).expect("checked by spec");
+        let l = x.layout();
+        let mut layout = l.clone();
+        // Inside the view's extent when the slice is non-empty (start <
+        // size); an empty slice at the end of a dim whose stride was never
+        // stepped may not be, and reads nothing: it keeps the offset then.
+        layout.offset = self
+            .start
+            .checked_mul(l.strides[d])
+            .and_then(|o| o.checked_add(l.offset))
+            .unwrap_or(l.offset);
+        layout.shape[d] = self.len.div_ceil(self.step);
+        // With two or more elements the stepped stride lies inside the
+        // extent; a step past the dim leaves one element, whose stride is
+        // never stepped: keep every stride within MAX_NUMEL either way (the
+        // kernels' walks add a stride to an offset).
+        layout.strides[d] = l.strides[d]
+            .checked_mul(self.step)
+            .filter(|&s| s <= crate::tensor::MAX_NUMEL)
+            .unwrap_or(l.strides[d]);
+        out.set(x.with_layout(layout))
+    }
+
+    fn save(&self, x: &[&Tensor], _: &Tensor, _: &[bool]) -> Vec<usize> {
+        x[0].shape().to_vec()
+    }
+
+    fn backward(&self, shape: &Vec<usize>, g: &Tensor, grads: &mut [GradSlot<'_>]) {
+        let d = norm_dim("slice", self.dim, shape.len()).expect("checked by spec");
+        let z = Tensor::zeros_opts(shape, &g.options());
+        let len = g.shape()[d];
+        if len > 0 {
+            let end = self.start + (len - 1) * self.step + 1;
+            z.slice_step(d as isize, self.start as isize..end as isize, self.step)
+                .copy_(g);
+        }
+        grads[0].add(z)
     }
 }
 
 impl Tensor {
-    /// A view with the same storage and another layout, linked to `self` on the tape.
-    fn view_op(&self, name: &'static str, layout: Layout, back: impl Backward + 'static) -> Tensor {
-        let out = self.with_layout(layout);
-        if needs_grad(&[self]) {
-            record(name, &[self], out, || back)
-        } else {
-            out
-        }
-    }
-
     /// The reshaped view or copy, unrecorded (the `Reshape` op's forward).
     pub(crate) fn reshape_raw(&self, shape: &[usize]) -> Result<Tensor> {
         if shape == self.shape() {
@@ -317,33 +425,12 @@ impl Tensor {
         if shape == self.shape() {
             return Ok(self.clone());
         }
-        let ok = shape.len() >= self.ndim()
-            && self
-                .shape()
-                .iter()
-                .zip(&shape[shape.len() - self.ndim()..])
-                .all(|(&s, &t)| s == t || s == 1);
-        if !ok {
-            return Err(Error::shape(
-                "expand",
-                format!(
-                    "cannot expand shape {:?} to {shape:?}: each existing dim must equal the \
-                     target size or be 1, and new dims go in front",
-                    self.shape()
-                ),
-            ));
-        }
-        // A view allocates nothing, but its count must still fit: every op
-        // on it computes with it.
-        checked_numel("expand", shape)?;
-        let layout = self.layout().broadcast_to(shape);
-        Ok(self.view_op(
-            "ExpandBackward",
-            layout,
-            ExpandBackward {
-                input_shape: self.shape().to_vec(),
+        try_apply(
+            Expand {
+                shape: shape.to_vec(),
             },
-        ))
+            &[self],
+        )
     }
 
     /// Expands to `other`'s shape.
@@ -389,33 +476,14 @@ impl Tensor {
         assert!(step > 0, "slice: step must be positive, got 0");
         let d = norm_dim("slice", dim, self.ndim()).or_panic();
         let (start, len) = resolve_range(range.bounds(), self.shape()[d]);
-        let l = self.layout();
-        let mut layout = l.clone();
-        // Inside the view's extent when the slice is non-empty (start <
-        // size); an empty slice at the end of a dim whose stride was never
-        // stepped may not be, and reads nothing: it keeps the offset then.
-        layout.offset = start
-            .checked_mul(l.strides[d])
-            .and_then(|o| o.checked_add(l.offset))
-            .unwrap_or(l.offset);
-        layout.shape[d] = len.div_ceil(step);
-        // With two or more elements the stepped stride lies inside the
-        // extent; a step past the dim leaves one element, whose stride is
-        // never stepped: keep every stride within MAX_NUMEL either way (the
-        // kernels' walks add a stride to an offset).
-        layout.strides[d] = l.strides[d]
-            .checked_mul(step)
-            .filter(|&s| s <= crate::tensor::MAX_NUMEL)
-            .unwrap_or(l.strides[d]);
-        self.view_op(
-            "SliceBackward",
-            layout,
-            SliceBackward {
-                input_shape: self.shape().to_vec(),
-                dim: d,
+        apply(
+            Slice {
+                dim,
                 start,
+                len,
                 step,
             },
+            &[self],
         )
     }
 
