@@ -172,36 +172,3 @@ pub(crate) fn record<B: Backward + 'static>(
     });
     output.with_grad_fn(node)
 }
-
-/// A tensor kept for backward: detached (so a node never owns its own output's
-/// grad_fn, which would be a cycle) and stamped with its storage version, so a
-/// later in-place write is caught instead of giving a wrong gradient.
-pub(crate) struct SavedTensor {
-    tensor: Tensor,
-    version: u64,
-}
-
-impl SavedTensor {
-    pub(crate) fn new(t: &Tensor) -> Self {
-        SavedTensor {
-            tensor: t.detach(),
-            version: t.storage().version(),
-        }
-    }
-
-    #[track_caller]
-    pub(crate) fn get(&self) -> &Tensor {
-        let now = self.tensor.storage().version();
-        assert!(
-            now == self.version,
-            "one of the tensors needed for gradient computation has been modified by an \
-             in-place operation (shape {:?}, version {} when saved, {} now); \
-             use the out-of-place form of the op (e.g. `a.add(&b)` instead of `a.add_(&b)`), \
-             or .clone_data() the tensor before modifying it",
-            self.tensor.shape(),
-            self.version,
-            now
-        );
-        &self.tensor
-    }
-}

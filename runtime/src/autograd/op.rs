@@ -89,6 +89,9 @@ impl<T: Saved> Saved for Option<T> {
 impl Saved for Vec<usize> {
     fn visit_mut(&mut self, _: &mut dyn FnMut(&mut Tensor)) {}
 }
+impl Saved for crate::tensor::DType {
+    fn visit_mut(&mut self, _: &mut dyn FnMut(&mut Tensor)) {}
+}
 impl<A: Saved, B: Saved> Saved for (A, B) {
     fn visit_mut(&mut self, f: &mut dyn FnMut(&mut Tensor)) {
         self.0.visit_mut(f);

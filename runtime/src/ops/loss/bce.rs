@@ -1,4 +1,5 @@
 use super::*;
+use crate::autograd::{try_apply, GradSlot, Op, Out, Spec};
 
 // ---------------------------------------------------------------- binary_cross_entropy
 
@@ -144,24 +145,62 @@ pub(super) fn bce_target_grad(
     })
 }
 
-pub(super) struct BceBackward {
-    input: SavedTensor,
-    target: SavedTensor,
-    weight: Option<Tensor>,
-    reduction: Reduction,
-    need: [bool; 2],
+/// `binary_cross_entropy(input, target, weight)` on the tape: inputs
+/// `[input, target]`, the weight (which takes no gradient) held by the op.
+#[derive(Clone, Debug)]
+pub struct BceLoss {
+    /// Each element's weight, broadcast to the input.
+    pub weight: Option<Tensor>,
+    /// Mean, sum or none.
+    pub reduction: Reduction,
 }
-impl Backward for BceBackward {
-    fn backward(&self, g: &Tensor) -> Vec<Option<Tensor>> {
-        let (x, y) = (self.input.get(), self.target.get());
-        let w = self.weight.as_ref();
-        let dx = self.need[0].then(|| {
-            bce_core(x, y, w, self.reduction, false, Some(Seed::Times(g)))
-                .1
-                .expect("asked for the gradient")
-        });
-        let dy = self.need[1].then(|| bce_target_grad(x, w, g, self.reduction));
-        vec![dx, dy]
+
+impl BceLoss {
+    /// The weight broadcast and cast to the input (checked by `spec`).
+    fn weight_for(&self, input: &Tensor) -> Option<Tensor> {
+        let op = "binary_cross_entropy";
+        broadcast_weight(op, "weight", self.weight.as_ref(), input, input.dtype())
+            .expect("checked by spec")
+    }
+}
+
+impl Op for BceLoss {
+    const NAME: &'static str = "BinaryCrossEntropyBackward";
+    const OP: &'static str = "binary_cross_entropy";
+    /// The input, the target and the broadcast weight.
+    type Saved = (Tensor, Tensor, Option<Tensor>);
+
+    fn spec(&self, x: &[&Tensor]) -> Result<Spec> {
+        let (input, target) = (x[0], x[1]);
+        let op = "binary_cross_entropy";
+        check_bce(op, input, target, self.weight.as_ref())?;
+        check_weight_no_grad(op, "weight", self.weight.as_ref())?;
+        Ok(Spec {
+            shape: loss_shape(self.reduction, input.shape()).into(),
+            dtype: input.dtype(),
+            device: input.device(),
+        })
+    }
+
+    fn forward(&self, x: &[&Tensor], out: &mut Out<'_>) {
+        let w = self.weight_for(x[0]);
+        let (loss, _) = bce_core(x[0], x[1], w.as_ref(), self.reduction, true, None);
+        out.set(loss.expect("asked for the loss"))
+    }
+
+    fn save(&self, x: &[&Tensor], _: &Tensor, _: &[bool]) -> Self::Saved {
+        (x[0].clone(), x[1].clone(), self.weight_for(x[0]))
+    }
+
+    fn backward(&self, (x, y, w): &Self::Saved, g: &Tensor, grads: &mut [GradSlot<'_>]) {
+        let w = w.as_ref();
+        if grads[0].needed() {
+            let (_, dx) = bce_core(x, y, w, self.reduction, false, Some(Seed::Times(g)));
+            grads[0].add(dx.expect("asked for the gradient"));
+        }
+        if grads[1].needed() {
+            grads[1].add(bce_target_grad(x, w, g, self.reduction));
+        }
     }
 }
 
@@ -172,30 +211,18 @@ pub(crate) fn binary_cross_entropy(
     weight: Option<&Tensor>,
     reduction: Reduction,
 ) -> Result<Tensor> {
-    let op = "binary_cross_entropy";
-    let w = check_bce(op, input, target, weight)?;
-    check_weight_no_grad(op, "weight", weight)?;
-    let loss = bce_core(input, target, w.as_ref(), reduction, true, None)
-        .0
-        .expect("asked for the loss");
-    Ok(record(
-        "BinaryCrossEntropyBackward",
-        &[input, target],
-        loss,
-        || BceBackward {
-            input: SavedTensor::new(input),
-            target: SavedTensor::new(target),
-            weight: w,
-            reduction,
-            need: [input.requires_grad(), target.requires_grad()],
-        },
-    ))
+    let op = BceLoss {
+        weight: weight.cloned(),
+        reduction,
+    };
+    try_apply(op, &[input, target])
 }
 
 // ---------------------------------------------------------------- binary_cross_entropy_with_logits
 
 /// `weight` and `pos_weight` checked and in the computation's dtype.
-pub(crate) struct BceLogitsWeights {
+#[doc(hidden)]
+pub struct BceLogitsWeights {
     weight: Option<Tensor>,
     pos_weight: Option<Tensor>,
 }
@@ -344,31 +371,68 @@ pub fn binary_cross_entropy_with_logits_target_backward(
     bce_logits_target_grad(input, target.dtype(), &w, grad_out, opts.reduction)
 }
 
-pub(super) struct BceLogitsBackward {
-    input: SavedTensor,
-    target: SavedTensor,
-    weights: BceLogitsWeights,
-    reduction: Reduction,
-    need: [bool; 2],
+impl crate::autograd::Saved for BceLogitsWeights {
+    fn visit_mut(&mut self, f: &mut dyn FnMut(&mut Tensor)) {
+        self.weight.visit_mut(f);
+        self.pos_weight.visit_mut(f);
+    }
 }
-impl Backward for BceLogitsBackward {
-    fn backward(&self, g: &Tensor) -> Vec<Option<Tensor>> {
-        let (z, y) = (self.input.get(), self.target.get());
-        let dz = self.need[0].then(|| {
-            bce_logits_core(
-                z,
-                y,
-                &self.weights,
-                self.reduction,
-                false,
-                Some(Seed::Times(g)),
-            )
-            .1
-            .expect("asked for the gradient")
-        });
-        let dy = self.need[1]
-            .then(|| bce_logits_target_grad(z, y.dtype(), &self.weights, g, self.reduction));
-        vec![dz, dy]
+
+/// `binary_cross_entropy_with_logits(input, target, opts)` on the tape:
+/// inputs `[input, target]`, the weights (which take no gradient) in the
+/// options the op holds.
+#[derive(Clone, Debug)]
+pub struct BceWithLogitsLoss {
+    /// Reduction, `weight` and `pos_weight`.
+    pub opts: BceWithLogitsOptions,
+}
+
+impl BceWithLogitsLoss {
+    /// The weights checked, broadcast and cast (checked by `spec`).
+    fn weights(&self, input: &Tensor, target: &Tensor) -> BceLogitsWeights {
+        let op = "binary_cross_entropy_with_logits";
+        check_bce_logits(op, input, target, &self.opts).expect("checked by spec")
+    }
+}
+
+impl Op for BceWithLogitsLoss {
+    const NAME: &'static str = "BinaryCrossEntropyWithLogitsBackward";
+    const OP: &'static str = "binary_cross_entropy_with_logits";
+    /// The input, the target and the weights.
+    type Saved = (Tensor, Tensor, BceLogitsWeights);
+
+    fn spec(&self, x: &[&Tensor]) -> Result<Spec> {
+        let (input, target) = (x[0], x[1]);
+        let op = "binary_cross_entropy_with_logits";
+        check_bce_logits(op, input, target, &self.opts)?;
+        check_weight_no_grad(op, "weight", self.opts.weight.as_ref())?;
+        check_weight_no_grad(op, "pos_weight", self.opts.pos_weight.as_ref())?;
+        Ok(Spec {
+            shape: loss_shape(self.opts.reduction, input.shape()).into(),
+            dtype: DType::promote(input.dtype(), target.dtype()),
+            device: input.device(),
+        })
+    }
+
+    fn forward(&self, x: &[&Tensor], out: &mut Out<'_>) {
+        let w = self.weights(x[0], x[1]);
+        let (loss, _) = bce_logits_core(x[0], x[1], &w, self.opts.reduction, true, None);
+        out.set(loss.expect("asked for the loss"))
+    }
+
+    fn save(&self, x: &[&Tensor], _: &Tensor, _: &[bool]) -> Self::Saved {
+        (x[0].clone(), x[1].clone(), self.weights(x[0], x[1]))
+    }
+
+    fn backward(&self, (z, y, w): &Self::Saved, g: &Tensor, grads: &mut [GradSlot<'_>]) {
+        let reduction = self.opts.reduction;
+        if grads[0].needed() {
+            let (_, dz) = bce_logits_core(z, y, w, reduction, false, Some(Seed::Times(g)));
+            grads[0].add(dz.expect("asked for the gradient"));
+        }
+        if grads[1].needed() {
+            grads[1].add(bce_logits_target_grad(z, y.dtype(), w, g, reduction));
+        }
     }
 }
 
@@ -378,25 +442,8 @@ pub(crate) fn binary_cross_entropy_with_logits(
     target: &Tensor,
     opts: &BceWithLogitsOptions,
 ) -> Result<Tensor> {
-    let op = "binary_cross_entropy_with_logits";
-    let w = check_bce_logits(op, input, target, opts)?;
-    check_weight_no_grad(op, "weight", opts.weight.as_ref())?;
-    check_weight_no_grad(op, "pos_weight", opts.pos_weight.as_ref())?;
-    let loss = bce_logits_core(input, target, &w, opts.reduction, true, None)
-        .0
-        .expect("asked for the loss");
-    Ok(record(
-        "BinaryCrossEntropyWithLogitsBackward",
-        &[input, target],
-        loss,
-        || BceLogitsBackward {
-            input: SavedTensor::new(input),
-            target: SavedTensor::new(target),
-            weights: w,
-            reduction: opts.reduction,
-            need: [input.requires_grad(), target.requires_grad()],
-        },
-    ))
+    let op = BceWithLogitsLoss { opts: opts.clone() };
+    try_apply(op, &[input, target])
 }
 
 /// The loss and/or input gradient of `binary_cross_entropy` (validated).

@@ -1,4 +1,5 @@
 use super::*;
+use crate::autograd::{apply, GradSlot, Op, Out, Spec};
 
 // ---------------------------------------------------------------- class targets: nll_loss, cross_entropy
 
@@ -423,34 +424,49 @@ pub(super) fn class_backward(
     )
 }
 
-pub(super) struct NllLossBackward {
+/// `nll_loss` on the tape (ending a `cross_entropy` too, with its label
+/// smoothing `eps`): input `[log_probs]`; the checked targets, which take
+/// no gradient, are held by the op.
+pub struct NllLoss {
     ct: ClassTargets,
     eps: f64,
     reduction: Reduction,
-    dtype: DType,
 }
-impl Backward for NllLossBackward {
-    fn backward(&self, g: &Tensor) -> Vec<Option<Tensor>> {
-        vec![Some(class_lp_grad(
+
+impl Op for NllLoss {
+    const NAME: &'static str = "NllLossBackward";
+    const OP: &'static str = "nll_loss";
+    type Saved = ();
+
+    fn spec(&self, x: &[&Tensor]) -> Result<Spec> {
+        Ok(Spec {
+            shape: loss_shape(self.reduction, &self.ct.elem_shape()).into(),
+            dtype: x[0].dtype(),
+            device: x[0].device(),
+        })
+    }
+
+    fn forward(&self, x: &[&Tensor], out: &mut Out<'_>) {
+        out.set(class_lp_loss(x[0], &self.ct, self.eps, self.reduction))
+    }
+
+    fn save(&self, _: &[&Tensor], _: &Tensor, _: &[bool]) {}
+
+    fn backward(&self, _: &(), g: &Tensor, grads: &mut [GradSlot<'_>]) {
+        let seed = Seed::Times(g);
+        grads[0].add(class_lp_grad(
             &self.ct,
             self.eps,
             self.reduction,
-            Seed::Times(g),
-            self.dtype,
-        ))]
+            seed,
+            self.ct.dtype,
+        ))
     }
 }
 
 /// `nll_loss` on the tape (with label smoothing `eps` when it ends a cross-entropy).
 pub(super) fn nll_on_tape(lp: &Tensor, ct: ClassTargets, eps: f64, reduction: Reduction) -> Tensor {
-    let loss = class_lp_loss(lp, &ct, eps, reduction);
-    let dtype = lp.dtype();
-    record("NllLossBackward", &[lp], loss, || NllLossBackward {
-        ct,
-        eps,
-        reduction,
-        dtype,
-    })
+    apply(NllLoss { ct, eps, reduction }, &[lp])
 }
 
 /// `nll_loss` on the tape.

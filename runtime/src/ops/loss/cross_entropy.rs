@@ -1,4 +1,5 @@
 use super::*;
+use crate::autograd::{apply, GradSlot, Op, Out, Spec};
 
 // ----- class probabilities
 
@@ -212,31 +213,61 @@ pub(super) fn prob_target_grad(
     })
 }
 
-pub(super) struct SoftCrossEntropyBackward {
-    lp: SavedTensor,
-    target_dtype: DType,
+/// The end of `cross_entropy` with class-probability targets, on the tape:
+/// inputs `[log_probs, target]`; the smoothed, weighted target is held by
+/// the op.
+pub struct SoftCrossEntropy {
     pt: ProbTargets,
     eps: f64,
     reduction: Reduction,
-    need: [bool; 2],
 }
-impl Backward for SoftCrossEntropyBackward {
-    fn backward(&self, g: &Tensor) -> Vec<Option<Tensor>> {
-        let lp = self.lp.get();
-        let dlp = self.need[0].then(|| {
-            no_grad(|| {
-                let d = self
-                    .pt
-                    .coef(Seed::Times(g), self.reduction)
-                    .times(&self.pt.tw);
+
+impl Op for SoftCrossEntropy {
+    const NAME: &'static str = "SoftCrossEntropyBackward";
+    const OP: &'static str = "cross_entropy";
+    /// The log-probabilities and the target's dtype.
+    type Saved = (Tensor, DType);
+
+    fn spec(&self, x: &[&Tensor]) -> Result<Spec> {
+        Ok(Spec {
+            shape: loss_shape(self.reduction, &self.pt.elem_shape()).into(),
+            dtype: DType::promote(x[0].dtype(), self.pt.tw.dtype()),
+            device: x[0].device(),
+        })
+    }
+
+    fn forward(&self, x: &[&Tensor], out: &mut Out<'_>) {
+        let lpb = batched_view(x[0], self.pt.batched);
+        out.set(
+            self.pt
+                .finish(-(&lpb * &self.pt.tw).sum_dim(1, false), self.reduction),
+        )
+    }
+
+    fn save(&self, x: &[&Tensor], _: &Tensor, _: &[bool]) -> Self::Saved {
+        (x[0].clone(), x[1].dtype())
+    }
+
+    fn backward(&self, (lp, target_dtype): &Self::Saved, g: &Tensor, grads: &mut [GradSlot<'_>]) {
+        let (pt, reduction) = (&self.pt, self.reduction);
+        if grads[0].needed() {
+            let d = no_grad(|| {
+                let d = pt.coef(Seed::Times(g), reduction).times(&pt.tw);
                 d.mul_(-1.0);
-                self.pt.unbatched(d, lp.dtype())
-            })
-        });
-        let dt = self.need[1].then(|| {
-            prob_target_grad(lp, self.target_dtype, &self.pt, self.eps, self.reduction, g)
-        });
-        vec![dlp, dt]
+                pt.unbatched(d, lp.dtype())
+            });
+            grads[0].add(d);
+        }
+        if grads[1].needed() {
+            grads[1].add(prob_target_grad(
+                lp,
+                *target_dtype,
+                pt,
+                self.eps,
+                reduction,
+                g,
+            ));
+        }
     }
 }
 
@@ -373,22 +404,12 @@ pub(crate) fn cross_entropy(
     Ok(match targets {
         CeTargets::Classes(ct) => nll_on_tape(&lp, ct, opts.label_smoothing, opts.reduction),
         CeTargets::Probs(pt) => {
-            let loss = no_grad(|| {
-                let lpb = batched_view(&lp, pt.batched);
-                pt.finish(-(&lpb * &pt.tw).sum_dim(1, false), opts.reduction)
-            });
-            let eps = opts.label_smoothing;
-            let reduction = opts.reduction;
-            record("SoftCrossEntropyBackward", &[&lp, target], loss, || {
-                SoftCrossEntropyBackward {
-                    lp: SavedTensor::new(&lp),
-                    target_dtype: target.dtype(),
-                    need: [lp.requires_grad(), target.requires_grad()],
-                    pt,
-                    eps,
-                    reduction,
-                }
-            })
+            let op = SoftCrossEntropy {
+                pt,
+                eps: opts.label_smoothing,
+                reduction: opts.reduction,
+            };
+            apply(op, &[&lp, target])
         }
     })
 }

@@ -16,7 +16,7 @@
 //! (class-probability targets and cross_entropy itself), options.rs (the
 //! options types, re-exported by `nn`); the shared plumbing is here.
 
-use crate::autograd::{is_grad_enabled, no_grad, record, Backward, SavedTensor};
+use crate::autograd::{is_grad_enabled, no_grad};
 use crate::error::{Error, OrPanic, Result};
 use crate::tensor::{DType, Tensor};
 

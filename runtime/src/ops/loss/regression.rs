@@ -1,4 +1,5 @@
 use super::*;
+use crate::autograd::{try_apply, GradSlot, Op, Out, Spec};
 
 // ---------------------------------------------------------------- mse_loss and l1_loss
 
@@ -102,47 +103,107 @@ pub fn l1_loss_backward(
         .expect("asked for the gradient")
 }
 
-/// `mse_loss_backward`, `l1_loss_backward` or `huber_loss_backward` (the
-/// last argument is Huber's `delta`; the others ignore it).
-type RegressionRule = fn(&Tensor, &Tensor, &Tensor, Reduction, f64) -> Tensor;
-
-/// The tape node of `mse_loss`, `l1_loss` and `huber_loss`: input gradient
-/// from the shared rule, the target's is its negation.
-pub(super) struct RegressionBackward {
-    input: SavedTensor,
-    target: SavedTensor,
-    reduction: Reduction,
-    delta: f64,
-    rule: RegressionRule,
-    need: [bool; 2],
+/// Which regression loss.
+#[derive(Clone, Copy, Debug)]
+pub enum Regression {
+    /// `mse_loss`.
+    Mse,
+    /// `l1_loss`.
+    L1,
+    /// `huber_loss` with its `delta`.
+    Huber {
+        /// Where the loss turns from quadratic to linear.
+        delta: f64,
+    },
 }
-impl Backward for RegressionBackward {
-    fn backward(&self, g: &Tensor) -> Vec<Option<Tensor>> {
-        let (input, target) = (self.input.get(), self.target.get());
-        let dx = (self.rule)(input, target, g, self.reduction, self.delta);
-        let dy = self.need[1].then(|| in_dtype(-&dx, target.dtype()));
-        vec![self.need[0].then_some(dx), dy]
+
+/// `mse_loss`, `l1_loss` or `huber_loss` on the tape: inputs `[input,
+/// target]`; the input's gradient from the loss's core, the target's its
+/// negation.
+#[derive(Clone, Copy, Debug)]
+pub struct RegressionLoss {
+    /// Which loss.
+    pub kind: Regression,
+    /// Mean, sum or none.
+    pub reduction: Reduction,
+}
+
+impl RegressionLoss {
+    fn op(&self) -> &'static str {
+        match self.kind {
+            Regression::Mse => "mse_loss",
+            Regression::L1 => "l1_loss",
+            Regression::Huber { .. } => "huber_loss",
+        }
+    }
+
+    fn core(
+        &self,
+        input: &Tensor,
+        target: &Tensor,
+        want_loss: bool,
+        seed: Option<Seed>,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        match self.kind {
+            Regression::Huber { delta } => {
+                huber_loss_core(input, target, self.reduction, delta, want_loss, seed)
+            }
+            _ => regression_core(self.op(), input, target, self.reduction, want_loss, seed),
+        }
     }
 }
 
-/// Records a regression loss's node (see [`RegressionBackward`]).
-pub(super) fn record_regression(
-    name: &'static str,
-    input: &Tensor,
-    target: &Tensor,
-    loss: Tensor,
-    reduction: Reduction,
-    delta: f64,
-    rule: RegressionRule,
-) -> Tensor {
-    record(name, &[input, target], loss, || RegressionBackward {
-        input: SavedTensor::new(input),
-        target: SavedTensor::new(target),
-        reduction,
-        delta,
-        rule,
-        need: [input.requires_grad(), target.requires_grad()],
-    })
+impl Op for RegressionLoss {
+    const NAME: &'static str = "MseLossBackward";
+    const OP: &'static str = "mse_loss";
+    /// The input and the target.
+    type Saved = (Tensor, Tensor);
+
+    fn name(&self, _: &[&Tensor]) -> &'static str {
+        match self.kind {
+            Regression::Mse => Self::NAME,
+            Regression::L1 => "L1LossBackward",
+            Regression::Huber { .. } => "HuberLossBackward",
+        }
+    }
+
+    fn spec(&self, x: &[&Tensor]) -> Result<Spec> {
+        let (input, target) = (x[0], x[1]);
+        match self.kind {
+            Regression::Huber { delta } => check_huber(self.op(), input, target, delta)?,
+            _ => check_regression(self.op(), input, target)?,
+        }
+        Ok(Spec {
+            shape: loss_shape(self.reduction, input.shape()).into(),
+            dtype: crate::ops::result_type(input, target),
+            device: input.device(),
+        })
+    }
+
+    fn forward(&self, x: &[&Tensor], out: &mut Out<'_>) {
+        match self.core(x[0], x[1], true, None) {
+            Ok((loss, _)) => out.set(loss.expect("asked for the loss")),
+            Err(e) => out.fail(e),
+        }
+    }
+
+    fn save(&self, x: &[&Tensor], _: &Tensor, _: &[bool]) -> Self::Saved {
+        (x[0].clone(), x[1].clone())
+    }
+
+    fn backward(&self, (input, target): &Self::Saved, g: &Tensor, grads: &mut [GradSlot<'_>]) {
+        let dx = self
+            .core(input, target, false, Some(Seed::Times(g)))
+            .or_panic()
+            .1
+            .expect("asked for the gradient");
+        if grads[1].needed() {
+            grads[1].add(in_dtype(-&dx, target.dtype()));
+        }
+        if grads[0].needed() {
+            grads[0].add(dx);
+        }
+    }
 }
 
 /// `mse_loss` or `l1_loss` on the tape.
@@ -152,21 +213,12 @@ pub(crate) fn regression_loss(
     target: &Tensor,
     reduction: Reduction,
 ) -> Result<Tensor> {
-    let loss = regression_core(op, input, target, reduction, true, None)?
-        .0
-        .expect("asked for the loss");
-    let (name, rule): (_, RegressionRule) = if op == "mse_loss" {
-        ("MseLossBackward", |x, t, g, r, _| {
-            mse_loss_backward(x, t, g, r)
-        })
+    let kind = if op == "mse_loss" {
+        Regression::Mse
     } else {
-        ("L1LossBackward", |x, t, g, r, _| {
-            l1_loss_backward(x, t, g, r)
-        })
+        Regression::L1
     };
-    Ok(record_regression(
-        name, input, target, loss, reduction, 0.0, rule,
-    ))
+    try_apply(RegressionLoss { kind, reduction }, &[input, target])
 }
 
 // ---------------------------------------------------------------- huber_loss
@@ -252,18 +304,8 @@ pub(crate) fn huber_loss(
     reduction: Reduction,
     delta: f64,
 ) -> Result<Tensor> {
-    let loss = huber_loss_core(input, target, reduction, delta, true, None)?
-        .0
-        .expect("asked for the loss");
-    Ok(record_regression(
-        "HuberLossBackward",
-        input,
-        target,
-        loss,
-        reduction,
-        delta,
-        huber_loss_backward,
-    ))
+    let kind = Regression::Huber { delta };
+    try_apply(RegressionLoss { kind, reduction }, &[input, target])
 }
 
 /// The loss and/or input gradient of `huber_loss` (validated).
