@@ -8,6 +8,15 @@ use crate::autograd::{GradSlot, Op, Out, Spec};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
+/// PyTorch's tape name for a max or a min.
+fn node_name(largest: bool) -> &'static str {
+    if largest {
+        "MaxBackward"
+    } else {
+        "MinBackward"
+    }
+}
+
 /// `x.max()` / `x.min()`: the extremum of all elements, a 0-d tensor.
 #[derive(Clone, Copy, Debug)]
 pub struct ExtremumAll {
@@ -22,11 +31,7 @@ impl Op for ExtremumAll {
     type Saved = (Tensor, Tensor);
 
     fn name(&self, _: &[&Tensor]) -> &'static str {
-        if self.largest {
-            Self::NAME
-        } else {
-            "MinBackward"
-        }
+        node_name(self.largest)
     }
 
     fn spec(&self, x: &[&Tensor]) -> Result<Spec> {
@@ -84,11 +89,7 @@ impl Op for ExtremumValues {
     type Saved = (Vec<usize>, Tensor);
 
     fn name(&self, _: &[&Tensor]) -> &'static str {
-        if self.largest {
-            Self::NAME
-        } else {
-            "MinBackward"
-        }
+        node_name(self.largest)
     }
 
     fn spec(&self, x: &[&Tensor]) -> Result<Spec> {
