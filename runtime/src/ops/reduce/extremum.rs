@@ -118,14 +118,17 @@ impl Op for ExtremumValues {
         (x[0].shape().to_vec(), x[1].clone())
     }
 
-    /// `g` to the chosen element of each slice.
+    /// `g` to the chosen element of each slice: the gather's rule.
     fn backward(&self, (shape, indices): &Self::Saved, g: &Tensor, grads: &mut [GradSlot<'_>]) {
         if shape.is_empty() {
             return grads[0].add(g.reshape(shape.as_slice()));
         }
-        let dims = [self.dim];
-        let g = g.reshape(keepdim_shape(shape, &dims));
-        let z = Tensor::zeros_opts(shape, &g.options());
-        grads[0].add(z.scatter_add(self.dim as isize, indices, &g))
+        let g = g.reshape(keepdim_shape(shape, &[self.dim]));
+        grads[0].add(crate::ops::shape::gather_backward(
+            shape,
+            self.dim as isize,
+            indices,
+            &g,
+        ))
     }
 }

@@ -307,11 +307,15 @@ impl Op for Gather {
         (x[0].shape().to_vec(), x[1].clone())
     }
 
-    /// `g` scattered (added) back to the positions it was gathered from.
     fn backward(&self, (shape, index): &Self::Saved, g: &Tensor, grads: &mut [GradSlot<'_>]) {
-        let z = Tensor::zeros_opts(shape, &g.options());
-        grads[0].add(z.scatter_add(self.dim, index, g))
+        grads[0].add(gather_backward(shape, self.dim, index, g))
     }
+}
+
+/// dL/dx of a gather from an input of `shape`: `g` scattered (added) back
+/// to the positions `index` took along `dim` (`max_dim`'s values use it too).
+pub(crate) fn gather_backward(shape: &[usize], dim: isize, index: &Tensor, g: &Tensor) -> Tensor {
+    Tensor::zeros_opts(shape, &g.options()).scatter_add(dim, index, g)
 }
 
 /// `src`'s elements at `idx` (the values of `index`) along `d`, in `index`'s shape.

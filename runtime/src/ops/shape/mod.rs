@@ -14,6 +14,7 @@ mod cat;
 mod gather;
 
 pub use cat::Cat;
+pub(crate) use gather::gather_backward;
 pub use gather::{Gather, IndexSelect, ScatterAdd};
 
 /// A target shape for `reshape`/`view`: sizes, one of which may be -1 (inferred).
@@ -202,7 +203,8 @@ impl Op for Slice {
             return Err(Error::shape(
                 "slice",
                 format!(
-                    "elements {}..{} are past dimension {d} of size {}",
+                    "elements {}..{} are past dimension {d} of size {}; Tensor::slice \
+                     clips a range to the dim",
                     self.start,
                     self.start.saturating_add(self.len),
                     shape[d]
