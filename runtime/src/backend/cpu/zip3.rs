@@ -39,12 +39,7 @@ pub(crate) fn zip3_into<C, A, B, U, S>(
         return out.par_chunks(|start, part| {
             let end = start + part.len();
             let (sc, sa, sb) = (&sc[start..end], &sa[start..end], &sb[start..end]);
-            vectorized(|| {
-                for i in 0..part.len() {
-                    // SAFETY: i < part.len().
-                    unsafe { part.put(i, f(sc[i], sa[i], sb[i])) };
-                }
-            })
+            part.fill_from(sc.iter().zip(sa).zip(sb).map(|((&c, &a), &b)| f(c, a, b)))
         });
     }
     out.par_chunks(|start, part| {
