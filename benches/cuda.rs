@@ -30,7 +30,7 @@ fn time(dev: Device, budget: Duration, mut f: impl FnMut()) -> f64 {
     while n == 0 || start.elapsed() < budget {
         f();
         n += 1;
-        if dev.is_cuda() && n % 8 != 0 && start.elapsed() < budget {
+        if dev.is_cuda() && !n.is_multiple_of(8) && start.elapsed() < budget {
             continue;
         }
         sync();

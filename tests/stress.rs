@@ -104,7 +104,7 @@ fn train(
         let start = (step * BATCH) % ROWS;
         let (xb, yb) = (x.narrow(0, start, BATCH), y.narrow(0, start, BATCH));
         opt.zero_grad_in_place();
-        if k % 2 == 0 {
+        if k.is_multiple_of(2) {
             loss_fn.forward(&model.forward(&xb), &yb).backward();
         } else {
             let (out, saved) = model.forward_train(&xb);

@@ -85,12 +85,12 @@ const fn arg(args: &[Option<u128>], i: usize) -> Option<u128> {
 /// `rule` and `args` expects. `message` may hold `{expected}`, `{got}` and
 /// `{origin}`, filled in here.
 pub const fn check(rule: SizeRule, args: &[Option<u128>], input: Size, message: &str) {
-    if let (Some(want), Some(got)) = (expected(rule, args), input.value) {
-        if want != got {
-            let mut buf = [0u8; 1024];
-            let text = fill(&mut buf, message, want, got, input.origin, "");
-            panic!("{}", text);
-        }
+    if let (Some(want), Some(got)) = (expected(rule, args), input.value)
+        && want != got
+    {
+        let mut buf = [0u8; 1024];
+        let text = fill(&mut buf, message, want, got, input.origin, "");
+        panic!("{}", text);
     }
 }
 

@@ -130,12 +130,12 @@ impl<'g> HookedLeaves<'g> {
         let mut h = HookedLeaves::default();
         for n in order {
             for edge in n.next.as_slice() {
-                if let Some(Edge::Leaf(leaf)) = edge {
-                    if leaf.has_grad_hooks() {
-                        match h.find(leaf) {
-                            Some(i) => h.leaves[i].1 += 1,
-                            None => h.leaves.push((leaf, 1, false)),
-                        }
+                if let Some(Edge::Leaf(leaf)) = edge
+                    && leaf.has_grad_hooks()
+                {
+                    match h.find(leaf) {
+                        Some(i) => h.leaves[i].1 += 1,
+                        None => h.leaves.push((leaf, 1, false)),
                     }
                 }
             }
@@ -379,7 +379,7 @@ impl Tensor {
                 self.ones_like()
             }
             Some(v) => {
-                if v.shape() != self.shape() {
+                if !crate::tensor::same_shape(v.shape(), self.shape()) {
                     return Err(Error::shape(
                         "backward_with",
                         format!(

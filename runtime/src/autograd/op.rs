@@ -23,6 +23,8 @@
 
 use std::sync::Arc;
 
+use smallvec::SmallVec;
+
 use crate::backend::{cpu, lock_storages, Buffer, Device, Host};
 use crate::error::Result;
 use crate::tensor::{DType, Tensor};
@@ -55,7 +57,7 @@ impl Spec {
 
     /// Whether `t` is a contiguous tensor of this spec.
     pub fn fits(&self, t: &Tensor) -> bool {
-        t.shape() == self.shape.as_slice()
+        crate::tensor::same_shape(t.shape(), &self.shape)
             && t.dtype() == self.dtype
             && t.device() == self.device
             && t.is_contiguous()
@@ -196,7 +198,7 @@ pub fn try_apply<O: Op>(op: O, x: &[&Tensor]) -> Result<Tensor> {
     if !needs_grad(x) || !y.dtype().is_float() {
         return Ok(y);
     }
-    let need: Vec<bool> = x.iter().map(|t| t.requires_grad()).collect();
+    let need: Need = x.iter().map(|t| t.requires_grad()).collect();
     let saved = op.save(x, &y, &need);
     let name = op.name(x);
     Ok(super::record(name, x, y, || OpNode::new(op, saved, need)))
@@ -355,6 +357,12 @@ impl<'a> Out<'a> {
             t
         };
         match &mut self.target {
+            // A result nobody else holds, with no history, is kept as it is
+            // (most composed forwards make one); anything else is detached,
+            // so the output is a tensor of its own.
+            Target::Fresh(slot) if exclusive(&t, 1) && t.is_leaf() && !t.requires_grad() => {
+                *slot = Some(t)
+            }
             Target::Fresh(slot) => *slot = Some(t.detach()),
             Target::Into(dst, false) => crate::autograd::no_grad(|| {
                 dst.copy_(&t);
@@ -605,7 +613,7 @@ impl<'a> GradSlot<'a> {
         match self.sum.take() {
             // The first contribution is kept as a handle: no copy.
             None => *self.sum = Some(g),
-            Some(prev) if prev.shape() == g.shape() => {
+            Some(prev) if crate::tensor::same_shape(prev.shape(), g.shape()) => {
                 let spec = Spec::like(&prev);
                 self.add_with(spec, |out| out.set(g), Some(prev));
             }
@@ -705,13 +713,17 @@ impl<'a> GradSlot<'a> {
 pub struct OpNode<O: Op> {
     op: O,
     saved: O::Saved,
-    versions: Vec<(Arc<crate::backend::Storage>, u64)>,
-    need: Vec<bool>,
+    versions: SmallVec<[(Arc<crate::backend::Storage>, u64); 2]>,
+    need: Need,
 }
 
+/// Which inputs of a node need a gradient; inline up to 4 inputs, so that
+/// recording an op (and running its backward) allocates no list.
+type Need = SmallVec<[bool; 4]>;
+
 impl<O: Op> OpNode<O> {
-    fn new(op: O, mut saved: O::Saved, need: Vec<bool>) -> Self {
-        let mut versions = Vec::new();
+    fn new(op: O, mut saved: O::Saved, need: Need) -> Self {
+        let mut versions = SmallVec::new();
         saved.visit_mut(&mut |t| {
             *t = t.detach();
             versions.push((t.storage().clone(), t.storage().version()));
@@ -742,7 +754,7 @@ impl<O: Op> Backward for OpNode<O> {
         }
         let mut sums: Vec<Option<Tensor>> = vec![None; self.need.len()];
         {
-            let mut slots: Vec<GradSlot<'_>> = sums
+            let mut slots: SmallVec<[GradSlot<'_>; 4]> = sums
                 .iter_mut()
                 .zip(&self.need)
                 .map(|(s, &n)| GradSlot::new(s, n))

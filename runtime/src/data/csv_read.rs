@@ -651,20 +651,20 @@ pub(crate) fn parse(
             .map_or(0, |p| line_of.of_record(base as u64 + p.byte()));
         // A quote never closed swallows the rest of the file into the last
         // record: say so, rather than what that does to the record.
-        if base + rdr.position().byte() as usize >= data.len() {
-            if let Some((open, col)) = unterminated_quote(data, start, opts.delimiter) {
-                let place = Place {
-                    source,
-                    header: header.as_deref(),
-                    line: line_of.of_record(open as u64),
-                };
-                return Err(place.error(
-                    col,
-                    "an unterminated quote: the quoted field that opens here is never \
+        if base + rdr.position().byte() as usize >= data.len()
+            && let Some((open, col)) = unterminated_quote(data, start, opts.delimiter)
+        {
+            let place = Place {
+                source,
+                header: header.as_deref(),
+                line: line_of.of_record(open as u64),
+            };
+            return Err(place.error(
+                col,
+                "an unterminated quote: the quoted field that opens here is never \
                      closed, so the rest of the file would be read as this one field; close \
                      the quote (\") or remove it",
-                ));
-            }
+            ));
         }
         let is_header = shape.is_none()
             && match opts.has_header {

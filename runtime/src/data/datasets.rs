@@ -303,15 +303,15 @@ fn parse_tabular(
         parsed.labels.expect("labels were asked for"),
     );
     let (promised, class_names) = meta;
-    if let Some((n, d)) = promised {
-        if features.shape() != [n, d] {
-            return Err(bad(format!(
-                "line 1 promises {n} samples of {d} features, but the file has {} rows of \
+    if let Some((n, d)) = promised
+        && features.shape() != [n, d]
+    {
+        return Err(bad(format!(
+            "line 1 promises {n} samples of {d} features, but the file has {} rows of \
                  {} features (and a label)",
-                features.shape()[0],
-                features.shape()[1]
-            )));
-        }
+            features.shape()[0],
+            features.shape()[1]
+        )));
     }
     let c = class_names.len() as i64;
     if let Some((i, &y)) = targets

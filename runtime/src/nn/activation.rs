@@ -379,7 +379,7 @@ impl TrainStep for Flatten {
             ws.shape.extend_from_slice(x.shape());
             return ws.out.insert(no_grad(|| self.forward(x)));
         }
-        let reuse = ws.shape == x.shape()
+        let reuse = crate::tensor::same_shape(&ws.shape, x.shape())
             && ws
                 .out
                 .as_ref()
@@ -512,7 +512,10 @@ impl TrainStep for Dropout {
         let Some(mask) = ws.aux.as_ref() else {
             return Some(ws.dx.insert(g.clone()));
         };
-        if !(mask.shape() == g.shape() && mask.dtype() == g.dtype() && float_cpu(g)) {
+        if !(crate::tensor::same_shape(mask.shape(), g.shape())
+            && mask.dtype() == g.dtype()
+            && float_cpu(g))
+        {
             ws.dx = Some(no_grad(|| vjp::dropout(mask, g)));
             return ws.dx.as_ref();
         }

@@ -94,7 +94,7 @@ pub fn acc_ws(d: &mut Option<Tensor>, buf: &mut Option<Tensor>, g: Option<&Tenso
     match d {
         None => *d = Some(g.clone()),
         Some(prev) => {
-            let fits = prev.shape() == g.shape()
+            let fits = crate::tensor::same_shape(prev.shape(), g.shape())
                 && prev.dtype() == g.dtype()
                 && float_cpu(g)
                 && float_cpu(prev);

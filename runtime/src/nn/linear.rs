@@ -186,8 +186,10 @@ pub struct LayerWorkspace {
 pub(crate) fn grad_buffer(param: &Tensor) -> Option<Tensor> {
     let mut slot = param.grad_slot();
     match &*slot {
-        Some(g) => (g.is_contiguous() && g.dtype() == param.dtype() && g.shape() == param.shape())
-            .then(|| g.clone()),
+        Some(g) => (g.is_contiguous()
+            && g.dtype() == param.dtype()
+            && crate::tensor::same_shape(g.shape(), param.shape()))
+        .then(|| g.clone()),
         None => {
             let g = no_grad(|| param.zeros_like());
             *slot = Some(g.clone());

@@ -47,13 +47,13 @@ impl Tensor {
                 self.grad_fn().unwrap_or("?")
             );
         }
-        if let Some(o) = other {
-            if o.requires_grad() {
-                panic!(
-                    "{op}: the source requires grad, but an in-place op on a tensor that does \
+        if let Some(o) = other
+            && o.requires_grad()
+        {
+            panic!(
+                "{op}: the source requires grad, but an in-place op on a tensor that does \
                      not cannot record it; use the out-of-place form, or run it under no_grad"
-                );
-            }
+            );
         }
     }
 

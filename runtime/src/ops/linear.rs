@@ -74,13 +74,13 @@ impl Op for Linear {
         }
         check_input(input, w, None)?;
         let nout = w.shape()[0];
-        if let Some(b) = x.get(2) {
-            if b.shape() != [nout] {
-                return Err(Error::shape(
-                    "linear",
-                    format!("the bias must have shape [{nout}], got {:?}", b.shape()),
-                ));
-            }
+        if let Some(b) = x.get(2)
+            && b.shape() != [nout]
+        {
+            return Err(Error::shape(
+                "linear",
+                format!("the bias must have shape [{nout}], got {:?}", b.shape()),
+            ));
         }
         for t in &x[1..] {
             crate::ops::same_device("linear", input, t)?;

@@ -520,15 +520,15 @@ fn resume<M: TrainingModule>(
             format!("resume_from: {e}; nothing was changed (the model keeps its weights)"),
         )
     };
-    if let Err(e) = std::fs::metadata(path) {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            return Err(Error::Io {
-                path: path.display().to_string(),
-                msg: "resume_from: there is no checkpoint at this path (the file does not \
+    if let Err(e) = std::fs::metadata(path)
+        && e.kind() == std::io::ErrorKind::NotFound
+    {
+        return Err(Error::Io {
+            path: path.display().to_string(),
+            msg: "resume_from: there is no checkpoint at this path (the file does not \
                       exist); check the path, or leave resume_from out to train from the start"
-                    .into(),
-            });
-        }
+                .into(),
+        });
     }
     let ckpt = Checkpoint::load(path)?;
     if let Some(state) = &ckpt.optimizer {

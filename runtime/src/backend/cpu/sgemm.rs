@@ -67,7 +67,7 @@ pub(crate) unsafe fn sgemm(
     // faer's packing; fewer rows than a tile leave registers idle. Past a few
     // row tiles, a wide B or a long k makes the unpacked operands miss cache
     // and faer wins (measured on square and skinny shapes).
-    if m < MR || n == 0 || n % NR != 0 || k == 0 || b.cs != 1 {
+    if m < MR || n == 0 || !n.is_multiple_of(NR) || k == 0 || b.cs != 1 {
         return false;
     }
     if m > 2 * MR && (n > 128 || k > 512) {

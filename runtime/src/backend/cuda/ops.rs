@@ -65,12 +65,12 @@ fn geo(shape: &[usize], ops: &[(&[usize], usize)]) -> ([u8; GEO_BYTES], bool) {
         for (k, (s, _)) in ops.iter().enumerate() {
             st[k] = s[d];
         }
-        if let Some(last) = dims.last_mut() {
-            if (0..ops.len()).all(|k| last.1[k] == st[k] * n) {
-                last.0 *= n;
-                last.1 = st;
-                continue;
-            }
+        if let Some(last) = dims.last_mut()
+            && (0..ops.len()).all(|k| last.1[k] == st[k] * n)
+        {
+            last.0 *= n;
+            last.1 = st;
+            continue;
         }
         dims.push((n, st));
     }

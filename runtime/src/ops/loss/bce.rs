@@ -253,10 +253,11 @@ pub(crate) fn bce_logits_core(
     want_loss: bool,
     seed: Option<Seed>,
 ) -> (Option<Tensor>, Option<Tensor>) {
-    if w.weight.is_none() && w.pos_weight.is_none() {
-        if let Some(fused) = super::fused::bce_logits(z, y, reduction, want_loss, seed) {
-            return fused;
-        }
+    if w.weight.is_none()
+        && w.pos_weight.is_none()
+        && let Some(fused) = super::fused::bce_logits(z, y, reduction, want_loss, seed)
+    {
+        return fused;
     }
     no_grad(|| {
         let loss = want_loss.then(|| {

@@ -243,7 +243,7 @@ fn check_into_bufs(op: &str, input: &Tensor, target: &Tensor, loss: &Tensor, gra
     );
     assert!(
         grad.is_contiguous()
-            && grad.shape() == input.shape()
+            && crate::tensor::same_shape(grad.shape(), input.shape())
             && grad.dtype() == input.dtype()
             && grad.device() == Device::Cpu,
         "{op}: the gradient buffer must be a contiguous {} tensor of shape {:?}, got a {} \

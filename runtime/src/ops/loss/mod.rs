@@ -107,13 +107,14 @@ pub(super) fn check_same_shape(op: &'static str, input: &Tensor, target: &Tensor
 /// Fails when a weight tensor would need a gradient: like PyTorch, the losses
 /// are not differentiable with respect to their weights.
 pub(super) fn check_weight_no_grad(op: &'static str, name: &str, w: Option<&Tensor>) -> Result<()> {
-    if let Some(w) = w {
-        if w.requires_grad() && is_grad_enabled() {
-            return Err(Error::Autograd(format!(
-                "{op}: the loss is not differentiable with respect to `{name}`, which requires \
+    if let Some(w) = w
+        && w.requires_grad()
+        && is_grad_enabled()
+    {
+        return Err(Error::Autograd(format!(
+            "{op}: the loss is not differentiable with respect to `{name}`, which requires \
                  grad; pass `{name}.detach()` (as in PyTorch, this input cannot require grad)"
-            )));
-        }
+        )));
     }
     Ok(())
 }

@@ -209,7 +209,7 @@ fn derivative<U: Unary>(g: &Tensor, s: &Tensor, p: [f64; 2], out: &mut Out<'_>) 
         return cuda::backward::<U>(&g, s, p, out);
     }
     // Same shape (the usual case): the layout as it is, no copy.
-    let lg = if g.shape() == s.shape() {
+    let lg = if crate::tensor::same_shape(g.shape(), s.shape()) {
         std::borrow::Cow::Borrowed(g.layout())
     } else {
         std::borrow::Cow::Owned(g.layout().broadcast_to(s.shape()))

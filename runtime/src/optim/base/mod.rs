@@ -145,10 +145,10 @@ impl<A: Algorithm> Core<A> {
             );
         }
         for s in &OPTIONS {
-            if algo.options() & s.bit != 0 {
-                if let Err(e) = check_field(s.bit, &defaults) {
-                    panic!("{name}: {e}");
-                }
+            if algo.options() & s.bit != 0
+                && let Err(e) = check_field(s.bit, &defaults)
+            {
+                panic!("{name}: {e}");
             }
         }
         let mut core = Core {
@@ -469,7 +469,7 @@ impl<A: Algorithm> Core<A> {
                 let Some(t) = state.tensor(&key) else {
                     continue;
                 };
-                if t.shape() != p.shape() {
+                if !crate::tensor::same_shape(t.shape(), p.shape()) {
                     return Err(err(format!(
                         "`{key}` has shape {:?} but parameter {i} has shape {:?}; load a state \
                          saved from an optimizer over the same parameters",
