@@ -343,7 +343,7 @@ impl Tensor {
     pub fn set_grad(&self, grad: Option<Tensor>) {
         if let Some(g) = &grad {
             assert!(
-                crate::tensor::same_shape(g.shape(), self.shape()),
+                same_shape(g.shape(), self.shape()),
                 "set_grad: assigned grad has shape {:?} but the tensor has shape {:?}",
                 g.shape(),
                 self.shape()

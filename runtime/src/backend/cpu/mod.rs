@@ -357,10 +357,16 @@ impl<'a, U, S: Store<U>> Dst<'a, U, S> {
     /// first: written through a raw pointer, the loop would reload its
     /// operands after every store and stay scalar.
     #[inline(always)]
-    pub(crate) fn fill_from(&self, values: impl Iterator<Item = U>) {
+    pub(crate) fn fill_from(&self, values: impl ExactSizeIterator<Item = U>) {
         let (ptr, store, n) = (self.ptr.get(), self.store, self.len);
+        // Fewer values would leave part of a `Write` destination uninitialised.
+        assert_eq!(
+            values.len(),
+            n,
+            "a kernel's run and its destination differ in length"
+        );
         // SAFETY: the destination is valid for `len` elements and borrowed
-        // exclusively for `'a`.
+        // exclusively for `'a`; `values` fills all of them (checked).
         vectorized(|| unsafe { store.put_all(ptr, n, values) })
     }
 
