@@ -6,6 +6,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use deriv::backend::cuda;
+use deriv::optim::cuda as fused;
 
 #[path = "common/op_table.rs"]
 mod op_table;
@@ -705,7 +706,7 @@ fn fused_optimizer_kernels_follow_the_formulas() {
     let close = |what: &str, a: &Tensor, b: &Tensor| assert_close(what, a, b, 2e-5);
 
     // SGD with momentum, dampening, weight decay and nesterov, two steps.
-    let o = cuda::SgdParams {
+    let o = fused::SgdParams {
         lr: 0.1,
         momentum: 0.9,
         dampening: 0.1,
@@ -717,11 +718,11 @@ fn fused_optimizer_kernels_follow_the_formulas() {
     let (p, buf) = (p0.to(&dev), Tensor::zeros_on([1000], &dev));
     let (mut pc, mut bc) = (p0.clone_data(), Tensor::zeros([1000]));
     for step in 0..2 {
-        let o = cuda::SgdParams {
+        let o = fused::SgdParams {
             first: step == 0,
             ..o
         };
-        cuda::sgd_step(&p, &g, Some(&buf), &o);
+        fused::sgd_step(&p, &g, Some(&buf), &o);
         let d = &gc + &(&pc * 0.01);
         bc = if step == 0 {
             d.clone()
@@ -735,7 +736,7 @@ fn fused_optimizer_kernels_follow_the_formulas() {
     close("sgd momentum", &bc, &buf);
 
     // AdamW with amsgrad, three steps.
-    let o = cuda::AdamParams {
+    let o = fused::AdamParams {
         lr: 1e-2,
         beta1: 0.9,
         beta2: 0.999,
@@ -761,7 +762,7 @@ fn fused_optimizer_kernels_follow_the_formulas() {
     for step in 1..=3u64 {
         let gs = &gc * (step as f64);
         let gd = g.mul(step as f64);
-        cuda::adam_step(&p, &gd, &m, &v, Some(&vm), &cuda::AdamParams { step, ..o });
+        fused::adam_step(&p, &gd, &m, &v, Some(&vm), &fused::AdamParams { step, ..o });
         pc = &pc * (1.0 - 1e-2 * 0.1);
         mc = &(&mc * 0.9) + &(&gs * 0.1);
         vc = &(&vc * 0.999) + &(&gs.square() * 0.001);
@@ -776,7 +777,7 @@ fn fused_optimizer_kernels_follow_the_formulas() {
     close("adamw exp_avg_sq", &vc, &v);
 
     // RMSprop, centered with momentum.
-    let o = cuda::RmspropParams {
+    let o = fused::RmspropParams {
         lr: 1e-2,
         alpha: 0.99,
         eps: 1e-8,
@@ -798,7 +799,7 @@ fn fused_optimizer_kernels_follow_the_formulas() {
         Tensor::zeros([1000]),
     );
     for _ in 0..2 {
-        cuda::rmsprop_step(&p, &g, &sq, Some(&mb), Some(&ga), &o);
+        fused::rmsprop_step(&p, &g, &sq, Some(&mb), Some(&ga), &o);
         sqc = &(&sqc * 0.99) + &(&gc.square() * 0.01);
         gac = &(&gac * 0.99) + &(&gc * 0.01);
         let avg = &(&sqc - &gac.square()).sqrt() + 1e-8;
@@ -808,7 +809,7 @@ fn fused_optimizer_kernels_follow_the_formulas() {
     close("rmsprop param", &pc, &p);
 
     // Adagrad with lr decay and maximize.
-    let o = cuda::AdagradParams {
+    let o = fused::AdagradParams {
         lr: 0.1,
         lr_decay: 0.01,
         weight_decay: 0.0,
@@ -819,7 +820,7 @@ fn fused_optimizer_kernels_follow_the_formulas() {
     let (p, s) = (p0.to(&dev), Tensor::zeros_on([1000], &dev));
     let (mut pc, mut sc) = (p0.clone_data(), Tensor::zeros([1000]));
     for step in 1..=2u64 {
-        cuda::adagrad_step(&p, &g, &s, &cuda::AdagradParams { step, ..o });
+        fused::adagrad_step(&p, &g, &s, &fused::AdagradParams { step, ..o });
         let d = -&gc;
         sc = &sc + &d.square();
         let clr = 0.1 / (1.0 + (step - 1) as f64 * 0.01);

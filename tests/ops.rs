@@ -465,22 +465,20 @@ fn ops_code_never_reaches_into_nn() {
     );
 }
 
-/// The backend sees buffers and layouts, not `Tensor`. The CUDA launch
-/// wrappers still build tensors (issue 10's remaining layering work); the
-/// list may only shrink: a new file that uses `Tensor` fails, and so does a
-/// listed one that no longer does (take it off the list).
+/// The backend sees buffers, layouts and arrays (`backend::Array`: storage,
+/// layout and dtype), never `Tensor`: the CUDA launch wrappers take and
+/// return arrays, and the tensor layer wraps them.
 #[test]
-fn backend_code_does_not_use_tensor_beyond_the_known_files() {
-    const STILL_USING_TENSOR: &[&str] = &["backend/cuda/ops.rs", "backend/cuda/optim.rs"];
+fn backend_code_does_not_use_tensor() {
     let users: Vec<String> = code_files("backend")
         .into_iter()
         .filter(|(_, code)| mentions(code, "Tensor"))
         .map(|(name, _)| name)
         .collect();
-    let known: Vec<String> = STILL_USING_TENSOR.iter().map(|s| s.to_string()).collect();
-    assert_eq!(
-        users, known,
-        "backend files that use Tensor (left) against the known list (right): the backend works \
-         on buffers and layouts; pass it those, and shrink the list when a file stops using Tensor"
+    assert!(
+        users.is_empty(),
+        "backend files that use Tensor: {users:?}; the backend works on buffers, layouts and \
+         arrays (backend::Array): pass it a tensor's .array() and wrap what it returns with \
+         Tensor::from_array"
     );
 }

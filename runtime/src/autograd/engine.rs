@@ -85,7 +85,13 @@ fn add_same_shape(dst: &Tensor, src: &Tensor) -> bool {
         if !dst.dtype().is_float() {
             return false;
         }
-        crate::backend::cuda::ops::update(crate::backend::Ew::Add, dst, src, src.layout(), 0.0);
+        crate::backend::cuda::ops::update(
+            crate::backend::Ew::Add,
+            dst.array(),
+            src.array(),
+            src.layout(),
+            0.0,
+        );
         return true;
     }
     if !dst.dtype().is_float() {

@@ -529,11 +529,11 @@ impl<'a> Out<'a> {
                 let Device::Cuda(i) = self.spec.device else {
                     unreachable!("device_target on a CPU output")
                 };
-                let t = crate::backend::cuda::ops::empty(
+                let t = Tensor::from_array(crate::backend::cuda::ops::empty(
                     &crate::backend::cuda::ctx(i),
                     self.spec.dtype,
                     &self.spec.shape,
-                );
+                ));
                 *slot = Some(t.clone());
                 (t, false)
             }

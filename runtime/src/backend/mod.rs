@@ -1,5 +1,6 @@
 //! Devices and the storage that tensors view.
 
+mod array;
 pub(crate) mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
@@ -11,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::tensor::DType;
+pub(crate) use array::Array;
 
 /// Where a tensor's data lives.
 ///

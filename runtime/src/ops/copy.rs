@@ -86,7 +86,7 @@ impl Op for ToCopy {
 fn convert(t: &Tensor, dtype: DType) -> Tensor {
     #[cfg(feature = "cuda")]
     if t.device().is_cuda() {
-        return crate::backend::cuda::ops::cast(t, dtype);
+        return Tensor::from_array(crate::backend::cuda::ops::cast(t.array(), dtype));
     }
     let b = t.storage().read();
     let l = t.layout();

@@ -116,7 +116,7 @@ impl Tensor {
                     self.dtype()
                 );
             }
-            crate::backend::cuda::ops::update(g, self, &o, &lo, gpu.1);
+            crate::backend::cuda::ops::update(g, self.array(), o.array(), &lo, gpu.1);
             return self;
         }
         let _ = gpu;
@@ -228,7 +228,7 @@ impl Tensor {
         let lo = o.layout().broadcast_to(self.shape());
         #[cfg(feature = "cuda")]
         if self.device().is_cuda() {
-            crate::backend::cuda::ops::copy_into(self, &o, &lo);
+            crate::backend::cuda::ops::copy_into(self.array(), o.array(), &lo);
             return self;
         }
         let (ob, mut sb) = lock_operand(&o, self);
@@ -256,7 +256,12 @@ impl Tensor {
         self.check_inplace("fill_", None);
         #[cfg(feature = "cuda")]
         if self.device().is_cuda() {
-            crate::backend::cuda::ops::update_unary(crate::backend::Ew::Fill, self, value, 0.0);
+            crate::backend::cuda::ops::update_unary(
+                crate::backend::Ew::Fill,
+                self.array(),
+                value,
+                0.0,
+            );
             return self;
         }
         let mut sb = self.storage().write();
@@ -288,7 +293,12 @@ impl Tensor {
                 self.dtype() != DType::Bool,
                 "clamp_: not supported for bool tensors"
             );
-            crate::backend::cuda::ops::update_unary(crate::backend::Ew::Clamp, self, lo, hi);
+            crate::backend::cuda::ops::update_unary(
+                crate::backend::Ew::Clamp,
+                self.array(),
+                lo,
+                hi,
+            );
             return self;
         }
         let mut sb = self.storage().write();

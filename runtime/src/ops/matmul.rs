@@ -316,7 +316,11 @@ fn matmul_nd(a: &Tensor, b: &Tensor, user: (&[usize], &[usize])) -> Result<Tenso
     let total = checked_numel("matmul", &shape)?;
     #[cfg(feature = "cuda")]
     if a.device().is_cuda() {
-        return Ok(crate::backend::cuda::ops::matmul(a, b, &batch));
+        return Ok(Tensor::from_array(crate::backend::cuda::ops::matmul(
+            a.array(),
+            b.array(),
+            &batch,
+        )));
     }
     if total == 0 {
         // Nothing to compute (and the batch may be huge with m or n zero).

@@ -116,7 +116,12 @@ pub(crate) fn map_float(
     let t = as_float(t);
     #[cfg(feature = "cuda")]
     if t.device().is_cuda() {
-        return crate::backend::cuda::ops::map(gpu.0, &t, gpu.1, gpu.2);
+        return Tensor::from_array(crate::backend::cuda::ops::map(
+            gpu.0,
+            t.array(),
+            gpu.1,
+            gpu.2,
+        ));
     }
     let op = gpu.0.op_name();
     let buf = {
@@ -179,14 +184,14 @@ pub(crate) fn zip_float(
     let (shape, a, la, b, lb) = broadcast_pair(op, a, b, dt)?;
     #[cfg(feature = "cuda")]
     if a.device().is_cuda() {
-        return Ok(crate::backend::cuda::ops::ew_new(
+        return Ok(Tensor::from_array(crate::backend::cuda::ops::ew_new(
             gpu.0,
             dt,
             &shape,
-            &[(&a, &la), (&b, &lb)],
+            &[(a.array(), &la), (b.array(), &lb)],
             gpu.1,
             gpu.2,
-        ));
+        )));
     }
     let _ = gpu;
     let buf = read_pair(&a, &b, |ga, gb| match (ga, gb) {

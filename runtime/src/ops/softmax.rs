@@ -104,7 +104,8 @@ impl Op for Softmax {
         }
         #[cfg(feature = "cuda")]
         if x.device().is_cuda() && x.dtype() == crate::tensor::DType::F32 && x.ndim() > 0 {
-            return out.set(crate::backend::cuda::ops::softmax(&x, d as usize, self.log));
+            let y = crate::backend::cuda::ops::softmax(x.array(), d as usize, self.log);
+            return out.set(Tensor::from_array(y));
         }
         if x.device().is_cpu() && x.is_contiguous() && x.ndim() > 0 {
             let dims = split_at_dim(x.shape(), d as usize);

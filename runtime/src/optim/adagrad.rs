@@ -58,9 +58,9 @@ impl Algorithm for AdagradRule {
         g: &ParamGroup,
         step: u64,
         _fresh: bool,
-        p: &Tensor,
-        grad: &Tensor,
-        [sum, _, _]: [Option<&Tensor>; SLOTS],
+        p: &crate::backend::Array,
+        grad: &crate::backend::Array,
+        [sum, _, _]: [Option<&crate::backend::Array>; SLOTS],
     ) {
         let h = params(g, step);
         crate::backend::cuda::adagrad_step(p, grad, sum.expect("Adagrad uses sum"), &h);

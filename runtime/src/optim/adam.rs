@@ -62,9 +62,9 @@ impl Algorithm for AdamRule {
         g: &ParamGroup,
         step: u64,
         _fresh: bool,
-        p: &Tensor,
-        grad: &Tensor,
-        [m, v, vmax]: [Option<&Tensor>; SLOTS],
+        p: &crate::backend::Array,
+        grad: &crate::backend::Array,
+        [m, v, vmax]: [Option<&crate::backend::Array>; SLOTS],
     ) {
         let h = self.params(g, step);
         let (m, v) = (

@@ -29,6 +29,8 @@
 mod adagrad;
 mod adam;
 mod base;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 mod fused;
 pub mod lr_scheduler;
 mod rmsprop;

@@ -57,9 +57,9 @@ impl Algorithm for RmspropRule {
         g: &ParamGroup,
         _step: u64,
         _fresh: bool,
-        p: &Tensor,
-        grad: &Tensor,
-        [square_avg, buf, grad_avg]: [Option<&Tensor>; SLOTS],
+        p: &crate::backend::Array,
+        grad: &crate::backend::Array,
+        [square_avg, buf, grad_avg]: [Option<&crate::backend::Array>; SLOTS],
     ) {
         let h = params(g);
         let square_avg = square_avg.expect("RMSprop uses square_avg");

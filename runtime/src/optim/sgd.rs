@@ -66,9 +66,9 @@ impl Algorithm for SgdRule {
         g: &ParamGroup,
         _step: u64,
         fresh: bool,
-        p: &Tensor,
-        grad: &Tensor,
-        [buf, _, _]: [Option<&Tensor>; SLOTS],
+        p: &crate::backend::Array,
+        grad: &crate::backend::Array,
+        [buf, _, _]: [Option<&crate::backend::Array>; SLOTS],
     ) {
         let h = params(g, fresh);
         crate::backend::cuda::sgd_step(p, grad, buf, &h);

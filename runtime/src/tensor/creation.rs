@@ -197,7 +197,8 @@ impl Tensor {
         let n = checked_numel(op, shape)?;
         #[cfg(feature = "cuda")]
         if let Device::Cuda(i) = opts.device {
-            let t = crate::backend::cuda::ops::full(i, opts.dtype, shape, value);
+            let t =
+                Tensor::from_array(crate::backend::cuda::ops::full(i, opts.dtype, shape, value));
             if opts.requires_grad {
                 t.set_requires_grad(true);
             }

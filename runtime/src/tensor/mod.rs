@@ -20,7 +20,7 @@ pub use literal::TensorLiteral;
 pub use math::Math;
 
 use crate::autograd::GradNode;
-use crate::backend::{cpu, Buffer, Device, Storage};
+use crate::backend::{cpu, Array, Buffer, Device, Storage};
 
 /// An N-dimensional array on a [`Device`], with PyTorch-style autograd.
 ///
@@ -39,9 +39,8 @@ use crate::backend::{cpu, Buffer, Device, Storage};
 pub struct Tensor(pub(crate) Arc<TensorImpl>);
 
 pub(crate) struct TensorImpl {
-    pub(crate) storage: Arc<Storage>,
-    pub(crate) layout: Layout,
-    pub(crate) dtype: DType,
+    /// The data: storage, view and element type (all the backend sees).
+    pub(crate) array: Array,
     /// The node that produced this tensor; `None` for leaves.
     pub(crate) grad_fn: Option<Arc<GradNode>>,
     /// Set by `requires_grad_` on leaves; non-leaves require grad through `grad_fn`.
@@ -67,29 +66,22 @@ impl Tensor {
         );
         #[cfg(feature = "cuda")]
         if let Device::Cuda(i) = device {
-            let b = crate::backend::cuda::CudaBuffer::upload(&buf, i);
-            return crate::backend::cuda::ops::from_cuda(b, shape);
+            return Tensor::from_array(crate::backend::cuda::ops::upload(&buf, shape, i));
         }
         let dtype = buf.dtype();
         Tensor::from_parts(Arc::new(Storage::new(buf, device)), layout, dtype)
     }
 
-    /// A tensor viewing `storage` through `layout`. Every tensor is made
-    /// here, so here the invariant the kernels rely on is asserted (in
-    /// release builds too; O(ndim)): the layout's element count is checked
-    /// and its extent lies inside the storage. Ops check user-supplied
-    /// shapes before this point and report them as `Error::Shape`; a failure
-    /// here is a bug in deriv.
+    /// A tensor viewing `storage` through `layout` (checked by [`Array::new`]).
     #[track_caller]
     pub(crate) fn from_parts(storage: Arc<Storage>, layout: Layout, dtype: DType) -> Tensor {
-        if let Err(e) = layout::checked_numel("tensor", &layout.shape) {
-            panic!("internal error: {e}; this is a bug in deriv, please report it");
-        }
-        layout.assert_within("tensor", storage.len());
+        Tensor::from_array(Array::new(storage, layout, dtype))
+    }
+
+    /// A new leaf over a backend array.
+    pub(crate) fn from_array(array: Array) -> Tensor {
         Tensor(Arc::new(TensorImpl {
-            storage,
-            layout,
-            dtype,
+            array,
             grad_fn: None,
             requires_grad: AtomicBool::new(false),
             grad: Mutex::new(None),
@@ -97,23 +89,28 @@ impl Tensor {
         }))
     }
 
+    /// The data as the backend sees it.
+    pub(crate) fn array(&self) -> &Array {
+        &self.0.array
+    }
+
     /// A view of the same storage with another layout (no autograd link).
     #[track_caller]
     pub(crate) fn with_layout(&self, layout: Layout) -> Tensor {
-        Tensor::from_parts(self.0.storage.clone(), layout, self.0.dtype)
+        Tensor::from_array(self.0.array.with_layout(layout))
     }
 
     pub(crate) fn layout(&self) -> &Layout {
-        &self.0.layout
+        self.array().layout()
     }
 
     pub(crate) fn storage(&self) -> &Arc<Storage> {
-        &self.0.storage
+        self.0.array.storage()
     }
 
     /// The size of each dimension.
     pub fn shape(&self) -> &[usize] {
-        &self.0.layout.shape
+        self.0.array.shape()
     }
 
     /// PyTorch's `size()`: the same as [`shape`](Self::shape).
@@ -129,12 +126,12 @@ impl Tensor {
 
     /// Element strides of each dimension.
     pub fn strides(&self) -> &[usize] {
-        &self.0.layout.strides
+        &self.0.array.layout().strides
     }
 
     /// The number of dimensions.
     pub fn ndim(&self) -> usize {
-        self.0.layout.ndim()
+        self.0.array.ndim()
     }
 
     /// PyTorch's `dim()`: the number of dimensions.
@@ -144,27 +141,27 @@ impl Tensor {
 
     /// The number of elements.
     pub fn numel(&self) -> usize {
-        self.0.layout.numel()
+        self.0.array.numel()
     }
 
     /// The element type.
     pub fn dtype(&self) -> DType {
-        self.0.dtype
+        self.0.array.dtype()
     }
 
     /// The device holding the data.
     pub fn device(&self) -> Device {
-        self.0.storage.device()
+        self.0.array.device()
     }
 
     /// Whether the elements are laid out row-major with no gaps.
     pub fn is_contiguous(&self) -> bool {
-        self.0.layout.is_contiguous()
+        self.0.array.is_contiguous()
     }
 
     /// Whether two tensors view the same storage.
     pub fn shares_storage(&self, other: &Tensor) -> bool {
-        Arc::ptr_eq(&self.0.storage, &other.0.storage)
+        Arc::ptr_eq(self.0.array.storage(), other.0.array.storage())
     }
 
     /// A copy on `device` (the same tensor when it is already there).
@@ -196,19 +193,19 @@ impl Tensor {
         #[cfg(feature = "cuda")]
         {
             use crate::backend::cuda::ops;
+            let shape = self.shape();
             match (self.device(), *device) {
-                (Device::Cpu, Device::Cuda(i)) => return ops::to_device(self, i),
+                (Device::Cpu, Device::Cuda(i)) => {
+                    let host = self.host_buffer();
+                    return Tensor::from_array(ops::upload(&host, shape, i));
+                }
                 (Device::Cuda(_), Device::Cpu) => {
-                    return Tensor::from_buffer(
-                        ops::to_host_buffer(self),
-                        self.shape(),
-                        Device::Cpu,
-                    );
+                    let host = ops::to_host_buffer(self.array());
+                    return Tensor::from_buffer(host, shape, Device::Cpu);
                 }
                 (Device::Cuda(_), Device::Cuda(i)) => {
-                    let host =
-                        Tensor::from_buffer(ops::to_host_buffer(self), self.shape(), Device::Cpu);
-                    return ops::to_device(&host, i);
+                    let host = ops::to_host_buffer(self.array());
+                    return Tensor::from_array(ops::upload(&host, shape, i));
                 }
                 _ => {}
             }
@@ -217,6 +214,20 @@ impl Tensor {
             "to: cannot move a tensor to {device}: {}",
             Device::cuda_unavailable_reason().unwrap_or_default()
         )
+    }
+
+    /// The elements of a CPU tensor in row-major order, in a new buffer of
+    /// its dtype.
+    #[cfg(feature = "cuda")]
+    fn host_buffer(&self) -> Buffer {
+        let buf = self.0.array.storage().read();
+        let l = self.0.array.layout();
+        match &*buf {
+            Buffer::F32(v) => Buffer::F32(cpu::map("to", v, l, |x| x)),
+            Buffer::F64(v) => Buffer::F64(cpu::map("to", v, l, |x| x)),
+            Buffer::I64(v) => Buffer::I64(cpu::map("to", v, l, |x| x)),
+            Buffer::Bool(v) => Buffer::Bool(cpu::map("to", v, l, |x| x)),
+        }
     }
 
     /// Copies the elements into a `Vec` in row-major order, converting to `T`.
@@ -230,8 +241,8 @@ impl Tensor {
         if self.device().is_cuda() {
             return self.to_device_nograd(&Device::Cpu).to_vec();
         }
-        let buf = self.0.storage.read();
-        let l = &self.0.layout;
+        let buf = self.0.array.storage().read();
+        let l = self.0.array.layout();
         match &*buf {
             Buffer::F32(v) => cpu::map("to_vec", v, l, |x| T::from_f64(x as f64)),
             Buffer::F64(v) => cpu::map("to_vec", v, l, T::from_f64),
@@ -260,14 +271,14 @@ impl Tensor {
         if self.device().is_cuda() {
             return self.to_device_nograd(&Device::Cpu).elem_f64(i);
         }
-        let l = &self.0.layout;
+        let l = self.0.array.layout();
         let mut rem = i;
         let mut off = l.offset;
         for d in (0..l.ndim()).rev() {
             off += (rem % l.shape[d]) * l.strides[d];
             rem /= l.shape[d];
         }
-        match &*self.0.storage.read() {
+        match &*self.0.array.storage().read() {
             Buffer::F32(v) => v[off] as f64,
             Buffer::F64(v) => v[off],
             Buffer::I64(v) => v[off] as f64,
@@ -366,7 +377,7 @@ impl Tensor {
 
     /// A new leaf sharing this tensor's data, cut from the graph.
     pub fn detach(&self) -> Tensor {
-        Tensor::from_parts(self.0.storage.clone(), self.0.layout.clone(), self.0.dtype)
+        Tensor::from_array(self.0.array.clone())
     }
 
     /// Installs `node` as this freshly made tensor's grad_fn.
@@ -377,7 +388,7 @@ impl Tensor {
                 self
             }
             None => {
-                let t = self.with_layout(self.0.layout.clone());
+                let t = self.with_layout(self.0.array.layout().clone());
                 t.with_grad_fn(node)
             }
         }

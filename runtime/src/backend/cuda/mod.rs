@@ -13,8 +13,7 @@ mod optim;
 mod ptx;
 pub(crate) mod trace;
 
-pub use super::step::{AdagradParams, AdamParams, RmspropParams, SgdParams};
-pub use optim::{adagrad_step, adam_step, rmsprop_step, sgd_step};
+pub(crate) use optim::{adagrad_step, adam_step, rmsprop_step, sgd_step};
 
 use std::ffi::c_void;
 use std::sync::Arc;

@@ -1,4 +1,5 @@
-//! Typed launch wrappers: tensors and layouts in, kernels of `ptx.rs` out.
+//! Typed launch wrappers: arrays (storage, layout, dtype) in, kernels of
+//! `ptx.rs` out.
 //! Each wrapper builds exactly the parameter list its generator wrote.
 
 use std::ffi::c_void;
@@ -7,11 +8,11 @@ use std::sync::Arc;
 use super::ptx::{self, GEO_BYTES, MAX_DIMS};
 use super::Ew;
 use super::{ctx, launch, CudaBuffer, DeviceCtx};
-use crate::backend::Storage;
-use crate::tensor::{DType, Layout, Tensor};
+use crate::backend::{Array, Buffer, Storage};
+use crate::tensor::{DType, Layout};
 
 /// The device allocation of a GPU tensor.
-pub(crate) fn buf(t: &Tensor) -> &CudaBuffer {
+pub(crate) fn buf(t: &Array) -> &CudaBuffer {
     t.storage().cuda().unwrap_or_else(|| {
         panic!(
             "internal: expected a GPU tensor, found one on {}",
@@ -20,20 +21,20 @@ pub(crate) fn buf(t: &Tensor) -> &CudaBuffer {
     })
 }
 
-/// A new contiguous, uninitialised tensor on GPU `ordinal` (of a shape the
+/// A new contiguous, uninitialised array on GPU `ordinal` (of a shape the
 /// op checked; `Layout::contiguous` checks it again).
 #[track_caller]
-pub(crate) fn empty(c: &Arc<DeviceCtx>, dtype: DType, shape: &[usize]) -> Tensor {
+pub(crate) fn empty(c: &Arc<DeviceCtx>, dtype: DType, shape: &[usize]) -> Array {
     let layout = Layout::contiguous(shape);
     let b = CudaBuffer::alloc(c, dtype, layout.numel(), shape);
-    Tensor::from_parts(Arc::new(Storage::new_cuda(b)), layout, dtype)
+    Array::new(Arc::new(Storage::new_cuda(b)), layout, dtype)
 }
 
-/// Wraps a device buffer as a contiguous tensor.
+/// Wraps a device buffer as a contiguous array.
 #[track_caller]
-pub(crate) fn from_cuda(b: CudaBuffer, shape: &[usize]) -> Tensor {
+pub(crate) fn from_cuda(b: CudaBuffer, shape: &[usize]) -> Array {
     let dtype = b.dtype();
-    Tensor::from_parts(
+    Array::new(
         Arc::new(Storage::new_cuda(b)),
         Layout::contiguous(shape),
         dtype,
@@ -243,10 +244,10 @@ pub(crate) fn ew_new(
     op: Ew,
     d: DType,
     shape: &[usize],
-    ins: &[(&Tensor, &Layout)],
+    ins: &[(&Array, &Layout)],
     a: f64,
     b: f64,
-) -> Tensor {
+) -> Array {
     require(op, d);
     let (_, out_dtype) = op.types(d);
     let c = ins
@@ -266,7 +267,7 @@ pub(crate) fn ew_new(
 }
 
 /// Integer `a op b` (op "add", "sub" or "mul") of broadcast views into a new tensor.
-pub(crate) fn ew_int(op: &str, a: &Tensor, la: &Layout, b: &Tensor, lb: &Layout) -> Tensor {
+pub(crate) fn ew_int(op: &str, a: &Array, la: &Layout, b: &Array, lb: &Layout) -> Array {
     let ew = match op {
         "add" => Ew::Add,
         "sub" => Ew::Sub,
@@ -277,12 +278,12 @@ pub(crate) fn ew_int(op: &str, a: &Tensor, la: &Layout, b: &Tensor, lb: &Layout)
 }
 
 /// `op` of one tensor (its own layout) into a new contiguous tensor.
-pub(crate) fn map(op: Ew, t: &Tensor, a: f64, b: f64) -> Tensor {
+pub(crate) fn map(op: Ew, t: &Array, a: f64, b: f64) -> Array {
     ew_new(op, t.dtype(), t.shape(), &[(t, t.layout())], a, b)
 }
 
 /// `dst = op(dst, src)` in place (src broadcast to dst's shape by `ls`).
-pub(crate) fn update(op: Ew, dst: &Tensor, src: &Tensor, ls: &Layout, a: f64) {
+pub(crate) fn update(op: Ew, dst: &Array, src: &Array, ls: &Layout, a: f64) {
     require(op, dst.dtype());
     let db = dst.storage().cuda_write();
     ew_launch(
@@ -295,7 +296,7 @@ pub(crate) fn update(op: Ew, dst: &Tensor, src: &Tensor, ls: &Layout, a: f64) {
 }
 
 /// `dst = op(dst)` in place with scalar parameters (fill, clamp, scale).
-pub(crate) fn update_unary(op: Ew, dst: &Tensor, a: f64, b: f64) {
+pub(crate) fn update_unary(op: Ew, dst: &Array, a: f64, b: f64) {
     require(op, dst.dtype());
     let db = dst.storage().cuda_write();
     let ins: Vec<(&CudaBuffer, &Layout)> = if op.arity() == 0 {
@@ -314,7 +315,7 @@ pub(crate) fn update_unary(op: Ew, dst: &Tensor, a: f64, b: f64) {
 
 /// Copies `src` (viewed by `ls`, broadcast to dst's shape) into the view
 /// `dst`, converting its dtype.
-pub(crate) fn copy_into(dst: &Tensor, src: &Tensor, ls: &Layout) {
+pub(crate) fn copy_into(dst: &Array, src: &Array, ls: &Layout) {
     let db = dst.storage().cuda_write();
     let (from, to) = (src.dtype(), dst.dtype());
     let ins = [(buf(src), ls)];
@@ -338,31 +339,19 @@ pub(crate) fn copy_into(dst: &Tensor, src: &Tensor, ls: &Layout) {
 }
 
 /// A contiguous copy of `t` converted to `dtype`.
-pub(crate) fn cast(t: &Tensor, dtype: DType) -> Tensor {
+pub(crate) fn cast(t: &Array, dtype: DType) -> Array {
     let out = empty(buf(t).ctx(), dtype, t.shape());
     copy_into(&out, t, t.layout());
     out
 }
 
-/// Copies a host tensor to GPU `ordinal`.
-pub(crate) fn to_device(t: &Tensor, ord: usize) -> Tensor {
-    let host = t.contiguous();
-    let b = {
-        let g = host.storage().read();
-        let (o, n) = (host.layout().offset, host.numel());
-        let part = match &*g {
-            crate::backend::Buffer::F32(v) => crate::backend::Buffer::F32(v[o..o + n].to_vec()),
-            crate::backend::Buffer::F64(v) => crate::backend::Buffer::F64(v[o..o + n].to_vec()),
-            crate::backend::Buffer::I64(v) => crate::backend::Buffer::I64(v[o..o + n].to_vec()),
-            crate::backend::Buffer::Bool(v) => crate::backend::Buffer::Bool(v[o..o + n].to_vec()),
-        };
-        CudaBuffer::upload(&part, ord)
-    };
-    from_cuda(b, t.shape())
+/// Copies row-major host elements of `shape` to GPU `ordinal`.
+pub(crate) fn upload(host: &Buffer, shape: &[usize], ord: usize) -> Array {
+    from_cuda(CudaBuffer::upload(host, ord), shape)
 }
 
 /// The elements of a GPU tensor in row-major order, on the host.
-pub(crate) fn to_host_buffer(t: &Tensor) -> crate::backend::Buffer {
+pub(crate) fn to_host_buffer(t: &Array) -> Buffer {
     let c = if t.is_contiguous() {
         t.clone()
     } else {
@@ -372,7 +361,7 @@ pub(crate) fn to_host_buffer(t: &Tensor) -> crate::backend::Buffer {
 }
 
 /// Sum (`op` "sum") or max/min with indices of contiguous rows of `len`.
-fn reduce_rows(op: &str, x: &Tensor, rows: usize, len: usize) -> (Tensor, Option<Tensor>) {
+fn reduce_rows(op: &str, x: &Array, rows: usize, len: usize) -> (Array, Option<Array>) {
     let d = x.dtype();
     let c = buf(x).ctx().clone();
     let arg = op != "sum";
@@ -421,7 +410,7 @@ fn reduce_rows(op: &str, x: &Tensor, rows: usize, len: usize) -> (Tensor, Option
 }
 
 /// `t` with `dims` moved last and made contiguous: (kept count, reduced count).
-fn rows_of(t: &Tensor, dims: &[usize]) -> (Tensor, usize, usize) {
+fn rows_of(t: &Array, dims: &[usize]) -> (Array, usize, usize) {
     let mut perm: Vec<usize> = (0..t.ndim()).filter(|d| !dims.contains(d)).collect();
     perm.extend(dims.iter().copied());
     let l = t.layout();
@@ -441,7 +430,7 @@ fn rows_of(t: &Tensor, dims: &[usize]) -> (Tensor, usize, usize) {
 }
 
 /// Sum over `dims` (bools and i64 sum as i64), shaped to `out_shape`.
-pub(crate) fn sum_dims(t: &Tensor, dims: &[usize], out_shape: &[usize]) -> Tensor {
+pub(crate) fn sum_dims(t: &Array, dims: &[usize], out_shape: &[usize]) -> Array {
     let t = if t.dtype() == DType::Bool {
         cast(t, DType::I64)
     } else {
@@ -459,11 +448,11 @@ pub(crate) fn sum_dims(t: &Tensor, dims: &[usize], out_shape: &[usize]) -> Tenso
 
 /// Max or min over one dim with the index of the first extremum.
 pub(crate) fn extremum_dim(
-    t: &Tensor,
+    t: &Array,
     dims: &[usize],
     largest: bool,
     out_shape: &[usize],
-) -> (Tensor, Tensor) {
+) -> (Array, Array) {
     let (c, rows, len) = rows_of(t, dims);
     let (v, i) = reduce_rows(if largest { "max" } else { "min" }, &c, rows, len.max(1));
     let i = i.expect("max/min return indices");
@@ -476,7 +465,7 @@ pub(crate) fn extremum_dim(
 /// Batched product: `a` and `b` are ≥2-D float GPU tensors of one dtype
 /// whose batch dims have already been broadcast to `batch`; returns
 /// `batch + [m, n]`, contiguous.
-pub(crate) fn matmul(a: &Tensor, b: &Tensor, batch: &[usize]) -> Tensor {
+pub(crate) fn matmul(a: &Array, b: &Array, batch: &[usize]) -> Array {
     let d = a.dtype();
     let (an, bn) = (a.ndim(), b.ndim());
     let (m, k, n) = (a.shape()[an - 2], a.shape()[an - 1], b.shape()[bn - 1]);
@@ -490,7 +479,7 @@ pub(crate) fn matmul(a: &Tensor, b: &Tensor, batch: &[usize]) -> Tensor {
     }
     // Each operand: row- or column-major matrices at an affine batch stride;
     // anything else is copied to contiguous first.
-    let prep = |t: &Tensor, rows: usize, cols: usize| -> (Tensor, bool, usize, usize) {
+    let prep = |t: &Array, rows: usize, cols: usize| -> (Array, bool, usize, usize) {
         let mut full = batch.to_vec();
         full.extend([rows, cols]);
         let t = t.with_layout(t.layout().broadcast_to(&full));
@@ -530,7 +519,7 @@ pub(crate) fn matmul(a: &Tensor, b: &Tensor, batch: &[usize]) -> Tensor {
     let (b2, tb, ldb, sb) = prep(b, k, n);
     // What the kernel reads, checked once: `nb` matrices at an affine batch
     // stride, each row- or column-major with its leading dimension.
-    let reach = |t: &Tensor, trans: bool, ld: usize, bstride: usize, rows: usize, cols: usize| {
+    let reach = |t: &Array, trans: bool, ld: usize, bstride: usize, rows: usize, cols: usize| {
         let (rs, cs) = if trans { (1, ld) } else { (ld, 1) };
         Layout {
             shape: smallvec::smallvec![nb, rows, cols],
@@ -580,13 +569,7 @@ pub(crate) fn matmul(a: &Tensor, b: &Tensor, batch: &[usize]) -> Tensor {
 /// out (contiguous, the index's shape) takes `src[.., index, ..]` along a
 /// dim; `lsrc` is src's layout with that dim's stride set to 0 and shape
 /// set to the index's, `ds` the real stride.
-pub(crate) fn gather(
-    src: &Tensor,
-    lsrc: &Layout,
-    ds: usize,
-    index: &Tensor,
-    lidx: &Layout,
-) -> Tensor {
+pub(crate) fn gather(src: &Array, lsrc: &Layout, ds: usize, index: &Array, lidx: &Layout) -> Array {
     let c = buf(src).ctx().clone();
     let out = empty(&c, src.dtype(), &lidx.shape);
     index_launch(
@@ -605,12 +588,12 @@ pub(crate) fn gather(
 /// `dst[.., index, ..] += src` along a dim (atomically); `ldst` is dst's
 /// layout with that dim's stride 0 and the index's shape, `ds` its stride.
 pub(crate) fn scatter_add(
-    dst: &Tensor,
+    dst: &Array,
     ldst: &Layout,
     ds: usize,
-    index: &Tensor,
+    index: &Array,
     lidx: &Layout,
-    src: &Tensor,
+    src: &Array,
     lsrc: &Layout,
 ) {
     let d = dst.dtype();
@@ -633,11 +616,11 @@ pub(crate) fn scatter_add(
 #[allow(clippy::too_many_arguments)]
 fn index_launch(
     name: &str,
-    out: &Tensor,
+    out: &Array,
     lout: &Layout,
-    index: &Tensor,
+    index: &Array,
     lidx: &Layout,
-    src: &Tensor,
+    src: &Array,
     lsrc: &Layout,
     ds: usize,
 ) {
@@ -672,8 +655,8 @@ fn index_launch(
     launch(&c, name, (grid_for(&c, n), 1, 1), 256, &mut args);
 }
 
-/// A new tensor of `shape` filled with `value` on GPU `ordinal`.
-pub(crate) fn full(ordinal: usize, dtype: DType, shape: &[usize], value: f64) -> Tensor {
+/// A new array of `shape` filled with `value` on GPU `ordinal`.
+pub(crate) fn full(ordinal: usize, dtype: DType, shape: &[usize], value: f64) -> Array {
     let out = empty(&ctx(ordinal), dtype, shape);
     update_unary(Ew::Fill, &out, value, 0.0);
     out
@@ -682,7 +665,7 @@ pub(crate) fn full(ordinal: usize, dtype: DType, shape: &[usize], value: f64) ->
 /// softmax (or log_softmax) of an f32 GPU tensor along `dim`, fused into one
 /// kernel over rows; the result has `x`'s shape (a permuted view when `dim`
 /// is not the last).
-pub(crate) fn softmax(x: &Tensor, dim: usize, log: bool) -> Tensor {
+pub(crate) fn softmax(x: &Array, dim: usize, log: bool) -> Array {
     let nd = x.ndim();
     let mut perm: Vec<usize> = (0..nd).filter(|&d| d != dim).collect();
     perm.push(dim);

@@ -11,7 +11,8 @@ use std::fmt::Write;
 use super::launch;
 use super::ops::buf;
 use crate::backend::step::{AdagradParams, AdamParams, RmspropParams, SgdParams};
-use crate::tensor::{DType, Tensor};
+use crate::backend::Array;
+use crate::tensor::DType;
 
 const KERNELS: [&str; 4] = [
     "opt_sgd_f32",
@@ -129,10 +130,10 @@ pub(crate) fn kernels(s: &mut String) {
     footer(s);
 }
 
-/// Checks a tensor the kernel reads (and, when `written`, updates) and
+/// Checks an array the kernel reads (and, when `written`, updates) and
 /// returns its device address (0 for `None`).
 #[track_caller]
-fn ptr(what: &str, p: &Tensor, t: Option<&Tensor>, written: bool) -> u64 {
+fn ptr(what: &str, p: &Array, t: Option<&Array>, written: bool) -> u64 {
     let Some(t) = t else { return 0 };
     assert!(
         t.device() == p.device()
@@ -157,14 +158,7 @@ fn ptr(what: &str, p: &Tensor, t: Option<&Tensor>, written: bool) -> u64 {
 }
 
 #[track_caller]
-fn run(
-    name: &str,
-    param: &Tensor,
-    grad: &Tensor,
-    s: [Option<&Tensor>; 3],
-    h: [f32; 8],
-    flags: u32,
-) {
+fn run(name: &str, param: &Array, grad: &Array, s: [Option<&Array>; 3], h: [f32; 8], flags: u32) {
     assert!(
         param.device().is_cuda(),
         "fused optimizer kernels run on CUDA tensors; {} is on {}",
@@ -211,7 +205,7 @@ fn run(
 /// contiguous f32 tensor like `param`, needed when momentum != 0) is set to
 /// the gradient on the first step (`o.first`), as PyTorch does.
 #[track_caller]
-pub fn sgd_step(param: &Tensor, grad: &Tensor, momentum_buf: Option<&Tensor>, o: &SgdParams) {
+pub(crate) fn sgd_step(param: &Array, grad: &Array, momentum_buf: Option<&Array>, o: &SgdParams) {
     assert!(
         o.momentum == 0.0 || momentum_buf.is_some(),
         "sgd_step: momentum {} needs a momentum buffer",
@@ -242,12 +236,12 @@ pub fn sgd_step(param: &Tensor, grad: &Tensor, momentum_buf: Option<&Tensor>, o:
 /// updates `param`, `exp_avg`, `exp_avg_sq` and, with amsgrad,
 /// `max_exp_avg_sq` in place.
 #[track_caller]
-pub fn adam_step(
-    param: &Tensor,
-    grad: &Tensor,
-    exp_avg: &Tensor,
-    exp_avg_sq: &Tensor,
-    max_exp_avg_sq: Option<&Tensor>,
+pub(crate) fn adam_step(
+    param: &Array,
+    grad: &Array,
+    exp_avg: &Array,
+    exp_avg_sq: &Array,
+    max_exp_avg_sq: Option<&Array>,
     o: &AdamParams,
 ) {
     let step = o.step;
@@ -283,12 +277,12 @@ pub fn adam_step(
 /// One fused RMSprop step on a CUDA f32 parameter: updates `param`,
 /// `square_avg`, and when used `momentum_buf` and `grad_avg` (centered).
 #[track_caller]
-pub fn rmsprop_step(
-    param: &Tensor,
-    grad: &Tensor,
-    square_avg: &Tensor,
-    momentum_buf: Option<&Tensor>,
-    grad_avg: Option<&Tensor>,
+pub(crate) fn rmsprop_step(
+    param: &Array,
+    grad: &Array,
+    square_avg: &Array,
+    momentum_buf: Option<&Array>,
+    grad_avg: Option<&Array>,
     o: &RmspropParams,
 ) {
     assert!(
@@ -323,7 +317,7 @@ pub fn rmsprop_step(
 /// One fused Adagrad step (`o.step` counts from 1) on a CUDA f32 parameter:
 /// updates `param` and `state_sum` in place.
 #[track_caller]
-pub fn adagrad_step(param: &Tensor, grad: &Tensor, state_sum: &Tensor, o: &AdagradParams) {
+pub(crate) fn adagrad_step(param: &Array, grad: &Array, state_sum: &Array, o: &AdagradParams) {
     let step = o.step;
     assert!(step >= 1, "adagrad_step: step counts from 1");
     let clr = o.lr / (1.0 + (step - 1) as f64 * o.lr_decay);

@@ -343,8 +343,8 @@ pub(crate) mod cuda {
     ) {
         if !out.spec().dtype.is_float() {
             // Integer arithmetic: the backend's built-in i64 kernels.
-            let t = crate::backend::cuda::ops::ew_int(B::KERNEL, a, la, b, lb);
-            return out.set(t);
+            let t = crate::backend::cuda::ops::ew_int(B::KERNEL, a.array(), la, b.array(), lb);
+            return out.set(Tensor::from_array(t));
         }
         crate::ops::unary::cuda::launch(
             B::KERNEL,

@@ -20,14 +20,14 @@ pub(super) fn compare(
             "gt" => Ew::Gt,
             _ => Ew::Ge,
         };
-        return Ok(crate::backend::cuda::ops::ew_new(
+        return Ok(Tensor::from_array(crate::backend::cuda::ops::ew_new(
             g,
             dt,
             &shape,
-            &[(&a, &la), (&b, &lb)],
+            &[(a.array(), &la), (b.array(), &lb)],
             0.0,
             0.0,
-        ));
+        )));
     }
     let out = crate::ops::read_pair(&a, &b, |ga, gb| {
         // NaN compares unequal and unordered: every comparison but `ne` is false.

@@ -106,19 +106,19 @@ pub(super) fn zip_int(
     let (shape, a, la, b, lb) = super::broadcast_pair(op, a, b, DType::I64)?;
     #[cfg(feature = "cuda")]
     if a.device().is_cuda() {
-        let ins: &[(&Tensor, &crate::tensor::Layout)] = if gpu.0.arity() == 1 {
-            &[(&a, &la)]
+        let ins: &[(&crate::backend::Array, &crate::tensor::Layout)] = if gpu.0.arity() == 1 {
+            &[(a.array(), &la)]
         } else {
-            &[(&a, &la), (&b, &lb)]
+            &[(a.array(), &la), (b.array(), &lb)]
         };
-        return Ok(crate::backend::cuda::ops::ew_new(
+        return Ok(Tensor::from_array(crate::backend::cuda::ops::ew_new(
             gpu.0,
             DType::I64,
             &shape,
             ins,
             gpu.1,
             gpu.2,
-        ));
+        )));
     }
     let _ = gpu;
     let out = super::read_pair(&a, &b, |ga, gb| match (ga, gb) {

@@ -82,11 +82,11 @@ fn select(cond: &Tensor, a: &Tensor, b: &Tensor, spec: &Spec) -> Tensor {
             Ew::Where,
             dt,
             shape,
-            &[(&cc, &lc), (&ca, &la), (&cb, &lb)],
+            &[(cc.array(), &lc), (ca.array(), &la), (cb.array(), &lb)],
             0.0,
             0.0,
         );
-        return out;
+        return Tensor::from_array(out);
     }
     let buf = {
         // Copies avoid locking one storage twice when operands alias.

@@ -165,11 +165,15 @@ pub(crate) mod cuda {
     ) {
         let (dst, acc) = out.device_target();
         let target = if acc {
-            be::ops::empty(be::ops::buf(&dst).ctx(), dst.dtype(), dst.shape())
+            Tensor::from_array(be::ops::empty(
+                be::ops::buf(dst.array()).ctx(),
+                dst.dtype(),
+                dst.shape(),
+            ))
         } else {
             dst.clone()
         };
-        let (src, tb) = (be::ops::buf(x), be::ops::buf(&target));
+        let (src, tb) = (be::ops::buf(x.array()), be::ops::buf(target.array()));
         let lanes = (outer * inner) as u64;
         let name = format!("scan_{}", be::dtype_name(x.dtype()));
         be::ops::launch_module(

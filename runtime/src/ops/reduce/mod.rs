@@ -288,10 +288,11 @@ impl Tensor {
         );
         let out_shape = final_shape(self.shape(), &dims, keepdim);
         #[cfg(feature = "cuda")]
-        let gpu = self
-            .device()
-            .is_cuda()
-            .then(|| crate::backend::cuda::ops::extremum_dim(self, &dims, largest, &out_shape));
+        let gpu = self.device().is_cuda().then(|| {
+            let (v, i) =
+                crate::backend::cuda::ops::extremum_dim(self.array(), &dims, largest, &out_shape);
+            (Tensor::from_array(v), Tensor::from_array(i))
+        });
         #[cfg(not(feature = "cuda"))]
         let gpu: Option<(Tensor, Tensor)> = None;
         let l = self.layout();

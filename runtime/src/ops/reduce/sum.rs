@@ -74,7 +74,11 @@ impl Op for Sum {
         #[cfg(feature = "cuda")]
         if x.device().is_cuda() {
             let shape = out.spec().shape.clone();
-            return out.set(crate::backend::cuda::ops::sum_dims(x, &dims, &shape));
+            return out.set(Tensor::from_array(crate::backend::cuda::ops::sum_dims(
+                x.array(),
+                &dims,
+                &shape,
+            )));
         }
         let l = x.layout();
         let buf = {

@@ -136,14 +136,16 @@ fn join(name: &'static str, tensors: &[&Tensor], dim: isize, spec: &Spec) -> Res
     #[cfg(feature = "cuda")]
     if first.device().is_cuda() {
         let parts = make_parts();
-        let c = crate::backend::cuda::ops::buf(&parts[0]).ctx().clone();
-        let out = crate::backend::cuda::ops::empty(&c, dtype, shape);
+        let c = crate::backend::cuda::ops::buf(parts[0].array())
+            .ctx()
+            .clone();
+        let out = Tensor::from_array(crate::backend::cuda::ops::empty(&c, dtype, shape));
         let mut start = 0;
         for (p, &size) in parts.iter().zip(&sizes) {
             let view = out
                 .with_layout(out.layout().clone())
                 .narrow(d as isize, start, size);
-            crate::backend::cuda::ops::copy_into(&view, p, p.layout());
+            crate::backend::cuda::ops::copy_into(view.array(), p.array(), p.layout());
             start += size;
         }
         return Ok(out);

@@ -74,7 +74,15 @@ fn index_select_backward(g: &Tensor, input_shape: &[usize], dim: usize, index: &
         let index = index.to(&g.device());
         let lidx = select_index_layout(&index, g.shape(), dim);
         let (lz, ds) = indexed_layout(z.layout(), g.shape(), dim);
-        crate::backend::cuda::ops::scatter_add(&z, &lz, ds, &index, &lidx, g, g.layout());
+        crate::backend::cuda::ops::scatter_add(
+            z.array(),
+            &lz,
+            ds,
+            index.array(),
+            &lidx,
+            g.array(),
+            g.layout(),
+        );
         return z;
     }
     // Checked by the forward.
@@ -251,7 +259,13 @@ fn index_select_rows(
         let index = index.to(&src.device());
         let lidx = select_index_layout(&index, shape, d);
         let (lsrc, ds) = indexed_layout(src.layout(), shape, d);
-        return crate::backend::cuda::ops::gather(src, &lsrc, ds, &index, &lidx);
+        return Tensor::from_array(crate::backend::cuda::ops::gather(
+            src.array(),
+            &lsrc,
+            ds,
+            index.array(),
+            &lidx,
+        ));
     }
     let _ = index;
     let src = src.contiguous();
@@ -324,7 +338,13 @@ fn gather_elements(src: &Tensor, d: usize, index: &Tensor, idx: &[usize]) -> Ten
     if src.device().is_cuda() {
         let index = index.to(&src.device());
         let (lsrc, ds) = indexed_layout(src.layout(), index.shape(), d);
-        return crate::backend::cuda::ops::gather(src, &lsrc, ds, &index, index.layout());
+        return Tensor::from_array(crate::backend::cuda::ops::gather(
+            src.array(),
+            &lsrc,
+            ds,
+            index.array(),
+            index.layout(),
+        ));
     }
     let src = src.contiguous();
     let dstride = contiguous_strides(src.shape())[d];
@@ -436,12 +456,12 @@ fn scatter_added(dst: &Tensor, d: usize, index: &Tensor, idx: &[usize], src: &Te
             offset: src_c.layout().offset,
         };
         crate::backend::cuda::ops::scatter_add(
-            &out,
+            out.array(),
             &lout,
             ds,
-            &index,
+            index.array(),
             index.layout(),
-            &src_c,
+            src_c.array(),
             &lsrc,
         );
         return out;

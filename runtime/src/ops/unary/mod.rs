@@ -275,16 +275,23 @@ pub(crate) mod cuda {
     ) {
         let (dst, acc) = out.device_target();
         let target = if acc {
-            be::ops::empty(be::ops::buf(&dst).ctx(), dst.dtype(), dst.shape())
+            Tensor::from_array(be::ops::empty(
+                be::ops::buf(dst.array()).ctx(),
+                dst.dtype(),
+                dst.shape(),
+            ))
         } else {
             dst.clone()
         };
-        let bufs: Vec<_> = ins.iter().map(|(t, l)| (be::ops::buf(t), *l)).collect();
+        let bufs: Vec<_> = ins
+            .iter()
+            .map(|(t, l)| (be::ops::buf(t.array()), *l))
+            .collect();
         be::ops::ew_module(
             key,
             build,
             stem,
-            (be::ops::buf(&target), target.layout()),
+            (be::ops::buf(target.array()), target.layout()),
             &bufs,
             p,
         );

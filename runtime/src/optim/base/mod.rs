@@ -61,9 +61,9 @@ pub(crate) trait Algorithm: Send + Sync {
         g: &ParamGroup,
         step: u64,
         fresh: bool,
-        p: &Tensor,
-        grad: &Tensor,
-        bufs: [Option<&Tensor>; SLOTS],
+        p: &crate::backend::Array,
+        grad: &crate::backend::Array,
+        bufs: [Option<&crate::backend::Array>; SLOTS],
     );
 }
 
@@ -302,7 +302,8 @@ impl<A: Algorithm> Core<A> {
                     #[cfg(feature = "cuda")]
                     {
                         let grad = if g.is_contiguous() { g } else { g.contiguous() };
-                        algo.update_cuda(group, st.step, fresh, p, &grad, bufs);
+                        let bufs = bufs.map(|b| b.map(Tensor::array));
+                        algo.update_cuda(group, st.step, fresh, p.array(), grad.array(), bufs);
                         continue;
                     }
                     #[cfg(not(feature = "cuda"))]
