@@ -31,8 +31,9 @@ use crate::tensor::{DType, Tensor};
 
 use super::{needs_grad, Backward};
 
-/// A shape held inline up to 6 dims: an op's spec costs no allocation.
-pub type Shape = smallvec::SmallVec<[usize; 6]>;
+/// A shape held inline up to 4 dims (as layouts are): an op's spec of the
+/// usual ranks costs no allocation, and moves little.
+pub type Shape = smallvec::SmallVec<[usize; 4]>;
 
 /// The shape, dtype and device of an op's output.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -725,7 +726,12 @@ impl<O: Op> OpNode<O> {
     fn new(op: O, mut saved: O::Saved, need: Need) -> Self {
         let mut versions = SmallVec::new();
         saved.visit_mut(&mut |t| {
-            *t = t.detach();
+            // A tensor outside the graph is kept as it is (a new handle
+            // would change nothing: backward reads saved tensors without
+            // recording); one in the graph loses its link to it.
+            if t.requires_grad() {
+                *t = t.detach();
+            }
             versions.push((t.storage().clone(), t.storage().version()));
         });
         OpNode {

@@ -36,6 +36,32 @@ impl Array {
         }
     }
 
+    /// All of `storage`, row-major in `shape`: the common case of
+    /// [`new`](Self::new) (every fresh tensor), whose checks reduce to the
+    /// shape's checked count being the storage's length.
+    #[track_caller]
+    pub(crate) fn whole(storage: Arc<Storage>, shape: &[usize], dtype: DType) -> Array {
+        Array::whole_len_check(storage.len(), shape);
+        Array {
+            storage,
+            layout: Layout::contiguous_of_checked(shape),
+            dtype,
+        }
+    }
+
+    /// Panics unless `shape`'s count is checked and is `len`.
+    #[track_caller]
+    pub(crate) fn whole_len_check(len: usize, shape: &[usize]) {
+        match checked_numel("tensor", shape) {
+            Ok(n) if n == len => {}
+            Ok(n) => panic!(
+                "internal error: a buffer of {len} elements for a tensor of shape {shape:?} \
+                 ({n} elements); this is a bug in deriv, please report it"
+            ),
+            Err(e) => panic!("internal error: {e}; this is a bug in deriv, please report it"),
+        }
+    }
+
     /// The same storage through another layout.
     #[track_caller]
     pub(crate) fn with_layout(&self, layout: Layout) -> Array {

@@ -334,8 +334,11 @@ impl Storage {
         guard
     }
     fn lock_write(&self) -> RwLockWriteGuard<'_, Buffer> {
-        self.version.fetch_add(1, Ordering::Relaxed);
         let guard = self.buf.write().unwrap_or_else(|e| e.into_inner());
+        // Host writers bump the version only under the write lock, so a
+        // plain load and store (no read-modify-write) cannot lose a bump.
+        let v = self.version.load(Ordering::Relaxed);
+        self.version.store(v + 1, Ordering::Relaxed);
         #[cfg(feature = "mpi")]
         self.check_idle();
         guard

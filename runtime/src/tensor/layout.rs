@@ -119,10 +119,10 @@ pub(crate) fn assert_matrix_within(
 /// `offset + i0 * strides[0] + i1 * strides[1] + ..`.
 ///
 /// A tensor's layout always has a checked element count and lies inside its
-/// storage: [`Tensor::from_parts`](crate::Tensor) asserts both, and the ops
+/// storage: `Array::new` (every tensor's data) asserts both, and the ops
 /// that build a layout from user input check them first with [`Layout::new`]
 /// (an `Error::Shape` naming the op).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Layout {
     pub(crate) shape: Dims,
     pub(crate) strides: Dims,
@@ -139,15 +139,30 @@ pub(crate) type Dims = smallvec::SmallVec<[usize; 4]>;
 /// Row-major (C-order) strides of `shape`, a shape whose count was checked
 /// (every stride is then a partial product of its sizes, which fits).
 pub(crate) fn contiguous_strides(shape: &[usize]) -> Dims {
-    let mut strides = smallvec::smallvec![0; shape.len()];
+    // Copied, then rewritten in place: a plain copy of the sizes is the
+    // cheapest way to a vector of the right length.
+    let mut strides = Dims::from_slice(shape);
     let mut acc = 1usize;
-    for d in (0..shape.len()).rev() {
-        strides[d] = acc;
+    for s in strides.iter_mut().rev() {
+        let n = *s;
+        *s = acc;
         // Saturating: the stride above a zero size is 0 either way, and a
         // shape that overflows here is refused by `checked_numel` first.
-        acc = acc.saturating_mul(shape[d]);
+        acc = acc.saturating_mul(n);
     }
     strides
+}
+
+/// By copying slices: `SmallVec`'s own `clone` goes element by element,
+/// and every view and saved tensor clones a layout.
+impl Clone for Layout {
+    fn clone(&self) -> Self {
+        Layout {
+            shape: Dims::from_slice(&self.shape),
+            strides: Dims::from_slice(&self.strides),
+            offset: self.offset,
+        }
+    }
 }
 
 impl Layout {
@@ -182,21 +197,24 @@ impl Layout {
             )),
         }
     }
-    /// The row-major layout of `shape`, checked as [`new`](Self::new) does.
-    pub(crate) fn try_contiguous(op: &'static str, shape: &[usize]) -> Result<Layout> {
-        checked_numel(op, shape)?;
-        Ok(Layout {
-            shape: Dims::from_slice(shape),
-            strides: contiguous_strides(shape),
-            offset: 0,
-        })
-    }
     /// The row-major layout of `shape`, for a shape already checked (the
     /// shape of an existing tensor, or one an op validated); panics with the
     /// checked count's message otherwise.
     #[track_caller]
     pub(crate) fn contiguous(shape: &[usize]) -> Self {
-        crate::error::OrPanic::or_panic(Self::try_contiguous("layout", shape))
+        if let Err(e) = checked_numel("layout", shape) {
+            panic!("{e}");
+        }
+        Self::contiguous_of_checked(shape)
+    }
+    /// The row-major layout of a shape whose count the caller checked.
+    #[inline]
+    pub(crate) fn contiguous_of_checked(shape: &[usize]) -> Self {
+        Layout {
+            shape: Dims::from_slice(shape),
+            strides: contiguous_strides(shape),
+            offset: 0,
+        }
     }
     /// The number of elements. Checked: a layout whose count overflows (which
     /// no constructor makes) panics instead of returning a wrapped count.
@@ -248,12 +266,15 @@ impl Layout {
     }
     /// Row-major with no gaps (size-1 dimensions may have any stride).
     pub(crate) fn is_contiguous(&self) -> bool {
+        // Over plain slices: indexing the inline vectors re-checks where
+        // they live at every step, and this runs several times per op.
+        let (shape, strides) = (self.shape.as_slice(), self.strides.as_slice());
         let mut acc = 1usize;
-        for d in (0..self.shape.len()).rev() {
-            if self.shape[d] != 1 && self.strides[d] != acc {
+        for (&n, &s) in shape.iter().zip(strides).rev() {
+            if n != 1 && s != acc {
                 return false;
             }
-            acc = acc.saturating_mul(self.shape[d]);
+            acc = acc.saturating_mul(n);
         }
         true
     }
@@ -476,7 +497,7 @@ mod tests {
         // Layout::new refuses counts and extents past isize::MAX.
         assert!(Layout::new("view", vec![1 << 32, 1 << 32], vec![0, 0], 0).is_err());
         assert!(Layout::new("view", vec![2], vec![MAX_NUMEL], 0).is_err());
-        assert!(Layout::try_contiguous("zeros", &[1 << 62, 2]).is_err());
+        assert!(std::panic::catch_unwind(|| Layout::contiguous(&[1 << 62, 2])).is_err());
     }
 
     /// A layout reaching past its storage never becomes a tensor: the

@@ -57,25 +57,17 @@ impl Tensor {
     /// release builds too, once per tensor.
     #[track_caller]
     pub(crate) fn from_buffer(buf: Buffer, shape: &[usize], device: Device) -> Tensor {
-        let layout = Layout::contiguous(shape);
-        assert!(
-            buf.len() == layout.numel(),
-            "internal error: a buffer of {} elements for a tensor of shape {shape:?}; this is \
-             a bug in deriv, please report it",
-            buf.len()
-        );
         #[cfg(feature = "cuda")]
         if let Device::Cuda(i) = device {
+            Array::whole_len_check(buf.len(), shape);
             return Tensor::from_array(crate::backend::cuda::ops::upload(&buf, shape, i));
         }
         let dtype = buf.dtype();
-        Tensor::from_parts(Arc::new(Storage::new(buf, device)), layout, dtype)
-    }
-
-    /// A tensor viewing `storage` through `layout` (checked by [`Array::new`]).
-    #[track_caller]
-    pub(crate) fn from_parts(storage: Arc<Storage>, layout: Layout, dtype: DType) -> Tensor {
-        Tensor::from_array(Array::new(storage, layout, dtype))
+        Tensor::from_array(Array::whole(
+            Arc::new(Storage::new(buf, device)),
+            shape,
+            dtype,
+        ))
     }
 
     /// A new leaf over a backend array.

@@ -104,7 +104,7 @@ fn tile_split_covers_len_in_even_whole_tiles() {
 
 /// Every kernel entry checks its layouts against its buffers once, in
 /// release builds too, and names the op: a wrong layout (which no op
-/// makes; `Tensor::from_parts` refuses it too) fails loudly instead of
+/// makes; `Array::new` refuses it too) fails loudly instead of
 /// reading or writing out of bounds.
 #[test]
 fn kernels_refuse_layouts_past_their_buffers() {
