@@ -1045,3 +1045,29 @@ fn relu_at_nan_and_signed_zero_matches_pytorch() {
         );
     }
 }
+
+#[test]
+fn embedding_matches_the_cpu() {
+    use deriv::nn::{functional as F, EmbeddingOptions};
+    let dev = need_gpu!();
+    let w = randn(&[9, 5], 31);
+    let idx = Tensor::from_vec(vec![4i64, 0, 8, 4, 2, 4, 7, 0], [2, 4]);
+    for pad in [None, Some(4), Some(-1)] {
+        let mut opts = EmbeddingOptions::new();
+        opts.padding_idx = pad;
+        check_op(
+            &format!("embedding, padding_idx {pad:?}"),
+            dev,
+            &[w.clone(), idx.clone()],
+            1e-6,
+            |t| F::embedding_with(&t[1], &t[0], &opts),
+        );
+    }
+    // max_norm rescales the rows looked up in place, on either device.
+    let (wc, wg) = (w.clone_data(), w.to(&dev));
+    let opts = EmbeddingOptions::new().max_norm(1.0);
+    let yc = F::embedding_with(&idx, &wc, &opts);
+    let yg = F::embedding_with(&idx.to(&dev), &wg, &opts);
+    assert_close("embedding max_norm output", &yc, &yg, 1e-6);
+    assert_close("embedding max_norm weight", &wc, &wg, 1e-6);
+}

@@ -3,7 +3,7 @@
 //! composite model the three gradients agree in f64 — the compile-time
 //! backward, the tape, and central finite differences.
 
-use deriv::nn::{Differentiable, Dropout, Forward, Linear, Module, ReLU, Sigmoid, Tanh};
+use deriv::nn::{Differentiable, Dropout, Embedding, Forward, Linear, Module, ReLU, Sigmoid, Tanh};
 use deriv::{network, no_grad, DType, Device, Generator, Tensor};
 
 // ---------------------------------------------------------------- the harness
@@ -761,4 +761,55 @@ fn every_ui_pass_case_is_compiled() {
         files, listed,
         "tests/ui/pass and ui_pass_cases! in tests/network_macro.rs must list the same cases"
     );
+}
+
+// ---------------------------------------------------------------- an embedding first
+
+network! {
+    /// A token classifier: `Embedding(10, 4)` produces size 4, which the
+    /// macro checks against `Linear(4, 2)` at compile time.
+    pub struct Tagger = Embedding(10, 4) -> Tanh -> Linear(4, 2);
+}
+
+/// The gradients of every parameter on the tape, the compile-time path and
+/// `TrainStep` (whose input is i64 indices, without a gradient).
+#[test]
+fn embedding_first_agrees_on_all_three_paths() {
+    use deriv::nn::TrainStep;
+    let mut model = Tagger::default();
+    model.to_dtype(DType::F64);
+    let idx = Tensor::from_vec(vec![3i64, 9, 0, 3, 3, 7, 1, 2, 9, 9, 0, 5], [3, 4]);
+    let v = Tensor::randn_with([3, 4, 2], &mut Generator::new(11)).to_dtype(DType::F64);
+    let grads = |m: &Tagger| -> Vec<Vec<f64>> {
+        m.parameters()
+            .iter()
+            .map(|p| values(&p.grad().expect("every parameter gets a gradient")))
+            .collect()
+    };
+
+    clear_grads(&model);
+    let y_tape = model.forward(&idx);
+    y_tape.backward_with(&v);
+    let tape = grads(&model);
+
+    clear_grads(&model);
+    let (y, saved) = model.forward_train(&idx);
+    assert_all_close(&values(&y), &values(&y_tape), 1e-12, "outputs");
+    assert!(
+        model.backward(saved, &v, true).is_none(),
+        "indices have no gradient"
+    );
+    for (g, t) in grads(&model).iter().zip(&tape) {
+        assert_all_close(g, t, 1e-12, "compile-time vs tape");
+    }
+
+    clear_grads(&model);
+    let mut ws = model.workspace();
+    let y = model.forward_train_ws(&idx, &mut ws).clone_data();
+    assert_all_close(&values(&y), &values(&y_tape), 1e-12, "TrainStep outputs");
+    let _ = model.backward_ws(&mut ws, &v, false);
+    for (g, t) in grads(&model).iter().zip(&tape) {
+        assert_all_close(g, t, 1e-12, "TrainStep vs tape");
+    }
+    assert_eq!(names(&model), ["0.weight", "2.weight", "2.bias"]);
 }

@@ -2,8 +2,8 @@
 //! (compile-time `Differentiable` and the tape) against finite differences.
 
 use deriv::nn::{
-    functional as F, Differentiable, Dropout, Flatten, Forward, Identity, Linear, LogSoftmax,
-    Module, ReLU, Sequential, Sigmoid, Softmax, Tanh,
+    functional as F, Differentiable, Dropout, Embedding, EmbeddingOptions, Flatten, Forward,
+    Identity, Linear, LogSoftmax, Module, ReLU, Sequential, Sigmoid, Softmax, Tanh, TrainStep,
 };
 use deriv::{gradcheck, manual_seed, no_grad, DType, Device, Generator, Tensor};
 
@@ -227,4 +227,232 @@ fn module_dtype_and_device_moves_keep_leaves() {
         .all(|p| p.dtype() == DType::F64 && p.requires_grad() && p.is_leaf()));
     fc.to(&Device::Cpu);
     assert_eq!(fc.weight.device(), Device::Cpu);
+}
+
+// ----- Embedding (PyTorch's values: tests/data/make_embedding_reference.py)
+
+const EMB_OUT: &[f64] = &[
+    -0.75, 1.0, 0.0, -1.25, 0.5, -0.5, -1.25, 0.5, -0.5, -0.5, 1.25, 0.25, 1.25, 0.25, -0.75,
+    -0.75, 1.0, 0.0,
+];
+const EMB_GRAD_PAD1: &[f64] = &[
+    0.09999999999999998,
+    0.19999999999999996,
+    0.30000000000000004,
+    0.0,
+    0.0,
+    0.0,
+    0.0,
+    0.0,
+    0.0,
+    -0.7000000000000001,
+    -0.5000000000000001,
+    -0.30000000000000004,
+    0.3999999999999999,
+    0.5,
+    0.5999999999999999,
+];
+const EMB_RENORMED_WEIGHT: &[f64] = &[
+    -0.5,
+    1.25,
+    0.25,
+    -0.5999999520000038,
+    0.7999999360000051,
+    0.0,
+    -1.0,
+    0.75,
+    -0.25,
+    -0.8703882191724328,
+    0.34815528766897313,
+    -0.34815528766897313,
+    1.25,
+    0.25,
+    -0.75,
+];
+const EMB_RENORMED_OUT: &[f64] = &[
+    -0.5999999520000038,
+    0.7999999360000051,
+    0.0,
+    -0.8703882191724328,
+    0.34815528766897313,
+    -0.34815528766897313,
+];
+
+/// The reference script's 5 x 3 weight, indices and output weights.
+fn emb_case(dtype: DType) -> (Tensor, Tensor, Tensor) {
+    let w: Vec<f64> = (0..5)
+        .flat_map(|i| (0..3).map(move |j| ((i * 3 + j) * 7 + 3) % 11))
+        .map(|v| v as f64 / 4.0 - 1.25)
+        .collect();
+    let coef: Vec<f64> = (0..18).map(|k| k as f64 / 10.0 - 0.8).collect();
+    (
+        Tensor::from_vec(w, [5, 3]).to_dtype(dtype),
+        Tensor::from_vec(vec![1i64, 3, 3, 0, 4, 1], [2, 3]),
+        Tensor::from_vec(coef, [2, 3, 3]).to_dtype(dtype),
+    )
+}
+
+#[track_caller]
+fn assert_values(what: &str, t: &Tensor, want: &[f64], tol: f64) {
+    let got = t.to_vec::<f64>();
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (k, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!((g - w).abs() <= tol, "{what}[{k}]: {g} vs PyTorch's {w}");
+    }
+}
+
+#[test]
+fn embedding_matches_pytorch_values_and_padding_gradient() {
+    for (dtype, tol) in [(DType::F64, 1e-12), (DType::F32, 1e-6)] {
+        let (w, idx, coef) = emb_case(dtype);
+        let w = w.requires_grad_(true);
+        let opts = EmbeddingOptions::new().padding_idx(1);
+        let y = F::embedding_with(&idx, &w, &opts);
+        assert_eq!(y.shape(), &[2, 3, 3]);
+        assert_eq!(y.grad_fn(), Some("EmbeddingBackward"));
+        assert_values("output", &y, EMB_OUT, tol);
+        (&y * &coef).sum().backward();
+        assert_values("weight grad", &w.grad().unwrap(), EMB_GRAD_PAD1, tol);
+        // padding_idx = -4 is the same row 1 of 5.
+        w.set_grad(None);
+        let y = F::embedding_with(&idx, &w, &EmbeddingOptions::new().padding_idx(-4));
+        (&y * &coef).sum().backward();
+        assert_values("weight grad (-4)", &w.grad().unwrap(), EMB_GRAD_PAD1, tol);
+    }
+}
+
+#[test]
+fn embedding_max_norm_rescales_the_rows_looked_up_like_pytorch() {
+    let (w, _, _) = emb_case(DType::F64);
+    let idx = Tensor::from_vec(vec![1i64, 3], [2]);
+    let y = F::embedding_with(&idx, &w, &EmbeddingOptions::new().max_norm(1.0));
+    assert_values("renormed weight", &w, EMB_RENORMED_WEIGHT, 1e-12);
+    assert_values("output", &y, EMB_RENORMED_OUT, 1e-12);
+    // The layer does it on every path.
+    let emb = Embedding::from_pretrained(
+        &emb_case(DType::F64).0,
+        false,
+        &EmbeddingOptions::new().max_norm(1.0),
+    )
+    .unwrap();
+    let (y, _) = emb.forward_train(&idx);
+    assert_values(
+        "layer, renormed weight",
+        &emb.weight,
+        EMB_RENORMED_WEIGHT,
+        1e-12,
+    );
+    assert_values("layer, output", &y, EMB_RENORMED_OUT, 1e-12);
+}
+
+#[test]
+fn embedding_weight_gradient_passes_gradcheck() {
+    let (w, idx, coef) = emb_case(DType::F64);
+    // Repeated indices (3 twice, 1 twice) add up; an unused row gets zeros.
+    let report = gradcheck(|t| &F::embedding(&idx, &t[0]) * &coef, &[w]);
+    assert!(report.passed, "{report}");
+}
+
+/// The table's gradient on the tape, the compile-time path and TrainStep.
+#[test]
+fn embedding_layer_paths_agree_and_padding_row_stays_zero() {
+    manual_seed(3);
+    let emb = Embedding::with_options(6, 4, &EmbeddingOptions::new().padding_idx(2), &CPU);
+    let w0 = emb.weight.clone_data();
+    assert_eq!(w0.select(0, 2).to_vec::<f32>(), vec![0.0; 4]);
+    let idx = Tensor::from_vec(vec![2i64, 5, 5, 0, 1, 2, 3, 5], [2, 4]);
+    let v = Tensor::randn_with([2, 4, 4], &mut Generator::new(4));
+
+    emb.forward(&idx).backward_with(&v);
+    let tape = emb.weight.grad().unwrap().clone_data();
+    assert_eq!(
+        tape.select(0, 2).to_vec::<f32>(),
+        vec![0.0; 4],
+        "padding row"
+    );
+    assert_eq!(
+        tape.select(0, 4).to_vec::<f32>(),
+        vec![0.0; 4],
+        "unused row"
+    );
+
+    emb.weight.set_grad(None);
+    let (y, saved) = emb.forward_train(&idx);
+    assert!(max_abs_diff(&y, &emb.forward(&idx)) == 0.0);
+    assert!(
+        emb.backward(saved, &v, true).is_none(),
+        "indices have no gradient"
+    );
+    assert!(max_abs_diff(&emb.weight.grad().unwrap(), &tape) < 1e-6);
+
+    emb.weight.set_grad(None);
+    let mut ws = emb.workspace();
+    for _ in 0..2 {
+        let y = emb.forward_train_ws(&idx, &mut ws).clone_data();
+        assert!(max_abs_diff(&y, &emb.forward(&idx)) == 0.0);
+        assert!(emb.backward_ws(&mut ws, &v, false).is_none());
+    }
+    // Two steps accumulated into the same buffer.
+    assert!(max_abs_diff(&emb.weight.grad().unwrap(), &(&tape * 2.0)) < 1e-6);
+
+    // N(0, 1) initialisation, as PyTorch's.
+    let big = Embedding::new(1000, 16, &CPU);
+    let (mean, std) = (big.weight.mean().item(), big.weight.std().item());
+    assert!(
+        mean.abs() < 0.03 && (std - 1.0).abs() < 0.03,
+        "mean {mean}, std {std}"
+    );
+    let names: Vec<String> = big.named_parameters().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, ["weight"]);
+}
+
+#[test]
+fn embedding_errors_name_the_problem_and_the_fix() {
+    let emb = Embedding::new(5, 3, &CPU);
+    let err = emb
+        .try_forward(&Tensor::from_vec(vec![0i64, 5], [2]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("index 5 is out of range for an embedding of 5 rows"),
+        "{err}"
+    );
+    let err = emb
+        .try_forward(&Tensor::zeros([2]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("indices must be an i64 tensor") && err.contains(".to_dtype(DType::I64)"),
+        "{err}"
+    );
+    let err = F::try_embedding_with(
+        &Tensor::from_vec(vec![0i64], [1]),
+        &emb.weight,
+        &EmbeddingOptions::new().padding_idx(5),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("padding_idx 5 must be within num_embeddings (5)"),
+        "{err}"
+    );
+    // The buffer-reusing path refuses the index too, on a reused buffer.
+    let mut ws = emb.workspace();
+    let _ = emb.forward_train_ws(&Tensor::from_vec(vec![0i64, 1], [2]), &mut ws);
+    let bad = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _ = emb.forward_train_ws(&Tensor::from_vec(vec![0i64, 7], [2]), &mut ws);
+    }));
+    let msg = bad.unwrap_err();
+    let msg = msg.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(msg.contains("index 7 is out of range"), "{msg}");
+}
+
+#[test]
+fn embedding_from_pretrained_freezes_by_default() {
+    let (w, idx, _) = emb_case(DType::F32);
+    let frozen = Embedding::from_pretrained(&w, true, &EmbeddingOptions::new()).unwrap();
+    assert!(!frozen.weight.requires_grad());
+    assert_values("lookup", &frozen.forward(&idx), EMB_OUT, 1e-6);
+    let err = Embedding::from_pretrained(&Tensor::zeros([3]), true, &EmbeddingOptions::new());
+    assert!(err.is_err());
 }

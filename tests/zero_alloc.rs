@@ -262,7 +262,7 @@ fn w4_paths_agree_in_f64() {
 // ----- the class form: generated workspaces, fan-out sums, fallback ops
 
 use deriv::network;
-use deriv::nn::{Differentiable, Linear};
+use deriv::nn::{Differentiable, Embedding, Linear, Tanh};
 
 network! {
     /// A residual block: `h` fans out into the branch and the sum; every op
@@ -566,4 +566,25 @@ fn w4_step_with_library_optimizers_allocates_nothing() {
             losses[100 - batches.len()]
         );
     }
+}
+
+network! {
+    /// A lookup table first: its i64 input has no gradient.
+    pub struct Tokens = Embedding(10, 8) -> Tanh -> Linear(8, 3);
+}
+
+#[test]
+fn embedding_steady_state_step_allocates_nothing() {
+    let _serial = serial();
+    manual_seed(2);
+    // Token k belongs to class k % 3: learnable through the table.
+    let batches: Vec<_> = (0..4i64)
+        .map(|b| {
+            let idx: Vec<i64> = (0..16).map(|i| (i * 7 + b * 3) % 10).collect();
+            let cls: Vec<i64> = idx.iter().map(|k| k % 3).collect();
+            (Tensor::from_vec(idx, [16]), Tensor::from_vec(cls, [16]))
+        })
+        .collect();
+    let mut trainer = WsTrainer::new(Tokens::default(), LossKind::CrossEntropy, 0.5);
+    assert_steady_state_allocates_nothing("Tokens", &mut trainer, &batches);
 }

@@ -28,6 +28,13 @@ pub enum SizeRule {
         /// The index of the argument giving the produced size.
         output: usize,
     },
+    /// The constructor's argument number `output` is the size it produces,
+    /// whatever it is given (`Embedding(num, dim)`, whose input holds
+    /// indices: 1).
+    Produces {
+        /// The index of the argument giving the produced size.
+        output: usize,
+    },
 }
 
 /// A tracked size: its value when known, and where it came from (for messages).
@@ -58,7 +65,7 @@ pub const fn after(
     match rule {
         SizeRule::Same => input,
         SizeRule::Unknown => Size::UNKNOWN,
-        SizeRule::Maps { output, .. } => Size {
+        SizeRule::Maps { output, .. } | SizeRule::Produces { output } => Size {
             value: arg(args, output),
             origin,
         },

@@ -92,6 +92,9 @@ impl<T: Saved> Saved for Option<T> {
 impl Saved for Vec<usize> {
     fn visit_mut(&mut self, _: &mut dyn FnMut(&mut Tensor)) {}
 }
+impl Saved for usize {
+    fn visit_mut(&mut self, _: &mut dyn FnMut(&mut Tensor)) {}
+}
 impl Saved for crate::tensor::DType {
     fn visit_mut(&mut self, _: &mut dyn FnMut(&mut Tensor)) {}
 }
@@ -248,7 +251,13 @@ fn forward_into_slot<'s, O: Op>(op: &O, x: &[&Tensor], slot: &'s mut Option<Tens
         .is_some_and(|t| spec.fits(t) && !x.iter().any(|i| i.shares_storage(t)));
     if reusable {
         let t = slot.as_ref().expect("checked above");
-        op.forward(x, &mut Out::into(t, false));
+        let mut out = Out::into(t, false).named(O::OP);
+        op.forward(x, &mut out);
+        // A forward that refused its inputs (an index out of range) has
+        // left the buffer unfinished: its error, as on the other paths.
+        if let Some(e) = out.failed.take() {
+            panic!("{e}");
+        }
     } else {
         let mut out = Out::fresh(spec).named(O::OP);
         op.forward(x, &mut out);

@@ -4,6 +4,41 @@ use crate::autograd::apply;
 use crate::ops::{self, reduce::Dims};
 use crate::tensor::{DType, Tensor};
 
+/// The rows of `weight` (`[num_embeddings, embedding_dim]`) named by the
+/// i64 `input` of any shape (`F.embedding(input, weight)`): the result has
+/// shape `input.shape + [embedding_dim]`, and its gradient flows to
+/// `weight` (the rows looked up more than once add up).
+///
+/// ```
+/// use deriv_runtime::nn::functional as F;
+/// use deriv_runtime::{tensor, Tensor};
+/// let w = tensor![[0., 0.], [1., 2.], [3., 4.]];
+/// let y = F::embedding(&Tensor::from_vec(vec![2i64, 1, 2], [3]), &w);
+/// assert_eq!(y.to_vec::<f32>(), vec![3., 4., 1., 2., 3., 4.]);
+/// ```
+#[track_caller]
+pub fn embedding(input: &Tensor, weight: &Tensor) -> Tensor {
+    embedding_with(input, weight, &ops::EmbeddingOptions::new())
+}
+
+/// [`embedding`] with PyTorch's `padding_idx` (that row gets no gradient),
+/// `max_norm` (the rows looked up are first rescaled in place to that
+/// `norm_type`-norm at most, as PyTorch does) and `norm_type`.
+#[track_caller]
+pub fn embedding_with(input: &Tensor, weight: &Tensor, opts: &ops::EmbeddingOptions) -> Tensor {
+    crate::error::OrPanic::or_panic(try_embedding_with(input, weight, opts))
+}
+
+/// Fallible [`embedding_with`]: a wrong dtype or shape, an index out of
+/// range or a padding_idx outside the weight is an `Err`.
+pub fn try_embedding_with(
+    input: &Tensor,
+    weight: &Tensor,
+    opts: &ops::EmbeddingOptions,
+) -> Result<Tensor> {
+    ops::shape::try_embedding(input, weight, opts)
+}
+
 /// `max(x, 0)` elementwise.
 pub fn relu(x: &Tensor) -> Tensor {
     x.relu()

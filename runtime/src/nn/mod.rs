@@ -9,6 +9,7 @@
 mod activation;
 #[doc(hidden)]
 pub mod dsl;
+mod embedding;
 pub mod functional;
 pub mod init;
 mod linear;
@@ -16,10 +17,12 @@ mod loss;
 mod module;
 mod sequential;
 
+pub use crate::ops::EmbeddingOptions;
 pub use activation::{
     Dropout, Flatten, Hardtanh, Identity, LeakyReLU, LogSigmoid, LogSoftmax, Mish, OpWorkspace,
     ReLU, SiLU, Sigmoid, Softmax, Softplus, Tanh, ELU, GELU,
 };
+pub use embedding::{Embedding, EmbeddingWorkspace};
 pub use linear::{LayerWorkspace, Linear, LinearWorkspace};
 pub use loss::{
     BCELoss, BCEWithLogitsLoss, BceWithLogitsOptions, CrossEntropyLoss, CrossEntropyOptions,

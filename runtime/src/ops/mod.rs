@@ -26,7 +26,7 @@ pub use elementwise::Where;
 pub use linear::Linear;
 pub use matmul::Matmul;
 pub use reduce::{Cumsum, Logsumexp, Mean, MeanDim, Sum, SumDim, Var};
-pub use shape::{Cat, Expand, Gather, IndexSelect, ScatterAdd, Slice};
+pub use shape::{Cat, Embedding, EmbeddingOptions, Expand, Gather, IndexSelect, ScatterAdd, Slice};
 pub use softmax::{LogSoftmax, Softmax};
 pub use unary::{
     Abs, AddScalar, Clamp, DivScalar, Elu, Exp, Gelu, GeluErf, GeluTanh, Hardtanh, LeakyRelu, Log,

@@ -67,7 +67,12 @@ pub(super) fn gather_rows<T: Element>(
 }
 
 /// dL/dx of `index_select`: each row of `g` added to the input row it came from.
-fn index_select_backward(g: &Tensor, input_shape: &[usize], dim: usize, index: &Tensor) -> Tensor {
+pub(super) fn index_select_backward(
+    g: &Tensor,
+    input_shape: &[usize],
+    dim: usize,
+    index: &Tensor,
+) -> Tensor {
     #[cfg(feature = "cuda")]
     if g.device().is_cuda() {
         let z = Tensor::zeros_opts(input_shape, &g.options());

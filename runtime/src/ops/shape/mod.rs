@@ -11,9 +11,12 @@ use crate::error::{Error, OrPanic, Result};
 use crate::tensor::{checked_numel, contiguous_strides, norm_dim, DType, Element, Layout, Tensor};
 
 mod cat;
+mod embedding;
 mod gather;
 
 pub use cat::Cat;
+pub(crate) use embedding::{renorm_for_lookup, try_embedding};
+pub use embedding::{Embedding, EmbeddingOptions};
 pub(crate) use gather::gather_backward;
 pub use gather::{Gather, IndexSelect, ScatterAdd};
 
