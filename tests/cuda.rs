@@ -1071,3 +1071,21 @@ fn embedding_matches_the_cpu() {
     assert_close("embedding max_norm output", &yc, &yg, 1e-6);
     assert_close("embedding max_norm weight", &wc, &wg, 1e-6);
 }
+
+#[test]
+fn layer_norm_matches_the_cpu() {
+    use deriv::nn::functional as F;
+    let dev = need_gpu!();
+    let x = randn(&[6, 3, 8], 41);
+    let (w, b) = (randn(&[3, 8], 42), randn(&[3, 8], 43));
+    check_op(
+        "layer_norm, affine",
+        dev,
+        &[x.clone(), w.clone(), b.clone()],
+        1e-5,
+        |t| F::layer_norm(&t[0], &[3, 8], Some(&t[1]), Some(&t[2]), 1e-5),
+    );
+    check_op("layer_norm, plain", dev, &[x], 1e-5, |t| {
+        F::layer_norm(&t[0], &[8], None, None, 1e-5)
+    });
+}

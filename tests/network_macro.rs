@@ -3,7 +3,9 @@
 //! composite model the three gradients agree in f64 — the compile-time
 //! backward, the tape, and central finite differences.
 
-use deriv::nn::{Differentiable, Dropout, Embedding, Forward, Linear, Module, ReLU, Sigmoid, Tanh};
+use deriv::nn::{
+    Differentiable, Dropout, Embedding, Forward, LayerNorm, Linear, Module, ReLU, Sigmoid, Tanh,
+};
 use deriv::{network, no_grad, DType, Device, Generator, Tensor};
 
 // ---------------------------------------------------------------- the harness
@@ -812,4 +814,18 @@ fn embedding_first_agrees_on_all_three_paths() {
         assert_all_close(g, t, 1e-12, "TrainStep vs tape");
     }
     assert_eq!(names(&model), ["0.weight", "2.weight", "2.bias"]);
+}
+
+network! {
+    /// `LayerNorm(8)` between two layers: the macro checks 8 against both.
+    pub struct Normed = Linear(3, 8) -> LayerNorm(8) -> Tanh -> Linear(8, 2);
+}
+
+#[test]
+fn layer_norm_in_a_network_gradients() {
+    check_one("Normed", Normed::default(), &[5, 3]);
+    assert_eq!(
+        names(&Normed::default()),
+        ["0.weight", "0.bias", "1.weight", "1.bias", "3.weight", "3.bias"]
+    );
 }

@@ -3,7 +3,8 @@
 
 use deriv::nn::{
     functional as F, Differentiable, Dropout, Embedding, EmbeddingOptions, Flatten, Forward,
-    Identity, Linear, LogSoftmax, Module, ReLU, Sequential, Sigmoid, Softmax, Tanh, TrainStep,
+    Identity, LayerNorm, LayerNormOptions, Linear, LogSoftmax, Module, ReLU, Sequential, Sigmoid,
+    Softmax, Tanh, TrainStep,
 };
 use deriv::{gradcheck, manual_seed, no_grad, DType, Device, Generator, Tensor};
 
@@ -229,7 +230,7 @@ fn module_dtype_and_device_moves_keep_leaves() {
     assert_eq!(fc.weight.device(), Device::Cpu);
 }
 
-// ----- Embedding (PyTorch's values: tests/data/make_embedding_reference.py)
+// ----- Embedding (PyTorch's values: tests/data/make_layer_reference.py)
 
 const EMB_OUT: &[f64] = &[
     -0.75, 1.0, 0.0, -1.25, 0.5, -0.5, -1.25, 0.5, -0.5, -0.5, 1.25, 0.25, 1.25, 0.25, -0.75,
@@ -455,4 +456,283 @@ fn embedding_from_pretrained_freezes_by_default() {
     assert_values("lookup", &frozen.forward(&idx), EMB_OUT, 1e-6);
     let err = Embedding::from_pretrained(&Tensor::zeros([3]), true, &EmbeddingOptions::new());
     assert!(err.is_err());
+}
+
+// ----- LayerNorm (PyTorch's values: tests/data/make_layer_reference.py)
+
+const LN1_OUT: &[f64] = &[
+    -0.8141630254470505,
+    0.14933727144186643,
+    1.7765587747390779,
+    -0.24668635720933157,
+    0.048674542883732685,
+    -1.1449190810543082,
+    0.05088363807751167,
+    1.910407563617626,
+    -0.4214976772160328,
+    1.0289860632961965,
+    -1.1219814177282623,
+    0.9287441930400819,
+    0.048674542883732685,
+    -1.1449190810543086,
+    0.05088363807751167,
+    1.910407563617626,
+    -0.4214976772160328,
+    1.0289860632961967,
+    -1.1219814177282623,
+    0.9287441930400819,
+    0.3937247223142364,
+    -0.4389032197597066,
+    0.8352042930129421,
+    -1.109311805785591,
+];
+const LN1_DX: &[f64] = &[
+    0.09111394645350104,
+    0.5300269726632658,
+    -0.17597908218127778,
+    -0.4451618369354892,
+    0.068529430401254,
+    0.3005360980116287,
+    -0.6284887443146536,
+    0.2594232159017709,
+    -0.07518629816836536,
+    0.05153763046891352,
+    0.061007720204107885,
+    -0.037359052504656154,
+    -0.6189486925793962,
+    0.3234529827760648,
+    -0.3993293699877702,
+    0.6948250797911015,
+    -0.22272471102600608,
+    0.014652899578356672,
+    0.09789245109466482,
+    0.11017936035298453,
+    -0.2062238595661547,
+    0.5645615719086647,
+    0.07184809674290993,
+    -0.4301858090854201,
+];
+const LN1_DW: &[f64] = &[
+    -0.4327045681916193,
+    -2.723610392981044,
+    -1.4716486953711765,
+    3.129585675474926,
+];
+const LN1_DB: &[f64] = &[-1.25, 0.625, 0.375, 0.125];
+const LN2_OUT: &[f64] = &[
+    -0.7449117747450629,
+    0.0432959044372995,
+    1.056463481231054,
+    -0.33743984641708835,
+    0.8331996587046407,
+    -0.9881274744051469,
+    0.3399839590445569,
+    1.893055290105653,
+    -0.42318361774919755,
+    1.2873596416398727,
+    -1.456303071676623,
+    0.41171211604042224,
+    0.2543553758456407,
+    -0.7801201911881374,
+    0.07405415983835599,
+    1.1428478197353344,
+    -0.3637902268135112,
+    0.8552369492928072,
+    -1.0591777841099608,
+    0.31008290820569745,
+    1.8939629093918406,
+    -0.4926143035259948,
+    1.2414992138694882,
+    -1.5528546859022692,
+];
+const LN2_DX: &[f64] = &[
+    -0.1210073347805136,
+    0.42975776434699453,
+    0.018819301185800875,
+    -0.3241883023829562,
+    0.4965286738782225,
+    0.09446909718647502,
+    -0.577985246947962,
+    0.5126836064468875,
+    -0.04965989729297712,
+    -0.8823981684755311,
+    0.647385375570552,
+    -0.2444048687349925,
+    -0.3126467458665095,
+    0.07577096090887762,
+    -0.18208052598069532,
+    0.6948675827824231,
+    0.10945017555798284,
+    -0.30131756890181094,
+    0.561945358749525,
+    0.0948400457112289,
+    -0.46884395631878556,
+    0.6519621419771326,
+    0.03194057136861571,
+    -0.9558880399879846,
+];
+const LN2_DW: &[f64] = &[
+    -0.5137989769462183,
+    -0.07941912339356766,
+    0.1251814378217474,
+    1.8049969649946864,
+    0.5407426247901234,
+    -0.3755837905233494,
+    -1.2130185303796333,
+    0.8971568490846878,
+    -0.7014247424153578,
+    -1.1467203312635077,
+    -0.7648636518787335,
+    1.2200326955881857,
+];
+const LN2_DB: &[f64] = &[
+    -1.5, 1.25, -0.25, 0.375, 1.0, -0.5, 0.125, 0.75, -0.75, -0.125, 0.5, -1.0,
+];
+
+/// The reference script's input and output weights, and its weight and
+/// bias for a normalised shape of `n` elements.
+fn ln_case(shape: &[usize], dtype: DType) -> [Tensor; 4] {
+    let x: Vec<f64> = (0..24)
+        .map(|k| ((k * 5 + 2) % 13) as f64 / 3.0 - 2.0)
+        .collect();
+    let c: Vec<f64> = (0..24)
+        .map(|k| ((k * 11 + 4) % 17) as f64 / 8.0 - 1.0)
+        .collect();
+    let n: usize = shape.iter().product();
+    let w: Vec<f64> = (0..n).map(|k| k as f64 / n as f64 + 0.5).collect();
+    let b: Vec<f64> = (0..n).map(|k| k as f64 / n as f64 - 0.25).collect();
+    [
+        Tensor::from_vec(x, [2, 3, 4]).to_dtype(dtype),
+        Tensor::from_vec(c, [2, 3, 4]).to_dtype(dtype),
+        Tensor::from_vec(w, shape).to_dtype(dtype),
+        Tensor::from_vec(b, shape).to_dtype(dtype),
+    ]
+}
+
+#[test]
+fn layer_norm_matches_pytorch_values_and_gradients() {
+    let cases: [(&[usize], [&[f64]; 4]); 2] = [
+        (&[4], [LN1_OUT, LN1_DX, LN1_DW, LN1_DB]),
+        (&[3, 4], [LN2_OUT, LN2_DX, LN2_DW, LN2_DB]),
+    ];
+    for (shape, [out, dx, dw, db]) in cases {
+        for (dtype, tol) in [(DType::F64, 1e-10), (DType::F32, 2e-5)] {
+            let [x, c, w, b] = ln_case(shape, dtype);
+            let (x, w, b) = (
+                x.requires_grad_(true),
+                w.requires_grad_(true),
+                b.requires_grad_(true),
+            );
+            let y = F::layer_norm(&x, shape, Some(&w), Some(&b), 1e-5);
+            assert_eq!(y.grad_fn(), Some("NativeLayerNormBackward"));
+            assert_values("output", &y, out, tol);
+            (&y * &c).sum().backward();
+            assert_values("dx", &x.grad().unwrap(), dx, tol);
+            assert_values("dw", &w.grad().unwrap(), dw, tol);
+            assert_values("db", &b.grad().unwrap(), db, tol);
+        }
+    }
+}
+
+#[test]
+fn layer_norm_gradients_pass_gradcheck() {
+    let [x, c, w, b] = ln_case(&[3, 4], DType::F64);
+    let report = gradcheck(
+        |t| &F::layer_norm(&t[0], &[3, 4], Some(&t[1]), Some(&t[2]), 1e-5) * &c,
+        &[x.clone(), w, b],
+    );
+    assert!(report.passed, "{report}");
+    // Without parameters, over one dim, on a transposed (strided) input.
+    let xt = x.transpose(1, 2);
+    let report = gradcheck(|t| F::layer_norm(&t[0], &[3], None, None, 1e-5), &[xt]);
+    assert!(report.passed, "{report}");
+}
+
+/// The layer on the tape, the compile-time path and TrainStep, with and
+/// without its parameters.
+#[test]
+fn layer_norm_layer_paths_agree() {
+    let [x, _, _, _] = ln_case(&[4], DType::F64);
+    let v = Tensor::randn_with([2, 3, 4], &mut Generator::new(5)).to_dtype(DType::F64);
+    for opts in [
+        LayerNormOptions::default(),
+        LayerNormOptions {
+            bias: false,
+            ..Default::default()
+        },
+        LayerNormOptions {
+            elementwise_affine: false,
+            eps: 1e-3,
+            ..Default::default()
+        },
+    ] {
+        let mut ln = LayerNorm::with_options(4, &opts, &CPU);
+        ln.to_dtype(DType::F64);
+        // Parameters away from their initial ones and zeros.
+        no_grad(|| {
+            for p in ln.parameters() {
+                p.add_(
+                    &(Tensor::randn_with(p.shape(), &mut Generator::new(6)).to_dtype(DType::F64)
+                        * 0.3),
+                );
+            }
+        });
+        assert_paths_agree(&ln, &x, &v);
+        let tape: Vec<Tensor> = ln
+            .parameters()
+            .iter()
+            .map(|p| p.grad().unwrap().clone_data())
+            .collect();
+        let xt = x.detach().requires_grad_(true);
+        for p in ln.parameters() {
+            p.set_grad(None);
+        }
+        ln.forward(&xt).backward_with(&v);
+        let dx_tape = xt.grad().unwrap();
+        for p in ln.parameters() {
+            p.set_grad(None);
+        }
+        let mut ws = ln.workspace();
+        let y = ln.forward_train_ws(&x, &mut ws).clone_data();
+        assert!(max_abs_diff(&y, &ln.forward(&x)) < 1e-12);
+        let dx = ln.backward_ws(&mut ws, &v, true).unwrap().clone_data();
+        assert!(max_abs_diff(&dx, &dx_tape) < 1e-10, "{opts:?}: dx");
+        for (p, t) in ln.parameters().iter().zip(&tape) {
+            assert!(
+                max_abs_diff(&p.grad().unwrap(), t) < 1e-10,
+                "{opts:?}: param"
+            );
+        }
+    }
+    let ln = LayerNorm::new([3, 4], &CPU);
+    let names: Vec<String> = ln.named_parameters().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, ["weight", "bias"]);
+    assert_eq!(ln.weight.as_ref().unwrap().to_vec::<f32>(), vec![1.0; 12]);
+    assert_eq!(ln.bias.as_ref().unwrap().to_vec::<f32>(), vec![0.0; 12]);
+}
+
+#[test]
+fn layer_norm_errors_give_pytorch_words_and_the_fix() {
+    let ln = LayerNorm::new(4, &CPU);
+    let err = ln
+        .try_forward(&Tensor::zeros([2, 3]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("Given normalized_shape=[4], expected input with shape [*, 4], but got input of size [2, 3]"),
+        "{err}"
+    );
+    let err = F::try_layer_norm(
+        &Tensor::zeros([2, 4]),
+        &[4],
+        Some(&Tensor::ones([3])),
+        None,
+        1e-5,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("the weight must be a f32 tensor of the normalised shape [4]"),
+        "{err}"
+    );
 }

@@ -262,7 +262,7 @@ fn w4_paths_agree_in_f64() {
 // ----- the class form: generated workspaces, fan-out sums, fallback ops
 
 use deriv::network;
-use deriv::nn::{Differentiable, Embedding, Linear, Tanh};
+use deriv::nn::{Differentiable, Embedding, LayerNorm, Linear, ReLU, Tanh};
 
 network! {
     /// A residual block: `h` fans out into the branch and the sum; every op
@@ -587,4 +587,19 @@ fn embedding_steady_state_step_allocates_nothing() {
         .collect();
     let mut trainer = WsTrainer::new(Tokens::default(), LossKind::CrossEntropy, 0.5);
     assert_steady_state_allocates_nothing("Tokens", &mut trainer, &batches);
+}
+
+network! {
+    /// A normalisation layer between two linear ones.
+    pub struct NormedMlp = Linear(2, 16) -> LayerNorm(16) -> ReLU -> Linear(16, 1);
+}
+
+#[test]
+fn layer_norm_steady_state_step_allocates_nothing() {
+    let _serial = serial();
+    manual_seed(4);
+    let mut gen = Generator::new(9);
+    let batches: Vec<_> = (0..4).map(|_| w3_batch(&mut gen, DType::F32)).collect();
+    let mut trainer = WsTrainer::new(NormedMlp::default(), LossKind::Bce, 0.5);
+    assert_steady_state_allocates_nothing("NormedMlp", &mut trainer, &batches);
 }

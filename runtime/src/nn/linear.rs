@@ -234,36 +234,48 @@ impl TrainStep for Linear {
     ) -> Option<&'w Tensor> {
         let _guard = NoGradGuard::new();
         let saved = super::dsl::get_saved(&ws.saved);
-        // The parameters' gradients accumulate straight into their `.grad()`
-        // buffers (the slot's own tensor: added to in place).
-        let (mut dw, mut db) = (
-            grad_buffer(&self.weight),
-            self.bias.as_ref().and_then(grad_buffer),
-        );
-        let (mut wbuf, mut bbuf) = (dw.clone(), db.clone());
-        let (w_inplace, b_inplace) = (dw.is_some(), db.is_some());
-        let mut dx = None;
-        {
-            let mut slots = [
-                GradSlot::with_buffer(&mut dx, &mut ws.buf, input_grad),
-                GradSlot::with_buffer(&mut dw, &mut wbuf, true),
-                GradSlot::with_buffer(&mut db, &mut bbuf, self.bias.is_some()),
-            ];
-            let n = if self.bias.is_some() { 3 } else { 2 };
-            ops::Linear.backward(saved, grad_out, &mut slots[..n]);
-        }
-        for (param, g, inplace) in [
-            (Some(&self.weight), dw, w_inplace),
-            (self.bias.as_ref(), db, b_inplace),
-        ] {
-            let Some(param) = param else { continue };
-            match (inplace, g) {
-                (true, _) => grad_accumulated(param),
-                (false, Some(g)) => accumulate_grad(param, g),
-                (false, None) => {}
-            }
-        }
-        ws.dx = dx;
-        ws.dx.as_ref()
+        let params = [Some(&self.weight), self.bias.as_ref()];
+        backward_into_grads(params, &mut ws.dx, &mut ws.buf, input_grad, |slots| {
+            ops::Linear.backward(saved, grad_out, slots)
+        })
     }
+}
+
+/// The buffer-reusing backward of a layer whose op takes `[input, params..]`:
+/// runs `backward` on gradient slots for the input (into the reusable
+/// `buf`, when `input_grad`) and for each present parameter (a leading run
+/// of `params`; an absent one ends it), which add straight into the
+/// parameters' `.grad()` buffers where they can; then runs the parameters'
+/// gradient hooks (or accumulates a gradient computed apart) and keeps the
+/// input gradient in `dx`.
+pub(crate) fn backward_into_grads<'w, const P: usize>(
+    params: [Option<&Tensor>; P],
+    dx: &'w mut Option<Tensor>,
+    buf: &mut Option<Tensor>,
+    input_grad: bool,
+    backward: impl FnOnce(&mut [GradSlot<'_>]),
+) -> Option<&'w Tensor> {
+    let present = params.iter().take_while(|p| p.is_some()).count();
+    let mut sums: [Option<Tensor>; P] = params.map(|p| p.and_then(grad_buffer));
+    let mut bufs = sums.clone();
+    let in_place: [bool; P] = std::array::from_fn(|i| sums[i].is_some());
+    let mut input_sum = None;
+    {
+        let mut slots: smallvec::SmallVec<[GradSlot<'_>; 4]> = smallvec::SmallVec::new();
+        slots.push(GradSlot::with_buffer(&mut input_sum, buf, input_grad));
+        for (sum, b) in sums.iter_mut().zip(bufs.iter_mut()).take(present) {
+            slots.push(GradSlot::with_buffer(sum, b, true));
+        }
+        backward(&mut slots);
+    }
+    for ((param, g), in_place) in params.iter().zip(sums).zip(in_place).take(present) {
+        let param = param.expect("a leading present parameter");
+        match (in_place, g) {
+            (true, _) => grad_accumulated(param),
+            (false, Some(g)) => accumulate_grad(param, g),
+            (false, None) => {}
+        }
+    }
+    *dx = input_sum;
+    dx.as_ref()
 }

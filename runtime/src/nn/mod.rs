@@ -15,6 +15,7 @@ pub mod init;
 mod linear;
 mod loss;
 mod module;
+mod norm;
 mod sequential;
 
 pub use crate::ops::EmbeddingOptions;
@@ -32,4 +33,5 @@ pub use module::{
     accumulate_grad, grad_accumulated, join_name, Differentiable, Fallback, Forward,
     IncompatibleKeys, Module, TrainStep,
 };
+pub use norm::{LayerNorm, LayerNormOptions, LayerNormWorkspace, NormalizedShape};
 pub use sequential::Sequential;

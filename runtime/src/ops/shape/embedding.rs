@@ -76,12 +76,8 @@ impl Op for Embedding {
     fn forward(&self, x: &[&Tensor], out: &mut Out<'_>) {
         let (weight, index) = (x[0], x[1]);
         if weight.device().is_cuda() {
-            let flat = index.reshape([-1]);
-            return match checked_indices("embedding", &flat, weight.shape()[0], 0) {
-                Ok(_) => {
-                    let rows = weight.index_select(0, &flat);
-                    out.set(rows.reshape(out.spec().shape.as_slice()))
-                }
+            return match forward_composed(weight, index) {
+                Ok(y) => out.set(y),
                 Err(e) => out.fail(e),
             };
         }
@@ -108,13 +104,7 @@ impl Op for Embedding {
             device: g.device(),
         };
         if g.device().is_cuda() {
-            let flat = index.reshape([-1]);
-            let mut rows = g.reshape([-1, dim as i64]);
-            if let Some(p) = self.padding_idx {
-                let keep = flat.ne_scalar(p as f64).to_dtype(g.dtype());
-                rows = &rows * &keep.unsqueeze(1);
-            }
-            return grads[0].add(index_select_backward(&rows, &shape, 0, &flat));
+            return grads[0].add(self.backward_composed(*rows, index, g));
         }
         let (g, index) = (g.contiguous(), index.contiguous());
         let pad = self.padding_idx;
@@ -122,6 +112,30 @@ impl Op for Embedding {
             DType::F32 => backward_cpu::<f32>(&g, &index, dim, pad, out),
             _ => backward_cpu::<f64>(&g, &index, dim, pad, out),
         });
+    }
+}
+
+/// The lookup with ops (the GPU's path): the gather kernel.
+fn forward_composed(weight: &Tensor, index: &Tensor) -> Result<Tensor> {
+    let flat = index.reshape([-1]);
+    checked_indices("embedding", &flat, weight.shape()[0], 0)?;
+    let mut shape = index.shape().to_vec();
+    shape.push(weight.shape()[1]);
+    Ok(weight.index_select(0, &flat).reshape(shape))
+}
+
+impl Embedding {
+    /// The weight's gradient with ops (the GPU's path): `g`'s rows, the
+    /// padding row's masked out, scatter-added into a table of `rows` rows.
+    fn backward_composed(&self, rows: usize, index: &Tensor, g: &Tensor) -> Tensor {
+        let dim = g.shape()[g.ndim() - 1];
+        let flat = index.reshape([-1]);
+        let mut grows = g.reshape([-1, dim as i64]);
+        if let Some(p) = self.padding_idx {
+            let keep = flat.ne_scalar(p as f64).to_dtype(g.dtype());
+            grows = &grows * &keep.unsqueeze(1);
+        }
+        index_select_backward(&grows, &[rows, dim], 0, &flat)
     }
 }
 
@@ -308,4 +322,34 @@ fn renorm_rows_(weight: &Tensor, index: &Tensor, max_norm: f64, norm_type: f64) 
         );
         weight.mul_(scale.unsqueeze(1));
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::autograd::{apply, no_grad};
+
+    /// The GPU's composed lookup and gradient against the CPU kernels (both
+    /// run here on the CPU), with repeated indices and a padding row.
+    #[test]
+    fn composed_path_matches_the_kernels() {
+        let mut rng = crate::Generator::new(5);
+        let w = Tensor::randn_with([7, 3], &mut rng).to_dtype(DType::F64);
+        let idx = Tensor::from_vec(vec![6i64, 2, 2, 0, 5, 2], [3, 2]);
+        let g = Tensor::randn_with([3, 2, 3], &mut rng).to_dtype(DType::F64);
+        let op = Embedding {
+            padding_idx: Some(2),
+        };
+        let y = apply(op, &[&w, &idx]);
+        let yc = forward_composed(&w, &idx).expect("indices in range");
+        assert_eq!(yc.to_vec::<f64>(), y.to_vec::<f64>());
+        let mut sum = None;
+        no_grad(|| {
+            op.backward(&(7, idx.clone()), &g, &mut [GradSlot::new(&mut sum, true)]);
+        });
+        let kernel = sum.expect("needed").to_vec::<f64>();
+        let composed = no_grad(|| op.backward_composed(7, &idx, &g)).to_vec::<f64>();
+        crate::test_util::assert_close(&composed, &kernel, 1e-12, "weight gradient");
+        assert!(forward_composed(&w, &Tensor::from_vec(vec![7i64], [1])).is_err());
+    }
 }

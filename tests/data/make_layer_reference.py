@@ -1,0 +1,60 @@
+"""PyTorch's values for tests/nn.rs's layer tests: F.embedding with
+padding_idx and max_norm, F.layer_norm over one and two trailing dims (the
+gradients of a weighted sum of the output, for every input).
+
+Run: python3 tests/data/make_layer_reference.py
+and paste its output over the `EMB_*` and `LN_*` constants in tests/nn.rs.
+"""
+import torch
+import torch.nn.functional as F
+
+torch.set_printoptions(precision=10)
+
+
+def weight():
+    # 5 x 3, deterministic, with rows of norm above and below 1.
+    return torch.tensor(
+        [[((i * 3 + j) * 7 + 3) % 11 / 4.0 - 1.25 for j in range(3)] for i in range(5)],
+        dtype=torch.float64,
+    )
+
+
+def rust(name, t):
+    vals = ", ".join(repr(float(v)) for v in t.flatten().tolist())
+    print(f"const {name}: &[f64] = &[{vals}];")
+
+
+idx = torch.tensor([[1, 3, 3], [0, 4, 1]])
+coef = torch.arange(18, dtype=torch.float64).reshape(2, 3, 3) / 10.0 - 0.8
+
+# Gradient with padding_idx = 1: row 1 gets none, row 3 twice.
+w = weight().requires_grad_(True)
+y = F.embedding(idx, w, padding_idx=1)
+(y * coef).sum().backward()
+rust("EMB_OUT", y.detach())
+rust("EMB_GRAD_PAD1", w.grad)
+
+# max_norm = 1.0: the rows looked up ([1, 3]) are rescaled in place first;
+# row 0, longer too, is not looked up and stays.
+w = weight()
+y = F.embedding(torch.tensor([1, 3]), w, max_norm=1.0)
+rust("EMB_RENORMED_WEIGHT", w)
+rust("EMB_RENORMED_OUT", y)
+
+# layer_norm: x [2, 3, 4], deterministic; weight and bias of the normalised
+# shape; eps 1e-5.
+x0 = torch.tensor([((k * 5 + 2) % 13) / 3.0 - 2.0 for k in range(24)], dtype=torch.float64).reshape(2, 3, 4)
+c0 = torch.tensor([((k * 11 + 4) % 17) / 8.0 - 1.0 for k in range(24)], dtype=torch.float64).reshape(2, 3, 4)
+for tag, shape in [("1", [4]), ("2", [3, 4])]:
+    n = 1
+    for d in shape:
+        n *= d
+    x = x0.clone().requires_grad_(True)
+    w = (torch.arange(n, dtype=torch.float64) / n + 0.5).reshape(shape).requires_grad_(True)
+    b = (torch.arange(n, dtype=torch.float64) / n - 0.25).reshape(shape).requires_grad_(True)
+    y = F.layer_norm(x, shape, w, b, 1e-5)
+    (y * c0).sum().backward()
+    rust(f"LN{tag}_OUT", y.detach())
+    rust(f"LN{tag}_DX", x.grad)
+    rust(f"LN{tag}_DW", w.grad)
+    rust(f"LN{tag}_DB", b.grad)
