@@ -9,7 +9,8 @@
 use deriv::nn::functional as F;
 use deriv::nn::{
     BCELoss, BCEWithLogitsLoss, BceWithLogitsOptions, CrossEntropyLoss, CrossEntropyOptions,
-    L1Loss, Loss, MSELoss, NLLLoss, NllLossOptions, Reduction,
+    KLDivLoss, KlDivOptions, KlDivReduction, L1Loss, Loss, MSELoss, NLLLoss, NllLossOptions,
+    Reduction, SmoothL1Loss,
 };
 use deriv::{gradcheck, no_grad, DType, Generator, Tensor};
 
@@ -1438,6 +1439,268 @@ fn huber_refuses_a_non_positive_delta_and_bad_targets() {
         assert!(err.contains("huber_loss: delta must be positive"), "{err}");
     }
     let err = F::try_huber_loss_with(&a(), &b().reshape([6]), Reduction::Mean, 1.0)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("must have the input's shape [2, 3]"), "{err}");
+}
+
+// ---------------------------------------------------------------- smooth_l1_loss and kl_div
+//
+// PyTorch's values: tests/data/make_loss_reference.py (a() and b() above).
+
+const SMOOTH_L1_1_0_MEAN: &[f64] = &[0.9583333333333334];
+const SMOOTH_L1_1_0_SUM: &[f64] = &[5.75];
+const SMOOTH_L1_1_0_NONE: &[f64] = &[0.125, 1.5, 0.125, 3.5, 0.0, 0.5];
+const SMOOTH_L1_1_0_GRAD: &[f64] = &[
+    -0.08333333333333333,
+    -0.16666666666666666,
+    0.08333333333333333,
+    0.16666666666666666,
+    0.0,
+    -0.16666666666666666,
+];
+const SMOOTH_L1_0_5_MEAN: &[f64] = &[1.125];
+const SMOOTH_L1_0_5_SUM: &[f64] = &[6.75];
+const SMOOTH_L1_0_5_NONE: &[f64] = &[0.25, 1.75, 0.25, 3.75, 0.0, 0.75];
+const SMOOTH_L1_0_5_GRAD: &[f64] = &[
+    -0.16666666666666666,
+    -0.16666666666666666,
+    0.16666666666666666,
+    0.16666666666666666,
+    0.0,
+    -0.16666666666666666,
+];
+const SMOOTH_L1_0_0_MEAN: &[f64] = &[1.3333333333333333];
+const SMOOTH_L1_0_0_SUM: &[f64] = &[8.0];
+const SMOOTH_L1_0_0_NONE: &[f64] = &[0.5, 2.0, 0.5, 4.0, 0.0, 1.0];
+const SMOOTH_L1_0_0_GRAD: &[f64] = &[
+    -0.16666666666666666,
+    -0.16666666666666666,
+    0.16666666666666666,
+    0.16666666666666666,
+    0.0,
+    -0.16666666666666666,
+];
+const KL_MEAN: &[f64] = &[0.1174578145631831];
+const KL_LOGT_MEAN: &[f64] = &[0.4046369715157802];
+const KL_BATCHMEAN: &[f64] = &[0.3523734436895493];
+const KL_LOGT_BATCHMEAN: &[f64] = &[1.2139109145473406];
+const KL_SUM: &[f64] = &[0.7047468873790986];
+const KL_LOGT_SUM: &[f64] = &[2.427821829094681];
+const KL_NONE: &[f64] = &[
+    0.12249072869130251,
+    0.5335936572830979,
+    -0.24990969202069713,
+    -0.2283968055822382,
+    0.5269689990076336,
+    0.0,
+];
+const KL_LOGT_NONE: &[f64] = &[
+    0.12249072869130254,
+    0.533593657283098,
+    -0.24990969202069716,
+    -0.22839680558223824,
+    0.5269689990076336,
+    1.723074941715583,
+];
+const KL_BATCHMEAN_GRAD_INPUT: &[f64] = &[
+    -0.1370343095305985,
+    -0.1370343095305985,
+    -0.22593138093880302,
+    -0.052782233306480096,
+    -0.14347698566249065,
+    -0.0,
+];
+const KL_BATCHMEAN_GRAD_TARGET: &[f64] = &[
+    0.723467263619757,
+    1.473467263619757,
+    0.22346726361975694,
+    -0.5817882802346195,
+    1.4182117197653805,
+    f64::NAN,
+];
+const KL_LOGT_SUM_GRAD_INPUT: &[f64] = &[
+    -0.274068619061197,
+    -0.274068619061197,
+    -0.45186276187760605,
+    -0.10556446661296019,
+    -0.2869539713249813,
+    -0.6074815620620584,
+];
+const KL_LOGT_SUM_GRAD_TARGET: &[f64] = &[
+    0.39655934775249957,
+    0.8076622763442951,
+    0.2019530698569089,
+    -0.12283233896927805,
+    0.813922970332615,
+    2.3305565037776415,
+];
+const KL_INPUT: &[f64] = &[
+    -1.7413112966571571,
+    -3.241311296657157,
+    -0.24131129665715703,
+    -0.0848568942739113,
+    -3.084856894273911,
+    -3.334856894273911,
+];
+const KL_TARGET: &[f64] = &[
+    0.274068619061197,
+    0.274068619061197,
+    0.45186276187760605,
+    0.10556446661296019,
+    0.2869539713249813,
+    0.0,
+];
+const KL_LOG_TARGET: &[f64] = &[
+    -1.2943767694176431,
+    -1.2943767694176431,
+    -0.7943767694176431,
+    -2.24843345474315,
+    -1.24843345474315,
+    -0.49843345474315,
+];
+
+#[test]
+fn smooth_l1_matches_pytorch() {
+    type Case = (f64, [&'static [f64]; 3], &'static [f64]);
+    let cases: [Case; 3] = [
+        (
+            1.0,
+            [SMOOTH_L1_1_0_MEAN, SMOOTH_L1_1_0_SUM, SMOOTH_L1_1_0_NONE],
+            SMOOTH_L1_1_0_GRAD,
+        ),
+        (
+            0.5,
+            [SMOOTH_L1_0_5_MEAN, SMOOTH_L1_0_5_SUM, SMOOTH_L1_0_5_NONE],
+            SMOOTH_L1_0_5_GRAD,
+        ),
+        (
+            0.0,
+            [SMOOTH_L1_0_0_MEAN, SMOOTH_L1_0_0_SUM, SMOOTH_L1_0_0_NONE],
+            SMOOTH_L1_0_0_GRAD,
+        ),
+    ];
+    for (beta, values, grad) in cases {
+        for r in REDUCTIONS {
+            let want = values[red_name(r)];
+            assert_close(&F::smooth_l1_loss_with(&a(), &b(), r, beta), want, 1e-14);
+            let module = SmoothL1Loss::new().beta(beta).reduction(r);
+            assert_close(&module.forward(&a(), &b()), want, 1e-14);
+            assert_close(&module.forward_backward(&a(), &b()).0, want, 1e-14);
+        }
+        let aa = a().requires_grad_(true);
+        let loss = SmoothL1Loss::new().beta(beta).forward(&aa, &b());
+        assert_eq!(loss.grad_fn(), Some("SmoothL1LossBackward"));
+        loss.backward();
+        assert_close(&aa.grad().unwrap(), grad, 1e-15);
+        let (_, g) = SmoothL1Loss::new().beta(beta).forward_backward(&a(), &b());
+        assert_close(&g, grad, 1e-15);
+    }
+    assert_close(&F::smooth_l1_loss(&a(), &b()), SMOOTH_L1_1_0_MEAN, 1e-14);
+    let err = F::try_smooth_l1_loss_with(&a(), &b(), Reduction::Mean, -1.0)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("beta must not be negative"), "{err}");
+}
+
+#[test]
+fn gradcheck_smooth_l1_and_both_paths_agree() {
+    for r in REDUCTIONS {
+        for beta in [0.3, 1.0, 2.0] {
+            check_grad(
+                |v| F::smooth_l1_loss_with(&v[0], &v[1], r, beta),
+                &[randn(&[3, 4], 30) * 2.0, randn(&[3, 4], 31)],
+            );
+            check_paths(
+                &SmoothL1Loss::new().beta(beta).reduction(r),
+                &(randn(&[3, 4], 32) * 2.0),
+                &randn(&[3, 4], 33),
+            );
+        }
+    }
+}
+
+fn kl_inputs() -> (Tensor, Tensor, Tensor) {
+    (
+        f64s(KL_INPUT, &[2, 3]),
+        f64s(KL_TARGET, &[2, 3]),
+        f64s(KL_LOG_TARGET, &[2, 3]),
+    )
+}
+
+#[test]
+fn kl_div_matches_pytorch() {
+    let (input, target, log_target) = kl_inputs();
+    let reds = [
+        (KlDivReduction::Mean, KL_MEAN, KL_LOGT_MEAN),
+        (KlDivReduction::BatchMean, KL_BATCHMEAN, KL_LOGT_BATCHMEAN),
+        (KlDivReduction::Sum, KL_SUM, KL_LOGT_SUM),
+        (KlDivReduction::None, KL_NONE, KL_LOGT_NONE),
+    ];
+    for (reduction, want, want_log) in reds {
+        let o = KlDivOptions {
+            reduction,
+            log_target: false,
+        };
+        assert_close(&F::kl_div_with(&input, &target, &o), want, 1e-14);
+        let kl = KLDivLoss::new().reduction(reduction);
+        assert_close(&kl.forward_backward(&input, &target).0, want, 1e-14);
+        let o = KlDivOptions {
+            reduction,
+            log_target: true,
+        };
+        assert_close(&F::kl_div_with(&input, &log_target, &o), want_log, 1e-14);
+    }
+    assert_close(&F::kl_div(&input, &target), KL_MEAN, 1e-14);
+
+    // Both gradients; the zero target's is NaN, as PyTorch's.
+    let (x, t) = (input.requires_grad_(true), target.requires_grad_(true));
+    let loss = KLDivLoss::new()
+        .reduction(KlDivReduction::BatchMean)
+        .forward(&x, &t);
+    assert_eq!(loss.grad_fn(), Some("KlDivBackward"));
+    loss.backward();
+    assert_close(&x.grad().unwrap(), KL_BATCHMEAN_GRAD_INPUT, 1e-14);
+    let tg = t.grad().unwrap().to_vec::<f64>();
+    assert!(tg[5].is_nan(), "{tg:?}");
+    assert_close(&f64s(&tg[..5], &[5]), &KL_BATCHMEAN_GRAD_TARGET[..5], 1e-14);
+    let (x, lt) = (
+        f64s(KL_INPUT, &[2, 3]).requires_grad_(true),
+        log_target.requires_grad_(true),
+    );
+    let o = KlDivOptions {
+        reduction: KlDivReduction::Sum,
+        log_target: true,
+    };
+    F::kl_div_with(&x, &lt, &o).backward();
+    assert_close(&x.grad().unwrap(), KL_LOGT_SUM_GRAD_INPUT, 1e-14);
+    assert_close(&lt.grad().unwrap(), KL_LOGT_SUM_GRAD_TARGET, 1e-14);
+}
+
+#[test]
+fn gradcheck_kl_div_and_both_paths_agree() {
+    let logp = |seed| randn(&[3, 4], seed).log_softmax(1);
+    for reduction in [
+        KlDivReduction::Mean,
+        KlDivReduction::BatchMean,
+        KlDivReduction::Sum,
+        KlDivReduction::None,
+    ] {
+        for log_target in [false, true] {
+            let o = KlDivOptions {
+                reduction,
+                log_target,
+            };
+            let t = if log_target { logp(41) } else { logp(41).exp() };
+            check_grad(|v| F::kl_div_with(&v[0], &v[1], &o), &[logp(40), t.clone()]);
+            check_paths(
+                &KLDivLoss::new().reduction(reduction).log_target(log_target),
+                &logp(42),
+                &t,
+            );
+        }
+    }
+    let err = F::try_kl_div_with(&a(), &b().reshape([6]), &KlDivOptions::default())
         .unwrap_err()
         .to_string();
     assert!(err.contains("must have the input's shape [2, 3]"), "{err}");

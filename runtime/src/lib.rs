@@ -68,8 +68,8 @@ pub use tensor::{DType, Element, Float, Math, Tensor, TensorLiteral, TensorOptio
 pub mod prelude {
     pub use crate::nn::{
         BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, Differentiable, Dropout, Embedding, Flatten,
-        Forward, HuberLoss, Identity, L1Loss, LayerNorm, Linear, LogSoftmax, Loss, MSELoss, Module,
-        NLLLoss, ReLU, Sequential, Sigmoid, Softmax, Tanh,
+        Forward, HuberLoss, Identity, KLDivLoss, L1Loss, LayerNorm, Linear, LogSoftmax, Loss,
+        MSELoss, Module, NLLLoss, ReLU, Sequential, Sigmoid, SmoothL1Loss, Softmax, Tanh,
     };
     pub use crate::optim::{Adagrad, Adam, AdamW, Optimizer, RMSprop, SGD};
     pub use crate::tensor;

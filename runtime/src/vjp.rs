@@ -110,7 +110,8 @@ pub use crate::ops::loss::{
     cross_entropy_backward as cross_entropy,
     cross_entropy_log_probs_backward as cross_entropy_log_probs,
     cross_entropy_target_backward as cross_entropy_target, huber_loss_backward as huber_loss,
-    l1_loss_backward as l1_loss, mse_loss_backward as mse_loss, nll_loss_backward as nll_loss,
+    kl_div_backward as kl_div, l1_loss_backward as l1_loss, mse_loss_backward as mse_loss,
+    nll_loss_backward as nll_loss, smooth_l1_loss_backward as smooth_l1_loss,
 };
 
 // ----- allocation-free loss rules (value and gradient into buffers)

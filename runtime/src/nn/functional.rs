@@ -346,6 +346,76 @@ pub fn try_huber_loss_with(
     L::huber_loss(input, target, reduction, delta)
 }
 
+/// The smooth L1 loss with `beta = 1` and the mean (`F.smooth_l1_loss`):
+/// with `d = input - target`, `0.5·d²/beta` where `|d| < beta`,
+/// `|d| - beta/2` elsewhere. One `SmoothL1LossBackward` node on the tape.
+///
+/// ```
+/// use deriv_runtime::{nn::functional as F, tensor};
+/// // 0.5·0.5² = 0.125 and 3 - 0.5 = 2.5, averaged.
+/// assert_eq!(F::smooth_l1_loss(&tensor![0.5, 3.], &tensor![0., 0.]).item(), 1.3125);
+/// ```
+#[track_caller]
+pub fn smooth_l1_loss(input: &Tensor, target: &Tensor) -> Tensor {
+    smooth_l1_loss_with(input, target, Reduction::Mean, 1.0)
+}
+
+/// [`smooth_l1_loss`] with a [`Reduction`] and a `beta` (>= 0; 0 is the
+/// L1 loss).
+#[track_caller]
+pub fn smooth_l1_loss_with(
+    input: &Tensor,
+    target: &Tensor,
+    reduction: Reduction,
+    beta: f64,
+) -> Tensor {
+    try_smooth_l1_loss_with(input, target, reduction, beta).or_panic()
+}
+
+/// Fallible [`smooth_l1_loss_with`]: an error names a non-float input, a
+/// bool target, mismatched shapes or a negative `beta`.
+pub fn try_smooth_l1_loss_with(
+    input: &Tensor,
+    target: &Tensor,
+    reduction: Reduction,
+    beta: f64,
+) -> Result<Tensor> {
+    L::smooth_l1_loss(input, target, reduction, beta)
+}
+
+/// The Kullback-Leibler divergence with the mean over every element
+/// (`F.kl_div(input, target)`): `input` holds log-probabilities, `target`
+/// probabilities, and the loss is `target·(log target - input)`
+/// elementwise (0 where the target is 0). One `KlDivBackward` node,
+/// differentiable in both.
+///
+/// ```
+/// use deriv_runtime::{nn::functional as F, tensor};
+/// let p = tensor![[0.25, 0.75]];
+/// assert!(F::kl_div(&p.log(), &p).item().abs() < 1e-7);
+/// ```
+#[track_caller]
+pub fn kl_div(input: &Tensor, target: &Tensor) -> Tensor {
+    kl_div_with(input, target, &L::KlDivOptions::default())
+}
+
+/// [`kl_div`] with PyTorch's `reduction` (`KlDivReduction::BatchMean` for
+/// the divergence per sample) and `log_target`.
+#[track_caller]
+pub fn kl_div_with(input: &Tensor, target: &Tensor, options: &L::KlDivOptions) -> Tensor {
+    try_kl_div_with(input, target, options).or_panic()
+}
+
+/// Fallible [`kl_div_with`]: an error names a non-float input or target,
+/// or mismatched shapes.
+pub fn try_kl_div_with(
+    input: &Tensor,
+    target: &Tensor,
+    options: &L::KlDivOptions,
+) -> Result<Tensor> {
+    L::kl_div(input, target, options)
+}
+
 /// Binary cross-entropy of probabilities `input` in [0, 1] against `target`
 /// (same shape and dtype): `-(y·log x + (1 - y)·log(1 - x))`, each log clamped
 /// to >= -100 as in PyTorch (`F.binary_cross_entropy`). Prefer

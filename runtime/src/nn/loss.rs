@@ -10,7 +10,10 @@
 use crate::autograd::no_grad;
 use crate::error::OrPanic;
 use crate::ops::loss::{self as ops, Seed};
-pub use crate::ops::loss::{BceWithLogitsOptions, CrossEntropyOptions, NllLossOptions, Reduction};
+pub use crate::ops::loss::{
+    BceWithLogitsOptions, CrossEntropyOptions, KlDivOptions, KlDivReduction, NllLossOptions,
+    Reduction,
+};
 use crate::tensor::Tensor;
 
 /// A loss function usable on both paths.
@@ -199,6 +202,120 @@ impl Loss for HuberLoss {
             true,
             Some(Seed::One),
         ))
+    }
+}
+
+/// The smooth L1 loss (`nn.SmoothL1Loss`): with `d = input - target`,
+/// `0.5·d²/beta` where `|d| < beta` and `|d| - beta/2` elsewhere, reduced;
+/// `beta` is 1 and the reduction the mean by default, as in PyTorch (and
+/// `beta = 0` is the L1 loss). It is [`HuberLoss`] with `delta = beta`,
+/// divided by `beta`.
+///
+/// ```
+/// use deriv_runtime::nn::{Loss, SmoothL1Loss};
+/// use deriv_runtime::tensor;
+/// let loss = SmoothL1Loss::new().beta(2.0);
+/// // 0.5·1²/2 = 0.25 and 3 - 1 = 2, averaged.
+/// assert_eq!(loss.forward(&tensor![1., 3.], &tensor![0., 0.]).item(), 1.125);
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct SmoothL1Loss {
+    reduction: Reduction,
+    beta: f64,
+}
+
+impl Default for SmoothL1Loss {
+    fn default() -> Self {
+        SmoothL1Loss {
+            reduction: Reduction::Mean,
+            beta: 1.0,
+        }
+    }
+}
+
+impl SmoothL1Loss {
+    /// The loss with `beta = 1` and mean reduction.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    reduction_builder!();
+    /// Where the loss turns from squared to absolute error (>= 0; 1 by default).
+    pub fn beta(mut self, beta: f64) -> Self {
+        self.beta = beta;
+        self
+    }
+}
+
+impl Loss for SmoothL1Loss {
+    #[track_caller]
+    fn forward(&self, input: &Tensor, target: &Tensor) -> Tensor {
+        ops::smooth_l1_loss(input, target, self.reduction, self.beta).or_panic()
+    }
+    #[track_caller]
+    fn backward(&self, input: &Tensor, target: &Tensor, grad_out: &Tensor) -> Tensor {
+        crate::vjp::smooth_l1_loss(input, target, grad_out, self.reduction, self.beta)
+    }
+    #[track_caller]
+    fn forward_backward(&self, input: &Tensor, target: &Tensor) -> (Tensor, Tensor) {
+        both(ops::smooth_l1_loss_core(
+            input,
+            target,
+            self.reduction,
+            self.beta,
+            true,
+            Some(Seed::One),
+        ))
+    }
+}
+
+/// The Kullback-Leibler divergence loss (`nn.KLDivLoss`): the input holds
+/// log-probabilities, the target probabilities (log-probabilities with
+/// `log_target(true)`), and the loss is `target·(log target - input)`
+/// elementwise, reduced by the mean over every element by default, as in
+/// PyTorch; [`KlDivReduction::BatchMean`] gives the divergence per sample.
+///
+/// ```
+/// use deriv_runtime::nn::{KLDivLoss, KlDivReduction, Loss};
+/// use deriv_runtime::tensor;
+/// let kl = KLDivLoss::new().reduction(KlDivReduction::BatchMean);
+/// let p = tensor![[0.5, 0.5]];
+/// // The same distribution: no divergence.
+/// assert!(kl.forward(&p.log(), &p).item().abs() < 1e-7);
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KLDivLoss {
+    options: KlDivOptions,
+}
+
+impl KLDivLoss {
+    /// The loss with mean reduction and a probability target.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Sets how the per-element values combine (`KlDivReduction::Mean` by default).
+    pub fn reduction(mut self, reduction: KlDivReduction) -> Self {
+        self.options.reduction = reduction;
+        self
+    }
+    /// Whether the target holds log-probabilities (false by default).
+    pub fn log_target(mut self, log_target: bool) -> Self {
+        self.options.log_target = log_target;
+        self
+    }
+}
+
+impl Loss for KLDivLoss {
+    #[track_caller]
+    fn forward(&self, input: &Tensor, target: &Tensor) -> Tensor {
+        ops::kl_div(input, target, &self.options).or_panic()
+    }
+    #[track_caller]
+    fn backward(&self, input: &Tensor, target: &Tensor, grad_out: &Tensor) -> Tensor {
+        crate::vjp::kl_div(input, target, grad_out, &self.options)
+    }
+    #[track_caller]
+    fn forward_backward(&self, input: &Tensor, target: &Tensor) -> (Tensor, Tensor) {
+        ops::kl_div_core(input, target, &self.options, None).or_panic()
     }
 }
 

@@ -27,7 +27,8 @@ pub use embedding::{Embedding, EmbeddingWorkspace};
 pub use linear::{LayerWorkspace, Linear, LinearWorkspace};
 pub use loss::{
     BCELoss, BCEWithLogitsLoss, BceWithLogitsOptions, CrossEntropyLoss, CrossEntropyOptions,
-    HuberLoss, L1Loss, Loss, MSELoss, NLLLoss, NllLossOptions, Reduction,
+    HuberLoss, KLDivLoss, KlDivOptions, KlDivReduction, L1Loss, Loss, MSELoss, NLLLoss,
+    NllLossOptions, Reduction, SmoothL1Loss,
 };
 pub use module::{
     accumulate_grad, grad_accumulated, join_name, Differentiable, Fallback, Forward,

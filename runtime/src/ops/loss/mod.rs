@@ -10,7 +10,7 @@
 //! for both in one pass (cross-entropy: one softmax, gradient
 //! `(softmax - onehot) / N` written into the softmax's own buffer).
 //!
-//! One file per family: regression.rs (mse, l1, huber), bce.rs
+//! One file per family: regression.rs (mse, l1, huber, smooth_l1), kl_div.rs, bce.rs
 //! (binary_cross_entropy, with and without logits), class.rs (class-index
 //! targets: nll_loss and cross_entropy's index form), cross_entropy.rs
 //! (class-probability targets and cross_entropy itself), options.rs (the
@@ -24,6 +24,7 @@ mod bce;
 mod class;
 mod cross_entropy;
 mod fused;
+mod kl_div;
 mod options;
 mod regression;
 
@@ -31,6 +32,7 @@ pub use bce::*;
 pub use class::*;
 pub use cross_entropy::*;
 pub use fused::{bce_with_logits_into, cross_entropy_into};
+pub use kl_div::*;
 pub use options::*;
 pub use regression::*;
 

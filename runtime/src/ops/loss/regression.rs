@@ -115,6 +115,11 @@ pub enum Regression {
         /// Where the loss turns from quadratic to linear.
         delta: f64,
     },
+    /// `smooth_l1_loss` with its `beta`.
+    SmoothL1 {
+        /// Where the loss turns from quadratic to linear.
+        beta: f64,
+    },
 }
 
 /// `mse_loss`, `l1_loss` or `huber_loss` on the tape: inputs `[input,
@@ -134,6 +139,7 @@ impl RegressionLoss {
             Regression::Mse => "mse_loss",
             Regression::L1 => "l1_loss",
             Regression::Huber { .. } => "huber_loss",
+            Regression::SmoothL1 { .. } => "smooth_l1_loss",
         }
     }
 
@@ -147,6 +153,9 @@ impl RegressionLoss {
         match self.kind {
             Regression::Huber { delta } => {
                 huber_loss_core(input, target, self.reduction, delta, want_loss, seed)
+            }
+            Regression::SmoothL1 { beta } => {
+                smooth_l1_loss_core(input, target, self.reduction, beta, want_loss, seed)
             }
             _ => regression_core(self.op(), input, target, self.reduction, want_loss, seed),
         }
@@ -164,6 +173,7 @@ impl Op for RegressionLoss {
             Regression::Mse => Self::NAME,
             Regression::L1 => "L1LossBackward",
             Regression::Huber { .. } => "HuberLossBackward",
+            Regression::SmoothL1 { .. } => "SmoothL1LossBackward",
         }
     }
 
@@ -171,6 +181,7 @@ impl Op for RegressionLoss {
         let (input, target) = (x[0], x[1]);
         match self.kind {
             Regression::Huber { delta } => check_huber(self.op(), input, target, delta)?,
+            Regression::SmoothL1 { beta } => check_smooth_l1(self.op(), input, target, beta)?,
             _ => check_regression(self.op(), input, target)?,
         }
         Ok(Spec {
@@ -336,4 +347,88 @@ pub(crate) fn regression_core(
     } else {
         l1_core(input, target, reduction, want_loss, seed)
     })
+}
+
+// ---------------------------------------------------------------- smooth_l1_loss
+
+/// Checks of `smooth_l1_loss`: those of the other regression losses, and
+/// `beta >= 0` (0 makes it the L1 loss, as in PyTorch).
+pub(super) fn check_smooth_l1(
+    op: &'static str,
+    input: &Tensor,
+    target: &Tensor,
+    beta: f64,
+) -> Result<()> {
+    check_regression(op, input, target)?;
+    if beta >= 0.0 {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!(
+            "{op}: beta must not be negative, got {beta} (PyTorch: smooth_l1_loss does not \
+             support negative values for beta); use beta = 0 for the L1 loss"
+        )))
+    }
+}
+
+/// The loss and/or input gradient of `smooth_l1_loss` (validated): with
+/// `d = input - target`, `0.5·d²/beta` where `|d| < beta` and
+/// `|d| - beta/2` elsewhere, which is the Huber loss with `delta = beta`
+/// divided by `beta` (and the L1 loss when `beta` is 0).
+pub(crate) fn smooth_l1_loss_core(
+    input: &Tensor,
+    target: &Tensor,
+    reduction: Reduction,
+    beta: f64,
+    want_loss: bool,
+    seed: Option<Seed>,
+) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    check_smooth_l1("smooth_l1_loss", input, target, beta)?;
+    if beta == 0.0 {
+        return Ok(l1_core(input, target, reduction, want_loss, seed));
+    }
+    let (loss, grad) = huber_core(input, target, reduction, beta, want_loss, seed);
+    let scale = |t: Tensor| no_grad(|| t * (1.0 / beta));
+    Ok((loss.map(scale), grad.map(scale)))
+}
+
+/// dL/d(input) of `smooth_l1_loss`: `clamp((input - target)/beta, -1, 1)·grad_out`
+/// (the sign when `beta` is 0; divided by the element count for the mean).
+/// The target's gradient is its negation.
+#[track_caller]
+pub fn smooth_l1_loss_backward(
+    input: &Tensor,
+    target: &Tensor,
+    grad_out: &Tensor,
+    reduction: Reduction,
+    beta: f64,
+) -> Tensor {
+    check_grad_out(
+        "smooth_l1_loss_backward",
+        grad_out,
+        reduction,
+        input.shape(),
+    )
+    .or_panic();
+    smooth_l1_loss_core(
+        input,
+        target,
+        reduction,
+        beta,
+        false,
+        Some(Seed::Times(grad_out)),
+    )
+    .or_panic()
+    .1
+    .expect("asked for the gradient")
+}
+
+/// `smooth_l1_loss` on the tape.
+pub(crate) fn smooth_l1_loss(
+    input: &Tensor,
+    target: &Tensor,
+    reduction: Reduction,
+    beta: f64,
+) -> Result<Tensor> {
+    let kind = Regression::SmoothL1 { beta };
+    try_apply(RegressionLoss { kind, reduction }, &[input, target])
 }
