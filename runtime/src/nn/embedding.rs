@@ -75,17 +75,7 @@ impl Embedding {
     }
 
     fn from_weight(weight: Tensor, options: &EmbeddingOptions, zero_pad: bool) -> Result<Self> {
-        if weight.ndim() != 2 || !weight.dtype().is_float() {
-            return Err(crate::error::Error::shape(
-                "Embedding",
-                format!(
-                    "the embeddings must be a 2-D float tensor [num_embeddings, embedding_dim], \
-                     got a {} tensor of shape {:?}",
-                    weight.dtype(),
-                    weight.shape()
-                ),
-            ));
-        }
+        ops::shape::check_embedding_weight("Embedding", &weight)?;
         let padding_row = options.padding_row(weight.shape()[0])?;
         if let (Some(p), true) = (padding_row, zero_pad) {
             no_grad(|| {

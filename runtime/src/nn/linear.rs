@@ -198,15 +198,61 @@ pub(crate) fn grad_buffer(param: &Tensor) -> Option<Tensor> {
     }
 }
 
-/// The buffers a Linear layer keeps between [`TrainStep`] steps: its output,
-/// what its op saved, and its input gradient (sum and buffer).
-#[derive(Default)]
-pub struct LinearWorkspace {
+/// The buffers a layer over one op with parameters keeps between
+/// [`TrainStep`] steps: the op's output, what it saved, and the input
+/// gradient (sum and buffer). [`Linear`]'s and `LayerNorm`'s workspace.
+pub struct ParamOpWorkspace<O: Op> {
     out: Option<Tensor>,
-    saved: Option<<ops::Linear as Op>::Saved>,
+    saved: Option<O::Saved>,
     dx: Option<Tensor>,
     buf: Option<Tensor>,
 }
+
+impl<O: Op> Default for ParamOpWorkspace<O> {
+    fn default() -> Self {
+        ParamOpWorkspace {
+            out: None,
+            saved: None,
+            dx: None,
+            buf: None,
+        }
+    }
+}
+
+impl<O: Op> ParamOpWorkspace<O> {
+    /// Runs `op` on `[input, params..]` into the kept output (reused while
+    /// it fits), without recording, and keeps what backward needs.
+    pub(crate) fn forward(&mut self, op: &O, inputs: &[&Tensor]) -> &Tensor {
+        let _guard = NoGradGuard::new();
+        self.saved = None;
+        forward_into(
+            op,
+            inputs,
+            &[true; 4][..inputs.len()],
+            &mut self.out,
+            Some(&mut self.saved),
+        )
+    }
+
+    /// The op's backward through [`backward_into_grads`]: the parameters'
+    /// gradients added into their `.grad()`, the input's kept here.
+    pub(crate) fn backward<const P: usize>(
+        &mut self,
+        op: &O,
+        params: [Option<&Tensor>; P],
+        grad_out: &Tensor,
+        input_grad: bool,
+    ) -> Option<&Tensor> {
+        let _guard = NoGradGuard::new();
+        let saved = super::dsl::get_saved(&self.saved);
+        backward_into_grads(params, &mut self.dx, &mut self.buf, input_grad, |slots| {
+            op.backward(saved, grad_out, slots)
+        })
+    }
+}
+
+/// [`Linear`]'s workspace.
+pub type LinearWorkspace = ParamOpWorkspace<ops::Linear>;
 
 impl TrainStep for Linear {
     type Workspace = LinearWorkspace;
@@ -214,16 +260,8 @@ impl TrainStep for Linear {
     #[track_caller]
     fn forward_train_ws<'w>(&self, x: &Tensor, ws: &'w mut LinearWorkspace) -> &'w Tensor {
         self.check_input(x).or_panic();
-        let _guard = NoGradGuard::new();
-        ws.saved = None;
         let (inputs, n) = self.inputs(x);
-        forward_into(
-            &ops::Linear,
-            &inputs[..n],
-            &[true; 3][..n],
-            &mut ws.out,
-            Some(&mut ws.saved),
-        )
+        ws.forward(&ops::Linear, &inputs[..n])
     }
 
     fn backward_ws<'w>(
@@ -232,12 +270,8 @@ impl TrainStep for Linear {
         grad_out: &Tensor,
         input_grad: bool,
     ) -> Option<&'w Tensor> {
-        let _guard = NoGradGuard::new();
-        let saved = super::dsl::get_saved(&ws.saved);
         let params = [Some(&self.weight), self.bias.as_ref()];
-        backward_into_grads(params, &mut ws.dx, &mut ws.buf, input_grad, |slots| {
-            ops::Linear.backward(saved, grad_out, slots)
-        })
+        ws.backward(&ops::Linear, params, grad_out, input_grad)
     }
 }
 

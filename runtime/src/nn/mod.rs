@@ -24,7 +24,7 @@ pub use activation::{
     ReLU, SiLU, Sigmoid, Softmax, Softplus, Tanh, ELU, GELU,
 };
 pub use embedding::{Embedding, EmbeddingWorkspace};
-pub use linear::{LayerWorkspace, Linear, LinearWorkspace};
+pub use linear::{LayerWorkspace, Linear, LinearWorkspace, ParamOpWorkspace};
 pub use loss::{
     BCELoss, BCEWithLogitsLoss, BceWithLogitsOptions, CrossEntropyLoss, CrossEntropyOptions,
     HuberLoss, KLDivLoss, KlDivOptions, KlDivReduction, L1Loss, Loss, MSELoss, NLLLoss,

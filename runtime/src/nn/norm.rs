@@ -1,9 +1,9 @@
 //! Normalisation layers: `LayerNorm`.
 
-use super::linear::backward_into_grads;
+use super::linear::ParamOpWorkspace;
 use super::module::{accumulate_grad, join_name};
 use super::{Differentiable, Forward, Module, TrainStep};
-use crate::autograd::{forward_into, forward_saving, no_grad, GradSlot, NoGradGuard, Op};
+use crate::autograd::{forward_saving, no_grad, GradSlot, Op};
 use crate::backend::Device;
 use crate::error::{Error, OrPanic, Result};
 use crate::ops;
@@ -223,15 +223,9 @@ impl Differentiable for LayerNorm {
     }
 }
 
-/// The buffers a [`LayerNorm`] keeps between [`TrainStep`] steps: its
-/// output, what its op saved, and its input gradient (sum and buffer).
-#[derive(Default)]
-pub struct LayerNormWorkspace {
-    out: Option<Tensor>,
-    saved: Option<<ops::LayerNorm as Op>::Saved>,
-    dx: Option<Tensor>,
-    buf: Option<Tensor>,
-}
+/// [`LayerNorm`]'s workspace: its output, what its op saved, and its input
+/// gradient (sum and buffer).
+pub type LayerNormWorkspace = ParamOpWorkspace<ops::LayerNorm>;
 
 impl TrainStep for LayerNorm {
     type Workspace = LayerNormWorkspace;
@@ -239,16 +233,8 @@ impl TrainStep for LayerNorm {
     #[track_caller]
     fn forward_train_ws<'w>(&self, x: &Tensor, ws: &'w mut LayerNormWorkspace) -> &'w Tensor {
         self.check_input(x).or_panic();
-        let _guard = NoGradGuard::new();
-        ws.saved = None;
         let (inputs, n) = self.inputs(x);
-        forward_into(
-            &self.op(),
-            &inputs[..n],
-            &[true; 3][..n],
-            &mut ws.out,
-            Some(&mut ws.saved),
-        )
+        ws.forward(&self.op(), &inputs[..n])
     }
 
     fn backward_ws<'w>(
@@ -257,11 +243,7 @@ impl TrainStep for LayerNorm {
         grad_out: &Tensor,
         input_grad: bool,
     ) -> Option<&'w Tensor> {
-        let _guard = NoGradGuard::new();
-        let saved = super::dsl::get_saved(&ws.saved);
         let params = [self.weight.as_ref(), self.bias.as_ref()];
-        backward_into_grads(params, &mut ws.dx, &mut ws.buf, input_grad, |slots| {
-            self.op().backward(saved, grad_out, slots)
-        })
+        ws.backward(&self.op(), params, grad_out, input_grad)
     }
 }

@@ -21,6 +21,22 @@ pub struct Embedding {
     pub padding_idx: Option<usize>,
 }
 
+/// The table must be a 2-D float tensor.
+pub(crate) fn check_weight(op: &'static str, weight: &Tensor) -> Result<()> {
+    if weight.ndim() == 2 && weight.dtype().is_float() {
+        return Ok(());
+    }
+    Err(Error::shape(
+        op,
+        format!(
+            "the weight must be a 2-D float tensor [num_embeddings, embedding_dim], got a {} \
+             tensor of shape {:?}",
+            weight.dtype(),
+            weight.shape()
+        ),
+    ))
+}
+
 /// Checks every index against `rows`, reading the index buffer directly
 /// (no copy): the error names the first one out of range.
 fn check_range(index: &[i64], rows: usize) -> Result<()> {
@@ -41,17 +57,7 @@ impl Op for Embedding {
 
     fn spec(&self, x: &[&Tensor]) -> Result<Spec> {
         let (weight, index) = (x[0], x[1]);
-        if weight.ndim() != 2 || !weight.dtype().is_float() {
-            return Err(Error::shape(
-                "embedding",
-                format!(
-                    "the weight must be a 2-D float tensor [num_embeddings, embedding_dim], \
-                     got a {} tensor of shape {:?}",
-                    weight.dtype(),
-                    weight.shape()
-                ),
-            ));
-        }
+        check_weight("embedding", weight)?;
         if index.dtype() != DType::I64 {
             return Err(Error::dtype(
                 "embedding",

@@ -15,7 +15,9 @@ mod embedding;
 mod gather;
 
 pub use cat::Cat;
-pub(crate) use embedding::{renorm_for_lookup, try_embedding};
+pub(crate) use embedding::{
+    check_weight as check_embedding_weight, renorm_for_lookup, try_embedding,
+};
 pub use embedding::{Embedding, EmbeddingOptions};
 pub(crate) use gather::gather_backward;
 pub use gather::{Gather, IndexSelect, ScatterAdd};
