@@ -1089,3 +1089,30 @@ fn layer_norm_matches_the_cpu() {
         F::layer_norm(&t[0], &[8], None, None, 1e-5)
     });
 }
+
+#[test]
+fn conv2d_matches_the_cpu() {
+    use deriv::nn::{functional as F, Conv2dOptions};
+    let dev = need_gpu!();
+    let (x, w, b) = (
+        randn(&[2, 4, 9, 8], 51),
+        randn(&[6, 2, 3, 2], 52),
+        randn(&[6], 53),
+    );
+    let opts = Conv2dOptions::new()
+        .stride([2, 1])
+        .padding([1, 2])
+        .dilation([1, 2])
+        .groups(2);
+    check_op("conv2d", dev, &[x.clone(), w, b], 1e-4, |t| {
+        F::conv2d(&t[0], &t[1], Some(&t[2]), &opts)
+    });
+    let same = Conv2dOptions::new().padding("same");
+    check_op(
+        "conv2d same",
+        dev,
+        &[x, randn(&[3, 4, 2, 3], 54)],
+        1e-4,
+        |t| F::conv2d(&t[0], &t[1], None, &same),
+    );
+}

@@ -4,7 +4,8 @@
 //! backward, the tape, and central finite differences.
 
 use deriv::nn::{
-    Differentiable, Dropout, Embedding, Forward, LayerNorm, Linear, Module, ReLU, Sigmoid, Tanh,
+    Conv2d, Differentiable, Dropout, Embedding, Flatten, Forward, LayerNorm, Linear, Module, ReLU,
+    Sigmoid, Tanh,
 };
 use deriv::{network, no_grad, DType, Device, Generator, Tensor};
 
@@ -828,4 +829,15 @@ fn layer_norm_in_a_network_gradients() {
         names(&Normed::default()),
         ["0.weight", "0.bias", "1.weight", "1.bias", "3.weight", "3.bias"]
     );
+}
+
+network! {
+    /// Two convolutions: the macro checks the channels (4 out, 4 in).
+    pub struct ConvNet = Conv2d(2, 4, 3) -> Tanh -> Conv2d(4, 3, 2) -> Flatten -> Linear(12, 2);
+}
+
+#[test]
+fn conv2d_in_a_network_gradients() {
+    // [3, 2, 5, 5] -> [3, 4, 3, 3] -> [3, 3, 2, 2] -> [3, 12] -> [3, 2].
+    check_one("ConvNet", ConvNet::default(), &[3, 2, 5, 5]);
 }

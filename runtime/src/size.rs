@@ -28,6 +28,14 @@ pub enum SizeRule {
         /// The index of the argument giving the produced size.
         output: usize,
     },
+    /// [`Maps`](Self::Maps) for a size of channels (`Conv2d(in, out, k)`:
+    /// 0 and 1), which messages call channels.
+    Channels {
+        /// The index of the argument giving the expected channels.
+        input: usize,
+        /// The index of the argument giving the produced channels.
+        output: usize,
+    },
     /// The constructor's argument number `output` is the size it produces,
     /// whatever it is given (`Embedding(num, dim)`, whose input holds
     /// indices: 1).
@@ -65,7 +73,9 @@ pub const fn after(
     match rule {
         SizeRule::Same => input,
         SizeRule::Unknown => Size::UNKNOWN,
-        SizeRule::Maps { output, .. } | SizeRule::Produces { output } => Size {
+        SizeRule::Maps { output, .. }
+        | SizeRule::Channels { output, .. }
+        | SizeRule::Produces { output } => Size {
             value: arg(args, output),
             origin,
         },
@@ -75,7 +85,7 @@ pub const fn after(
 /// The size a layer with `rule` and `args` expects, when it says.
 pub const fn expected(rule: SizeRule, args: &[Option<u128>]) -> Option<u128> {
     match rule {
-        SizeRule::Maps { input, .. } => arg(args, input),
+        SizeRule::Maps { input, .. } | SizeRule::Channels { input, .. } => arg(args, input),
         _ => None,
     }
 }
@@ -88,15 +98,23 @@ const fn arg(args: &[Option<u128>], i: usize) -> Option<u128> {
     }
 }
 
+/// What the size counts, for messages: `features`, or `channels`.
+pub const fn unit(rule: SizeRule) -> &'static str {
+    match rule {
+        SizeRule::Channels { .. } => "channels",
+        _ => "features",
+    }
+}
+
 /// Fails the build when `input` is known and differs from what a layer with
-/// `rule` and `args` expects. `message` may hold `{expected}`, `{got}` and
-/// `{origin}`, filled in here.
+/// `rule` and `args` expects. `message` may hold `{expected}`, `{got}`,
+/// `{origin}` and `{unit}` (see [`unit()`]), filled in here.
 pub const fn check(rule: SizeRule, args: &[Option<u128>], input: Size, message: &str) {
     if let (Some(want), Some(got)) = (expected(rule, args), input.value)
         && want != got
     {
         let mut buf = [0u8; 1024];
-        let text = fill(&mut buf, message, want, got, input.origin, "");
+        let text = fill(&mut buf, message, want, got, input.origin, unit(rule));
         panic!("{}", text);
     }
 }
@@ -124,7 +142,8 @@ pub const fn broadcast(a: Size, b: Size, message: &str) -> Size {
 }
 
 /// `message` with its placeholders replaced: `{expected}`/`{a}` by `x`,
-/// `{got}`/`{b}` by `y`, `{origin}`/`{origin_a}` by `o1`, `{origin_b}` by `o2`.
+/// `{got}`/`{b}` by `y`, `{origin}`/`{origin_a}` by `o1`, `{origin_b}` and
+/// `{unit}` by `o2`.
 const fn fill<'b>(
     buf: &'b mut [u8; 1024],
     message: &str,
@@ -151,6 +170,9 @@ const fn fill<'b>(
             } else if starts(m, i, b"{origin_b}") {
                 j = put_str(buf, j, o2.as_bytes());
                 handled = 10;
+            } else if starts(m, i, b"{unit}") {
+                j = put_str(buf, j, o2.as_bytes());
+                handled = 6;
             }
             if handled > 0 && handled <= rest {
                 i += handled;

@@ -58,3 +58,28 @@ for tag, shape in [("1", [4]), ("2", [3, 4])]:
     rust(f"LN{tag}_DX", x.grad)
     rust(f"LN{tag}_DW", w.grad)
     rust(f"LN{tag}_DB", b.grad)
+
+# conv2d: deterministic inputs; A with stride, padding, dilation and groups;
+# B with padding='same' and an even kernel (the extra zero goes after).
+def det(shape, a, b, m, scale, shift):
+    n = 1
+    for d in shape:
+        n *= d
+    return torch.tensor([((k * a + b) % m) / scale - shift for k in range(n)], dtype=torch.float64).reshape(shape)
+
+
+for tag, xs, ws, kw in [
+    ("A", [2, 4, 7, 6], [6, 2, 3, 2], dict(stride=(2, 1), padding=(1, 2), dilation=(1, 2), groups=2)),
+    ("B", [1, 2, 5, 4], [3, 2, 2, 3], dict(padding="same")),
+]:
+    x = det(xs, 7, 3, 19, 6.0, 1.5).requires_grad_(True)
+    w = det(ws, 5, 1, 13, 8.0, 0.75).requires_grad_(True)
+    b = det([ws[0]], 3, 2, 7, 4.0, 0.5).requires_grad_(True)
+    y = F.conv2d(x, w, b, **kw)
+    c = det(list(y.shape), 11, 4, 17, 8.0, 1.0)
+    (y * c).sum().backward()
+    print(f"// {tag}: output shape {list(y.shape)}")
+    rust(f"CONV{tag}_OUT", y.detach())
+    rust(f"CONV{tag}_DX", x.grad)
+    rust(f"CONV{tag}_DW", w.grad)
+    rust(f"CONV{tag}_DB", b.grad)

@@ -55,7 +55,7 @@ pub fn sequential(def: &NetworkDef, layers: &[Layer]) -> (TokenStream, TokenStre
         let rule = layer_rule(layer);
         let a = args(layer, def);
         let msg = format!(
-            "size mismatch: `{shown}` expects {{expected}} input features, but it receives \
+            "size mismatch: `{shown}` expects {{expected}} input {{unit}}, but it receives \
              {{got}} (the output size of {{origin}})"
         );
         let origin = format!("`{shown}`");

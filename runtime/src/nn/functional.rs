@@ -39,6 +39,42 @@ pub fn try_embedding_with(
     ops::shape::try_embedding(input, weight, opts)
 }
 
+/// 2-D convolution (`F.conv2d(input, weight, bias, stride, padding,
+/// dilation, groups)`) of an `[N, C, H, W]` input with an
+/// `[O, C/groups, kh, kw]` weight, giving `[N, O, Ho, Wo]`; the options
+/// (`Conv2dOptions`) have PyTorch's defaults, and the padding may be
+/// `"same"` or `"valid"`.
+///
+/// ```
+/// use deriv_runtime::nn::{functional as F, Conv2dOptions};
+/// use deriv_runtime::Tensor;
+/// let x = Tensor::ones([1, 1, 3, 3]);
+/// let w = Tensor::ones([1, 1, 2, 2]);
+/// let y = F::conv2d(&x, &w, None, &Conv2dOptions::new());
+/// assert_eq!(y.to_vec::<f32>(), vec![4.0; 4]);
+/// ```
+#[track_caller]
+pub fn conv2d(
+    input: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    options: &ops::Conv2dOptions,
+) -> Tensor {
+    crate::error::OrPanic::or_panic(try_conv2d(input, weight, bias, options))
+}
+
+/// Fallible [`conv2d`]: a wrong rank, channel count, group split or dtype,
+/// a kernel larger than the padded input, or `"same"` padding with a
+/// stride is an `Err`.
+pub fn try_conv2d(
+    input: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    options: &ops::Conv2dOptions,
+) -> Result<Tensor> {
+    ops::conv::try_conv2d(input, weight, bias, options)
+}
+
 /// Layer normalisation (`F.layer_norm(input, normalized_shape, weight,
 /// bias, eps)`): each sample's trailing `normalized_shape` dimensions
 /// normalised to mean 0 and variance 1 (biased variance, `eps` added; PyTorch

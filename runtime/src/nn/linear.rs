@@ -149,23 +149,8 @@ impl Differentiable for Linear {
     }
 
     fn backward(&self, saved: Self::Saved, grad_out: &Tensor, input_grad: bool) -> Option<Tensor> {
-        no_grad(|| {
-            let (mut dx, mut dw, mut db) = (None, None, None);
-            let mut slots = [
-                GradSlot::new(&mut dx, input_grad),
-                GradSlot::new(&mut dw, true),
-                GradSlot::new(&mut db, self.bias.is_some()),
-            ];
-            let n = if self.bias.is_some() { 3 } else { 2 };
-            ops::Linear.backward(&saved, grad_out, &mut slots[..n]);
-            if let Some(dw) = dw {
-                accumulate_grad(&self.weight, dw);
-            }
-            if let (Some(b), Some(db)) = (&self.bias, db) {
-                accumulate_grad(b, db);
-            }
-            dx
-        })
+        let params = [Some(&self.weight), self.bias.as_ref()];
+        backward_params(&ops::Linear, &saved, params, grad_out, input_grad)
     }
 }
 
@@ -273,6 +258,38 @@ impl TrainStep for Linear {
         let params = [Some(&self.weight), self.bias.as_ref()];
         ws.backward(&ops::Linear, params, grad_out, input_grad)
     }
+}
+
+/// The allocating backward of a layer whose op takes `[input, params..]`
+/// (a leading run of present `params`): the parameters' gradients added
+/// into their `.grad()` as the tape does, the input's returned when
+/// `input_grad`.
+pub(crate) fn backward_params<O: Op, const P: usize>(
+    op: &O,
+    saved: &O::Saved,
+    params: [Option<&Tensor>; P],
+    grad_out: &Tensor,
+    input_grad: bool,
+) -> Option<Tensor> {
+    no_grad(|| {
+        let present = params.iter().take_while(|p| p.is_some()).count();
+        let mut dx = None;
+        let mut sums: [Option<Tensor>; P] = std::array::from_fn(|_| None);
+        {
+            let mut slots: smallvec::SmallVec<[GradSlot<'_>; 4]> = smallvec::SmallVec::new();
+            slots.push(GradSlot::new(&mut dx, input_grad));
+            for sum in sums.iter_mut().take(present) {
+                slots.push(GradSlot::new(sum, true));
+            }
+            op.backward(saved, grad_out, &mut slots);
+        }
+        for (param, g) in params.iter().zip(sums) {
+            if let (Some(param), Some(g)) = (param, g) {
+                accumulate_grad(param, g);
+            }
+        }
+        dx
+    })
 }
 
 /// The buffer-reusing backward of a layer whose op takes `[input, params..]`:

@@ -7,6 +7,7 @@
 //! backward needs and a backward that adds into the parameters' `.grad()`.
 
 mod activation;
+mod conv;
 #[doc(hidden)]
 pub mod dsl;
 mod embedding;
@@ -18,11 +19,12 @@ mod module;
 mod norm;
 mod sequential;
 
-pub use crate::ops::EmbeddingOptions;
+pub use crate::ops::{Conv2dOptions, EmbeddingOptions, Padding, Pair};
 pub use activation::{
     Dropout, Flatten, Hardtanh, Identity, LeakyReLU, LogSigmoid, LogSoftmax, Mish, OpWorkspace,
     ReLU, SiLU, Sigmoid, Softmax, Softplus, Tanh, ELU, GELU,
 };
+pub use conv::{Conv2d, Conv2dWorkspace};
 pub use embedding::{Embedding, EmbeddingWorkspace};
 pub use linear::{LayerWorkspace, Linear, LinearWorkspace, ParamOpWorkspace};
 pub use loss::{

@@ -1,9 +1,9 @@
 //! Normalisation layers: `LayerNorm`.
 
-use super::linear::ParamOpWorkspace;
-use super::module::{accumulate_grad, join_name};
+use super::linear::{backward_params, ParamOpWorkspace};
+use super::module::join_name;
 use super::{Differentiable, Forward, Module, TrainStep};
-use crate::autograd::{forward_saving, no_grad, GradSlot, Op};
+use crate::autograd::{forward_saving, no_grad, Op};
 use crate::backend::Device;
 use crate::error::{Error, OrPanic, Result};
 use crate::ops;
@@ -204,22 +204,8 @@ impl Differentiable for LayerNorm {
     }
 
     fn backward(&self, saved: Self::Saved, grad_out: &Tensor, input_grad: bool) -> Option<Tensor> {
-        no_grad(|| {
-            let (mut dx, mut dw, mut db) = (None, None, None);
-            let mut slots = [
-                GradSlot::new(&mut dx, input_grad),
-                GradSlot::new(&mut dw, true),
-                GradSlot::new(&mut db, true),
-            ];
-            let (_, n) = self.inputs(grad_out);
-            self.op().backward(&saved, grad_out, &mut slots[..n]);
-            for (p, g) in [(&self.weight, dw), (&self.bias, db)] {
-                if let (Some(p), Some(g)) = (p, g) {
-                    accumulate_grad(p, g);
-                }
-            }
-            dx
-        })
+        let params = [self.weight.as_ref(), self.bias.as_ref()];
+        backward_params(&self.op(), &saved, params, grad_out, input_grad)
     }
 }
 

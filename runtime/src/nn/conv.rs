@@ -1,0 +1,173 @@
+//! Convolution layers: `Conv2d`.
+
+use super::linear::{backward_params, ParamOpWorkspace};
+use super::module::join_name;
+use super::{init, Differentiable, Forward, Module, TrainStep};
+use crate::autograd::{forward_saving, no_grad, Op};
+use crate::backend::Device;
+use crate::error::{OrPanic, Result};
+use crate::ops::{self, Conv2dOptions, Pair};
+use crate::tensor::{Tensor, TensorOptions};
+
+/// A 2-D convolution layer (`nn.Conv2d`) over `[N, C, H, W]` inputs:
+/// weight `[out_channels, in_channels/groups, kh, kw]` and bias
+/// `[out_channels]`, both initialised as PyTorch does (U(-b, b) with
+/// `b = 1/√fan_in`, `fan_in = in_channels/groups·kh·kw`). In `network!`,
+/// `Conv2d(in, out, k)` expects `in` channels and produces `out`.
+///
+/// ```
+/// use deriv_runtime::nn::{Conv2d, Conv2dOptions, Forward};
+/// use deriv_runtime::{Device, Tensor};
+/// let conv = Conv2d::with_options(3, 8, 3, &Conv2dOptions::new().padding(1), &Device::Cpu);
+/// let y = conv.forward(&Tensor::randn([2, 3, 16, 16]));
+/// assert_eq!(y.shape(), &[2, 8, 16, 16]);
+/// ```
+pub struct Conv2d {
+    /// `[out_channels, in_channels/groups, kh, kw]`.
+    pub weight: Tensor,
+    /// `[out_channels]`, if the layer has one.
+    pub bias: Option<Tensor>,
+    /// Stride, padding, dilation and groups.
+    pub options: Conv2dOptions,
+    op: ops::Conv2d,
+}
+
+impl Conv2d {
+    /// A layer with stride 1, no padding and a bias, on `device`.
+    pub fn new(
+        in_channels: usize,
+        out_channels: usize,
+        kernel_size: impl Pair,
+        device: &Device,
+    ) -> Self {
+        Self::with_options(
+            in_channels,
+            out_channels,
+            kernel_size,
+            &Conv2dOptions::new(),
+            device,
+        )
+    }
+
+    /// A layer with other options. Panics with PyTorch's message when the
+    /// channels do not split into the groups, or on `"same"` padding with
+    /// a stride.
+    #[track_caller]
+    pub fn with_options(
+        in_channels: usize,
+        out_channels: usize,
+        kernel_size: impl Pair,
+        options: &Conv2dOptions,
+        device: &Device,
+    ) -> Self {
+        let [kh, kw] = kernel_size.pair();
+        let g = options.groups;
+        assert!(
+            g > 0 && in_channels.is_multiple_of(g) && out_channels.is_multiple_of(g),
+            "Conv2d: in_channels ({in_channels}) and out_channels ({out_channels}) must both be \
+             divisible by groups ({g})"
+        );
+        let opts = TensorOptions::new().device(device);
+        let weight = Tensor::zeros_opts([out_channels, in_channels / g, kh, kw], &opts);
+        init::kaiming_uniform_(&weight, 5f64.sqrt());
+        let fan_in = init::fan_in(&weight);
+        let bias = options.bias.then(|| {
+            let b = Tensor::zeros_opts([out_channels], &opts);
+            let bound = if fan_in > 0 {
+                1.0 / (fan_in as f64).sqrt()
+            } else {
+                0.0
+            };
+            init::uniform_(&b, -bound, bound);
+            b.requires_grad_(true)
+        });
+        Conv2d {
+            weight: weight.requires_grad_(true),
+            bias,
+            options: *options,
+            op: options.op([kh, kw]).or_panic(),
+        }
+    }
+
+    /// The op's inputs: the input, the weight, and the bias when there is one.
+    fn inputs<'a>(&'a self, x: &'a Tensor) -> ([&'a Tensor; 3], usize) {
+        match &self.bias {
+            Some(b) => ([x, &self.weight, b], 3),
+            None => ([x, &self.weight, &self.weight], 2),
+        }
+    }
+
+    /// The forward pass, or the error of an input that does not fit.
+    pub fn try_forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (inputs, n) = self.inputs(x);
+        crate::autograd::try_apply(self.op, &inputs[..n])
+    }
+}
+
+impl Module for Conv2d {
+    fn visit_parameters(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor)) {
+        f(&join_name(prefix, "weight"), &self.weight);
+        if let Some(b) = &self.bias {
+            f(&join_name(prefix, "bias"), b);
+        }
+    }
+
+    fn visit_parameters_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Tensor)) {
+        f(&join_name(prefix, "weight"), &mut self.weight);
+        if let Some(b) = &mut self.bias {
+            f(&join_name(prefix, "bias"), b);
+        }
+    }
+}
+
+impl Forward for Conv2d {
+    #[track_caller]
+    fn forward(&self, x: &Tensor) -> Tensor {
+        self.try_forward(x).or_panic()
+    }
+}
+
+impl Differentiable for Conv2d {
+    /// The input and the weight.
+    type Saved = <ops::Conv2d as Op>::Saved;
+    const SIZE: crate::size::SizeRule = crate::size::SizeRule::Channels {
+        input: 0,
+        output: 1,
+    };
+
+    #[track_caller]
+    fn forward_train(&self, x: &Tensor) -> (Tensor, Self::Saved) {
+        let (inputs, n) = self.inputs(x);
+        self.op.spec(&inputs[..n]).or_panic();
+        no_grad(|| forward_saving(&self.op, &inputs[..n], &[true; 3][..n]))
+    }
+
+    fn backward(&self, saved: Self::Saved, grad_out: &Tensor, input_grad: bool) -> Option<Tensor> {
+        let params = [Some(&self.weight), self.bias.as_ref()];
+        backward_params(&self.op, &saved, params, grad_out, input_grad)
+    }
+}
+
+/// [`Conv2d`]'s workspace: its output, what its op saved, and its input
+/// gradient (sum and buffer).
+pub type Conv2dWorkspace = ParamOpWorkspace<ops::Conv2d>;
+
+impl TrainStep for Conv2d {
+    type Workspace = Conv2dWorkspace;
+
+    #[track_caller]
+    fn forward_train_ws<'w>(&self, x: &Tensor, ws: &'w mut Conv2dWorkspace) -> &'w Tensor {
+        let (inputs, n) = self.inputs(x);
+        ws.forward(&self.op, &inputs[..n])
+    }
+
+    fn backward_ws<'w>(
+        &self,
+        ws: &'w mut Conv2dWorkspace,
+        grad_out: &Tensor,
+        input_grad: bool,
+    ) -> Option<&'w Tensor> {
+        let params = [Some(&self.weight), self.bias.as_ref()];
+        ws.backward(&self.op, params, grad_out, input_grad)
+    }
+}

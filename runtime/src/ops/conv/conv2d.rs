@@ -1,0 +1,494 @@
+//! `F.conv2d`: 2-D cross-correlation over `[N, C, H, W]` inputs with
+//! stride, (asymmetric) zero padding, dilation and groups, as one op. The
+//! CPU kernel unfolds one sample's group at a time into columns (im2col,
+//! `[C/g·kh·kw, Ho·Wo]`) and multiplies them with the group's weight (the
+//! GEMM kernel), samples split across the helper pool; backward unfolds
+//! again (nothing but the input and the weight is kept): `dW += dY·colsᵀ`,
+//! `dX` folds `Wᵀ·dY` back (col2im), `db = Σ dY`. On the GPU the op is
+//! composed of the gather, batched-matmul and scatter-add kernels.
+
+use crate::autograd::{GradSlot, Op, Out, Spec};
+use crate::backend::cpu::gemm::{gemm, Gemm, Mat};
+use crate::backend::Host;
+use crate::error::{Error, Result};
+use crate::tensor::{checked_numel, DType, Float, Tensor};
+
+/// A 2-D convolution, inputs `[x, weight, bias]` (bias optional): `x` is
+/// `[N, C, H, W]`, `weight` `[O, C/groups, kh, kw]`, `bias` `[O]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2d {
+    /// Steps between output positions (rows, columns).
+    pub stride: [usize; 2],
+    /// Zeros added before and after the rows, then the columns: `[top,
+    /// bottom, left, right]`.
+    pub padding: [usize; 4],
+    /// Spacing between kernel taps (rows, columns).
+    pub dilation: [usize; 2],
+    /// Input and output channels split into this many independent groups.
+    pub groups: usize,
+}
+
+impl Default for Conv2d {
+    fn default() -> Self {
+        Conv2d {
+            stride: [1, 1],
+            padding: [0; 4],
+            dilation: [1, 1],
+            groups: 1,
+        }
+    }
+}
+
+/// The sizes of one convolution: input, kernel and output.
+#[derive(Clone, Copy, Debug)]
+struct Geometry {
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    o: usize,
+    kh: usize,
+    kw: usize,
+    ho: usize,
+    wo: usize,
+    groups: usize,
+}
+
+impl Geometry {
+    /// Input channels per group.
+    fn cg(&self) -> usize {
+        self.c / self.groups
+    }
+    /// Output channels per group.
+    fn og(&self) -> usize {
+        self.o / self.groups
+    }
+    /// Rows of a group's column matrix (`C/g·kh·kw`).
+    fn k(&self) -> usize {
+        self.cg() * self.kh * self.kw
+    }
+    /// Output positions per channel.
+    fn positions(&self) -> usize {
+        self.ho * self.wo
+    }
+}
+
+impl Conv2d {
+    fn geometry(&self, x: &Tensor, w: &Tensor) -> Result<Geometry> {
+        let err = |msg: String| Err(Error::shape("conv2d", msg));
+        if x.ndim() != 4 {
+            return err(format!(
+                "expected a 4-D input [N, C, H, W], got shape {:?}; add a batch dim with \
+                 .unsqueeze(0)",
+                x.shape()
+            ));
+        }
+        if w.ndim() != 4 {
+            return err(format!(
+                "the weight must be 4-D [out_channels, in_channels/groups, kh, kw], got shape \
+                 {:?}",
+                w.shape()
+            ));
+        }
+        let (n, c, h, wd) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
+        let (o, cg, kh, kw) = (w.shape()[0], w.shape()[1], w.shape()[2], w.shape()[3]);
+        let g = self.groups;
+        if g == 0 || c % g != 0 || o % g != 0 || cg * g != c {
+            return err(format!(
+                "Given groups={g}, weight of size {:?}, expected input{:?} to have {} channels, \
+                 but got {c} channels instead (in_channels and out_channels must both be \
+                 divisible by groups)",
+                w.shape(),
+                x.shape(),
+                cg * g
+            ));
+        }
+        if self.stride.contains(&0) || self.dilation.contains(&0) {
+            return err(format!(
+                "stride {:?} and dilation {:?} must be positive",
+                self.stride, self.dilation
+            ));
+        }
+        let [pt, pb, pl, pr] = self.padding;
+        let span = |k: usize, d: usize| d * (k.max(1) - 1) + 1;
+        let (hp, wp) = (h + pt + pb, wd + pl + pr);
+        if kh == 0 || kw == 0 || hp < span(kh, self.dilation[0]) || wp < span(kw, self.dilation[1])
+        {
+            return err(format!(
+                "Calculated padded input size per channel: ({hp} x {wp}). Kernel size: \
+                 ({} x {}) (with dilation {:?}). Kernel size can't be greater than actual \
+                 input size; pad the input or use a smaller kernel",
+                span(kh, self.dilation[0]),
+                span(kw, self.dilation[1]),
+                self.dilation
+            ));
+        }
+        let ho = (hp - span(kh, self.dilation[0])) / self.stride[0] + 1;
+        let wo = (wp - span(kw, self.dilation[1])) / self.stride[1] + 1;
+        Ok(Geometry {
+            n,
+            c,
+            h,
+            w: wd,
+            o,
+            kh,
+            kw,
+            ho,
+            wo,
+            groups: g,
+        })
+    }
+
+    /// Fills `col` (`[C/g·kh·kw, Ho·Wo]`, row-major) with group `grp` of the
+    /// sample `xs` (`[C, H, W]`, contiguous), zeros where the taps fall in
+    /// the padding.
+    fn im2col<T: Float>(&self, g: &Geometry, xs: &[T], grp: usize, col: &mut [T]) {
+        let [pt, _, pl, _] = self.padding;
+        let (s, d) = (self.stride, self.dilation);
+        let mut row = 0;
+        for ci in grp * g.cg()..(grp + 1) * g.cg() {
+            let plane = &xs[ci * g.h * g.w..][..g.h * g.w];
+            for i in 0..g.kh {
+                for j in 0..g.kw {
+                    let dst = &mut col[row * g.positions()..][..g.positions()];
+                    for oy in 0..g.ho {
+                        let y = (oy * s[0] + i * d[0]) as isize - pt as isize;
+                        let line = &mut dst[oy * g.wo..][..g.wo];
+                        if y < 0 || y >= g.h as isize {
+                            line.iter_mut().for_each(|v| *v = T::ZERO);
+                            continue;
+                        }
+                        let src = &plane[y as usize * g.w..][..g.w];
+                        for (ox, v) in line.iter_mut().enumerate() {
+                            let x = (ox * s[1] + j * d[1]) as isize - pl as isize;
+                            *v = if x < 0 || x >= g.w as isize {
+                                T::ZERO
+                            } else {
+                                src[x as usize]
+                            };
+                        }
+                    }
+                    row += 1;
+                }
+            }
+        }
+    }
+
+    /// Adds the columns `col` back into group `grp` of the sample gradient
+    /// `dxs` (`[C, H, W]`): im2col's adjoint.
+    fn col2im<T: Float>(&self, g: &Geometry, col: &[T], grp: usize, dxs: &mut [T]) {
+        let [pt, _, pl, _] = self.padding;
+        let (s, d) = (self.stride, self.dilation);
+        let mut row = 0;
+        for ci in grp * g.cg()..(grp + 1) * g.cg() {
+            let plane = &mut dxs[ci * g.h * g.w..][..g.h * g.w];
+            for i in 0..g.kh {
+                for j in 0..g.kw {
+                    let src = &col[row * g.positions()..][..g.positions()];
+                    for oy in 0..g.ho {
+                        let y = (oy * s[0] + i * d[0]) as isize - pt as isize;
+                        if y < 0 || y >= g.h as isize {
+                            continue;
+                        }
+                        let line = &mut plane[y as usize * g.w..][..g.w];
+                        for (ox, &v) in src[oy * g.wo..][..g.wo].iter().enumerate() {
+                            let x = (ox * s[1] + j * d[1]) as isize - pl as isize;
+                            if x >= 0 && x < g.w as isize {
+                                line[x as usize] += v;
+                            }
+                        }
+                    }
+                    row += 1;
+                }
+            }
+        }
+    }
+}
+
+impl Op for Conv2d {
+    const NAME: &'static str = "ConvolutionBackward";
+    const OP: &'static str = "conv2d";
+    /// The input and the weight.
+    type Saved = (Tensor, Tensor);
+
+    fn spec(&self, x: &[&Tensor]) -> Result<Spec> {
+        let (input, w) = (x[0], x[1]);
+        let g = self.geometry(input, w)?;
+        let dtype = w.dtype();
+        if !dtype.is_float() || input.dtype() != dtype {
+            return Err(Error::dtype(
+                "conv2d",
+                format!(
+                    "expected a float input and weight of one dtype, got {} and {}; convert \
+                     the input with .to_dtype(DType::{dtype:?})",
+                    input.dtype(),
+                    dtype
+                ),
+            ));
+        }
+        if let Some(b) = x.get(2)
+            && (b.shape() != [g.o] || b.dtype() != dtype)
+        {
+            return Err(Error::shape(
+                "conv2d",
+                format!(
+                    "the bias must be a {dtype} tensor of shape [{}], got a {} tensor of shape \
+                     {:?}",
+                    g.o,
+                    b.dtype(),
+                    b.shape()
+                ),
+            ));
+        }
+        for t in &x[1..] {
+            crate::ops::same_device("conv2d", input, t)?;
+        }
+        let shape = [g.n, g.o, g.ho, g.wo];
+        checked_numel("conv2d", &shape)?;
+        Ok(Spec {
+            shape: crate::autograd::Shape::from_slice(&shape),
+            dtype,
+            device: input.device(),
+        })
+    }
+
+    fn forward(&self, x: &[&Tensor], out: &mut Out<'_>) {
+        let (input, w, b) = (x[0], x[1], x.get(2).copied());
+        let geo = self.geometry(input, w).expect("checked by spec");
+        if input.device().is_cuda() {
+            return out.set(super::composed::conv2d_forward(
+                self,
+                &geo_dims(&geo),
+                input,
+                w,
+                b,
+            ));
+        }
+        let (xc, wc) = (input.contiguous(), w.contiguous());
+        let bc = b.map(Tensor::contiguous);
+        match w.dtype() {
+            DType::F32 => forward_cpu::<f32>(self, &geo, &xc, &wc, bc.as_ref(), out),
+            _ => forward_cpu::<f64>(self, &geo, &xc, &wc, bc.as_ref(), out),
+        }
+    }
+
+    fn save(&self, x: &[&Tensor], _: &Tensor, _: &[bool]) -> Self::Saved {
+        (x[0].clone(), x[1].clone())
+    }
+
+    fn backward(&self, (x, w): &Self::Saved, g: &Tensor, grads: &mut [GradSlot<'_>]) {
+        let geo = self.geometry(x, w).expect("checked by spec");
+        if x.device().is_cuda() {
+            return super::composed::conv2d_backward(self, &geo_dims(&geo), x, w, g, grads);
+        }
+        let (x, w, g) = (x.contiguous(), w.contiguous(), g.contiguous());
+        let spec = |shape: &[usize]| Spec {
+            shape: crate::autograd::Shape::from_slice(shape),
+            dtype: g.dtype(),
+            device: g.device(),
+        };
+        macro_rules! run {
+            ($t:ty) => {{
+                if grads[0].needed() {
+                    grads[0].add_into(spec(x.shape()), |out| {
+                        input_grad::<$t>(self, &geo, &w, &g, out)
+                    });
+                }
+                if grads[1].needed() {
+                    grads[1].add_into(spec(w.shape()), |out| {
+                        weight_grad::<$t>(self, &geo, &x, &g, out)
+                    });
+                }
+                if grads.get(2).is_some_and(|s| s.needed()) {
+                    grads[2].add_into(spec(&[geo.o]), |out| bias_grad::<$t>(&geo, &g, out));
+                }
+            }};
+        }
+        match g.dtype() {
+            DType::F32 => run!(f32),
+            _ => run!(f64),
+        }
+    }
+}
+
+/// The sizes the composed (GPU) path needs.
+fn geo_dims(g: &Geometry) -> super::composed::Dims {
+    super::composed::Dims {
+        n: g.n,
+        c: g.c,
+        h: g.h,
+        w: g.w,
+        o: g.o,
+        kh: g.kh,
+        kw: g.kw,
+        ho: g.ho,
+        wo: g.wo,
+        groups: g.groups,
+    }
+}
+
+/// The elements a contiguous tensor views, from its buffer.
+fn elems<'b, T: Host>(b: &'b crate::backend::Buffer, t: &Tensor) -> &'b [T] {
+    &T::of(b)[t.layout().offset..][..t.numel()]
+}
+
+/// Runs `f(sample, its output slice)` for every sample, split across the
+/// helper pool (each sample's output is its own).
+fn per_sample<T: Send>(out: &mut [T], per: usize, f: impl Fn(usize, &mut [T]) + Sync) {
+    let parts: Vec<(usize, &mut [T])> = out.chunks_mut(per.max(1)).enumerate().collect();
+    let cells: Vec<std::sync::Mutex<(usize, &mut [T])>> =
+        parts.into_iter().map(std::sync::Mutex::new).collect();
+    crate::backend::cpu::par_parts(cells.len(), |p| {
+        let mut guard = cells[p].lock().expect("one worker per sample");
+        let (i, slice) = &mut *guard;
+        f(*i, slice);
+    });
+}
+
+fn forward_cpu<T: Float + Host + Gemm + Send + Sync>(
+    op: &Conv2d,
+    geo: &Geometry,
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    out: &mut Out<'_>,
+) {
+    let g = *geo;
+    let inputs = [x, w, b.unwrap_or(w)];
+    out.host_slice::<T, 3>(inputs, |[xb, wb, bb], o, acc| {
+        let (xs, ws) = (elems::<T>(xb, x), elems::<T>(wb, w));
+        let bs = b.map(|b| elems::<T>(bb, b));
+        let sample_in = g.c * g.h * g.w;
+        let sample_out = g.o * g.positions();
+        per_sample(o, sample_out, |n, yo| {
+            let mut col = vec![T::ZERO; g.k() * g.positions()];
+            let xs = &xs[n * sample_in..][..sample_in];
+            for grp in 0..g.groups {
+                op.im2col(&g, xs, grp, &mut col);
+                let y = &mut yo[grp * g.og() * g.positions()..][..g.og() * g.positions()];
+                let mut add = acc;
+                if let Some(bs) = bs {
+                    for (oc, row) in y.chunks_exact_mut(g.positions().max(1)).enumerate() {
+                        let bias = bs[grp * g.og() + oc];
+                        row.iter_mut()
+                            .for_each(|v| *v = if add { *v + bias } else { bias });
+                    }
+                    add = true;
+                }
+                let wm = Mat::new(ws, grp * g.og() * g.k(), g.k(), 1);
+                let cm = Mat::new(&col, 0, g.positions(), 1);
+                // SAFETY: both views lie in live slices (gemm checks their
+                // bounds); `y` is og x positions and exclusively ours.
+                unsafe { gemm("conv2d", g.og(), g.positions(), g.k(), wm, cm, y, add) };
+            }
+        });
+    });
+}
+
+/// `dx (+)= fold(Wᵀ·dY)`, sample by sample.
+fn input_grad<T: Float + Host + Gemm + Send + Sync>(
+    op: &Conv2d,
+    geo: &Geometry,
+    w: &Tensor,
+    dy: &Tensor,
+    out: &mut Out<'_>,
+) {
+    let g = *geo;
+    out.host_slice::<T, 2>([w, dy], |[wb, gb], o, acc| {
+        let (ws, gs) = (elems::<T>(wb, w), elems::<T>(gb, dy));
+        let sample_in = g.c * g.h * g.w;
+        let sample_out = g.o * g.positions();
+        per_sample(o, sample_in, |n, dx| {
+            if !acc {
+                dx.iter_mut().for_each(|v| *v = T::ZERO);
+            }
+            let mut col = vec![T::ZERO; g.k() * g.positions()];
+            let gy = &gs[n * sample_out..][..sample_out];
+            for grp in 0..g.groups {
+                let wm = Mat::new(ws, grp * g.og() * g.k(), g.k(), 1).t();
+                let gm = Mat::new(gy, grp * g.og() * g.positions(), g.positions(), 1);
+                // SAFETY: views of live slices (bounds checked by gemm); `col`
+                // is k x positions and ours.
+                unsafe {
+                    gemm(
+                        "conv2d backward (input)",
+                        g.k(),
+                        g.positions(),
+                        g.og(),
+                        wm,
+                        gm,
+                        &mut col,
+                        false,
+                    )
+                };
+                op.col2im(&g, &col, grp, dx);
+            }
+        });
+    });
+}
+
+/// `dW (+)= Σ_n dY·colsᵀ`.
+fn weight_grad<T: Float + Host + Gemm + Send + Sync>(
+    op: &Conv2d,
+    geo: &Geometry,
+    x: &Tensor,
+    dy: &Tensor,
+    out: &mut Out<'_>,
+) {
+    let g = *geo;
+    out.host_slice::<T, 2>([x, dy], |[xb, gb], o, acc| {
+        let (xs, gs) = (elems::<T>(xb, x), elems::<T>(gb, dy));
+        let sample_in = g.c * g.h * g.w;
+        let sample_out = g.o * g.positions();
+        let mut col = vec![T::ZERO; g.k() * g.positions()];
+        let mut add = acc;
+        for n in 0..g.n {
+            let xs = &xs[n * sample_in..][..sample_in];
+            for grp in 0..g.groups {
+                op.im2col(&g, xs, grp, &mut col);
+                let gm = Mat::new(
+                    gs,
+                    n * sample_out + grp * g.og() * g.positions(),
+                    g.positions(),
+                    1,
+                );
+                let cm = Mat::new(&col, 0, g.positions(), 1).t();
+                let dw = &mut o[grp * g.og() * g.k()..][..g.og() * g.k()];
+                // SAFETY: views of live slices (bounds checked by gemm); `dw`
+                // is og x k and ours.
+                unsafe {
+                    gemm(
+                        "conv2d backward (weight)",
+                        g.og(),
+                        g.k(),
+                        g.positions(),
+                        gm,
+                        cm,
+                        dw,
+                        add,
+                    )
+                };
+            }
+            add = true;
+        }
+        if g.n == 0 && !acc {
+            o.iter_mut().for_each(|v| *v = T::ZERO);
+        }
+    });
+}
+
+/// `db (+)= Σ_{n, y, x} dY`.
+fn bias_grad<T: Float + Host>(geo: &Geometry, dy: &Tensor, out: &mut Out<'_>) {
+    let g = *geo;
+    out.host_slice::<T, 1>([dy], |[gb], o, acc| {
+        let gs = elems::<T>(gb, dy);
+        if !acc {
+            o.iter_mut().for_each(|v| *v = T::ZERO);
+        }
+        for sample in gs.chunks_exact((g.o * g.positions()).max(1)) {
+            for (oc, plane) in sample.chunks_exact(g.positions().max(1)).enumerate() {
+                o[oc] += plane.iter().fold(T::ZERO, |a, &v| a + v);
+            }
+        }
+    });
+}

@@ -1,0 +1,184 @@
+//! Convolutions: `conv2d` (its CPU kernels in conv2d.rs, the GPU's path
+//! composed of tensor ops in composed.rs).
+
+mod composed;
+mod conv2d;
+
+pub use conv2d::Conv2d;
+
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+
+/// A size given once for both spatial dims (`3`) or per dim (`[3, 5]`).
+pub trait Pair {
+    /// The (rows, columns) sizes.
+    fn pair(self) -> [usize; 2];
+}
+impl Pair for usize {
+    fn pair(self) -> [usize; 2] {
+        [self, self]
+    }
+}
+impl Pair for [usize; 2] {
+    fn pair(self) -> [usize; 2] {
+        self
+    }
+}
+impl Pair for (usize, usize) {
+    fn pair(self) -> [usize; 2] {
+        [self.0, self.1]
+    }
+}
+
+/// A convolution's zero padding: PyTorch's `padding=` (a number or a pair,
+/// `"same"` or `"valid"`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Padding {
+    /// These many zeros on both sides of the rows and of the columns.
+    Explicit([usize; 2]),
+    /// The output keeps the input's size (stride 1 only); an odd total
+    /// puts the extra zero after, as PyTorch does.
+    Same,
+    /// No padding.
+    Valid,
+}
+
+impl From<usize> for Padding {
+    fn from(p: usize) -> Self {
+        Padding::Explicit([p, p])
+    }
+}
+impl From<[usize; 2]> for Padding {
+    fn from(p: [usize; 2]) -> Self {
+        Padding::Explicit(p)
+    }
+}
+impl From<&str> for Padding {
+    /// `"same"` or `"valid"`; anything else panics with the choices.
+    #[track_caller]
+    fn from(p: &str) -> Self {
+        match p {
+            "same" => Padding::Same,
+            "valid" => Padding::Valid,
+            other => panic!(
+                "conv2d: padding {other:?} is not a padding: use \"same\", \"valid\", a number \
+                 or [rows, cols]"
+            ),
+        }
+    }
+}
+
+/// `nn.Conv2d`'s and `F.conv2d`'s options beyond the tensors, with
+/// PyTorch's defaults: stride 1, no padding, dilation 1, one group, and
+/// (for the layer) a bias.
+///
+/// ```
+/// use deriv_runtime::nn::Conv2dOptions;
+/// let o = Conv2dOptions::new().stride(2).padding("same").groups(2);
+/// assert_eq!((o.stride, o.groups), ([2, 2], 2));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2dOptions {
+    /// Steps between output positions (rows, columns).
+    pub stride: [usize; 2],
+    /// Zero padding.
+    pub padding: Padding,
+    /// Spacing between kernel taps (rows, columns).
+    pub dilation: [usize; 2],
+    /// Channels split into this many independent groups.
+    pub groups: usize,
+    /// Whether `nn::Conv2d` has a bias (`F::conv2d` takes it as an argument).
+    pub bias: bool,
+}
+
+impl Default for Conv2dOptions {
+    fn default() -> Self {
+        Conv2dOptions {
+            stride: [1, 1],
+            padding: Padding::Explicit([0, 0]),
+            dilation: [1, 1],
+            groups: 1,
+            bias: true,
+        }
+    }
+}
+
+impl Conv2dOptions {
+    /// PyTorch's defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Sets the stride.
+    pub fn stride(mut self, s: impl Pair) -> Self {
+        self.stride = s.pair();
+        self
+    }
+    /// Sets the padding: a number, `[rows, cols]`, `"same"` or `"valid"`.
+    #[track_caller]
+    pub fn padding(mut self, p: impl Into<Padding>) -> Self {
+        self.padding = p.into();
+        self
+    }
+    /// Sets the dilation.
+    pub fn dilation(mut self, d: impl Pair) -> Self {
+        self.dilation = d.pair();
+        self
+    }
+    /// Sets the number of groups.
+    pub fn groups(mut self, g: usize) -> Self {
+        self.groups = g;
+        self
+    }
+    /// Whether the layer has a bias.
+    pub fn bias(mut self, bias: bool) -> Self {
+        self.bias = bias;
+        self
+    }
+
+    /// The op for a kernel of `kernel` (rows, columns): `"same"` resolved.
+    pub(crate) fn op(&self, kernel: [usize; 2]) -> Result<Conv2d> {
+        let padding = match self.padding {
+            Padding::Explicit([h, w]) => [h, h, w, w],
+            Padding::Valid => [0; 4],
+            Padding::Same => {
+                if self.stride != [1, 1] {
+                    return Err(Error::Invalid(format!(
+                        "conv2d: padding='same' is not supported for strided convolutions \
+                         (stride {:?}); give the padding as a number",
+                        self.stride
+                    )));
+                }
+                let total = |k: usize, d: usize| d * k.saturating_sub(1);
+                let (th, tw) = (
+                    total(kernel[0], self.dilation[0]),
+                    total(kernel[1], self.dilation[1]),
+                );
+                [th / 2, th - th / 2, tw / 2, tw - tw / 2]
+            }
+        };
+        Ok(Conv2d {
+            stride: self.stride,
+            padding,
+            dilation: self.dilation,
+            groups: self.groups,
+        })
+    }
+}
+
+/// `F.conv2d(input, weight, bias, ..)` on the tape, or the op's error.
+pub(crate) fn try_conv2d(
+    input: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    options: &Conv2dOptions,
+) -> Result<Tensor> {
+    let kernel = match weight.shape() {
+        [_, _, kh, kw] => [*kh, *kw],
+        _ => [1, 1],
+    };
+    let op = options.op(kernel)?;
+    match bias {
+        Some(b) => crate::autograd::try_apply(op, &[input, weight, b]),
+        None => crate::autograd::try_apply(op, &[input, weight]),
+    }
+}
