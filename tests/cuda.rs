@@ -1116,3 +1116,22 @@ fn conv2d_matches_the_cpu() {
         |t| F::conv2d(&t[0], &t[1], None, &same),
     );
 }
+
+#[test]
+fn pooling_matches_the_cpu() {
+    use deriv::nn::functional as F;
+    let dev = need_gpu!();
+    let x = randn(&[2, 3, 9, 8], 61);
+    type Pool = fn(&Tensor) -> Tensor;
+    let pools: [(&str, Pool); 4] = [
+        ("max", |t| F::max_pool2d_with(t, [3, 2], 2, 1)),
+        ("avg", |t| F::avg_pool2d_with(t, 3, [2, 1], 1, true)),
+        ("avg, no pad", |t| {
+            F::avg_pool2d_with(t, [2, 3], [1, 2], 1, false)
+        }),
+        ("adaptive", |t| F::adaptive_avg_pool2d(t, [4, 3])),
+    ];
+    for (what, f) in pools {
+        check_op(what, dev, std::slice::from_ref(&x), 1e-5, |t| f(&t[0]));
+    }
+}

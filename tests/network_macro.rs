@@ -4,8 +4,8 @@
 //! backward, the tape, and central finite differences.
 
 use deriv::nn::{
-    Conv2d, Differentiable, Dropout, Embedding, Flatten, Forward, LayerNorm, Linear, Module, ReLU,
-    Sigmoid, Tanh,
+    AvgPool2d, Conv2d, Differentiable, Dropout, Embedding, Flatten, Forward, LayerNorm, Linear,
+    MaxPool2d, Module, ReLU, Sigmoid, Tanh,
 };
 use deriv::{network, no_grad, DType, Device, Generator, Tensor};
 
@@ -840,4 +840,16 @@ network! {
 fn conv2d_in_a_network_gradients() {
     // [3, 2, 5, 5] -> [3, 4, 3, 3] -> [3, 3, 2, 2] -> [3, 12] -> [3, 2].
     check_one("ConvNet", ConvNet::default(), &[3, 2, 5, 5]);
+}
+
+network! {
+    /// LeNet's shape in miniature: convolution, pooling, a classifier.
+    pub struct TinyLeNet = Conv2d(1, 3, 3) -> ReLU -> MaxPool2d(2) -> Conv2d(3, 4, 2)
+        -> AvgPool2d(2) -> Flatten -> Linear(4, 2);
+}
+
+#[test]
+fn pooling_in_a_network_gradients() {
+    // [2, 1, 8, 8] -> [2, 3, 6, 6] -> [2, 3, 3, 3] -> [2, 4, 2, 2] -> [2, 4, 1, 1] -> [2, 4].
+    check_one("TinyLeNet", TinyLeNet::default(), &[2, 1, 8, 8]);
 }

@@ -83,3 +83,19 @@ for tag, xs, ws, kw in [
     rust(f"CONV{tag}_DX", x.grad)
     rust(f"CONV{tag}_DW", w.grad)
     rust(f"CONV{tag}_DB", b.grad)
+
+# pooling: an input with ties (few distinct values).
+xp0 = torch.tensor([((k * 7 + 3) % 5) - 2.0 for k in range(252)], dtype=torch.float64).reshape(2, 3, 7, 6)
+for tag, f in [
+    ("MAX", lambda t: F.max_pool2d(t, (3, 2), stride=2, padding=1)),
+    ("AVG", lambda t: F.avg_pool2d(t, 3, stride=(2, 1), padding=1)),
+    ("AVG_NOPAD", lambda t: F.avg_pool2d(t, (2, 3), stride=(1, 2), padding=1, count_include_pad=False)),
+    ("ADAPTIVE", lambda t: F.adaptive_avg_pool2d(t, (3, 4))),
+]:
+    x = xp0.clone().requires_grad_(True)
+    y = f(x)
+    c = det(list(y.shape), 11, 4, 17, 8.0, 1.0)
+    (y * c).sum().backward()
+    print(f"// {tag}: output shape {list(y.shape)}")
+    rust(f"POOL_{tag}_OUT", y.detach())
+    rust(f"POOL_{tag}_DX", x.grad)

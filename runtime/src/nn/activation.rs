@@ -524,3 +524,86 @@ impl TrainStep for Dropout {
         Some(dx)
     }
 }
+
+// ---------------------------------------------------------------- pooling
+
+/// Max pooling over the last two dims of `[N, C, H, W]` or `[C, H, W]`
+/// (`nn.MaxPool2d(kernel_size)`: windows `kernel_size` apart, no padding;
+/// [`MaxPool2d::with`] for a stride and padding). Keeps the channels
+/// `network!` tracks.
+///
+/// ```
+/// use deriv_runtime::nn::{Forward, MaxPool2d};
+/// use deriv_runtime::{Device, Tensor};
+/// let pool = MaxPool2d::new(2, &Device::Cpu);
+/// let y = pool.forward(&Tensor::arange(0.0, 16.0, 1.0).reshape([1, 1, 4, 4]));
+/// assert_eq!(y.to_vec::<f32>(), vec![5.0, 7.0, 13.0, 15.0]);
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct MaxPool2d(pub ops::Pool2d);
+
+impl MaxPool2d {
+    /// Windows of `kernel_size`, that far apart.
+    pub fn new(kernel_size: impl ops::Pair + Copy, _device: &Device) -> Self {
+        MaxPool2d(ops::Pool2d::max(kernel_size, kernel_size, 0))
+    }
+    /// With a stride and padding (at most half the kernel, as PyTorch requires).
+    pub fn with(
+        kernel_size: impl ops::Pair,
+        stride: impl ops::Pair,
+        padding: impl ops::Pair,
+    ) -> Self {
+        MaxPool2d(ops::Pool2d::max(kernel_size, stride, padding))
+    }
+    fn op(&self) -> ops::Pool2d {
+        self.0
+    }
+}
+op_layer!(MaxPool2d, ops::Pool2d);
+
+/// Average pooling over the last two dims (`nn.AvgPool2d(kernel_size)`:
+/// windows `kernel_size` apart, no padding; [`AvgPool2d::with`] for a
+/// stride, padding and `count_include_pad`, true by default as in PyTorch).
+#[derive(Clone, Copy, Debug)]
+pub struct AvgPool2d(pub ops::Pool2d);
+
+impl AvgPool2d {
+    /// Windows of `kernel_size`, that far apart.
+    pub fn new(kernel_size: impl ops::Pair + Copy, _device: &Device) -> Self {
+        AvgPool2d(ops::Pool2d::avg(kernel_size, kernel_size, 0, true))
+    }
+    /// With a stride, padding and whether padding counts in the mean.
+    pub fn with(
+        kernel_size: impl ops::Pair,
+        stride: impl ops::Pair,
+        padding: impl ops::Pair,
+        count_include_pad: bool,
+    ) -> Self {
+        AvgPool2d(ops::Pool2d::avg(
+            kernel_size,
+            stride,
+            padding,
+            count_include_pad,
+        ))
+    }
+    fn op(&self) -> ops::Pool2d {
+        self.0
+    }
+}
+op_layer!(AvgPool2d, ops::Pool2d);
+
+/// Average pooling to a fixed output size (`nn.AdaptiveAvgPool2d`), with
+/// PyTorch's windows (`floor(i·H/out)` to `ceil((i+1)·H/out)`).
+#[derive(Clone, Copy, Debug)]
+pub struct AdaptiveAvgPool2d(pub ops::Pool2d);
+
+impl AdaptiveAvgPool2d {
+    /// To `output_size` (rows, columns; one number for both).
+    pub fn new(output_size: impl ops::Pair, _device: &Device) -> Self {
+        AdaptiveAvgPool2d(ops::Pool2d::adaptive_avg(output_size))
+    }
+    fn op(&self) -> ops::Pool2d {
+        self.0
+    }
+}
+op_layer!(AdaptiveAvgPool2d, ops::Pool2d);

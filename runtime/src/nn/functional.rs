@@ -75,6 +75,53 @@ pub fn try_conv2d(
     ops::conv::try_conv2d(input, weight, bias, options)
 }
 
+/// Max pooling with `kernel_size` windows that far apart, no padding
+/// (`F.max_pool2d(x, kernel_size)`), over the last two dims of a 3-D or
+/// 4-D input.
+#[track_caller]
+pub fn max_pool2d(input: &Tensor, kernel_size: impl ops::Pair + Copy) -> Tensor {
+    max_pool2d_with(input, kernel_size, kernel_size, 0)
+}
+
+/// [`max_pool2d`] with a stride and padding (at most half the kernel).
+#[track_caller]
+pub fn max_pool2d_with(
+    input: &Tensor,
+    kernel_size: impl ops::Pair,
+    stride: impl ops::Pair,
+    padding: impl ops::Pair,
+) -> Tensor {
+    apply(ops::Pool2d::max(kernel_size, stride, padding), &[input])
+}
+
+/// Average pooling with `kernel_size` windows that far apart, no padding
+/// (`F.avg_pool2d(x, kernel_size)`).
+#[track_caller]
+pub fn avg_pool2d(input: &Tensor, kernel_size: impl ops::Pair + Copy) -> Tensor {
+    avg_pool2d_with(input, kernel_size, kernel_size, 0, true)
+}
+
+/// [`avg_pool2d`] with a stride, padding and `count_include_pad`.
+#[track_caller]
+pub fn avg_pool2d_with(
+    input: &Tensor,
+    kernel_size: impl ops::Pair,
+    stride: impl ops::Pair,
+    padding: impl ops::Pair,
+    count_include_pad: bool,
+) -> Tensor {
+    apply(
+        ops::Pool2d::avg(kernel_size, stride, padding, count_include_pad),
+        &[input],
+    )
+}
+
+/// Average pooling to `output_size` (`F.adaptive_avg_pool2d`).
+#[track_caller]
+pub fn adaptive_avg_pool2d(input: &Tensor, output_size: impl ops::Pair) -> Tensor {
+    apply(ops::Pool2d::adaptive_avg(output_size), &[input])
+}
+
 /// Layer normalisation (`F.layer_norm(input, normalized_shape, weight,
 /// bias, eps)`): each sample's trailing `normalized_shape` dimensions
 /// normalised to mean 0 and variance 1 (biased variance, `eps` added; PyTorch

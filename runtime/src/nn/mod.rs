@@ -21,8 +21,9 @@ mod sequential;
 
 pub use crate::ops::{Conv2dOptions, EmbeddingOptions, Padding, Pair};
 pub use activation::{
-    Dropout, Flatten, Hardtanh, Identity, LeakyReLU, LogSigmoid, LogSoftmax, Mish, OpWorkspace,
-    ReLU, SiLU, Sigmoid, Softmax, Softplus, Tanh, ELU, GELU,
+    AdaptiveAvgPool2d, AvgPool2d, Dropout, Flatten, Hardtanh, Identity, LeakyReLU, LogSigmoid,
+    LogSoftmax, MaxPool2d, Mish, OpWorkspace, ReLU, SiLU, Sigmoid, Softmax, Softplus, Tanh, ELU,
+    GELU,
 };
 pub use conv::{Conv2d, Conv2dWorkspace};
 pub use embedding::{Embedding, EmbeddingWorkspace};

@@ -131,6 +131,151 @@ pub(crate) fn conv2d_backward(
     }
 }
 
+// ---------------------------------------------------------------- pooling
+
+use super::pool::Pool2d;
+
+/// `(planes, h, w, ho, wo)`.
+type PoolDims = (usize, usize, usize, usize, usize);
+
+/// The fixed windows' geometry: kernel, stride, padding.
+fn fixed(op: &Pool2d) -> Option<([usize; 2], [usize; 2], [usize; 2])> {
+    match *op {
+        Pool2d::Max {
+            kernel,
+            stride,
+            padding,
+        }
+        | Pool2d::Avg {
+            kernel,
+            stride,
+            padding,
+            ..
+        } => Some((kernel, stride, padding)),
+        Pool2d::AdaptiveAvg { .. } => None,
+    }
+}
+
+/// For each window (row-major) and each of its cells, the element of a
+/// padded plane (`[Hp, Wp]` flattened) it reads.
+fn window_index(op: &Pool2d, (_, h, w, ho, wo): PoolDims, device: &crate::Device) -> Tensor {
+    let (k, s, p) = fixed(op).expect("fixed windows");
+    let wp = w + 2 * p[1];
+    let _ = h;
+    let mut idx = Vec::with_capacity(ho * wo * k[0] * k[1]);
+    for oy in 0..ho {
+        for ox in 0..wo {
+            for i in 0..k[0] {
+                for j in 0..k[1] {
+                    idx.push(((oy * s[0] + i) * wp + ox * s[1] + j) as i64);
+                }
+            }
+        }
+    }
+    Tensor::from_vec(idx, [ho * wo * k[0] * k[1]]).to(device)
+}
+
+/// The windows' cells of `x` padded with `fill`, `[planes, ho·wo, kh·kw]`.
+fn windows(op: &Pool2d, d: PoolDims, x: &Tensor, idx: &Tensor, fill: f64) -> Tensor {
+    let (planes, h, w, ho, wo) = d;
+    let (k, _, p) = fixed(op).expect("fixed windows");
+    let (hp, wp) = (h + 2 * p[0], w + 2 * p[1]);
+    let xp = Tensor::full_opts([planes, hp, wp], fill, &x.options());
+    xp.narrow(1, p[0], h)
+        .narrow(2, p[1], w)
+        .copy_(&x.reshape([planes, h, w]));
+    xp.reshape([planes, hp * wp])
+        .index_select(1, idx)
+        .reshape([planes, ho * wo, k[0] * k[1]])
+}
+
+/// Each window's divisor, `[ho·wo, 1]`: the cells that are not padding,
+/// or all of them with `count_include_pad`.
+fn divisors(op: &Pool2d, d: PoolDims, x: &Tensor, idx: &Tensor) -> Tensor {
+    let (_, h, w, ho, wo) = d;
+    let (k, _, _) = fixed(op).expect("fixed windows");
+    match op {
+        Pool2d::Avg {
+            count_include_pad: false,
+            ..
+        } => {
+            let ones = Tensor::ones_opts([1, h, w], &x.options());
+            windows(op, (1, h, w, ho, wo), &ones, idx, 0.0)
+                .sum_dim(2, false)
+                .reshape([ho * wo, 1])
+        }
+        _ => Tensor::full_opts([ho * wo, 1], (k[0] * k[1]) as f64, &x.options()),
+    }
+}
+
+/// The 1-D pooling matrix of adaptive average pooling, `[out, n]`.
+fn adaptive_matrix(n: usize, out: usize, x: &Tensor) -> Tensor {
+    let mut m = vec![0.0; out * n];
+    for i in 0..out {
+        let (lo, hi) = (i * n / out.max(1), ((i + 1) * n).div_ceil(out.max(1)));
+        for j in lo..hi {
+            m[i * n + j] = 1.0 / (hi - lo) as f64;
+        }
+    }
+    Tensor::from_vec(m, [out, n])
+        .to_dtype(x.dtype())
+        .to(&x.device())
+}
+
+pub(crate) fn pool2d_forward(op: &Pool2d, d: PoolDims, x: &Tensor) -> Tensor {
+    let (planes, h, w, ho, wo) = d;
+    let nd = x.ndim();
+    let mut shape = x.shape()[..nd - 2].to_vec();
+    shape.extend([ho, wo]);
+    let flat = match op {
+        Pool2d::AdaptiveAvg { .. } => {
+            let (ph, pw) = (adaptive_matrix(h, ho, x), adaptive_matrix(w, wo, x));
+            ph.matmul(&x.reshape([planes, h, w])).matmul(&pw.t())
+        }
+        Pool2d::Max { .. } => {
+            let idx = window_index(op, d, &x.device());
+            windows(op, d, x, &idx, f64::NEG_INFINITY)
+                .max_dim(2, false)
+                .0
+        }
+        Pool2d::Avg { .. } => {
+            let idx = window_index(op, d, &x.device());
+            let sums = windows(op, d, x, &idx, 0.0).sum_dim(2, true);
+            (sums / divisors(op, d, x, &idx)).reshape([planes, ho * wo])
+        }
+    };
+    flat.reshape(shape)
+}
+
+pub(crate) fn pool2d_backward(op: &Pool2d, d: PoolDims, x: &Tensor, g: &Tensor) -> Tensor {
+    let (planes, h, w, ho, wo) = d;
+    if let Pool2d::AdaptiveAvg { .. } = op {
+        let (ph, pw) = (adaptive_matrix(h, ho, x), adaptive_matrix(w, wo, x));
+        let dx = ph.t().matmul(&g.reshape([planes, ho, wo])).matmul(&pw);
+        return dx.reshape(x.shape());
+    }
+    let (k, _, p) = fixed(op).expect("fixed windows");
+    let (hp, wp) = (h + 2 * p[0], w + 2 * p[1]);
+    let idx = window_index(op, d, &x.device());
+    let cells = k[0] * k[1];
+    let g3 = g.reshape([planes, ho * wo, 1]);
+    let dcells = match op {
+        Pool2d::Max { .. } => {
+            let (_, at) = windows(op, d, x, &idx, f64::NEG_INFINITY).max_dim(2, true);
+            Tensor::zeros_opts([planes, ho * wo, cells], &g.options()).scatter_add(2, &at, &g3)
+        }
+        _ => (g3 / divisors(op, d, x, &idx)).expand([planes, ho * wo, cells]),
+    };
+    let spread = idx.unsqueeze(0).expand([planes, idx.numel()]).contiguous();
+    Tensor::zeros_opts([planes, hp * wp], &g.options())
+        .scatter_add(1, &spread, &dcells.reshape([planes, idx.numel()]))
+        .reshape([planes, hp, wp])
+        .narrow(1, p[0], h)
+        .narrow(2, p[1], w)
+        .contiguous()
+        .reshape(x.shape())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,6 +340,57 @@ mod tests {
             grads(false).iter().zip(grads(true)).zip(["dx", "dw", "db"])
         {
             close(&composed, kernel, what);
+        }
+    }
+
+    /// Every pooling's composed path against the CPU kernels, on the CPU,
+    /// with ties and padding.
+    #[test]
+    fn composed_pooling_matches_the_kernels() {
+        let mut rng = crate::Generator::new(9);
+        // Few distinct values: ties inside windows.
+        let v: Vec<f64> = (0..252).map(|k| ((k * 7 + 3) % 5) as f64 - 2.0).collect();
+        let x = Tensor::from_vec(v, [2, 3, 7, 6]);
+        let ops = [
+            Pool2d::Max {
+                kernel: [3, 2],
+                stride: [2, 2],
+                padding: [1, 1],
+            },
+            Pool2d::Avg {
+                kernel: [3, 3],
+                stride: [2, 1],
+                padding: [1, 1],
+                count_include_pad: true,
+            },
+            Pool2d::Avg {
+                kernel: [2, 3],
+                stride: [1, 2],
+                padding: [1, 1],
+                count_include_pad: false,
+            },
+            Pool2d::AdaptiveAvg { output: [3, 4] },
+        ];
+        for op in ops {
+            let y = apply(op, &[&x]);
+            let d = (6, 7, 6, y.shape()[2], y.shape()[3]);
+            let close = |a: &Tensor, b: &Tensor, what: &str| {
+                crate::test_util::assert_close(&a.to_vec::<f64>(), &b.to_vec::<f64>(), 1e-12, what)
+            };
+            close(
+                &no_grad(|| pool2d_forward(&op, d, &x)),
+                &y,
+                &format!("{op:?} forward"),
+            );
+            let g = Tensor::randn_with(y.shape(), &mut rng).to_dtype(DType::F64);
+            let mut sum = None;
+            no_grad(|| op.backward(&x, &g, &mut [GradSlot::new(&mut sum, true)]));
+            let kernel = sum.expect("needed");
+            close(
+                &no_grad(|| pool2d_backward(&op, d, &x, &g)),
+                &kernel,
+                &format!("{op:?} backward"),
+            );
         }
     }
 }

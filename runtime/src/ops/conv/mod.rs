@@ -1,10 +1,13 @@
-//! Convolutions: `conv2d` (its CPU kernels in conv2d.rs, the GPU's path
-//! composed of tensor ops in composed.rs).
+//! Convolutions and pooling: `conv2d` (its CPU kernels in conv2d.rs),
+//! `max_pool2d`, `avg_pool2d`, `adaptive_avg_pool2d` (pool.rs), and the GPU's
+//! paths composed of tensor ops (composed.rs).
 
 mod composed;
 mod conv2d;
+mod pool;
 
 pub use conv2d::Conv2d;
+pub use pool::Pool2d;
 
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
