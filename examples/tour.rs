@@ -7,6 +7,8 @@
 
 #[path = "classification.rs"]
 mod classification;
+#[path = "cnn.rs"]
+mod cnn;
 #[path = "gradient_descent.rs"]
 mod gradient_descent;
 #[path = "jacobian.rs"]
@@ -273,6 +275,8 @@ fn main() -> deriv::Result<()> {
     show!(metrics::accuracy(&test.targets, &predicted));
     show!(metrics::f1_score(&test.targets, &predicted, Average::Macro));
     show!(metrics::confusion_matrix(&test.targets, &predicted));
+    note("a CNN (Conv2d, MaxPool2d) on the digits as 1x8x8 images, 15 epochs:");
+    show!(cnn::train(15, false)?);
     run!(let path = std::env::temp_dir().join("deriv-tour-mlp.safetensors"));
     run!(mlp.save_safetensors(&path)?);
     run!(let mut reloaded = mlp_sequential::Mlp::default());

@@ -79,3 +79,12 @@ fn trainer_fits_an_mlp_to_the_digits() {
     let acc = trainer::train(30, false).unwrap();
     assert!(acc >= 0.95, "held-out accuracy {acc}");
 }
+
+#[path = "../examples/cnn.rs"]
+mod cnn;
+
+#[test]
+fn cnn_classifies_the_digits_as_images() {
+    let acc = cnn::train(15, false).unwrap();
+    assert!(acc >= 0.98, "held-out accuracy {acc}");
+}
