@@ -12,7 +12,7 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use deriv::nn::{Module, TrainStep};
-use deriv::{manual_seed, DType, Generator, Tensor};
+use deriv::{manual_seed, no_grad, DType, Generator, Tensor};
 
 #[path = "common/workloads.rs"]
 mod workloads;
@@ -262,7 +262,9 @@ fn w4_paths_agree_in_f64() {
 // ----- the class form: generated workspaces, fan-out sums, fallback ops
 
 use deriv::network;
-use deriv::nn::{Differentiable, Embedding, LayerNorm, Linear, ReLU, Tanh};
+use deriv::nn::{
+    Conv2d, Differentiable, Embedding, Flatten, LayerNorm, Linear, MaxPool2d, ReLU, Tanh,
+};
 
 network! {
     /// A residual block: `h` fans out into the branch and the sum; every op
@@ -602,4 +604,35 @@ fn layer_norm_steady_state_step_allocates_nothing() {
     let batches: Vec<_> = (0..4).map(|_| w3_batch(&mut gen, DType::F32)).collect();
     let mut trainer = WsTrainer::new(NormedMlp::default(), LossKind::Bce, 0.5);
     assert_steady_state_allocates_nothing("NormedMlp", &mut trainer, &batches);
+}
+
+network! {
+    /// Convolution and pooling before a classifier.
+    pub struct TinyCnn = Conv2d(1, 4, 3) -> ReLU -> MaxPool2d(2) -> Flatten -> Linear(16, 3);
+}
+
+#[test]
+fn conv_steady_state_step_allocates_nothing() {
+    let _serial = serial();
+    manual_seed(5);
+    let mut gen = Generator::new(10);
+    // Class k has a bright pixel at (2k, 2k) of a noisy 6x6 image.
+    let batches: Vec<_> = (0..4)
+        .map(|_| {
+            let x = Tensor::randn_with([16, 1, 6, 6], &mut gen) * 0.1;
+            let cls: Vec<i64> = (0..16).map(|i| (i % 3) as i64).collect();
+            no_grad(|| {
+                for (i, &k) in cls.iter().enumerate() {
+                    let p = 2 * k as usize;
+                    x.select(0, i as isize)
+                        .select(1, p as isize)
+                        .select(1, p as isize)
+                        .fill_(1.0);
+                }
+            });
+            (x, Tensor::from_vec(cls, [16]))
+        })
+        .collect();
+    let mut trainer = WsTrainer::new(TinyCnn::default(), LossKind::CrossEntropy, 0.2);
+    assert_steady_state_allocates_nothing("TinyCnn", &mut trainer, &batches);
 }

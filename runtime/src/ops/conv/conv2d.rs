@@ -333,19 +333,53 @@ fn elems<'b, T: Host>(b: &'b crate::backend::Buffer, t: &Tensor) -> &'b [T] {
 }
 
 /// Runs `f(sample, its output slice)` for every sample, split across the
-/// helper pool (each sample's output is its own).
+/// helper pool (each sample's output is its own); allocates nothing.
 fn per_sample<T: Send>(out: &mut [T], per: usize, f: impl Fn(usize, &mut [T]) + Sync) {
-    let parts: Vec<(usize, &mut [T])> = out.chunks_mut(per.max(1)).enumerate().collect();
-    let cells: Vec<std::sync::Mutex<(usize, &mut [T])>> =
-        parts.into_iter().map(std::sync::Mutex::new).collect();
-    crate::backend::cpu::par_parts(cells.len(), |p| {
-        let mut guard = cells[p].lock().expect("one worker per sample");
-        let (i, slice) = &mut *guard;
-        f(*i, slice);
+    let n = out.len().checked_div(per).unwrap_or(0);
+    let base = crate::backend::cpu::SharedPtr::new(out.as_mut_ptr());
+    crate::backend::cpu::par_parts(n, |i| {
+        // SAFETY: sample i's range `i·per..(i + 1)·per` lies inside `out`
+        // (n·per <= out.len()), and no other part touches it.
+        let part = unsafe { std::slice::from_raw_parts_mut(base.get().add(i * per), per) };
+        f(i, part)
     });
 }
 
-fn forward_cpu<T: Float + Host + Gemm + Send + Sync>(
+/// The element types with a per-thread column scratch: the buffer grows to
+/// the largest convolution seen and is reused, so a steady-state training
+/// step allocates nothing for it.
+trait ColScratch: Sized + Copy {
+    /// Runs `f` on a scratch slice of `len` elements (its contents are
+    /// whatever the last user left).
+    fn with_col<R>(len: usize, f: impl FnOnce(&mut [Self]) -> R) -> R;
+}
+
+macro_rules! col_scratch {
+    ($t:ty) => {
+        impl ColScratch for $t {
+            fn with_col<R>(len: usize, f: impl FnOnce(&mut [Self]) -> R) -> R {
+                thread_local! {
+                    static COL: std::cell::RefCell<Vec<$t>> = const { std::cell::RefCell::new(Vec::new()) };
+                }
+                COL.with(|c| match c.try_borrow_mut() {
+                    Ok(mut v) => {
+                        if v.len() < len {
+                            v.resize(len, 0.0);
+                        }
+                        f(&mut v[..len])
+                    }
+                    // Re-entered on this thread (work stealing inside a
+                    // kernel): a buffer of its own.
+                    Err(_) => f(&mut vec![0.0; len]),
+                })
+            }
+        }
+    };
+}
+col_scratch!(f32);
+col_scratch!(f64);
+
+fn forward_cpu<T: Float + Host + Gemm + ColScratch + Send + Sync>(
     op: &Conv2d,
     geo: &Geometry,
     x: &Tensor,
@@ -361,32 +395,33 @@ fn forward_cpu<T: Float + Host + Gemm + Send + Sync>(
         let sample_in = g.c * g.h * g.w;
         let sample_out = g.o * g.positions();
         per_sample(o, sample_out, |n, yo| {
-            let mut col = vec![T::ZERO; g.k() * g.positions()];
-            let xs = &xs[n * sample_in..][..sample_in];
-            for grp in 0..g.groups {
-                op.im2col(&g, xs, grp, &mut col);
-                let y = &mut yo[grp * g.og() * g.positions()..][..g.og() * g.positions()];
-                let mut add = acc;
-                if let Some(bs) = bs {
-                    for (oc, row) in y.chunks_exact_mut(g.positions().max(1)).enumerate() {
-                        let bias = bs[grp * g.og() + oc];
-                        row.iter_mut()
-                            .for_each(|v| *v = if add { *v + bias } else { bias });
+            T::with_col(g.k() * g.positions(), |col| {
+                let xs = &xs[n * sample_in..][..sample_in];
+                for grp in 0..g.groups {
+                    op.im2col(&g, xs, grp, col);
+                    let y = &mut yo[grp * g.og() * g.positions()..][..g.og() * g.positions()];
+                    let mut add = acc;
+                    if let Some(bs) = bs {
+                        for (oc, row) in y.chunks_exact_mut(g.positions().max(1)).enumerate() {
+                            let bias = bs[grp * g.og() + oc];
+                            row.iter_mut()
+                                .for_each(|v| *v = if add { *v + bias } else { bias });
+                        }
+                        add = true;
                     }
-                    add = true;
+                    let wm = Mat::new(ws, grp * g.og() * g.k(), g.k(), 1);
+                    let cm = Mat::new(col, 0, g.positions(), 1);
+                    // SAFETY: both views lie in live slices (gemm checks their
+                    // bounds); `y` is og x positions and exclusively ours.
+                    unsafe { gemm("conv2d", g.og(), g.positions(), g.k(), wm, cm, y, add) };
                 }
-                let wm = Mat::new(ws, grp * g.og() * g.k(), g.k(), 1);
-                let cm = Mat::new(&col, 0, g.positions(), 1);
-                // SAFETY: both views lie in live slices (gemm checks their
-                // bounds); `y` is og x positions and exclusively ours.
-                unsafe { gemm("conv2d", g.og(), g.positions(), g.k(), wm, cm, y, add) };
-            }
+            })
         });
     });
 }
 
 /// `dx (+)= fold(Wᵀ·dY)`, sample by sample.
-fn input_grad<T: Float + Host + Gemm + Send + Sync>(
+fn input_grad<T: Float + Host + Gemm + ColScratch + Send + Sync>(
     op: &Conv2d,
     geo: &Geometry,
     w: &Tensor,
@@ -402,33 +437,34 @@ fn input_grad<T: Float + Host + Gemm + Send + Sync>(
             if !acc {
                 dx.iter_mut().for_each(|v| *v = T::ZERO);
             }
-            let mut col = vec![T::ZERO; g.k() * g.positions()];
             let gy = &gs[n * sample_out..][..sample_out];
-            for grp in 0..g.groups {
-                let wm = Mat::new(ws, grp * g.og() * g.k(), g.k(), 1).t();
-                let gm = Mat::new(gy, grp * g.og() * g.positions(), g.positions(), 1);
-                // SAFETY: views of live slices (bounds checked by gemm); `col`
-                // is k x positions and ours.
-                unsafe {
-                    gemm(
-                        "conv2d backward (input)",
-                        g.k(),
-                        g.positions(),
-                        g.og(),
-                        wm,
-                        gm,
-                        &mut col,
-                        false,
-                    )
-                };
-                op.col2im(&g, &col, grp, dx);
-            }
+            T::with_col(g.k() * g.positions(), |col| {
+                for grp in 0..g.groups {
+                    let wm = Mat::new(ws, grp * g.og() * g.k(), g.k(), 1).t();
+                    let gm = Mat::new(gy, grp * g.og() * g.positions(), g.positions(), 1);
+                    // SAFETY: views of live slices (bounds checked by gemm); `col`
+                    // is k x positions and ours.
+                    unsafe {
+                        gemm(
+                            "conv2d backward (input)",
+                            g.k(),
+                            g.positions(),
+                            g.og(),
+                            wm,
+                            gm,
+                            col,
+                            false,
+                        )
+                    };
+                    op.col2im(&g, col, grp, dx);
+                }
+            });
         });
     });
 }
 
 /// `dW (+)= Σ_n dY·colsᵀ`.
-fn weight_grad<T: Float + Host + Gemm + Send + Sync>(
+fn weight_grad<T: Float + Host + Gemm + ColScratch + Send + Sync>(
     op: &Conv2d,
     geo: &Geometry,
     x: &Tensor,
@@ -440,37 +476,38 @@ fn weight_grad<T: Float + Host + Gemm + Send + Sync>(
         let (xs, gs) = (elems::<T>(xb, x), elems::<T>(gb, dy));
         let sample_in = g.c * g.h * g.w;
         let sample_out = g.o * g.positions();
-        let mut col = vec![T::ZERO; g.k() * g.positions()];
-        let mut add = acc;
-        for n in 0..g.n {
-            let xs = &xs[n * sample_in..][..sample_in];
-            for grp in 0..g.groups {
-                op.im2col(&g, xs, grp, &mut col);
-                let gm = Mat::new(
-                    gs,
-                    n * sample_out + grp * g.og() * g.positions(),
-                    g.positions(),
-                    1,
-                );
-                let cm = Mat::new(&col, 0, g.positions(), 1).t();
-                let dw = &mut o[grp * g.og() * g.k()..][..g.og() * g.k()];
-                // SAFETY: views of live slices (bounds checked by gemm); `dw`
-                // is og x k and ours.
-                unsafe {
-                    gemm(
-                        "conv2d backward (weight)",
-                        g.og(),
-                        g.k(),
+        T::with_col(g.k() * g.positions(), |col| {
+            let mut add = acc;
+            for n in 0..g.n {
+                let xs = &xs[n * sample_in..][..sample_in];
+                for grp in 0..g.groups {
+                    op.im2col(&g, xs, grp, col);
+                    let gm = Mat::new(
+                        gs,
+                        n * sample_out + grp * g.og() * g.positions(),
                         g.positions(),
-                        gm,
-                        cm,
-                        dw,
-                        add,
-                    )
-                };
+                        1,
+                    );
+                    let cm = Mat::new(col, 0, g.positions(), 1).t();
+                    let dw = &mut o[grp * g.og() * g.k()..][..g.og() * g.k()];
+                    // SAFETY: views of live slices (bounds checked by gemm); `dw`
+                    // is og x k and ours.
+                    unsafe {
+                        gemm(
+                            "conv2d backward (weight)",
+                            g.og(),
+                            g.k(),
+                            g.positions(),
+                            gm,
+                            cm,
+                            dw,
+                            add,
+                        )
+                    };
+                }
+                add = true;
             }
-            add = true;
-        }
+        });
         if g.n == 0 && !acc {
             o.iter_mut().for_each(|v| *v = T::ZERO);
         }
