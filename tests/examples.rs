@@ -9,6 +9,7 @@ mod linear_regression;
 
 #[test]
 fn gradient_descent_reaches_the_minimum() {
+    let _seed = global_seed();
     let (x1, x2) = gradient_descent::descend(100, 0.1, false);
     assert!((x1 - 3.0).abs() < 1e-3, "x1 = {x1}");
     assert!((x2 + 2.0).abs() < 1e-3, "x2 = {x2}");
@@ -24,6 +25,7 @@ fn gradient_descent_reaches_the_minimum() {
 
 #[test]
 fn linear_regression_recovers_the_true_parameters() {
+    let _seed = global_seed();
     let (w, b, w_true, b_true) = linear_regression::fit(false);
     for (l, t) in w.iter().zip(&w_true) {
         assert!((l - t).abs() < 0.01, "learnt {w:?}, true {w_true:?}");
@@ -33,8 +35,18 @@ fn linear_regression_recovers_the_true_parameters() {
 
 #[test]
 fn vector_jacobian_products_match_the_analytic_jacobian() {
+    let _seed = global_seed();
     let err = jacobian::max_error(false);
     assert!(err < 1e-12, "max difference {err}");
+}
+
+/// The examples seed the global generator (`manual_seed(0)`) and then draw
+/// their models' initial weights from it (or draw from it unseeded); tests
+/// run in parallel threads, so each holds this lock and gets the numbers
+/// its example prints when run alone.
+fn global_seed() -> std::sync::MutexGuard<'static, ()> {
+    static SEEDED: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SEEDED.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[path = "../examples/mlp_class.rs"]
@@ -44,12 +56,14 @@ mod mlp_sequential;
 
 #[test]
 fn sequential_network_learns_the_circle() {
+    let _seed = global_seed();
     let acc = mlp_sequential::train(false);
     assert!(acc >= 0.95, "held-out accuracy {acc}");
 }
 
 #[test]
 fn class_network_learns_the_spirals_and_its_two_backward_paths_agree() {
+    let _seed = global_seed();
     assert!(mlp_class::paths_difference() < 1e-6);
     let acc = mlp_class::train(false);
     assert!(acc >= 0.95, "held-out accuracy {acc}");
@@ -64,18 +78,21 @@ mod trainer;
 
 #[test]
 fn perceptron_by_hand_classifies_breast_tumours() {
+    let _seed = global_seed();
     let acc = perceptron::train(false);
     assert!(acc >= 0.95, "held-out accuracy {acc}");
 }
 
 #[test]
 fn linear_sgd_and_a_data_loader_classify_breast_tumours() {
+    let _seed = global_seed();
     let acc = classification::train(false);
     assert!(acc >= 0.95, "held-out accuracy {acc}");
 }
 
 #[test]
 fn trainer_fits_an_mlp_to_the_digits() {
+    let _seed = global_seed();
     let acc = trainer::train(30, false).unwrap();
     assert!(acc >= 0.95, "held-out accuracy {acc}");
 }
@@ -85,6 +102,7 @@ mod cnn;
 
 #[test]
 fn cnn_classifies_the_digits_as_images() {
+    let _seed = global_seed();
     let acc = cnn::train(15, false).unwrap();
     assert!(acc >= 0.98, "held-out accuracy {acc}");
 }
