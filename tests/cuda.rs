@@ -1135,3 +1135,22 @@ fn pooling_matches_the_cpu() {
         check_op(what, dev, std::slice::from_ref(&x), 1e-5, |t| f(&t[0]));
     }
 }
+
+#[test]
+fn conv1d_matches_the_cpu() {
+    use deriv::nn::{functional as F, Conv1dOptions};
+    let dev = need_gpu!();
+    let (x, w, b) = (
+        randn(&[2, 4, 11], 71),
+        randn(&[6, 2, 3], 72),
+        randn(&[6], 73),
+    );
+    let opts = Conv1dOptions::new()
+        .stride(2)
+        .padding(1)
+        .dilation(2)
+        .groups(2);
+    check_op("conv1d", dev, &[x, w, b], 1e-4, |t| {
+        F::conv1d(&t[0], &t[1], Some(&t[2]), &opts)
+    });
+}

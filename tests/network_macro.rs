@@ -4,8 +4,8 @@
 //! backward, the tape, and central finite differences.
 
 use deriv::nn::{
-    AvgPool2d, Conv2d, Differentiable, Dropout, Embedding, Flatten, Forward, LayerNorm, Linear,
-    MaxPool2d, Module, ReLU, Sigmoid, Tanh,
+    AvgPool2d, Conv1d, Conv2d, Differentiable, Dropout, Embedding, Flatten, Forward, LayerNorm,
+    Linear, MaxPool2d, Module, ReLU, Sigmoid, Tanh,
 };
 use deriv::{network, no_grad, DType, Device, Generator, Tensor};
 
@@ -852,4 +852,15 @@ network! {
 fn pooling_in_a_network_gradients() {
     // [2, 1, 8, 8] -> [2, 3, 6, 6] -> [2, 3, 3, 3] -> [2, 4, 2, 2] -> [2, 4, 1, 1] -> [2, 4].
     check_one("TinyLeNet", TinyLeNet::default(), &[2, 1, 8, 8]);
+}
+
+network! {
+    /// A 1-D convolution over sequences, then a classifier.
+    pub struct SeqConv = Conv1d(3, 5, 2) -> Tanh -> Flatten -> Linear(20, 2);
+}
+
+#[test]
+fn conv1d_in_a_network_gradients() {
+    // [2, 3, 5] -> [2, 5, 4] -> [2, 20] -> [2, 2].
+    check_one("SeqConv", SeqConv::default(), &[2, 3, 5]);
 }

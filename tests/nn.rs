@@ -2,9 +2,10 @@
 //! (compile-time `Differentiable` and the tape) against finite differences.
 
 use deriv::nn::{
-    functional as F, AdaptiveAvgPool2d, AvgPool2d, Conv2d, Conv2dOptions, Differentiable, Dropout,
-    Embedding, EmbeddingOptions, Flatten, Forward, Identity, LayerNorm, LayerNormOptions, Linear,
-    LogSoftmax, MaxPool2d, Module, ReLU, Sequential, Sigmoid, Softmax, Tanh, TrainStep,
+    functional as F, AdaptiveAvgPool2d, AvgPool2d, Conv1d, Conv1dOptions, Conv2d, Conv2dOptions,
+    Differentiable, Dropout, Embedding, EmbeddingOptions, Flatten, Forward, Identity, LayerNorm,
+    LayerNormOptions, Linear, LogSoftmax, MaxPool2d, Module, ReLU, Sequential, Sigmoid, Softmax,
+    Tanh, TrainStep,
 };
 use deriv::{gradcheck, manual_seed, no_grad, DType, Device, Generator, Tensor};
 
@@ -2779,5 +2780,240 @@ fn pooling_layers_gradcheck_and_paths_agree() {
     assert!(
         msg.contains("pad should be at most half of effective kernel size"),
         "{msg}"
+    );
+}
+
+// ----- Conv1d (PyTorch's values: tests/data/make_layer_reference.py)
+
+const CONVC_OUT: &[f64] = &[
+    -0.37499999999999994,
+    -1.0208333333333335,
+    1.6875,
+    0.7916666666666667,
+    1.9583333333333333,
+    1.6666666666666665,
+    -0.3333333333333334,
+    0.29166666666666674,
+    -0.7083333333333335,
+    0.7083333333333331,
+    0.49999999999999994,
+    -1.1458333333333335,
+    0.6666666666666667,
+    2.3541666666666665,
+    0.37499999999999994,
+    -0.5,
+    -1.3958333333333335,
+    -1.1458333333333335,
+    0.24999999999999994,
+    -0.3333333333333334,
+    0.7291666666666666,
+    -0.45833333333333326,
+    -0.8333333333333335,
+    1.0416666666666667,
+    -1.0624999999999998,
+    -0.5624999999999998,
+    -1.0208333333333335,
+    0.16666666666666663,
+    -1.1102230246251565e-16,
+    1.6875,
+    1.6666666666666665,
+    -0.24999999999999997,
+    -0.14583333333333337,
+    -1.0625000000000002,
+    0.7083333333333331,
+    0.8333333333333333,
+    0.12500000000000006,
+    0.375,
+    2.3541666666666665,
+    0.041666666666666685,
+    0.5833333333333335,
+    -1.3541666666666667,
+    -1.1458333333333335,
+    0.29166666666666663,
+    0.08333333333333326,
+    1.1041666666666665,
+    -0.45833333333333326,
+    -0.9583333333333333,
+];
+const CONVC_DX: &[f64] = &[
+    0.0, -0.421875, 0.0, 0.0625, 0.0, 0.078125, 0.0, 0.921875, 0.0, 0.0, -0.390625, 0.0, 0.875,
+    0.0, -1.4375, 0.0, 0.625, 0.0, 0.0, 0.71875, 0.0, -1.3125, 0.0, -0.1875, 0.0, -0.25, 0.0, 0.0,
+    0.53125, 0.0, -1.375, 0.0, 0.1875, 0.0, -0.03125, 0.0, 0.0, -0.453125, 0.0, 0.171875, 0.0,
+    0.984375, 0.0, -1.46875, 0.0, 0.0, -0.328125, 0.0, -0.96875, 0.0, 0.96875, 0.0, -0.046875, 0.0,
+    0.0, -0.421875, 0.0, 0.1875, 0.0, 0.25, 0.0, -0.03125, 0.0, 0.0, -0.515625, 0.0, 0.0, 0.0,
+    -0.03125, 0.0, -0.25, 0.0,
+];
+const CONVC_DW: &[f64] = &[
+    0.3958333333333335,
+    -0.9375000000000001,
+    0.625,
+    0.6666666666666667,
+    -0.9374999999999999,
+    0.35416666666666674,
+    -1.125,
+    1.6666666666666667,
+    -1.0625,
+    0.9166666666666667,
+    -0.14583333333333304,
+    0.4375000000000001,
+    -0.5208333333333334,
+    -0.3333333333333335,
+    2.5625,
+    -1.3125,
+    -1.8333333333333335,
+    1.2291666666666665,
+    -1.0208333333333333,
+    2.583333333333333,
+    -1.604166666666667,
+    1.2916666666666665,
+    -0.7291666666666667,
+    2.791666666666667,
+    0.5833333333333333,
+    -1.625,
+    1.3125000000000002,
+    0.7083333333333335,
+    -0.02083333333333348,
+    -1.0833333333333335,
+    0.41666666666666674,
+    0.895833333333333,
+    -1.791666666666667,
+    -1.6458333333333335,
+    0.6875,
+    0.35416666666666674,
+];
+const CONVC_DB: &[f64] = &[0.0, -0.625, 0.875, 0.25, -0.375, -1.0];
+const CONVD_OUT: &[f64] = &[
+    -0.8750000000000001,
+    3.375,
+    -1.5625,
+    -0.5625000000000001,
+    1.2291666666666665,
+    -1.1666666666666665,
+    -0.10416666666666674,
+    -0.10416666666666685,
+    4.208333333333332,
+    -0.7500000000000001,
+    0.22916666666666677,
+    2.0,
+    -0.45833333333333326,
+    0.6458333333333333,
+    -1.3541666666666667,
+    1.125,
+    -0.6041666666666667,
+    -1.5416666666666665,
+    3.458333333333333,
+    -0.9583333333333335,
+    -0.3541666666666667,
+];
+const CONVD_DX: &[f64] = &[
+    -0.875, 0.9375, 0.0625, -1.921875, 1.140625, 0.21875, -1.28125, 0.84375, -1.234375, -0.015625,
+    2.0625, -1.4375, -0.15625, 1.53125,
+];
+const CONVD_DW: &[f64] = &[
+    -1.0625,
+    1.8541666666666667,
+    -0.4375,
+    -0.5,
+    1.2083333333333333,
+    -3.916666666666667,
+    1.5,
+    1.8333333333333333,
+    -0.25,
+    -0.8958333333333335,
+    1.4791666666666665,
+    -0.18749999999999983,
+    1.5833333333333335,
+    1.6875,
+    -3.75,
+    0.37500000000000006,
+    -1.208333333333333,
+    1.6666666666666667,
+    -0.5,
+    -0.5833333333333333,
+    1.2500000000000002,
+    -3.6875,
+    1.625,
+    2.1041666666666665,
+];
+const CONVD_DB: &[f64] = &[-0.125, -0.75, 0.75];
+
+#[test]
+fn conv1d_matches_pytorch_values_and_gradients() {
+    type Case = (
+        &'static str,
+        [usize; 3],
+        [usize; 3],
+        Conv1dOptions,
+        [&'static [f64]; 4],
+    );
+    let cases: [Case; 2] = [
+        (
+            "C",
+            [2, 4, 9],
+            [6, 2, 3],
+            Conv1dOptions::new()
+                .stride(2)
+                .padding(1)
+                .dilation(2)
+                .groups(2),
+            [CONVC_OUT, CONVC_DX, CONVC_DW, CONVC_DB],
+        ),
+        (
+            "D",
+            [1, 2, 7],
+            [3, 2, 4],
+            Conv1dOptions::new().padding("same"),
+            [CONVD_OUT, CONVD_DX, CONVD_DW, CONVD_DB],
+        ),
+    ];
+    for (tag, xs, ws, opts, [out, dx, dw, db]) in cases {
+        for (dtype, tol) in [(DType::F64, 1e-12), (DType::F32, 2e-5)] {
+            let x = det(&xs, 7, 3, 19, 6.0, 1.5)
+                .to_dtype(dtype)
+                .requires_grad_(true);
+            let w = det(&ws, 5, 1, 13, 8.0, 0.75)
+                .to_dtype(dtype)
+                .requires_grad_(true);
+            let b = det(&[ws[0]], 3, 2, 7, 4.0, 0.5)
+                .to_dtype(dtype)
+                .requires_grad_(true);
+            let y = F::conv1d(&x, &w, Some(&b), &opts);
+            assert_eq!(y.ndim(), 3, "{tag}");
+            assert_values(&format!("{tag} output"), &y, out, tol);
+            let c = det(y.shape(), 11, 4, 17, 8.0, 1.0).to_dtype(dtype);
+            (&y * &c).sum().backward();
+            assert_values(&format!("{tag} dx"), &x.grad().unwrap(), dx, tol);
+            assert_values(&format!("{tag} dw"), &w.grad().unwrap(), dw, tol);
+            assert_values(&format!("{tag} db"), &b.grad().unwrap(), db, tol);
+        }
+    }
+}
+
+#[test]
+fn conv1d_layer_gradcheck_and_paths_agree() {
+    let mut g = Generator::new(17);
+    let mut randn = |s: &[usize]| Tensor::randn_with(s, &mut g).to_dtype(DType::F64);
+    let (x, w, b) = (randn(&[2, 4, 8]), randn(&[2, 2, 3]), randn(&[2]));
+    let opts = Conv1dOptions::new()
+        .stride(2)
+        .padding(2)
+        .dilation(2)
+        .groups(2);
+    let report = gradcheck(
+        |t| F::conv1d(&t[0], &t[1], Some(&t[2]), &opts),
+        &[x.clone(), w, b],
+    );
+    assert!(report.passed, "{report}");
+    let mut conv = Conv1d::with_options(4, 6, 3, &Conv1dOptions::new().padding("same"), &CPU);
+    conv.to_dtype(DType::F64);
+    let v = randn(&[2, 6, 8]);
+    assert_paths_agree(&conv, &x, &v);
+    let err = conv
+        .try_forward(&Tensor::zeros([2, 4, 8, 8]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("conv1d: expected a 3-D input [N, C, L]"),
+        "{err}"
     );
 }

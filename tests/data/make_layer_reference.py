@@ -99,3 +99,21 @@ for tag, f in [
     print(f"// {tag}: output shape {list(y.shape)}")
     rust(f"POOL_{tag}_OUT", y.detach())
     rust(f"POOL_{tag}_DX", x.grad)
+
+# conv1d: C with stride, padding, dilation and groups; D with padding='same'
+# and an even kernel.
+for tag, xs, ws, kw in [
+    ("C", [2, 4, 9], [6, 2, 3], dict(stride=2, padding=1, dilation=2, groups=2)),
+    ("D", [1, 2, 7], [3, 2, 4], dict(padding="same")),
+]:
+    x = det(xs, 7, 3, 19, 6.0, 1.5).requires_grad_(True)
+    w = det(ws, 5, 1, 13, 8.0, 0.75).requires_grad_(True)
+    b = det([ws[0]], 3, 2, 7, 4.0, 0.5).requires_grad_(True)
+    y = F.conv1d(x, w, b, **kw)
+    c = det(list(y.shape), 11, 4, 17, 8.0, 1.0)
+    (y * c).sum().backward()
+    print(f"// {tag}: output shape {list(y.shape)}")
+    rust(f"CONV{tag}_OUT", y.detach())
+    rust(f"CONV{tag}_DX", x.grad)
+    rust(f"CONV{tag}_DW", w.grad)
+    rust(f"CONV{tag}_DB", b.grad)

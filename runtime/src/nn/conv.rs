@@ -1,4 +1,5 @@
-//! Convolution layers: `Conv2d`.
+//! Convolution layers: `Conv1d`, `Conv2d` (one op: the 1-D form is the 2-D
+//! one on a single row).
 
 use super::linear::{backward_params, ParamOpWorkspace};
 use super::module::join_name;
@@ -6,7 +7,7 @@ use super::{init, Differentiable, Forward, Module, TrainStep};
 use crate::autograd::{forward_saving, no_grad, Op};
 use crate::backend::Device;
 use crate::error::{OrPanic, Result};
-use crate::ops::{self, Conv2dOptions, Pair};
+use crate::ops::{self, Conv1dOptions, Conv2dOptions, Pair};
 use crate::tensor::{Tensor, TensorOptions};
 
 /// A 2-D convolution layer (`nn.Conv2d`) over `[N, C, H, W]` inputs:
@@ -30,6 +31,64 @@ pub struct Conv2d {
     /// Stride, padding, dilation and groups.
     pub options: Conv2dOptions,
     op: ops::Conv2d,
+}
+
+/// A 1-D convolution layer (`nn.Conv1d`) over `[N, C, L]` inputs: weight
+/// `[out_channels, in_channels/groups, k]` and bias `[out_channels]`,
+/// initialised as PyTorch does. In `network!`, `Conv1d(in, out, k)` expects
+/// `in` channels and produces `out`.
+///
+/// ```
+/// use deriv_runtime::nn::{Conv1d, Conv1dOptions, Forward};
+/// use deriv_runtime::{Device, Tensor};
+/// let conv = Conv1d::with_options(4, 6, 3, &Conv1dOptions::new().padding("same"), &Device::Cpu);
+/// assert_eq!(conv.forward(&Tensor::randn([2, 4, 10])).shape(), &[2, 6, 10]);
+/// ```
+pub struct Conv1d {
+    /// `[out_channels, in_channels/groups, k]`.
+    pub weight: Tensor,
+    /// `[out_channels]`, if the layer has one.
+    pub bias: Option<Tensor>,
+    /// Stride, padding, dilation and groups.
+    pub options: Conv1dOptions,
+    op: ops::Conv2d,
+}
+
+/// A convolution's weight `[out, in/groups, kernel..]` and bias, with
+/// PyTorch's initialisation. Panics unless the channels split into the
+/// groups.
+#[track_caller]
+fn conv_params(
+    layer: &str,
+    (in_channels, out_channels): (usize, usize),
+    kernel: &[usize],
+    groups: usize,
+    bias: bool,
+    device: &Device,
+) -> (Tensor, Option<Tensor>) {
+    let g = groups;
+    assert!(
+        g > 0 && in_channels.is_multiple_of(g) && out_channels.is_multiple_of(g),
+        "{layer}: in_channels ({in_channels}) and out_channels ({out_channels}) must both be \
+         divisible by groups ({g})"
+    );
+    let opts = TensorOptions::new().device(device);
+    let mut shape = vec![out_channels, in_channels / g];
+    shape.extend_from_slice(kernel);
+    let weight = Tensor::zeros_opts(&shape, &opts);
+    init::kaiming_uniform_(&weight, 5f64.sqrt());
+    let fan_in = init::fan_in(&weight);
+    let bias = bias.then(|| {
+        let b = Tensor::zeros_opts([out_channels], &opts);
+        let bound = if fan_in > 0 {
+            1.0 / (fan_in as f64).sqrt()
+        } else {
+            0.0
+        };
+        init::uniform_(&b, -bound, bound);
+        b.requires_grad_(true)
+    });
+    (weight.requires_grad_(true), bias)
 }
 
 impl Conv2d {
@@ -60,114 +119,154 @@ impl Conv2d {
         options: &Conv2dOptions,
         device: &Device,
     ) -> Self {
-        let [kh, kw] = kernel_size.pair();
-        let g = options.groups;
-        assert!(
-            g > 0 && in_channels.is_multiple_of(g) && out_channels.is_multiple_of(g),
-            "Conv2d: in_channels ({in_channels}) and out_channels ({out_channels}) must both be \
-             divisible by groups ({g})"
+        let k = kernel_size.pair();
+        let (weight, bias) = conv_params(
+            "Conv2d",
+            (in_channels, out_channels),
+            &k,
+            options.groups,
+            options.bias,
+            device,
         );
-        let opts = TensorOptions::new().device(device);
-        let weight = Tensor::zeros_opts([out_channels, in_channels / g, kh, kw], &opts);
-        init::kaiming_uniform_(&weight, 5f64.sqrt());
-        let fan_in = init::fan_in(&weight);
-        let bias = options.bias.then(|| {
-            let b = Tensor::zeros_opts([out_channels], &opts);
-            let bound = if fan_in > 0 {
-                1.0 / (fan_in as f64).sqrt()
-            } else {
-                0.0
-            };
-            init::uniform_(&b, -bound, bound);
-            b.requires_grad_(true)
-        });
         Conv2d {
-            weight: weight.requires_grad_(true),
+            weight,
             bias,
             options: *options,
-            op: options.op([kh, kw]).or_panic(),
-        }
-    }
-
-    /// The op's inputs: the input, the weight, and the bias when there is one.
-    fn inputs<'a>(&'a self, x: &'a Tensor) -> ([&'a Tensor; 3], usize) {
-        match &self.bias {
-            Some(b) => ([x, &self.weight, b], 3),
-            None => ([x, &self.weight, &self.weight], 2),
-        }
-    }
-
-    /// The forward pass, or the error of an input that does not fit.
-    pub fn try_forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (inputs, n) = self.inputs(x);
-        crate::autograd::try_apply(self.op, &inputs[..n])
-    }
-}
-
-impl Module for Conv2d {
-    fn visit_parameters(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor)) {
-        f(&join_name(prefix, "weight"), &self.weight);
-        if let Some(b) = &self.bias {
-            f(&join_name(prefix, "bias"), b);
-        }
-    }
-
-    fn visit_parameters_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Tensor)) {
-        f(&join_name(prefix, "weight"), &mut self.weight);
-        if let Some(b) = &mut self.bias {
-            f(&join_name(prefix, "bias"), b);
+            op: options.op(k).or_panic(),
         }
     }
 }
 
-impl Forward for Conv2d {
+impl Conv1d {
+    /// A layer with stride 1, no padding and a bias, on `device`.
+    pub fn new(
+        in_channels: usize,
+        out_channels: usize,
+        kernel_size: usize,
+        device: &Device,
+    ) -> Self {
+        Self::with_options(
+            in_channels,
+            out_channels,
+            kernel_size,
+            &Conv1dOptions::new(),
+            device,
+        )
+    }
+
+    /// A layer with other options (panics as [`Conv2d::with_options`] does).
     #[track_caller]
-    fn forward(&self, x: &Tensor) -> Tensor {
-        self.try_forward(x).or_panic()
+    pub fn with_options(
+        in_channels: usize,
+        out_channels: usize,
+        kernel_size: usize,
+        options: &Conv1dOptions,
+        device: &Device,
+    ) -> Self {
+        let (weight, bias) = conv_params(
+            "Conv1d",
+            (in_channels, out_channels),
+            &[kernel_size],
+            options.groups,
+            options.bias,
+            device,
+        );
+        Conv1d {
+            weight,
+            bias,
+            options: *options,
+            op: options.as_2d().op([1, kernel_size]).or_panic(),
+        }
     }
 }
 
-impl Differentiable for Conv2d {
-    /// The input and the weight.
-    type Saved = <ops::Conv2d as Op>::Saved;
-    const SIZE: crate::size::SizeRule = crate::size::SizeRule::Channels {
-        input: 0,
-        output: 1,
+/// The traits of a convolution layer (fields `weight`, `bias`, `op`).
+macro_rules! conv_layer {
+    ($name:ident, $ws:ident) => {
+        impl $name {
+            /// The op's inputs: the input, the weight, and the bias when there is one.
+            fn inputs<'a>(&'a self, x: &'a Tensor) -> ([&'a Tensor; 3], usize) {
+                match &self.bias {
+                    Some(b) => ([x, &self.weight, b], 3),
+                    None => ([x, &self.weight, &self.weight], 2),
+                }
+            }
+
+            /// The forward pass, or the error of an input that does not fit.
+            pub fn try_forward(&self, x: &Tensor) -> Result<Tensor> {
+                let (inputs, n) = self.inputs(x);
+                crate::autograd::try_apply(self.op, &inputs[..n])
+            }
+        }
+
+        impl Module for $name {
+            fn visit_parameters(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor)) {
+                f(&join_name(prefix, "weight"), &self.weight);
+                if let Some(b) = &self.bias {
+                    f(&join_name(prefix, "bias"), b);
+                }
+            }
+
+            fn visit_parameters_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Tensor)) {
+                f(&join_name(prefix, "weight"), &mut self.weight);
+                if let Some(b) = &mut self.bias {
+                    f(&join_name(prefix, "bias"), b);
+                }
+            }
+        }
+
+        impl Forward for $name {
+            #[track_caller]
+            fn forward(&self, x: &Tensor) -> Tensor {
+                self.try_forward(x).or_panic()
+            }
+        }
+
+        impl Differentiable for $name {
+            /// The input and the weight.
+            type Saved = <ops::Conv2d as Op>::Saved;
+            const SIZE: crate::size::SizeRule = crate::size::SizeRule::Channels {
+                input: 0,
+                output: 1,
+            };
+
+            #[track_caller]
+            fn forward_train(&self, x: &Tensor) -> (Tensor, Self::Saved) {
+                let (inputs, n) = self.inputs(x);
+                self.op.spec(&inputs[..n]).or_panic();
+                no_grad(|| forward_saving(&self.op, &inputs[..n], &[true; 3][..n]))
+            }
+
+            fn backward(&self, saved: Self::Saved, grad_out: &Tensor, input_grad: bool) -> Option<Tensor> {
+                let params = [Some(&self.weight), self.bias.as_ref()];
+                backward_params(&self.op, &saved, params, grad_out, input_grad)
+            }
+        }
+
+        #[doc = concat!("[`", stringify!($name), "`]'s workspace: its output, what its op saved, and its input gradient (sum and buffer).")]
+        pub type $ws = ParamOpWorkspace<ops::Conv2d>;
+
+        impl TrainStep for $name {
+            type Workspace = $ws;
+
+            #[track_caller]
+            fn forward_train_ws<'w>(&self, x: &Tensor, ws: &'w mut $ws) -> &'w Tensor {
+                let (inputs, n) = self.inputs(x);
+                ws.forward(&self.op, &inputs[..n])
+            }
+
+            fn backward_ws<'w>(
+                &self,
+                ws: &'w mut $ws,
+                grad_out: &Tensor,
+                input_grad: bool,
+            ) -> Option<&'w Tensor> {
+                let params = [Some(&self.weight), self.bias.as_ref()];
+                ws.backward(&self.op, params, grad_out, input_grad)
+            }
+        }
     };
-
-    #[track_caller]
-    fn forward_train(&self, x: &Tensor) -> (Tensor, Self::Saved) {
-        let (inputs, n) = self.inputs(x);
-        self.op.spec(&inputs[..n]).or_panic();
-        no_grad(|| forward_saving(&self.op, &inputs[..n], &[true; 3][..n]))
-    }
-
-    fn backward(&self, saved: Self::Saved, grad_out: &Tensor, input_grad: bool) -> Option<Tensor> {
-        let params = [Some(&self.weight), self.bias.as_ref()];
-        backward_params(&self.op, &saved, params, grad_out, input_grad)
-    }
 }
 
-/// [`Conv2d`]'s workspace: its output, what its op saved, and its input
-/// gradient (sum and buffer).
-pub type Conv2dWorkspace = ParamOpWorkspace<ops::Conv2d>;
-
-impl TrainStep for Conv2d {
-    type Workspace = Conv2dWorkspace;
-
-    #[track_caller]
-    fn forward_train_ws<'w>(&self, x: &Tensor, ws: &'w mut Conv2dWorkspace) -> &'w Tensor {
-        let (inputs, n) = self.inputs(x);
-        ws.forward(&self.op, &inputs[..n])
-    }
-
-    fn backward_ws<'w>(
-        &self,
-        ws: &'w mut Conv2dWorkspace,
-        grad_out: &Tensor,
-        input_grad: bool,
-    ) -> Option<&'w Tensor> {
-        let params = [Some(&self.weight), self.bias.as_ref()];
-        ws.backward(&self.op, params, grad_out, input_grad)
-    }
-}
+conv_layer!(Conv2d, Conv2dWorkspace);
+conv_layer!(Conv1d, Conv1dWorkspace);

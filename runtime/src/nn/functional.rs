@@ -63,6 +63,36 @@ pub fn conv2d(
     crate::error::OrPanic::or_panic(try_conv2d(input, weight, bias, options))
 }
 
+/// 1-D convolution (`F.conv1d(input, weight, bias, stride, padding,
+/// dilation, groups)`) of an `[N, C, L]` input with an `[O, C/groups, k]`
+/// weight, giving `[N, O, L_out]`: the 2-D convolution of one row.
+///
+/// ```
+/// use deriv_runtime::nn::{functional as F, Conv1dOptions};
+/// use deriv_runtime::Tensor;
+/// let y = F::conv1d(&Tensor::ones([1, 1, 5]), &Tensor::ones([1, 1, 3]), None, &Conv1dOptions::new());
+/// assert_eq!(y.to_vec::<f32>(), vec![3.0; 3]);
+/// ```
+#[track_caller]
+pub fn conv1d(
+    input: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    options: &ops::Conv1dOptions,
+) -> Tensor {
+    crate::error::OrPanic::or_panic(try_conv1d(input, weight, bias, options))
+}
+
+/// Fallible [`conv1d`].
+pub fn try_conv1d(
+    input: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    options: &ops::Conv1dOptions,
+) -> Result<Tensor> {
+    ops::conv::try_conv1d(input, weight, bias, options)
+}
+
 /// Fallible [`conv2d`]: a wrong rank, channel count, group split or dtype,
 /// a kernel larger than the padded input, or `"same"` padding with a
 /// stride is an `Err`.

@@ -19,13 +19,13 @@ mod module;
 mod norm;
 mod sequential;
 
-pub use crate::ops::{Conv2dOptions, EmbeddingOptions, Padding, Pair};
+pub use crate::ops::{Conv1dOptions, Conv2dOptions, EmbeddingOptions, Padding, Pair};
 pub use activation::{
     AdaptiveAvgPool2d, AvgPool2d, Dropout, Flatten, Hardtanh, Identity, LeakyReLU, LogSigmoid,
     LogSoftmax, MaxPool2d, Mish, OpWorkspace, ReLU, SiLU, Sigmoid, Softmax, Softplus, Tanh, ELU,
     GELU,
 };
-pub use conv::{Conv2d, Conv2dWorkspace};
+pub use conv::{Conv1d, Conv1dWorkspace, Conv2d, Conv2dWorkspace};
 pub use embedding::{Embedding, EmbeddingWorkspace};
 pub use linear::{LayerWorkspace, Linear, LinearWorkspace, ParamOpWorkspace};
 pub use loss::{

@@ -85,6 +85,11 @@ pub(crate) fn conv2d_forward(
     w: &Tensor,
     b: Option<&Tensor>,
 ) -> Tensor {
+    // As 4-D (a 1-D convolution's tensors are a row of one).
+    let (x, w) = (
+        &x.reshape([d.n, d.c, d.h, d.w]),
+        &w.reshape([d.o, d.c / d.groups, d.kh, d.kw]),
+    );
     let idx = unfold_index(op, d, x);
     let y = weight_mats(d, w)
         .matmul(&columns(op, d, x, &idx))
@@ -103,11 +108,14 @@ pub(crate) fn conv2d_backward(
     g: &Tensor,
     grads: &mut [GradSlot<'_>],
 ) {
+    let (x_shape, x) = (x.shape(), &x.reshape([d.n, d.c, d.h, d.w]));
+    let w4 = &w.reshape([d.o, d.c / d.groups, d.kh, d.kw]);
+    let g = &g.reshape([d.n, d.o, d.ho, d.wo]);
     let idx = unfold_index(op, d, x);
     let gy = g.reshape([d.n, d.groups, d.o / d.groups, d.ho * d.wo]);
     if grads[0].needed() {
         let (hp, wp) = d.padded(op);
-        let dcols = weight_mats(d, w)
+        let dcols = weight_mats(d, w4)
             .transpose(-1, -2)
             .matmul(&gy)
             .reshape([d.n, idx.numel()]);
@@ -118,7 +126,8 @@ pub(crate) fn conv2d_backward(
         grads[0].add(
             dxp.narrow(2, op.padding[0], d.h)
                 .narrow(3, op.padding[2], d.w)
-                .contiguous(),
+                .contiguous()
+                .reshape(x_shape),
         );
     }
     if grads[1].needed() {
@@ -391,6 +400,61 @@ mod tests {
                 &kernel,
                 &format!("{op:?} backward"),
             );
+        }
+    }
+
+    /// The 1-D form (3-D tensors, one row) through the composed path.
+    #[test]
+    fn composed_path_matches_the_kernels_in_1d() {
+        let mut rng = crate::Generator::new(11);
+        let mut randn = |s: &[usize]| Tensor::randn_with(s, &mut rng).to_dtype(DType::F64);
+        let (x, w) = (randn(&[2, 4, 9]), randn(&[4, 2, 3]));
+        let op = Conv2d {
+            stride: [1, 2],
+            padding: [0, 0, 1, 2],
+            dilation: [1, 2],
+            groups: 2,
+        };
+        let y = apply(op, &[&x, &w]);
+        assert_eq!(y.ndim(), 3);
+        let d = Dims {
+            n: 2,
+            c: 4,
+            h: 1,
+            w: 9,
+            o: 4,
+            kh: 1,
+            kw: 3,
+            ho: 1,
+            wo: y.shape()[2],
+            groups: 2,
+        };
+        let close = |a: &Tensor, b: &Tensor, what: &str| {
+            crate::test_util::assert_close(&a.to_vec::<f64>(), &b.to_vec::<f64>(), 1e-12, what)
+        };
+        close(
+            &no_grad(|| conv2d_forward(&op, &d, &x, &w, None)),
+            &y,
+            "forward",
+        );
+        let g = randn(y.shape());
+        let grads = |composed: bool| {
+            let (mut dx, mut dw) = (None, None);
+            {
+                let mut slots = [GradSlot::new(&mut dx, true), GradSlot::new(&mut dw, true)];
+                no_grad(|| {
+                    if composed {
+                        conv2d_backward(&op, &d, &x, &w, &g, &mut slots)
+                    } else {
+                        op.backward(&(x.clone(), w.clone()), &g, &mut slots)
+                    }
+                });
+            }
+            [dx.expect("needed"), dw.expect("needed")]
+        };
+        for ((kernel, composed), what) in grads(false).iter().zip(grads(true)).zip(["dx", "dw"]) {
+            assert_eq!(composed.shape(), kernel.shape(), "{what}");
+            close(&composed, kernel, what);
         }
     }
 }

@@ -74,24 +74,60 @@ impl Geometry {
 }
 
 impl Conv2d {
+    /// `conv1d` when the weight is 3-D (a row of one: `[N, C, L]` inputs),
+    /// `conv2d` otherwise.
+    fn name(w: &Tensor) -> &'static str {
+        if w.ndim() == 3 {
+            "conv1d"
+        } else {
+            "conv2d"
+        }
+    }
+
     fn geometry(&self, x: &Tensor, w: &Tensor) -> Result<Geometry> {
-        let err = |msg: String| Err(Error::shape("conv2d", msg));
-        if x.ndim() != 4 {
+        let op = Self::name(w);
+        let err = |msg: String| Err(Error::shape(op, msg));
+        // The 1-D form is the 2-D one on a single row.
+        let rank = if w.ndim() == 3 { 3 } else { 4 };
+        if x.ndim() != rank {
             return err(format!(
-                "expected a 4-D input [N, C, H, W], got shape {:?}; add a batch dim with \
+                "expected a {rank}-D input {}, got shape {:?}; add a batch dim with \
                  .unsqueeze(0)",
+                if rank == 3 {
+                    "[N, C, L]"
+                } else {
+                    "[N, C, H, W]"
+                },
                 x.shape()
             ));
         }
-        if w.ndim() != 4 {
+        if w.ndim() != 4 && w.ndim() != 3 {
             return err(format!(
-                "the weight must be 4-D [out_channels, in_channels/groups, kh, kw], got shape \
-                 {:?}",
+                "the weight must be 4-D [out_channels, in_channels/groups, kh, kw] (3-D for \
+                 conv1d), got shape {:?}",
                 w.shape()
             ));
         }
-        let (n, c, h, wd) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
-        let (o, cg, kh, kw) = (w.shape()[0], w.shape()[1], w.shape()[2], w.shape()[3]);
+        if rank == 3
+            && (self.stride[0] != 1 || self.dilation[0] != 1 || self.padding[..2] != [0, 0])
+        {
+            return err(format!(
+                "a 1-D convolution has one row: its row stride {}, dilation {} and padding \
+                 {:?} must be 1, 1 and 0",
+                self.stride[0],
+                self.dilation[0],
+                &self.padding[..2]
+            ));
+        }
+        let s4 = |t: &Tensor| -> [usize; 4] {
+            let s = t.shape();
+            if s.len() == 3 {
+                [s[0], s[1], 1, s[2]]
+            } else {
+                [s[0], s[1], s[2], s[3]]
+            }
+        };
+        let ([n, c, h, wd], [o, cg, kh, kw]) = (s4(x), s4(w));
         let g = self.groups;
         if g == 0 || c % g != 0 || o % g != 0 || cg * g != c {
             return err(format!(
@@ -243,10 +279,14 @@ impl Op for Conv2d {
         for t in &x[1..] {
             crate::ops::same_device("conv2d", input, t)?;
         }
-        let shape = [g.n, g.o, g.ho, g.wo];
-        checked_numel("conv2d", &shape)?;
+        let shape = if w.ndim() == 3 {
+            crate::autograd::Shape::from_slice(&[g.n, g.o, g.wo])
+        } else {
+            crate::autograd::Shape::from_slice(&[g.n, g.o, g.ho, g.wo])
+        };
+        checked_numel(Self::name(w), &shape)?;
         Ok(Spec {
-            shape: crate::autograd::Shape::from_slice(&shape),
+            shape,
             dtype,
             device: input.device(),
         })
@@ -256,13 +296,8 @@ impl Op for Conv2d {
         let (input, w, b) = (x[0], x[1], x.get(2).copied());
         let geo = self.geometry(input, w).expect("checked by spec");
         if input.device().is_cuda() {
-            return out.set(super::composed::conv2d_forward(
-                self,
-                &geo_dims(&geo),
-                input,
-                w,
-                b,
-            ));
+            let y = super::composed::conv2d_forward(self, &geo_dims(&geo), input, w, b);
+            return out.set(y.reshape(out.spec().shape.as_slice()));
         }
         let (xc, wc) = (input.contiguous(), w.contiguous());
         let bc = b.map(Tensor::contiguous);

@@ -185,3 +185,114 @@ pub(crate) fn try_conv2d(
         None => crate::autograd::try_apply(op, &[input, weight]),
     }
 }
+
+/// `nn.Conv1d`'s and `F.conv1d`'s options beyond the tensors, with
+/// PyTorch's defaults: stride 1, no padding, dilation 1, one group, and
+/// (for the layer) a bias. A 1-D convolution runs as the 2-D one on a
+/// single row.
+///
+/// ```
+/// use deriv_runtime::nn::Conv1dOptions;
+/// let o = Conv1dOptions::new().stride(2).padding(1);
+/// assert_eq!(o.stride, 2);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv1dOptions {
+    /// Steps between output positions.
+    pub stride: usize,
+    /// Zero padding: `Padding::Explicit([p, p])` (from a number), `Same`
+    /// or `Valid`.
+    pub padding: Padding,
+    /// Spacing between kernel taps.
+    pub dilation: usize,
+    /// Channels split into this many independent groups.
+    pub groups: usize,
+    /// Whether `nn::Conv1d` has a bias.
+    pub bias: bool,
+}
+
+impl Default for Conv1dOptions {
+    fn default() -> Self {
+        Conv1dOptions {
+            stride: 1,
+            padding: Padding::Explicit([0, 0]),
+            dilation: 1,
+            groups: 1,
+            bias: true,
+        }
+    }
+}
+
+impl Conv1dOptions {
+    /// PyTorch's defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Sets the stride.
+    pub fn stride(mut self, s: usize) -> Self {
+        self.stride = s;
+        self
+    }
+    /// Sets the padding: a number, `"same"` or `"valid"`.
+    #[track_caller]
+    pub fn padding(mut self, p: impl Into<Padding>) -> Self {
+        self.padding = p.into();
+        self
+    }
+    /// Sets the dilation.
+    pub fn dilation(mut self, d: usize) -> Self {
+        self.dilation = d;
+        self
+    }
+    /// Sets the number of groups.
+    pub fn groups(mut self, g: usize) -> Self {
+        self.groups = g;
+        self
+    }
+    /// Whether the layer has a bias.
+    pub fn bias(mut self, bias: bool) -> Self {
+        self.bias = bias;
+        self
+    }
+
+    /// The same options for the 2-D convolution of one row.
+    pub(crate) fn as_2d(&self) -> Conv2dOptions {
+        Conv2dOptions {
+            stride: [1, self.stride],
+            padding: match self.padding {
+                Padding::Explicit([_, p]) => Padding::Explicit([0, p]),
+                other => other,
+            },
+            dilation: [1, self.dilation],
+            groups: self.groups,
+            bias: self.bias,
+        }
+    }
+}
+
+/// `F.conv1d(input, weight, bias, ..)` on the tape: `input` `[N, C, L]`,
+/// `weight` `[O, C/groups, k]`.
+pub(crate) fn try_conv1d(
+    input: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    options: &Conv1dOptions,
+) -> Result<Tensor> {
+    let kernel = match weight.shape() {
+        [_, _, k] => [1, *k],
+        _ => {
+            return Err(Error::shape(
+                "conv1d",
+                format!(
+                    "the weight must be 3-D [out_channels, in_channels/groups, k], got shape {:?}",
+                    weight.shape()
+                ),
+            ));
+        }
+    };
+    let op = options.as_2d().op(kernel)?;
+    match bias {
+        Some(b) => crate::autograd::try_apply(op, &[input, weight, b]),
+        None => crate::autograd::try_apply(op, &[input, weight]),
+    }
+}
