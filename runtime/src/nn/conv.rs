@@ -1,7 +1,7 @@
 //! Convolution layers: `Conv1d`, `Conv2d` (one op: the 1-D form is the 2-D
 //! one on a single row).
 
-use super::linear::{backward_params, ParamOpWorkspace};
+use super::linear::{backward_params, weight_bias_module, ParamOpWorkspace};
 use super::module::join_name;
 use super::{init, Differentiable, Forward, Module, TrainStep};
 use crate::autograd::{forward_saving, no_grad, Op};
@@ -199,21 +199,7 @@ macro_rules! conv_layer {
             }
         }
 
-        impl Module for $name {
-            fn visit_parameters(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor)) {
-                f(&join_name(prefix, "weight"), &self.weight);
-                if let Some(b) = &self.bias {
-                    f(&join_name(prefix, "bias"), b);
-                }
-            }
-
-            fn visit_parameters_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Tensor)) {
-                f(&join_name(prefix, "weight"), &mut self.weight);
-                if let Some(b) = &mut self.bias {
-                    f(&join_name(prefix, "bias"), b);
-                }
-            }
-        }
+        weight_bias_module!($name);
 
         impl Forward for $name {
             #[track_caller]

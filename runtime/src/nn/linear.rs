@@ -64,21 +64,30 @@ impl Linear {
     }
 }
 
-impl Module for Linear {
-    fn visit_parameters(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor)) {
-        f(&join_name(prefix, "weight"), &self.weight);
-        if let Some(b) = &self.bias {
-            f(&join_name(prefix, "bias"), b);
-        }
-    }
+/// `Module` for a layer with a `weight` and an optional `bias` (PyTorch's
+/// parameter names).
+macro_rules! weight_bias_module {
+    ($name:ident) => {
+        impl Module for $name {
+            fn visit_parameters(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor)) {
+                f(&join_name(prefix, "weight"), &self.weight);
+                if let Some(b) = &self.bias {
+                    f(&join_name(prefix, "bias"), b);
+                }
+            }
 
-    fn visit_parameters_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Tensor)) {
-        f(&join_name(prefix, "weight"), &mut self.weight);
-        if let Some(b) = &mut self.bias {
-            f(&join_name(prefix, "bias"), b);
+            fn visit_parameters_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Tensor)) {
+                f(&join_name(prefix, "weight"), &mut self.weight);
+                if let Some(b) = &mut self.bias {
+                    f(&join_name(prefix, "bias"), b);
+                }
+            }
         }
-    }
+    };
 }
+pub(crate) use weight_bias_module;
+
+weight_bias_module!(Linear);
 
 impl Linear {
     /// The forward pass, or an `Err` naming this layer when `x` does not fit
