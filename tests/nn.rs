@@ -3016,4 +3016,12 @@ fn conv1d_layer_gradcheck_and_paths_agree() {
         err.contains("conv1d: expected a 3-D input [N, C, L]"),
         "{err}"
     );
+    let x32 = Tensor::zeros([1, 4, 8]);
+    let err = F::try_conv1d(&x32, &conv.weight, None, &Conv1dOptions::new())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("conv1d") && err.contains(".to_dtype(DType::F64)"),
+        "{err}"
+    );
 }

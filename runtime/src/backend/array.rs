@@ -6,9 +6,9 @@ use super::{Device, Storage};
 use crate::tensor::{checked_numel, DType, Layout};
 
 /// A typed view of a storage: the storage, the layout that views it and the
-/// element type. A `Tensor` is an `Array` plus its autograd metadata; the
+/// element type: a tensor's data without its autograd metadata. The
 /// device kernels take and return arrays, so the backend never sees
-/// autograd (and never imports `Tensor`).
+/// autograd.
 #[derive(Clone)]
 pub(crate) struct Array {
     storage: Arc<Storage>,

@@ -1,9 +1,9 @@
 //! The CUDA backend (the `cuda` feature): one context per device, a caching
 //! allocator, and kernels generated as PTX (see [`ptx_source`]).
 //!
-//! Tensors on `Device::Cuda(i)` keep their elements in a device allocation;
+//! Arrays on `Device::Cuda(i)` keep their elements in a device allocation;
 //! each op checks its inputs' device and calls the kernels here. Host copies
-//! happen only in [`Tensor::to`](crate::Tensor::to), `to_vec`, `item` and
+//! happen only in moves between devices (`to`), `to_vec`, `item` and
 //! printing.
 
 mod alloc;

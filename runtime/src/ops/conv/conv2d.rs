@@ -253,7 +253,7 @@ impl Op for Conv2d {
         let dtype = w.dtype();
         if !dtype.is_float() || input.dtype() != dtype {
             return Err(Error::dtype(
-                "conv2d",
+                Self::name(w),
                 format!(
                     "expected a float input and weight of one dtype, got {} and {}; convert \
                      the input with .to_dtype(DType::{dtype:?})",
@@ -266,7 +266,7 @@ impl Op for Conv2d {
             && (b.shape() != [g.o] || b.dtype() != dtype)
         {
             return Err(Error::shape(
-                "conv2d",
+                Self::name(w),
                 format!(
                     "the bias must be a {dtype} tensor of shape [{}], got a {} tensor of shape \
                      {:?}",
@@ -277,7 +277,7 @@ impl Op for Conv2d {
             ));
         }
         for t in &x[1..] {
-            crate::ops::same_device("conv2d", input, t)?;
+            crate::ops::same_device(Self::name(w), input, t)?;
         }
         let shape = if w.ndim() == 3 {
             crate::autograd::Shape::from_slice(&[g.n, g.o, g.wo])
