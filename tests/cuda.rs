@@ -1091,6 +1091,57 @@ fn layer_norm_matches_the_cpu() {
 }
 
 #[test]
+fn batch_and_group_norm_match_the_cpu() {
+    use deriv::nn::{functional as F, BatchNorm2d, Forward, Module};
+    let dev = need_gpu!();
+    let x = randn(&[4, 3, 5, 2], 44);
+    let (w, b) = (randn(&[3], 45), randn(&[3], 46));
+    let (m, v) = (randn(&[3], 47), randn(&[3], 48).abs() + 0.5);
+    let affine = [x.clone(), w.clone(), b.clone()];
+    check_op("batch_norm, training", dev, &affine, 1e-5, |t| {
+        F::batch_norm(&t[0], None, None, Some(&t[1]), Some(&t[2]), true, 0.1, 1e-5)
+    });
+    check_op(
+        "batch_norm, evaluation",
+        dev,
+        &[x.clone(), w, b, m, v],
+        1e-5,
+        |t| {
+            let (m, v) = (t[3].detach(), t[4].detach());
+            F::batch_norm(
+                &t[0],
+                Some(&m),
+                Some(&v),
+                Some(&t[1]),
+                Some(&t[2]),
+                false,
+                0.1,
+                1e-5,
+            )
+        },
+    );
+    check_op("group_norm", dev, &affine, 1e-5, |t| {
+        F::group_norm(&t[0], 3, Some(&t[1]), Some(&t[2]), 1e-5)
+    });
+    // The layer: its running statistics move on the device as on the CPU.
+    let cpu = BatchNorm2d::new(3, &Device::Cpu);
+    let mut gpu = BatchNorm2d::new(3, &Device::Cpu);
+    gpu.to(&dev);
+    for _ in 0..2 {
+        cpu.forward(&x);
+        gpu.forward(&x.to(&dev));
+    }
+    for ((name, a), (_, b)) in cpu.named_buffers().iter().zip(gpu.named_buffers()) {
+        assert_eq!(b.device(), dev, "{name}");
+        if name == "num_batches_tracked" {
+            assert_eq!(b.to(&Device::Cpu).to_vec::<i64>(), a.to_vec::<i64>());
+        } else {
+            assert_close(name, a, &b, 1e-5);
+        }
+    }
+}
+
+#[test]
 fn conv2d_matches_the_cpu() {
     use deriv::nn::{functional as F, Conv2dOptions};
     let dev = need_gpu!();

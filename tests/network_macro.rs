@@ -4,8 +4,8 @@
 //! backward, the tape, and central finite differences.
 
 use deriv::nn::{
-    AvgPool2d, Conv1d, Conv2d, Differentiable, Dropout, Embedding, Flatten, Forward, LayerNorm,
-    Linear, MaxPool2d, Module, ReLU, Sigmoid, Tanh,
+    AvgPool2d, BatchNorm1d, BatchNorm2d, Conv1d, Conv2d, Differentiable, Dropout, Embedding,
+    Flatten, Forward, GroupNorm, LayerNorm, Linear, MaxPool2d, Module, ReLU, Sigmoid, Tanh,
 };
 use deriv::{network, no_grad, DType, Device, Generator, Tensor};
 
@@ -829,6 +829,76 @@ fn layer_norm_in_a_network_gradients() {
         names(&Normed::default()),
         ["0.weight", "0.bias", "1.weight", "1.bias", "3.weight", "3.bias"]
     );
+}
+
+network! {
+    /// Batch and group normalisation in a small CNN: the macro checks the
+    /// channels through both.
+    pub struct NormedCnn = Conv2d(2, 4, 3) -> BatchNorm2d(4) -> ReLU -> GroupNorm(2, 4)
+        -> Flatten -> Linear(36, 2);
+}
+
+network! {
+    /// BatchNorm1d between two linear layers: the macro checks 6 features.
+    pub struct BnMlp = Linear(3, 6) -> BatchNorm1d(6) -> Tanh -> Linear(6, 2);
+}
+
+#[test]
+fn batch_and_group_norm_in_a_network_gradients() {
+    // [3, 2, 5, 5] -> [3, 4, 3, 3] -> [3, 36] -> [3, 2].
+    check_one("NormedCnn", NormedCnn::default(), &[3, 2, 5, 5]);
+    check_one("BnMlp", BnMlp::default(), &[5, 3]);
+    // Evaluation mode: the running statistics, on every path.
+    let mut m = BnMlp::default();
+    m.forward(&Tensor::randn([8, 3]));
+    m.eval();
+    check_one("BnMlp, eval", m, &[5, 3]);
+    let buffers: Vec<String> = NormedCnn::default()
+        .named_buffers()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(
+        buffers,
+        ["1.running_mean", "1.running_var", "1.num_batches_tracked"]
+    );
+}
+
+/// A derived module with a normalisation layer and a buffer of its own.
+#[derive(Module)]
+pub struct Standardised {
+    pub fc: Linear,
+    pub bn: BatchNorm1d,
+    #[module(buffer)]
+    pub offset: Tensor,
+}
+
+#[test]
+fn derive_module_visits_buffers_and_modes() {
+    let mut m = Standardised {
+        fc: Linear::new(3, 2, &Device::Cpu),
+        bn: BatchNorm1d::new(2, &Device::Cpu),
+        offset: Tensor::zeros([2]),
+    };
+    assert_eq!(names(&m), ["fc.weight", "fc.bias", "bn.weight", "bn.bias"]);
+    let buffers: Vec<String> = m.named_buffers().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        buffers,
+        [
+            "bn.running_mean",
+            "bn.running_var",
+            "bn.num_batches_tracked",
+            "offset"
+        ]
+    );
+    assert!(m.state_dict().get("offset").is_some());
+    m.to_dtype(DType::F64);
+    assert_eq!(m.offset.dtype(), DType::F64);
+    assert!(m.bn.is_training());
+    m.eval();
+    assert!(!m.bn.is_training());
+    m.train();
+    assert!(m.bn.is_training());
 }
 
 network! {

@@ -2,10 +2,10 @@
 //! (compile-time `Differentiable` and the tape) against finite differences.
 
 use deriv::nn::{
-    functional as F, AdaptiveAvgPool2d, AvgPool2d, Conv1d, Conv1dOptions, Conv2d, Conv2dOptions,
-    Differentiable, Dropout, Embedding, EmbeddingOptions, Flatten, Forward, Identity, LayerNorm,
-    LayerNormOptions, Linear, LogSoftmax, MaxPool2d, Module, ReLU, Sequential, Sigmoid, Softmax,
-    Tanh, TrainStep,
+    functional as F, AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, BatchNormOptions,
+    Conv1d, Conv1dOptions, Conv2d, Conv2dOptions, Differentiable, Dropout, Embedding,
+    EmbeddingOptions, Flatten, Forward, GroupNorm, Identity, LayerNorm, LayerNormOptions, Linear,
+    LogSoftmax, MaxPool2d, Module, ReLU, Sequential, Sigmoid, Softmax, Tanh, TrainStep,
 };
 use deriv::{gradcheck, manual_seed, no_grad, DType, Device, Generator, Tensor};
 
@@ -3024,4 +3024,780 @@ fn conv1d_layer_gradcheck_and_paths_agree() {
         err.contains("conv1d") && err.contains(".to_dtype(DType::F64)"),
         "{err}"
     );
+}
+
+// ----- BatchNorm and GroupNorm (PyTorch's values: tests/data/make_layer_reference.py)
+
+const BN_TRAIN_OUT: &[f64] = &[
+    -0.39366417433674417,
+    0.061397164804813345,
+    0.5164585039463708,
+    -0.2636466488677277,
+    0.19141469027382974,
+    -0.5886904625402688,
+    0.41909067985251114,
+    1.68256262950656,
+    -0.4833892841860953,
+    0.7800826654679536,
+    2.043554615122002,
+    -0.12239729857065273,
+    0.4790872156190869,
+    2.615482312549435,
+    -1.0469092821883044,
+    1.0894858147420434,
+    -2.5729057799956956,
+    -0.43651068306534796,
+    1.1624943338193727,
+    -0.26849342723047226,
+    0.5662494333819373,
+    1.4009922939943469,
+    -0.029995467055498076,
+    0.8047473935569114,
+    -0.5886904625402688,
+    -0.13362912339871127,
+    0.3214322157428462,
+    -0.4586729370712524,
+    -0.0036115979296948925,
+    0.45144974121186254,
+    -0.12239729857065273,
+    1.141074651083396,
+    2.404546600737445,
+    0.2385946870447898,
+    1.5020666366988384,
+    -0.6638852769938164,
+    -0.43651068306534796,
+    1.6998844138650002,
+    -1.9625071808727392,
+    0.17388791605760887,
+    2.310283012987957,
+    -1.3521085817497827,
+    0.8047473935569114,
+    -0.6262403674929335,
+    0.2085024931194761,
+    1.0432453537318858,
+    -0.3877424073179594,
+    0.4470004532944502,
+    0.45144974121186254,
+    -0.32865541160223594,
+    0.1264059275393215,
+    0.581467266680879,
+    -0.19863788613321953,
+    0.2564234530083379,
+    -0.6638852769938164,
+    0.5995866726602322,
+    1.863058622314281,
+    -0.30289329137837395,
+    0.9605786582756749,
+    2.224050607929724,
+    -1.3521085817497827,
+    0.7842865151805654,
+    -2.8781050795571743,
+    -0.741709982626826,
+    1.3946851143035222,
+    -2.2677064804342177,
+    0.4470004532944502,
+    1.2817433139068597,
+    -0.1492444471429852,
+    0.6854984134694243,
+    1.5202412740818338,
+    0.08925351303198897,
+];
+const BN_TRAIN_DX: &[f64] = &[
+    -0.3103025879296603,
+    0.3373567847676464,
+    0.1561544325999734,
+    -0.3272485656555089,
+    0.32041080704179775,
+    -0.16299219121368452,
+    -0.7946594377882328,
+    0.4837610310008222,
+    0.032680158008325605,
+    -0.9902232815010653,
+    0.2881971872879899,
+    -0.16288368570450684,
+    -1.6634025086033044,
+    0.824487198050811,
+    -0.49747333901341806,
+    1.9904163676406976,
+    0.6684558305764685,
+    -0.734945532178264,
+    0.3894045513933845,
+    0.3532213359742118,
+    -0.47532077148794954,
+    0.21656161716534936,
+    0.18037840174617664,
+    -0.6481637057159848,
+    0.08079066904072126,
+    -0.10041168312695173,
+    -0.28161403529462475,
+    0.06384469131487266,
+    -0.11735766085280036,
+    -0.2985600130204734,
+    0.5139762873244478,
+    -0.508927152184943,
+    0.7694933166041121,
+    0.3184124436116154,
+    -0.7044909958977754,
+    1.1457520394081737,
+    0.4095518411772796,
+    -0.9938495215774529,
+    1.5754810107671662,
+    0.17207964801243372,
+    -1.2313217147422988,
+    1.3380088176023204,
+    -0.2009800303879082,
+    -0.2371632458070809,
+    0.454719142846218,
+    -0.37382296461594344,
+    -0.410006180035116,
+    0.28187620861818286,
+    -0.05477715276606758,
+    0.29068157384342985,
+    0.10947922167575685,
+    -0.0717231304919162,
+    0.27373559611758125,
+    0.09253324394990825,
+    -0.47871189586131746,
+    0.7997085729277378,
+    -0.2231948665816532,
+    -0.6742757395741499,
+    0.6041447292149053,
+    -0.41875871029448564,
+    -1.4087848784509842,
+    1.0791048282031312,
+    -0.24285570886109775,
+    -1.6462570716158302,
+    0.8416326350382854,
+    -0.48032790202594366,
+    0.7290598839462594,
+    -0.09948222351590193,
+    -0.1356654389350747,
+    0.5562169497182243,
+    -0.2723251577439372,
+    -0.30850837316310986,
+];
+const BN_TRAIN_DW: &[f64] = &[
+    -4.233996639578988,
+    2.77136555623522,
+    0.22433452788279562,
+    5.498702970700794,
+];
+const BN_TRAIN_DB: &[f64] = &[0.875, 0.625, -1.75, 0.125];
+const BN_TRAIN_RUNNING_MEAN: &[f64] = &[
+    0.0009259259259259238,
+    0.6722222222222223,
+    0.21851851851851853,
+    -0.2175925925925926,
+];
+const BN_TRAIN_RUNNING_VAR: &[f64] = &[
+    0.9978667392883079,
+    1.8902777777777777,
+    0.5333787218591141,
+    1.4307915758896153,
+];
+const BN_EVAL_OUT: &[f64] = &[
+    -0.3757463379098864,
+    0.06221886631440304,
+    0.5001840705386925,
+    -0.2506134224172323,
+    0.18735178180705714,
+    -0.5634457111488675,
+    0.018621639454500495,
+    0.8671821682641961,
+    -0.5874930239809965,
+    0.26106750482869917,
+    1.1096280336383946,
+    -0.3450471586067977,
+    0.005463807480965663,
+    2.601305722206909,
+    -1.8487089887518509,
+    0.7471329259740921,
+    -3.702881784984667,
+    -1.1070398702587243,
+    1.136198015066494,
+    0.09118834773293727,
+    0.7007773203441788,
+    1.3103662929554205,
+    0.26535662562186346,
+    0.8749455982331049,
+    -0.5634457111488675,
+    -0.12548050692457813,
+    0.3124846972997113,
+    -0.43831279565621345,
+    -0.0003475914319240384,
+    0.43761761279236533,
+    -0.3450471586067977,
+    0.5035133702028979,
+    1.3520738990125936,
+    -0.10260129323259892,
+    0.7459592355770965,
+    -0.7087159566680957,
+    -1.1070398702587243,
+    1.488802044467219,
+    -2.961212666491541,
+    -0.3653707517655973,
+    2.230471162960346,
+    -2.219543547998414,
+    0.8749455982331049,
+    -0.17006406910045196,
+    0.4395249035107896,
+    1.049113876122031,
+    0.004104208788474153,
+    0.6136931813997157,
+    0.43761761279236533,
+    -0.31317988016355935,
+    0.12478532406073005,
+    0.5627505282850195,
+    -0.1880469646709052,
+    0.24991823955338413,
+    -0.7087159566680957,
+    0.13984457214159976,
+    0.9884051009512953,
+    -0.466270091293897,
+    0.3822904375157986,
+    1.2308509663254943,
+    -2.219543547998414,
+    0.37629836672752914,
+    -4.07371634423123,
+    -1.4778744295052872,
+    1.117967485220656,
+    -3.332047225738104,
+    0.6136931813997157,
+    1.2232821540109573,
+    0.17827248667740034,
+    0.7878614592886418,
+    1.3974504318998835,
+    0.3524407645663265,
+];
+const BN_EVAL_DX: &[f64] = &[
+    -0.18769937323898117,
+    0.32847390316821706,
+    0.04692484330974529,
+    -0.2346242165487265,
+    0.2815490598584718,
+    0.0,
+    -0.5455031970919472,
+    0.4545859975766226,
+    -0.09091719951532452,
+    -0.6364203966072717,
+    0.3636687980612981,
+    -0.18183439903064905,
+    -2.22500735547938,
+    0.8343777583047675,
+    -0.8343777583047675,
+    2.22500735547938,
+    0.556251838869845,
+    -1.11250367773969,
+    0.4571917294584311,
+    0.06531310420834731,
+    -0.32656552104173653,
+    0.3918786252500839,
+    0.0,
+    -0.3918786252500839,
+    0.2346242165487265,
+    -0.04692484330974529,
+    -0.32847390316821706,
+    0.18769937323898117,
+    -0.09384968661949059,
+    -0.37539874647796234,
+    0.2727515985459736,
+    -0.2727515985459736,
+    0.7273375961225962,
+    0.18183439903064905,
+    -0.3636687980612981,
+    0.6364203966072717,
+    0.2781259194349225,
+    -1.3906295971746123,
+    1.668755516609535,
+    0.0,
+    -1.668755516609535,
+    1.3906295971746123,
+    -0.06531310420834731,
+    -0.4571917294584311,
+    0.26125241683338923,
+    -0.13062620841669462,
+    -0.5225048336667785,
+    0.19593931262504194,
+    -0.1407745299292359,
+    0.37539874647796234,
+    0.09384968661949059,
+    -0.18769937323898117,
+    0.32847390316821706,
+    0.04692484330974529,
+    -0.4545859975766226,
+    0.5455031970919472,
+    0.0,
+    -0.5455031970919472,
+    0.4545859975766226,
+    -0.09091719951532452,
+    -1.946881436044457,
+    1.11250367773969,
+    -0.556251838869845,
+    -2.22500735547938,
+    0.8343777583047675,
+    -0.8343777583047675,
+    0.5225048336667785,
+    0.13062620841669462,
+    -0.26125241683338923,
+    0.4571917294584311,
+    0.06531310420834731,
+    -0.32656552104173653,
+];
+const BN_EVAL_DW: &[f64] = &[
+    -4.067630800185748,
+    1.5430669139962023,
+    0.951491749451438,
+    4.046025855514138,
+];
+const BN_EVAL_DB: &[f64] = &[0.875, 0.625, -1.75, 0.125];
+const BN_CMA_RUNNING_MEAN: &[f64] = &[0.5104166666666666, 0.32291666666666663, 0.16666666666666666];
+const BN_CMA_RUNNING_VAR: &[f64] = &[1.009672619047619, 1.0096726190476188, 1.097222222222222];
+// num_batches_tracked = 2
+const GN_OUT: &[f64] = &[
+    -0.38135403811798513,
+    0.1040056467594505,
+    0.5893653316368861,
+    -0.2426798424387178,
+    1.3971462465032474,
+    -0.8216408843650296,
+    0.4726516086414654,
+    1.7669441016479603,
+    -2.65299486960594,
+    -0.5169994299562155,
+    1.6189960096935088,
+    -2.0427104582774476,
+    0.6320326851431836,
+    1.4535693927007698,
+    0.04522075117347907,
+    0.8667574587310652,
+    -2.348457592004569,
+    -0.7053841768893967,
+    0.937689238225776,
+    -1.8790080448288056,
+    0.3028130740572734,
+    0.631427757080308,
+    0.06808830046939161,
+    0.39670298349242616,
+    -0.5545372776013708,
+    -0.06161525306681893,
+    0.43130677146773294,
+    -0.4137024134486417,
+    0.9612522962290937,
+    2.275711028321232,
+    0.02235320187756643,
+    1.3368119339697044,
+    2.3272370184572644,
+    -1.2072594639984127,
+    0.8545301507673988,
+    -2.679966331688278,
+    0.3583935704144359,
+    1.1513895760935944,
+    -0.20803214792782,
+    0.5849638577513384,
+    1.4824900141978958,
+    -1.2363534338449327,
+    0.3496385775133838,
+    -2.3692048705294444,
+    0.19335742816577445,
+    0.5105558304374378,
+    -0.03321285917112793,
+    0.28398554310053536,
+];
+const GN_DX: &[f64] = &[
+    -0.029264034599595437,
+    0.213234668381987,
+    -0.42831462609175963,
+    -0.175418959178005,
+    0.5871079776008299,
+    0.31997541071733204,
+    -0.841602117553667,
+    0.3542816807228782,
+    0.5008296271872457,
+    -1.3683492234123447,
+    0.6530350482072063,
+    0.13024756576463759,
+    -0.6122523716131199,
+    -0.14005160567358926,
+    0.18217009680021673,
+    0.6543708627397475,
+    0.42308425674495886,
+    -0.7940877434960255,
+    0.9814811195084832,
+    0.20106624252675717,
+    -0.3119314369505818,
+    -0.08554607962609305,
+    -0.020951771691444535,
+    -0.3931145870160544,
+    -0.19014824790087292,
+    0.04733380919636859,
+    0.28481586629361016,
+    -0.08457260726075155,
+    -0.023134130354421356,
+    -0.31378281382991396,
+    0.28506840366573694,
+    -0.005580279809755617,
+    1.6665444451937423,
+    -0.042219005308590074,
+    -1.1440476123069543,
+    0.90259144979987,
+    -0.3351793296006357,
+    -0.6213549021861513,
+    -0.0700797365028828,
+    -0.3562553090883984,
+    -0.7692462195081213,
+    1.036315019151983,
+    0.053874178059704125,
+    -1.0293357468256965,
+    0.33322588601896397,
+    0.16643807933953356,
+    -0.10111881113301868,
+    0.3098476148966519,
+];
+const GN_DW: &[f64] = &[
+    -1.1096026551300546,
+    -0.7424850849867449,
+    0.9699144714924716,
+    -0.30878061686710606,
+    0.2467526408080767,
+    1.3821304128498877,
+];
+const GN_DB: &[f64] = &[0.0, -0.625, 0.875, 0.25, -0.375, -1.0];
+
+/// The reference script's BatchNorm2d(4): parameters and running statistics
+/// set to its values, in `dtype`.
+fn bn_case(dtype: DType) -> BatchNorm2d {
+    let mut bn = BatchNorm2d::new(4, &CPU);
+    bn.to_dtype(dtype);
+    no_grad(|| {
+        let set = |t: &Option<Tensor>, v: Tensor| {
+            t.as_ref().unwrap().copy_(&v.to_dtype(dtype));
+        };
+        set(&bn.weight, &det(&[4], 5, 1, 13, 8.0, 0.75) + 1.0);
+        set(&bn.bias, det(&[4], 3, 2, 7, 4.0, 0.5));
+        set(&bn.running_mean, det(&[4], 3, 1, 5, 4.0, 0.25));
+        set(&bn.running_var, det(&[4], 2, 1, 5, 2.0, -0.5));
+    });
+    bn
+}
+
+#[test]
+fn batch_norm_matches_pytorch_in_training_and_evaluation() {
+    for (dtype, tol) in [(DType::F64, 1e-10), (DType::F32, 3e-5)] {
+        let mut bn = bn_case(dtype);
+        let x = det(&[3, 4, 2, 3], 7, 3, 19, 6.0, 1.5).to_dtype(dtype);
+        let c = det(&[3, 4, 2, 3], 11, 4, 17, 8.0, 1.0).to_dtype(dtype);
+        let grads =
+            |bn: &BatchNorm2d| [&bn.weight, &bn.bias].map(|p| p.as_ref().unwrap().grad().unwrap());
+        // Training: the batch's statistics; the running ones move.
+        let xt = x.detach().requires_grad_(true);
+        let y = bn.forward(&xt);
+        assert_eq!(y.grad_fn(), Some("NativeBatchNormBackward"));
+        assert_values("train output", &y, BN_TRAIN_OUT, tol);
+        (&y * &c).sum().backward();
+        assert_values("train dx", &xt.grad().unwrap(), BN_TRAIN_DX, tol);
+        let [dw, db] = grads(&bn);
+        assert_values("train dw", &dw, BN_TRAIN_DW, tol);
+        assert_values("train db", &db, BN_TRAIN_DB, tol);
+        let stats = |bn: &BatchNorm2d| {
+            [&bn.running_mean, &bn.running_var].map(|t| t.as_ref().unwrap().clone_data())
+        };
+        let [m, v] = stats(&bn);
+        assert_values("running_mean", &m, BN_TRAIN_RUNNING_MEAN, tol);
+        assert_values("running_var", &v, BN_TRAIN_RUNNING_VAR, tol);
+        let count = bn.num_batches_tracked.clone().unwrap();
+        assert_eq!(
+            (count.dtype(), count.to_vec::<i64>()),
+            (DType::I64, vec![1])
+        );
+        // Evaluation: the running statistics, which stay.
+        bn.eval();
+        bn.zero_grad();
+        for p in bn.parameters() {
+            p.set_grad(None);
+        }
+        let xt = x.detach().requires_grad_(true);
+        let y = bn.forward(&xt);
+        assert_values("eval output", &y, BN_EVAL_OUT, tol);
+        (&y * &c).sum().backward();
+        assert_values("eval dx", &xt.grad().unwrap(), BN_EVAL_DX, tol);
+        let [dw, db] = grads(&bn);
+        assert_values("eval dw", &dw, BN_EVAL_DW, tol);
+        assert_values("eval db", &db, BN_EVAL_DB, tol);
+        assert_values(
+            "eval running_mean",
+            &stats(&bn)[0],
+            BN_TRAIN_RUNNING_MEAN,
+            tol,
+        );
+        assert_eq!(count.to_vec::<i64>(), vec![1]);
+    }
+}
+
+#[test]
+fn batch_norm_cumulative_average_matches_pytorch() {
+    let opts = BatchNormOptions {
+        momentum: None,
+        ..Default::default()
+    };
+    let mut bn = BatchNorm1d::with_options(3, &opts, &CPU);
+    bn.to_dtype(DType::F64);
+    bn.forward(&det(&[4, 3, 2], 7, 3, 19, 6.0, 1.5));
+    bn.forward(&det(&[4, 3, 2], 5, 2, 11, 3.0, 1.0));
+    let m = bn.running_mean.as_ref().unwrap();
+    let v = bn.running_var.as_ref().unwrap();
+    assert_values("running_mean", m, BN_CMA_RUNNING_MEAN, 1e-12);
+    assert_values("running_var", v, BN_CMA_RUNNING_VAR, 1e-12);
+    assert_eq!(
+        bn.num_batches_tracked.as_ref().unwrap().to_vec::<i64>(),
+        [2]
+    );
+}
+
+#[test]
+fn group_norm_matches_pytorch_values_and_gradients() {
+    for (dtype, tol) in [(DType::F64, 1e-10), (DType::F32, 3e-5)] {
+        let x = det(&[2, 6, 2, 2], 7, 3, 19, 6.0, 1.5)
+            .to_dtype(dtype)
+            .requires_grad_(true);
+        let c = det(&[2, 6, 2, 2], 11, 4, 17, 8.0, 1.0).to_dtype(dtype);
+        let mut gn = GroupNorm::new(3, 6, &CPU);
+        gn.to_dtype(dtype);
+        no_grad(|| {
+            let w = &det(&[6], 5, 1, 13, 8.0, 0.75) + 1.0;
+            gn.weight.as_ref().unwrap().copy_(&w.to_dtype(dtype));
+            let b = det(&[6], 3, 2, 7, 4.0, 0.5);
+            gn.bias.as_ref().unwrap().copy_(&b.to_dtype(dtype));
+        });
+        let y = gn.forward(&x);
+        assert_eq!(y.grad_fn(), Some("NativeGroupNormBackward"));
+        assert_values("output", &y, GN_OUT, tol);
+        (&y * &c).sum().backward();
+        assert_values("dx", &x.grad().unwrap(), GN_DX, tol);
+        assert_values(
+            "dw",
+            &gn.weight.as_ref().unwrap().grad().unwrap(),
+            GN_DW,
+            tol,
+        );
+        assert_values("db", &gn.bias.as_ref().unwrap().grad().unwrap(), GN_DB, tol);
+    }
+}
+
+#[test]
+fn norm_gradients_pass_gradcheck() {
+    let mut gen = Generator::new(12);
+    let mut r = |shape: &[usize]| Tensor::randn_with(shape, &mut gen).to_dtype(DType::F64);
+    let (x, w, b, c) = (r(&[3, 4, 2, 3]), r(&[4]), r(&[4]), r(&[3, 4, 2, 3]));
+    let (m, v) = (r(&[4]), &r(&[4]).abs() + 0.5);
+    let train = |t: &[Tensor]| {
+        &F::batch_norm(&t[0], None, None, Some(&t[1]), Some(&t[2]), true, 0.1, 1e-5) * &c
+    };
+    let report = gradcheck(train, &[x.clone(), w.clone(), b.clone()]);
+    assert!(report.passed, "batch_norm, training: {report}");
+    let eval = |t: &[Tensor]| {
+        &F::batch_norm(
+            &t[0],
+            Some(&m),
+            Some(&v),
+            Some(&t[1]),
+            Some(&t[2]),
+            false,
+            0.1,
+            1e-5,
+        ) * &c
+    };
+    let report = gradcheck(eval, &[x.clone(), w.clone(), b.clone()]);
+    assert!(report.passed, "batch_norm, evaluation: {report}");
+    // [N, C] and a strided (permuted) input, without parameters.
+    let report = gradcheck(
+        |t| F::batch_norm(&t[0], None, None, None, None, true, 0.1, 1e-5),
+        &[r(&[5, 3])],
+    );
+    assert!(report.passed, "batch_norm, [N, C]: {report}");
+    let xp = r(&[3, 2, 4]).permute(&[0, 2, 1]);
+    let report = gradcheck(|t| F::group_norm(&t[0], 2, None, None, 1e-5), &[xp]);
+    assert!(report.passed, "group_norm, strided: {report}");
+    let (gw, gb) = (r(&[4]), r(&[4]));
+    let report = gradcheck(
+        |t| &F::group_norm(&t[0], 2, Some(&t[1]), Some(&t[2]), 1e-5) * &c,
+        &[x, gw, gb],
+    );
+    assert!(report.passed, "group_norm: {report}");
+}
+
+/// A norm layer on the tape, the compile-time path and TrainStep.
+fn assert_norm_layer_paths_agree<L: TrainStep>(layer: &L, x: &Tensor, what: &str) {
+    let v = Tensor::randn_with(x.shape(), &mut Generator::new(5)).to_dtype(DType::F64);
+    // Parameters away from their initial ones and zeros.
+    no_grad(|| {
+        for p in layer.parameters() {
+            p.add_(
+                &(Tensor::randn_with(p.shape(), &mut Generator::new(6)).to_dtype(DType::F64) * 0.3),
+            );
+        }
+    });
+    assert_paths_agree(layer, x, &v);
+    let tape: Vec<Tensor> = layer
+        .parameters()
+        .iter()
+        .map(|p| p.grad().unwrap().clone_data())
+        .collect();
+    let xt = x.detach().requires_grad_(true);
+    for p in layer.parameters() {
+        p.set_grad(None);
+    }
+    layer.forward(&xt).backward_with(&v);
+    let dx_tape = xt.grad().unwrap();
+    for p in layer.parameters() {
+        p.set_grad(None);
+    }
+    let mut ws = layer.workspace();
+    let y = layer.forward_train_ws(x, &mut ws).clone_data();
+    assert!(
+        max_abs_diff(&y, &no_grad(|| layer.forward(x))) < 1e-12,
+        "{what}: output"
+    );
+    let dx = layer.backward_ws(&mut ws, &v, true).unwrap().clone_data();
+    assert!(max_abs_diff(&dx, &dx_tape) < 1e-10, "{what}: dx");
+    for (p, t) in layer.parameters().iter().zip(&tape) {
+        assert!(
+            max_abs_diff(&p.grad().unwrap(), t) < 1e-10,
+            "{what}: parameter"
+        );
+    }
+}
+
+#[test]
+fn norm_layer_paths_agree() {
+    let mut gen = Generator::new(13);
+    let mut r = |shape: &[usize]| Tensor::randn_with(shape, &mut gen).to_dtype(DType::F64);
+    let mut bn = bn_case(DType::F64);
+    assert_norm_layer_paths_agree(&bn, &r(&[3, 4, 2, 3]), "BatchNorm2d, training");
+    bn.eval();
+    assert_norm_layer_paths_agree(&bn, &r(&[3, 4, 2, 3]), "BatchNorm2d, evaluation");
+    for opts in [
+        BatchNormOptions {
+            affine: false,
+            ..Default::default()
+        },
+        BatchNormOptions {
+            track_running_stats: false,
+            eps: 1e-3,
+            ..Default::default()
+        },
+    ] {
+        let mut bn = BatchNorm1d::with_options(3, &opts, &CPU);
+        bn.to_dtype(DType::F64);
+        assert_norm_layer_paths_agree(&bn, &r(&[5, 3]), "BatchNorm1d, training");
+        bn.eval();
+        assert_norm_layer_paths_agree(&bn, &r(&[4, 3, 2]), "BatchNorm1d, evaluation");
+    }
+    let mut gn = GroupNorm::new(2, 4, &CPU);
+    gn.to_dtype(DType::F64);
+    assert_norm_layer_paths_agree(&gn, &r(&[3, 4, 5]), "GroupNorm");
+}
+
+#[test]
+fn batch_norm_buffers_are_state_not_parameters() {
+    let model = Sequential::new()
+        .add(Linear::new(3, 4, &CPU))
+        .add(BatchNorm1d::new(4, &CPU));
+    let names = |v: Vec<(String, Tensor)>| v.into_iter().map(|(n, _)| n).collect::<Vec<_>>();
+    assert_eq!(
+        names(model.named_parameters()),
+        ["0.weight", "0.bias", "1.weight", "1.bias"]
+    );
+    assert_eq!(
+        names(model.named_buffers()),
+        ["1.running_mean", "1.running_var", "1.num_batches_tracked"]
+    );
+    let keys: Vec<String> = model.state_dict().keys().map(str::to_string).collect();
+    for k in [
+        "1.running_mean",
+        "1.running_var",
+        "1.num_batches_tracked",
+        "0.weight",
+    ] {
+        assert!(keys.iter().any(|n| n == k), "{k} missing from {keys:?}");
+    }
+    // A training step moves the statistics; a state dict carries them over.
+    model.forward(&Tensor::randn_with([8, 3], &mut Generator::new(2)));
+    let saved = model.state_dict();
+    let mut other = Sequential::new()
+        .add(Linear::new(3, 4, &CPU))
+        .add(BatchNorm1d::new(4, &CPU));
+    other.load_state_dict(&saved).unwrap();
+    for ((n, a), (_, b)) in model.named_buffers().iter().zip(other.named_buffers()) {
+        assert_eq!(a.to_vec::<f64>(), b.to_vec::<f64>(), "{n}");
+    }
+    assert_eq!(other.named_buffers()[2].1.to_vec::<i64>(), [1]);
+    // Float buffers follow the dtype; the batch count stays i64.
+    other.to_dtype(DType::F64);
+    let dtypes: Vec<DType> = other.buffers().iter().map(Tensor::dtype).collect();
+    assert_eq!(dtypes, [DType::F64, DType::F64, DType::I64]);
+    // eval() reaches the layer: the same input gives the same output twice.
+    other.eval();
+    let x = Tensor::randn_with([8, 3], &mut Generator::new(3)).to_dtype(DType::F64);
+    let (a, b) = (other.forward(&x), other.forward(&x.narrow(0, 0, 2)));
+    assert!(max_abs_diff(&a.narrow(0, 0, 2), &b) < 1e-12);
+    assert_eq!(other.named_buffers()[2].1.to_vec::<i64>(), [1]);
+}
+
+#[test]
+fn norm_errors_give_pytorch_words_and_the_fix() {
+    let bn = BatchNorm2d::new(4, &CPU);
+    let err = |r: deriv::Result<Tensor>| r.unwrap_err().to_string();
+    let e = err(bn.try_forward(&Tensor::zeros([2, 3, 5, 5])));
+    assert!(e.contains("BatchNorm2d(4) expects 4 channels"), "{e}");
+    let e = err(bn.try_forward(&Tensor::zeros([2, 4, 5])));
+    assert!(
+        e.contains("BatchNorm2d(4) expected 4D input (got 3D input"),
+        "{e}"
+    );
+    let e = err(BatchNorm1d::new(4, &CPU).try_forward(&Tensor::zeros([1, 4])));
+    assert!(
+        e.contains("Expected more than 1 value per channel when training, got input size [1, 4]"),
+        "{e}"
+    );
+    let e = err(F::try_group_norm(
+        &Tensor::zeros([2, 6, 3]),
+        4,
+        None,
+        None,
+        1e-5,
+    ));
+    assert!(
+        e.contains("Expected number of channels in input to be divisible by num_groups"),
+        "{e}"
+    );
+    let e = err(F::try_batch_norm(
+        &Tensor::zeros([2, 3]),
+        None,
+        None,
+        None,
+        None,
+        false,
+        0.1,
+        1e-5,
+    ));
+    assert!(e.contains("must be defined in evaluation mode"), "{e}");
+    // Statistics of the wrong size: an error, and nothing updated.
+    let (m, v) = (Tensor::zeros([4]), Tensor::ones([4]));
+    let e = err(F::try_batch_norm(
+        &Tensor::ones([2, 3]),
+        Some(&m),
+        Some(&v),
+        None,
+        None,
+        true,
+        0.1,
+        1e-5,
+    ));
+    assert!(
+        e.contains("running_mean must be a f32 tensor of the channels' shape [3]"),
+        "{e}"
+    );
+    assert_eq!(m.to_vec::<f32>(), [0.0; 4]);
+    let r = std::panic::catch_unwind(|| GroupNorm::new(4, 6, &CPU));
+    assert!(r.is_err());
 }

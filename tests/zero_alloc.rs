@@ -263,7 +263,8 @@ fn w4_paths_agree_in_f64() {
 
 use deriv::network;
 use deriv::nn::{
-    Conv2d, Differentiable, Embedding, Flatten, LayerNorm, Linear, MaxPool2d, ReLU, Tanh,
+    BatchNorm1d, Conv2d, Differentiable, Embedding, Flatten, GroupNorm, LayerNorm, Linear,
+    MaxPool2d, ReLU, Tanh,
 };
 
 network! {
@@ -604,6 +605,23 @@ fn layer_norm_steady_state_step_allocates_nothing() {
     let batches: Vec<_> = (0..4).map(|_| w3_batch(&mut gen, DType::F32)).collect();
     let mut trainer = WsTrainer::new(NormedMlp::default(), LossKind::Bce, 0.5);
     assert_steady_state_allocates_nothing("NormedMlp", &mut trainer, &batches);
+}
+
+network! {
+    /// Batch normalisation (its running statistics updated every step) and
+    /// group normalisation.
+    pub struct BatchNormedMlp = Linear(2, 16) -> BatchNorm1d(16) -> ReLU -> Linear(16, 8)
+        -> GroupNorm(2, 8) -> Tanh -> Linear(8, 1);
+}
+
+#[test]
+fn batch_norm_steady_state_step_allocates_nothing() {
+    let _serial = serial();
+    manual_seed(6);
+    let mut gen = Generator::new(11);
+    let batches: Vec<_> = (0..4).map(|_| w3_batch(&mut gen, DType::F32)).collect();
+    let mut trainer = WsTrainer::new(BatchNormedMlp::default(), LossKind::Bce, 0.5);
+    assert_steady_state_allocates_nothing("BatchNormedMlp", &mut trainer, &batches);
 }
 
 network! {

@@ -20,6 +20,9 @@ enum Role {
     OptionalParam,
     /// `#[module(skip)]`: plain data.
     Skip,
+    /// `#[module(buffer)]`: a `Tensor` saved and moved with the model but not
+    /// trained (PyTorch's `register_buffer`).
+    Buffer,
 }
 
 struct FieldInfo<'a> {
@@ -40,15 +43,11 @@ pub fn derive(input: &DeriveInput) -> TokenStream {
                     .iter()
                     .filter_map(|f| {
                         let ident = f.ident.as_ref()?;
-                        let skip = field_attrs(&f.attrs, &mut errs);
-                        let role = if skip {
-                            Role::Skip
-                        } else if is_tensor(&f.ty) {
-                            Role::Param
-                        } else if option_of_tensor(&f.ty) {
-                            Role::OptionalParam
-                        } else {
-                            Role::Sub
+                        let role = match field_attrs(&f.attrs, &mut errs) {
+                            Some(role) => role,
+                            None if is_tensor(&f.ty) => Role::Param,
+                            None if option_of_tensor(&f.ty) => Role::OptionalParam,
+                            None => Role::Sub,
                         };
                         Some(FieldInfo {
                             ident,
@@ -94,8 +93,8 @@ pub fn derive(input: &DeriveInput) -> TokenStream {
     quote!(#errors #code)
 }
 
-const ATTR_HELP: &str = "expected `#[module(sequential)]` on the struct or `#[module(skip)]` on \
-                         a field";
+const ATTR_HELP: &str = "expected `#[module(sequential)]` on the struct, or `#[module(skip)]` \
+                         or `#[module(buffer)]` on a field";
 
 /// `#[module(sequential)]` on the struct.
 fn struct_attrs(attrs: &[syn::Attribute], errs: &mut Errors) -> bool {
@@ -121,12 +120,14 @@ fn struct_attrs(attrs: &[syn::Attribute], errs: &mut Errors) -> bool {
 }
 
 /// `#[module(skip)]` on a field.
-fn field_attrs(attrs: &[syn::Attribute], errs: &mut Errors) -> bool {
-    let mut skip = false;
+fn field_attrs(attrs: &[syn::Attribute], errs: &mut Errors) -> Option<Role> {
+    let mut role = None;
     for attr in attrs.iter().filter(|a| a.path().is_ident("module")) {
         let result = attr.parse_nested_meta(|meta| {
             if meta.path.is_ident("skip") {
-                skip = true;
+                role = Some(Role::Skip);
+            } else if meta.path.is_ident("buffer") {
+                role = Some(Role::Buffer);
             } else if meta.path.is_ident("sequential") {
                 errs.push(meta.error(
                     "`sequential` goes on the struct (`#[module(sequential)]`), not on a field",
@@ -140,13 +141,13 @@ fn field_attrs(attrs: &[syn::Attribute], errs: &mut Errors) -> bool {
             errs.push(e);
         }
     }
-    skip
+    role
 }
 
 /// Reports an unknown argument and skips its value, so the others are read too.
 fn unknown_arg(meta: &syn::meta::ParseNestedMeta, errs: &mut Errors) -> syn::Result<()> {
     let name = meta.path.to_token_stream().to_string().replace(' ', "");
-    let hint = closest(&name, ["sequential", "skip"].into_iter())
+    let hint = closest(&name, ["sequential", "skip", "buffer"].into_iter())
         .map(|c| format!(" (did you mean `{c}`?)"))
         .unwrap_or_default();
     errs.push(meta.error(format!(
@@ -241,6 +242,8 @@ fn module_impl(input: &DeriveInput, fields: &[FieldInfo]) -> TokenStream {
     let where_c = where_clause(input, subs().map(|f| f.ty), quote!(::deriv::nn::Module));
     let mut visit = TokenStream::new();
     let mut visit_mut = TokenStream::new();
+    let mut buffers = TokenStream::new();
+    let mut buffers_mut = TokenStream::new();
     let mut train = TokenStream::new();
     for f in fields {
         let ident = f.ident;
@@ -253,8 +256,16 @@ fn module_impl(input: &DeriveInput, fields: &[FieldInfo]) -> TokenStream {
                 visit_mut.extend(
                     quote!(::deriv::nn::Module::visit_parameters_mut(&mut self.#ident, #path, f);),
                 );
+                buffers.extend(quote!(::deriv::nn::Module::visit_buffers(&self.#ident, #path, f);));
+                buffers_mut.extend(
+                    quote!(::deriv::nn::Module::visit_buffers_mut(&mut self.#ident, #path, f);),
+                );
                 train
                     .extend(quote!(::deriv::nn::Module::set_training(&mut self.#ident, training);));
+            }
+            Role::Buffer => {
+                buffers.extend(quote!(f(#path, &self.#ident);));
+                buffers_mut.extend(quote!(f(#path, &mut self.#ident);));
             }
             Role::Param => {
                 visit.extend(quote!(f(#path, &self.#ident);));
@@ -276,6 +287,11 @@ fn module_impl(input: &DeriveInput, fields: &[FieldInfo]) -> TokenStream {
     } else {
         (quote!(prefix), quote!(f))
     };
+    let (buf_prefix, buf_f) = if buffers.is_empty() {
+        (quote!(_prefix), quote!(_f))
+    } else {
+        (quote!(prefix), quote!(f))
+    };
     let training = if train.is_empty() {
         quote!(_training)
     } else {
@@ -289,6 +305,12 @@ fn module_impl(input: &DeriveInput, fields: &[FieldInfo]) -> TokenStream {
             }
             fn visit_parameters_mut(&mut self, #prefix: &str, #f: &mut dyn FnMut(&str, &mut ::deriv::Tensor)) {
                 #visit_mut
+            }
+            fn visit_buffers(&self, #buf_prefix: &str, #buf_f: &mut dyn FnMut(&str, &::deriv::Tensor)) {
+                #buffers
+            }
+            fn visit_buffers_mut(&mut self, #buf_prefix: &str, #buf_f: &mut dyn FnMut(&str, &mut ::deriv::Tensor)) {
+                #buffers_mut
             }
             fn set_training(&mut self, #training: bool) {
                 #train

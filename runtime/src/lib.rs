@@ -67,9 +67,10 @@ pub use tensor::{DType, Element, Float, Math, Tensor, TensorLiteral, TensorOptio
 /// `network!` macro and `#[derive(Module)]`.
 pub mod prelude {
     pub use crate::nn::{
-        BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, Differentiable, Dropout, Embedding, Flatten,
-        Forward, HuberLoss, Identity, KLDivLoss, L1Loss, LayerNorm, Linear, LogSoftmax, Loss,
-        MSELoss, Module, NLLLoss, ReLU, Sequential, Sigmoid, SmoothL1Loss, Softmax, Tanh,
+        AdaptiveAvgPool2d, AvgPool2d, BCELoss, BCEWithLogitsLoss, BatchNorm1d, BatchNorm2d, Conv1d,
+        Conv2d, CrossEntropyLoss, Differentiable, Dropout, Embedding, Flatten, Forward, GroupNorm,
+        HuberLoss, Identity, KLDivLoss, L1Loss, LayerNorm, Linear, LogSoftmax, Loss, MSELoss,
+        MaxPool2d, Module, NLLLoss, ReLU, Sequential, Sigmoid, SmoothL1Loss, Softmax, Tanh,
     };
     pub use crate::optim::{Adagrad, Adam, AdamW, Optimizer, RMSprop, SGD};
     pub use crate::tensor;

@@ -3,7 +3,8 @@ padding_idx and max_norm, F.layer_norm over one and two trailing dims (the
 gradients of a weighted sum of the output, for every input).
 
 Run: python3 tests/data/make_layer_reference.py
-and paste its output over the `EMB_*` and `LN_*` constants in tests/nn.rs.
+and paste its output over the `EMB_*`, `LN_*`, `CONV*`, `POOL_*`, `BN_*` and `GN_*`
+constants in tests/nn.rs.
 """
 import torch
 import torch.nn.functional as F
@@ -117,3 +118,54 @@ for tag, xs, ws, kw in [
     rust(f"CONV{tag}_DX", x.grad)
     rust(f"CONV{tag}_DW", w.grad)
     rust(f"CONV{tag}_DB", b.grad)
+
+# batch_norm and group_norm (paste over the `BN_*` and `GN_*` constants).
+# BN_TRAIN: BatchNorm2d(4) in training mode on x [3, 4, 2, 3], parameters
+# and running statistics away from their initial values; the gradients of
+# (y * c).sum(), and the running statistics after the step.
+xb = det([3, 4, 2, 3], 7, 3, 19, 6.0, 1.5)
+cb = det([3, 4, 2, 3], 11, 4, 17, 8.0, 1.0)
+bn = torch.nn.BatchNorm2d(4).double()
+with torch.no_grad():
+    bn.weight.copy_(det([4], 5, 1, 13, 8.0, 0.75) + 1.0)
+    bn.bias.copy_(det([4], 3, 2, 7, 4.0, 0.5))
+    bn.running_mean.copy_(det([4], 3, 1, 5, 4.0, 0.25))
+    bn.running_var.copy_(det([4], 2, 1, 5, 2.0, -0.5))
+x = xb.clone().requires_grad_(True)
+y = bn(x)
+(y * cb).sum().backward()
+rust("BN_TRAIN_OUT", y.detach())
+rust("BN_TRAIN_DX", x.grad)
+rust("BN_TRAIN_DW", bn.weight.grad)
+rust("BN_TRAIN_DB", bn.bias.grad)
+rust("BN_TRAIN_RUNNING_MEAN", bn.running_mean)
+rust("BN_TRAIN_RUNNING_VAR", bn.running_var)
+# BN_EVAL: the same layer (running statistics now updated) in eval mode.
+bn.eval()
+bn.weight.grad = None
+bn.bias.grad = None
+x = xb.clone().requires_grad_(True)
+y = bn(x)
+(y * cb).sum().backward()
+rust("BN_EVAL_OUT", y.detach())
+rust("BN_EVAL_DX", x.grad)
+rust("BN_EVAL_DW", bn.weight.grad)
+rust("BN_EVAL_DB", bn.bias.grad)
+# BN_CMA: BatchNorm1d(3, momentum=None) over [4, 3, 2], two training steps
+# (cumulative average), then its running statistics and batch count.
+bn = torch.nn.BatchNorm1d(3, momentum=None).double()
+bn(det([4, 3, 2], 7, 3, 19, 6.0, 1.5))
+bn(det([4, 3, 2], 5, 2, 11, 3.0, 1.0))
+rust("BN_CMA_RUNNING_MEAN", bn.running_mean)
+rust("BN_CMA_RUNNING_VAR", bn.running_var)
+print(f"// num_batches_tracked = {int(bn.num_batches_tracked)}")
+# GN: F.group_norm with 3 groups on x [2, 6, 2, 2].
+x = det([2, 6, 2, 2], 7, 3, 19, 6.0, 1.5).requires_grad_(True)
+w = (det([6], 5, 1, 13, 8.0, 0.75) + 1.0).requires_grad_(True)
+b = det([6], 3, 2, 7, 4.0, 0.5).requires_grad_(True)
+y = F.group_norm(x, 3, w, b, 1e-5)
+(y * det([2, 6, 2, 2], 11, 4, 17, 8.0, 1.0)).sum().backward()
+rust("GN_OUT", y.detach())
+rust("GN_DX", x.grad)
+rust("GN_DW", w.grad)
+rust("GN_DB", b.grad)

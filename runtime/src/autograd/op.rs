@@ -47,6 +47,15 @@ pub struct Spec {
 }
 
 impl Spec {
+    /// A tensor of `shape` with `like`'s dtype and device (a gradient's spec).
+    pub fn shaped(shape: &[usize], like: &Tensor) -> Spec {
+        Spec {
+            shape: Shape::from_slice(shape),
+            dtype: like.dtype(),
+            device: like.device(),
+        }
+    }
+
     /// The spec of a tensor like `t`.
     pub fn like(t: &Tensor) -> Spec {
         Spec {

@@ -184,6 +184,15 @@ impl<M: Module> Module for DistributedDataParallel<M> {
             .visit_parameters_mut(&join_name(prefix, "module"), f)
     }
 
+    fn visit_buffers(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor)) {
+        self.module.visit_buffers(&join_name(prefix, "module"), f)
+    }
+
+    fn visit_buffers_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Tensor)) {
+        self.module
+            .visit_buffers_mut(&join_name(prefix, "module"), f)
+    }
+
     fn set_training(&mut self, training: bool) {
         self.module.set_training(training)
     }

@@ -222,7 +222,7 @@ impl<O: Op> ParamOpWorkspace<O> {
         forward_into(
             op,
             inputs,
-            &[true; 4][..inputs.len()],
+            &[true; 5][..inputs.len()],
             &mut self.out,
             Some(&mut self.saved),
         )

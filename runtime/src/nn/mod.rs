@@ -37,5 +37,9 @@ pub use module::{
     accumulate_grad, grad_accumulated, join_name, Differentiable, Fallback, Forward,
     IncompatibleKeys, Module, TrainStep,
 };
-pub use norm::{LayerNorm, LayerNormOptions, LayerNormWorkspace, NormalizedShape};
+pub use norm::{
+    BatchNorm, BatchNorm1d, BatchNorm2d, BatchNorm3d, BatchNormOptions, BatchNormWorkspace,
+    GroupNorm, GroupNormOptions, GroupNormWorkspace, LayerNorm, LayerNormOptions,
+    LayerNormWorkspace, NormalizedShape,
+};
 pub use sequential::Sequential;

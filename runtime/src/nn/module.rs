@@ -37,7 +37,22 @@ pub trait Module: Send + Sync {
     /// each handle (device moves, loading weights).
     fn visit_parameters_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Tensor));
 
-    /// Switches training-only behaviour (dropout) on or off; containers pass it on.
+    /// Calls `f` with the dotted name and handle of each buffer: state saved
+    /// and moved with the model but not trained (BatchNorm's running
+    /// statistics). A layer without buffers keeps the default (none);
+    /// containers pass it on.
+    fn visit_buffers(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor)) {
+        let _ = (prefix, f);
+    }
+
+    /// Like [`visit_buffers`](Self::visit_buffers), letting `f` replace each
+    /// handle (device moves).
+    fn visit_buffers_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Tensor)) {
+        let _ = (prefix, f);
+    }
+
+    /// Switches training-only behaviour (dropout, batch statistics) on or
+    /// off (PyTorch's `train(mode)`); containers pass it on.
     fn set_training(&mut self, training: bool) {
         let _ = training;
     }
@@ -56,6 +71,20 @@ pub trait Module: Send + Sync {
         out
     }
 
+    /// Every buffer (`model.buffers()`), in declaration order.
+    fn buffers(&self) -> Vec<Tensor> {
+        let mut out = Vec::new();
+        self.visit_buffers("", &mut |_, t| out.push(t.clone()));
+        out
+    }
+
+    /// Every buffer with its dotted path (`bn1.running_mean`).
+    fn named_buffers(&self) -> Vec<(String, Tensor)> {
+        let mut out = Vec::new();
+        self.visit_buffers("", &mut |n, t| out.push((n.to_string(), t.clone())));
+        out
+    }
+
     /// The number of scalar parameters.
     fn num_parameters(&self) -> usize {
         let mut n = 0;
@@ -68,27 +97,34 @@ pub trait Module: Send + Sync {
         self.visit_parameters("", &mut |_, t| t.zero_grad());
     }
 
-    /// Moves every parameter to `device` (still leaves that require grad).
+    /// Moves every parameter (still leaves that require grad) and buffer to
+    /// `device`.
     fn to(&mut self, device: &Device) {
-        self.visit_parameters_mut("", &mut |_, t| {
+        let mut move_to = |_: &str, t: &mut Tensor| {
             if t.device() != *device {
                 let moved = no_grad(|| t.to(device)).detach();
                 moved.set_requires_grad(t.requires_grad());
                 *t = moved;
             }
-        });
+        };
+        self.visit_parameters_mut("", &mut move_to);
+        self.visit_buffers_mut("", &mut move_to);
     }
 
-    /// Converts every float parameter to `dtype` (`model.double()` is
-    /// `to_dtype(DType::F64)`), keeping them leaves that require grad.
+    /// Converts every float parameter and float buffer to `dtype`
+    /// (`model.double()` is `to_dtype(DType::F64)`), keeping the parameters
+    /// leaves that require grad; integer buffers (BatchNorm's
+    /// `num_batches_tracked`) stay as they are, as in PyTorch.
     fn to_dtype(&mut self, dtype: DType) {
-        self.visit_parameters_mut("", &mut |_, t| {
-            if t.dtype() != dtype {
+        let mut convert = |_: &str, t: &mut Tensor| {
+            if t.dtype() != dtype && t.dtype().is_float() {
                 let converted = no_grad(|| t.to_dtype(dtype)).detach();
                 converted.set_requires_grad(t.requires_grad());
                 *t = converted;
             }
-        });
+        };
+        self.visit_parameters_mut("", &mut convert);
+        self.visit_buffers_mut("", &mut convert);
     }
 
     /// Training mode (`model.train()`).
@@ -101,11 +137,13 @@ pub trait Module: Send + Sync {
         self.set_training(false);
     }
 
-    /// The parameters by dotted name, detached (sharing storage with the
-    /// model, as in PyTorch): what [`save_safetensors`](Self::save_safetensors) writes.
+    /// The parameters and buffers by dotted name, detached (sharing storage
+    /// with the model, as in PyTorch): what
+    /// [`save_safetensors`](Self::save_safetensors) writes.
     fn state_dict(&self) -> StateDict {
         let mut sd = StateDict::new();
         self.visit_parameters("", &mut |n, t| sd.insert(n, t.detach()));
+        self.visit_buffers("", &mut |n, t| sd.insert(n, t.detach()));
         sd
     }
 
@@ -132,7 +170,7 @@ pub trait Module: Send + Sync {
         let mut keys = IncompatibleKeys::default();
         let mut mismatched = Vec::new();
         let mut own = Vec::new();
-        self.visit_parameters("", &mut |n, t| {
+        let mut check = |n: &str, t: &Tensor| {
             own.push(n.to_string());
             match state.get(n) {
                 None => keys.missing_keys.push(n.to_string()),
@@ -143,7 +181,9 @@ pub trait Module: Send + Sync {
                 )),
                 Some(_) => {}
             }
-        });
+        };
+        self.visit_parameters("", &mut check);
+        self.visit_buffers("", &mut check);
         keys.unexpected_keys = state
             .keys()
             .filter(|k| !own.iter().any(|o| o == k))
@@ -164,22 +204,24 @@ pub trait Module: Send + Sync {
                 keys.unexpected_keys.join(", ")
             )));
         }
+        let mut load = |n: &str, t: &Tensor| {
+            if let Some(src) = state.get(n) {
+                let src = if src.device() != t.device() {
+                    src.to(&t.device())
+                } else {
+                    src.clone()
+                };
+                let src = if src.dtype() != t.dtype() {
+                    src.to_dtype(t.dtype())
+                } else {
+                    src
+                };
+                t.copy_(&src);
+            }
+        };
         no_grad(|| {
-            self.visit_parameters("", &mut |n, t| {
-                if let Some(src) = state.get(n) {
-                    let src = if src.device() != t.device() {
-                        src.to(&t.device())
-                    } else {
-                        src.clone()
-                    };
-                    let src = if src.dtype() != t.dtype() {
-                        src.to_dtype(t.dtype())
-                    } else {
-                        src
-                    };
-                    t.copy_(&src);
-                }
-            })
+            self.visit_parameters("", &mut load);
+            self.visit_buffers("", &mut load);
         });
         Ok(keys)
     }

@@ -63,6 +63,18 @@ impl Module for Sequential {
         }
     }
 
+    fn visit_buffers(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor)) {
+        for (i, l) in self.layers.iter().enumerate() {
+            l.visit_buffers(&join_name(prefix, &i.to_string()), f);
+        }
+    }
+
+    fn visit_buffers_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Tensor)) {
+        for (i, l) in self.layers.iter_mut().enumerate() {
+            l.visit_buffers_mut(&join_name(prefix, &i.to_string()), f);
+        }
+    }
+
     fn set_training(&mut self, training: bool) {
         for l in &mut self.layers {
             l.set_training(training);

@@ -62,6 +62,12 @@ macro_rules! wrapper_common {
             fn visit_parameters_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Tensor)) {
                 self.model.visit_parameters_mut(prefix, f)
             }
+            fn visit_buffers(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor)) {
+                self.model.visit_buffers(prefix, f)
+            }
+            fn visit_buffers_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Tensor)) {
+                self.model.visit_buffers_mut(prefix, f)
+            }
             fn set_training(&mut self, training: bool) {
                 self.model.set_training(training)
             }

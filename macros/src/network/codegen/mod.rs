@@ -82,6 +82,18 @@ pub(super) fn common(
             quote!(::deriv::nn::Module::visit_parameters_mut(&mut self.#m, &::deriv::nn::join_name(prefix, #n), f);)
         })
         .collect();
+    let buffers: Vec<TokenStream> = members
+        .iter()
+        .map(|(m, n, _)| {
+            quote!(::deriv::nn::Module::visit_buffers(&self.#m, &::deriv::nn::join_name(prefix, #n), f);)
+        })
+        .collect();
+    let buffers_mut: Vec<TokenStream> = members
+        .iter()
+        .map(|(m, n, _)| {
+            quote!(::deriv::nn::Module::visit_buffers_mut(&mut self.#m, &::deriv::nn::join_name(prefix, #n), f);)
+        })
+        .collect();
     let train: Vec<TokenStream> = members
         .iter()
         .map(|(m, _, _)| quote!(::deriv::nn::Module::set_training(&mut self.#m, training);))
@@ -117,6 +129,12 @@ pub(super) fn common(
             }
             fn visit_parameters_mut(&mut self, #prefix: &str, #f: &mut dyn FnMut(&str, &mut ::deriv::Tensor)) {
                 #(#visit_mut)*
+            }
+            fn visit_buffers(&self, #prefix: &str, #f: &mut dyn FnMut(&str, &::deriv::Tensor)) {
+                #(#buffers)*
+            }
+            fn visit_buffers_mut(&mut self, #prefix: &str, #f: &mut dyn FnMut(&str, &mut ::deriv::Tensor)) {
+                #(#buffers_mut)*
             }
             fn set_training(&mut self, #training: bool) {
                 #(#train)*

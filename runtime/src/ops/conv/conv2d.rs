@@ -317,11 +317,7 @@ impl Op for Conv2d {
             return super::composed::conv2d_backward(self, &geo_dims(&geo), x, w, g, grads);
         }
         let (x, w, g) = (x.contiguous(), w.contiguous(), g.contiguous());
-        let spec = |shape: &[usize]| Spec {
-            shape: crate::autograd::Shape::from_slice(shape),
-            dtype: g.dtype(),
-            device: g.device(),
-        };
+        let spec = |shape: &[usize]| Spec::shaped(shape, &g);
         macro_rules! run {
             ($t:ty) => {{
                 if grads[0].needed() {

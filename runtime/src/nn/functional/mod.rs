@@ -1,5 +1,7 @@
 //! The functional forms of the layers (`torch.nn.functional`), on the tape.
 
+mod norm;
+
 use crate::autograd::apply;
 use crate::ops::{self, reduce::Dims};
 use crate::tensor::{DType, Tensor};
@@ -152,53 +154,9 @@ pub fn adaptive_avg_pool2d(input: &Tensor, output_size: impl ops::Pair) -> Tenso
     apply(ops::Pool2d::adaptive_avg(output_size), &[input])
 }
 
-/// Layer normalisation (`F.layer_norm(input, normalized_shape, weight,
-/// bias, eps)`): each sample's trailing `normalized_shape` dimensions
-/// normalised to mean 0 and variance 1 (biased variance, `eps` added; PyTorch
-/// uses 1e-5), then scaled by `weight` and shifted by `bias` when given.
-///
-/// ```
-/// use deriv_runtime::nn::functional as F;
-/// use deriv_runtime::tensor;
-/// let y = F::layer_norm(&tensor![[1., 3.]], &[2], None, None, 0.0);
-/// assert_eq!(y.to_vec::<f32>(), vec![-1.0, 1.0]);
-/// ```
-#[track_caller]
-pub fn layer_norm(
-    input: &Tensor,
-    normalized_shape: &[usize],
-    weight: Option<&Tensor>,
-    bias: Option<&Tensor>,
-    eps: f64,
-) -> Tensor {
-    crate::error::OrPanic::or_panic(try_layer_norm(input, normalized_shape, weight, bias, eps))
-}
-
-/// Fallible [`layer_norm`]: an input whose trailing dimensions are not
-/// `normalized_shape`, or a weight or bias of another shape, is an `Err`.
-pub fn try_layer_norm(
-    input: &Tensor,
-    normalized_shape: &[usize],
-    weight: Option<&Tensor>,
-    bias: Option<&Tensor>,
-    eps: f64,
-) -> Result<Tensor> {
-    super::norm::check_normalized_shape(input, normalized_shape)?;
-    let op = ops::LayerNorm {
-        dims: normalized_shape.len(),
-        eps,
-    };
-    match (weight, bias) {
-        (Some(w), Some(b)) => crate::autograd::try_apply(op, &[input, w, b]),
-        (Some(w), None) => crate::autograd::try_apply(op, &[input, w]),
-        (None, None) => crate::autograd::try_apply(op, &[input]),
-        (None, Some(b)) => {
-            // The op's inputs are positional: a unit weight stands in.
-            let w = b.ones_like();
-            crate::autograd::try_apply(op, &[input, &w, b])
-        }
-    }
-}
+pub use norm::{
+    batch_norm, group_norm, layer_norm, try_batch_norm, try_group_norm, try_layer_norm,
+};
 
 /// `max(x, 0)` elementwise.
 pub fn relu(x: &Tensor) -> Tensor {
