@@ -1142,6 +1142,48 @@ fn batch_and_group_norm_match_the_cpu() {
 }
 
 #[test]
+fn recurrent_layers_match_the_cpu() {
+    use deriv::nn::{Module, RecurrentOptions, GRU, LSTM, RNN};
+    let dev = need_gpu!();
+    let opts = RecurrentOptions {
+        num_layers: 2,
+        batch_first: true,
+        ..Default::default()
+    };
+    let lstm = LSTM::with_options(3, 4, &opts, &Device::Cpu);
+    let mut lstm_gpu = LSTM::with_options(3, 4, &opts, &Device::Cpu);
+    lstm_gpu.load_state_dict(&lstm.state_dict()).unwrap();
+    lstm_gpu.to(&dev);
+    let (h0, c0) = (randn(&[2, 2, 4], 52), randn(&[2, 2, 4], 53));
+    check_op("lstm", dev, &[randn(&[2, 5, 3], 51), h0, c0], 1e-5, |t| {
+        let net = if t[0].device().is_cuda() {
+            &lstm_gpu
+        } else {
+            &lstm
+        };
+        let (out, (h, c)) = net.forward_with(&t[0], Some((t[1].clone(), t[2].clone())));
+        &(&out.sum() + &h.sum()) + &c.square().sum()
+    });
+    let gru = GRU::new(3, 4, &Device::Cpu);
+    let mut gru_gpu = GRU::new(3, 4, &Device::Cpu);
+    gru_gpu.load_state_dict(&gru.state_dict()).unwrap();
+    gru_gpu.to(&dev);
+    let rnn = RNN::new(3, 4, &Device::Cpu);
+    let mut rnn_gpu = RNN::new(3, 4, &Device::Cpu);
+    rnn_gpu.load_state_dict(&rnn.state_dict()).unwrap();
+    rnn_gpu.to(&dev);
+    check_op("gru and rnn", dev, &[randn(&[5, 2, 3], 54)], 1e-5, |t| {
+        let on_gpu = t[0].device().is_cuda();
+        let (g, r) = if on_gpu {
+            (&gru_gpu, &rnn_gpu)
+        } else {
+            (&gru, &rnn)
+        };
+        &g.forward_with(&t[0], None).0.square() + &r.forward_with(&t[0], None).0
+    });
+}
+
+#[test]
 fn conv2d_matches_the_cpu() {
     use deriv::nn::{functional as F, Conv2dOptions};
     let dev = need_gpu!();

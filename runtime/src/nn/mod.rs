@@ -17,6 +17,7 @@ mod linear;
 mod loss;
 mod module;
 mod norm;
+mod recurrent;
 mod sequential;
 
 pub use crate::ops::{Conv1dOptions, Conv2dOptions, EmbeddingOptions, Padding, Pair};
@@ -41,5 +42,9 @@ pub use norm::{
     BatchNorm, BatchNorm1d, BatchNorm2d, BatchNorm3d, BatchNormOptions, BatchNormWorkspace,
     GroupNorm, GroupNormOptions, GroupNormWorkspace, LayerNorm, LayerNormOptions,
     LayerNormWorkspace, NormalizedShape,
+};
+pub use recurrent::{
+    GRUCell, GruKind, LSTMCell, LayerSaved, LstmKind, Nonlinearity, RNNCell, Recurrent,
+    RecurrentCellLayer, RecurrentOptions, RecurrentSaved, RecurrentState, RnnKind, GRU, LSTM, RNN,
 };
 pub use sequential::Sequential;

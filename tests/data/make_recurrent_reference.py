@@ -1,0 +1,103 @@
+"""PyTorch's values for tests/recurrent.rs: a two-layer batch-first LSTM and a
+two-layer GRU with initial states, a one-layer relu RNN without biases, and a
+small CNN with BatchNorm, all with PyTorch's own initialisation (seed 0).
+
+Writes their state_dict (prefixes `lstm.`, `gru.`, `rnn.`, `cnn.`; the CNN's
+after one training-mode forward, so its running statistics have moved) to
+tests/data/torch_layers.safetensors, and prints the outputs and gradients as
+Rust constants (computed in float64 from the same float32 parameters).
+
+Run from the repository root: python3 tests/data/make_recurrent_reference.py
+and paste its output over the constants in tests/recurrent.rs. The file is
+written in the safetensors format directly (an 8-byte little-endian header
+length, the JSON header, the raw little-endian data), as the `safetensors`
+package writes it, so only torch is needed.
+"""
+import json
+import struct
+
+import torch
+from torch import nn
+
+torch.set_printoptions(precision=10)
+
+
+def det(shape, a, b, m, scale, shift):
+    n = 1
+    for d in shape:
+        n *= d
+    return torch.tensor([((k * a + b) % m) / scale - shift for k in range(n)], dtype=torch.float64).reshape(shape)
+
+
+def rust(name, t):
+    vals = ", ".join(repr(float(v)) for v in t.detach().flatten().tolist())
+    print(f"const {name}: &[f64] = &[{vals}];")
+
+
+def save_safetensors(tensors, path):
+    names = {torch.float32: "F32", torch.float64: "F64", torch.int64: "I64"}
+    header, blobs, offset = {}, [], 0
+    for name, t in tensors.items():
+        t = t.detach().contiguous()
+        data = bytes(t.reshape(-1).view(torch.uint8).tolist())
+        header[name] = {"dtype": names[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(data)]}
+        blobs.append(data)
+        offset += len(data)
+    header["__metadata__"] = {"format": "pt"}
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(raw)))
+        f.write(raw)
+        for b in blobs:
+            f.write(b)
+
+
+torch.manual_seed(0)
+lstm = nn.LSTM(3, 4, num_layers=2, batch_first=True)
+gru = nn.GRU(3, 4, num_layers=2)
+rnn = nn.RNN(3, 4, nonlinearity="relu", bias=False)
+cnn = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(16, 3))
+ximg = det([2, 1, 6, 6], 7, 3, 19, 6.0, 1.5)
+with torch.no_grad():
+    cnn(ximg.float())  # training mode: the running statistics move once
+state = {}
+for prefix, m in [("lstm", lstm), ("gru", gru), ("rnn", rnn), ("cnn", cnn)]:
+    for k, v in m.state_dict().items():
+        state[f"{prefix}.{k}"] = v
+save_safetensors(state, "tests/data/torch_layers.safetensors")
+
+
+def run(tag, model, x, states, names):
+    model = model.double()
+    x = x.clone().requires_grad_(True)
+    states = [s.clone().requires_grad_(True) for s in states]
+    if tag == "LSTM":
+        out, (hn, cn) = model(x, tuple(states))
+        finals = [hn, cn]
+    elif states:
+        out, hn = model(x, states[0])
+        finals = [hn]
+    else:
+        out, hn = model(x)
+        finals = [hn]
+    loss = (out * det(list(out.shape), 11, 4, 17, 8.0, 1.0)).sum()
+    for i, f in enumerate(finals):
+        loss = loss + (f * det(list(f.shape), 5 + i, 2, 9, 4.0, 1.0)).sum()
+    loss.backward()
+    rust(f"{tag}_OUT", out)
+    for n, f in zip(["HN", "CN"], finals):
+        rust(f"{tag}_{n}", f)
+    rust(f"{tag}_DX", x.grad)
+    for n, s in zip(["DH0", "DC0"], states):
+        rust(f"{tag}_{n}", s.grad)
+    for n, p in model.named_parameters():
+        rust(f"{tag}_D_{n.upper()}", p.grad)
+
+
+run("LSTM", lstm, det([2, 5, 3], 7, 3, 19, 6.0, 1.5), [det([2, 2, 4], 5, 1, 13, 8.0, 0.75), det([2, 2, 4], 3, 2, 7, 4.0, 0.5)], None)
+run("GRU", gru, det([5, 2, 3], 7, 3, 19, 6.0, 1.5), [det([2, 2, 4], 5, 1, 13, 8.0, 0.75)], None)
+run("RNN", rnn, det([5, 2, 3], 7, 3, 19, 6.0, 1.5), [], None)
+
+cnn = cnn.double().eval()
+rust("CNN_EVAL_OUT", cnn(ximg))
