@@ -1184,6 +1184,56 @@ fn recurrent_layers_match_the_cpu() {
 }
 
 #[test]
+fn attention_matches_the_cpu() {
+    use deriv::nn::{
+        functional as F, Module, TransformerEncoderLayer, TransformerEncoderLayerOptions,
+    };
+    let dev = need_gpu!();
+    let (q, k, v) = (
+        randn(&[2, 3, 4, 5], 61),
+        randn(&[2, 3, 6, 5], 62),
+        randn(&[2, 3, 6, 4], 63),
+    );
+    check_op(
+        "sdpa, causal",
+        dev,
+        &[q.clone(), k.clone(), v.clone()],
+        1e-5,
+        |t| F::scaled_dot_product_attention(&t[0], &t[1], &t[2], None, 0.0, true, None),
+    );
+    check_op(
+        "sdpa, float mask",
+        dev,
+        &[q, k, v, randn(&[4, 6], 64)],
+        1e-5,
+        |t| F::scaled_dot_product_attention(&t[0], &t[1], &t[2], Some(&t[3]), 0.0, false, None),
+    );
+    let opts = TransformerEncoderLayerOptions {
+        dim_feedforward: 16,
+        dropout: 0.0,
+        ..Default::default()
+    };
+    let cpu = TransformerEncoderLayer::with_options(8, 2, &opts, &Device::Cpu);
+    let mut gpu = TransformerEncoderLayer::with_options(8, 2, &opts, &Device::Cpu);
+    gpu.load_state_dict(&cpu.state_dict()).unwrap();
+    gpu.to(&dev);
+    check_op(
+        "transformer encoder layer",
+        dev,
+        &[randn(&[5, 2, 8], 65)],
+        1e-4,
+        |t| {
+            use deriv::nn::Forward;
+            if t[0].device().is_cuda() {
+                gpu.forward(&t[0])
+            } else {
+                cpu.forward(&t[0])
+            }
+        },
+    );
+}
+
+#[test]
 fn conv2d_matches_the_cpu() {
     use deriv::nn::{functional as F, Conv2dOptions};
     let dev = need_gpu!();

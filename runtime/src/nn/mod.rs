@@ -7,6 +7,7 @@
 //! backward needs and a backward that adds into the parameters' `.grad()`.
 
 mod activation;
+mod attention;
 mod conv;
 #[doc(hidden)]
 pub mod dsl;
@@ -19,12 +20,16 @@ mod module;
 mod norm;
 mod recurrent;
 mod sequential;
+mod transformer;
 
 pub use crate::ops::{Conv1dOptions, Conv2dOptions, EmbeddingOptions, Padding, Pair};
 pub use activation::{
     AdaptiveAvgPool2d, AvgPool2d, Dropout, Flatten, Hardtanh, Identity, LeakyReLU, LogSigmoid,
     LogSoftmax, MaxPool2d, Mish, OpWorkspace, ReLU, SiLU, Sigmoid, Softmax, Softplus, Tanh, ELU,
     GELU,
+};
+pub use attention::{
+    AttendOptions, MultiheadAttention, MultiheadAttentionOptions, MultiheadAttentionSaved,
 };
 pub use conv::{Conv1d, Conv1dWorkspace, Conv2d, Conv2dWorkspace};
 pub use embedding::{Embedding, EmbeddingWorkspace};
@@ -48,3 +53,7 @@ pub use recurrent::{
     RecurrentCellLayer, RecurrentOptions, RecurrentSaved, RecurrentState, RnnKind, GRU, LSTM, RNN,
 };
 pub use sequential::Sequential;
+pub use transformer::{
+    Activation, ActivationKind, ActivationSaved, TransformerEncoderLayer,
+    TransformerEncoderLayerOptions, TransformerEncoderLayerSaved,
+};

@@ -3,6 +3,7 @@
 //! differentiated" (see [`Op`]).
 
 pub(crate) mod activation;
+pub mod attention;
 pub mod binary;
 pub mod conv;
 pub(crate) mod copy;
@@ -23,6 +24,7 @@ pub mod views;
 pub(crate) use reduce::sum_to;
 
 pub use crate::autograd::{GradSlot, Op, Out, Spec};
+pub use attention::Attention;
 pub use binary::{Add, Binary, Div, Maximum, Minimum, Mul, Pow, PowTensor, Sub};
 pub use conv::{Conv1dOptions, Conv2d, Conv2dOptions, Padding, Pair, Pool2d};
 pub use copy::ToCopy;

@@ -1,5 +1,6 @@
 //! The functional forms of the layers (`torch.nn.functional`), on the tape.
 
+mod attention;
 mod norm;
 
 use crate::autograd::apply;
@@ -154,6 +155,8 @@ pub fn adaptive_avg_pool2d(input: &Tensor, output_size: impl ops::Pair) -> Tenso
     apply(ops::Pool2d::adaptive_avg(output_size), &[input])
 }
 
+pub(crate) use attention::{attention_bias, causal_mask};
+pub use attention::{scaled_dot_product_attention, try_scaled_dot_product_attention};
 pub use norm::{
     batch_norm, group_norm, layer_norm, try_batch_norm, try_group_norm, try_layer_norm,
 };
