@@ -9,6 +9,10 @@
 mod classification;
 #[path = "cnn.rs"]
 mod cnn;
+#[path = "lstm.rs"]
+mod lstm;
+#[path = "transformer.rs"]
+mod transformer;
 #[path = "gradient_descent.rs"]
 mod gradient_descent;
 #[path = "jacobian.rs"]
@@ -277,6 +281,10 @@ fn main() -> deriv::Result<()> {
     show!(metrics::confusion_matrix(&test.targets, &predicted));
     note("a CNN (Conv2d, MaxPool2d) on the digits as 1x8x8 images, 15 epochs:");
     show!(cnn::train(15, false)?);
+    note("an LSTM reading each digit as 8 rows of 8 pixels, 5 epochs (the lstm example runs 15):");
+    show!(lstm::train(5, false)?);
+    note("a transformer encoder learning to sort 6 digits, 100 steps (the example runs 600):");
+    show!(transformer::train(100, false));
     run!(let path = std::env::temp_dir().join("deriv-tour-mlp.safetensors"));
     run!(mlp.save_safetensors(&path)?);
     run!(let mut reloaded = mlp_sequential::Mlp::default());

@@ -106,3 +106,23 @@ fn cnn_classifies_the_digits_as_images() {
     let acc = cnn::train(15, false).unwrap();
     assert!(acc >= 0.98, "held-out accuracy {acc}");
 }
+
+#[path = "../examples/lstm.rs"]
+mod lstm;
+
+#[test]
+fn lstm_classifies_the_digits_as_row_sequences() {
+    let _seed = global_seed();
+    let acc = lstm::train(15, false).unwrap();
+    assert!(acc >= 0.95, "held-out accuracy {acc}");
+}
+
+#[path = "../examples/transformer.rs"]
+mod transformer;
+
+#[test]
+fn transformer_learns_to_sort() {
+    let _seed = global_seed();
+    let share = transformer::train(200, false);
+    assert!(share >= 0.95, "held-out sequences sorted exactly: {share}");
+}
