@@ -9,16 +9,14 @@
 mod classification;
 #[path = "cnn.rs"]
 mod cnn;
-#[path = "lstm.rs"]
-mod lstm;
-#[path = "transformer.rs"]
-mod transformer;
 #[path = "gradient_descent.rs"]
 mod gradient_descent;
 #[path = "jacobian.rs"]
 mod jacobian;
 #[path = "linear_regression.rs"]
 mod linear_regression;
+#[path = "lstm.rs"]
+mod lstm;
 #[path = "mlp_class.rs"]
 mod mlp_class;
 #[path = "mlp_sequential.rs"]
@@ -27,6 +25,8 @@ mod mlp_sequential;
 mod perceptron;
 #[path = "trainer.rs"]
 mod trainer;
+#[path = "transformer.rs"]
+mod transformer;
 
 use std::path::Path;
 

@@ -49,7 +49,8 @@ impl Forward for Sorter {
     fn forward(&self, x: &Tensor) -> Tensor {
         let positions = Tensor::arange(0i64, LEN as i64, 1);
         let h = self.tokens.forward(x) + self.positions.forward(&positions);
-        self.out.forward(&self.encoder2.forward(&self.encoder1.forward(&h)))
+        self.out
+            .forward(&self.encoder2.forward(&self.encoder1.forward(&h)))
     }
 }
 
@@ -68,7 +69,11 @@ pub fn batch(n: usize, gen: &mut Generator) -> (Tensor, Tensor) {
 pub fn sorted_share(model: &Sorter, x: &Tensor, sorted: &Tensor) -> f64 {
     let predicted = no_grad(|| model.forward(x)).argmax_dim(-1, false);
     let right = predicted.eq(sorted).to_dtype(DType::F64).sum_dim(1, false);
-    right.eq_scalar(LEN as f64).to_dtype(DType::F64).mean().item()
+    right
+        .eq_scalar(LEN as f64)
+        .to_dtype(DType::F64)
+        .mean()
+        .item()
 }
 
 /// Trains for `steps` steps of 64 sequences; returns the share of 1000

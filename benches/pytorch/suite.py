@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The benchmark suite's workloads W1-W5 in PyTorch (see suite.sh, which runs
+"""The benchmark suite's workloads W1-W8 in PyTorch (see suite.sh, which runs
 deriv's side and prints both in one table).
 
   W1 matmul       C = A.B, square f32, n in 64..2048          GFLOP/s (2n^3/t)
@@ -10,6 +10,14 @@ deriv's side and prints both in one table).
                   SGD lr 0.01, 500 steps                       samples/s
   W5 peak RSS of a process running W4 alone (--w4-only; read VmHWM, or run
                   it under /usr/bin/time -v)                   MiB
+  W6 LeNet-5      Conv(1,6,5,p2)-ReLU-MaxPool2-Conv(6,16,5)-ReLU-MaxPool2-
+                  Flatten-Linear(400,120)-ReLU-Linear(120,84)-ReLU-Linear(84,10),
+                  cross-entropy, batch 64 of 1x28x28, SGD 0.01   samples/s
+  W6b conv        Conv2d(64,64,3,padding=1) forward, 8x64x56x56  GFLOP/s
+  W7 LSTM         LSTM(64,128,batch_first) over 32 steps, batch 32,
+                  Linear(128,10) on the last hidden state, SGD 0.01  samples/s
+  W8 transformer  TransformerEncoderLayer(128,4,512,dropout 0,batch_first) on
+                  16 x 64 tokens, mean-pool, Linear(128,10), SGD 0.01  samples/s
 
 Each timed workload is run `--repeats` times and the median is printed, one
 `key value` line each. Usage:
@@ -113,6 +121,62 @@ def w4(repeats, quick):
     return steps * 64 / t
 
 
+class LeNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+            nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, 10))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class LastStep(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lstm = nn.LSTM(64, 128, batch_first=True)
+        self.fc = nn.Linear(128, 10)
+
+    def forward(self, x):
+        return self.fc(self.lstm(x)[0][:, -1])
+
+
+class Encoder(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.encoder = nn.TransformerEncoderLayer(128, 4, 512, dropout=0.0, batch_first=True)
+        self.fc = nn.Linear(128, 10)
+
+    def forward(self, x):
+        return self.fc(self.encoder(x).mean(1))
+
+
+def layer_workload(model, shape, repeats, quick):
+    """samples/s of SGD training steps with cross-entropy on one batch of `shape`."""
+    g = torch.Generator().manual_seed(0)
+    batches = [(torch.randn(*shape, generator=g), torch.randint(0, 10, (shape[0],), generator=g))]
+    steps = 5 if quick else 20
+    t = median_of(repeats, lambda: train_steps(model, F.cross_entropy, batches, 0.01, steps))
+    return steps * shape[0] / t
+
+
+def w6b(repeats, quick):
+    conv = nn.Conv2d(64, 64, 3, padding=1)
+    x = torch.randn(8, 64, 56, 56)
+    reps = 2 if quick else 5
+
+    def run():
+        with torch.no_grad():
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                conv(x)
+            return (time.perf_counter() - t0) / reps
+
+    return 2 * 8 * 64 * 56 * 56 * 64 * 9 / median_of(repeats, run) / 1e9
+
+
 def peak_rss_mib():
     with open("/proc/self/status") as f:
         for line in f:
@@ -143,6 +207,10 @@ def main():
     print(f"w2_example0_us {w2(args.repeats):.3f}", flush=True)
     print(f"w3_small_mlp_steps_per_s {w3(args.repeats, args.quick):.1f}", flush=True)
     print(f"w4_medium_mlp_samples_per_s {w4(args.repeats, args.quick):.1f}", flush=True)
+    print(f"w6_lenet_samples_per_s {layer_workload(LeNet(), (64, 1, 28, 28), args.repeats, args.quick):.1f}", flush=True)
+    print(f"w6b_conv_gflops {w6b(args.repeats, args.quick):.2f}", flush=True)
+    print(f"w7_lstm_samples_per_s {layer_workload(LastStep(), (32, 32, 64), args.repeats, args.quick):.1f}", flush=True)
+    print(f"w8_transformer_samples_per_s {layer_workload(Encoder(), (16, 64, 128), args.repeats, args.quick):.1f}", flush=True)
 
 
 if __name__ == "__main__":

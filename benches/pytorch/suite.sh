@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The benchmark suite, deriv beside PyTorch in one table (W1-W5, see
+# The benchmark suite, deriv beside PyTorch in one table (W1-W8, see
 # benches/pytorch/suite.py for the workloads' definitions).
 #
 # Usage: benches/pytorch/suite.sh
@@ -8,7 +8,7 @@
 #   SKIP_CARGO=1             reuse the last criterion results in target/criterion
 #   QUICK=1                  shorter PyTorch runs
 # deriv's figures are criterion medians (cargo bench --bench tensor_ops and
-# --bench network); W5 is the peak RSS (VmHWM) of a process running W4 alone
+# --bench network, W6-W8 --bench layers); W5 is the peak RSS (VmHWM) of a process running W4 alone
 # (examples/w4.rs for deriv, suite.py --w4-only for PyTorch), which
 # `/usr/bin/time -v` reports as "Maximum resident set size" too.
 set -euo pipefail
@@ -26,6 +26,7 @@ if [[ "${SKIP_CARGO:-0}" != 1 ]]; then
     echo "== cargo bench (W1, W2: tensor_ops; W3, W4: network)" >&2
     cargo bench --bench tensor_ops -- 'matmul_f32|fma_ceiling|example0_step' >&2
     cargo bench --bench network -- 'w3_step|w4_step' >&2
+    cargo bench --bench layers >&2
 fi
 echo "== W5: examples/w4 (release), peak RSS" >&2
 cargo build --release --example w4 >&2
@@ -93,6 +94,15 @@ for path in ["ws", "compile_time", "tape"]:
                  torch.get("w4_medium_mlp_samples_per_s"), True))
 rows.append(("W5 peak RSS of the W4 process", "MiB", ours.get("w5_peak_rss_mib"),
              torch.get("w5_peak_rss_mib"), False))
+for key, name, n, group in [("w6_lenet_samples_per_s", "W6 LeNet-5 CNN", 64, "w6_step"),
+                            ("w7_lstm_samples_per_s", "W7 LSTM", 32, "w7_step"),
+                            ("w8_transformer_samples_per_s", "W8 transformer layer", 16, "w8_step")]:
+    for path in ["ws", "compile_time", "tape"]:
+        rows.append((f"{name} ({path})", "samples/s", inv(crit_ns(group, path, str(n)), n),
+                     torch.get(key), True))
+ns = crit_ns("w6b_conv", "forward")
+rows.append(("W6b Conv2d(64,64,3,p1) forward", "GFLOP/s",
+             None if ns is None else 2 * 8 * 64 * 56 * 56 * 64 * 9 / ns, torch.get("w6b_conv_gflops"), True))
 
 def fmt(v):
     if v is None:

@@ -11,7 +11,7 @@
 use crate::autograd::{GradSlot, Op, Out, Spec};
 use crate::backend::Host;
 use crate::error::{Error, Result};
-use crate::tensor::{DType, Float, Tensor};
+use crate::tensor::{DType, Float, Math, Tensor};
 
 /// Which cell a [`RecurrentCell`] is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,20 +52,22 @@ impl CellKind {
     }
 
     /// One hidden unit's new state from its gates' projections `a` (input)
-    /// and `b` (hidden) and its previous state, in f64.
-    fn unit(self, a: &[f64; 4], b: &[f64; 4], prev: f64) -> [f64; 2] {
+    /// and `b` (hidden) and its previous state (a formula over [`Math`], in
+    /// the tensor's own precision).
+    fn unit<M: Math>(self, a: &[M; 4], b: &[M; 4], prev: M) -> [M; 2] {
+        let (zero, one) = (M::k(0.0), M::k(1.0));
         match self {
-            CellKind::RnnTanh => [(a[0] + b[0]).tanh(), 0.0],
-            CellKind::RnnRelu => [(a[0] + b[0]).max(0.0), 0.0],
+            CellKind::RnnTanh => [(a[0] + b[0]).tanh(), zero],
+            CellKind::RnnRelu => [(a[0] + b[0]).max_nan(zero), zero],
             CellKind::Lstm => {
                 let [i, f, g, o] = lstm_gates(a, b);
                 let c = f * prev + i * g;
                 [o * c.tanh(), c]
             }
             CellKind::Gru => {
-                let (r, z) = (sigmoid(a[0] + b[0]), sigmoid(a[1] + b[1]));
+                let (r, z) = ((a[0] + b[0]).sigmoid(), (a[1] + b[1]).sigmoid());
                 let n = (a[2] + r * b[2]).tanh();
-                [(1.0 - z) * n + z * prev, 0.0]
+                [(one - z) * n + z * prev, zero]
             }
         }
     }
@@ -73,40 +75,44 @@ impl CellKind {
     /// One unit's gradients from the output's (`g`: `h'`, and `c'` for an
     /// LSTM): those of its input and hidden projections, and of its previous
     /// state.
-    fn unit_grad(self, a: &[f64; 4], b: &[f64; 4], prev: f64, g: [f64; 2]) -> UnitGrad {
-        let mut out = UnitGrad::default();
+    fn unit_grad<M: Math>(self, a: &[M; 4], b: &[M; 4], prev: M, g: [M; 2]) -> UnitGrad<M> {
+        let (zero, one) = (M::k(0.0), M::k(1.0));
+        let mut out = UnitGrad {
+            da: [zero; 4],
+            db: [zero; 4],
+            dprev: zero,
+        };
         match self {
             CellKind::RnnTanh | CellKind::RnnRelu => {
                 let s = a[0] + b[0];
                 let d = if self == CellKind::RnnTanh {
-                    g[0] * (1.0 - s.tanh().powi(2))
-                } else if s > 0.0 {
-                    g[0]
+                    let y = s.tanh();
+                    g[0] * (one - y * y)
                 } else {
-                    0.0
+                    M::select(s.gt(zero), g[0], zero)
                 };
                 (out.da[0], out.db[0]) = (d, d);
             }
             CellKind::Lstm => {
                 let [i, f, gg, o] = lstm_gates(a, b);
                 let tc = (f * prev + i * gg).tanh();
-                let dc = g[1] + g[0] * o * (1.0 - tc * tc);
+                let dc = g[1] + g[0] * o * (one - tc * tc);
                 let d = [
-                    dc * gg * i * (1.0 - i),
-                    dc * prev * f * (1.0 - f),
-                    dc * i * (1.0 - gg * gg),
-                    g[0] * tc * o * (1.0 - o),
+                    dc * gg * i * (one - i),
+                    dc * prev * f * (one - f),
+                    dc * i * (one - gg * gg),
+                    g[0] * tc * o * (one - o),
                 ];
                 (out.da, out.db, out.dprev) = (d, d, dc * f);
             }
             CellKind::Gru => {
-                let (r, z) = (sigmoid(a[0] + b[0]), sigmoid(a[1] + b[1]));
+                let (r, z) = ((a[0] + b[0]).sigmoid(), (a[1] + b[1]).sigmoid());
                 let n = (a[2] + r * b[2]).tanh();
-                let dn = g[0] * (1.0 - z) * (1.0 - n * n);
-                let dr = dn * b[2] * r * (1.0 - r);
-                let dz = g[0] * (prev - n) * z * (1.0 - z);
-                out.da = [dr, dz, dn, 0.0];
-                out.db = [dr, dz, dn * r, 0.0];
+                let dn = g[0] * (one - z) * (one - n * n);
+                let dr = dn * b[2] * r * (one - r);
+                let dz = g[0] * (prev - n) * z * (one - z);
+                out.da = [dr, dz, dn, zero];
+                out.db = [dr, dz, dn * r, zero];
                 out.dprev = g[0] * z;
             }
         }
@@ -114,23 +120,18 @@ impl CellKind {
     }
 }
 
-#[derive(Default)]
-struct UnitGrad {
-    da: [f64; 4],
-    db: [f64; 4],
-    dprev: f64,
+struct UnitGrad<M> {
+    da: [M; 4],
+    db: [M; 4],
+    dprev: M,
 }
 
-fn sigmoid(x: f64) -> f64 {
-    1.0 / (1.0 + (-x).exp())
-}
-
-fn lstm_gates(a: &[f64; 4], b: &[f64; 4]) -> [f64; 4] {
+fn lstm_gates<M: Math>(a: &[M; 4], b: &[M; 4]) -> [M; 4] {
     [
-        sigmoid(a[0] + b[0]),
-        sigmoid(a[1] + b[1]),
+        (a[0] + b[0]).sigmoid(),
+        (a[1] + b[1]).sigmoid(),
         (a[2] + b[2]).tanh(),
-        sigmoid(a[3] + b[3]),
+        (a[3] + b[3]).sigmoid(),
     ]
 }
 
@@ -228,19 +229,15 @@ impl Op for RecurrentCell {
         }
         let [xg, hg, g] = [xg, hg, g].map(Tensor::contiguous);
         let prev = prev.as_ref().map(Tensor::contiguous);
-        for (which, slot) in grads.iter_mut().enumerate() {
-            if !slot.needed() {
-                continue;
+        let need: Vec<bool> = grads.iter().map(GradSlot::needed).collect();
+        let [da, db, dprev] = match g.dtype() {
+            DType::F32 => self.grads_cpu::<f32>(&xg, &hg, prev.as_ref(), &g, &need),
+            _ => self.grads_cpu::<f64>(&xg, &hg, prev.as_ref(), &g, &need),
+        };
+        for (slot, d) in grads.iter_mut().zip([da, db, dprev]) {
+            if let Some(d) = d {
+                slot.add(d);
             }
-            let shape = if which == 2 {
-                [xg.shape()[0], xg.shape()[1] / self.kind.gates()]
-            } else {
-                [xg.shape()[0], xg.shape()[1]]
-            };
-            slot.add_into(Spec::shaped(&shape, &g), |out| match g.dtype() {
-                DType::F32 => self.grad_cpu::<f32>(&xg, &hg, prev.as_ref(), &g, which, out),
-                _ => self.grad_cpu::<f64>(&xg, &hg, prev.as_ref(), &g, which, out),
-            });
         }
     }
 }
@@ -253,24 +250,25 @@ fn elems<'b, T: Host>(b: &'b crate::backend::Buffer, t: &Tensor) -> &'b [T] {
 impl RecurrentCell {
     /// Calls `f(n, j, a, b, prev)` for each sample `n` and hidden unit `j`
     /// with the unit's projections and previous state.
+    #[inline(always)]
     fn each_unit<T: Float>(
         &self,
         xs: &[T],
         hs: &[T],
         ps: Option<&[T]>,
         rows: usize,
-        mut f: impl FnMut(usize, usize, &[f64; 4], &[f64; 4], f64),
+        mut f: impl FnMut(usize, usize, &[T; 4], &[T; 4], T),
     ) {
         let g = self.kind.gates();
         let h = xs.len().checked_div(rows * g).unwrap_or(0);
-        let (mut a, mut b) = ([0.0; 4], [0.0; 4]);
+        let (mut a, mut b) = ([T::ZERO; 4], [T::ZERO; 4]);
         for n in 0..rows {
             for j in 0..h {
                 for k in 0..g {
-                    a[k] = xs[n * g * h + k * h + j].to_f64();
-                    b[k] = hs[n * g * h + k * h + j].to_f64();
+                    a[k] = xs[n * g * h + k * h + j];
+                    b[k] = hs[n * g * h + k * h + j];
                 }
-                let prev = ps.map_or(0.0, |p| p[n * h + j].to_f64());
+                let prev = ps.map_or(T::ZERO, |p| p[n * h + j]);
                 f(n, j, &a, &b, prev);
             }
         }
@@ -292,54 +290,82 @@ impl RecurrentCell {
                 let y = self.kind.unit(a, b, p);
                 for (k, &v) in y.iter().enumerate().take(outs) {
                     let at = n * outs * h + k * h + j;
-                    let v = T::from_f64(v);
                     o[at] = if acc { o[at] + v } else { v };
                 }
             });
         });
     }
 
-    /// The gradient of input `which` (0: `xg`, 1: `hg`, 2: the state).
-    fn grad_cpu<T: Float + Host>(
+    /// The gradients of the inputs `need` asks for, in one pass: `xg`'s,
+    /// `hg`'s (`None` when it equals `xg`'s, as for an RNN or LSTM, whose
+    /// projections are added) and the state's.
+    fn grads_cpu<T: Float + Host>(
         &self,
         xg: &Tensor,
         hg: &Tensor,
         prev: Option<&Tensor>,
         g: &Tensor,
-        which: usize,
-        out: &mut Out<'_>,
-    ) {
+        need: &[bool],
+    ) -> [Option<Tensor>; 3] {
         let gates = self.kind.gates();
         let (rows, h) = (xg.shape()[0], xg.shape()[1] / gates);
         let outs = self.kind.outs();
-        let inputs = [xg, hg, prev.unwrap_or(xg), g];
-        out.host_slice::<T, 4>(inputs, |[xb, hb, pb, gb], o, acc| {
-            let ps = prev.map(|p| elems::<T>(pb, p));
-            let (xs, hs, gs) = (elems::<T>(xb, xg), elems::<T>(hb, hg), elems::<T>(gb, g));
-            let mut put = |at: usize, v: f64| {
-                let v = T::from_f64(v);
-                o[at] = if acc { o[at] + v } else { v };
-            };
-            self.each_unit(xs, hs, ps, rows, |n, j, a, b, p| {
-                let gy = [0, 1].map(|k| {
-                    if k < outs {
-                        gs[n * outs * h + k * h + j].to_f64()
-                    } else {
-                        0.0
-                    }
-                });
-                let d = self.kind.unit_grad(a, b, p, gy);
-                match which {
-                    2 => put(n * h + j, d.dprev),
-                    w => {
-                        let d = if w == 0 { d.da } else { d.db };
-                        for (k, &v) in d.iter().enumerate().take(gates) {
-                            put(n * gates * h + k * h + j, v);
-                        }
-                    }
+        let need = |i: usize| need.get(i).copied().unwrap_or(false);
+        let shared = self.kind != CellKind::Gru;
+        let want_a = need(0) || (shared && need(1));
+        let want_b = !shared && need(1);
+        let mut da = vec![T::ZERO; if want_a { rows * gates * h } else { 0 }];
+        let mut db = vec![T::ZERO; if want_b { rows * gates * h } else { 0 }];
+        let mut dp = vec![T::ZERO; if need(2) { rows * h } else { 0 }];
+        let storages = [xg, hg, prev.unwrap_or(xg), g].map(|t| Some(&**t.storage()));
+        let (reads, []) = crate::backend::lock_storages(storages, []);
+        let buf = |i: usize, t: &Tensor| -> &crate::backend::Buffer {
+            let first = [xg, hg, prev.unwrap_or(xg), g][..i]
+                .iter()
+                .position(|o| o.shares_storage(t))
+                .unwrap_or(i);
+            reads[first].as_deref().expect("locked")
+        };
+        let (xs, hs, gs) = (
+            elems::<T>(buf(0, xg), xg),
+            elems::<T>(buf(1, hg), hg),
+            elems::<T>(buf(3, g), g),
+        );
+        let ps = prev.map(|p| elems::<T>(buf(2, p), p));
+        self.each_unit(xs, hs, ps, rows, |n, j, a, b, p| {
+            let gy = [0, 1].map(|k| {
+                if k < outs {
+                    gs[n * outs * h + k * h + j]
+                } else {
+                    T::ZERO
                 }
             });
+            let d = self.kind.unit_grad(a, b, p, gy);
+            for k in 0..gates {
+                let at = n * gates * h + k * h + j;
+                if want_a {
+                    da[at] = d.da[k];
+                }
+                if want_b {
+                    db[at] = d.db[k];
+                }
+            }
+            if need(2) {
+                dp[n * h + j] = d.dprev;
+            }
         });
+        drop(reads);
+        let a = want_a.then(|| Tensor::from_vec(da, [rows, gates * h]));
+        let b = if shared {
+            a.clone().filter(|_| need(1))
+        } else {
+            want_b.then(|| Tensor::from_vec(db, [rows, gates * h]))
+        };
+        [
+            a.filter(|_| need(0)),
+            b,
+            need(2).then(|| Tensor::from_vec(dp, [rows, h])),
+        ]
     }
 
     /// The step with ops (the GPU's path).
