@@ -1234,6 +1234,25 @@ fn attention_matches_the_cpu() {
 }
 
 #[test]
+fn conv_transpose2d_matches_the_cpu() {
+    use deriv::nn::{functional as F, ConvTranspose2dOptions};
+    let dev = need_gpu!();
+    let opts = ConvTranspose2dOptions::new()
+        .stride(2)
+        .padding(1)
+        .output_padding(1)
+        .groups(2);
+    let inputs = [
+        randn(&[2, 4, 3, 4], 71),
+        randn(&[4, 3, 3, 3], 72),
+        randn(&[6], 73),
+    ];
+    check_op("conv_transpose2d", dev, &inputs, 1e-4, |t| {
+        F::conv_transpose2d(&t[0], &t[1], Some(&t[2]), &opts)
+    });
+}
+
+#[test]
 fn conv2d_matches_the_cpu() {
     use deriv::nn::{functional as F, Conv2dOptions};
     let dev = need_gpu!();

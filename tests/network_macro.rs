@@ -4,8 +4,9 @@
 //! backward, the tape, and central finite differences.
 
 use deriv::nn::{
-    AvgPool2d, BatchNorm1d, BatchNorm2d, Conv1d, Conv2d, Differentiable, Dropout, Embedding,
-    Flatten, Forward, GroupNorm, LayerNorm, Linear, MaxPool2d, Module, ReLU, Sigmoid, Tanh,
+    AvgPool2d, BatchNorm1d, BatchNorm2d, Conv1d, Conv2d, ConvTranspose2d, Differentiable, Dropout,
+    Embedding, Flatten, Forward, GroupNorm, LayerNorm, Linear, MaxPool2d, Module, ReLU, Sigmoid,
+    Tanh,
 };
 use deriv::{network, no_grad, DType, Device, Generator, Tensor};
 
@@ -899,6 +900,18 @@ fn derive_module_visits_buffers_and_modes() {
     assert!(!m.bn.is_training());
     m.train();
     assert!(m.bn.is_training());
+}
+
+network! {
+    /// Down and back up: a convolution and its transpose (channels checked).
+    pub struct UpConv = Conv2d(1, 4, 3) -> ReLU -> ConvTranspose2d(4, 2, 3) -> Flatten
+        -> Linear(72, 2);
+}
+
+#[test]
+fn conv_transpose_in_a_network_gradients() {
+    // [2, 1, 6, 6] -> [2, 4, 4, 4] -> [2, 2, 6, 6] -> [2, 72] -> [2, 2].
+    check_one("UpConv", UpConv::default(), &[2, 1, 6, 6]);
 }
 
 network! {

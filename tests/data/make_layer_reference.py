@@ -169,3 +169,22 @@ rust("GN_OUT", y.detach())
 rust("GN_DX", x.grad)
 rust("GN_DW", w.grad)
 rust("GN_DB", b.grad)
+
+# conv_transpose2d (paste over the `CONVT*` constants): E with stride,
+# padding, output padding and groups; F with dilation and a non-square kernel.
+for tag, xs, ws, kw in [
+    ("E", [2, 4, 3, 4], [4, 3, 3, 3], dict(stride=2, padding=1, output_padding=1, groups=2)),
+    ("F", [1, 2, 4, 3], [2, 3, 2, 3], dict(stride=(1, 2), padding=(1, 0), dilation=(2, 1))),
+]:
+    x = det(xs, 7, 3, 19, 6.0, 1.5).requires_grad_(True)
+    w = det(ws, 5, 1, 13, 8.0, 0.75).requires_grad_(True)
+    cout = ws[1] * kw.get("groups", 1)
+    b = det([cout], 3, 2, 7, 4.0, 0.5).requires_grad_(True)
+    y = F.conv_transpose2d(x, w, b, **kw)
+    c = det(list(y.shape), 11, 4, 17, 8.0, 1.0)
+    (y * c).sum().backward()
+    print(f"// {tag}: output shape {list(y.shape)}")
+    rust(f"CONVT{tag}_OUT", y.detach())
+    rust(f"CONVT{tag}_DX", x.grad)
+    rust(f"CONVT{tag}_DW", w.grad)
+    rust(f"CONVT{tag}_DB", b.grad)

@@ -1,5 +1,5 @@
 //! Convolution layers: `Conv1d`, `Conv2d` (one op: the 1-D form is the 2-D
-//! one on a single row).
+//! one on a single row) and `ConvTranspose2d` (its adjoint).
 
 use super::linear::{backward_params, weight_bias_module, ParamOpWorkspace};
 use super::module::join_name;
@@ -7,7 +7,7 @@ use super::{init, Differentiable, Forward, Module, TrainStep};
 use crate::autograd::{forward_saving, no_grad, Op};
 use crate::backend::Device;
 use crate::error::{OrPanic, Result};
-use crate::ops::{self, Conv1dOptions, Conv2dOptions, Pair};
+use crate::ops::{self, Conv1dOptions, Conv2dOptions, ConvTranspose2dOptions, Pair};
 use crate::tensor::{Tensor, TensorOptions};
 
 /// A 2-D convolution layer (`nn.Conv2d`) over `[N, C, H, W]` inputs:
@@ -54,15 +54,15 @@ pub struct Conv1d {
     op: ops::Conv2d,
 }
 
-/// A convolution's weight `[out, in/groups, kernel..]` and bias, with
-/// PyTorch's initialisation. Panics unless the channels split into the
-/// groups.
+/// A convolution's weight `[out, in/groups, kernel..]` (`[in, out/groups,
+/// kernel..]` when `transposed`) and bias `[out]`, with PyTorch's
+/// initialisation. Panics unless the channels split into the groups.
 #[track_caller]
 fn conv_params(
     layer: &str,
     (in_channels, out_channels): (usize, usize),
     kernel: &[usize],
-    groups: usize,
+    (groups, transposed): (usize, bool),
     bias: bool,
     device: &Device,
 ) -> (Tensor, Option<Tensor>) {
@@ -73,7 +73,11 @@ fn conv_params(
          divisible by groups ({g})"
     );
     let opts = TensorOptions::new().device(device);
-    let mut shape = vec![out_channels, in_channels / g];
+    let mut shape = if transposed {
+        vec![in_channels, out_channels / g]
+    } else {
+        vec![out_channels, in_channels / g]
+    };
     shape.extend_from_slice(kernel);
     let weight = Tensor::zeros_opts(&shape, &opts);
     init::kaiming_uniform_(&weight, 5f64.sqrt());
@@ -124,7 +128,7 @@ impl Conv2d {
             "Conv2d",
             (in_channels, out_channels),
             &k,
-            options.groups,
+            (options.groups, false),
             options.bias,
             device,
         );
@@ -167,7 +171,7 @@ impl Conv1d {
             "Conv1d",
             (in_channels, out_channels),
             &[kernel_size],
-            options.groups,
+            (options.groups, false),
             options.bias,
             device,
         );
@@ -182,7 +186,7 @@ impl Conv1d {
 
 /// The traits of a convolution layer (fields `weight`, `bias`, `op`).
 macro_rules! conv_layer {
-    ($name:ident, $ws:ident) => {
+    ($name:ident, $ws:ident, $op:ty) => {
         impl $name {
             /// The op's inputs: the input, the weight, and the bias when there is one.
             fn inputs<'a>(&'a self, x: &'a Tensor) -> ([&'a Tensor; 3], usize) {
@@ -210,7 +214,7 @@ macro_rules! conv_layer {
 
         impl Differentiable for $name {
             /// The input and the weight.
-            type Saved = <ops::Conv2d as Op>::Saved;
+            type Saved = <$op as Op>::Saved;
             const SIZE: crate::size::SizeRule = crate::size::SizeRule::Channels {
                 input: 0,
                 output: 1,
@@ -230,7 +234,7 @@ macro_rules! conv_layer {
         }
 
         #[doc = concat!("[`", stringify!($name), "`]'s workspace: its output, what its op saved, and its input gradient (sum and buffer).")]
-        pub type $ws = ParamOpWorkspace<ops::Conv2d>;
+        pub type $ws = ParamOpWorkspace<$op>;
 
         impl TrainStep for $name {
             type Workspace = $ws;
@@ -254,5 +258,74 @@ macro_rules! conv_layer {
     };
 }
 
-conv_layer!(Conv2d, Conv2dWorkspace);
-conv_layer!(Conv1d, Conv1dWorkspace);
+conv_layer!(Conv2d, Conv2dWorkspace, ops::Conv2d);
+conv_layer!(Conv1d, Conv1dWorkspace, ops::Conv2d);
+conv_layer!(
+    ConvTranspose2d,
+    ConvTranspose2dWorkspace,
+    ops::ConvTranspose2d
+);
+
+/// A transposed 2-D convolution layer (`nn.ConvTranspose2d`): the adjoint
+/// of a `Conv2d` with the same options, mapping `[N, in_channels, H, W]` to
+/// `[N, out_channels, H_out, W_out]` (`H_out = (H − 1)·stride − 2·padding +
+/// dilation·(kh − 1) + output_padding + 1`): weight `[in_channels,
+/// out_channels/groups, kh, kw]` and bias `[out_channels]`, initialised as
+/// PyTorch does. In `network!`, `ConvTranspose2d(in, out, k)` expects `in`
+/// channels and produces `out`.
+///
+/// ```
+/// use deriv_runtime::nn::{ConvTranspose2d, ConvTranspose2dOptions, Forward};
+/// use deriv_runtime::{Device, Tensor};
+/// let opts = ConvTranspose2dOptions::new().stride(2).padding(1).output_padding(1);
+/// let up = ConvTranspose2d::with_options(8, 4, 3, &opts, &Device::Cpu);
+/// assert_eq!(up.forward(&Tensor::randn([2, 8, 5, 5])).shape(), &[2, 4, 10, 10]);
+/// ```
+pub struct ConvTranspose2d {
+    /// `[in_channels, out_channels/groups, kh, kw]`.
+    pub weight: Tensor,
+    /// `[out_channels]`, if the layer has one.
+    pub bias: Option<Tensor>,
+    /// Stride, padding, output padding, groups and dilation.
+    pub options: ConvTranspose2dOptions,
+    op: ops::ConvTranspose2d,
+}
+
+impl ConvTranspose2d {
+    /// A layer with stride 1, no padding and a bias, on `device`.
+    pub fn new(
+        in_channels: usize,
+        out_channels: usize,
+        kernel_size: impl Pair,
+        device: &Device,
+    ) -> Self {
+        let options = ConvTranspose2dOptions::new();
+        Self::with_options(in_channels, out_channels, kernel_size, &options, device)
+    }
+
+    /// A layer with other options. Panics when the channels do not split
+    /// into the groups.
+    #[track_caller]
+    pub fn with_options(
+        in_channels: usize,
+        out_channels: usize,
+        kernel_size: impl Pair,
+        options: &ConvTranspose2dOptions,
+        device: &Device,
+    ) -> Self {
+        let (weight, bias) = conv_params(
+            "ConvTranspose2d",
+            (in_channels, out_channels),
+            &kernel_size.pair(),
+            (options.groups, true),
+            options.bias,
+            device,
+        );
+        ConvTranspose2d {
+            weight,
+            bias,
+            options: *options,
+            op: options.op(),
+        }
+    }
+}

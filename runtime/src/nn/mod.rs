@@ -22,7 +22,9 @@ mod recurrent;
 mod sequential;
 mod transformer;
 
-pub use crate::ops::{Conv1dOptions, Conv2dOptions, EmbeddingOptions, Padding, Pair};
+pub use crate::ops::{
+    Conv1dOptions, Conv2dOptions, ConvTranspose2dOptions, EmbeddingOptions, Padding, Pair,
+};
 pub use activation::{
     AdaptiveAvgPool2d, AvgPool2d, Dropout, Flatten, Hardtanh, Identity, LeakyReLU, LogSigmoid,
     LogSoftmax, MaxPool2d, Mish, OpWorkspace, ReLU, SiLU, Sigmoid, Softmax, Softplus, Tanh, ELU,
@@ -31,7 +33,9 @@ pub use activation::{
 pub use attention::{
     AttendOptions, MultiheadAttention, MultiheadAttentionOptions, MultiheadAttentionSaved,
 };
-pub use conv::{Conv1d, Conv1dWorkspace, Conv2d, Conv2dWorkspace};
+pub use conv::{
+    Conv1d, Conv1dWorkspace, Conv2d, Conv2dWorkspace, ConvTranspose2d, ConvTranspose2dWorkspace,
+};
 pub use embedding::{Embedding, EmbeddingWorkspace};
 pub use linear::{LayerWorkspace, Linear, LinearWorkspace, ParamOpWorkspace};
 pub use loss::{

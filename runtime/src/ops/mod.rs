@@ -26,7 +26,10 @@ pub(crate) use reduce::sum_to;
 pub use crate::autograd::{GradSlot, Op, Out, Spec};
 pub use attention::Attention;
 pub use binary::{Add, Binary, Div, Maximum, Minimum, Mul, Pow, PowTensor, Sub};
-pub use conv::{Conv1dOptions, Conv2d, Conv2dOptions, Padding, Pair, Pool2d};
+pub use conv::{
+    Conv1dOptions, Conv2d, Conv2dOptions, ConvTranspose2d, ConvTranspose2dOptions, Padding, Pair,
+    Pool2d,
+};
 pub use copy::ToCopy;
 pub use elementwise::Where;
 pub use linear::Linear;

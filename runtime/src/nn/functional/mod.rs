@@ -96,6 +96,38 @@ pub fn try_conv1d(
     ops::conv::try_conv1d(input, weight, bias, options)
 }
 
+/// Transposed 2-D convolution (`F.conv_transpose2d(input, weight, bias,
+/// stride, padding, output_padding, groups, dilation)`): the adjoint of
+/// `conv2d`, an `[N, C_in, H, W]` input and a `[C_in, C_out/groups, kh, kw]`
+/// weight giving `[N, C_out, H_out, W_out]`.
+///
+/// ```
+/// use deriv_runtime::nn::{functional as F, ConvTranspose2dOptions};
+/// use deriv_runtime::Tensor;
+/// let y = F::conv_transpose2d(&Tensor::ones([1, 1, 2, 2]), &Tensor::ones([1, 1, 2, 2]), None, &ConvTranspose2dOptions::new());
+/// assert_eq!(y.to_vec::<f32>(), vec![1., 2., 1., 2., 4., 2., 1., 2., 1.]);
+/// ```
+#[track_caller]
+pub fn conv_transpose2d(
+    input: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    options: &ops::ConvTranspose2dOptions,
+) -> Tensor {
+    crate::error::OrPanic::or_panic(try_conv_transpose2d(input, weight, bias, options))
+}
+
+/// Fallible [`conv_transpose2d`]: a wrong rank, channel count, group split,
+/// dtype or output padding is an `Err`.
+pub fn try_conv_transpose2d(
+    input: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    options: &ops::ConvTranspose2dOptions,
+) -> Result<Tensor> {
+    ops::conv::try_conv_transpose2d(input, weight, bias, options)
+}
+
 /// Fallible [`conv2d`]: a wrong rank, channel count, group split or dtype,
 /// a kernel larger than the padded input, or `"same"` padding with a
 /// stride is an `Err`.

@@ -41,7 +41,7 @@ impl Default for Conv2d {
 
 /// The sizes of one convolution: input, kernel and output.
 #[derive(Clone, Copy, Debug)]
-struct Geometry {
+pub(crate) struct Geometry {
     n: usize,
     c: usize,
     h: usize,
@@ -85,11 +85,16 @@ impl Conv2d {
     }
 
     fn geometry(&self, x: &Tensor, w: &Tensor) -> Result<Geometry> {
-        let op = Self::name(w);
+        self.geometry_of(x.shape(), w.shape())
+    }
+
+    /// [`geometry`](Self::geometry) from the input's and weight's shapes.
+    pub(crate) fn geometry_of(&self, xs: &[usize], ws: &[usize]) -> Result<Geometry> {
+        let op = if ws.len() == 3 { "conv1d" } else { "conv2d" };
         let err = |msg: String| Err(Error::shape(op, msg));
         // The 1-D form is the 2-D one on a single row.
-        let rank = if w.ndim() == 3 { 3 } else { 4 };
-        if x.ndim() != rank {
+        let rank = if ws.len() == 3 { 3 } else { 4 };
+        if xs.len() != rank {
             return err(format!(
                 "expected a {rank}-D input {}, got shape {:?}; add a batch dim with \
                  .unsqueeze(0)",
@@ -98,14 +103,14 @@ impl Conv2d {
                 } else {
                     "[N, C, H, W]"
                 },
-                x.shape()
+                xs
             ));
         }
-        if w.ndim() != 4 && w.ndim() != 3 {
+        if ws.len() != 4 && ws.len() != 3 {
             return err(format!(
                 "the weight must be 4-D [out_channels, in_channels/groups, kh, kw] (3-D for \
                  conv1d), got shape {:?}",
-                w.shape()
+                ws
             ));
         }
         if rank == 3
@@ -119,23 +124,22 @@ impl Conv2d {
                 &self.padding[..2]
             ));
         }
-        let s4 = |t: &Tensor| -> [usize; 4] {
-            let s = t.shape();
+        let s4 = |s: &[usize]| -> [usize; 4] {
             if s.len() == 3 {
                 [s[0], s[1], 1, s[2]]
             } else {
                 [s[0], s[1], s[2], s[3]]
             }
         };
-        let ([n, c, h, wd], [o, cg, kh, kw]) = (s4(x), s4(w));
+        let ([n, c, h, wd], [o, cg, kh, kw]) = (s4(xs), s4(ws));
         let g = self.groups;
         if g == 0 || c % g != 0 || o % g != 0 || cg * g != c {
             return err(format!(
                 "Given groups={g}, weight of size {:?}, expected input{:?} to have {} channels, \
                  but got {c} channels instead (in_channels and out_channels must both be \
                  divisible by groups)",
-                w.shape(),
-                x.shape(),
+                ws,
+                xs,
                 cg * g
             ));
         }
@@ -343,7 +347,7 @@ impl Op for Conv2d {
 }
 
 /// The sizes the composed (GPU) path needs.
-fn geo_dims(g: &Geometry) -> super::composed::Dims {
+pub(crate) fn geo_dims(g: &Geometry) -> super::composed::Dims {
     super::composed::Dims {
         n: g.n,
         c: g.c,
@@ -379,7 +383,7 @@ fn per_sample<T: Send>(out: &mut [T], per: usize, f: impl Fn(usize, &mut [T]) + 
 /// The element types with a per-thread column scratch: the buffer grows to
 /// the largest convolution seen and is reused, so a steady-state training
 /// step allocates nothing for it.
-trait ColScratch: Sized + Copy {
+pub(crate) trait ColScratch: Sized + Copy {
     /// Runs `f` on a scratch slice of `len` elements (its contents are
     /// whatever the last user left).
     fn with_col<R>(len: usize, f: impl FnOnce(&mut [Self]) -> R) -> R;
@@ -410,7 +414,7 @@ macro_rules! col_scratch {
 col_scratch!(f32);
 col_scratch!(f64);
 
-fn forward_cpu<T: Float + Host + Gemm + ColScratch + Send + Sync>(
+pub(crate) fn forward_cpu<T: Float + Host + Gemm + ColScratch + Send + Sync>(
     op: &Conv2d,
     geo: &Geometry,
     x: &Tensor,
@@ -452,7 +456,7 @@ fn forward_cpu<T: Float + Host + Gemm + ColScratch + Send + Sync>(
 }
 
 /// `dx (+)= fold(Wᵀ·dY)`, sample by sample.
-fn input_grad<T: Float + Host + Gemm + ColScratch + Send + Sync>(
+pub(crate) fn input_grad<T: Float + Host + Gemm + ColScratch + Send + Sync>(
     op: &Conv2d,
     geo: &Geometry,
     w: &Tensor,
@@ -495,7 +499,7 @@ fn input_grad<T: Float + Host + Gemm + ColScratch + Send + Sync>(
 }
 
 /// `dW (+)= Σ_n dY·colsᵀ`.
-fn weight_grad<T: Float + Host + Gemm + ColScratch + Send + Sync>(
+pub(crate) fn weight_grad<T: Float + Host + Gemm + ColScratch + Send + Sync>(
     op: &Conv2d,
     geo: &Geometry,
     x: &Tensor,

@@ -5,9 +5,11 @@
 mod composed;
 mod conv2d;
 mod pool;
+mod transpose;
 
 pub use conv2d::Conv2d;
 pub use pool::Pool2d;
+pub use transpose::ConvTranspose2d;
 
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
@@ -180,6 +182,110 @@ pub(crate) fn try_conv2d(
         _ => [1, 1],
     };
     let op = options.op(kernel)?;
+    match bias {
+        Some(b) => crate::autograd::try_apply(op, &[input, weight, b]),
+        None => crate::autograd::try_apply(op, &[input, weight]),
+    }
+}
+
+/// `nn.ConvTranspose2d`'s and `F.conv_transpose2d`'s options beyond the
+/// tensors, with PyTorch's defaults: stride 1, no padding, no output
+/// padding, one group, dilation 1, and (for the layer) a bias.
+///
+/// ```
+/// use deriv_runtime::nn::ConvTranspose2dOptions;
+/// let o = ConvTranspose2dOptions::new().stride(2).padding(1).output_padding(1);
+/// assert_eq!((o.stride, o.output_padding), ([2, 2], [1, 1]));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvTranspose2dOptions {
+    /// The stride of the convolution this one is the adjoint of.
+    pub stride: [usize; 2],
+    /// That convolution's zero padding (rows, columns): trimmed from the output.
+    pub padding: [usize; 2],
+    /// Rows and columns added after the output (each below the stride or
+    /// the dilation).
+    pub output_padding: [usize; 2],
+    /// Channels split into this many independent groups.
+    pub groups: usize,
+    /// Whether `nn::ConvTranspose2d` has a bias.
+    pub bias: bool,
+    /// Spacing between kernel taps (rows, columns).
+    pub dilation: [usize; 2],
+}
+
+impl Default for ConvTranspose2dOptions {
+    fn default() -> Self {
+        ConvTranspose2dOptions {
+            stride: [1, 1],
+            padding: [0, 0],
+            output_padding: [0, 0],
+            groups: 1,
+            bias: true,
+            dilation: [1, 1],
+        }
+    }
+}
+
+impl ConvTranspose2dOptions {
+    /// PyTorch's defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Sets the stride.
+    pub fn stride(mut self, s: impl Pair) -> Self {
+        self.stride = s.pair();
+        self
+    }
+    /// Sets the padding.
+    pub fn padding(mut self, p: impl Pair) -> Self {
+        self.padding = p.pair();
+        self
+    }
+    /// Sets the output padding.
+    pub fn output_padding(mut self, p: impl Pair) -> Self {
+        self.output_padding = p.pair();
+        self
+    }
+    /// Sets the number of groups.
+    pub fn groups(mut self, g: usize) -> Self {
+        self.groups = g;
+        self
+    }
+    /// Whether the layer has a bias.
+    pub fn bias(mut self, bias: bool) -> Self {
+        self.bias = bias;
+        self
+    }
+    /// Sets the dilation.
+    pub fn dilation(mut self, d: impl Pair) -> Self {
+        self.dilation = d.pair();
+        self
+    }
+
+    /// The op.
+    pub(crate) fn op(&self) -> ConvTranspose2d {
+        let [ph, pw] = self.padding;
+        ConvTranspose2d {
+            conv: Conv2d {
+                stride: self.stride,
+                padding: [ph, ph, pw, pw],
+                dilation: self.dilation,
+                groups: self.groups,
+            },
+            output_padding: self.output_padding,
+        }
+    }
+}
+
+/// `F.conv_transpose2d(input, weight, bias, ..)` on the tape, or the op's error.
+pub(crate) fn try_conv_transpose2d(
+    input: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    options: &ConvTranspose2dOptions,
+) -> Result<Tensor> {
+    let op = options.op();
     match bias {
         Some(b) => crate::autograd::try_apply(op, &[input, weight, b]),
         None => crate::autograd::try_apply(op, &[input, weight]),
