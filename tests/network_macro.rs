@@ -895,11 +895,15 @@ fn derive_module_visits_buffers_and_modes() {
     assert!(m.state_dict().get("offset").is_some());
     m.to_dtype(DType::F64);
     assert_eq!(m.offset.dtype(), DType::F64);
-    assert!(m.bn.is_training());
+    assert!(m.bn.is_training() && m.is_training());
     m.eval();
-    assert!(!m.bn.is_training());
+    assert!(!m.bn.is_training() && !m.is_training());
     m.train();
-    assert!(m.bn.is_training());
+    assert!(m.bn.is_training() && m.is_training());
+    // network! passes the mode on, and reports it.
+    let mut net = BnMlp::default();
+    net.eval();
+    assert!(!net.is_training() && !net.1.is_training());
 }
 
 network! {

@@ -245,6 +245,7 @@ fn module_impl(input: &DeriveInput, fields: &[FieldInfo]) -> TokenStream {
     let mut buffers = TokenStream::new();
     let mut buffers_mut = TokenStream::new();
     let mut train = TokenStream::new();
+    let mut modes = TokenStream::new();
     for f in fields {
         let ident = f.ident;
         let key = ident.unraw().to_string();
@@ -262,6 +263,7 @@ fn module_impl(input: &DeriveInput, fields: &[FieldInfo]) -> TokenStream {
                 );
                 train
                     .extend(quote!(::deriv::nn::Module::set_training(&mut self.#ident, training);));
+                modes.extend(quote!(::deriv::nn::Module::visit_training(&self.#ident, f);));
             }
             Role::Buffer => {
                 buffers.extend(quote!(f(#path, &self.#ident);));
@@ -292,6 +294,11 @@ fn module_impl(input: &DeriveInput, fields: &[FieldInfo]) -> TokenStream {
     } else {
         (quote!(prefix), quote!(f))
     };
+    let modes_f = if modes.is_empty() {
+        quote!(_f)
+    } else {
+        quote!(f)
+    };
     let training = if train.is_empty() {
         quote!(_training)
     } else {
@@ -314,6 +321,9 @@ fn module_impl(input: &DeriveInput, fields: &[FieldInfo]) -> TokenStream {
             }
             fn set_training(&mut self, #training: bool) {
                 #train
+            }
+            fn visit_training(&self, #modes_f: &mut dyn FnMut(bool)) {
+                #modes
             }
         }
     }

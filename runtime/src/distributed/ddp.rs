@@ -196,6 +196,10 @@ impl<M: Module> Module for DistributedDataParallel<M> {
     fn set_training(&mut self, training: bool) {
         self.module.set_training(training)
     }
+
+    fn visit_training(&self, f: &mut dyn FnMut(bool)) {
+        self.module.visit_training(f)
+    }
 }
 
 impl<M: Module + Forward> Forward for DistributedDataParallel<M> {

@@ -446,6 +446,10 @@ impl Module for Dropout {
     fn set_training(&mut self, training: bool) {
         self.training = training;
     }
+
+    fn visit_training(&self, f: &mut dyn FnMut(bool)) {
+        f(self.training)
+    }
 }
 
 impl Forward for Dropout {

@@ -372,6 +372,10 @@ impl Module for MultiheadAttention {
     fn set_training(&mut self, training: bool) {
         self.training = training;
     }
+
+    fn visit_training(&self, f: &mut dyn FnMut(bool)) {
+        f(self.training)
+    }
 }
 
 impl Forward for MultiheadAttention {

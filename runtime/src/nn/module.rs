@@ -57,6 +57,32 @@ pub trait Module: Send + Sync {
         let _ = training;
     }
 
+    /// Calls `f` with the mode of each layer whose behaviour depends on it
+    /// (dropout, batch norm, attention dropout); containers pass it on.
+    fn visit_training(&self, f: &mut dyn FnMut(bool)) {
+        let _ = f;
+    }
+
+    /// Whether the model is in training mode (PyTorch's `model.training`):
+    /// false once [`eval`](Self::eval) has reached a layer whose behaviour
+    /// depends on the mode, true again after [`train`](Self::train). (A
+    /// model without such layers behaves the same in both modes and says
+    /// true.)
+    ///
+    /// ```
+    /// use deriv_runtime::nn::{Dropout, Linear, Module, Sequential};
+    /// use deriv_runtime::Device;
+    /// let mut m = Sequential::new().add(Linear::new(2, 2, &Device::Cpu)).add(Dropout::new(0.5, &Device::Cpu));
+    /// assert!(m.is_training());
+    /// m.eval();
+    /// assert!(!m.is_training());
+    /// ```
+    fn is_training(&self) -> bool {
+        let mut training = true;
+        self.visit_training(&mut |t| training &= t);
+        training
+    }
+
     /// Every parameter, in declaration order.
     fn parameters(&self) -> Vec<Tensor> {
         let mut out = Vec::new();

@@ -693,6 +693,10 @@ impl<const D: usize> Module for BatchNorm<D> {
     fn set_training(&mut self, training: bool) {
         self.training = training;
     }
+
+    fn visit_training(&self, f: &mut dyn FnMut(bool)) {
+        f(self.training)
+    }
 }
 
 impl<const D: usize> Forward for BatchNorm<D> {

@@ -80,6 +80,12 @@ impl Module for Sequential {
             l.set_training(training);
         }
     }
+
+    fn visit_training(&self, f: &mut dyn FnMut(bool)) {
+        for l in &self.layers {
+            l.visit_training(f);
+        }
+    }
 }
 
 impl Forward for Sequential {

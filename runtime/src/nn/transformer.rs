@@ -231,6 +231,13 @@ impl Module for TransformerEncoderLayer {
             d.set_training(training);
         }
     }
+
+    fn visit_training(&self, f: &mut dyn FnMut(bool)) {
+        self.self_attn.visit_training(f);
+        for d in [&self.dropout, &self.dropout1, &self.dropout2] {
+            d.visit_training(f);
+        }
+    }
 }
 
 impl Forward for TransformerEncoderLayer {

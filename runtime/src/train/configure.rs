@@ -71,6 +71,9 @@ macro_rules! wrapper_common {
             fn set_training(&mut self, training: bool) {
                 self.model.set_training(training)
             }
+            fn visit_training(&self, f: &mut dyn FnMut(bool)) {
+                self.model.visit_training(f)
+            }
         }
 
         impl<M: crate::nn::Differentiable> $wrapper<M> {

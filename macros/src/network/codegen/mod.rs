@@ -94,6 +94,10 @@ pub(super) fn common(
             quote!(::deriv::nn::Module::visit_buffers_mut(&mut self.#m, &::deriv::nn::join_name(prefix, #n), f);)
         })
         .collect();
+    let modes: Vec<TokenStream> = members
+        .iter()
+        .map(|(m, _, _)| quote!(::deriv::nn::Module::visit_training(&self.#m, f);))
+        .collect();
     let train: Vec<TokenStream> = members
         .iter()
         .map(|(m, _, _)| quote!(::deriv::nn::Module::set_training(&mut self.#m, training);))
@@ -138,6 +142,9 @@ pub(super) fn common(
             }
             fn set_training(&mut self, #training: bool) {
                 #(#train)*
+            }
+            fn visit_training(&self, #f: &mut dyn FnMut(bool)) {
+                #(#modes)*
             }
         }
     }
