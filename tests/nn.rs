@@ -4733,3 +4733,38 @@ fn conv_transpose2d_gradients_pass_gradcheck_and_paths_agree() {
         "{e}"
     );
 }
+
+const POOL_MAX_IDX: &[i64] = &[
+    0, 8, 3, 5, 18, 8, 10, 23, 18, 20, 28, 23, 30, 38, 33, 35, 6, 1, 3, 11, 6, 8, 16, 11, 18, 26,
+    21, 23, 36, 31, 33, 41, 6, 1, 4, 11, 6, 14, 9, 11, 24, 19, 34, 29, 36, 31, 34, 41, 6, 2, 4, 11,
+    12, 7, 22, 17, 24, 32, 22, 29, 36, 32, 34, 41, 0, 2, 10, 5, 12, 20, 10, 17, 30, 20, 22, 35, 30,
+    32, 40, 35, 0, 8, 3, 5, 18, 8, 10, 23, 18, 20, 28, 23, 30, 38, 33, 35,
+];
+
+#[test]
+fn max_pooling_returns_pytorchs_indices() {
+    for dtype in [DType::F64, DType::F32] {
+        let x = pool_input().to_dtype(dtype);
+        let (y, idx) = F::max_pool2d_with_indices(&x, [3, 2], 2, 1);
+        assert_eq!(idx.dtype(), DType::I64);
+        assert_eq!(idx.shape(), y.shape());
+        assert_eq!(idx.to_vec::<i64>(), POOL_MAX_IDX);
+        let pool = MaxPool2d::with([3, 2], 2, 1);
+        let (y2, idx2) = pool.forward_with_indices(&x);
+        assert_eq!(
+            (y2.to_vec::<f64>(), idx2.to_vec::<i64>()),
+            (y.to_vec::<f64>(), idx.to_vec::<i64>())
+        );
+        // Each index points at its output's value in its plane.
+        let (xs, ys) = (
+            x.reshape([6, 42]).to_vec::<f64>(),
+            y.reshape([6, -1]).to_vec::<f64>(),
+        );
+        let per = ys.len() / 6;
+        for (k, (&i, &v)) in POOL_MAX_IDX.iter().zip(&ys).enumerate() {
+            assert_eq!(xs[(k / per) * 42 + i as usize], v);
+        }
+    }
+    let avg = deriv::ops::Pool2d::avg(2, 2, 0, true);
+    assert!(avg.max_indices(&pool_input()).is_err());
+}

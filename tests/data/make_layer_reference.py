@@ -188,3 +188,7 @@ for tag, xs, ws, kw in [
     rust(f"CONVT{tag}_DX", x.grad)
     rust(f"CONVT{tag}_DW", w.grad)
     rust(f"CONVT{tag}_DB", b.grad)
+
+# max_pool2d's return_indices on the tied input (paste over `POOL_MAX_IDX`).
+_, idx = F.max_pool2d(xp0, (3, 2), stride=2, padding=1, return_indices=True)
+print(f"const POOL_MAX_IDX: &[i64] = &[{', '.join(str(int(v)) for v in idx.flatten().tolist())}];")

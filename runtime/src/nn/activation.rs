@@ -562,6 +562,13 @@ impl MaxPool2d {
     fn op(&self) -> ops::Pool2d {
         self.0
     }
+    /// The output and where each maximum came from (`return_indices=True`):
+    /// the flat index within its `H·W` plane, i64, in the output's shape.
+    #[track_caller]
+    pub fn forward_with_indices(&self, x: &Tensor) -> (Tensor, Tensor) {
+        let idx = crate::error::OrPanic::or_panic(self.0.max_indices(x));
+        (self.forward(x), idx)
+    }
 }
 op_layer!(MaxPool2d, ops::Pool2d);
 

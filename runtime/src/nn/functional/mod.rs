@@ -159,6 +159,31 @@ pub fn max_pool2d_with(
     apply(ops::Pool2d::max(kernel_size, stride, padding), &[input])
 }
 
+/// [`max_pool2d_with`] that also returns where each maximum came from
+/// (`F.max_pool2d(.., return_indices=True)`): the flat index within its
+/// `H·W` plane, i64, in the output's shape.
+///
+/// ```
+/// use deriv_runtime::nn::functional as F;
+/// use deriv_runtime::Tensor;
+/// let x = Tensor::from_vec(vec![1.0f32, 5.0, 2.0, 0.0, 3.0, 4.0, 9.0, 8.0], [1, 1, 2, 4]);
+/// let (y, idx) = F::max_pool2d_with_indices(&x, 2, 2, 0);
+/// assert_eq!(y.to_vec::<f32>(), vec![5.0, 9.0]);
+/// assert_eq!(idx.to_vec::<i64>(), vec![1, 6]);
+/// ```
+#[track_caller]
+pub fn max_pool2d_with_indices(
+    input: &Tensor,
+    kernel_size: impl ops::Pair,
+    stride: impl ops::Pair,
+    padding: impl ops::Pair,
+) -> (Tensor, Tensor) {
+    let op = ops::Pool2d::max(kernel_size, stride, padding);
+    let y = apply(op, &[input]);
+    let idx = crate::error::OrPanic::or_panic(op.max_indices(input));
+    (y, idx)
+}
+
 /// Average pooling with `kernel_size` windows that far apart, no padding
 /// (`F.avg_pool2d(x, kernel_size)`).
 #[track_caller]

@@ -343,6 +343,46 @@ fn backward_cpu<T: Float + Host>(
 }
 
 impl Pool2d {
+    /// Where each output of a max pooling of `x` came from: the flat index
+    /// within its `H·W` plane of the window's first largest element (NaN
+    /// winning), as i64 in the output's shape: PyTorch's `return_indices`.
+    /// Computed without recording; an average pooling is an `Err`.
+    pub fn max_indices(&self, x: &Tensor) -> Result<Tensor> {
+        if !matches!(self, Pool2d::Max { .. }) {
+            return Err(Error::Invalid(format!(
+                "{}: indices come from max pooling only; use max_pool2d_with_indices",
+                self.name()
+            )));
+        }
+        let dims = self.dims(x)?;
+        let (planes, h, w, ho, wo) = dims;
+        let host = crate::autograd::no_grad(|| x.to(&crate::Device::Cpu).contiguous());
+        let mut idx = vec![-1i64; planes * ho * wo];
+        let guard = host.storage().read();
+        macro_rules! walk {
+            ($t:ty) => {{
+                let xs = elems::<$t>(&guard, &host);
+                self.for_each_window(dims, |p, k, rows, cols| {
+                    let plane = &xs[p * h * w..][..h * w];
+                    idx[k] = argmax(plane, w, rows, cols).map_or(-1, |i| i as i64);
+                });
+            }};
+        }
+        match host.dtype() {
+            DType::F32 => walk!(f32),
+            DType::F64 => walk!(f64),
+            d => {
+                return Err(Error::dtype(
+                    self.name(),
+                    format!("expected a float input, got {d}"),
+                ))
+            }
+        }
+        drop(guard);
+        let mut shape = x.shape()[..x.ndim() - 2].to_vec();
+        shape.extend([ho, wo]);
+        Ok(Tensor::from_vec(idx, shape).to(&x.device()))
+    }
     /// Max pooling with `kernel` windows `stride` apart (PyTorch's default
     /// stride is the kernel) and `padding` on both sides.
     pub fn max(
