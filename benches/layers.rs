@@ -17,7 +17,7 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use deriv::nn::{
-    Conv2d, Conv2dOptions, Differentiable, Fallback, Forward, Linear, MaxPool2d, RecurrentOptions,
+    Conv2d, Conv2dOptions, Differentiable, Forward, Linear, MaxPool2d, RecurrentOptions,
     RecurrentSaved, TrainStep, TransformerEncoderLayer, TransformerEncoderLayerOptions, LSTM,
 };
 use deriv::{network, no_grad, Device, Generator, Tensor};
@@ -106,20 +106,7 @@ impl Differentiable for W7 {
     }
 }
 
-impl TrainStep for W7 {
-    type Workspace = Fallback<Self>;
-    fn forward_train_ws<'w>(&self, x: &Tensor, ws: &'w mut Fallback<Self>) -> &'w Tensor {
-        ws.forward_train(self, x)
-    }
-    fn backward_ws<'w>(
-        &self,
-        ws: &'w mut Fallback<Self>,
-        g: &Tensor,
-        input_grad: bool,
-    ) -> Option<&'w Tensor> {
-        ws.backward(self, g, input_grad)
-    }
-}
+deriv::fallback_train_step!(W7);
 
 network! {
     /// W8's model: an encoder layer (replaced after construction with

@@ -12,33 +12,11 @@ use deriv::nn::{
 };
 use deriv::{gradcheck, network, DType, Device, Generator, Tensor};
 
+#[path = "common/reference.rs"]
+mod reference;
+use reference::{assert_values, det, max_abs_diff};
+
 const CPU: Device = Device::Cpu;
-
-fn det(shape: &[usize], a: usize, b: usize, m: usize, scale: f64, shift: f64) -> Tensor {
-    let n: usize = shape.iter().product();
-    let v: Vec<f64> = (0..n)
-        .map(|k| ((k * a + b) % m) as f64 / scale - shift)
-        .collect();
-    Tensor::from_vec(v, shape)
-}
-
-#[track_caller]
-fn assert_values(what: &str, t: &Tensor, want: &[f64], tol: f64) {
-    let got = t.to_vec::<f64>();
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    for (k, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!((g - w).abs() <= tol, "{what}[{k}]: {g} vs PyTorch's {w}");
-    }
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
-    assert_eq!(a.shape(), b.shape());
-    a.to_vec::<f64>()
-        .iter()
-        .zip(b.to_vec::<f64>())
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f64::max)
-}
 
 /// The reference script's output weights.
 fn weights_for(y: &Tensor) -> Tensor {

@@ -10,16 +10,11 @@ use deriv::nn::{
 };
 use deriv::{gradcheck, manual_seed, no_grad, DType, Device, Generator, Tensor};
 
-const CPU: Device = Device::Cpu;
+#[path = "common/reference.rs"]
+mod reference;
+use reference::{assert_values, det, max_abs_diff};
 
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
-    assert_eq!(a.shape(), b.shape());
-    a.to_vec::<f64>()
-        .iter()
-        .zip(b.to_vec::<f64>())
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f64::max)
-}
+const CPU: Device = Device::Cpu;
 
 /// Runs `layer` both ways on `x` with output seed `v` and checks that the
 /// compile-time backward equals the tape for the input and every parameter.
@@ -293,15 +288,6 @@ fn emb_case(dtype: DType) -> (Tensor, Tensor, Tensor) {
         Tensor::from_vec(vec![1i64, 3, 3, 0, 4, 1], [2, 3]),
         Tensor::from_vec(coef, [2, 3, 3]).to_dtype(dtype),
     )
-}
-
-#[track_caller]
-fn assert_values(what: &str, t: &Tensor, want: &[f64], tol: f64) {
-    let got = t.to_vec::<f64>();
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    for (k, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!((g - w).abs() <= tol, "{what}[{k}]: {g} vs PyTorch's {w}");
-    }
 }
 
 #[test]
@@ -1347,15 +1333,6 @@ const CONVB_DW: &[f64] = &[
     2.541666666666667,
 ];
 const CONVB_DB: &[f64] = &[0.5, 0.125, -0.25];
-
-/// The reference script's deterministic values.
-fn det(shape: &[usize], a: usize, b: usize, m: usize, scale: f64, shift: f64) -> Tensor {
-    let n: usize = shape.iter().product();
-    let v: Vec<f64> = (0..n)
-        .map(|k| ((k * a + b) % m) as f64 / scale - shift)
-        .collect();
-    Tensor::from_vec(v, shape)
-}
 
 type ConvCase = (
     &'static str,

@@ -6,7 +6,7 @@
 use super::functional::{self as F, attention_bias, causal_mask, dropout_mask};
 use super::linear::backward_params;
 use super::module::join_name;
-use super::{init, Differentiable, Fallback, Forward, Linear, Module, TrainStep};
+use super::{init, Differentiable, Forward, Linear, Module};
 use crate::autograd::{forward_saving, no_grad, try_apply, GradSlot, Op};
 use crate::backend::Device;
 use crate::error::{Error, OrPanic, Result};
@@ -482,20 +482,4 @@ impl Differentiable for MultiheadAttention {
     }
 }
 
-impl TrainStep for MultiheadAttention {
-    /// The allocating path's results, kept.
-    type Workspace = Fallback<Self>;
-
-    fn forward_train_ws<'w>(&self, x: &Tensor, ws: &'w mut Fallback<Self>) -> &'w Tensor {
-        ws.forward_train(self, x)
-    }
-
-    fn backward_ws<'w>(
-        &self,
-        ws: &'w mut Fallback<Self>,
-        grad_out: &Tensor,
-        input_grad: bool,
-    ) -> Option<&'w Tensor> {
-        ws.backward(self, grad_out, input_grad)
-    }
-}
+crate::fallback_train_step!(MultiheadAttention);

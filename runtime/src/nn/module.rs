@@ -460,3 +460,59 @@ impl<M: Differentiable + ?Sized> Fallback<M> {
         self.dx.as_ref()
     }
 }
+
+/// Implements [`TrainStep`] with a [`Fallback`] workspace (the allocating
+/// [`Differentiable`] path's results, kept) for a layer without
+/// buffer-reusing kernels: `deriv::fallback_train_step!(MyLayer);`, or
+/// `deriv::fallback_train_step!(impl<K: Kind> for MyLayer<K>);`.
+///
+/// ```
+/// # use deriv_runtime::nn::{Differentiable, Forward, Module};
+/// # use deriv_runtime::Tensor;
+/// # struct Cube;
+/// # impl Module for Cube {
+/// #     fn visit_parameters(&self, _: &str, _: &mut dyn FnMut(&str, &Tensor)) {}
+/// #     fn visit_parameters_mut(&mut self, _: &str, _: &mut dyn FnMut(&str, &mut Tensor)) {}
+/// # }
+/// # impl Forward for Cube { fn forward(&self, x: &Tensor) -> Tensor { x * x * x } }
+/// # impl Differentiable for Cube {
+/// #     type Saved = Tensor;
+/// #     fn forward_train(&self, x: &Tensor) -> (Tensor, Tensor) { (x * x * x, x.clone()) }
+/// #     fn backward(&self, x: Tensor, g: &Tensor, need: bool) -> Option<Tensor> {
+/// #         need.then(|| g * &(&x * &x * 3.0))
+/// #     }
+/// # }
+/// deriv_runtime::fallback_train_step!(Cube);
+/// ```
+#[macro_export]
+macro_rules! fallback_train_step {
+    (impl<$($g:ident: $b:path),*> for $ty:ty) => {
+        $crate::fallback_train_step!(@impl [$($g: $b),*] $ty);
+    };
+    ($ty:ty) => {
+        $crate::fallback_train_step!(@impl [] $ty);
+    };
+    (@impl [$($g:ident: $b:path),*] $ty:ty) => {
+        impl<$($g: $b),*> $crate::nn::TrainStep for $ty {
+            /// The allocating path's results, kept.
+            type Workspace = $crate::nn::Fallback<Self>;
+
+            fn forward_train_ws<'w>(
+                &self,
+                x: &$crate::Tensor,
+                ws: &'w mut $crate::nn::Fallback<Self>,
+            ) -> &'w $crate::Tensor {
+                ws.forward_train(self, x)
+            }
+
+            fn backward_ws<'w>(
+                &self,
+                ws: &'w mut $crate::nn::Fallback<Self>,
+                grad_out: &$crate::Tensor,
+                input_grad: bool,
+            ) -> ::core::option::Option<&'w $crate::Tensor> {
+                ws.backward(self, grad_out, input_grad)
+            }
+        }
+    };
+}

@@ -163,20 +163,6 @@ pub(crate) fn check_normalized_shape(x: &Tensor, normalized_shape: &[usize]) -> 
     ))
 }
 
-impl Module for LayerNorm {
-    fn visit_parameters(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor)) {
-        visit_named(prefix, [("weight", &self.weight), ("bias", &self.bias)], f);
-    }
-
-    fn visit_parameters_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Tensor)) {
-        visit_named_mut(
-            prefix,
-            [("weight", &mut self.weight), ("bias", &mut self.bias)],
-            f,
-        );
-    }
-}
-
 /// Calls `f` on each present tensor of `items` under `prefix.name`.
 fn visit_named<const N: usize>(
     prefix: &str,
@@ -203,58 +189,80 @@ fn visit_named_mut<const N: usize>(
     }
 }
 
-impl Forward for LayerNorm {
-    #[track_caller]
-    fn forward(&self, x: &Tensor) -> Tensor {
-        self.try_forward(x).or_panic()
-    }
-}
+/// The traits of a norm layer over one op with an optional weight and bias
+/// (fields `weight`, `bias`; methods `op()`, `inputs(x)`, `check_input(x)`).
+macro_rules! affine_norm_layer {
+    ($name:ident, $op:ty, $ws:ident, $size:expr) => {
+        impl Module for $name {
+            fn visit_parameters(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor)) {
+                visit_named(prefix, [("weight", &self.weight), ("bias", &self.bias)], f);
+            }
 
-impl Differentiable for LayerNorm {
-    /// The input, and the weight when the input needs a gradient.
-    type Saved = <ops::LayerNorm as Op>::Saved;
-    const SIZE: crate::size::SizeRule = crate::size::SizeRule::Maps {
-        input: 0,
-        output: 0,
+            fn visit_parameters_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Tensor)) {
+                visit_named_mut(prefix, [("weight", &mut self.weight), ("bias", &mut self.bias)], f);
+            }
+        }
+
+        impl Forward for $name {
+            #[track_caller]
+            fn forward(&self, x: &Tensor) -> Tensor {
+                self.try_forward(x).or_panic()
+            }
+        }
+
+        impl Differentiable for $name {
+            /// The input, and the weight when the input needs a gradient.
+            type Saved = <$op as Op>::Saved;
+            const SIZE: crate::size::SizeRule = $size;
+
+            #[track_caller]
+            fn forward_train(&self, x: &Tensor) -> (Tensor, Self::Saved) {
+                self.check_input(x).or_panic();
+                let (inputs, n) = self.inputs(x);
+                no_grad(|| forward_saving(&self.op(), &inputs[..n], &[true; 3][..n]))
+            }
+
+            fn backward(&self, saved: Self::Saved, grad_out: &Tensor, input_grad: bool) -> Option<Tensor> {
+                let params = [self.weight.as_ref(), self.bias.as_ref()];
+                backward_params(&self.op(), &saved, params, grad_out, input_grad)
+            }
+        }
+
+        #[doc = concat!("[`", stringify!($name), "`]'s workspace: its output, what its op saved, and its input gradient (sum and buffer).")]
+        pub type $ws = ParamOpWorkspace<$op>;
+
+        impl TrainStep for $name {
+            type Workspace = $ws;
+
+            #[track_caller]
+            fn forward_train_ws<'w>(&self, x: &Tensor, ws: &'w mut $ws) -> &'w Tensor {
+                self.check_input(x).or_panic();
+                let (inputs, n) = self.inputs(x);
+                ws.forward(&self.op(), &inputs[..n])
+            }
+
+            fn backward_ws<'w>(
+                &self,
+                ws: &'w mut $ws,
+                grad_out: &Tensor,
+                input_grad: bool,
+            ) -> Option<&'w Tensor> {
+                let params = [self.weight.as_ref(), self.bias.as_ref()];
+                ws.backward(&self.op(), params, grad_out, input_grad)
+            }
+        }
     };
-
-    #[track_caller]
-    fn forward_train(&self, x: &Tensor) -> (Tensor, Self::Saved) {
-        self.check_input(x).or_panic();
-        let (inputs, n) = self.inputs(x);
-        no_grad(|| forward_saving(&self.op(), &inputs[..n], &[true; 3][..n]))
-    }
-
-    fn backward(&self, saved: Self::Saved, grad_out: &Tensor, input_grad: bool) -> Option<Tensor> {
-        let params = [self.weight.as_ref(), self.bias.as_ref()];
-        backward_params(&self.op(), &saved, params, grad_out, input_grad)
-    }
 }
 
-/// [`LayerNorm`]'s workspace: its output, what its op saved, and its input
-/// gradient (sum and buffer).
-pub type LayerNormWorkspace = ParamOpWorkspace<ops::LayerNorm>;
-
-impl TrainStep for LayerNorm {
-    type Workspace = LayerNormWorkspace;
-
-    #[track_caller]
-    fn forward_train_ws<'w>(&self, x: &Tensor, ws: &'w mut LayerNormWorkspace) -> &'w Tensor {
-        self.check_input(x).or_panic();
-        let (inputs, n) = self.inputs(x);
-        ws.forward(&self.op(), &inputs[..n])
+affine_norm_layer!(
+    LayerNorm,
+    ops::LayerNorm,
+    LayerNormWorkspace,
+    crate::size::SizeRule::Maps {
+        input: 0,
+        output: 0
     }
-
-    fn backward_ws<'w>(
-        &self,
-        ws: &'w mut LayerNormWorkspace,
-        grad_out: &Tensor,
-        input_grad: bool,
-    ) -> Option<&'w Tensor> {
-        let params = [self.weight.as_ref(), self.bias.as_ref()];
-        ws.backward(&self.op(), params, grad_out, input_grad)
-    }
-}
+);
 
 /// The optional weight (ones) and bias (zeros) of `[c]` of the per-channel
 /// norms, created on `device` when `affine`.
@@ -394,71 +402,15 @@ impl GroupNorm {
     }
 }
 
-impl Module for GroupNorm {
-    fn visit_parameters(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor)) {
-        visit_named(prefix, [("weight", &self.weight), ("bias", &self.bias)], f);
-    }
-
-    fn visit_parameters_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Tensor)) {
-        visit_named_mut(
-            prefix,
-            [("weight", &mut self.weight), ("bias", &mut self.bias)],
-            f,
-        );
-    }
-}
-
-impl Forward for GroupNorm {
-    #[track_caller]
-    fn forward(&self, x: &Tensor) -> Tensor {
-        self.try_forward(x).or_panic()
-    }
-}
-
-impl Differentiable for GroupNorm {
-    /// The input, and the weight when the input needs a gradient.
-    type Saved = <ops::GroupNorm as Op>::Saved;
-    const SIZE: crate::size::SizeRule = crate::size::SizeRule::Channels {
+affine_norm_layer!(
+    GroupNorm,
+    ops::GroupNorm,
+    GroupNormWorkspace,
+    crate::size::SizeRule::Channels {
         input: 1,
-        output: 1,
-    };
-
-    #[track_caller]
-    fn forward_train(&self, x: &Tensor) -> (Tensor, Self::Saved) {
-        self.check_input(x).or_panic();
-        let (inputs, n) = self.inputs(x);
-        no_grad(|| forward_saving(&self.op(), &inputs[..n], &[true; 3][..n]))
+        output: 1
     }
-
-    fn backward(&self, saved: Self::Saved, grad_out: &Tensor, input_grad: bool) -> Option<Tensor> {
-        let params = [self.weight.as_ref(), self.bias.as_ref()];
-        backward_params(&self.op(), &saved, params, grad_out, input_grad)
-    }
-}
-
-/// [`GroupNorm`]'s workspace.
-pub type GroupNormWorkspace = ParamOpWorkspace<ops::GroupNorm>;
-
-impl TrainStep for GroupNorm {
-    type Workspace = GroupNormWorkspace;
-
-    #[track_caller]
-    fn forward_train_ws<'w>(&self, x: &Tensor, ws: &'w mut GroupNormWorkspace) -> &'w Tensor {
-        self.check_input(x).or_panic();
-        let (inputs, n) = self.inputs(x);
-        ws.forward(&self.op(), &inputs[..n])
-    }
-
-    fn backward_ws<'w>(
-        &self,
-        ws: &'w mut GroupNormWorkspace,
-        grad_out: &Tensor,
-        input_grad: bool,
-    ) -> Option<&'w Tensor> {
-        let params = [self.weight.as_ref(), self.bias.as_ref()];
-        ws.backward(&self.op(), params, grad_out, input_grad)
-    }
-}
+);
 
 /// `nn.BatchNorm*d`'s options beyond the channels, with PyTorch's defaults:
 /// `eps` 1e-5, `momentum` 0.1, a learned weight (ones) and bias (zeros), and

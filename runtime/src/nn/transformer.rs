@@ -5,8 +5,8 @@
 use super::attention::MultiheadAttentionSaved;
 use super::module::join_name;
 use super::{
-    Differentiable, Dropout, Fallback, Forward, LayerNorm, LayerNormOptions, Linear, Module,
-    MultiheadAttention, MultiheadAttentionOptions, ReLU, TrainStep, GELU,
+    Differentiable, Dropout, Forward, LayerNorm, LayerNormOptions, Linear, Module,
+    MultiheadAttention, MultiheadAttentionOptions, ReLU, GELU,
 };
 use crate::autograd::no_grad;
 use crate::backend::Device;
@@ -376,20 +376,4 @@ impl Differentiable for TransformerEncoderLayer {
     }
 }
 
-impl TrainStep for TransformerEncoderLayer {
-    /// The allocating path's results, kept.
-    type Workspace = Fallback<Self>;
-
-    fn forward_train_ws<'w>(&self, x: &Tensor, ws: &'w mut Fallback<Self>) -> &'w Tensor {
-        ws.forward_train(self, x)
-    }
-
-    fn backward_ws<'w>(
-        &self,
-        ws: &'w mut Fallback<Self>,
-        grad_out: &Tensor,
-        input_grad: bool,
-    ) -> Option<&'w Tensor> {
-        ws.backward(self, grad_out, input_grad)
-    }
-}
+crate::fallback_train_step!(TransformerEncoderLayer);

@@ -4,10 +4,7 @@
 
 use std::marker::PhantomData;
 
-use super::{
-    recurrent_params, step, GruKind, LstmKind, Nonlinearity, RecurrentOptions, RecurrentState,
-    RnnKind,
-};
+use super::{recurrent_params, step, GruKind, LstmKind, RecurrentOptions, RecurrentState, RnnKind};
 use crate::autograd::try_apply;
 use crate::backend::Device;
 use crate::error::{Error, OrPanic, Result};
@@ -77,10 +74,7 @@ impl<K: RecurrentState> RecurrentCellLayer<K> {
         options: &RecurrentOptions,
         device: &Device,
     ) -> Self {
-        let cell = match (K::CELL, options.nonlinearity) {
-            (CellKind::RnnTanh, Nonlinearity::Relu) => CellKind::RnnRelu,
-            (cell, _) => cell,
-        };
+        let cell = options.cell::<K>();
         let [w_ih, w_hh, bias_ih, bias_hh] =
             recurrent_params(cell.gates(), input_size, hidden_size, options.bias, device);
         RecurrentCellLayer {

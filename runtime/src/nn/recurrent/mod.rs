@@ -18,7 +18,7 @@ use std::marker::PhantomData;
 
 use super::linear::backward_params;
 use super::module::join_name;
-use super::{init, Differentiable, Fallback, Forward, Module, TrainStep};
+use super::{init, Differentiable, Forward, Module};
 use crate::autograd::{no_grad, try_apply, GradSlot, Op};
 use crate::backend::Device;
 use crate::error::{Error, OrPanic, Result};
@@ -102,6 +102,16 @@ pub struct RecurrentOptions {
     pub batch_first: bool,
     /// An RNN's nonlinearity (ignored by LSTM and GRU).
     pub nonlinearity: Nonlinearity,
+}
+
+impl RecurrentOptions {
+    /// The cell of a `K` layer with these options (an RNN's relu form).
+    pub(crate) fn cell<K: RecurrentState>(&self) -> CellKind {
+        match (K::CELL, self.nonlinearity) {
+            (CellKind::RnnTanh, Nonlinearity::Relu) => CellKind::RnnRelu,
+            (cell, _) => cell,
+        }
+    }
 }
 
 impl Default for RecurrentOptions {
@@ -290,10 +300,7 @@ impl<K: RecurrentState> Recurrent<K> {
             "{}: num_layers must be at least 1",
             K::NAME
         );
-        let cell = match (K::CELL, options.nonlinearity) {
-            (CellKind::RnnTanh, Nonlinearity::Relu) => CellKind::RnnRelu,
-            (cell, _) => cell,
-        };
+        let cell = options.cell::<K>();
         let mut net = Recurrent {
             weight_ih: Vec::new(),
             weight_hh: Vec::new(),
@@ -628,21 +635,4 @@ impl<K: RecurrentState> Differentiable for Recurrent<K> {
     }
 }
 
-impl<K: RecurrentState> TrainStep for Recurrent<K> {
-    /// The allocating path's results, kept (the recurrence has no
-    /// buffer-reusing kernels yet).
-    type Workspace = Fallback<Self>;
-
-    fn forward_train_ws<'w>(&self, x: &Tensor, ws: &'w mut Fallback<Self>) -> &'w Tensor {
-        ws.forward_train(self, x)
-    }
-
-    fn backward_ws<'w>(
-        &self,
-        ws: &'w mut Fallback<Self>,
-        grad_out: &Tensor,
-        input_grad: bool,
-    ) -> Option<&'w Tensor> {
-        ws.backward(self, grad_out, input_grad)
-    }
-}
+crate::fallback_train_step!(impl<K: RecurrentState> for Recurrent<K>);
