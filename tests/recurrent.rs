@@ -5,8 +5,8 @@
 //! compile-time backward through time against the tape.
 
 use deriv::nn::{
-    BatchNorm2d, Conv2d, Flatten, GRUCell, LSTMCell, Linear, MaxPool2d, Module, Nonlinearity,
-    RNNCell, ReLU, RecurrentOptions, Tanh, TrainStep, GRU, LSTM, RNN,
+    BatchNorm2d, Conv2d, Differentiable, Flatten, Forward, GRUCell, LSTMCell, Linear, MaxPool2d,
+    Module, Nonlinearity, RNNCell, ReLU, RecurrentOptions, Tanh, TrainStep, GRU, LSTM, RNN,
 };
 use deriv::{gradcheck, network, DType, Device, Generator, Tensor};
 
@@ -15,6 +15,14 @@ mod reference;
 use reference::{assert_values, det, max_abs_diff};
 
 const CPU: Device = Device::Cpu;
+
+/// Held by every test here: they draw from the global generator (weights,
+/// dropout masks), and the dropout test reseeds it to draw the same masks on
+/// two paths, which another test drawing in between would spoil.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 network! {
     /// The reference script's CNN (`nn.Sequential`'s names: `0.weight`, `1.running_mean`, ...).
@@ -81,6 +89,7 @@ fn assert_param_grads(m: &impl Module, want: &[(&str, &[f64])]) {
 
 #[test]
 fn pytorch_state_dict_loads_and_reproduces_outputs_and_gradients() {
+    let _serial = serial();
     let mut m = layers();
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -211,6 +220,7 @@ fn assert_bptt_matches_tape<L: TrainStep>(layer: &L, x: &Tensor, what: &str) {
 
 #[test]
 fn backward_through_time_matches_the_tape() {
+    let _serial = serial();
     let mut gen = Generator::new(21);
     let mut r = |shape: &[usize]| Tensor::randn_with(shape, &mut gen).to_dtype(DType::F64);
     let opts = |num_layers, batch_first, nonlinearity, bias| RecurrentOptions {
@@ -218,6 +228,7 @@ fn backward_through_time_matches_the_tape() {
         batch_first,
         nonlinearity,
         bias,
+        ..Default::default()
     };
     let mut lstm = LSTM::with_options(3, 4, &opts(2, true, Nonlinearity::Tanh, true), &CPU);
     lstm.to_dtype(DType::F64);
@@ -235,6 +246,7 @@ fn backward_through_time_matches_the_tape() {
 
 #[test]
 fn recurrent_gradients_pass_gradcheck() {
+    let _serial = serial();
     let mut gen = Generator::new(22);
     let mut r = |shape: &[usize]| Tensor::randn_with(shape, &mut gen).to_dtype(DType::F64);
     let mut lstm = LSTM::with_options(
@@ -269,6 +281,7 @@ fn recurrent_gradients_pass_gradcheck() {
 
 #[test]
 fn cells_are_one_step_of_the_layers() {
+    let _serial = serial();
     let mut gen = Generator::new(23);
     let x = Tensor::randn_with([5, 2, 3], &mut gen);
     let lstm = LSTM::new(3, 4, &CPU);
@@ -315,6 +328,7 @@ fn cells_are_one_step_of_the_layers() {
 
 #[test]
 fn initialisation_and_names_follow_pytorch() {
+    let _serial = serial();
     let lstm = LSTM::with_options(
         10,
         20,
@@ -351,6 +365,7 @@ fn initialisation_and_names_follow_pytorch() {
 
 #[test]
 fn recurrent_errors_name_the_layer_and_the_fix() {
+    let _serial = serial();
     let lstm = LSTM::new(3, 4, &CPU);
     let e = lstm
         .try_forward_with(&Tensor::zeros([5, 2, 6]), None)
@@ -384,6 +399,7 @@ network! {
 
 #[test]
 fn a_recurrent_layer_in_a_network() {
+    let _serial = serial();
     let mut m = Tagger::default();
     m.to_dtype(DType::F64);
     let x = Tensor::randn_with([5, 2, 3], &mut Generator::new(24)).to_dtype(DType::F64);
@@ -1338,3 +1354,50 @@ const CNN_EVAL_OUT: &[f64] = &[
     -0.001621661125415702,
     -0.08238359607117507,
 ];
+
+#[test]
+fn dropout_between_layers_follows_the_mode() {
+    let _serial = serial();
+    let opts = RecurrentOptions {
+        num_layers: 3,
+        dropout: 0.5,
+        ..Default::default()
+    };
+    let mut lstm = LSTM::with_options(3, 4, &opts, &CPU);
+    lstm.to_dtype(DType::F64);
+    let x = Tensor::randn_with([5, 2, 3], &mut Generator::new(25)).to_dtype(DType::F64);
+    let v = Tensor::randn_with([5, 2, 4], &mut Generator::new(26)).to_dtype(DType::F64);
+    // Training: the masks differ from draw to draw; with the generator
+    // reseeded, the tape and the compile-time path draw the same ones.
+    deriv::manual_seed(7);
+    let a = lstm.forward(&x);
+    deriv::manual_seed(8);
+    assert!(
+        max_abs_diff(&a, &lstm.forward(&x)) > 1e-6,
+        "dropout acts while training"
+    );
+    let clear = || lstm.parameters().iter().for_each(|p| p.set_grad(None));
+    clear();
+    let xt = x.detach().requires_grad_(true);
+    deriv::manual_seed(9);
+    lstm.forward(&xt).backward_with(&v);
+    let tape: Vec<Tensor> = lstm
+        .parameters()
+        .iter()
+        .map(|p| p.grad().unwrap())
+        .collect();
+    clear();
+    deriv::manual_seed(9);
+    let (y, saved) = lstm.forward_train(&x);
+    deriv::manual_seed(9);
+    assert!(max_abs_diff(&y, &lstm.forward(&x)) < 1e-12);
+    let dx = lstm.backward(saved, &v, true).unwrap();
+    assert!(max_abs_diff(&dx, &xt.grad().unwrap()) < 1e-10);
+    for (p, t) in lstm.parameters().iter().zip(&tape) {
+        assert!(max_abs_diff(&p.grad().unwrap(), t) < 1e-10);
+    }
+    // Evaluation: no dropout, so the output is the same every time.
+    lstm.eval();
+    assert!(!lstm.is_training());
+    assert!(max_abs_diff(&lstm.forward(&x), &lstm.forward(&x)) == 0.0);
+}

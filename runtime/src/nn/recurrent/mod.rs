@@ -102,6 +102,9 @@ pub struct RecurrentOptions {
     pub batch_first: bool,
     /// An RNN's nonlinearity (ignored by LSTM and GRU).
     pub nonlinearity: Nonlinearity,
+    /// Dropout on each layer's output sequence but the last's, while
+    /// training (PyTorch's `dropout`, 0 by default; not for cells).
+    pub dropout: f64,
 }
 
 impl RecurrentOptions {
@@ -121,6 +124,7 @@ impl Default for RecurrentOptions {
             bias: true,
             batch_first: false,
             nonlinearity: Nonlinearity::Tanh,
+            dropout: 0.0,
         }
     }
 }
@@ -166,7 +170,10 @@ pub struct Recurrent<K: RecurrentState> {
     pub hidden_size: usize,
     /// Whether inputs and outputs are `[N, T, features]`.
     pub batch_first: bool,
+    /// Dropout between layers while training.
+    pub dropout: f64,
     cell: CellKind,
+    training: bool,
     kind: PhantomData<K>,
 }
 
@@ -215,6 +222,8 @@ pub struct LayerSaved {
     x: Tensor,
     xg: Tensor,
     steps: Vec<StepSaved>,
+    /// The dropout multiplier applied to the layer's output, if any.
+    mask: Option<Tensor>,
 }
 
 /// What [`Recurrent`]'s backward needs: each layer's, and how the input was laid out.
@@ -309,7 +318,9 @@ impl<K: RecurrentState> Recurrent<K> {
             input_size,
             hidden_size,
             batch_first: options.batch_first,
+            dropout: options.dropout,
             cell,
+            training: true,
             kind: PhantomData,
         };
         for layer in 0..options.num_layers {
@@ -441,18 +452,25 @@ impl<K: RecurrentState> Recurrent<K> {
                 (h, c) = (h_new, c_new);
                 outs.push(h.clone());
             }
-            if let Some(k) = keep.as_deref_mut() {
-                k.layers.push(LayerSaved {
-                    x: x2,
-                    xg,
-                    steps: saved,
-                });
-            }
             input = if steps == 0 {
                 Tensor::zeros_opts([0, batch, hidden], &opts)
             } else {
                 Tensor::stack(&outs, 0)
             };
+            // Dropout between layers, while training.
+            let mask = (l + 1 < layers && self.training && self.dropout > 0.0)
+                .then(|| super::functional::dropout_mask(&input, self.dropout));
+            if let Some(m) = &mask {
+                input = &input * m;
+            }
+            if let Some(k) = keep.as_deref_mut() {
+                k.layers.push(LayerSaved {
+                    x: x2,
+                    xg,
+                    steps: saved,
+                    mask,
+                });
+            }
             h_n.push(h);
             c_n.extend(c);
         }
@@ -506,6 +524,14 @@ impl<K: RecurrentState> Module for Recurrent<K> {
                 f(&join_name(prefix, &format!("bias_hh_l{l}")), bh);
             }
         }
+    }
+
+    fn set_training(&mut self, training: bool) {
+        self.training = training;
+    }
+
+    fn visit_training(&self, f: &mut dyn FnMut(bool)) {
+        f(self.training)
     }
 }
 
@@ -618,7 +644,14 @@ impl<K: RecurrentState> Differentiable for Recurrent<K> {
                 );
                 let d = backward_params(&ops::Linear, &saved_x, params, &cat(dxg), need_x);
                 match d {
-                    Some(d) if l > 0 => g = d.reshape([steps as i64, batch as i64, -1]),
+                    Some(d) if l > 0 => {
+                        let d = d.reshape([steps as i64, batch as i64, -1]);
+                        // Through the dropout on the layer below's output.
+                        g = match &saved.layers[l - 1].mask {
+                            Some(m) => &d * m,
+                            None => d,
+                        };
+                    }
                     d => dx = d.map(|d| d.reshape([steps as i64, batch as i64, -1])),
                 }
             }
