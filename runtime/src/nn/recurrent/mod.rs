@@ -105,6 +105,9 @@ pub struct RecurrentOptions {
     /// Dropout on each layer's output sequence but the last's, while
     /// training (PyTorch's `dropout`, 0 by default; not for cells).
     pub dropout: f64,
+    /// Whether each layer also reads the sequence backwards, its output
+    /// being both directions' side by side (`[T, N, 2H]`; not for cells).
+    pub bidirectional: bool,
 }
 
 impl RecurrentOptions {
@@ -125,6 +128,7 @@ impl Default for RecurrentOptions {
             batch_first: false,
             nonlinearity: Nonlinearity::Tanh,
             dropout: 0.0,
+            bidirectional: false,
         }
     }
 }
@@ -139,7 +143,11 @@ impl Default for RecurrentOptions {
 /// `state_dict` loads as is. The input is `[T, N, input]` (`[N, T, input]`
 /// with `batch_first`, or `[T, input]` unbatched); [`forward_with`]
 /// returns the output sequence (the last layer's `h` at each step) and the
-/// final state `h_n` (`[num_layers, N, H]`, and `c_n` for an LSTM).
+/// final state `h_n` (`[num_layers, N, H]`, and `c_n` for an LSTM). With
+/// `bidirectional`, each layer also reads the sequence last step first
+/// (parameters `weight_ih_l{k}_reverse`, ...), its output is both
+/// directions' `h` side by side (`2H` features) and the states are
+/// `[num_layers·2, N, H]`, in PyTorch's order.
 /// [`Forward::forward`] returns the output sequence, so in `network!`
 /// `LSTM(64, 128)` expects 64 features and produces 128.
 ///
@@ -172,6 +180,9 @@ pub struct Recurrent<K: RecurrentState> {
     pub batch_first: bool,
     /// Dropout between layers while training.
     pub dropout: f64,
+    /// Whether each layer reads the sequence both ways (parameters
+    /// `weight_ih_l{k}_reverse`, ...: index `2k + 1` of the vectors above).
+    pub bidirectional: bool,
     cell: CellKind,
     training: bool,
     kind: PhantomData<K>,
@@ -221,14 +232,18 @@ struct StepSaved {
 pub struct LayerSaved {
     x: Tensor,
     xg: Tensor,
+    /// In the order they ran (the last step first when `reverse`).
     steps: Vec<StepSaved>,
-    /// The dropout multiplier applied to the layer's output, if any.
-    mask: Option<Tensor>,
+    reverse: bool,
 }
 
 /// What [`Recurrent`]'s backward needs: each layer's, and how the input was laid out.
 pub struct RecurrentSaved {
+    /// Layer `l`'s direction `d` at `l·directions + d`.
     layers: Vec<LayerSaved>,
+    /// The dropout multiplier of each layer's output, if any.
+    masks: Vec<Option<Tensor>>,
+    dirs: usize,
     batch_first: bool,
     unbatched: bool,
 }
@@ -319,29 +334,50 @@ impl<K: RecurrentState> Recurrent<K> {
             hidden_size,
             batch_first: options.batch_first,
             dropout: options.dropout,
+            bidirectional: options.bidirectional,
             cell,
             training: true,
             kind: PhantomData,
         };
+        let dirs = net.directions();
         for layer in 0..options.num_layers {
-            let input = if layer == 0 { input_size } else { hidden_size };
-            let [w_ih, w_hh, b_ih, b_hh] =
-                recurrent_params(cell.gates(), input, hidden_size, options.bias, device);
-            net.weight_ih.extend(w_ih);
-            net.weight_hh.extend(w_hh);
-            net.bias_ih.extend(b_ih);
-            net.bias_hh.extend(b_hh);
+            let input = if layer == 0 {
+                input_size
+            } else {
+                hidden_size * dirs
+            };
+            for _ in 0..dirs {
+                let [w_ih, w_hh, b_ih, b_hh] =
+                    recurrent_params(cell.gates(), input, hidden_size, options.bias, device);
+                net.weight_ih.extend(w_ih);
+                net.weight_hh.extend(w_hh);
+                net.bias_ih.extend(b_ih);
+                net.bias_hh.extend(b_hh);
+            }
         }
         net
     }
 
     /// The number of stacked layers.
     pub fn num_layers(&self) -> usize {
-        self.weight_ih.len()
+        self.weight_ih.len() / self.directions()
+    }
+
+    /// 2 when bidirectional, else 1.
+    pub fn directions(&self) -> usize {
+        1 + self.bidirectional as usize
+    }
+
+    /// The parameter names' suffix of entry `i` of the parameter vectors:
+    /// `l{k}`, or `l{k}_reverse` for the backward direction.
+    fn suffix(&self, i: usize) -> String {
+        let dirs = self.directions();
+        let reverse = if i % dirs == 1 { "_reverse" } else { "" };
+        format!("l{}{reverse}", i / dirs)
     }
 
     /// The output sequence and the final state, from `state` (`h_0`, and
-    /// `c_0` for an LSTM: `[num_layers, N, H]`) or zeros.
+    /// `c_0` for an LSTM: `[num_layers·directions, N, H]`) or zeros.
     #[track_caller]
     pub fn forward_with(&self, x: &Tensor, state: Option<K::State>) -> (Tensor, K::State) {
         self.try_forward_with(x, state).or_panic()
@@ -405,8 +441,8 @@ impl<K: RecurrentState> Recurrent<K> {
             x.clone()
         };
         let (steps, batch, hidden) = (seq.shape()[0], seq.shape()[1], self.hidden_size);
-        let layers = self.num_layers();
-        let want = [layers, batch, hidden];
+        let (layers, dirs) = (self.num_layers(), self.directions());
+        let want = [layers * dirs, batch, hidden];
         let initial = |t: Option<Tensor>, what: &str| -> Result<Option<Tensor>> {
             let Some(t) = t else { return Ok(None) };
             let t = if unbatched && t.ndim() == 2 {
@@ -416,7 +452,8 @@ impl<K: RecurrentState> Recurrent<K> {
             };
             if t.shape() != want {
                 return Err(self.err(format!(
-                    "expected {what} of shape {want:?} ([num_layers, N, hidden_size]), got {:?}",
+                    "expected {what} of shape {want:?} ([num_layers·directions, N, hidden_size]), \
+                     got {:?}",
                     t.shape()
                 )));
             }
@@ -432,30 +469,51 @@ impl<K: RecurrentState> Recurrent<K> {
         let mut input = seq;
         for l in 0..layers {
             let x2 = input.contiguous().reshape([(steps * batch) as i64, -1]);
-            let (w_ih, w_hh) = (&self.weight_ih[l], &self.weight_hh[l]);
-            let (b_ih, b_hh) = (self.bias_ih.get(l), self.bias_hh.get(l));
-            let xg = match b_ih {
-                Some(b) => try_apply(ops::Linear, &[&x2, w_ih, b])?,
-                None => try_apply(ops::Linear, &[&x2, w_ih])?,
-            };
-            let mut h = h0.as_ref().map_or_else(zeros, |h| h.select(0, l as isize));
-            let mut c = (self.cell == CellKind::Lstm)
-                .then(|| c0.as_ref().map_or_else(zeros, |c| c.select(0, l as isize)));
-            let mut outs = Vec::with_capacity(steps);
-            let mut saved = Vec::new();
-            for t in 0..steps {
-                let xg_t = xg.narrow(0, t * batch, batch);
-                let (h_new, c_new, s) = step(self.cell, &xg_t, &h, c.as_ref(), w_hh, b_hh)?;
-                if keep.is_some() {
-                    saved.push(s);
+            let mut outputs = Vec::with_capacity(dirs);
+            for d in 0..dirs {
+                let i = l * dirs + d;
+                let (w_ih, w_hh) = (&self.weight_ih[i], &self.weight_hh[i]);
+                let (b_ih, b_hh) = (self.bias_ih.get(i), self.bias_hh.get(i));
+                let xg = match b_ih {
+                    Some(b) => try_apply(ops::Linear, &[&x2, w_ih, b])?,
+                    None => try_apply(ops::Linear, &[&x2, w_ih])?,
+                };
+                let mut h = h0.as_ref().map_or_else(zeros, |h| h.select(0, i as isize));
+                let mut c = (self.cell == CellKind::Lstm)
+                    .then(|| c0.as_ref().map_or_else(zeros, |c| c.select(0, i as isize)));
+                let mut outs = vec![None; steps];
+                let mut saved = Vec::new();
+                for k in 0..steps {
+                    // The backward direction reads the steps last first.
+                    let t = if d == 1 { steps - 1 - k } else { k };
+                    let xg_t = xg.narrow(0, t * batch, batch);
+                    let (h_new, c_new, s) = step(self.cell, &xg_t, &h, c.as_ref(), w_hh, b_hh)?;
+                    if keep.is_some() {
+                        saved.push(s);
+                    }
+                    (h, c) = (h_new, c_new);
+                    outs[t] = Some(h.clone());
                 }
-                (h, c) = (h_new, c_new);
-                outs.push(h.clone());
+                outputs.push(if steps == 0 {
+                    Tensor::zeros_opts([0, batch, hidden], &opts)
+                } else {
+                    Tensor::stack(&outs.into_iter().flatten().collect::<Vec<_>>(), 0)
+                });
+                if let Some(k) = keep.as_deref_mut() {
+                    k.layers.push(LayerSaved {
+                        x: x2.clone(),
+                        xg,
+                        steps: saved,
+                        reverse: d == 1,
+                    });
+                }
+                h_n.push(h);
+                c_n.extend(c);
             }
-            input = if steps == 0 {
-                Tensor::zeros_opts([0, batch, hidden], &opts)
+            input = if dirs == 1 {
+                outputs.pop().expect("one direction")
             } else {
-                Tensor::stack(&outs, 0)
+                Tensor::cat(&outputs, 2)
             };
             // Dropout between layers, while training.
             let mask = (l + 1 < layers && self.training && self.dropout > 0.0)
@@ -464,15 +522,8 @@ impl<K: RecurrentState> Recurrent<K> {
                 input = &input * m;
             }
             if let Some(k) = keep.as_deref_mut() {
-                k.layers.push(LayerSaved {
-                    x: x2,
-                    xg,
-                    steps: saved,
-                    mask,
-                });
+                k.masks.push(mask);
             }
-            h_n.push(h);
-            c_n.extend(c);
         }
         let mut out = input;
         let mut h_n = Tensor::stack(&h_n, 0);
@@ -493,35 +544,37 @@ impl<K: RecurrentState> Recurrent<K> {
 
 impl<K: RecurrentState> Module for Recurrent<K> {
     fn visit_parameters(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor)) {
-        for l in 0..self.num_layers() {
+        for i in 0..self.weight_ih.len() {
+            let l = self.suffix(i);
             f(
-                &join_name(prefix, &format!("weight_ih_l{l}")),
-                &self.weight_ih[l],
+                &join_name(prefix, &format!("weight_ih_{l}")),
+                &self.weight_ih[i],
             );
             f(
-                &join_name(prefix, &format!("weight_hh_l{l}")),
-                &self.weight_hh[l],
+                &join_name(prefix, &format!("weight_hh_{l}")),
+                &self.weight_hh[i],
             );
-            if let (Some(bi), Some(bh)) = (self.bias_ih.get(l), self.bias_hh.get(l)) {
-                f(&join_name(prefix, &format!("bias_ih_l{l}")), bi);
-                f(&join_name(prefix, &format!("bias_hh_l{l}")), bh);
+            if let (Some(bi), Some(bh)) = (self.bias_ih.get(i), self.bias_hh.get(i)) {
+                f(&join_name(prefix, &format!("bias_ih_{l}")), bi);
+                f(&join_name(prefix, &format!("bias_hh_{l}")), bh);
             }
         }
     }
 
     fn visit_parameters_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Tensor)) {
-        for l in 0..self.weight_ih.len() {
+        for i in 0..self.weight_ih.len() {
+            let l = self.suffix(i);
             f(
-                &join_name(prefix, &format!("weight_ih_l{l}")),
-                &mut self.weight_ih[l],
+                &join_name(prefix, &format!("weight_ih_{l}")),
+                &mut self.weight_ih[i],
             );
             f(
-                &join_name(prefix, &format!("weight_hh_l{l}")),
-                &mut self.weight_hh[l],
+                &join_name(prefix, &format!("weight_hh_{l}")),
+                &mut self.weight_hh[i],
             );
-            if let (Some(bi), Some(bh)) = (self.bias_ih.get_mut(l), self.bias_hh.get_mut(l)) {
-                f(&join_name(prefix, &format!("bias_ih_l{l}")), bi);
-                f(&join_name(prefix, &format!("bias_hh_l{l}")), bh);
+            if let (Some(bi), Some(bh)) = (self.bias_ih.get_mut(i), self.bias_hh.get_mut(i)) {
+                f(&join_name(prefix, &format!("bias_ih_{l}")), bi);
+                f(&join_name(prefix, &format!("bias_hh_{l}")), bh);
             }
         }
     }
@@ -554,7 +607,9 @@ impl<K: RecurrentState> Differentiable for Recurrent<K> {
     #[track_caller]
     fn forward_train(&self, x: &Tensor) -> (Tensor, RecurrentSaved) {
         let mut saved = RecurrentSaved {
-            layers: Vec::with_capacity(self.num_layers()),
+            layers: Vec::with_capacity(self.weight_ih.len()),
+            masks: Vec::with_capacity(self.num_layers()),
+            dirs: self.directions(),
             batch_first: self.batch_first,
             unbatched: false,
         };
@@ -579,80 +634,99 @@ impl<K: RecurrentState> Differentiable for Recurrent<K> {
                 grad_out.clone()
             };
             let op = RecurrentCell { kind: self.cell };
+            let (dirs, hidden) = (saved.dirs, self.hidden_size);
             let mut dx = None;
-            for (l, layer) in saved.layers.iter().enumerate().rev() {
-                let steps = layer.steps.len();
-                let batch = g.shape()[1];
-                let (mut dh_next, mut dc_next): (Option<Tensor>, Option<Tensor>) = (None, None);
-                let (mut dxg, mut dhg) = (vec![None; steps], vec![None; steps]);
-                for t in (0..steps).rev() {
-                    let s = &layer.steps[t];
-                    let gh = match dh_next.take() {
-                        Some(d) => &g.select(0, t as isize) + &d,
-                        None => g.select(0, t as isize),
-                    };
-                    let gy = if self.cell == CellKind::Lstm {
-                        let dc = dc_next.take().unwrap_or_else(|| gh.zeros_like());
-                        Tensor::cat(&[gh, dc], 1)
-                    } else {
-                        gh
-                    };
-                    let xg_t = layer.xg.narrow(0, t * batch, batch);
-                    let mut sums = [None, None, None];
-                    {
-                        let [a, b, c] = &mut sums;
-                        let mut slots = [
-                            GradSlot::new(a, true),
-                            GradSlot::new(b, true),
-                            GradSlot::new(c, s.prev.is_some()),
-                        ];
-                        let n = 2 + s.prev.is_some() as usize;
-                        let saved = (xg_t, s.hg.clone(), s.prev.clone());
-                        op.backward(&saved, &gy, &mut slots[..n]);
-                    }
-                    let [da, db, dprev] = sums;
-                    let db = db.expect("needed");
-                    let dh = linear_input_grad(&self.weight_hh[l], &db);
-                    (dh_next, dc_next) = match self.cell {
-                        CellKind::Lstm => (Some(dh), dprev),
-                        CellKind::Gru => (Some(&dh + &dprev.expect("needed")), None),
-                        _ => (Some(dh), None),
-                    };
-                    (dxg[t], dhg[t]) = (da, Some(db));
-                }
-                if steps == 0 {
-                    return None;
-                }
-                let cat = |v: Vec<Option<Tensor>>| {
-                    Tensor::cat(
-                        &v.into_iter()
-                            .map(|t| t.expect("every step"))
-                            .collect::<Vec<_>>(),
-                        0,
-                    )
-                };
-                let hs: Vec<Tensor> = layer.steps.iter().map(|s| s.h.clone()).collect();
-                // The weights' gradients, for all steps at once.
-                let hs = Tensor::cat(&hs, 0);
-                let params = [Some(&self.weight_hh[l]), self.bias_hh.get(l)];
-                backward_params(&ops::Linear, &(Some(hs), None), params, &cat(dhg), false);
-                let params = [Some(&self.weight_ih[l]), self.bias_ih.get(l)];
+            for l in (0..saved.layers.len() / dirs).rev() {
                 let need_x = l > 0 || input_grad;
-                let saved_x = (
-                    Some(layer.x.clone()),
-                    need_x.then(|| self.weight_ih[l].clone()),
-                );
-                let d = backward_params(&ops::Linear, &saved_x, params, &cat(dxg), need_x);
-                match d {
+                let mut d_input: Option<Tensor> = None;
+                let (steps, batch) = (g.shape()[0], g.shape()[1]);
+                for d in 0..dirs {
+                    let i = l * dirs + d;
+                    let layer = &saved.layers[i];
+                    let gd = if dirs == 1 {
+                        g.clone()
+                    } else {
+                        g.narrow(2, d * hidden, hidden)
+                    };
+                    let (mut dh_next, mut dc_next): (Option<Tensor>, Option<Tensor>) = (None, None);
+                    let (mut dxg, mut dhg) = (vec![None; steps], vec![None; steps]);
+                    for k in (0..steps).rev() {
+                        let t = if layer.reverse { steps - 1 - k } else { k };
+                        let s = &layer.steps[k];
+                        let gh = match dh_next.take() {
+                            Some(dh) => &gd.select(0, t as isize) + &dh,
+                            None => gd.select(0, t as isize),
+                        };
+                        let gy = if self.cell == CellKind::Lstm {
+                            let dc = dc_next.take().unwrap_or_else(|| gh.zeros_like());
+                            Tensor::cat(&[gh, dc], 1)
+                        } else {
+                            gh
+                        };
+                        let xg_t = layer.xg.narrow(0, t * batch, batch);
+                        let mut sums = [None, None, None];
+                        {
+                            let [a, b, c] = &mut sums;
+                            let mut slots = [
+                                GradSlot::new(a, true),
+                                GradSlot::new(b, true),
+                                GradSlot::new(c, s.prev.is_some()),
+                            ];
+                            let n = 2 + s.prev.is_some() as usize;
+                            let saved = (xg_t, s.hg.clone(), s.prev.clone());
+                            op.backward(&saved, &gy, &mut slots[..n]);
+                        }
+                        let [da, db, dprev] = sums;
+                        let db = db.expect("needed");
+                        let dh = linear_input_grad(&self.weight_hh[i], &db);
+                        (dh_next, dc_next) = match self.cell {
+                            CellKind::Lstm => (Some(dh), dprev),
+                            CellKind::Gru => (Some(&dh + &dprev.expect("needed")), None),
+                            _ => (Some(dh), None),
+                        };
+                        // dxg by time (the rows of the input), dhg by step.
+                        (dxg[t], dhg[k]) = (da, Some(db));
+                    }
+                    if steps == 0 {
+                        return None;
+                    }
+                    let cat = |v: Vec<Option<Tensor>>| {
+                        Tensor::cat(
+                            &v.into_iter()
+                                .map(|t| t.expect("every step"))
+                                .collect::<Vec<_>>(),
+                            0,
+                        )
+                    };
+                    let hs: Vec<Tensor> = layer.steps.iter().map(|s| s.h.clone()).collect();
+                    // The weights' gradients, for all steps at once.
+                    let hs = Tensor::cat(&hs, 0);
+                    let params = [Some(&self.weight_hh[i]), self.bias_hh.get(i)];
+                    backward_params(&ops::Linear, &(Some(hs), None), params, &cat(dhg), false);
+                    let params = [Some(&self.weight_ih[i]), self.bias_ih.get(i)];
+                    let saved_x = (
+                        Some(layer.x.clone()),
+                        need_x.then(|| self.weight_ih[i].clone()),
+                    );
+                    if let Some(dd) =
+                        backward_params(&ops::Linear, &saved_x, params, &cat(dxg), need_x)
+                    {
+                        d_input = Some(match d_input {
+                            Some(a) => &a + &dd,
+                            None => dd,
+                        });
+                    }
+                }
+                let d_input = d_input.map(|d| d.reshape([steps as i64, batch as i64, -1]));
+                match d_input {
                     Some(d) if l > 0 => {
-                        let d = d.reshape([steps as i64, batch as i64, -1]);
                         // Through the dropout on the layer below's output.
-                        g = match &saved.layers[l - 1].mask {
+                        g = match &saved.masks[l - 1] {
                             Some(m) => &d * m,
                             None => d,
                         };
                     }
-                    d => dx = d.map(|d| d.reshape([steps as i64, batch as i64, -1])),
+                    d => dx = d,
                 }
             }
             dx.map(|d| {
