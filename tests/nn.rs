@@ -3732,7 +3732,14 @@ fn norm_errors_give_pytorch_words_and_the_fix() {
         e.contains("BatchNorm2d(4) expected 4D input (got 3D input"),
         "{e}"
     );
-    let e = err(BatchNorm1d::new(4, &CPU).try_forward(&Tensor::zeros([1, 4])));
+    let bn1 = BatchNorm1d::new(4, &CPU);
+    let e = err(bn1.try_forward(&Tensor::zeros([1, 4])));
+    // A refused batch is not counted and moves nothing.
+    assert_eq!(
+        bn1.num_batches_tracked.as_ref().unwrap().to_vec::<i64>(),
+        [0]
+    );
+    assert_eq!(bn1.running_mean.as_ref().unwrap().to_vec::<f32>(), [0.0; 4]);
     assert!(
         e.contains("Expected more than 1 value per channel when training, got input size [1, 4]"),
         "{e}"

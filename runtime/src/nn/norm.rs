@@ -555,25 +555,19 @@ impl<const D: usize> BatchNorm<D> {
         check_channels(|| self.name(), x, self.num_features, dims)
     }
 
-    /// The op this step runs, and the running statistics' update factor
-    /// when they are updated (counting the batch): PyTorch's choice of
-    /// batch statistics in training mode or without running ones.
-    fn plan(&self) -> (ops::BatchNorm, Option<f64>) {
-        let tracking = self.running_mean.is_some() && self.running_var.is_some();
-        let op = ops::BatchNorm {
+    /// Whether the layer keeps running statistics.
+    fn tracking(&self) -> bool {
+        self.running_mean.is_some() && self.running_var.is_some()
+    }
+
+    /// The op this step runs: PyTorch's choice of batch statistics in
+    /// training mode or without running ones.
+    fn op(&self) -> ops::BatchNorm {
+        ops::BatchNorm {
             eps: self.eps,
             affine: self.weight.is_some() && self.bias.is_some(),
-            running: tracking && !self.training,
-        };
-        let factor = (tracking && self.training).then(|| {
-            let seen = self.num_batches_tracked.as_ref().map(ops::count_batch_);
-            match (self.momentum, seen) {
-                (Some(m), _) => m,
-                (None, Some(n)) => 1.0 / n as f64,
-                (None, None) => 0.0,
-            }
-        });
-        (op, factor)
+            running: self.tracking() && !self.training,
+        }
     }
 
     /// The op's inputs: the input, the parameters and the statistics it uses.
@@ -591,22 +585,31 @@ impl<const D: usize> BatchNorm<D> {
         (inputs, n)
     }
 
-    /// Moves the running statistics towards `x`'s by `factor`, if given.
-    fn update(&self, x: &Tensor, factor: Option<f64>) -> Result<()> {
-        match (factor, &self.running_mean, &self.running_var) {
-            (Some(f), Some(m), Some(v)) => ops::update_running_stats_(x, m, v, f),
-            _ => Ok(()),
-        }
+    /// In training mode, after a forward that succeeded: counts the batch
+    /// and moves the running statistics towards `x`'s (by `momentum`, or by
+    /// `1/num_batches_tracked` without one).
+    fn update(&self, x: &Tensor) -> Result<()> {
+        let (Some(m), Some(v), true) = (&self.running_mean, &self.running_var, self.training)
+        else {
+            return Ok(());
+        };
+        let seen = self.num_batches_tracked.as_ref().map(ops::count_batch_);
+        let factor = match (self.momentum, seen) {
+            (Some(m), _) => m,
+            (None, Some(n)) => 1.0 / n as f64,
+            (None, None) => 0.0,
+        };
+        ops::update_running_stats_(x, m, v, factor)
     }
 
     /// The forward pass (updating the running statistics in training mode),
     /// or the error of an input of the wrong rank or channels.
     pub fn try_forward(&self, x: &Tensor) -> Result<Tensor> {
         self.check_input(x)?;
-        let (op, factor) = self.plan();
+        let op = self.op();
         let (inputs, n) = self.inputs(x, &op);
         let y = crate::autograd::try_apply(op, &inputs[..n])?;
-        self.update(x, factor)?;
+        self.update(x)?;
         Ok(y)
     }
 }
@@ -677,10 +680,10 @@ impl<const D: usize> Differentiable for BatchNorm<D> {
     #[track_caller]
     fn forward_train(&self, x: &Tensor) -> (Tensor, Self::Saved) {
         self.check_input(x).or_panic();
-        let (op, factor) = self.plan();
+        let op = self.op();
         let (inputs, n) = self.inputs(x, &op);
         let out = no_grad(|| forward_saving(&op, &inputs[..n], &[true; 5][..n]));
-        self.update(x, factor).or_panic();
+        self.update(x).or_panic();
         out
     }
 
@@ -704,10 +707,10 @@ impl<const D: usize> TrainStep for BatchNorm<D> {
     #[track_caller]
     fn forward_train_ws<'w>(&self, x: &Tensor, ws: &'w mut BatchNormWorkspace) -> &'w Tensor {
         self.check_input(x).or_panic();
-        let (op, factor) = self.plan();
+        let op = self.op();
         let (inputs, n) = self.inputs(x, &op);
         let y = ws.forward(&op, &inputs[..n]);
-        self.update(x, factor).or_panic();
+        self.update(x).or_panic();
         y
     }
 
@@ -717,12 +720,7 @@ impl<const D: usize> TrainStep for BatchNorm<D> {
         grad_out: &Tensor,
         input_grad: bool,
     ) -> Option<&'w Tensor> {
-        let op = ops::BatchNorm {
-            eps: self.eps,
-            affine: self.weight.is_some() && self.bias.is_some(),
-            running: !self.training && self.running_mean.is_some(),
-        };
         let params = [self.weight.as_ref(), self.bias.as_ref()];
-        ws.backward(&op, params, grad_out, input_grad)
+        ws.backward(&self.op(), params, grad_out, input_grad)
     }
 }
