@@ -14,7 +14,8 @@ mod ddp_example;
 use deriv::data::{DataLoader, TensorDataset};
 use deriv::distributed::{self, DdpOptions, DistributedDataParallel, ReduceOp};
 use deriv::nn::{
-    CrossEntropyLoss, Differentiable, Forward, Linear, Loss, Module, ReLU, Tanh, TrainStep,
+    BatchNorm1d, CrossEntropyLoss, Differentiable, Forward, Linear, Loss, Module, ReLU, Tanh,
+    TrainStep,
 };
 use deriv::optim::{Adam, Optimizer, SGD};
 use deriv::prelude::*;
@@ -85,7 +86,50 @@ fn main() {
             "the_ddp_example_learns_the_digits",
             the_ddp_example_learns_the_digits,
         ),
+        ("buffers_follow_rank_0", buffers_follow_rank_0),
     ]);
+}
+
+deriv::network! {
+    /// BatchNorm between two layers: running statistics the replicas share.
+    pub struct Normed = Linear(8, 6) -> BatchNorm1d(6) -> ReLU -> Linear(6, 3);
+}
+
+/// How far apart the ranks' copies of `t` are (0 when all equal).
+fn spread(t: &Tensor) -> f64 {
+    let (hi, lo) = (t.to_dtype(DType::F64), t.to_dtype(DType::F64));
+    distributed::all_reduce(&hi, ReduceOp::Max).unwrap();
+    distributed::all_reduce(&lo, ReduceOp::Min).unwrap();
+    mpi_harness::max_diff(&hi.to_vec::<f64>(), &lo.to_vec::<f64>())
+}
+
+/// Buffers start from rank 0's and are copied from it before each forward
+/// (PyTorch's broadcast_buffers), though every rank's own batch moves them.
+fn buffers_follow_rank_0() {
+    let model = Normed::default();
+    no_grad(|| model.1.running_mean.as_ref().unwrap().fill_(rank() as f64));
+    let mut ddp = DistributedDataParallel::new(model).unwrap();
+    let mean = || ddp.module().1.running_mean.as_ref().unwrap().clone();
+    assert_eq!(
+        mean().to_vec::<f32>(),
+        vec![0.0; 6],
+        "rank 0's at construction"
+    );
+    // Each rank's own rows move its statistics away from the others'.
+    let x = Tensor::randn_with([4, 8], &mut Generator::new(rank() as u64 + 1));
+    ddp.forward(&x);
+    if world() > 1 {
+        assert!(
+            spread(&mean()) > 1e-6,
+            "each rank's batch moved its own statistics"
+        );
+    }
+    // The next forward starts from rank 0's (in eval mode nothing moves them).
+    ddp.eval();
+    ddp.forward(&x);
+    for (name, b) in ddp.named_buffers() {
+        assert_eq!(spread(&b), 0.0, "{name} differs between ranks");
+    }
 }
 
 fn world() -> usize {

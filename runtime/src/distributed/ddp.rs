@@ -17,6 +17,7 @@ use crate::tensor::Tensor;
 pub struct DdpOptions {
     bucket_cap_mb: f64,
     first_bucket_mb: f64,
+    broadcast_buffers: bool,
 }
 
 impl Default for DdpOptions {
@@ -24,6 +25,7 @@ impl Default for DdpOptions {
         DdpOptions {
             bucket_cap_mb: 25.0,
             first_bucket_mb: 1.0,
+            broadcast_buffers: true,
         }
     }
 }
@@ -49,6 +51,14 @@ impl DdpOptions {
         self
     }
 
+    /// Whether every forward first copies rank 0's buffers (BatchNorm's
+    /// running statistics) into every rank (PyTorch's `broadcast_buffers`,
+    /// default true), so the replicas' buffers agree.
+    pub fn broadcast_buffers(mut self, on: bool) -> Self {
+        self.broadcast_buffers = on;
+        self
+    }
+
     /// The bucket cap in bytes.
     pub fn bucket_cap_bytes(&self) -> usize {
         (self.bucket_cap_mb * (1u64 << 20) as f64) as usize
@@ -66,7 +76,9 @@ impl DdpOptions {
 ///
 /// - On construction, every rank's model is checked to have the same
 ///   parameters (names, dtypes, shapes: a difference is an `Err` naming it,
-///   on every rank) and rank 0's values are copied into every rank.
+///   on every rank) and rank 0's values are copied into every rank, buffers
+///   (BatchNorm's running statistics) included; before each forward rank
+///   0's buffers are copied again ([`DdpOptions::broadcast_buffers`]).
 /// - During backward, gradients are averaged in buckets (25 MiB, the first
 ///   1 MiB: [`DdpOptions`]) in reverse parameter order, each bucket's
 ///   all-reduce starting, without blocking, as soon as its gradients are
@@ -104,6 +116,7 @@ impl DdpOptions {
 pub struct DistributedDataParallel<M> {
     module: M,
     reducer: Reducer,
+    broadcast_buffers: bool,
 }
 
 impl<M: Module> DistributedDataParallel<M> {
@@ -120,7 +133,15 @@ impl<M: Module> DistributedDataParallel<M> {
             options.bucket_cap_bytes(),
             options.first_bucket_bytes(),
         )?;
-        Ok(DistributedDataParallel { module, reducer })
+        // Every replica starts from rank 0's buffers too, as from its parameters.
+        for b in module.buffers() {
+            super::broadcast(&b, 0)?;
+        }
+        Ok(DistributedDataParallel {
+            module,
+            reducer,
+            broadcast_buffers: options.broadcast_buffers,
+        })
     }
 
     /// The wrapped model (`ddp.module`).
@@ -170,6 +191,11 @@ impl<M: Module> DistributedDataParallel<M> {
              model before wrapping it"
         );
         self.reducer.prepare();
+        if self.broadcast_buffers {
+            for b in self.module.buffers() {
+                crate::error::OrPanic::or_panic(super::broadcast(&b, 0));
+            }
+        }
     }
 }
 
