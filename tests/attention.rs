@@ -7,14 +7,14 @@
 
 use deriv::nn::{
     functional as F, ActivationKind, AttendOptions, Differentiable, Forward, Linear, Module,
-    MultiheadAttention, MultiheadAttentionOptions, TrainStep, TransformerEncoderLayer,
+    MultiheadAttention, MultiheadAttentionOptions, TransformerEncoderLayer,
     TransformerEncoderLayerOptions,
 };
 use deriv::{gradcheck, network, DType, Device, Generator, Tensor};
 
 #[path = "common/reference.rs"]
 mod reference;
-use reference::{assert_values, det, max_abs_diff};
+use reference::{assert_paths_match_tape, assert_values, det};
 
 const CPU: Device = Device::Cpu;
 
@@ -227,45 +227,14 @@ fn pytorch_state_dict_loads_and_reproduces_outputs_and_gradients() {
     }
 }
 
-/// The compile-time backward against the tape: the input's gradient and
-/// every parameter's.
-fn assert_paths_agree<L: TrainStep>(layer: &L, x: &Tensor, what: &str) {
-    let v =
-        Tensor::randn_with(layer.forward(x).shape(), &mut Generator::new(4)).to_dtype(DType::F64);
-    let clear = || layer.parameters().iter().for_each(|p| p.set_grad(None));
-    clear();
-    let xt = x.detach().requires_grad_(true);
-    layer.forward(&xt).backward_with(&v);
-    let tape: Vec<Tensor> = layer
-        .parameters()
-        .iter()
-        .map(|p| p.grad().unwrap())
-        .collect();
-    let dx_tape = xt.grad().unwrap();
-    clear();
-    let (y, saved) = layer.forward_train(x);
-    assert!(
-        max_abs_diff(&y, &layer.forward(x)) < 1e-12,
-        "{what}: output"
-    );
-    let dx = layer.backward(saved, &v, true).expect("asked for");
-    assert!(max_abs_diff(&dx, &dx_tape) < 1e-10, "{what}: dx");
-    for ((name, p), t) in layer.named_parameters().iter().zip(&tape) {
-        assert!(
-            max_abs_diff(&p.grad().unwrap(), t) < 1e-10,
-            "{what}: {name}"
-        );
-    }
-}
-
 #[test]
 fn compile_time_backward_matches_the_tape() {
     let mut gen = Generator::new(32);
     let mut r = |shape: &[usize]| Tensor::randn_with(shape, &mut gen).to_dtype(DType::F64);
     let mut mha = MultiheadAttention::new(6, 3, &CPU);
     mha.to_dtype(DType::F64);
-    assert_paths_agree(&mha, &r(&[4, 2, 6]), "MHA, sequence-first");
-    assert_paths_agree(&mha, &r(&[4, 6]), "MHA, unbatched");
+    assert_paths_match_tape(&mha, &r(&[4, 2, 6]), "MHA, sequence-first");
+    assert_paths_match_tape(&mha, &r(&[4, 6]), "MHA, unbatched");
     let opts = TransformerEncoderLayerOptions {
         dim_feedforward: 12,
         dropout: 0.0,
@@ -273,7 +242,7 @@ fn compile_time_backward_matches_the_tape() {
     };
     let mut tel = TransformerEncoderLayer::with_options(6, 2, &opts, &CPU);
     tel.to_dtype(DType::F64);
-    assert_paths_agree(&tel, &r(&[5, 2, 6]), "encoder layer");
+    assert_paths_match_tape(&tel, &r(&[5, 2, 6]), "encoder layer");
 }
 
 network! {
@@ -288,7 +257,7 @@ fn an_encoder_layer_in_a_network() {
     m.eval();
     let x = Tensor::randn_with([5, 2, 4], &mut Generator::new(33)).to_dtype(DType::F64);
     assert_eq!(m.forward(&x).shape(), &[5, 2, 3]);
-    assert_paths_agree(&m, &x, "Encoder");
+    assert_paths_match_tape(&m, &x, "Encoder");
     let names: Vec<String> = m.named_parameters().into_iter().map(|(n, _)| n).collect();
     assert_eq!(names[2], "1.self_attn.in_proj_weight");
     assert_eq!(names[5], "1.self_attn.out_proj.bias");

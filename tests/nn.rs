@@ -12,7 +12,7 @@ use deriv::{gradcheck, manual_seed, no_grad, DType, Device, Generator, Tensor};
 
 #[path = "common/reference.rs"]
 mod reference;
-use reference::{assert_values, det, max_abs_diff};
+use reference::{assert_paths_match_tape, assert_values, det, max_abs_diff};
 
 const CPU: Device = Device::Cpu;
 
@@ -641,7 +641,6 @@ fn layer_norm_gradients_pass_gradcheck() {
 #[test]
 fn layer_norm_layer_paths_agree() {
     let [x, _, _, _] = ln_case(&[4], DType::F64);
-    let v = Tensor::randn_with([2, 3, 4], &mut Generator::new(5)).to_dtype(DType::F64);
     for opts in [
         LayerNormOptions::default(),
         LayerNormOptions {
@@ -656,41 +655,7 @@ fn layer_norm_layer_paths_agree() {
     ] {
         let mut ln = LayerNorm::with_options(4, &opts, &CPU);
         ln.to_dtype(DType::F64);
-        // Parameters away from their initial ones and zeros.
-        no_grad(|| {
-            for p in ln.parameters() {
-                p.add_(
-                    &(Tensor::randn_with(p.shape(), &mut Generator::new(6)).to_dtype(DType::F64)
-                        * 0.3),
-                );
-            }
-        });
-        assert_paths_agree(&ln, &x, &v);
-        let tape: Vec<Tensor> = ln
-            .parameters()
-            .iter()
-            .map(|p| p.grad().unwrap().clone_data())
-            .collect();
-        let xt = x.detach().requires_grad_(true);
-        for p in ln.parameters() {
-            p.set_grad(None);
-        }
-        ln.forward(&xt).backward_with(&v);
-        let dx_tape = xt.grad().unwrap();
-        for p in ln.parameters() {
-            p.set_grad(None);
-        }
-        let mut ws = ln.workspace();
-        let y = ln.forward_train_ws(&x, &mut ws).clone_data();
-        assert!(max_abs_diff(&y, &ln.forward(&x)) < 1e-12);
-        let dx = ln.backward_ws(&mut ws, &v, true).unwrap().clone_data();
-        assert!(max_abs_diff(&dx, &dx_tape) < 1e-10, "{opts:?}: dx");
-        for (p, t) in ln.parameters().iter().zip(&tape) {
-            assert!(
-                max_abs_diff(&p.grad().unwrap(), t) < 1e-10,
-                "{opts:?}: param"
-            );
-        }
+        assert_norm_layer_paths_agree(&ln, &x, &format!("{opts:?}"));
     }
     let ln = LayerNorm::new([3, 4], &CPU);
     let names: Vec<String> = ln.named_parameters().into_iter().map(|(n, _)| n).collect();
@@ -3605,7 +3570,6 @@ fn norm_gradients_pass_gradcheck() {
 
 /// A norm layer on the tape, the compile-time path and TrainStep.
 fn assert_norm_layer_paths_agree<L: TrainStep>(layer: &L, x: &Tensor, what: &str) {
-    let v = Tensor::randn_with(x.shape(), &mut Generator::new(5)).to_dtype(DType::F64);
     // Parameters away from their initial ones and zeros.
     no_grad(|| {
         for p in layer.parameters() {
@@ -3614,35 +3578,7 @@ fn assert_norm_layer_paths_agree<L: TrainStep>(layer: &L, x: &Tensor, what: &str
             );
         }
     });
-    assert_paths_agree(layer, x, &v);
-    let tape: Vec<Tensor> = layer
-        .parameters()
-        .iter()
-        .map(|p| p.grad().unwrap().clone_data())
-        .collect();
-    let xt = x.detach().requires_grad_(true);
-    for p in layer.parameters() {
-        p.set_grad(None);
-    }
-    layer.forward(&xt).backward_with(&v);
-    let dx_tape = xt.grad().unwrap();
-    for p in layer.parameters() {
-        p.set_grad(None);
-    }
-    let mut ws = layer.workspace();
-    let y = layer.forward_train_ws(x, &mut ws).clone_data();
-    assert!(
-        max_abs_diff(&y, &no_grad(|| layer.forward(x))) < 1e-12,
-        "{what}: output"
-    );
-    let dx = layer.backward_ws(&mut ws, &v, true).unwrap().clone_data();
-    assert!(max_abs_diff(&dx, &dx_tape) < 1e-10, "{what}: dx");
-    for (p, t) in layer.parameters().iter().zip(&tape) {
-        assert!(
-            max_abs_diff(&p.grad().unwrap(), t) < 1e-10,
-            "{what}: parameter"
-        );
-    }
+    assert_paths_match_tape(layer, x, what);
 }
 
 #[test]

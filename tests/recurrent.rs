@@ -6,13 +6,13 @@
 
 use deriv::nn::{
     BatchNorm2d, Conv2d, Differentiable, Flatten, Forward, GRUCell, LSTMCell, Linear, MaxPool2d,
-    Module, Nonlinearity, RNNCell, ReLU, RecurrentOptions, Tanh, TrainStep, GRU, LSTM, RNN,
+    Module, Nonlinearity, RNNCell, ReLU, RecurrentOptions, Tanh, GRU, LSTM, RNN,
 };
 use deriv::{gradcheck, network, DType, Device, Generator, Tensor};
 
 #[path = "common/reference.rs"]
 mod reference;
-use reference::{assert_values, det, max_abs_diff};
+use reference::{assert_paths_match_tape, assert_values, det, max_abs_diff};
 
 const CPU: Device = Device::Cpu;
 
@@ -247,50 +247,6 @@ fn pytorch_state_dict_loads_and_reproduces_outputs_and_gradients() {
     );
 }
 
-/// The compile-time backward through time against the tape: the input's
-/// gradient and every parameter's.
-fn assert_bptt_matches_tape<L: TrainStep>(layer: &L, x: &Tensor, what: &str) {
-    let v =
-        Tensor::randn_with(layer.forward(x).shape(), &mut Generator::new(4)).to_dtype(DType::F64);
-    let clear = || layer.parameters().iter().for_each(|p| p.set_grad(None));
-    clear();
-    let xt = x.detach().requires_grad_(true);
-    layer.forward(&xt).backward_with(&v);
-    let tape: Vec<Tensor> = layer
-        .parameters()
-        .iter()
-        .map(|p| p.grad().unwrap())
-        .collect();
-    let dx_tape = xt.grad().unwrap();
-    clear();
-    let (y, saved) = layer.forward_train(x);
-    assert!(
-        y.grad_fn().is_none(),
-        "{what}: forward_train must not record"
-    );
-    assert!(
-        max_abs_diff(&y, &layer.forward(x)) < 1e-12,
-        "{what}: output"
-    );
-    let dx = layer.backward(saved, &v, true).expect("asked for");
-    assert!(max_abs_diff(&dx, &dx_tape) < 1e-10, "{what}: dx");
-    for ((name, p), t) in layer.named_parameters().iter().zip(&tape) {
-        assert!(
-            max_abs_diff(&p.grad().unwrap(), t) < 1e-10,
-            "{what}: {name}"
-        );
-    }
-    // TrainStep (the allocating path's results, kept).
-    clear();
-    let mut ws = layer.workspace();
-    layer.forward_train_ws(x, &mut ws);
-    let dx_ws = layer.backward_ws(&mut ws, &v, true).unwrap().clone();
-    assert!(
-        max_abs_diff(&dx_ws, &dx_tape) < 1e-10,
-        "{what}: TrainStep dx"
-    );
-}
-
 #[test]
 fn backward_through_time_matches_the_tape() {
     let _serial = serial();
@@ -305,11 +261,11 @@ fn backward_through_time_matches_the_tape() {
     };
     let mut lstm = LSTM::with_options(3, 4, &opts(2, true, Nonlinearity::Tanh, true), &CPU);
     lstm.to_dtype(DType::F64);
-    assert_bptt_matches_tape(&lstm, &r(&[2, 5, 3]), "LSTM, batch-first");
-    assert_bptt_matches_tape(&lstm, &r(&[4, 3]), "LSTM, unbatched");
+    assert_paths_match_tape(&lstm, &r(&[2, 5, 3]), "LSTM, batch-first");
+    assert_paths_match_tape(&lstm, &r(&[4, 3]), "LSTM, unbatched");
     let mut gru = GRU::with_options(3, 5, &opts(3, false, Nonlinearity::Tanh, false), &CPU);
     gru.to_dtype(DType::F64);
-    assert_bptt_matches_tape(&gru, &r(&[6, 2, 3]), "GRU");
+    assert_paths_match_tape(&gru, &r(&[6, 2, 3]), "GRU");
     let bi = RecurrentOptions {
         bidirectional: true,
         dropout: 0.0,
@@ -317,15 +273,15 @@ fn backward_through_time_matches_the_tape() {
     };
     let mut bilstm = LSTM::with_options(3, 4, &bi, &CPU);
     bilstm.to_dtype(DType::F64);
-    assert_bptt_matches_tape(&bilstm, &r(&[2, 5, 3]), "LSTM, bidirectional");
-    assert_bptt_matches_tape(&bilstm, &r(&[5, 3]), "LSTM, bidirectional, unbatched");
+    assert_paths_match_tape(&bilstm, &r(&[2, 5, 3]), "LSTM, bidirectional");
+    assert_paths_match_tape(&bilstm, &r(&[5, 3]), "LSTM, bidirectional, unbatched");
     let mut bigru = GRU::with_options(3, 4, &bi, &CPU);
     bigru.to_dtype(DType::F64);
-    assert_bptt_matches_tape(&bigru, &r(&[2, 4, 3]), "GRU, bidirectional");
+    assert_paths_match_tape(&bigru, &r(&[2, 4, 3]), "GRU, bidirectional");
     for nl in [Nonlinearity::Tanh, Nonlinearity::Relu] {
         let mut rnn = RNN::with_options(3, 4, &opts(2, false, nl, true), &CPU);
         rnn.to_dtype(DType::F64);
-        assert_bptt_matches_tape(&rnn, &r(&[5, 3, 3]), "RNN");
+        assert_paths_match_tape(&rnn, &r(&[5, 3, 3]), "RNN");
     }
 }
 
@@ -362,6 +318,23 @@ fn recurrent_gradients_pass_gradcheck() {
         &[r(&[4, 2, 2]), r(&[1, 2, 3])],
     );
     assert!(report.passed, "GRU: {report}");
+    for nonlinearity in [Nonlinearity::Tanh, Nonlinearity::Relu] {
+        let opts = RecurrentOptions {
+            nonlinearity,
+            bidirectional: true,
+            ..Default::default()
+        };
+        let mut rnn = RNN::with_options(2, 3, &opts, &CPU);
+        rnn.to_dtype(DType::F64);
+        let report = gradcheck(
+            |t| {
+                let (out, h) = rnn.forward_with(&t[0], Some(t[1].clone()));
+                &(&out * &out).sum() + &h.sum()
+            },
+            &[r(&[4, 2, 2]), r(&[2, 2, 3])],
+        );
+        assert!(report.passed, "RNN {nonlinearity:?}: {report}");
+    }
 }
 
 #[test]
@@ -489,7 +462,7 @@ fn a_recurrent_layer_in_a_network() {
     m.to_dtype(DType::F64);
     let x = Tensor::randn_with([5, 2, 3], &mut Generator::new(24)).to_dtype(DType::F64);
     assert_eq!(m.forward(&x).shape(), &[5, 2, 2]);
-    assert_bptt_matches_tape(&m, &x, "Tagger");
+    assert_paths_match_tape(&m, &x, "Tagger");
     assert_eq!(m.named_parameters()[0].0, "0.weight_ih_l0");
 }
 

@@ -18,6 +18,7 @@
 pub mod autograd;
 pub mod backend;
 pub mod data;
+mod device;
 pub mod distributed;
 mod error;
 #[cfg(feature = "ndarray")]
@@ -49,8 +50,8 @@ pub use autograd::{
     gradcheck, gradcheck_opts, is_grad_enabled, no_grad, set_grad_enabled, GradcheckOptions,
     GradcheckReport, NoGradGuard,
 };
-pub use backend::Device;
 pub use data::datasets;
+pub use device::Device;
 pub use error::{Error, Result};
 pub use ops::activation::{relu_backward, sigmoid_backward, tanh_backward};
 pub use ops::elementwise::Operand;

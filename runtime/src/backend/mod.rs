@@ -1,4 +1,5 @@
-//! Devices and the storage that tensors view.
+//! Storage on each device (CPU buffers, CUDA allocations), the kernels,
+//! and the device queries that need them.
 
 mod array;
 pub(crate) mod cpu;
@@ -7,49 +8,16 @@ pub mod cuda;
 pub(crate) mod memory;
 pub mod step;
 
-use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::tensor::DType;
 pub(crate) use array::Array;
 
-/// Where a tensor's data lives.
-///
-/// The same program runs on the CPU or an NVIDIA GPU by changing the device:
-/// create tensors on it (`Tensor::zeros_on`, `TensorOptions::device`), or move
-/// them with [`Tensor::to`](crate::Tensor::to) and modules with `Module::to`.
-///
-/// `Device::Cuda(i)` names GPU `i`; it works in builds with the `cuda` cargo
-/// feature, and using it in other builds panics with a message saying so.
-///
-/// ```
-/// use deriv_runtime::{Device, Tensor};
-/// let dev = Device::cuda_if_available();
-/// let x = Tensor::zeros_on([2, 3], &dev);
-/// assert_eq!(x.device(), dev);
-/// assert_eq!(Device::Cuda(0).to_string(), "cuda:0");
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-pub enum Device {
-    /// Main memory, computed with faer and rayon.
-    #[default]
-    Cpu,
-    /// NVIDIA GPU number `i` (the `cuda` feature).
-    Cuda(usize),
-}
+pub use crate::device::Device;
 
+/// The CUDA queries, which need the backend.
 impl Device {
-    /// Whether this is the CPU.
-    pub fn is_cpu(&self) -> bool {
-        matches!(self, Device::Cpu)
-    }
-
-    /// Whether this is a CUDA GPU.
-    pub fn is_cuda(&self) -> bool {
-        matches!(self, Device::Cuda(_))
-    }
-
     /// `Device::Cuda(0)` when this build has the `cuda` feature and a GPU is
     /// usable, else `Device::Cpu` (PyTorch's
     /// `"cuda" if torch.cuda.is_available() else "cpu"`).
@@ -89,15 +57,6 @@ impl Device {
         #[cfg(not(feature = "cuda"))]
         {
             Some("this build of deriv has no `cuda` feature".to_string())
-        }
-    }
-}
-
-impl fmt::Display for Device {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Device::Cpu => f.write_str("cpu"),
-            Device::Cuda(i) => write!(f, "cuda:{i}"),
         }
     }
 }
@@ -255,7 +214,8 @@ impl Storage {
         assert!(
             device.is_cpu(),
             "cannot create a tensor on {device}: {}",
-            Device::cuda_unavailable_reason().unwrap_or_else(|| "use Tensor::to".into())
+            Device::cuda_unavailable_reason()
+                .unwrap_or_else(|| "create it on the CPU and move it with .to(&device)".into())
         );
         Storage {
             len: buf.len(),

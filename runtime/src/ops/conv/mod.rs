@@ -108,35 +108,43 @@ impl Default for Conv2dOptions {
     }
 }
 
+/// The builder methods the 2-D convolutions' options share (fields
+/// `stride`, `dilation`: pairs; `groups`; `bias`).
+macro_rules! pair_conv_setters {
+    () => {
+        /// PyTorch's defaults.
+        pub fn new() -> Self {
+            Self::default()
+        }
+        /// Sets the stride.
+        pub fn stride(mut self, s: impl Pair) -> Self {
+            self.stride = s.pair();
+            self
+        }
+        /// Sets the dilation.
+        pub fn dilation(mut self, d: impl Pair) -> Self {
+            self.dilation = d.pair();
+            self
+        }
+        /// Sets the number of groups.
+        pub fn groups(mut self, g: usize) -> Self {
+            self.groups = g;
+            self
+        }
+        /// Whether the layer has a bias.
+        pub fn bias(mut self, bias: bool) -> Self {
+            self.bias = bias;
+            self
+        }
+    };
+}
+
 impl Conv2dOptions {
-    /// PyTorch's defaults.
-    pub fn new() -> Self {
-        Self::default()
-    }
-    /// Sets the stride.
-    pub fn stride(mut self, s: impl Pair) -> Self {
-        self.stride = s.pair();
-        self
-    }
+    pair_conv_setters!();
     /// Sets the padding: a number, `[rows, cols]`, `"same"` or `"valid"`.
     #[track_caller]
     pub fn padding(mut self, p: impl Into<Padding>) -> Self {
         self.padding = p.into();
-        self
-    }
-    /// Sets the dilation.
-    pub fn dilation(mut self, d: impl Pair) -> Self {
-        self.dilation = d.pair();
-        self
-    }
-    /// Sets the number of groups.
-    pub fn groups(mut self, g: usize) -> Self {
-        self.groups = g;
-        self
-    }
-    /// Whether the layer has a bias.
-    pub fn bias(mut self, bias: bool) -> Self {
-        self.bias = bias;
         self
     }
 
@@ -228,15 +236,7 @@ impl Default for ConvTranspose2dOptions {
 }
 
 impl ConvTranspose2dOptions {
-    /// PyTorch's defaults.
-    pub fn new() -> Self {
-        Self::default()
-    }
-    /// Sets the stride.
-    pub fn stride(mut self, s: impl Pair) -> Self {
-        self.stride = s.pair();
-        self
-    }
+    pair_conv_setters!();
     /// Sets the padding.
     pub fn padding(mut self, p: impl Pair) -> Self {
         self.padding = p.pair();
@@ -245,21 +245,6 @@ impl ConvTranspose2dOptions {
     /// Sets the output padding.
     pub fn output_padding(mut self, p: impl Pair) -> Self {
         self.output_padding = p.pair();
-        self
-    }
-    /// Sets the number of groups.
-    pub fn groups(mut self, g: usize) -> Self {
-        self.groups = g;
-        self
-    }
-    /// Whether the layer has a bias.
-    pub fn bias(mut self, bias: bool) -> Self {
-        self.bias = bias;
-        self
-    }
-    /// Sets the dilation.
-    pub fn dilation(mut self, d: impl Pair) -> Self {
-        self.dilation = d.pair();
         self
     }
 
