@@ -6,8 +6,8 @@
 //! backward against the tape.
 
 use deriv::nn::{
-    functional as F, ActivationKind, AttendOptions, Differentiable, Forward, Linear, Module,
-    MultiheadAttention, MultiheadAttentionOptions, TransformerEncoderLayer,
+    functional as F, ActivationKind, AttendOptions, Differentiable, EncoderMasks, Forward, Linear,
+    Module, MultiheadAttention, MultiheadAttentionOptions, TransformerEncoderLayer,
     TransformerEncoderLayerOptions,
 };
 use deriv::{gradcheck, network, DType, Device, Generator, Tensor};
@@ -225,6 +225,62 @@ fn pytorch_state_dict_loads_and_reproduces_outputs_and_gradients() {
         assert_values(&format!("{what}, compile-time: dx"), &dx, want_dx, 1e-10);
         assert_param_grads(layer, grads, &format!("{what}, compile-time"));
     }
+}
+
+#[test]
+fn a_masked_encoder_layer_matches_pytorch() {
+    let mut m = attention_layers();
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/torch_attention.safetensors"
+    );
+    m.load_safetensors(std::path::Path::new(path)).unwrap();
+    m.to_dtype(DType::F64);
+    // A causal bool src_mask and a key padding mask (sample 1's last token).
+    let causal: Vec<bool> = (0..16).map(|i| i % 4 > i / 4).collect();
+    let causal = Tensor::from_vec(causal, [4, 4]);
+    let mut pad = vec![false; 8];
+    pad[7] = true;
+    let pad = Tensor::from_vec(pad, [2, 4]);
+    let x = det(&[2, 4, 8], 7, 3, 19, 6.0, 1.5).requires_grad_(true);
+    let masks = EncoderMasks {
+        src_mask: Some(&causal),
+        src_key_padding_mask: Some(&pad),
+        ..Default::default()
+    };
+    let y = m.post.forward_masked(&x, &masks);
+    assert_values("masked post-norm", &y, POST_MASKED_OUT, 1e-10);
+    (&y * &weights_for(&y)).sum().backward();
+    assert_values(
+        "masked post-norm: dx",
+        &x.grad().unwrap(),
+        POST_MASKED_DX,
+        1e-10,
+    );
+    // is_causal is the same mask.
+    let by_flag = m.post.forward_masked(
+        &x,
+        &EncoderMasks {
+            src_key_padding_mask: Some(&pad),
+            is_causal: true,
+            ..Default::default()
+        },
+    );
+    assert_values("is_causal", &by_flag, POST_MASKED_OUT, 1e-12);
+    // A mask of the wrong shape is an error naming the layer.
+    let bad = Tensor::from_vec(vec![false; 6], [2, 3]);
+    let err = m
+        .post
+        .try_forward_masked(
+            &x,
+            &EncoderMasks {
+                src_key_padding_mask: Some(&bad),
+                ..Default::default()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("MultiheadAttention"), "{err}");
 }
 
 #[test]
@@ -3972,4 +4028,136 @@ const PRE_D_NORM2_BIAS: &[f64] = &[
     0.03566909109879571,
     -0.06057590035038011,
     -0.06485565390509257,
+];
+const POST_MASKED_OUT: &[f64] = &[
+    -0.9907724291885668,
+    0.30399873986506354,
+    2.0282850689107064,
+    -0.42335034528999904,
+    0.4735049702696008,
+    -1.5455281870116322,
+    0.013649437546948952,
+    0.14021274489787822,
+    -1.2082290864595586,
+    0.054710408603572125,
+    1.16987528994756,
+    -1.294243467710425,
+    -0.2971998123699884,
+    1.6962053235890953,
+    -0.5707860602802121,
+    0.44966740467995664,
+    -1.2630703883728478,
+    0.22242927341532173,
+    1.0558156215103986,
+    -1.3387728385018542,
+    -0.2596618041691983,
+    1.6833578750015006,
+    -0.5705837155638862,
+    0.4704859766805651,
+    -1.3092037769666425,
+    0.3250647682793136,
+    0.9888854534823188,
+    -1.3585539051884488,
+    -0.227280515042353,
+    1.666284641284606,
+    -0.5548904192883006,
+    0.46969375343950664,
+    1.6938254682848561,
+    -0.3487424514639382,
+    0.9339631915948227,
+    -1.3864562977344665,
+    -0.49612900068088517,
+    0.7441205832094268,
+    -1.1885135596733607,
+    0.04793206646354455,
+    1.6885147228870891,
+    -0.3278416023964443,
+    0.9334621487110512,
+    -1.397782866571751,
+    -0.49397855968899634,
+    0.7440836090582909,
+    -1.1902244619441753,
+    0.043767009944935154,
+    1.2736775164827538,
+    -0.4629491787651035,
+    0.105144227492121,
+    1.5139787474841764,
+    -0.8494153688362278,
+    0.5791981011908989,
+    -1.565197186219454,
+    -0.594436858829165,
+    1.2671911077622917,
+    -0.46985009907915765,
+    0.10590476061165709,
+    1.5227771669551793,
+    -0.8314164303188494,
+    0.5744320734353604,
+    -1.5691580051273146,
+    -0.599880574239167,
+];
+const POST_MASKED_DX: &[f64] = &[
+    -0.4823804781725006,
+    0.7649267723621915,
+    -0.28967321181969496,
+    -0.4190653842058316,
+    0.31772799852224365,
+    0.7092113170331574,
+    -0.968088531155381,
+    0.34912631691907975,
+    0.7110230449304065,
+    -0.8795009574699182,
+    0.5987797048935481,
+    0.6041294460200693,
+    -1.0845625587103362,
+    -0.15010134011446738,
+    0.15171646922670529,
+    1.383276633369512,
+    0.67423594809221,
+    -0.6078796473128573,
+    1.200541526701374,
+    0.376450763007141,
+    -0.5843788325407288,
+    0.4504449142745372,
+    -0.047605114559455375,
+    -0.9104221613836532,
+    -0.04563870070457987,
+    0.22970874057690777,
+    -0.2537060515013441,
+    -0.06015423302424886,
+    -0.36780590516106176,
+    0.21143125398153445,
+    0.23074479164198952,
+    0.023850123048249173,
+    1.1129264812155066,
+    -0.1022821173045629,
+    -0.4284087307115465,
+    0.48256947440535813,
+    -0.5064101759424264,
+    -0.57845960166352,
+    0.05591682300069756,
+    -0.061646358734357254,
+    -0.8019090667141852,
+    0.9444131763758904,
+    -0.0670701643222067,
+    -0.6356647378180407,
+    0.7559937912330685,
+    -0.06251186404734954,
+    -0.6095379719948458,
+    0.33547287521594277,
+    -0.3033701599943535,
+    0.63560670156946,
+    0.055105529438475395,
+    -0.25166934350239095,
+    0.4967852432008816,
+    0.012774741250401532,
+    -0.8239009936154171,
+    0.15822083326718833,
+    0.09778863851897279,
+    -0.3641971768547911,
+    0.8167449790696739,
+    -0.3659465009516085,
+    -0.5820272672324722,
+    0.6358189881081138,
+    0.24876120828683082,
+    -0.4417680686691018,
 ];

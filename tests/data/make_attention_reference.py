@@ -69,3 +69,14 @@ for tag, layer in [("POST", post), ("PRE", pre)]:
     rust(f"{tag}_DX", x.grad)
     for n, p in layer.named_parameters():
         rust(f"{tag}_D_{n.upper().replace('.', '_')}", p.grad)
+
+# The post-norm layer with a causal bool src_mask and a key padding mask
+# (sample 1's last token is padding).
+post.zero_grad()
+x = det([2, 4, 8], 7, 3, 19, 6.0, 1.5).requires_grad_(True)
+causal = torch.triu(torch.ones(4, 4, dtype=torch.bool), diagonal=1)
+kpm = torch.tensor([[False] * 4, [False] * 3 + [True]])
+y = post(x, src_mask=causal, src_key_padding_mask=kpm)
+(y * det(list(y.shape), 11, 4, 17, 8.0, 1.0)).sum().backward()
+rust("POST_MASKED_OUT", y)
+rust("POST_MASKED_DX", x.grad)

@@ -58,6 +58,6 @@ pub use recurrent::{
 };
 pub use sequential::Sequential;
 pub use transformer::{
-    Activation, ActivationKind, ActivationSaved, TransformerEncoderLayer,
+    Activation, ActivationKind, ActivationSaved, EncoderMasks, TransformerEncoderLayer,
     TransformerEncoderLayerOptions, TransformerEncoderLayerSaved,
 };

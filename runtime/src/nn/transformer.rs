@@ -2,7 +2,7 @@
 //! with dropout, a residual connection and a `LayerNorm`, on the tape and on
 //! the compile-time path (the sub-layers' own forward and backward, chained).
 
-use super::attention::MultiheadAttentionSaved;
+use super::attention::{AttendOptions, MultiheadAttentionSaved};
 use super::module::join_name;
 use super::{
     Differentiable, Dropout, Forward, LayerNorm, LayerNormOptions, Linear, Module,
@@ -10,6 +10,7 @@ use super::{
 };
 use crate::autograd::no_grad;
 use crate::backend::Device;
+use crate::error::{OrPanic, Result};
 use crate::tensor::Tensor;
 
 /// The feed-forward activation of a [`TransformerEncoderLayer`]
@@ -200,10 +201,65 @@ impl TransformerEncoderLayer {
         self.dropout2.forward(&self.linear2.forward(&h))
     }
 
-    /// The attention block on the tape.
-    fn attention(&self, x: &Tensor) -> Tensor {
-        self.dropout1.forward(&self.self_attn.forward(x))
+    /// The attention block on the tape, with the masks of `masks`.
+    fn attention(&self, x: &Tensor, masks: &EncoderMasks<'_>) -> Result<Tensor> {
+        let options = AttendOptions {
+            need_weights: false,
+            attn_mask: masks.src_mask,
+            key_padding_mask: masks.src_key_padding_mask,
+            is_causal: masks.is_causal,
+            ..Default::default()
+        };
+        let (y, _) = self.self_attn.try_attend(x, x, x, &options)?;
+        Ok(self.dropout1.forward(&y))
     }
+
+    /// PyTorch's `forward(src, src_mask, src_key_padding_mask, is_causal)`:
+    /// the layer with its self-attention masked, e.g. to ignore padding
+    /// tokens or to let each position see only earlier ones. (On the tape;
+    /// [`Forward::forward`] is the unmasked layer.)
+    ///
+    /// ```
+    /// use deriv_runtime::nn::{EncoderMasks, TransformerEncoderLayer, TransformerEncoderLayerOptions};
+    /// use deriv_runtime::{Device, Tensor};
+    /// let opts = TransformerEncoderLayerOptions { dim_feedforward: 32, batch_first: true, ..Default::default() };
+    /// let layer = TransformerEncoderLayer::with_options(16, 4, &opts, &Device::Cpu);
+    /// // Two sequences of 5 tokens; the second's last two are padding.
+    /// let pad = Tensor::from_vec(vec![false, false, false, false, false, false, false, false, true, true], [2, 5]);
+    /// let masks = EncoderMasks { src_key_padding_mask: Some(&pad), ..Default::default() };
+    /// let y = layer.forward_masked(&Tensor::randn([2, 5, 16]), &masks);
+    /// assert_eq!(y.shape(), &[2, 5, 16]);
+    /// ```
+    #[track_caller]
+    pub fn forward_masked(&self, src: &Tensor, masks: &EncoderMasks<'_>) -> Tensor {
+        self.try_forward_masked(src, masks).or_panic()
+    }
+
+    /// Fallible [`forward_masked`](Self::forward_masked): an input or mask
+    /// of the wrong shape is an `Err` naming the attention layer.
+    pub fn try_forward_masked(&self, src: &Tensor, masks: &EncoderMasks<'_>) -> Result<Tensor> {
+        let x = src;
+        Ok(if self.norm_first {
+            let x = x + &self.attention(&self.norm1.try_forward(x)?, masks)?;
+            &x + &self.feed_forward(&self.norm2.try_forward(&x)?)
+        } else {
+            let x = self.norm1.try_forward(&(x + &self.attention(x, masks)?))?;
+            self.norm2.try_forward(&(&x + &self.feed_forward(&x)))?
+        })
+    }
+}
+
+/// The masks of [`TransformerEncoderLayer::forward_masked`], PyTorch's
+/// `forward` arguments (all off by default).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EncoderMasks<'a> {
+    /// `[S, S]` or `[N·nhead, S, S]`: true where a position may not attend,
+    /// or a float added to the scores.
+    pub src_mask: Option<&'a Tensor>,
+    /// `[N, S]`: true for the padding tokens no position attends to.
+    pub src_key_padding_mask: Option<&'a Tensor>,
+    /// Position `i` attends to `0..=i` only (when `src_mask` is `None`).
+    pub is_causal: bool,
 }
 
 impl Module for TransformerEncoderLayer {
@@ -243,13 +299,7 @@ impl Module for TransformerEncoderLayer {
 impl Forward for TransformerEncoderLayer {
     #[track_caller]
     fn forward(&self, x: &Tensor) -> Tensor {
-        if self.norm_first {
-            let x = x + &self.attention(&self.norm1.forward(x));
-            &x + &self.feed_forward(&self.norm2.forward(&x))
-        } else {
-            let x = self.norm1.forward(&(x + &self.attention(x)));
-            self.norm2.forward(&(&x + &self.feed_forward(&x)))
-        }
+        self.forward_masked(x, &EncoderMasks::default())
     }
 }
 
