@@ -9,6 +9,7 @@
 //! `h' = (1 − z)·n + z·h`), RNN `h' = tanh(xg + hg)` or `relu(..)`.
 
 use crate::autograd::{GradSlot, Op, Out, Spec};
+use crate::backend::cpu::{run_vectorized, Kernel};
 use crate::backend::Host;
 use crate::error::{Error, Result};
 use crate::tensor::{DType, Float, Math, Tensor};
@@ -27,6 +28,14 @@ pub enum CellKind {
 }
 
 impl CellKind {
+    /// Every kind, in the order `per_kind!` numbers them.
+    const ALL: [CellKind; 4] = [
+        CellKind::RnnTanh,
+        CellKind::RnnRelu,
+        CellKind::Lstm,
+        CellKind::Gru,
+    ];
+
     /// The gates per hidden unit in each projection.
     pub fn gates(self) -> usize {
         match self {
@@ -54,6 +63,7 @@ impl CellKind {
     /// One hidden unit's new state from its gates' projections `a` (input)
     /// and `b` (hidden) and its previous state (a formula over [`Math`], in
     /// the tensor's own precision).
+    #[inline(always)]
     fn unit<M: Math>(self, a: &[M; 4], b: &[M; 4], prev: M) -> [M; 2] {
         let (zero, one) = (M::k(0.0), M::k(1.0));
         match self {
@@ -75,6 +85,7 @@ impl CellKind {
     /// One unit's gradients from the output's (`g`: `h'`, and `c'` for an
     /// LSTM): those of its input and hidden projections, and of its previous
     /// state.
+    #[inline(always)]
     fn unit_grad<M: Math>(self, a: &[M; 4], b: &[M; 4], prev: M, g: [M; 2]) -> UnitGrad<M> {
         let (zero, one) = (M::k(0.0), M::k(1.0));
         let mut out = UnitGrad {
@@ -126,6 +137,7 @@ struct UnitGrad<M> {
     dprev: M,
 }
 
+#[inline(always)]
 fn lstm_gates<M: Math>(a: &[M; 4], b: &[M; 4]) -> [M; 4] {
     [
         (a[0] + b[0]).sigmoid(),
@@ -247,33 +259,196 @@ fn elems<'b, T: Host>(b: &'b crate::backend::Buffer, t: &Tensor) -> &'b [T] {
     &T::of(b)[t.layout().offset..][..t.numel()]
 }
 
-impl RecurrentCell {
-    /// Calls `f(n, j, a, b, prev)` for each sample `n` and hidden unit `j`
-    /// with the unit's projections and previous state.
+/// Runs the kernel `$S { fields }` with the cell's kind as its constant `K`
+/// (the kind's index in [`CellKind::ALL`]): each kind gets its own copy of
+/// the loop, in which `unit`'s `match` folds away and the loop over hidden
+/// units vectorises.
+macro_rules! per_kind {
+    ($kind:expr, $S:ident { $($fields:tt)* }) => {
+        match $kind {
+            CellKind::RnnTanh => run_vectorized($S::<_, 0> { $($fields)* }),
+            CellKind::RnnRelu => run_vectorized($S::<_, 1> { $($fields)* }),
+            CellKind::Lstm => run_vectorized($S::<_, 2> { $($fields)* }),
+            CellKind::Gru => run_vectorized($S::<_, 3> { $($fields)* }),
+        }
+    };
+}
+
+/// Hidden units per block of the kernels' loops: a unit's formula runs
+/// over a block's fixed-size arrays, which compiles to whole vectors (16
+/// f32 fill an AVX-512 register) with no bounds checks inside.
+const LANES: usize = 16;
+
+/// A block of lanes of one row.
+type Lanes<T> = [T; LANES];
+
+/// Sample `n`'s `h` units of each of `g` gates in a `[rows, g·h]` buffer
+/// (entries past `g` repeat the last gate and are never used).
+#[inline(always)]
+fn gate_rows<T>(s: &[T], n: usize, g: usize, h: usize) -> [&[T]; 4] {
+    std::array::from_fn(|k| &s[(n * g + k.min(g - 1)) * h..][..h])
+}
+
+/// Elements `j0..j0 + w` of `s` (`w ≤ LANES`), zero-padded.
+#[inline(always)]
+fn load<T: Float>(s: &[T], j0: usize, w: usize) -> Lanes<T> {
+    if w == LANES {
+        return s[j0..j0 + LANES].try_into().expect("LANES elements");
+    }
+    let mut v = [T::ZERO; LANES];
+    v[..w].copy_from_slice(&s[j0..j0 + w]);
+    v
+}
+
+/// Writes (or adds, with `acc`) the first `w` lanes of `v` at `j0`.
+#[inline(always)]
+fn store<T: Float>(s: &mut [T], j0: usize, v: &Lanes<T>, w: usize, acc: bool) {
+    for (o, &v) in s[j0..j0 + w].iter_mut().zip(v) {
+        *o = if acc { *o + v } else { v };
+    }
+}
+
+/// Sample `n`'s inputs: its projections per gate and its previous state.
+type RowInputs<'a, T> = ([&'a [T]; 4], [&'a [T]; 4], Option<&'a [T]>);
+
+/// [`RowInputs`] of sample `n`, `g` gates of `h` units.
+#[inline(always)]
+fn row_inputs<'a, T>(
+    [xs, hs]: [&'a [T]; 2],
+    ps: Option<&'a [T]>,
+    n: usize,
+    (g, h): (usize, usize),
+) -> RowInputs<'a, T> {
+    let p = ps.map(|p| &p[n * h..][..h]);
+    (gate_rows(xs, n, g, h), gate_rows(hs, n, g, h), p)
+}
+
+/// The block of `w` units from `j0` of a row's inputs, in lanes (the rest
+/// padding): the projections per gate and the previous state. (The callers
+/// loop over blocks themselves: a closure called per block would be a
+/// separate function compiled at the baseline width.)
+#[inline(always)]
+fn block<T: Float>(
+    (xa, hb, p): &RowInputs<'_, T>,
+    j0: usize,
+    w: usize,
+) -> ([Lanes<T>; 4], [Lanes<T>; 4], Lanes<T>) {
+    (
+        std::array::from_fn(|k| load(xa[k], j0, w)),
+        std::array::from_fn(|k| load(hb[k], j0, w)),
+        p.map_or([T::ZERO; LANES], |p| load(p, j0, w)),
+    )
+}
+
+/// The step over `rows` samples for the kind `CellKind::ALL[K]`: `o` is
+/// `[rows, outs·h]`, added into when `acc`.
+struct ForwardRows<'a, T, const K: usize> {
+    inputs: [&'a [T]; 2],
+    ps: Option<&'a [T]>,
+    o: &'a mut [T],
+    rows: usize,
+    acc: bool,
+}
+
+impl<T: Float, const K: usize> Kernel for ForwardRows<'_, T, K> {
+    type Output = ();
+
     #[inline(always)]
-    fn each_unit<T: Float>(
-        &self,
-        xs: &[T],
-        hs: &[T],
-        ps: Option<&[T]>,
-        rows: usize,
-        mut f: impl FnMut(usize, usize, &[T; 4], &[T; 4], T),
-    ) {
-        let g = self.kind.gates();
-        let h = xs.len().checked_div(rows * g).unwrap_or(0);
-        let (mut a, mut b) = ([T::ZERO; 4], [T::ZERO; 4]);
+    fn run(self) {
+        let ForwardRows {
+            inputs,
+            ps,
+            o,
+            rows,
+            acc,
+        } = self;
+        let kind = CellKind::ALL[K];
+        let (g, outs) = (kind.gates(), kind.outs());
+        let h = inputs[0].len().checked_div(rows * g).unwrap_or(0);
         for n in 0..rows {
-            for j in 0..h {
-                for k in 0..g {
-                    a[k] = xs[n * g * h + k * h + j];
-                    b[k] = hs[n * g * h + k * h + j];
+            let row = row_inputs(inputs, ps, n, (g, h));
+            let (oh, oc) = o[n * outs * h..][..outs * h].split_at_mut(h);
+            for j0 in (0..h).step_by(LANES) {
+                let w = (h - j0).min(LANES);
+                let (a, b, prev) = block(&row, j0, w);
+                let mut y = [[T::ZERO; LANES]; 2];
+                for l in 0..LANES {
+                    let v = kind.unit(&a.map(|a| a[l]), &b.map(|b| b[l]), prev[l]);
+                    (y[0][l], y[1][l]) = (v[0], v[1]);
                 }
-                let prev = ps.map_or(T::ZERO, |p| p[n * h + j]);
-                f(n, j, &a, &b, prev);
+                store(oh, j0, &y[0], w, acc);
+                if outs == 2 {
+                    store(oc, j0, &y[1], w, acc);
+                }
             }
         }
     }
+}
 
+/// The gradients over `rows` samples for the kind `CellKind::ALL[K]`, from
+/// the output's `gs`: those of the projections (`da`, and `db` when it
+/// differs) and of the state (`dp`); an empty buffer is not written.
+struct GradRows<'a, T, const K: usize> {
+    inputs: [&'a [T]; 3],
+    ps: Option<&'a [T]>,
+    rows: usize,
+    outs: [&'a mut [T]; 3],
+}
+
+impl<T: Float, const K: usize> Kernel for GradRows<'_, T, K> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self) {
+        let GradRows {
+            inputs: [xs, hs, gs],
+            ps,
+            rows,
+            outs: [da, db, dp],
+        } = self;
+        let kind = CellKind::ALL[K];
+        let (g, outs) = (kind.gates(), kind.outs());
+        let h = xs.len().checked_div(rows * g).unwrap_or(0);
+        for n in 0..rows {
+            let row = row_inputs([xs, hs], ps, n, (g, h));
+            let (gh, gc) = gs[n * outs * h..][..outs * h].split_at(h);
+            for j0 in (0..h).step_by(LANES) {
+                let w = (h - j0).min(LANES);
+                let (a, b, prev) = block(&row, j0, w);
+                let gc = if outs == 2 {
+                    load(gc, j0, w)
+                } else {
+                    [T::ZERO; LANES]
+                };
+                let gy = [load(gh, j0, w), gc];
+                let (mut d_a, mut d_b) = ([[T::ZERO; LANES]; 4], [[T::ZERO; LANES]; 4]);
+                let mut d_p = [T::ZERO; LANES];
+                for l in 0..LANES {
+                    let (a, b) = (a.map(|a| a[l]), b.map(|b| b[l]));
+                    let d = kind.unit_grad(&a, &b, prev[l], [gy[0][l], gy[1][l]]);
+                    for k in 0..4 {
+                        (d_a[k][l], d_b[k][l]) = (d.da[k], d.db[k]);
+                    }
+                    d_p[l] = d.dprev;
+                }
+                for k in 0..g {
+                    let at = (n * g + k) * h;
+                    if !da.is_empty() {
+                        store(&mut da[at..at + h], j0, &d_a[k], w, false);
+                    }
+                    if !db.is_empty() {
+                        store(&mut db[at..at + h], j0, &d_b[k], w, false);
+                    }
+                }
+                if !dp.is_empty() {
+                    store(&mut dp[n * h..][..h], j0, &d_p, w, false);
+                }
+            }
+        }
+    }
+}
+
+impl RecurrentCell {
     fn forward_cpu<T: Float + Host>(
         &self,
         xg: &Tensor,
@@ -281,18 +456,20 @@ impl RecurrentCell {
         prev: Option<&Tensor>,
         out: &mut Out<'_>,
     ) {
-        let (rows, h) = (xg.shape()[0], xg.shape()[1] / self.kind.gates());
-        let outs = self.kind.outs();
+        let rows = xg.shape()[0];
         out.host_slice::<T, 3>([xg, hg, prev.unwrap_or(xg)], |[xb, hb, pb], o, acc| {
             let ps = prev.map(|p| elems::<T>(pb, p));
-            let (xs, hs) = (elems::<T>(xb, xg), elems::<T>(hb, hg));
-            self.each_unit(xs, hs, ps, rows, |n, j, a, b, p| {
-                let y = self.kind.unit(a, b, p);
-                for (k, &v) in y.iter().enumerate().take(outs) {
-                    let at = n * outs * h + k * h + j;
-                    o[at] = if acc { o[at] + v } else { v };
+            let inputs = [elems::<T>(xb, xg), elems::<T>(hb, hg)];
+            per_kind!(
+                self.kind,
+                ForwardRows {
+                    inputs,
+                    ps,
+                    o,
+                    rows,
+                    acc
                 }
-            });
+            );
         });
     }
 
@@ -309,7 +486,6 @@ impl RecurrentCell {
     ) -> [Option<Tensor>; 3] {
         let gates = self.kind.gates();
         let (rows, h) = (xg.shape()[0], xg.shape()[1] / gates);
-        let outs = self.kind.outs();
         let need = |i: usize| need.get(i).copied().unwrap_or(false);
         let shared = self.kind != CellKind::Gru;
         let want_a = need(0) || (shared && need(1));
@@ -326,34 +502,22 @@ impl RecurrentCell {
                 .unwrap_or(i);
             reads[first].as_deref().expect("locked")
         };
-        let (xs, hs, gs) = (
+        let inputs = [
             elems::<T>(buf(0, xg), xg),
             elems::<T>(buf(1, hg), hg),
             elems::<T>(buf(3, g), g),
-        );
+        ];
         let ps = prev.map(|p| elems::<T>(buf(2, p), p));
-        self.each_unit(xs, hs, ps, rows, |n, j, a, b, p| {
-            let gy = [0, 1].map(|k| {
-                if k < outs {
-                    gs[n * outs * h + k * h + j]
-                } else {
-                    T::ZERO
-                }
-            });
-            let d = self.kind.unit_grad(a, b, p, gy);
-            for k in 0..gates {
-                let at = n * gates * h + k * h + j;
-                if want_a {
-                    da[at] = d.da[k];
-                }
-                if want_b {
-                    db[at] = d.db[k];
-                }
+        let outs = [&mut da[..], &mut db[..], &mut dp[..]];
+        per_kind!(
+            self.kind,
+            GradRows {
+                inputs,
+                ps,
+                rows,
+                outs
             }
-            if need(2) {
-                dp[n * h + j] = d.dprev;
-            }
-        });
+        );
         drop(reads);
         let a = want_a.then(|| Tensor::from_vec(da, [rows, gates * h]));
         let b = if shared {
@@ -461,17 +625,13 @@ mod tests {
     fn composed_path_matches_the_kernels() {
         let mut rng = crate::Generator::new(8);
         let mut r = |shape: &[usize]| Tensor::randn_with(shape, &mut rng).to_dtype(DType::F64);
-        for kind in [
-            CellKind::RnnTanh,
-            CellKind::RnnRelu,
-            CellKind::Lstm,
-            CellKind::Gru,
-        ] {
+        // 5 units: one partial block of lanes; 37: two full ones and a tail.
+        for (kind, h) in CellKind::ALL.into_iter().flat_map(|k| [(k, 5), (k, 37)]) {
             let op = RecurrentCell { kind };
             let (xg, hg, prev) = (
-                r(&[3, kind.gates() * 5]),
-                r(&[3, kind.gates() * 5]),
-                r(&[3, 5]),
+                r(&[3, kind.gates() * h]),
+                r(&[3, kind.gates() * h]),
+                r(&[3, h]),
             );
             let mut inputs = vec![&xg, &hg];
             if kind.takes_prev() {

@@ -2,6 +2,8 @@
 //! with backward kernels shared by the tape and the compile-time path.
 
 use crate::autograd::{apply, GradSlot, Op, Out, Spec};
+use crate::backend::cpu::rows::{lane_dot, lane_max, lane_sum, lane_sum_of, par_rows};
+use crate::backend::cpu::{run_vectorized, Kernel};
 use crate::backend::Host;
 use crate::error::Result;
 use crate::tensor::{norm_dim, DType, Float, Tensor};
@@ -200,6 +202,9 @@ fn rows<T: Float>(
     if n == 0 {
         return;
     }
+    if inner == 1 {
+        return last_dim_rows(x, o, n, log, acc);
+    }
     let put = |o: &mut T, v: T| *o = if acc { *o + v } else { v };
     for a in 0..outer {
         for c in 0..inner {
@@ -251,6 +256,9 @@ fn rows_backward<T: Float>(
     log: bool,
     acc: bool,
 ) {
+    if inner == 1 && n > 0 {
+        return last_dim_rows_backward(y, g, o, n, log, acc);
+    }
     for a in 0..outer {
         for c in 0..inner {
             let at = |i: usize| a * n * inner + i * inner + c;
@@ -267,6 +275,108 @@ fn rows_backward<T: Float>(
                 };
                 let slot = &mut o[at(i)];
                 *slot = if acc { *slot + v } else { v };
+            }
+        }
+    }
+}
+
+/// [`rows`] over the last dim (`inner == 1`), the common case: rows of `n`
+/// contiguous elements, blocks of them on each core, and each row's max,
+/// exponentials and sum vectorised (the sums in lanes).
+fn last_dim_rows<T: Float>(x: &[T], o: &mut [T], n: usize, log: bool, acc: bool) {
+    par_rows(o, n, |rows, block| {
+        run_vectorized(LastDimRows {
+            x,
+            y: &[],
+            block,
+            rows,
+            n,
+            log,
+            acc,
+        })
+    });
+}
+
+/// [`rows_backward`] over the last dim, as [`last_dim_rows`].
+fn last_dim_rows_backward<T: Float>(y: &[T], g: &[T], o: &mut [T], n: usize, log: bool, acc: bool) {
+    par_rows(o, n, |rows, block| {
+        run_vectorized(LastDimRows {
+            x: g,
+            y,
+            block,
+            rows,
+            n,
+            log,
+            acc,
+        })
+    });
+}
+
+/// One block of rows of [`last_dim_rows`] (`y` empty: `x` is the input)
+/// or of [`last_dim_rows_backward`] (`x` is the output's gradient, `y`
+/// the output), written into `block`.
+struct LastDimRows<'a, T> {
+    x: &'a [T],
+    y: &'a [T],
+    block: &'a mut [T],
+    rows: std::ops::Range<usize>,
+    n: usize,
+    log: bool,
+    acc: bool,
+}
+
+impl<T: Float> Kernel for LastDimRows<'_, T> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self) {
+        let LastDimRows {
+            x,
+            y,
+            block,
+            rows,
+            n,
+            log,
+            acc,
+        } = self;
+        let put = |o: &mut T, v: T| *o = if acc { *o + v } else { v };
+        for (r, o) in rows.zip(block.chunks_exact_mut(n)) {
+            let x = &x[r * n..][..n];
+            if !y.is_empty() {
+                // Backward: softmax `y·(g − Σ g·y)`, log-softmax `g − exp(y)·Σ g`.
+                let y = &y[r * n..][..n];
+                let s = if log { lane_sum(x) } else { lane_dot(x, y) };
+                for ((o, &yv), &gv) in o.iter_mut().zip(y).zip(x) {
+                    put(
+                        o,
+                        if log {
+                            gv - yv.exp() * s
+                        } else {
+                            yv * (gv - s)
+                        },
+                    );
+                }
+                continue;
+            }
+            let m = lane_max(x);
+            if !log && !acc {
+                // The exponentials go straight into the output, then scale.
+                o.iter_mut().zip(x).for_each(|(o, &v)| *o = (v - m).exp());
+                let s = lane_sum(o);
+                o.iter_mut().for_each(|o| *o = *o / s);
+                continue;
+            }
+            let s = lane_sum_of(x, |v| (v - m).exp());
+            let lse = if log { s.ln() } else { T::ZERO };
+            for (o, &v) in o.iter_mut().zip(x) {
+                put(
+                    o,
+                    if log {
+                        (v - m) - lse
+                    } else {
+                        (v - m).exp() / s
+                    },
+                );
             }
         }
     }

@@ -11,6 +11,7 @@ use crate::tensor::Layout;
 
 pub(crate) mod gemm;
 pub(crate) mod pool;
+pub(crate) mod rows;
 pub(crate) mod sgemm;
 
 /// Below this many elements a kernel stays on the calling thread: handing
@@ -24,33 +25,63 @@ pub(crate) const PAR_THRESHOLD: usize = if cfg!(miri) { 64 } else { 1 << 15 };
 /// run time because these machines differ from day to day (an AMD EPYC with
 /// AVX-512, an Intel Xeon with it, an older one with AVX2 only). The width
 /// changes no result: IEEE arithmetic is the same at any width, and nothing
-/// is fused.
+/// is fused. A large closure may stay a separate function compiled at the
+/// baseline width; such a kernel is a [`Kernel`] for [`run_vectorized`].
 #[inline(always)]
 pub(crate) fn vectorized<R>(f: impl FnOnce() -> R) -> R {
+    run_vectorized(Closure(f))
+}
+
+/// A loop for [`run_vectorized`]. Its `run` is `#[inline(always)]`, so the
+/// whole loop is compiled inside the wide target-feature function, however
+/// large (LLVM does not inline a large closure called from the three
+/// widths' functions, and it then runs at SSE2's width).
+pub(crate) trait Kernel {
+    /// What the loop returns.
+    type Output;
+    /// The loop (implementations mark it `#[inline(always)]`).
+    fn run(self) -> Self::Output;
+}
+
+/// A closure as a [`Kernel`].
+struct Closure<F>(F);
+
+impl<R, F: FnOnce() -> R> Kernel for Closure<F> {
+    type Output = R;
+    #[inline(always)]
+    fn run(self) -> R {
+        (self.0)()
+    }
+}
+
+/// Runs `kernel` compiled for the widest vectors the CPU has, as
+/// [`vectorized`].
+#[inline(always)]
+pub(crate) fn run_vectorized<K: Kernel>(kernel: K) -> K::Output {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f") {
             /// # Safety
             /// The CPU must support AVX512F.
             #[target_feature(enable = "avx512f")]
-            unsafe fn avx512<R>(f: impl FnOnce() -> R) -> R {
-                f()
+            unsafe fn avx512<K: Kernel>(k: K) -> K::Output {
+                k.run()
             }
             // SAFETY: the CPU supports AVX512F (checked just above).
-            return unsafe { avx512(f) };
+            return unsafe { avx512(kernel) };
         }
         if std::arch::is_x86_feature_detected!("avx2") {
             /// # Safety
             /// The CPU must support AVX2.
             #[target_feature(enable = "avx2")]
-            unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
-                f()
+            unsafe fn avx2<K: Kernel>(k: K) -> K::Output {
+                k.run()
             }
             // SAFETY: the CPU supports AVX2 (checked just above).
-            return unsafe { avx2(f) };
+            return unsafe { avx2(kernel) };
         }
     }
-    f()
+    kernel.run()
 }
 
 /// A raw pointer that parallel parts share; each part touches its own range.
