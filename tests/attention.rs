@@ -136,8 +136,8 @@ fn assert_param_grads(m: &impl Module, want: &[&[f64]], what: &str) {
     }
 }
 
-#[test]
-fn pytorch_state_dict_loads_and_reproduces_outputs_and_gradients() {
+/// The layers with PyTorch's saved parameters, in f64.
+fn pytorch_layers() -> AttentionLayers {
     let mut m = attention_layers();
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -145,6 +145,12 @@ fn pytorch_state_dict_loads_and_reproduces_outputs_and_gradients() {
     );
     m.load_safetensors(std::path::Path::new(path)).unwrap();
     m.to_dtype(DType::F64);
+    m
+}
+
+#[test]
+fn pytorch_state_dict_loads_and_reproduces_outputs_and_gradients() {
+    let m = pytorch_layers();
 
     // MultiheadAttention with a key padding mask and an attention mask.
     let q = det(&[2, 3, 8], 7, 3, 19, 6.0, 1.5).requires_grad_(true);
@@ -229,13 +235,7 @@ fn pytorch_state_dict_loads_and_reproduces_outputs_and_gradients() {
 
 #[test]
 fn a_masked_encoder_layer_matches_pytorch() {
-    let mut m = attention_layers();
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/data/torch_attention.safetensors"
-    );
-    m.load_safetensors(std::path::Path::new(path)).unwrap();
-    m.to_dtype(DType::F64);
+    let m = pytorch_layers();
     // A causal bool src_mask and a key padding mask (sample 1's last token).
     let causal: Vec<bool> = (0..16).map(|i| i % 4 > i / 4).collect();
     let causal = Tensor::from_vec(causal, [4, 4]);
