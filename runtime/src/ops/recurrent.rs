@@ -9,6 +9,7 @@
 //! `h' = (1 − z)·n + z·h`), RNN `h' = tanh(xg + hg)` or `relu(..)`.
 
 use crate::autograd::{GradSlot, Op, Out, Spec};
+use crate::backend::cpu::rows::LANES;
 use crate::backend::cpu::{run_vectorized, Kernel};
 use crate::backend::Host;
 use crate::error::{Error, Result};
@@ -274,12 +275,8 @@ macro_rules! per_kind {
     };
 }
 
-/// Hidden units per block of the kernels' loops: a unit's formula runs
-/// over a block's fixed-size arrays, which compiles to whole vectors (16
-/// f32 fill an AVX-512 register) with no bounds checks inside.
-const LANES: usize = 16;
-
-/// A block of lanes of one row.
+/// A block of lanes of one row: the kernels run 16 hidden units at a time
+/// through fixed-size arrays, with no bounds checks inside.
 type Lanes<T> = [T; LANES];
 
 /// Sample `n`'s `h` units of each of `g` gates in a `[rows, g·h]` buffer

@@ -5,9 +5,10 @@
 use super::{par_parts, SharedPtr, PAR_THRESHOLD};
 use crate::tensor::Float;
 
-/// Independent partial results per reduction; 16 fill an AVX-512 register
-/// of f32 (two AVX2 ones).
-const LANES: usize = 16;
+/// The width of a block of independent lanes (partial results of a
+/// reduction, units of a recurrent cell): 16 f32 fill an AVX-512 register
+/// (two AVX2 ones).
+pub(crate) const LANES: usize = 16;
 
 /// Calls `f(rows, out)` on blocks of whole rows of `out` (`row_len`
 /// elements each) that together cover it, in parallel when `out` is

@@ -108,22 +108,23 @@ impl Default for Conv2dOptions {
     }
 }
 
-/// The builder methods the 2-D convolutions' options share (fields
-/// `stride`, `dilation`: pairs; `groups`; `bias`).
-macro_rules! pair_conv_setters {
-    () => {
+/// The builder methods the convolutions' options share (fields `stride`
+/// and `dilation`, taken as `$arg` and stored through `$store`; `groups`;
+/// `bias`).
+macro_rules! conv_setters {
+    ($arg:ty, $store:path) => {
         /// PyTorch's defaults.
         pub fn new() -> Self {
             Self::default()
         }
         /// Sets the stride.
-        pub fn stride(mut self, s: impl Pair) -> Self {
-            self.stride = s.pair();
+        pub fn stride(mut self, s: $arg) -> Self {
+            self.stride = $store(s);
             self
         }
         /// Sets the dilation.
-        pub fn dilation(mut self, d: impl Pair) -> Self {
-            self.dilation = d.pair();
+        pub fn dilation(mut self, d: $arg) -> Self {
+            self.dilation = $store(d);
             self
         }
         /// Sets the number of groups.
@@ -140,7 +141,7 @@ macro_rules! pair_conv_setters {
 }
 
 impl Conv2dOptions {
-    pair_conv_setters!();
+    conv_setters!(impl Pair, Pair::pair);
     /// Sets the padding: a number, `[rows, cols]`, `"same"` or `"valid"`.
     #[track_caller]
     pub fn padding(mut self, p: impl Into<Padding>) -> Self {
@@ -236,7 +237,7 @@ impl Default for ConvTranspose2dOptions {
 }
 
 impl ConvTranspose2dOptions {
-    pair_conv_setters!();
+    conv_setters!(impl Pair, Pair::pair);
     /// Sets the padding.
     pub fn padding(mut self, p: impl Pair) -> Self {
         self.padding = p.pair();
@@ -315,34 +316,11 @@ impl Default for Conv1dOptions {
 }
 
 impl Conv1dOptions {
-    /// PyTorch's defaults.
-    pub fn new() -> Self {
-        Self::default()
-    }
-    /// Sets the stride.
-    pub fn stride(mut self, s: usize) -> Self {
-        self.stride = s;
-        self
-    }
+    conv_setters!(usize, std::convert::identity);
     /// Sets the padding: a number, `"same"` or `"valid"`.
     #[track_caller]
     pub fn padding(mut self, p: impl Into<Padding>) -> Self {
         self.padding = p.into();
-        self
-    }
-    /// Sets the dilation.
-    pub fn dilation(mut self, d: usize) -> Self {
-        self.dilation = d;
-        self
-    }
-    /// Sets the number of groups.
-    pub fn groups(mut self, g: usize) -> Self {
-        self.groups = g;
-        self
-    }
-    /// Whether the layer has a bias.
-    pub fn bias(mut self, bias: bool) -> Self {
-        self.bias = bias;
         self
     }
 
