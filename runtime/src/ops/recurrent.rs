@@ -279,6 +279,14 @@ macro_rules! per_kind {
 /// through fixed-size arrays, with no bounds checks inside.
 type Lanes<T> = [T; LANES];
 
+/// Lane `l` of each gate's block. (Indexed, not `a.map(|a| a[l])`: `map`
+/// copies each 64-byte block with `memcpy` inside the lane loop, and a call
+/// there keeps the loop from vectorising.)
+#[inline(always)]
+fn lane<T: Copy>(v: &[Lanes<T>; 4], l: usize) -> [T; 4] {
+    [v[0][l], v[1][l], v[2][l], v[3][l]]
+}
+
 /// Sample `n`'s `h` units of each of `g` gates in a `[rows, g·h]` buffer
 /// (entries past `g` repeat the last gate and are never used).
 #[inline(always)]
@@ -370,7 +378,7 @@ impl<T: Float, const K: usize> Kernel for ForwardRows<'_, T, K> {
                 let (a, b, prev) = block(&row, j0, w);
                 let mut y = [[T::ZERO; LANES]; 2];
                 for l in 0..LANES {
-                    let v = kind.unit(&a.map(|a| a[l]), &b.map(|b| b[l]), prev[l]);
+                    let v = kind.unit(&lane(&a, l), &lane(&b, l), prev[l]);
                     (y[0][l], y[1][l]) = (v[0], v[1]);
                 }
                 store(oh, j0, &y[0], w, acc);
@@ -421,7 +429,7 @@ impl<T: Float, const K: usize> Kernel for GradRows<'_, T, K> {
                 let (mut d_a, mut d_b) = ([[T::ZERO; LANES]; 4], [[T::ZERO; LANES]; 4]);
                 let mut d_p = [T::ZERO; LANES];
                 for l in 0..LANES {
-                    let (a, b) = (a.map(|a| a[l]), b.map(|b| b[l]));
+                    let (a, b) = (lane(&a, l), lane(&b, l));
                     let d = kind.unit_grad(&a, &b, prev[l], [gy[0][l], gy[1][l]]);
                     for k in 0..4 {
                         (d_a[k][l], d_b[k][l]) = (d.da[k], d.db[k]);
