@@ -39,16 +39,17 @@ pub(crate) fn par_rows<T: Send>(
     });
 }
 
-/// `step` folded over `x` in [`LANES`] independent accumulators, which
-/// `combine` then joins: the loop vectorises. (For a sum the order differs
-/// from a running total's by rounding only.)
+/// `step` folded over `x` in [`LANES`] independent accumulators (of any
+/// type: f64 ones sum f32 elements exactly enough), which `combine` then
+/// joins: the loop vectorises. (For a sum the order differs from a running
+/// total's by rounding only.)
 #[inline(always)]
-pub(crate) fn lane_fold<T: Float>(
+pub(crate) fn lane_fold<T: Copy, A: Copy>(
     x: &[T],
-    init: T,
-    step: impl Fn(T, T) -> T,
-    combine: impl Fn(T, T) -> T,
-) -> T {
+    init: A,
+    step: impl Fn(A, T) -> A,
+    combine: impl Fn(A, A) -> A,
+) -> A {
     let mut acc = [init; LANES];
     let mut chunks = x.chunks_exact(LANES);
     for c in &mut chunks {

@@ -112,7 +112,9 @@ impl Op for BatchNorm {
             ));
         }
         let (n, c, s) = batch_channels_spatial(input);
-        if !self.running && n * s <= 1 {
+        // One value per channel has no variance; none (an empty batch)
+        // gives an empty output, as in PyTorch.
+        if !self.running && n * s == 1 {
             return Err(Error::shape(
                 "batch_norm",
                 format!(
@@ -157,6 +159,8 @@ impl Op for BatchNorm {
 /// `running_mean ← (1 − momentum)·running_mean + momentum·mean` and
 /// `running_var` likewise with the batch's unbiased variance.
 ///
+/// An empty batch leaves them as they were, as in PyTorch.
+///
 /// Running statistics that are not float tensors of shape `[C]` with the
 /// input's dtype, on its device, are an `Err` (nothing is updated).
 ///
@@ -191,6 +195,10 @@ pub fn update_running_stats_(
     ];
     check_params("batch_norm", x, &stats, &[c], "the channels' shape")?;
     let count = (n * s) as f64;
+    if count == 0.0 {
+        // An empty batch leaves the statistics as they were (PyTorch's too).
+        return Ok(());
+    }
     let bessel = if count > 1.0 {
         count / (count - 1.0)
     } else {

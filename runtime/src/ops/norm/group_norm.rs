@@ -134,5 +134,14 @@ mod tests {
             eps: 1e-3,
         };
         super::super::assert_composed_matches_kernels(op, &[&x2], &op.norm(&x2, None, None));
+        // Enough groups to split across the pool, channels of 37 elements.
+        let n = if cfg!(miri) { 1 } else { 60 };
+        let x = Tensor::randn_with([n, 6, 37], &mut rng).to_dtype(DType::F64);
+        let op = GroupNorm {
+            groups: 3,
+            eps: 1e-5,
+        };
+        let norm = op.norm(&x, Some(&w), Some(&b));
+        super::super::assert_composed_matches_kernels(op, &[&x, &w, &b], &norm);
     }
 }

@@ -108,5 +108,16 @@ mod tests {
         );
         let op = LayerNorm { dims: 1, eps: 1e-3 };
         super::super::assert_composed_matches_kernels(op, &[&x], &op.norm(&x, None, None));
+        // Enough rows to split across the pool, of a length that leaves a
+        // tail after the lanes.
+        let rows = if cfg!(miri) { 1 } else { 150 };
+        let x = Tensor::randn_with([rows, 2, 131], &mut rng).to_dtype(DType::F64);
+        let w = Tensor::randn_with([131], &mut rng).to_dtype(DType::F64);
+        let b = Tensor::randn_with([131], &mut rng).to_dtype(DType::F64);
+        let op = LayerNorm { dims: 1, eps: 1e-5 };
+        let norm = op.norm(&x, Some(&w), Some(&b));
+        super::super::assert_composed_matches_kernels(op, &[&x, &w, &b], &norm);
+        // A weight without a bias.
+        super::super::assert_composed_matches_kernels(op, &[&x, &w], &op.norm(&x, Some(&w), None));
     }
 }

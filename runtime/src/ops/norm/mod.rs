@@ -9,6 +9,7 @@
 //! op's file holds its checks and its grouping.
 
 mod batch_norm;
+mod cpu;
 mod group_norm;
 mod layer_norm;
 
@@ -94,42 +95,6 @@ impl Groups {
     /// The elements in one group.
     pub(crate) fn len(&self) -> usize {
         self.reps * self.seg
-    }
-
-    /// Calls `f(i, p)` for each element `i` of group `k` with the weight
-    /// element `p` it uses.
-    #[inline(always)]
-    fn each(&self, k: usize, mut f: impl FnMut(usize, usize)) {
-        let base = (k % self.period) * self.block;
-        for r in 0..self.reps {
-            let start = k * self.step + r * self.stride;
-            if self.div == 1 {
-                for j in 0..self.seg {
-                    f(start + j, base + j);
-                }
-            } else {
-                let end = start + self.seg;
-                for (q, s) in (start..end).step_by(self.div).enumerate() {
-                    for i in s..(s + self.div).min(end) {
-                        f(i, base + q);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Group `k`'s mean and biased variance, in f64.
-    pub(crate) fn mean_var<T: Float>(&self, xs: &[T], k: usize) -> (f64, f64) {
-        let n = self.len().max(1) as f64;
-        let mut sum = 0.0;
-        self.each(k, |i, _| sum += xs[i].to_f64());
-        let mean = sum / n;
-        let mut var = 0.0;
-        self.each(k, |i, _| {
-            let d = xs[i].to_f64() - mean;
-            var += d * d;
-        });
-        (mean, var / n)
     }
 }
 
@@ -251,6 +216,24 @@ impl Norm<'_> {
         }
     }
 
+    /// The inputs of a CPU kernel, from the tensors' buffers.
+    fn kernel_inputs<'b, T: Float + Host>(
+        &self,
+        x: &Tensor,
+        [w, b]: [Option<&Tensor>; 2],
+        [m, v]: [Option<&Tensor>; 2],
+        [xb, wb, bb, mb, vb]: [&'b crate::backend::Buffer; 5],
+    ) -> cpu::NormInputs<'b, T> {
+        cpu::NormInputs {
+            x: elems::<T>(xb, x),
+            w: w.map(|w| elems::<T>(wb, w)),
+            b: b.map(|b| elems::<T>(bb, b)),
+            stats: stats_of(m, v, mb, vb),
+            grp: self.groups,
+            eps: self.eps,
+        }
+    }
+
     fn forward_cpu<T: Float + Host>(
         &self,
         x: &Tensor,
@@ -260,7 +243,6 @@ impl Norm<'_> {
         v: Option<&Tensor>,
         out: &mut Out<'_>,
     ) {
-        let (grp, eps) = (self.groups, self.eps);
         // Absent tensors stand in as `x` (locked once, never read as them).
         let inputs = [
             x,
@@ -269,29 +251,12 @@ impl Norm<'_> {
             m.unwrap_or(x),
             v.unwrap_or(x),
         ];
-        out.host_slice::<T, 5>(inputs, |[xb, wb, bb, mb, vb], o, acc| {
-            let xs = elems::<T>(xb, x);
-            let ws = w.map(|w| elems::<T>(wb, w));
-            let bs = b.map(|b| elems::<T>(bb, b));
-            let stats = stats_of(m, v, mb, vb);
-            for k in 0..grp.count {
-                let (mean, rstd) = stats.of(&grp, xs, k, eps);
-                grp.each(k, |i, p| {
-                    let mut y = T::from_f64((xs[i].to_f64() - mean) * rstd);
-                    if let Some(ws) = ws {
-                        y = y * ws[p];
-                    }
-                    if let Some(bs) = bs {
-                        y += bs[p];
-                    }
-                    o[i] = if acc { o[i] + y } else { y };
-                });
-            }
+        out.host_slice::<T, 5>(inputs, |bufs, o, acc| {
+            cpu::forward(self.kernel_inputs(x, [w, b], [m, v], bufs), o, acc)
         });
     }
 
-    /// `dx (+)= rstd·(gw - mean(gw) - x̂·mean(gw·x̂))` with `gw = g·w` over
-    /// each group, or `rstd·gw` with given statistics (constants then).
+    /// The input's gradient (see [`cpu::input_grad`]).
     fn input_grad<T: Float + Host>(
         &self,
         x: &Tensor,
@@ -301,39 +266,14 @@ impl Norm<'_> {
         v: Option<&Tensor>,
         out: &mut Out<'_>,
     ) {
-        let (grp, eps) = (self.groups, self.eps);
-        let inputs = [x, g, w.unwrap_or(x), m.unwrap_or(x), v.unwrap_or(x)];
-        out.host_slice::<T, 5>(inputs, |[xb, gb, wb, mb, vb], o, acc| {
-            let (xs, gs) = (elems::<T>(xb, x), elems::<T>(gb, g));
-            let ws = w.map(|w| elems::<T>(wb, w));
-            let gw = |i: usize, p: usize| ws.map_or(gs[i].to_f64(), |ws| (gs[i] * ws[p]).to_f64());
-            let stats = stats_of(m, v, mb, vb);
-            let n = grp.len().max(1) as f64;
-            for k in 0..grp.count {
-                let (mean, rstd) = stats.of(&grp, xs, k, eps);
-                let (a, b) = match stats {
-                    Stats::Given(..) => (0.0, 0.0),
-                    Stats::Batch => {
-                        let (mut sum_gw, mut sum_gw_xhat) = (0.0, 0.0);
-                        grp.each(k, |i, p| {
-                            let d = gw(i, p);
-                            sum_gw += d;
-                            sum_gw_xhat += d * (xs[i].to_f64() - mean) * rstd;
-                        });
-                        (sum_gw / n, sum_gw_xhat / n)
-                    }
-                };
-                grp.each(k, |i, p| {
-                    let xhat = (xs[i].to_f64() - mean) * rstd;
-                    let dx = T::from_f64(rstd * (gw(i, p) - a - xhat * b));
-                    o[i] = if acc { o[i] + dx } else { dx };
-                });
-            }
+        let inputs = [x, w.unwrap_or(x), g, m.unwrap_or(x), v.unwrap_or(x)];
+        out.host_slice::<T, 5>(inputs, |[xb, wb, gb, mb, vb], o, acc| {
+            let inp = self.kernel_inputs(x, [w, None], [m, v], [xb, wb, xb, mb, vb]);
+            cpu::input_grad(inp, elems::<T>(gb, g), o, acc)
         });
     }
 
-    /// `dw (+)= Σ g·x̂` (`weight`), or `db (+)= Σ g`, over the elements
-    /// using each weight element.
+    /// `dw (+)= Σ g·x̂` (`weight`), or `db (+)= Σ g` (see [`cpu::param_grad`]).
     fn param_grad<T: Float + Host>(
         &self,
         x: &Tensor,
@@ -343,24 +283,10 @@ impl Norm<'_> {
         weight: bool,
         out: &mut Out<'_>,
     ) {
-        let (grp, eps) = (self.groups, self.eps);
         let inputs = [x, g, m.unwrap_or(x), v.unwrap_or(x)];
         out.host_slice::<T, 4>(inputs, |[xb, gb, mb, vb], o, acc| {
-            let (xs, gs) = (elems::<T>(xb, x), elems::<T>(gb, g));
-            let stats = stats_of(m, v, mb, vb);
-            if !acc {
-                o.iter_mut().for_each(|v| *v = T::ZERO);
-            }
-            for k in 0..grp.count {
-                if weight {
-                    let (mean, rstd) = stats.of(&grp, xs, k, eps);
-                    grp.each(k, |i, p| {
-                        o[p] += gs[i] * T::from_f64((xs[i].to_f64() - mean) * rstd);
-                    });
-                } else {
-                    grp.each(k, |i, p| o[p] += gs[i]);
-                }
-            }
+            let inp = self.kernel_inputs(x, [None, None], [m, v], [xb, xb, xb, mb, vb]);
+            cpu::param_grad(inp, elems::<T>(gb, g), weight, o, acc)
         });
     }
 
