@@ -2694,6 +2694,35 @@ fn pooling_matches_pytorch_values_and_gradients() {
     }
 }
 
+/// Max pooling's picks at NaN, ties and signed zeros, as PyTorch makes
+/// them (`F.max_pool2d(x, 2, return_indices=True)` on this input gives
+/// `[nan, 3, nan, -0]`, indices `[5, 2, 13, 10]`: the first largest, the
+/// last NaN), forward, indices and gradient.
+#[test]
+fn max_pooling_picks_nan_ties_and_zeros_like_pytorch() {
+    let nan = f64::NAN;
+    let v = vec![
+        1., 3., 3., 0., 2., nan, -1., 3., nan, 0., -0., 0., 5., nan, 0., -0.,
+    ];
+    for dtype in [DType::F32, DType::F64] {
+        let x = Tensor::from_vec(v.clone(), [1, 1, 4, 4])
+            .to_dtype(dtype)
+            .requires_grad_(true);
+        let (y, idx) = F::max_pool2d_with_indices(&x, 2, 2, 0);
+        let y = y.to_vec::<f64>();
+        assert!(y[0].is_nan() && y[2].is_nan(), "{y:?}");
+        assert_eq!(y[1], 3.0);
+        assert!(y[3] == 0.0 && y[3].is_sign_negative(), "{y:?}");
+        assert_eq!(idx.to_vec::<i64>(), [5, 2, 13, 10]);
+        let y = F::max_pool2d(&x, 2);
+        y.backward_with(&Tensor::from_vec(vec![1., 2., 3., 4.], [1, 1, 2, 2]).to_dtype(dtype));
+        let want = [
+            0., 0., 2., 0., 0., 1., 0., 0., 0., 0., 4., 0., 0., 3., 0., 0.,
+        ];
+        assert_eq!(x.grad().unwrap().to_vec::<f64>(), want, "{dtype}");
+    }
+}
+
 #[test]
 fn pooling_layers_gradcheck_and_paths_agree() {
     let x = Tensor::randn_with([2, 3, 6, 5], &mut Generator::new(15)).to_dtype(DType::F64);
@@ -3655,6 +3684,19 @@ fn batch_norm_buffers_are_state_not_parameters() {
     let (a, b) = (other.forward(&x), other.forward(&x.narrow(0, 0, 2)));
     assert!(max_abs_diff(&a.narrow(0, 0, 2), &b) < 1e-12);
     assert_eq!(other.named_buffers()[2].1.to_vec::<i64>(), [1]);
+    // An empty batch in training, as in PyTorch: an empty output, the
+    // statistics unchanged, the batch counted, one sample refused.
+    other.train();
+    let before: Vec<Vec<f64>> = other.buffers()[..2].iter().map(|t| t.to_vec()).collect();
+    let y = other.forward(&Tensor::zeros([0, 3]).to_dtype(DType::F64));
+    assert_eq!(y.shape(), [0, 4]);
+    let after: Vec<Vec<f64>> = other.buffers()[..2].iter().map(|t| t.to_vec()).collect();
+    assert_eq!(before, after);
+    assert_eq!(other.named_buffers()[2].1.to_vec::<i64>(), [2]);
+    let one = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        other.forward(&Tensor::zeros([1, 3]).to_dtype(DType::F64))
+    }));
+    assert!(one.is_err(), "one value per channel has no variance");
 }
 
 #[test]

@@ -1,12 +1,13 @@
 //! 2-D pooling over `[N, C, H, W]` (or `[C, H, W]`) inputs as one op:
 //! max pooling, average pooling (`count_include_pad`) and adaptive average
 //! pooling. The CPU kernels walk each output's window; backward walks it
-//! again (max: the first largest element, NaN winning, as PyTorch picks
-//! it, gets the gradient; average: each element its share). On the GPU,
+//! again (max: the first largest element, or the last NaN, as PyTorch
+//! picks it, gets the gradient; average: each element its share). On the GPU,
 //! fixed windows are composed of the gather (one index for every window)
 //! and a reduction; adaptive ones of two matmuls with pooling matrices.
 
 use crate::autograd::{GradSlot, Op, Out, Spec};
+use crate::backend::cpu::rows::par_rows;
 use crate::backend::Host;
 use crate::error::{Error, Result};
 use crate::tensor::{checked_numel, DType, Float, Tensor};
@@ -168,14 +169,15 @@ impl Pool2d {
         Ok((planes, h, w, self.out_len(0, h)?, self.out_len(1, w)?))
     }
 
-    /// Runs `f(plane, oy, ox, rows, cols)` on every output position, with
-    /// the output's flat index.
+    /// Runs `f(plane, k, rows, cols)` on every output position of the
+    /// planes `planes`, `k` being the output's flat index.
     fn for_each_window(
         &self,
-        (planes, h, w, ho, wo): (usize, usize, usize, usize, usize),
+        (_, h, w, ho, wo): Dims,
+        planes: std::ops::Range<usize>,
         mut f: impl FnMut(usize, usize, Window, Window),
     ) {
-        for p in 0..planes {
+        for p in planes {
             for oy in 0..ho {
                 let rows = self.window(0, oy, h);
                 for ox in 0..wo {
@@ -187,23 +189,49 @@ impl Pool2d {
     }
 }
 
-/// The flat index (within its plane) of a window's first largest element,
-/// NaN winning as in PyTorch; `None` for an empty window.
-fn argmax<T: Float>(plane: &[T], w: usize, rows: Window, cols: Window) -> Option<usize> {
-    let mut best: Option<(usize, T)> = None;
+/// A window's largest element and whether it holds a NaN (`None` when
+/// empty). Branch-free: on real data which element wins is a coin toss,
+/// and a mispredicted branch per element was most of the pooling's time.
+fn window_max<T: Float>(plane: &[T], w: usize, rows: Window, cols: Window) -> Option<(T, bool)> {
+    if rows.lo >= rows.hi || cols.lo >= cols.hi {
+        return None;
+    }
+    let (mut top, mut nan) = (plane[rows.lo * w + cols.lo], false);
     for y in rows.lo..rows.hi {
-        for x in cols.lo..cols.hi {
-            let v = plane[y * w + x];
-            let better = match best {
-                None => true,
-                Some((_, b)) => !b.is_nan() && (v > b || v.is_nan()),
-            };
-            if better {
-                best = Some((y * w + x, v));
-            }
+        for &v in &plane[y * w..][cols.lo..cols.hi] {
+            top = if v > top { v } else { top };
+            nan |= v.is_nan();
         }
     }
-    best.map(|(i, _)| i)
+    Some((top, nan))
+}
+
+/// The flat index (within its plane) of a window's first largest element,
+/// or of its last NaN (PyTorch's `val > max || isnan(val)` picks both);
+/// `None` for an empty window. (The maximum first, then its position, with
+/// selects: no branch on the data.)
+fn argmax<T: Float>(plane: &[T], w: usize, rows: Window, cols: Window) -> Option<usize> {
+    let (top, nan) = window_max(plane, w, rows, cols)?;
+    let mut best = 0;
+    if nan {
+        for y in rows.lo..rows.hi {
+            for (x, &v) in plane[y * w..][cols.lo..cols.hi].iter().enumerate() {
+                best = if v.is_nan() {
+                    y * w + cols.lo + x
+                } else {
+                    best
+                };
+            }
+        }
+        return Some(best);
+    }
+    for y in (rows.lo..rows.hi).rev() {
+        let row = &plane[y * w..][cols.lo..cols.hi];
+        for (x, &v) in row.iter().enumerate().rev() {
+            best = if v == top { y * w + cols.lo + x } else { best };
+        }
+    }
+    Some(best)
 }
 
 impl Op for Pool2d {
@@ -284,26 +312,34 @@ fn elems<'b, T: Host>(b: &'b crate::backend::Buffer, t: &Tensor) -> &'b [T] {
 type Dims = (usize, usize, usize, usize, usize);
 
 fn forward_cpu<T: Float + Host>(op: &Pool2d, dims: Dims, x: &Tensor, out: &mut Out<'_>) {
-    let (_, h, w, _, _) = dims;
+    let (_, h, w, ho, wo) = dims;
     out.host_slice::<T, 1>([x], |[xb], o, acc| {
         let xs = elems::<T>(xb, x);
-        op.for_each_window(dims, |p, k, rows, cols| {
-            let plane = &xs[p * h * w..][..h * w];
-            let v = match op {
-                Pool2d::Max { .. } => argmax(plane, w, rows, cols)
-                    .map_or(T::from_f64(f64::NEG_INFINITY), |i| plane[i]),
-                _ => {
-                    let mut s = 0.0;
-                    for y in rows.lo..rows.hi {
-                        s += plane[y * w + cols.lo..y * w + cols.hi]
-                            .iter()
-                            .map(|v| v.to_f64())
-                            .sum::<f64>();
+        // Each plane's outputs are its own: planes split across the pool.
+        par_rows(o, ho * wo, |planes, block| {
+            let first = planes.start * ho * wo;
+            op.for_each_window(dims, planes, |p, k, rows, cols| {
+                let plane = &xs[p * h * w..][..h * w];
+                let v = match op {
+                    Pool2d::Max { .. } => match window_max(plane, w, rows, cols) {
+                        Some((_, true)) => T::from_f64(f64::NAN),
+                        Some((top, false)) => top,
+                        None => T::from_f64(f64::NEG_INFINITY),
+                    },
+                    _ => {
+                        let mut s = 0.0;
+                        for y in rows.lo..rows.hi {
+                            s += plane[y * w + cols.lo..y * w + cols.hi]
+                                .iter()
+                                .map(|v| v.to_f64())
+                                .sum::<f64>();
+                        }
+                        T::from_f64(s / (rows.count * cols.count).max(1) as f64)
                     }
-                    T::from_f64(s / (rows.count * cols.count).max(1) as f64)
-                }
-            };
-            o[k] = if acc { o[k] + v } else { v };
+                };
+                let o = &mut block[k - first];
+                *o = if acc { *o + v } else { v };
+            });
         });
     });
 }
@@ -318,26 +354,31 @@ fn backward_cpu<T: Float + Host>(
     let (_, h, w, _, _) = dims;
     out.host_slice::<T, 2>([x, g], |[xb, gb], o, acc| {
         let (xs, gs) = (elems::<T>(xb, x), elems::<T>(gb, g));
-        if !acc {
-            o.iter_mut().for_each(|v| *v = T::ZERO);
-        }
-        op.for_each_window(dims, |p, k, rows, cols| {
-            let base = p * h * w;
-            match op {
-                Pool2d::Max { .. } => {
-                    if let Some(i) = argmax(&xs[base..][..h * w], w, rows, cols) {
-                        o[base + i] += gs[k];
+        // A plane's windows add into that plane only: planes split across
+        // the pool.
+        par_rows(o, h * w, |planes, block| {
+            if !acc {
+                block.fill(T::ZERO);
+            }
+            let first = planes.start;
+            op.for_each_window(dims, planes, |p, k, rows, cols| {
+                let o = &mut block[(p - first) * h * w..][..h * w];
+                match op {
+                    Pool2d::Max { .. } => {
+                        if let Some(i) = argmax(&xs[p * h * w..][..h * w], w, rows, cols) {
+                            o[i] += gs[k];
+                        }
                     }
-                }
-                _ => {
-                    let share = gs[k] / T::from_f64((rows.count * cols.count).max(1) as f64);
-                    for y in rows.lo..rows.hi {
-                        for v in &mut o[base + y * w + cols.lo..base + y * w + cols.hi] {
-                            *v += share;
+                    _ => {
+                        let share = gs[k] / T::from_f64((rows.count * cols.count).max(1) as f64);
+                        for y in rows.lo..rows.hi {
+                            for v in &mut o[y * w + cols.lo..y * w + cols.hi] {
+                                *v += share;
+                            }
                         }
                     }
                 }
-            }
+            });
         });
     });
 }
@@ -362,7 +403,7 @@ impl Pool2d {
         macro_rules! walk {
             ($t:ty) => {{
                 let xs = elems::<$t>(&guard, &host);
-                self.for_each_window(dims, |p, k, rows, cols| {
+                self.for_each_window(dims, 0..planes, |p, k, rows, cols| {
                     let plane = &xs[p * h * w..][..h * w];
                     idx[k] = argmax(plane, w, rows, cols).map_or(-1, |i| i as i64);
                 });
