@@ -1013,6 +1013,19 @@ fn op_table_rows_match_the_cpu() {
     }
 }
 
+/// Every layer row of the op table (convolution, pooling, the norms,
+/// embedding, attention, the recurrent cell, the newer losses), on every
+/// case (plain, non-contiguous, empty), on the GPU against the CPU.
+#[test]
+fn layer_rows_match_the_cpu() {
+    let dev = need_gpu!();
+    for row in op_table::layer_rows() {
+        for (set, inputs) in op_table::layer_sets(&row, DType::F32) {
+            check_op(&format!("{} on {set}", row.name), dev, &inputs, 1e-4, row.f);
+        }
+    }
+}
+
 /// relu's kernels at the edges, against PyTorch's values:
 /// `torch.relu(torch.tensor([nan, 1., -1., -0., 0.]))` is
 /// `tensor([nan, 1., 0., -0., 0.])` and its backward of ones gives

@@ -13,7 +13,7 @@ mod op_reference;
 #[path = "common/op_table.rs"]
 mod op_table;
 
-use op_table::{input_sets, rows, Row};
+use op_table::{input_sets, layer_rows, layer_sets, rows, Row};
 
 #[track_caller]
 fn assert_close(what: &str, got: &[f64], want: &[f64], tol: f64) {
@@ -156,6 +156,100 @@ fn every_op_takes_empty_tensors_and_records_a_node() {
                 let g = l.grad().expect("a gradient");
                 assert_eq!(g.shape(), l.shape(), "{} on {set}", r.name);
             }
+        }
+    }
+}
+
+// ------------------------------------------------------------ layer ops
+
+/// A layer row's output and its inputs' gradients (for a seeded output
+/// gradient), as f64 values.
+fn layer_run(f: fn(&[Tensor]) -> Tensor, inputs: &[Tensor]) -> (Tensor, Vec<Vec<f64>>) {
+    let leaves: Vec<Tensor> = inputs
+        .iter()
+        .map(|t| t.detach().requires_grad_(true))
+        .collect();
+    let y = f(&leaves);
+    let g = Tensor::randn_with(y.shape(), &mut Generator::new(77)).to_dtype(y.dtype());
+    y.backward_with(&g);
+    let grads = leaves
+        .iter()
+        .map(|l| {
+            let g = l.grad().expect("every input gets a gradient");
+            assert_eq!(g.shape(), l.shape());
+            g.to_vec::<f64>()
+        })
+        .collect();
+    (y, grads)
+}
+
+#[test]
+fn every_layer_op_passes_gradcheck() {
+    for r in layer_rows() {
+        for (set, inputs) in layer_sets(&r, DType::F64) {
+            if inputs.iter().any(|t| t.numel() == 0) {
+                continue;
+            }
+            let report = gradcheck(|t| (r.f)(t), &inputs);
+            assert!(report.passed, "{} on {set}: {report}", r.name);
+        }
+    }
+}
+
+#[test]
+fn every_layer_op_computes_in_f32_what_it_computes_in_f64() {
+    for r in layer_rows() {
+        for ((set, x32), (_, x64)) in layer_sets(&r, DType::F32)
+            .into_iter()
+            .zip(layer_sets(&r, DType::F64))
+        {
+            let what = format!("{} on {set}", r.name);
+            let ((y32, g32), (y64, g64)) = (layer_run(r.f, &x32), layer_run(r.f, &x64));
+            assert_eq!(y32.dtype(), DType::F32, "{what}");
+            assert_eq!(y32.shape(), y64.shape(), "{what}");
+            let (a, b) = (y32.to_vec::<f64>(), y64.to_vec::<f64>());
+            assert_close(&format!("{what}, f32 forward"), &a, &b, 1e-5);
+            for (i, (a, b)) in g32.iter().zip(&g64).enumerate() {
+                assert_close(&format!("{what}, f32 gradient of input {i}"), a, b, 1e-4);
+            }
+        }
+    }
+}
+
+#[test]
+fn every_layer_op_gives_views_the_values_of_their_contiguous_copies() {
+    for r in layer_rows() {
+        let sets = layer_sets(&r, DType::F64);
+        let (plain, views) = (&sets[0].1, &sets[1].1);
+        assert!(
+            views.iter().any(|t| !t.is_contiguous()),
+            "{}: a view",
+            r.name
+        );
+        let ((ya, ga), (yb, gb)) = (layer_run(r.f, plain), layer_run(r.f, views));
+        let what = format!("{} on views", r.name);
+        assert_close(&what, &yb.to_vec::<f64>(), &ya.to_vec::<f64>(), 0.0);
+        for (i, (a, b)) in ga.iter().zip(&gb).enumerate() {
+            assert_close(&format!("{what}, gradient of input {i}"), b, a, 0.0);
+        }
+    }
+}
+
+#[test]
+fn every_layer_op_takes_an_empty_batch_where_pytorch_does() {
+    for r in layer_rows() {
+        let Some((_, inputs)) = layer_sets(&r, DType::F32)
+            .into_iter()
+            .find(|(set, _)| *set == "empty")
+        else {
+            continue;
+        };
+        let (y, grads) = layer_run(r.f, &inputs);
+        assert_eq!(y.numel(), 0, "{}: {:?}", r.name, y.shape());
+        assert!(y.grad_fn().is_some(), "{}: no node", r.name);
+        // Parameters used by no sample get zero gradients.
+        for (i, g) in grads.iter().enumerate() {
+            assert!(g.iter().all(|&v| v == 0.0), "{}: input {i}", r.name);
         }
     }
 }

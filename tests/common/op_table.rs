@@ -194,3 +194,312 @@ pub fn input_sets(row: &Row, dtype: DType) -> Vec<(&'static str, Vec<Tensor>)> {
     }
     sets
 }
+
+// ------------------------------------------------------------ layer ops
+
+/// A layer op of the table (convolution, pooling, normalisation, embedding,
+/// attention, the recurrent cell, the newer losses): its functional form on
+/// inputs of fixed sample shapes, which [`layer_sets`] turns into a plain,
+/// a non-contiguous and (where the op takes one) an empty case. The same
+/// checks as the elementwise rows run on each: f64 gradcheck, f32 = f64,
+/// views = contiguous copies, empty inputs, and (`tests/cuda.rs`) CPU =
+/// CUDA.
+pub struct LayerRow {
+    /// The case's name: the op and what it exercises.
+    pub name: &'static str,
+    /// The op on its float inputs (index tensors and given statistics are
+    /// made inside, on the inputs' device).
+    pub f: fn(&[Tensor]) -> Tensor,
+    /// The float inputs' shapes.
+    pub shapes: &'static [&'static [usize]],
+    /// The shapes of a case with no samples, where the op takes one (as
+    /// PyTorch does for every row with samples).
+    pub empty: Option<&'static [&'static [usize]]>,
+    /// The inputs that must be positive (`kl_div`'s target).
+    pub positive: &'static [usize],
+}
+
+/// A fixed tensor of `values` in the dtype and on the device of `like`.
+fn fixed(values: &[f64], shape: &[usize], like: &Tensor) -> Tensor {
+    Tensor::from_vec(values.to_vec(), shape)
+        .to_dtype(like.dtype())
+        .to(&like.device())
+}
+
+/// The recurrent cell of `kind` on `[xg, hg]` and, for an LSTM or GRU, the
+/// state it updates.
+fn cell(kind: deriv::ops::CellKind, t: &[Tensor]) -> Tensor {
+    let inputs: Vec<&Tensor> = t.iter().collect();
+    deriv::autograd::apply(deriv::ops::RecurrentCell { kind }, &inputs)
+}
+
+/// Every layer op of the table.
+pub fn layer_rows() -> Vec<LayerRow> {
+    use deriv::nn::{Conv1dOptions, Conv2dOptions, ConvTranspose2dOptions, KlDivOptions};
+    use deriv::ops::CellKind;
+    fn row(
+        name: &'static str,
+        f: fn(&[Tensor]) -> Tensor,
+        shapes: &'static [&'static [usize]],
+        empty: Option<&'static [&'static [usize]]>,
+    ) -> LayerRow {
+        LayerRow {
+            name,
+            f,
+            shapes,
+            empty,
+            positive: &[],
+        }
+    }
+    vec![
+        row(
+            "conv1d, stride 2, padding 1",
+            |t| {
+                let o = Conv1dOptions::new().stride(2).padding(1);
+                F::conv1d(&t[0], &t[1], Some(&t[2]), &o)
+            },
+            &[&[2, 3, 7], &[4, 3, 3], &[4]],
+            Some(&[&[0, 3, 7], &[4, 3, 3], &[4]]),
+        ),
+        row(
+            "conv1d, groups 2, dilation 2, padding same",
+            |t| {
+                let o = Conv1dOptions::new().groups(2).dilation(2).padding("same");
+                F::conv1d(&t[0], &t[1], None, &o)
+            },
+            &[&[2, 4, 9], &[6, 2, 3]],
+            Some(&[&[0, 4, 9], &[6, 2, 3]]),
+        ),
+        row(
+            "conv2d, stride (2, 1), padding 1",
+            |t| {
+                let o = Conv2dOptions::new().stride((2, 1)).padding(1);
+                F::conv2d(&t[0], &t[1], Some(&t[2]), &o)
+            },
+            &[&[2, 3, 6, 5], &[4, 3, 3, 2], &[4]],
+            Some(&[&[0, 3, 6, 5], &[4, 3, 3, 2], &[4]]),
+        ),
+        row(
+            "conv2d, groups 2, dilation (1, 2), padding same",
+            |t| {
+                let o = Conv2dOptions::new()
+                    .groups(2)
+                    .dilation((1, 2))
+                    .padding("same");
+                F::conv2d(&t[0], &t[1], Some(&t[2]), &o)
+            },
+            &[&[1, 4, 5, 6], &[6, 2, 3, 2], &[6]],
+            Some(&[&[0, 4, 5, 6], &[6, 2, 3, 2], &[6]]),
+        ),
+        row(
+            "conv_transpose2d, stride 2, padding 1, output_padding 1",
+            |t| {
+                let o = ConvTranspose2dOptions::new()
+                    .stride(2)
+                    .padding(1)
+                    .output_padding(1);
+                F::conv_transpose2d(&t[0], &t[1], Some(&t[2]), &o)
+            },
+            &[&[2, 3, 4, 3], &[3, 2, 3, 3], &[2]],
+            Some(&[&[0, 3, 4, 3], &[3, 2, 3, 3], &[2]]),
+        ),
+        row(
+            "conv_transpose2d, groups 2, stride (1, 2), dilation 2",
+            |t| {
+                let o = ConvTranspose2dOptions::new()
+                    .groups(2)
+                    .stride((1, 2))
+                    .dilation(2);
+                F::conv_transpose2d(&t[0], &t[1], None, &o)
+            },
+            &[&[1, 4, 3, 3], &[4, 1, 2, 2]],
+            Some(&[&[0, 4, 3, 3], &[4, 1, 2, 2]]),
+        ),
+        row(
+            "max_pool2d, kernel 3, stride 2, padding 1",
+            |t| F::max_pool2d_with(&t[0], 3, 2, 1),
+            &[&[2, 3, 6, 5]],
+            Some(&[&[0, 3, 6, 5]]),
+        ),
+        row(
+            "avg_pool2d, kernel 3, stride 2, padding 1",
+            |t| F::avg_pool2d_with(&t[0], 3, 2, 1, true),
+            &[&[2, 3, 6, 5]],
+            Some(&[&[0, 3, 6, 5]]),
+        ),
+        row(
+            "avg_pool2d, count_include_pad false",
+            |t| F::avg_pool2d_with(&t[0], (2, 3), (2, 1), (1, 1), false),
+            &[&[2, 2, 5, 4]],
+            Some(&[&[0, 2, 5, 4]]),
+        ),
+        row(
+            "adaptive_avg_pool2d to (3, 2)",
+            |t| F::adaptive_avg_pool2d(&t[0], (3, 2)),
+            &[&[2, 3, 7, 5]],
+            Some(&[&[0, 3, 7, 5]]),
+        ),
+        row(
+            "layer_norm over [4, 5]",
+            |t| F::layer_norm(&t[0], &[4, 5], Some(&t[1]), Some(&t[2]), 1e-5),
+            &[&[3, 4, 5], &[4, 5], &[4, 5]],
+            Some(&[&[0, 4, 5], &[4, 5], &[4, 5]]),
+        ),
+        row(
+            "group_norm, 3 groups",
+            |t| F::group_norm(&t[0], 3, Some(&t[1]), Some(&t[2]), 1e-5),
+            &[&[2, 6, 3, 2], &[6], &[6]],
+            Some(&[&[0, 6, 3, 2], &[6], &[6]]),
+        ),
+        row(
+            "batch_norm, batch statistics",
+            |t| F::batch_norm(&t[0], None, None, Some(&t[1]), Some(&t[2]), true, 0.1, 1e-5),
+            &[&[4, 3, 5], &[3], &[3]],
+            Some(&[&[0, 3, 5], &[3], &[3]]),
+        ),
+        row(
+            "batch_norm, running statistics",
+            |t| {
+                let mean = fixed(&[0.3, -0.2, 0.1], &[3], &t[0]);
+                let var = fixed(&[0.5, 1.5, 2.0], &[3], &t[0]);
+                let (w, b) = (Some(&t[1]), Some(&t[2]));
+                F::batch_norm(&t[0], Some(&mean), Some(&var), w, b, false, 0.1, 1e-5)
+            },
+            &[&[4, 3, 2, 2], &[3], &[3]],
+            Some(&[&[0, 3, 2, 2], &[3], &[3]]),
+        ),
+        row(
+            "embedding",
+            |t| {
+                let idx =
+                    Tensor::from_vec(vec![4i64, 0, 6, 4, 2, 4, 1, 0], [2, 4]).to(&t[0].device());
+                F::embedding(&idx, &t[0])
+            },
+            &[&[7, 3]],
+            None,
+        ),
+        row(
+            "scaled_dot_product_attention, float mask, scale 0.7",
+            |t| {
+                F::scaled_dot_product_attention(
+                    &t[0],
+                    &t[1],
+                    &t[2],
+                    Some(&t[3]),
+                    0.0,
+                    false,
+                    Some(0.7),
+                )
+            },
+            &[&[2, 3, 4], &[2, 5, 4], &[2, 5, 2], &[3, 5]],
+            Some(&[&[0, 3, 4], &[0, 5, 4], &[0, 5, 2], &[3, 5]]),
+        ),
+        row(
+            "scaled_dot_product_attention, causal",
+            |t| F::scaled_dot_product_attention(&t[0], &t[1], &t[2], None, 0.0, true, None),
+            &[&[2, 2, 4, 3], &[2, 2, 4, 3], &[2, 2, 4, 2]],
+            Some(&[&[0, 2, 4, 3], &[0, 2, 4, 3], &[0, 2, 4, 2]]),
+        ),
+        row(
+            "recurrent_cell, tanh",
+            |t| cell(CellKind::RnnTanh, t),
+            &[&[3, 4], &[3, 4]],
+            Some(&[&[0, 4], &[0, 4]]),
+        ),
+        row(
+            "recurrent_cell, relu",
+            |t| cell(CellKind::RnnRelu, t),
+            &[&[3, 4], &[3, 4]],
+            Some(&[&[0, 4], &[0, 4]]),
+        ),
+        row(
+            "recurrent_cell, lstm",
+            |t| cell(CellKind::Lstm, t),
+            &[&[3, 8], &[3, 8], &[3, 2]],
+            Some(&[&[0, 8], &[0, 8], &[0, 2]]),
+        ),
+        row(
+            "recurrent_cell, gru",
+            |t| cell(CellKind::Gru, t),
+            &[&[3, 6], &[3, 6], &[3, 2]],
+            Some(&[&[0, 6], &[0, 6], &[0, 2]]),
+        ),
+        row(
+            "huber_loss, delta 1.5, sum",
+            |t| F::huber_loss_with(&t[0], &t[1], deriv::nn::Reduction::Sum, 1.5),
+            &[&[3, 4], &[3, 4]],
+            None,
+        ),
+        row(
+            "smooth_l1_loss, beta 0.5",
+            |t| F::smooth_l1_loss_with(&t[0], &t[1], deriv::nn::Reduction::Mean, 0.5),
+            &[&[3, 4], &[3, 4]],
+            None,
+        ),
+        LayerRow {
+            positive: &[1],
+            ..row(
+                "kl_div, batchmean",
+                |t| {
+                    let o = KlDivOptions {
+                        reduction: deriv::nn::KlDivReduction::BatchMean,
+                        log_target: false,
+                    };
+                    F::kl_div_with(&t[0], &t[1], &o)
+                },
+                &[&[3, 4], &[3, 4]],
+                None,
+            )
+        },
+        row(
+            "kl_div, log_target",
+            |t| {
+                let o = KlDivOptions {
+                    reduction: deriv::nn::KlDivReduction::Sum,
+                    log_target: true,
+                };
+                F::kl_div_with(&t[0], &t[1], &o)
+            },
+            &[&[3, 4], &[3, 4]],
+            None,
+        ),
+    ]
+}
+
+/// The cases of a layer row: its inputs (seeded normal samples, positive
+/// where asked), the same values through non-contiguous views (each input
+/// of two or more dims stored with its first and last dims swapped), and
+/// the empty case.
+pub fn layer_sets(row: &LayerRow, dtype: DType) -> Vec<(&'static str, Vec<Tensor>)> {
+    let make = |shapes: &[&[usize]]| -> Vec<Tensor> {
+        shapes
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let t = Tensor::randn_with(s, &mut Generator::new(60 + i as u64));
+                let t = if row.positive.contains(&i) {
+                    &t.abs() + 0.25
+                } else {
+                    t
+                };
+                t.to_dtype(dtype)
+            })
+            .collect()
+    };
+    let plain = make(row.shapes);
+    let views = plain
+        .iter()
+        .map(|t| {
+            if t.ndim() < 2 {
+                t.clone()
+            } else {
+                t.transpose(0, -1).contiguous().transpose(0, -1)
+            }
+        })
+        .collect();
+    let mut sets = vec![("plain", plain), ("non-contiguous", views)];
+    if let Some(empty) = row.empty {
+        sets.push(("empty", make(empty)));
+    }
+    sets
+}
