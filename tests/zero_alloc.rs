@@ -263,8 +263,8 @@ fn w4_paths_agree_in_f64() {
 
 use deriv::network;
 use deriv::nn::{
-    BatchNorm1d, Conv2d, Differentiable, Embedding, Flatten, GroupNorm, LayerNorm, Linear,
-    MaxPool2d, ReLU, Tanh,
+    BatchNorm1d, Conv2d, ConvTranspose2d, Differentiable, Embedding, Flatten, GroupNorm, LayerNorm,
+    Linear, MaxPool2d, ReLU, Tanh,
 };
 
 network! {
@@ -624,20 +624,12 @@ fn batch_norm_steady_state_step_allocates_nothing() {
     assert_steady_state_allocates_nothing("BatchNormedMlp", &mut trainer, &batches);
 }
 
-network! {
-    /// Convolution and pooling before a classifier.
-    pub struct TinyCnn = Conv2d(1, 4, 3) -> ReLU -> MaxPool2d(2) -> Flatten -> Linear(16, 3);
-}
-
-#[test]
-fn conv_steady_state_step_allocates_nothing() {
-    let _serial = serial();
-    manual_seed(5);
-    let mut gen = Generator::new(10);
-    // Class k has a bright pixel at (2k, 2k) of a noisy 6x6 image.
-    let batches: Vec<_> = (0..4)
+/// Four batches of 16 noisy 6x6 images: class k has a bright pixel at
+/// (2k, 2k).
+fn bright_pixel_batches(gen: &mut Generator) -> Vec<(Tensor, Tensor)> {
+    (0..4)
         .map(|_| {
-            let x = Tensor::randn_with([16, 1, 6, 6], &mut gen) * 0.1;
+            let x = Tensor::randn_with([16, 1, 6, 6], gen) * 0.1;
             let cls: Vec<i64> = (0..16).map(|i| (i % 3) as i64).collect();
             no_grad(|| {
                 for (i, &k) in cls.iter().enumerate() {
@@ -650,7 +642,36 @@ fn conv_steady_state_step_allocates_nothing() {
             });
             (x, Tensor::from_vec(cls, [16]))
         })
-        .collect();
+        .collect()
+}
+
+network! {
+    /// Convolution and pooling before a classifier.
+    pub struct TinyCnn = Conv2d(1, 4, 3) -> ReLU -> MaxPool2d(2) -> Flatten -> Linear(16, 3);
+}
+
+#[test]
+fn conv_steady_state_step_allocates_nothing() {
+    let _serial = serial();
+    manual_seed(5);
+    let mut gen = Generator::new(10);
+    let batches = bright_pixel_batches(&mut gen);
     let mut trainer = WsTrainer::new(TinyCnn::default(), LossKind::CrossEntropy, 0.2);
     assert_steady_state_allocates_nothing("TinyCnn", &mut trainer, &batches);
+}
+
+network! {
+    /// A transposed convolution (with its bias) back up to the input's size.
+    pub struct UpCnn = Conv2d(1, 4, 3) -> ReLU -> ConvTranspose2d(4, 2, 3) -> Flatten
+        -> Linear(72, 3);
+}
+
+#[test]
+fn conv_transpose_steady_state_step_allocates_nothing() {
+    let _serial = serial();
+    manual_seed(7);
+    let mut gen = Generator::new(12);
+    let batches = bright_pixel_batches(&mut gen);
+    let mut trainer = WsTrainer::new(UpCnn::default(), LossKind::CrossEntropy, 0.2);
+    assert_steady_state_allocates_nothing("UpCnn", &mut trainer, &batches);
 }

@@ -171,10 +171,13 @@ rust("GN_DW", w.grad)
 rust("GN_DB", b.grad)
 
 # conv_transpose2d (paste over the `CONVT*` constants): E with stride,
-# padding, output padding and groups; F with dilation and a non-square kernel.
+# padding, output padding and groups; F with dilation and a non-square kernel;
+# G with an output padding at or above the stride but below the dilation.
 for tag, xs, ws, kw in [
     ("E", [2, 4, 3, 4], [4, 3, 3, 3], dict(stride=2, padding=1, output_padding=1, groups=2)),
     ("F", [1, 2, 4, 3], [2, 3, 2, 3], dict(stride=(1, 2), padding=(1, 0), dilation=(2, 1))),
+    ("G", [1, 2, 3, 4], [2, 2, 2, 3],
+     dict(stride=(1, 2), padding=(0, 1), output_padding=(2, 1), dilation=(3, 1))),
 ]:
     x = det(xs, 7, 3, 19, 6.0, 1.5).requires_grad_(True)
     w = det(ws, 5, 1, 13, 8.0, 0.75).requires_grad_(True)

@@ -63,6 +63,12 @@ impl Geometry {
     fn og(&self) -> usize {
         self.o / self.groups
     }
+    /// This geometry computing only the first `ho × wo` outputs (at most
+    /// its own: the taps of the others are never read).
+    pub(super) fn first_outputs(self, ho: usize, wo: usize) -> Self {
+        debug_assert!(ho <= self.ho && wo <= self.wo);
+        Self { ho, wo, ..self }
+    }
     /// Rows of a group's column matrix (`C/g·kh·kw`).
     fn k(&self) -> usize {
         self.cg() * self.kh * self.kw
@@ -357,7 +363,7 @@ impl Op for Conv2d {
             ($t:ty) => {{
                 if grads[0].needed() {
                     grads[0].add_into(spec(x.shape()), |out| {
-                        input_grad::<$t>(self, &geo, &w, &g, out)
+                        input_grad::<$t>(self, &geo, &w, &g, None, out)
                     });
                 }
                 if grads[1].needed() {
@@ -366,7 +372,9 @@ impl Op for Conv2d {
                     });
                 }
                 if grads.get(2).is_some_and(|s| s.needed()) {
-                    grads[2].add_into(spec(&[geo.o]), |out| bias_grad::<$t>(&geo, &g, out));
+                    grads[2].add_into(spec(&[geo.o]), |out| {
+                        bias_grad::<$t>(geo.o, geo.positions(), &g, out)
+                    });
                 }
             }};
         }
@@ -486,22 +494,33 @@ pub(crate) fn forward_cpu<T: Float + Host + Gemm + ColScratch + Send + Sync>(
     });
 }
 
-/// `dx (+)= fold(Wᵀ·dY)`, sample by sample.
+/// `dx (+)= fold(Wᵀ·dY) (+ bias per channel)`, sample by sample (the bias:
+/// the transposed convolution's, whose forward this is).
 pub(crate) fn input_grad<T: Float + Host + Gemm + ColScratch + Send + Sync>(
     op: &Conv2d,
     geo: &Geometry,
     w: &Tensor,
     dy: &Tensor,
+    bias: Option<&Tensor>,
     out: &mut Out<'_>,
 ) {
     let g = *geo;
-    out.host_slice::<T, 2>([w, dy], |[wb, gb], o, acc| {
+    out.host_slice::<T, 3>([w, dy, bias.unwrap_or(w)], |[wb, gb, bb], o, acc| {
         let (ws, gs) = (elems::<T>(wb, w), elems::<T>(gb, dy));
+        let bs = bias.map(|b| elems::<T>(bb, b));
         let sample_in = g.c * g.h * g.w;
         let sample_out = g.o * g.positions();
         per_sample(o, sample_in, |n, dx| {
-            if !acc {
-                dx.iter_mut().for_each(|v| *v = T::ZERO);
+            match bs {
+                Some(bs) => {
+                    for (plane, &b) in dx.chunks_exact_mut((g.h * g.w).max(1)).zip(bs) {
+                        plane
+                            .iter_mut()
+                            .for_each(|v| *v = if acc { *v + b } else { b });
+                    }
+                }
+                None if !acc => dx.iter_mut().for_each(|v| *v = T::ZERO),
+                None => {}
             }
             let gy = &gs[n * sample_out..][..sample_out];
             T::with_col(g.k() * g.positions(), |col| {
@@ -580,16 +599,21 @@ pub(crate) fn weight_grad<T: Float + Host + Gemm + ColScratch + Send + Sync>(
     });
 }
 
-/// `db (+)= Σ_{n, y, x} dY`.
-fn bias_grad<T: Float + Host>(geo: &Geometry, dy: &Tensor, out: &mut Out<'_>) {
-    let g = *geo;
+/// `db (+)= Σ_{n, y, x} dY` for a `dY` of `channels` planes of `plane`
+/// elements per sample.
+pub(crate) fn bias_grad<T: Float + Host>(
+    channels: usize,
+    plane: usize,
+    dy: &Tensor,
+    out: &mut Out<'_>,
+) {
     out.host_slice::<T, 1>([dy], |[gb], o, acc| {
         let gs = elems::<T>(gb, dy);
         if !acc {
             o.iter_mut().for_each(|v| *v = T::ZERO);
         }
-        for sample in gs.chunks_exact((g.o * g.positions()).max(1)) {
-            for (oc, plane) in sample.chunks_exact(g.positions().max(1)).enumerate() {
+        for sample in gs.chunks_exact((channels * plane).max(1)) {
+            for (oc, plane) in sample.chunks_exact(plane.max(1)).enumerate() {
                 o[oc] += plane.iter().fold(T::ZERO, |a, &v| a + v);
             }
         }

@@ -6,7 +6,7 @@
 //! same composed forms.
 
 use super::composed;
-use super::conv2d::{forward_cpu, geo_dims, input_grad, weight_grad, Conv2d, Geometry};
+use super::conv2d::{bias_grad, forward_cpu, geo_dims, input_grad, weight_grad, Conv2d, Geometry};
 use crate::autograd::{GradSlot, Op, Out, Spec};
 use crate::error::{Error, Result};
 use crate::tensor::{DType, Tensor};
@@ -51,13 +51,12 @@ impl ConvTranspose2d {
             self.conv.padding,
             self.output_padding,
         );
-        // PyTorch also takes an output padding below the dilation alone; the
-        // adjoint of one convolution needs it below the stride.
-        if (0..2).any(|i| op[i] >= s[i]) {
+        // PyTorch's rule: below the stride or below the dilation.
+        if (0..2).any(|i| op[i] >= s[i] && op[i] >= d[i]) {
             return err(format!(
-                "output padding must be smaller than the stride, but got output_padding \
-                 {op:?} and stride {s:?} (an output padding at or above the stride is not \
-                 supported)"
+                "output padding must be smaller than either stride or dilation, but got \
+                 output_padding {op:?}, stride {s:?} and dilation {d:?}; lower the output \
+                 padding (it only adds rows and columns after the output)"
             ));
         }
         let size = |i: usize, n: usize, k: usize| -> Option<usize> {
@@ -73,8 +72,10 @@ impl ConvTranspose2d {
             ));
         };
         let out = [xs[0], ws[1] * g, ho, wo];
-        // With output_padding < stride, the convolution maps `out` back to `x`.
-        let geo = self.conv.geometry_of(&out, ws)?;
+        // The convolution maps `out` back to `x`: its first H × W outputs
+        // (an output padding at or above the stride lets it reach past them,
+        // to inputs `x` does not have).
+        let geo = self.conv.geometry_of(&out, ws)?.first_outputs(xs[2], xs[3]);
         Ok((out, geo))
     }
 }
@@ -172,21 +173,20 @@ impl Op for ConvTranspose2d {
     fn forward(&self, x: &[&Tensor], out: &mut Out<'_>) {
         let (input, w, b) = (x[0], x[1], x.get(2).copied());
         let (shape, geo) = self.geometry(input, w).expect("checked by spec");
-        let y = if input.device().is_cuda() {
-            self.forward_composed(&geo, shape, input, w)
-        } else {
-            let (xc, wc) = (input.contiguous(), w.contiguous());
-            let mut o = Out::fresh(out.spec().clone());
-            match w.dtype() {
-                DType::F32 => input_grad::<f32>(&self.conv, &geo, &wc, &xc, &mut o),
-                _ => input_grad::<f64>(&self.conv, &geo, &wc, &xc, &mut o),
-            }
-            o.finish()
-        };
-        out.set(match b {
-            Some(b) => &y + &b.reshape([shape[1], 1, 1]),
-            None => y,
-        })
+        if input.device().is_cuda() {
+            let y = self.forward_composed(&geo, shape, input, w);
+            out.set(match b {
+                Some(b) => &y + &b.reshape([shape[1], 1, 1]),
+                None => y,
+            });
+            return;
+        }
+        // Straight into `out`, the bias first: no buffer of its own.
+        let (xc, wc) = (input.contiguous(), w.contiguous());
+        match w.dtype() {
+            DType::F32 => input_grad::<f32>(&self.conv, &geo, &wc, &xc, b, out),
+            _ => input_grad::<f64>(&self.conv, &geo, &wc, &xc, b, out),
+        }
     }
 
     fn save(&self, x: &[&Tensor], _: &Tensor, _: &[bool]) -> Self::Saved {
@@ -198,10 +198,10 @@ impl Op for ConvTranspose2d {
     /// `db = Σ dy`.
     fn backward(&self, (x, w): &Self::Saved, g: &Tensor, grads: &mut [GradSlot<'_>]) {
         let (_, geo) = self.geometry(x, w).expect("checked by spec");
-        if grads.get(2).is_some_and(|s| s.needed()) {
-            grads[2].add(g.sum_dim(&[0isize, 2, 3][..], false));
-        }
         if x.device().is_cuda() {
+            if grads.get(2).is_some_and(|s| s.needed()) {
+                grads[2].add(g.sum_dim(&[0isize, 2, 3][..], false));
+            }
             let need = [grads[0].needed(), grads[1].needed()];
             let [dx, dw] = self.backward_composed(&geo, x, w, g, need);
             for (slot, d) in grads.iter_mut().zip([dx, dw]) {
@@ -222,6 +222,13 @@ impl Op for ConvTranspose2d {
                 if grads[1].needed() {
                     grads[1].add_into(Spec::shaped(w.shape(), &g), |out| {
                         weight_grad::<$t>(&self.conv, &geo, &g, &x, out)
+                    });
+                }
+                if grads.get(2).is_some_and(|s| s.needed()) {
+                    // The output's channels and planes: the convolution's input's.
+                    let (channels, plane) = (g.shape()[1], g.shape()[2] * g.shape()[3]);
+                    grads[2].add_into(Spec::shaped(&[channels], &g), |out| {
+                        bias_grad::<$t>(channels, plane, &g, out)
                     });
                 }
             }};
@@ -245,33 +252,56 @@ mod tests {
     fn composed_path_matches_the_kernels() {
         let mut rng = crate::Generator::new(9);
         let mut r = |shape: &[usize]| Tensor::randn_with(shape, &mut rng).to_dtype(DType::F64);
-        let (x, w) = (r(&[2, 4, 3, 5]), r(&[4, 3, 3, 2]));
-        let op = crate::ops::ConvTranspose2dOptions::new()
-            .stride([2, 3])
-            .padding([1, 0])
-            .output_padding([1, 2])
-            .groups(2)
-            .dilation([1, 2])
-            .op();
-        let y = apply(op, &[&x, &w]);
-        let (shape, geo) = op.geometry(&x, &w).unwrap();
-        assert_eq!(y.shape(), shape);
-        let close = |a: &Tensor, b: &Tensor, what: &str| {
-            crate::test_util::assert_close(&a.to_vec::<f64>(), &b.to_vec::<f64>(), 1e-12, what)
-        };
-        close(
-            &no_grad(|| op.forward_composed(&geo, shape, &x, &w)),
-            &y,
-            "forward",
-        );
-        let g = r(&shape);
-        let (mut dx, mut dw) = (None, None);
-        {
-            let mut slots = [GradSlot::new(&mut dx, true), GradSlot::new(&mut dw, true)];
-            no_grad(|| op.backward(&(x.clone(), w.clone()), &g, &mut slots));
+        // The second: output padding at or above the stride, below the dilation.
+        let cases = [
+            (
+                [2, 4, 3, 5],
+                [4, 3, 3, 2],
+                [2, 3],
+                [1, 0],
+                [1, 2],
+                2,
+                [1, 2],
+            ),
+            (
+                [1, 2, 3, 4],
+                [2, 2, 2, 3],
+                [1, 2],
+                [0, 1],
+                [2, 1],
+                1,
+                [3, 1],
+            ),
+        ];
+        for (xs, ws, stride, padding, output_padding, groups, dilation) in cases {
+            let (x, w) = (r(&xs), r(&ws));
+            let op = crate::ops::ConvTranspose2dOptions::new()
+                .stride(stride)
+                .padding(padding)
+                .output_padding(output_padding)
+                .groups(groups)
+                .dilation(dilation)
+                .op();
+            let y = apply(op, &[&x, &w]);
+            let (shape, geo) = op.geometry(&x, &w).unwrap();
+            assert_eq!(y.shape(), shape);
+            let close = |a: &Tensor, b: &Tensor, what: &str| {
+                crate::test_util::assert_close(&a.to_vec::<f64>(), &b.to_vec::<f64>(), 1e-12, what)
+            };
+            close(
+                &no_grad(|| op.forward_composed(&geo, shape, &x, &w)),
+                &y,
+                "forward",
+            );
+            let g = r(&shape);
+            let (mut dx, mut dw) = (None, None);
+            {
+                let mut slots = [GradSlot::new(&mut dx, true), GradSlot::new(&mut dw, true)];
+                no_grad(|| op.backward(&(x.clone(), w.clone()), &g, &mut slots));
+            }
+            let [cdx, cdw] = no_grad(|| op.backward_composed(&geo, &x, &w, &g, [true, true]));
+            close(&cdx.unwrap(), &dx.unwrap(), "dx");
+            close(&cdw.unwrap(), &dw.unwrap(), "dw");
         }
-        let [cdx, cdw] = no_grad(|| op.backward_composed(&geo, &x, &w, &g, [true, true]));
-        close(&cdx.unwrap(), &dx.unwrap(), "dx");
-        close(&cdw.unwrap(), &dw.unwrap(), "dw");
     }
 }
