@@ -256,6 +256,22 @@ pub(crate) fn pool2d_forward(op: &Pool2d, d: PoolDims, x: &Tensor) -> Tensor {
     flat.reshape(shape)
 }
 
+/// Each window's winning cell, `[planes, ho·wo, 1]`, as the CPU kernel
+/// and PyTorch pick it: the first largest, or the last NaN where the window
+/// holds one (`max_dim` alone picks the first NaN).
+fn window_argmax(win: &Tensor) -> Tensor {
+    let (best, first) = win.max_dim(2, true);
+    let cells = win.shape()[2];
+    // The last NaN: the largest `cell + 1` over the NaN cells (0: none).
+    let position = Tensor::arange_opts(1.0, cells as f64 + 1.0, 1.0, &win.options());
+    let last_nan = (Tensor::where_cond(&win.ne(win), &position, &win.zeros_like())
+        .max_dim(2, true)
+        .0
+        - 1.0)
+        .to_dtype(crate::tensor::DType::I64);
+    Tensor::where_cond(&best.ne(&best), &last_nan, &first)
+}
+
 pub(crate) fn pool2d_backward(op: &Pool2d, d: PoolDims, x: &Tensor, g: &Tensor) -> Tensor {
     let (planes, h, w, ho, wo) = d;
     if let Pool2d::AdaptiveAvg { .. } = op {
@@ -270,7 +286,7 @@ pub(crate) fn pool2d_backward(op: &Pool2d, d: PoolDims, x: &Tensor, g: &Tensor) 
     let g3 = g.reshape([planes, ho * wo, 1]);
     let dcells = match op {
         Pool2d::Max { .. } => {
-            let (_, at) = windows(op, d, x, &idx, f64::NEG_INFINITY).max_dim(2, true);
+            let at = window_argmax(&windows(op, d, x, &idx, f64::NEG_INFINITY));
             Tensor::zeros_opts([planes, ho * wo, cells], &g.options()).scatter_add(2, &at, &g3)
         }
         _ => (g3 / divisors(op, d, x, &idx)).expand([planes, ho * wo, cells]),
@@ -405,6 +421,47 @@ mod tests {
                 &format!("{op:?} backward"),
             );
         }
+    }
+
+    /// NaNs inside windows, two in most: the composed backward sends each
+    /// window's gradient to its last NaN, as the CPU kernel (and PyTorch's
+    /// max_pool2d) does.
+    #[test]
+    fn composed_max_pooling_picks_the_last_nan() {
+        let v: Vec<f64> = (0..84)
+            .map(|k| {
+                if k % 4 == 1 {
+                    f64::NAN
+                } else {
+                    ((k * 7 + 3) % 5) as f64 - 2.0
+                }
+            })
+            .collect();
+        let x = Tensor::from_vec(v, [2, 1, 7, 6]);
+        let op = Pool2d::Max {
+            kernel: [3, 3],
+            stride: [2, 2],
+            padding: [1, 1],
+        };
+        let y = apply(op, &[&x]);
+        let d = (2, 7, 6, y.shape()[2], y.shape()[3]);
+        // A distinct gradient per window: where each one lands shows.
+        let g = Tensor::arange(1.0, y.numel() as f64 + 1.0, 1.0)
+            .to_dtype(DType::F64)
+            .reshape(y.shape());
+        let mut sum = None;
+        no_grad(|| op.backward(&x, &g, &mut [GradSlot::new(&mut sum, true)]));
+        let kernel = sum.expect("needed").to_vec::<f64>();
+        assert_eq!(
+            no_grad(|| pool2d_backward(&op, d, &x, &g)).to_vec::<f64>(),
+            kernel
+        );
+        // Plane 0's top row of windows (rows 0-1): the first (columns 0-1)
+        // holds one NaN, at (0, 1); the second (columns 1-3) and the third
+        // (3-5) two each, the later being (1, 3) in both, which so takes
+        // their gradients 2 + 3 (the first NaN would give (0, 1) 1 + 2).
+        assert_eq!(kernel[1], 1.0);
+        assert_eq!(kernel[6 + 3], 5.0);
     }
 
     /// The 1-D form (3-D tensors, one row) through the composed path.

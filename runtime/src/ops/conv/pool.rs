@@ -385,8 +385,8 @@ fn backward_cpu<T: Float + Host>(
 
 impl Pool2d {
     /// Where each output of a max pooling of `x` came from: the flat index
-    /// within its `H·W` plane of the window's first largest element (NaN
-    /// winning), as i64 in the output's shape: PyTorch's `return_indices`.
+    /// within its `H·W` plane of the window's first largest element (or its
+    /// last NaN), as i64 in the output's shape: PyTorch's `return_indices`.
     /// Computed without recording; an average pooling is an `Err`.
     pub fn max_indices(&self, x: &Tensor) -> Result<Tensor> {
         if !matches!(self, Pool2d::Max { .. }) {
