@@ -17,8 +17,9 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use deriv::nn::{
-    Conv2d, Conv2dOptions, Differentiable, Forward, Linear, MaxPool2d, RecurrentOptions,
-    RecurrentSaved, TrainStep, TransformerEncoderLayer, TransformerEncoderLayerOptions, LSTM,
+    Conv2d, Conv2dOptions, Differentiable, Forward, Linear, LinearWorkspace, LstmKind, MaxPool2d,
+    RecurrentOptions, RecurrentSaved, RecurrentWorkspace, TrainStep, TransformerEncoderLayer,
+    TransformerEncoderLayerOptions, LSTM,
 };
 use deriv::{network, no_grad, Device, Generator, Tensor};
 
@@ -106,7 +107,46 @@ impl Differentiable for W7 {
     }
 }
 
-deriv::fallback_train_step!(W7);
+/// W7's buffers: the LSTM's and the classifier's, the last step's output,
+/// the LSTM output's shape and its gradient (zero but at the last step).
+#[derive(Default)]
+pub struct W7Workspace {
+    lstm: RecurrentWorkspace<LstmKind>,
+    last: Option<Tensor>,
+    fc: LinearWorkspace,
+    out_shape: Vec<usize>,
+    d_out: Option<Tensor>,
+}
+
+impl TrainStep for W7 {
+    type Workspace = W7Workspace;
+
+    fn forward_train_ws<'w>(&self, x: &Tensor, ws: &'w mut W7Workspace) -> &'w Tensor {
+        let out = self.lstm.forward_train_ws(x, &mut ws.lstm);
+        if ws.out_shape != out.shape() {
+            ws.out_shape = out.shape().to_vec();
+        }
+        let last = ws.last.insert(out.select(1, -1));
+        self.fc.forward_train_ws(last, &mut ws.fc)
+    }
+
+    fn backward_ws<'w>(
+        &self,
+        ws: &'w mut W7Workspace,
+        g: &Tensor,
+        input_grad: bool,
+    ) -> Option<&'w Tensor> {
+        let d_last = self.fc.backward_ws(&mut ws.fc, g, true)?;
+        let d_out = match &ws.d_out {
+            Some(d) if d.shape() == ws.out_shape => d,
+            _ => ws.d_out.insert(Tensor::zeros(&ws.out_shape)),
+        };
+        no_grad(|| {
+            d_out.select(1, -1).copy_(d_last);
+        });
+        self.lstm.backward_ws(&mut ws.lstm, d_out, input_grad)
+    }
+}
 
 network! {
     /// W8's model: an encoder layer (replaced after construction with

@@ -264,7 +264,7 @@ fn w4_paths_agree_in_f64() {
 use deriv::network;
 use deriv::nn::{
     BatchNorm1d, Conv2d, ConvTranspose2d, Differentiable, Embedding, Flatten, GroupNorm, LayerNorm,
-    Linear, MaxPool2d, ReLU, Tanh,
+    Linear, MaxPool2d, ReLU, Tanh, GRU, LSTM,
 };
 
 network! {
@@ -674,4 +674,33 @@ fn conv_transpose_steady_state_step_allocates_nothing() {
     let batches = bright_pixel_batches(&mut gen);
     let mut trainer = WsTrainer::new(UpCnn::default(), LossKind::CrossEntropy, 0.2);
     assert_steady_state_allocates_nothing("UpCnn", &mut trainer, &batches);
+}
+
+network! {
+    /// Two recurrent layers over 16 steps of 5 sequences, and a classifier
+    /// on each step's outputs.
+    pub struct Tagger = LSTM(4, 8) -> GRU(8, 6) -> Flatten -> Linear(30, 3);
+}
+
+#[test]
+fn recurrent_steady_state_step_allocates_nothing() {
+    let _serial = serial();
+    manual_seed(8);
+    let mut gen = Generator::new(13);
+    // Step t's class is t % 3, which the first feature of every sequence's
+    // input at that step tells.
+    let batches: Vec<_> = (0..4)
+        .map(|_| {
+            let x = Tensor::randn_with([16, 5, 4], &mut gen) * 0.1;
+            let cls: Vec<i64> = (0..16).map(|t| (t % 3) as i64).collect();
+            no_grad(|| {
+                for (t, &k) in cls.iter().enumerate() {
+                    x.select(0, t as isize).select(1, 0).fill_(k as f64);
+                }
+            });
+            (x, Tensor::from_vec(cls, [16]))
+        })
+        .collect();
+    let mut trainer = WsTrainer::new(Tagger::default(), LossKind::CrossEntropy, 0.2);
+    assert_steady_state_allocates_nothing("Tagger", &mut trainer, &batches);
 }

@@ -54,7 +54,8 @@ pub use norm::{
 };
 pub use recurrent::{
     GRUCell, GruKind, LSTMCell, LayerSaved, LstmKind, Nonlinearity, RNNCell, Recurrent,
-    RecurrentCellLayer, RecurrentOptions, RecurrentSaved, RecurrentState, RnnKind, GRU, LSTM, RNN,
+    RecurrentCellLayer, RecurrentOptions, RecurrentSaved, RecurrentState, RecurrentWorkspace,
+    RnnKind, GRU, LSTM, RNN,
 };
 pub use sequential::Sequential;
 pub use transformer::{

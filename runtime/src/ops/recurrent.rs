@@ -453,6 +453,51 @@ impl<T: Float, const K: usize> Kernel for GradRows<'_, T, K> {
     }
 }
 
+/// The step on slices: `[xg, hg]` `[rows, gates·h]` and the state `prev`
+/// `[rows, h]` (LSTM, GRU) into `o` `[rows, outs·h]`, added into when `acc`.
+/// The op's CPU kernel, and the fused layer's (`nn/recurrent/fused.rs`).
+pub(crate) fn forward_rows<T: Float>(
+    kind: CellKind,
+    inputs: [&[T]; 2],
+    ps: Option<&[T]>,
+    o: &mut [T],
+    rows: usize,
+    acc: bool,
+) {
+    per_kind!(
+        kind,
+        ForwardRows {
+            inputs,
+            ps,
+            o,
+            rows,
+            acc
+        }
+    );
+}
+
+/// The step's gradients on slices, from `[xg, hg, g]` (`g`: the output's
+/// gradient, `[rows, outs·h]`) and the state: those of the input
+/// projection, the hidden one (the same values unless a GRU) and the state,
+/// each written where its buffer is not empty.
+pub(crate) fn grad_rows<T: Float>(
+    kind: CellKind,
+    inputs: [&[T]; 3],
+    ps: Option<&[T]>,
+    rows: usize,
+    outs: [&mut [T]; 3],
+) {
+    per_kind!(
+        kind,
+        GradRows {
+            inputs,
+            ps,
+            rows,
+            outs
+        }
+    );
+}
+
 impl RecurrentCell {
     fn forward_cpu<T: Float + Host>(
         &self,
@@ -465,16 +510,7 @@ impl RecurrentCell {
         out.host_slice::<T, 3>([xg, hg, prev.unwrap_or(xg)], |[xb, hb, pb], o, acc| {
             let ps = prev.map(|p| elems::<T>(pb, p));
             let inputs = [elems::<T>(xb, xg), elems::<T>(hb, hg)];
-            per_kind!(
-                self.kind,
-                ForwardRows {
-                    inputs,
-                    ps,
-                    o,
-                    rows,
-                    acc
-                }
-            );
+            forward_rows(self.kind, inputs, ps, o, rows, acc);
         });
     }
 
@@ -513,16 +549,7 @@ impl RecurrentCell {
             elems::<T>(buf(3, g), g),
         ];
         let ps = prev.map(|p| elems::<T>(buf(2, p), p));
-        let outs = [&mut da[..], &mut db[..], &mut dp[..]];
-        per_kind!(
-            self.kind,
-            GradRows {
-                inputs,
-                ps,
-                rows,
-                outs
-            }
-        );
+        grad_rows(self.kind, inputs, ps, rows, [&mut da, &mut db, &mut dp]);
         drop(reads);
         let a = want_a.then(|| Tensor::from_vec(da, [rows, gates * h]));
         let b = if shared {

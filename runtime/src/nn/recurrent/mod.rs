@@ -6,13 +6,17 @@
 //! layer at once), the hidden projection (`ops::Linear`) and the cell's
 //! elementwise op (`ops::RecurrentCell`). On the tape these record as usual;
 //! the compile-time path (`Differentiable`) keeps each step's projections
-//! and runs the same ops' backward through time, last step first.
+//! and runs the same ops' backward through time, last step first; the
+//! buffer-reusing path (`TrainStep`, `fused.rs`) runs the same kernels on
+//! slices its workspace keeps.
 
 #![allow(clippy::upper_case_acronyms)] // PyTorch's names
 
 pub use cell::{GRUCell, LSTMCell, RNNCell, RecurrentCellLayer};
+pub use fused::RecurrentWorkspace;
 
 mod cell;
+mod fused;
 
 use std::marker::PhantomData;
 
@@ -741,5 +745,3 @@ impl<K: RecurrentState> Differentiable for Recurrent<K> {
         })
     }
 }
-
-crate::fallback_train_step!(impl<K: RecurrentState> for Recurrent<K>);
