@@ -71,6 +71,25 @@ impl Dims {
             ([self.steps, self.batch, f], 3)
         }
     }
+    /// The tensor in `slot` for a sequence of `f` features in the caller's
+    /// shape, made there unless the one it holds fits.
+    fn sequence<'s, T: Host>(&self, slot: &'s mut Option<Tensor>, f: usize) -> &'s Tensor {
+        let (shape, len) = self.shape(f);
+        let shape = &shape[..len];
+        let fits = slot.as_ref().is_some_and(|t| {
+            t.shape() == shape
+                && t.dtype() == T::DTYPE
+                && t.is_contiguous()
+                && !t.device().is_cuda()
+        });
+        if !fits {
+            *slot = Some(Tensor::zeros_opts(
+                shape,
+                &TensorOptions::new().dtype(T::DTYPE),
+            ));
+        }
+        slot.as_ref().expect("set above")
+    }
     /// Copies a sequence of `f` features from the caller's layout to
     /// time-major `[T·N, f]` (or back, with `back`).
     fn relayout<T: Copy>(&self, src: &[T], dst: &mut [T], f: usize, back: bool) {
@@ -271,22 +290,8 @@ impl<T: Gemm + Host + Default> Buffers<T> {
                 }
             }
         }
-        let (shape, len) = d.shape(d.dirs * h);
-        let shape = &shape[..len];
-        let fits = y.as_ref().is_some_and(|t| {
-            t.shape() == shape
-                && t.dtype() == T::DTYPE
-                && t.is_contiguous()
-                && !t.device().is_cuda()
-        });
-        if !fits {
-            *y = Some(Tensor::zeros_opts(
-                shape,
-                &TensorOptions::new().dtype(T::DTYPE),
-            ));
-        }
         let last = &self.outs[d.layers - 1];
-        write(y.as_ref().expect("set above"), |o| {
+        write(d.sequence::<T>(y, d.dirs * h), |o| {
             d.relayout(last, o, d.dirs * h, true)
         });
     }
@@ -398,22 +403,8 @@ impl<T: Gemm + Host + Default> Buffers<T> {
             std::mem::swap(&mut self.g, &mut self.din);
         }
         if input_grad {
-            let (shape, len) = d.shape(d.input);
-            let shape = &shape[..len];
-            let fits = dx.as_ref().is_some_and(|t| {
-                t.shape() == shape
-                    && t.dtype() == T::DTYPE
-                    && t.is_contiguous()
-                    && !t.device().is_cuda()
-            });
-            if !fits {
-                *dx = Some(Tensor::zeros_opts(
-                    shape,
-                    &TensorOptions::new().dtype(T::DTYPE),
-                ));
-            }
             let g = &self.g;
-            write(dx.as_ref().expect("set above"), |o| {
+            write(d.sequence::<T>(dx, d.input), |o| {
                 d.relayout(g, o, d.input, true)
             });
         }
