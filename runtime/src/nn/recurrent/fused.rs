@@ -606,12 +606,22 @@ mod tests {
             bias: false,
             ..Default::default()
         };
-        for (dtype, tol) in [(DType::F32, 1e-5), (DType::F64, 1e-12)] {
+        // Under Miri (which runs this ~50x slower): the LSTM, both ways, in
+        // f32 on a shorter batch.
+        let (dtypes, shape) = if cfg!(miri) {
+            (&[(DType::F32, 1e-5)][..], [1, 3, 3])
+        } else {
+            (&[(DType::F32, 1e-5), (DType::F64, 1e-12)][..], [2, 5, 3])
+        };
+        for &(dtype, tol) in dtypes {
             let mut rng = crate::Generator::new(3);
-            let x = Tensor::randn_with([2, 5, 3], &mut rng).to_dtype(dtype);
+            let x = Tensor::randn_with(shape, &mut rng).to_dtype(dtype);
             let mut lstm = LSTM::with_options(3, 4, &two_ways, &Device::Cpu);
             lstm.to_dtype(dtype);
             assert_fused_matches(&lstm, &x, tol);
+            if cfg!(miri) {
+                continue;
+            }
             let mut gru = GRU::with_options(3, 4, &two_ways, &Device::Cpu);
             gru.to_dtype(dtype);
             assert_fused_matches(&gru, &x, tol);
@@ -631,7 +641,7 @@ mod tests {
             ..Default::default()
         };
         let mut gru = GRU::with_options(3, 4, &opts, &Device::Cpu);
-        let x = Tensor::randn([5, 2, 3]);
+        let x = Tensor::randn([3, 1, 3]);
         let mut ws = gru.workspace();
         gru.forward_train_ws(&x, &mut ws);
         assert_eq!(ws.fused, None);
