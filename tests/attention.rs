@@ -299,6 +299,27 @@ fn compile_time_backward_matches_the_tape() {
     let mut tel = TransformerEncoderLayer::with_options(6, 2, &opts, &CPU);
     tel.to_dtype(DType::F64);
     assert_paths_match_tape(&tel, &r(&[5, 2, 6]), "encoder layer");
+    // Batch-first without biases; pre-norm with GELU (the TrainStep leg
+    // runs the attention's fused step on each).
+    let opts = MultiheadAttentionOptions {
+        batch_first: true,
+        bias: false,
+        ..Default::default()
+    };
+    let mut mha = MultiheadAttention::with_options(6, 2, &opts, &CPU);
+    mha.to_dtype(DType::F64);
+    assert_paths_match_tape(&mha, &r(&[3, 4, 6]), "MHA, batch-first, no bias");
+    let opts = TransformerEncoderLayerOptions {
+        dim_feedforward: 12,
+        dropout: 0.0,
+        norm_first: true,
+        batch_first: true,
+        activation: ActivationKind::Gelu,
+        ..Default::default()
+    };
+    let mut tel = TransformerEncoderLayer::with_options(6, 3, &opts, &CPU);
+    tel.to_dtype(DType::F64);
+    assert_paths_match_tape(&tel, &r(&[2, 5, 6]), "pre-norm GELU encoder layer");
 }
 
 network! {

@@ -264,7 +264,8 @@ fn w4_paths_agree_in_f64() {
 use deriv::network;
 use deriv::nn::{
     BatchNorm1d, Conv2d, ConvTranspose2d, Differentiable, Embedding, Flatten, GroupNorm, LayerNorm,
-    Linear, MaxPool2d, ReLU, Tanh, GRU, LSTM,
+    Linear, MaxPool2d, ReLU, Tanh, TransformerEncoderLayer, TransformerEncoderLayerOptions, GRU,
+    LSTM,
 };
 
 network! {
@@ -703,4 +704,57 @@ fn recurrent_steady_state_step_allocates_nothing() {
         .collect();
     let mut trainer = WsTrainer::new(Tagger::default(), LossKind::CrossEntropy, 0.2);
     assert_steady_state_allocates_nothing("Tagger", &mut trainer, &batches);
+}
+
+network! {
+    /// An encoder layer over the tokens, a classifier on all of them.
+    pub struct TokenClassifier = TransformerEncoderLayer(8, 2) -> Flatten -> Linear(48, 3);
+}
+
+#[test]
+fn transformer_steady_state_step_allocates_nothing() {
+    let _serial = serial();
+    manual_seed(10);
+    let mut gen = Generator::new(15);
+    let mut model = TokenClassifier::new(&deriv::Device::Cpu);
+    // Without dropout (its masks on the attention weights are the
+    // allocating path's draws); batch-first and pre-norm (tests/attention.rs
+    // checks both orders and layouts against the tape).
+    let opts = TransformerEncoderLayerOptions {
+        dim_feedforward: 16,
+        dropout: 0.0,
+        norm_first: true,
+        batch_first: true,
+        ..Default::default()
+    };
+    model.0 = TransformerEncoderLayer::with_options(8, 2, &opts, &deriv::Device::Cpu);
+    // Sequence k's class is k % 3, which the first feature of its tokens
+    // tells.
+    let batches: Vec<_> = (0..4)
+        .map(|_| {
+            let x = Tensor::randn_with([5, 6, 8], &mut gen) * 0.1;
+            let cls: Vec<i64> = (0..5).map(|n| (n % 3) as i64).collect();
+            no_grad(|| {
+                for (n, &k) in cls.iter().enumerate() {
+                    x.select(0, n as isize).select(1, 0).fill_(k as f64);
+                }
+            });
+            (x, Tensor::from_vec(cls, [5]))
+        })
+        .collect();
+    let mut trainer = WsTrainer::new(model, LossKind::CrossEntropy, 0.2);
+    assert_steady_state_allocates_nothing("TokenClassifier", &mut trainer, &batches);
+    // A broadcast output gradient (a mean over the tokens) is copied into
+    // a kept buffer, not sent down the allocating kernels.
+    let layer = &trainer.model.0;
+    let mut ws = layer.workspace();
+    let x = &batches[0].0;
+    let g = Tensor::randn([5, 1, 8]).expand([5, 6, 8]);
+    let mut step = || {
+        layer.forward_train_ws(x, &mut ws);
+        layer.backward_ws(&mut ws, &g, true).is_some()
+    };
+    assert!(step() && step());
+    let n = allocations_in(|| assert!(step()));
+    assert_eq!(n, 0, "a broadcast gradient: {n} allocations");
 }

@@ -129,3 +129,29 @@ pub fn sgd_step(params: &[Tensor], lr: f64) {
         }
     })
 }
+
+/// Runs `f` on the elements of a contiguous host tensor (a fused
+/// workspace's view of a buffer it keeps).
+pub(crate) fn read_host<T: crate::backend::Host, R>(t: &Tensor, f: impl FnOnce(&[T]) -> R) -> R {
+    let guard = t.storage().read();
+    f(&T::of(&guard)[t.layout().offset..][..t.numel()])
+}
+
+/// Runs `f` on the elements of a contiguous host tensor, writable.
+pub(crate) fn write_host<T: crate::backend::Host, R>(
+    t: &Tensor,
+    f: impl FnOnce(&mut [T]) -> R,
+) -> R {
+    let mut guard = t.storage().write();
+    let off = t.layout().offset;
+    f(&mut T::of_mut(&mut guard)[off..][..t.numel()])
+}
+
+/// `len` elements in `v`, reusing its capacity (zeroed only when the
+/// length changes).
+pub(crate) fn fit<T: Copy + Default>(v: &mut Vec<T>, len: usize) {
+    if v.len() != len {
+        v.clear();
+        v.resize(len, T::default());
+    }
+}

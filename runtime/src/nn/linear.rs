@@ -228,6 +228,11 @@ impl<O: Op> ParamOpWorkspace<O> {
         )
     }
 
+    /// The output of the last [`forward`](Self::forward).
+    pub(crate) fn output(&self) -> Option<&Tensor> {
+        self.out.as_ref()
+    }
+
     /// The op's backward through [`backward_into_grads`]: the parameters'
     /// gradients added into their `.grad()`, the input's kept here.
     pub(crate) fn backward<const P: usize>(

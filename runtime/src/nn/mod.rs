@@ -32,6 +32,7 @@ pub use activation::{
 };
 pub use attention::{
     AttendOptions, MultiheadAttention, MultiheadAttentionOptions, MultiheadAttentionSaved,
+    MultiheadAttentionWorkspace,
 };
 pub use conv::{
     Conv1d, Conv1dWorkspace, Conv2d, Conv2dWorkspace, ConvTranspose2d, ConvTranspose2dWorkspace,
@@ -60,5 +61,5 @@ pub use recurrent::{
 pub use sequential::Sequential;
 pub use transformer::{
     Activation, ActivationKind, ActivationSaved, EncoderMasks, TransformerEncoderLayer,
-    TransformerEncoderLayerOptions, TransformerEncoderLayerSaved,
+    TransformerEncoderLayerOptions, TransformerEncoderLayerSaved, TransformerEncoderLayerWorkspace,
 };

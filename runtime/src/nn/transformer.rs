@@ -3,14 +3,17 @@
 //! the compile-time path (the sub-layers' own forward and backward, chained).
 
 use super::attention::{AttendOptions, MultiheadAttentionSaved};
+use super::dsl::slot;
 use super::module::join_name;
 use super::{
-    Differentiable, Dropout, Forward, LayerNorm, LayerNormOptions, Linear, Module,
-    MultiheadAttention, MultiheadAttentionOptions, ReLU, GELU,
+    Differentiable, Dropout, Forward, LayerNorm, LayerNormOptions, LayerNormWorkspace,
+    LayerWorkspace, Linear, LinearWorkspace, Module, MultiheadAttention, MultiheadAttentionOptions,
+    MultiheadAttentionWorkspace, ReLU, TrainStep, GELU,
 };
-use crate::autograd::no_grad;
+use crate::autograd::{forward_into, no_grad, NoGradGuard};
 use crate::backend::Device;
 use crate::error::{OrPanic, Result};
+use crate::ops;
 use crate::tensor::Tensor;
 
 /// The feed-forward activation of a [`TransformerEncoderLayer`]
@@ -426,4 +429,167 @@ impl Differentiable for TransformerEncoderLayer {
     }
 }
 
-crate::fallback_train_step!(TransformerEncoderLayer);
+/// The feed-forward block's [`TrainStep`] buffers.
+#[derive(Default)]
+struct FeedForwardWorkspace {
+    linear1: LinearWorkspace,
+    relu: <ReLU as TrainStep>::Workspace,
+    gelu: <GELU as TrainStep>::Workspace,
+    dropout: LayerWorkspace,
+    linear2: LinearWorkspace,
+    dropout2: LayerWorkspace,
+}
+
+/// [`TransformerEncoderLayer`]'s [`TrainStep`] workspace: each sub-layer's
+/// own (the attention's fused step, the Linear and LayerNorm ops'
+/// buffers), and the residual sums and their gradients.
+#[derive(Default)]
+pub struct TransformerEncoderLayerWorkspace {
+    attn: MultiheadAttentionWorkspace,
+    dropout1: LayerWorkspace,
+    norm1: LayerNormWorkspace,
+    norm2: LayerNormWorkspace,
+    ff: FeedForwardWorkspace,
+    /// The attention block's residual sum, and the layer's last.
+    sums: [Option<Tensor>; 2],
+    /// The gradient of the first sum, and the input's.
+    grads: [Option<Tensor>; 2],
+    /// A non-contiguous output gradient (a mean's, broadcast), copied.
+    grad_out: Option<Tensor>,
+}
+
+/// `a + b` into the buffer `out` keeps (the Add op's kernel).
+fn sum_into<'s>(a: &Tensor, b: &Tensor, out: &'s mut Option<Tensor>) -> &'s Tensor {
+    forward_into(&ops::Add, &[a, b], &[false, false], out, None)
+}
+
+impl TransformerEncoderLayer {
+    /// The feed-forward block on `ws`'s buffers.
+    fn feed_forward_ws<'w>(&self, x: &Tensor, ws: &'w mut FeedForwardWorkspace) -> &'w Tensor {
+        let f = self.linear1.forward_train_ws(x, &mut ws.linear1);
+        let f = match &self.activation {
+            Activation::ReLU(a) => a.forward_train_ws(f, &mut ws.relu),
+            Activation::GELU(a) => a.forward_train_ws(f, &mut ws.gelu),
+        };
+        let f = self.dropout.forward_train_ws(f, &mut ws.dropout);
+        let f = self.linear2.forward_train_ws(f, &mut ws.linear2);
+        self.dropout2.forward_train_ws(f, &mut ws.dropout2)
+    }
+
+    /// The feed-forward block's input gradient from its output's `g` (its
+    /// parameters' added into their `.grad()`).
+    fn feed_forward_backward_ws<'w>(
+        &self,
+        ws: &'w mut FeedForwardWorkspace,
+        g: &Tensor,
+    ) -> &'w Tensor {
+        let need = "asked for";
+        let g = self
+            .dropout2
+            .backward_ws(&mut ws.dropout2, g, true)
+            .expect(need);
+        let g = self
+            .linear2
+            .backward_ws(&mut ws.linear2, g, true)
+            .expect(need);
+        let g = self
+            .dropout
+            .backward_ws(&mut ws.dropout, g, true)
+            .expect(need);
+        let g = match &self.activation {
+            Activation::ReLU(a) => a.backward_ws(&mut ws.relu, g, true),
+            Activation::GELU(a) => a.backward_ws(&mut ws.gelu, g, true),
+        };
+        let g = g.expect(need);
+        self.linear1
+            .backward_ws(&mut ws.linear1, g, true)
+            .expect(need)
+    }
+}
+
+impl TrainStep for TransformerEncoderLayer {
+    type Workspace = TransformerEncoderLayerWorkspace;
+
+    #[track_caller]
+    fn forward_train_ws<'w>(
+        &self,
+        x: &Tensor,
+        ws: &'w mut TransformerEncoderLayerWorkspace,
+    ) -> &'w Tensor {
+        let _guard = NoGradGuard::new();
+        let [s1, s2] = &mut ws.sums;
+        if self.norm_first {
+            // y = h + ff(norm2(h)); h = x + attn(norm1(x)).
+            let n1 = self.norm1.forward_train_ws(x, &mut ws.norm1);
+            let a = self.self_attn.forward_train_ws(n1, &mut ws.attn);
+            let a = self.dropout1.forward_train_ws(a, &mut ws.dropout1);
+            let h = sum_into(x, a, s1);
+            let n2 = self.norm2.forward_train_ws(h, &mut ws.norm2);
+            let f = self.feed_forward_ws(n2, &mut ws.ff);
+            sum_into(h, f, s2)
+        } else {
+            // y = norm2(h + ff(h)); h = norm1(x + attn(x)).
+            let a = self.self_attn.forward_train_ws(x, &mut ws.attn);
+            let a = self.dropout1.forward_train_ws(a, &mut ws.dropout1);
+            let h = self
+                .norm1
+                .forward_train_ws(sum_into(x, a, s1), &mut ws.norm1);
+            let f = self.feed_forward_ws(h, &mut ws.ff);
+            self.norm2
+                .forward_train_ws(sum_into(h, f, s2), &mut ws.norm2)
+        }
+    }
+
+    fn backward_ws<'w>(
+        &self,
+        ws: &'w mut TransformerEncoderLayerWorkspace,
+        grad_out: &Tensor,
+        input_grad: bool,
+    ) -> Option<&'w Tensor> {
+        let _guard = NoGradGuard::new();
+        let need = "asked for";
+        // The Linear and LayerNorm kernels take contiguous gradients: a
+        // broadcast one (a mean over the tokens) is copied once here.
+        let grad_out = if grad_out.is_contiguous() {
+            grad_out
+        } else {
+            let g = &grad_out;
+            let copy = slot(&mut ws.grad_out, g.shape(), g.dtype(), g.device(), &[g]);
+            copy.copy_(g);
+            copy
+        };
+        let [dh_sum, dx_sum] = &mut ws.grads;
+        if self.norm_first {
+            let d_ff = self.feed_forward_backward_ws(&mut ws.ff, grad_out);
+            let d_n2 = self
+                .norm2
+                .backward_ws(&mut ws.norm2, d_ff, true)
+                .expect(need);
+            let dh = sum_into(grad_out, d_n2, dh_sum);
+            let da = self
+                .dropout1
+                .backward_ws(&mut ws.dropout1, dh, true)
+                .expect(need);
+            let d_n1 = self
+                .self_attn
+                .backward_ws(&mut ws.attn, da, true)
+                .expect(need);
+            let d_x1 = self.norm1.backward_ws(&mut ws.norm1, d_n1, input_grad)?;
+            Some(sum_into(dh, d_x1, dx_sum))
+        } else {
+            let dr2 = self
+                .norm2
+                .backward_ws(&mut ws.norm2, grad_out, true)
+                .expect(need);
+            let d_ff = self.feed_forward_backward_ws(&mut ws.ff, dr2);
+            let dh = sum_into(dr2, d_ff, dh_sum);
+            let dr1 = self.norm1.backward_ws(&mut ws.norm1, dh, true).expect(need);
+            let da = self
+                .dropout1
+                .backward_ws(&mut ws.dropout1, dr1, true)
+                .expect(need);
+            let d_xa = self.self_attn.backward_ws(&mut ws.attn, da, input_grad)?;
+            Some(sum_into(dr1, d_xa, dx_sum))
+        }
+    }
+}

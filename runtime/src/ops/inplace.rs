@@ -61,8 +61,13 @@ impl Tensor {
     /// copied when it aliases self's storage.
     fn inplace_operand(&self, op: &'static str, other: &Tensor) -> Result<Tensor> {
         super::same_device(op, self, other)?;
-        let shape = broadcast_shapes(op, self.shape(), other.shape())?;
-        if !crate::tensor::same_shape(&shape, self.shape()) {
+        // Equal shapes (the common case) need no broadcast shape built.
+        let shape = if crate::tensor::same_shape(self.shape(), other.shape()) {
+            None
+        } else {
+            Some(broadcast_shapes(op, self.shape(), other.shape())?)
+        };
+        if let Some(shape) = shape.filter(|s| !crate::tensor::same_shape(s, self.shape())) {
             return Err(Error::shape(
                 op,
                 format!(

@@ -312,6 +312,35 @@ fn last_dim_rows_backward<T: Float>(y: &[T], g: &[T], o: &mut [T], n: usize, log
     });
 }
 
+/// `o = softmax(x)` over rows of `n` contiguous elements, on the calling
+/// thread: [`last_dim_rows`]'s kernel for a caller that splits the work
+/// itself (the attention layer's fused step, one head at a time).
+pub(crate) fn softmax_rows_serial<T: Float>(x: &[T], o: &mut [T], n: usize) {
+    run_vectorized(LastDimRows {
+        x,
+        y: &[],
+        rows: 0..o.len() / n,
+        block: o,
+        n,
+        log: false,
+        acc: false,
+    })
+}
+
+/// Softmax's gradient `o = y·(g − Σ g·y)` over rows of `n`, on the calling
+/// thread (as [`softmax_rows_serial`]).
+pub(crate) fn softmax_rows_backward_serial<T: Float>(y: &[T], g: &[T], o: &mut [T], n: usize) {
+    run_vectorized(LastDimRows {
+        x: g,
+        y,
+        rows: 0..o.len() / n,
+        block: o,
+        n,
+        log: false,
+        acc: false,
+    })
+}
+
 /// One block of rows of [`last_dim_rows`] (`y` empty: `x` is the input)
 /// or of [`last_dim_rows_backward`] (`x` is the output's gradient, `y`
 /// the output), written into `block`.

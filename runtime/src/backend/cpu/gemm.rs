@@ -89,7 +89,7 @@ impl<T> Mat<T> {
     /// Panics, naming `op`, unless a `rows` x `cols` matrix lies inside the
     /// buffer.
     #[track_caller]
-    fn assert_within(&self, op: &str, rows: usize, cols: usize) {
+    pub(crate) fn assert_within(&self, op: &str, rows: usize, cols: usize) {
         assert_matrix_within(op, 0, (rows, cols), (self.rs, self.cs), self.len);
     }
 }

@@ -10,6 +10,7 @@
 use super::{Recurrent, RecurrentState};
 use crate::backend::cpu::gemm::{gemm, Gemm, Mat};
 use crate::backend::Host;
+use crate::nn::dsl::{fit, read_host as read, write_host as write};
 use crate::nn::linear::grad_buffer;
 use crate::nn::module::{accumulate_grad, grad_accumulated};
 use crate::nn::{Fallback, TrainStep};
@@ -109,28 +110,6 @@ impl Dims {
             }
         }
     }
-}
-
-/// `len` elements in `v`, reusing its capacity (zeroed only when the
-/// length changes).
-fn fit<T: Copy + Default>(v: &mut Vec<T>, len: usize) {
-    if v.len() != len {
-        v.clear();
-        v.resize(len, T::default());
-    }
-}
-
-/// Runs `f` on the elements of a contiguous host tensor.
-fn read<T: Host, R>(t: &Tensor, f: impl FnOnce(&[T]) -> R) -> R {
-    let guard = t.storage().read();
-    f(&T::of(&guard)[t.layout().offset..][..t.numel()])
-}
-
-/// Runs `f` on the elements of a contiguous host tensor, writable.
-fn write<T: Host>(t: &Tensor, f: impl FnOnce(&mut [T])) {
-    let mut guard = t.storage().write();
-    let off = t.layout().offset;
-    f(&mut T::of_mut(&mut guard)[off..][..t.numel()])
 }
 
 /// `out = a · wᵀ (+ b)`: `ops::Linear`'s forward on slices, `a` `[rows, k]`,

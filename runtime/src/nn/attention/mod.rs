@@ -3,6 +3,10 @@
 //! projections around `ops::Attention`. On the tape these record as usual;
 //! the compile-time path runs the same ops' forward and backward.
 
+mod fused;
+
+pub use fused::MultiheadAttentionWorkspace;
+
 use super::functional::{self as F, attention_bias, causal_mask, dropout_mask};
 use super::linear::backward_params;
 use super::module::join_name;
@@ -481,5 +485,3 @@ impl Differentiable for MultiheadAttention {
         })
     }
 }
-
-crate::fallback_train_step!(MultiheadAttention);
