@@ -1244,6 +1244,27 @@ fn attention_matches_the_cpu() {
             }
         },
     );
+    // The buffer-reusing step: the attention's fused kernels on the CPU,
+    // the allocating path's ops on the GPU, the same sub-layer chain.
+    use deriv::nn::TrainStep;
+    let (x, g) = (randn(&[5, 2, 8], 66), randn(&[5, 2, 8], 67));
+    for p in cpu.parameters().iter().chain(&gpu.parameters()) {
+        p.set_grad(None); // check_op's backward passes reached them
+    }
+    let (mut ws_cpu, mut ws_gpu) = (cpu.workspace(), gpu.workspace());
+    let y_cpu = cpu.forward_train_ws(&x, &mut ws_cpu).clone_data();
+    let y_gpu = gpu.forward_train_ws(&x.to(&dev), &mut ws_gpu).clone_data();
+    assert_close("encoder TrainStep output", &y_cpu, &y_gpu, 1e-4);
+    let dx_cpu = cpu.backward_ws(&mut ws_cpu, &g, true).unwrap().clone_data();
+    let dx_gpu = gpu
+        .backward_ws(&mut ws_gpu, &g.to(&dev), true)
+        .unwrap()
+        .clone_data();
+    assert_close("encoder TrainStep dx", &dx_cpu, &dx_gpu, 1e-4);
+    for ((name, c), (_, gp)) in cpu.named_parameters().iter().zip(gpu.named_parameters()) {
+        let what = format!("encoder TrainStep {name}.grad");
+        assert_close(&what, &c.grad().unwrap(), &gp.grad().unwrap(), 1e-4);
+    }
 }
 
 #[test]
