@@ -15,6 +15,8 @@
 //! - `fma_ceiling/threads` is what the cores can do at their present clocks:
 //!   each thread runs independent AVX2 FMA chains from registers (no memory
 //!   traffic), so `Gelem/s` is GFLOP/s, the bound for `matmul_f32`.
+//! - `unary_f32/<op>` reports elements per second of f32 `log`, `logsigmoid` and
+//!   `softplus` over 10⁶ elements.
 //! - `example0_step` reports the time of one step: forward, backward, the SGD
 //!   update under `no_grad`, and zeroing both gradients.
 
@@ -72,6 +74,32 @@ fn elementwise(c: &mut Criterion) {
         }
         group.finish();
     }
+}
+
+/// f32 `log`, `logsigmoid` and `softplus` over 10⁶ elements (elements/s): the
+/// transcendental loops, which vectorise only with inline arithmetic.
+fn transcendental(c: &mut Criterion) {
+    let mut group = c.benchmark_group("unary_f32");
+    group.warm_up_time(Duration::from_millis(500));
+    group.measurement_time(Duration::from_secs(2));
+    group.sample_size(30);
+    let n = 1_000_000usize;
+    let x = Tensor::rand([n]) * 10.0;
+    group.throughput(Throughput::Elements(n as u64));
+    type UnaryFn = fn(&Tensor) -> Tensor;
+    let ops: [(&str, UnaryFn); 3] = [
+        ("log", |x| x.log()),
+        ("logsigmoid", |x| deriv::nn::functional::logsigmoid(x)),
+        ("softplus", |x| {
+            deriv::nn::functional::softplus(x, 1.0, 20.0)
+        }),
+    ];
+    for (name, op) in ops {
+        group.bench_function(BenchmarkId::new(name, n), |bch| {
+            bch.iter(|| black_box(op(&x)))
+        });
+    }
+    group.finish();
 }
 
 fn example0_step(c: &mut Criterion) {
@@ -162,5 +190,12 @@ fn fma_ceiling(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, matmul, fma_ceiling, elementwise, example0_step);
+criterion_group!(
+    benches,
+    matmul,
+    fma_ceiling,
+    elementwise,
+    transcendental,
+    example0_step
+);
 criterion_main!(benches);

@@ -102,7 +102,7 @@ pub trait Math:
 }
 
 macro_rules! math_for {
-    ($t:ident, $erf:path, $exp:path, $tanh:path) => {
+    ($t:ident, $erf:path, $exp:path, $tanh:path, $ln:path, $ln_1p:path) => {
         impl Math for $t {
             type Mask = bool;
             #[inline(always)]
@@ -119,11 +119,11 @@ macro_rules! math_for {
             }
             #[inline(always)]
             fn ln(self) -> Self {
-                $t::ln(self)
+                $ln(self)
             }
             #[inline(always)]
             fn ln_1p(self) -> Self {
-                $t::ln_1p(self)
+                $ln_1p(self)
             }
             #[inline(always)]
             fn sqrt(self) -> Self {
@@ -145,24 +145,24 @@ macro_rules! math_for {
             fn erf(self) -> Self {
                 $erf(self)
             }
+            // Two selects (a loop calling them vectorises): a NaN `other`
+            // fails the comparison and is picked; a NaN `self` is kept.
             #[inline(always)]
             fn max_nan(self, other: Self) -> Self {
-                if self.is_nan() || other.is_nan() {
-                    $t::NAN
-                } else if self >= other {
+                let m = if self >= other { self } else { other };
+                if self.is_nan() {
                     self
                 } else {
-                    other
+                    m
                 }
             }
             #[inline(always)]
             fn min_nan(self, other: Self) -> Self {
-                if self.is_nan() || other.is_nan() {
-                    $t::NAN
-                } else if self <= other {
+                let m = if self <= other { self } else { other };
+                if self.is_nan() {
                     self
                 } else {
-                    other
+                    m
                 }
             }
             #[inline(always)]
@@ -204,10 +204,11 @@ macro_rules! math_for {
         }
     };
 }
-// f32's exp and tanh are straight-line arithmetic so that the loops calling
-// them vectorise; f64 keeps libm's (its gradchecks want the last digit).
-math_for!(f32, libm::erff, exp_f32, tanh_f32);
-math_for!(f64, libm::erf, f64::exp, f64::tanh);
+// f32's exp, tanh, ln and ln_1p are straight-line arithmetic so that the
+// loops calling them vectorise; f64 keeps libm's (its gradchecks want the
+// last digit).
+math_for!(f32, libm::erff, exp_f32, tanh_f32, ln_f32, ln_1p_f32);
+math_for!(f64, libm::erf, f64::exp, f64::tanh, f64::ln, f64::ln_1p);
 
 /// e^x in f32 without a library call, so that a loop calling it vectorises
 /// (libm's `expf` is an opaque call that keeps its loop scalar). The argument
@@ -262,6 +263,59 @@ fn tanh_f32(x: f32) -> f32 {
     } else {
         large
     }
+}
+
+/// ln x in f32 without a library call (see [`exp_f32`]). x = 2ᵏ·m with m
+/// in [√½, √2) (a subnormal x scaled by 2²³ first), and with f = m − 1 and
+/// s = f / (2 + f), ln m = f − f²/2 + s·(f²/2 + R(s²)), R the degree-8
+/// minimax polynomial of `(ln((1 + s)/(1 − s)) − 2s) / s` in s² that
+/// fdlibm's `logf` uses; k·ln 2 is added in two parts (its high part has
+/// trailing zero bits, so k·LN2_HI is exact). Special values through
+/// selects: ln 0 = −∞, ln ∞ = ∞, NaN for x < 0 or NaN. Within 1 ulp
+/// (tested against f64).
+#[inline(always)]
+fn ln_f32(x: f32) -> f32 {
+    const LN2_HI: f32 = 0.693_138_1; // 0x3f317180
+    const LN2_LO: f32 = 9.058_001e-6; // 0x3717f7d1
+    const LG1: f32 = 0.666_666_6;
+    const LG2: f32 = 0.400_009_72;
+    const LG3: f32 = 0.284_987_87;
+    const LG4: f32 = 0.242_790_79;
+    let tiny = x < f32::MIN_POSITIVE;
+    let scaled = if tiny { x * 8_388_608.0 } else { x };
+    // Moves m's range to [√½, √2): adding (1 − √½)'s offset in the bits
+    // carries into the exponent exactly when the mantissa is ≥ √2.
+    let ix = scaled.to_bits().wrapping_add(0x3f80_0000 - 0x3f35_04f3);
+    let k = (ix >> 23) as i32 - 0x7f - if tiny { 23 } else { 0 };
+    let m = f32::from_bits((ix & 0x007f_ffff) + 0x3f35_04f3);
+    let f = m - 1.0;
+    let s = f / (2.0 + f);
+    let z = s * s;
+    let w = z * z;
+    let r = z * (LG1 + w * LG3) + w * (LG2 + w * LG4);
+    let hfsq = 0.5 * f * f;
+    let kf = k as f32;
+    let y = s * (hfsq + r) + kf * LN2_LO - hfsq + f + kf * LN2_HI;
+    let y = if x == f32::INFINITY { x } else { y };
+    let y = if x == 0.0 { f32::NEG_INFINITY } else { y };
+    if x < 0.0 || x.is_nan() {
+        f32::NAN
+    } else {
+        y
+    }
+}
+
+/// ln(1 + x) in f32 without a library call: ln u for u = 1 + x, corrected
+/// by (x − (u − 1)) / u for what rounding u lost (Goldberg's form), so it
+/// stays accurate near 0 (for |x| below half an ulp of 1, u = 1 and the
+/// result is x). ln1p(−1) = −∞, ln1p(∞) = ∞, NaN below −1. Within 2 ulp
+/// (tested against f64).
+#[inline(always)]
+fn ln_1p_f32(x: f32) -> f32 {
+    let u = 1.0 + x;
+    let correction = (x - (u - 1.0)) / u;
+    let finite = u != 0.0 && u != f32::INFINITY;
+    ln_f32(u) + if finite { correction } else { 0.0 }
 }
 
 #[cfg(test)]
@@ -322,6 +376,43 @@ mod tests {
         assert_eq!(Math::tanh(f32::NEG_INFINITY), -1.0);
         assert!(Math::tanh(-0.0f32).is_sign_negative());
         assert_eq!(Math::tanh(1e-30f32), 1e-30);
+    }
+
+    #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "a sweep of 300k points, slow under Miri, and plain arithmetic with no unsafe code"
+    )]
+    fn f32_ln_and_ln_1p_are_within_a_few_ulp() {
+        let (mut worst_ln, mut worst_ln_1p) = (0.0f64, 0.0f64);
+        // ln over every binade (subnormals included), ln_1p over (−1, 1e30).
+        let mut x = f32::from_bits(1);
+        while x < 3e38 {
+            worst_ln = worst_ln.max(ulps(Math::ln(x), (x as f64).ln()));
+            // At least one step up (a subnormal times 1.00031 rounds back).
+            x = (x * 1.000_31).max(f32::from_bits(x.to_bits() + 1));
+        }
+        let mut x = -0.999_999f32;
+        while x < 1e30 {
+            for x in [x, x * 1e-5, -x * 1e-5] {
+                worst_ln_1p = worst_ln_1p.max(ulps(Math::ln_1p(x), (x as f64).ln_1p()));
+            }
+            x = if x < 1.0 { x + 0.000_173 } else { x * 1.001_7 };
+        }
+        assert!(worst_ln <= 1.0, "ln is off by {worst_ln} ulp");
+        assert!(worst_ln_1p <= 2.0, "ln_1p is off by {worst_ln_1p} ulp");
+        // Edges: zero, infinity, negatives, NaN, tiny arguments.
+        assert_eq!(Math::ln(0.0f32), f32::NEG_INFINITY);
+        assert_eq!(Math::ln(-0.0f32), f32::NEG_INFINITY);
+        assert_eq!(Math::ln(f32::INFINITY), f32::INFINITY);
+        assert_eq!(Math::ln(1.0f32), 0.0);
+        assert!(Math::ln(-1.0f32).is_nan() && Math::ln(f32::NAN).is_nan());
+        assert_eq!(Math::ln_1p(-1.0f32), f32::NEG_INFINITY);
+        assert_eq!(Math::ln_1p(f32::INFINITY), f32::INFINITY);
+        assert_eq!(Math::ln_1p(0.0f32), 0.0);
+        assert_eq!(Math::ln_1p(1e-30f32), 1e-30);
+        assert!(Math::ln_1p(-2.0f32).is_nan() && Math::ln_1p(f32::NAN).is_nan());
+        assert_eq!(Math::ln_1p(f32::MAX), Math::ln(f32::MAX));
     }
 
     #[test]

@@ -410,7 +410,10 @@ impl<'a, U, S: Store<U>> Dst<'a, U, S> {
             self.len,
             "a kernel's run and its source differ in length"
         );
-        self.fill_from(src.iter().map(|&x| f(x)))
+        self.fill_from(src.iter().map(
+            #[inline(always)]
+            |&x| f(x),
+        ))
     }
 
     /// `self[i] <- f(a[i], b[i])` along contiguous runs.
@@ -420,7 +423,10 @@ impl<'a, U, S: Store<U>> Dst<'a, U, S> {
             a.len() == self.len && b.len() == self.len,
             "a kernel's run and its sources differ in length"
         );
-        self.fill_from(a.iter().zip(b).map(|(&x, &y)| f(x, y)))
+        self.fill_from(a.iter().zip(b).map(
+            #[inline(always)]
+            |(&x, &y)| f(x, y),
+        ))
     }
 }
 

@@ -157,11 +157,25 @@ pub fn forward<U: Unary>(op: &U, x: &Tensor, out: &mut Out<'_>) {
         DType::F32 => {
             let p = [p[0] as f32, p[1] as f32];
             out.host::<f32, 1>([&x], |[xs], o| {
-                cpu::map_to(U::KERNEL, o, f32::of(xs), l, |v| U::f(v, p))
+                cpu::map_to(
+                    U::KERNEL,
+                    o,
+                    f32::of(xs),
+                    l,
+                    #[inline(always)]
+                    |v| U::f(v, p),
+                )
             })
         }
         DType::F64 => out.host::<f64, 1>([&x], |[xs], o| {
-            cpu::map_to(U::KERNEL, o, f64::of(xs), l, |v| U::f(v, p))
+            cpu::map_to(
+                U::KERNEL,
+                o,
+                f64::of(xs),
+                l,
+                #[inline(always)]
+                |v| U::f(v, p),
+            )
         }),
         d => unreachable!("{} computes in a float dtype, not {d}", U::GRAD_FN),
     }
@@ -220,15 +234,29 @@ fn derivative<U: Unary>(g: &Tensor, s: &Tensor, p: [f64; 2], out: &mut Out<'_>) 
         DType::F32 => {
             let p = [p[0] as f32, p[1] as f32];
             out.host::<f32, 2>([&g, s], |[gb, sb], o| {
-                cpu::zip_to(U::KERNEL, o, f32::of(gb), lg, f32::of(sb), ls, |g, s| {
-                    U::df(g, s, p)
-                })
+                cpu::zip_to(
+                    U::KERNEL,
+                    o,
+                    f32::of(gb),
+                    lg,
+                    f32::of(sb),
+                    ls,
+                    #[inline(always)]
+                    |g, s| U::df(g, s, p),
+                )
             })
         }
         DType::F64 => out.host::<f64, 2>([&g, s], |[gb, sb], o| {
-            cpu::zip_to(U::KERNEL, o, f64::of(gb), lg, f64::of(sb), ls, |g, s| {
-                U::df(g, s, p)
-            })
+            cpu::zip_to(
+                U::KERNEL,
+                o,
+                f64::of(gb),
+                lg,
+                f64::of(sb),
+                ls,
+                #[inline(always)]
+                |g, s| U::df(g, s, p),
+            )
         }),
         d => unreachable!("{} computes in a float dtype, not {d}", U::GRAD_FN),
     }
