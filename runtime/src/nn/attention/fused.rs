@@ -387,40 +387,14 @@ impl TrainStep for MultiheadAttention {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nn::{Differentiable, Module, MultiheadAttentionOptions};
+    use crate::nn::{Module, MultiheadAttentionOptions};
 
-    /// The fused step against the allocating path (`Differentiable`, which
-    /// the integration tests hold to the tape): output, input gradient and
-    /// every parameter's, twice on one workspace; and that it ran fused.
+    /// The fused step against the allocating path, in `x`'s dtype.
     fn assert_fused_matches(m: &MultiheadAttention, x: &Tensor, tol: f64) {
-        let as_f64 = |t: &Tensor| t.to_dtype(DType::F64).to_vec::<f64>();
-        let close = |a: &[f64], b: &[f64], what: &str| {
-            crate::test_util::assert_close(a, b, tol, &format!("MultiheadAttention: {what}"))
-        };
-        let clear = || m.parameters().iter().for_each(|p| p.set_grad(None));
-        let grads = || -> Vec<Vec<f64>> {
-            m.parameters()
-                .iter()
-                .map(|p| as_f64(&p.grad().expect("reached")))
-                .collect()
-        };
-        clear();
-        let (y, saved) = m.forward_train(x);
-        let g = Tensor::randn_with(y.shape(), &mut crate::Generator::new(5)).to_dtype(x.dtype());
-        let dx = m.backward(saved, &g, true).expect("asked for");
-        let want = grads();
-        let mut ws = m.workspace();
-        for _ in 0..2 {
-            clear();
-            let y_ws = as_f64(m.forward_train_ws(x, &mut ws));
-            assert_eq!(ws.fused.map(|f| f.1), Some(x.dtype()), "the fused step ran");
-            close(&y_ws, &as_f64(&y), "output");
-            let dx_ws = as_f64(m.backward_ws(&mut ws, &g, true).expect("asked for"));
-            close(&dx_ws, &as_f64(&dx), "dx");
-            for (got, want) in grads().iter().zip(&want) {
-                close(got, want, "a parameter's gradient");
-            }
-        }
+        let dtype = x.dtype();
+        crate::test_util::assert_step_matches_allocating(m, x, tol, "MultiheadAttention", |ws| {
+            ws.fused.map(|f| f.1) == Some(dtype)
+        });
     }
 
     #[test]

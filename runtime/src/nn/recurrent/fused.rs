@@ -528,48 +528,15 @@ impl<K: RecurrentState> TrainStep for Recurrent<K> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nn::{Differentiable, Module, RecurrentOptions, GRU, LSTM, RNN};
+    use crate::nn::{Module, RecurrentOptions, GRU, LSTM, RNN};
     use crate::Device;
 
-    /// The fused step against the allocating path (`Differentiable`, which
-    /// the integration tests hold to the tape) in `dtype`: output, input
-    /// gradient and every parameter's; and that the fused kernels ran.
+    /// The fused step against the allocating path, in `x`'s dtype.
     fn assert_fused_matches<K: RecurrentState>(m: &Recurrent<K>, x: &Tensor, tol: f64) {
-        let as_f64 = |t: &Tensor| t.to_dtype(DType::F64).to_vec::<f64>();
-        let close = |a: &[f64], b: &[f64], what: &str| {
-            crate::test_util::assert_close(a, b, tol, &format!("{}: {what}", K::NAME))
-        };
-        let clear = || m.parameters().iter().for_each(|p| p.set_grad(None));
-        let grads = || -> Vec<Vec<f64>> {
-            m.parameters()
-                .iter()
-                .map(|p| as_f64(&p.grad().expect("reached")))
-                .collect()
-        };
-        clear();
-        let (y, saved) = m.forward_train(x);
-        let g = Tensor::randn_with(y.shape(), &mut crate::Generator::new(5)).to_dtype(x.dtype());
-        let dx = m.backward(saved, &g, true).expect("asked for");
-        let want = grads();
-        clear();
-        let mut ws = m.workspace();
-        // Twice: the second step reuses the buffers.
-        for _ in 0..2 {
-            clear();
-            let y_ws = as_f64(m.forward_train_ws(x, &mut ws));
-            assert_eq!(
-                ws.fused,
-                Some(x.dtype()),
-                "{}: the fused kernels ran",
-                K::NAME
-            );
-            close(&y_ws, &as_f64(&y), "output");
-            let dx_ws = as_f64(m.backward_ws(&mut ws, &g, true).expect("asked for"));
-            close(&dx_ws, &as_f64(&dx), "dx");
-            for (got, want) in grads().iter().zip(&want) {
-                close(got, want, "a parameter's gradient");
-            }
-        }
+        let dtype = x.dtype();
+        crate::test_util::assert_step_matches_allocating(m, x, tol, K::NAME, |ws| {
+            ws.fused == Some(dtype)
+        });
     }
 
     #[test]
