@@ -200,6 +200,9 @@ pub struct ParamOpWorkspace<O: Op> {
     saved: Option<O::Saved>,
     dx: Option<Tensor>,
     buf: Option<Tensor>,
+    /// A non-contiguous output gradient (a broadcast one, as a mean's
+    /// backward gives), copied: the fused kernels read contiguous ones.
+    grad: Option<Tensor>,
 }
 
 impl<O: Op> Default for ParamOpWorkspace<O> {
@@ -209,6 +212,7 @@ impl<O: Op> Default for ParamOpWorkspace<O> {
             saved: None,
             dx: None,
             buf: None,
+            grad: None,
         }
     }
 }
@@ -244,6 +248,14 @@ impl<O: Op> ParamOpWorkspace<O> {
     ) -> Option<&Tensor> {
         let _guard = NoGradGuard::new();
         let saved = super::dsl::get_saved(&self.saved);
+        let grad_out = if grad_out.is_contiguous() {
+            grad_out
+        } else {
+            let g = grad_out;
+            let copy = super::dsl::slot(&mut self.grad, g.shape(), g.dtype(), g.device(), &[g]);
+            copy.copy_(g);
+            copy
+        };
         backward_into_grads(params, &mut self.dx, &mut self.buf, input_grad, |slots| {
             op.backward(saved, grad_out, slots)
         })

@@ -3,7 +3,6 @@
 //! the compile-time path (the sub-layers' own forward and backward, chained).
 
 use super::attention::{AttendOptions, MultiheadAttentionSaved};
-use super::dsl::slot;
 use super::module::join_name;
 use super::{
     Differentiable, Dropout, Forward, LayerNorm, LayerNormOptions, LayerNormWorkspace,
@@ -454,8 +453,6 @@ pub struct TransformerEncoderLayerWorkspace {
     sums: [Option<Tensor>; 2],
     /// The gradient of the first sum, and the input's.
     grads: [Option<Tensor>; 2],
-    /// A non-contiguous output gradient (a mean's, broadcast), copied.
-    grad_out: Option<Tensor>,
 }
 
 /// `a + b` into the buffer `out` keeps (the Add op's kernel).
@@ -548,16 +545,6 @@ impl TrainStep for TransformerEncoderLayer {
     ) -> Option<&'w Tensor> {
         let _guard = NoGradGuard::new();
         let need = "asked for";
-        // The Linear and LayerNorm kernels take contiguous gradients: a
-        // broadcast one (a mean over the tokens) is copied once here.
-        let grad_out = if grad_out.is_contiguous() {
-            grad_out
-        } else {
-            let g = &grad_out;
-            let copy = slot(&mut ws.grad_out, g.shape(), g.dtype(), g.device(), &[g]);
-            copy.copy_(g);
-            copy
-        };
         let [dh_sum, dx_sum] = &mut ws.grads;
         if self.norm_first {
             let d_ff = self.feed_forward_backward_ws(&mut ws.ff, grad_out);
