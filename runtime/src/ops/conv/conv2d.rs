@@ -1,9 +1,11 @@
 //! `F.conv2d`: 2-D cross-correlation over `[N, C, H, W]` inputs with
 //! stride, (asymmetric) zero padding, dilation and groups, as one op. The
-//! CPU kernel unfolds one sample's group at a time into columns (im2col,
-//! `[C/g·kh·kw, Ho·Wo]`) and multiplies them with the group's weight (the
-//! GEMM kernel), samples split across the helper pool; backward unfolds
-//! again (nothing but the input and the weight is kept): `dW += dY·colsᵀ`,
+//! CPU forward unfolds a tile of output rows of one sample's group at a
+//! time into columns (im2col, `[C/g·kh·kw, rows·Wo]`, about 512 KB so the
+//! GEMM reads them from L2) and multiplies them with the group's weight
+//! (the GEMM kernel), the (sample, group, tile) parts split across the
+//! helper pool; backward unfolds whole samples again (nothing but the input
+//! and the weight is kept): `dW += dY·colsᵀ`,
 //! `dX` folds `Wᵀ·dY` back (col2im), `db = Σ dY`. On the GPU the op is
 //! composed of the gather, batched-matmul and scatter-add kernels.
 
@@ -189,19 +191,33 @@ impl Conv2d {
     /// sample `xs` (`[C, H, W]`, contiguous), zeros where the taps fall in
     /// the padding.
     fn im2col<T: Float>(&self, g: &Geometry, xs: &[T], grp: usize, col: &mut [T]) {
+        self.im2col_rows(g, xs, grp, 0..g.ho, col)
+    }
+
+    /// [`im2col`](Self::im2col) for the output rows `rows` only: `col` is
+    /// `[C/g·kh·kw, rows.len()·Wo]`, one tile of the full column matrix.
+    fn im2col_rows<T: Float>(
+        &self,
+        g: &Geometry,
+        xs: &[T],
+        grp: usize,
+        rows: std::ops::Range<usize>,
+        col: &mut [T],
+    ) {
         let [pt, _, pl, _] = self.padding;
         let (s, d) = (self.stride, self.dilation);
+        let width = rows.len() * g.wo;
         let mut row = 0;
         for ci in grp * g.cg()..(grp + 1) * g.cg() {
             let plane = &xs[ci * g.h * g.w..][..g.h * g.w];
             for i in 0..g.kh {
                 for j in 0..g.kw {
-                    let dst = &mut col[row * g.positions()..][..g.positions()];
+                    let dst = &mut col[row * width..][..width];
                     let cols = inside(g.wo, g.w, s[1], j * d[1], pl);
                     let x0 = (cols.start * s[1] + j * d[1]).wrapping_sub(pl);
-                    for oy in 0..g.ho {
+                    for (r, oy) in rows.clone().enumerate() {
                         let y = (oy * s[0] + i * d[0]) as isize - pt as isize;
-                        let line = &mut dst[oy * g.wo..][..g.wo];
+                        let line = &mut dst[r * g.wo..][..g.wo];
                         if y < 0 || y >= g.h as isize {
                             line.fill(T::ZERO);
                             continue;
@@ -453,6 +469,18 @@ macro_rules! col_scratch {
 col_scratch!(f32);
 col_scratch!(f64);
 
+/// Elements of one forward tile's column matrix: about 512 KB of f32, so
+/// the tile im2col writes is still in the core's L2 cache when the GEMM
+/// reads it (a whole sample's columns, 7 MB for W6b, went out to memory
+/// and back). Small under Miri, so its tests cross tile boundaries.
+const TILE_ELEMS: usize = if cfg!(miri) { 64 } else { 1 << 17 };
+
+/// Output rows per forward tile: as many whole rows as fit
+/// [`TILE_ELEMS`], at least one.
+fn tile_rows(g: &Geometry) -> usize {
+    (TILE_ELEMS / (g.k() * g.wo).max(1)).clamp(1, g.ho.max(1))
+}
+
 pub(crate) fn forward_cpu<T: Float + Host + Gemm + ColScratch + Send + Sync>(
     op: &Conv2d,
     geo: &Geometry,
@@ -466,29 +494,54 @@ pub(crate) fn forward_cpu<T: Float + Host + Gemm + ColScratch + Send + Sync>(
     out.host_slice::<T, 3>(inputs, |[xb, wb, bb], o, acc| {
         let (xs, ws) = (elems::<T>(xb, x), elems::<T>(wb, w));
         let bs = b.map(|b| elems::<T>(bb, b));
-        let sample_in = g.c * g.h * g.w;
-        let sample_out = g.o * g.positions();
-        per_sample(o, sample_out, |n, yo| {
-            T::with_col(g.k() * g.positions(), |col| {
-                let xs = &xs[n * sample_in..][..sample_in];
-                for grp in 0..g.groups {
-                    op.im2col(&g, xs, grp, col);
-                    let y = &mut yo[grp * g.og() * g.positions()..][..g.og() * g.positions()];
-                    let mut add = acc;
-                    if let Some(bs) = bs {
-                        for (oc, row) in y.chunks_exact_mut(g.positions().max(1)).enumerate() {
-                            let bias = bs[grp * g.og() + oc];
-                            row.iter_mut()
-                                .for_each(|v| *v = if add { *v + bias } else { bias });
-                        }
-                        add = true;
-                    }
-                    let wm = Mat::new(ws, grp * g.og() * g.k(), g.k(), 1);
-                    let cm = Mat::new(col, 0, g.positions(), 1);
-                    // SAFETY: both views lie in live slices (gemm checks their
-                    // bounds); `y` is og x positions and exclusively ours.
-                    unsafe { gemm("conv2d", g.og(), g.positions(), g.k(), wm, cm, y, add) };
+        let (sample_in, positions) = (g.c * g.h * g.w, g.positions());
+        let block = g.og() * positions;
+        assert_eq!(o.len(), g.n * g.groups * block, "conv2d: output size");
+        // Parts are (sample, group, tile of output rows): each writes the
+        // columns of its rows in its group's `og` output planes, disjoint
+        // from every other part's.
+        let rows = tile_rows(&g);
+        let tiles = g.ho.div_ceil(rows);
+        let parts = g.n * g.groups * tiles;
+        let base = crate::backend::cpu::SharedPtr::new(o.as_mut_ptr());
+        crate::backend::cpu::par_parts(parts, |p| {
+            let (ng, tile) = (p / tiles, p % tiles);
+            let (n, grp) = (ng / g.groups, ng % g.groups);
+            let oy = tile * rows..((tile + 1) * rows).min(g.ho);
+            let (first, width) = (oy.start * g.wo, oy.len() * g.wo);
+            // Block `ng` of `o` is `ng·block..(ng + 1)·block` (ng < n·groups,
+            // o.len() checked above); within it this part touches columns
+            // `first..first + width` of each of its `og` planes only.
+            let plane_ptr = |oc: usize| {
+                debug_assert!(oc < g.og() && first + width <= positions);
+                // SAFETY: inside `o` (above).
+                unsafe { base.get().add(ng * block + oc * positions + first) }
+            };
+            let mut add = acc;
+            if let Some(bs) = bs {
+                for oc in 0..g.og() {
+                    let bias = bs[grp * g.og() + oc];
+                    // SAFETY: this part's columns of plane `oc` (above).
+                    let line = unsafe { std::slice::from_raw_parts_mut(plane_ptr(oc), width) };
+                    line.iter_mut()
+                        .for_each(|v| *v = if add { *v + bias } else { bias });
                 }
+                add = true;
+            }
+            if g.og() == 0 || width == 0 {
+                return;
+            }
+            T::with_col(g.k() * width, |col| {
+                let xs = &xs[n * sample_in..][..sample_in];
+                op.im2col_rows(&g, xs, grp, oy.clone(), col);
+                let wm = Mat::new(ws, grp * g.og() * g.k(), g.k(), 1);
+                let cm = Mat::new(col, 0, width, 1);
+                wm.assert_within("conv2d", g.og(), g.k());
+                cm.assert_within("conv2d", g.k(), width);
+                // SAFETY: the operands lie in live slices (checked above);
+                // the og x width output block, row stride `positions`, is
+                // this part's columns of its planes (above).
+                unsafe { T::gemm(g.og(), width, g.k(), wm, cm, plane_ptr(0), positions, add) };
             })
         });
     });
@@ -643,6 +696,65 @@ mod tests {
         assert_eq!(y.to_vec::<f64>(), [20.0, -10.0]);
         y.backward_with(&Tensor::from_vec(vec![1.0f64, 3.0], [1, 1, 2, 1]));
         assert_eq!(x.grad().unwrap().to_vec::<f64>(), [10.0, 30.0]);
+    }
+
+    /// The forward, split into tiles of output rows (several per sample, the
+    /// last one short), against the convolution's definition summed
+    /// directly, with stride, asymmetric padding, dilation, groups and bias.
+    #[test]
+    fn tiled_forward_matches_the_direct_sum() {
+        use crate::tensor::DType;
+        // 576 x 64 columns per output row: a tile holds 3 of the 10 rows
+        // (one row under Miri, whose tiles are 64 elements).
+        let (n, c, h, w, o, groups) = if cfg!(miri) {
+            (2, 4, 5, 4, 4, 2)
+        } else {
+            (2, 128, 11, 130, 8, 2)
+        };
+        let (kh, kw) = (3, 3);
+        let op = Conv2d {
+            stride: [1, 2],
+            padding: [2, 1, 1, 0],
+            dilation: [2, 1],
+            groups,
+        };
+        let mut rng = crate::Generator::new(5);
+        let mut randn = |s: &[usize]| Tensor::randn_with(s, &mut rng).to_dtype(DType::F64);
+        let (x, wt, b) = (
+            randn(&[n, c, h, w]),
+            randn(&[o, c / groups, kh, kw]),
+            randn(&[o]),
+        );
+        let g = op.geometry(&x, &wt).unwrap();
+        assert!(g.ho.div_ceil(super::tile_rows(&g)) > 2, "crosses tiles");
+        let y = apply(op, &[&x, &wt, &b]);
+        let (xs, ws, bs) = (x.to_vec::<f64>(), wt.to_vec::<f64>(), b.to_vec::<f64>());
+        let (cg, og) = (c / groups, o / groups);
+        let mut want = vec![0.0; n * o * g.ho * g.wo];
+        for (i, v) in want.iter_mut().enumerate() {
+            let (ox, oy) = (i % g.wo, i / g.wo % g.ho);
+            let (oc, s) = (i / (g.wo * g.ho) % o, i / (g.wo * g.ho * o));
+            *v = bs[oc];
+            for ci in 0..cg {
+                for (ki, kj) in (0..kh).flat_map(|a| (0..kw).map(move |b| (a, b))) {
+                    let yy = (oy + ki * 2) as isize - 2;
+                    let xx = (ox * 2 + kj) as isize - 1;
+                    if yy < 0 || yy >= h as isize || xx < 0 || xx >= w as isize {
+                        continue;
+                    }
+                    let cin = oc / og * cg + ci;
+                    *v += xs[((s * c + cin) * h + yy as usize) * w + xx as usize]
+                        * ws[((oc * cg + ci) * kh + ki) * kw + kj];
+                }
+            }
+        }
+        let got = y.to_vec::<f64>();
+        let worst = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(worst < 1e-12, "max difference {worst}");
     }
 
     /// `inside` against the per-element test it replaces, over small
