@@ -215,6 +215,37 @@ impl Conv2d {
                     let dst = &mut col[row * width..][..width];
                     let cols = inside(g.wo, g.w, s[1], j * d[1], pl);
                     let x0 = (cols.start * s[1] + j * d[1]).wrapping_sub(pl);
+                    if s == [1, 1] && g.wo == g.w && !cols.is_empty() {
+                        // Output rows as wide as input rows, both strides 1:
+                        // the tap's lines inside the input are one shifted
+                        // run of the plane, copied at once, then the columns
+                        // that read the padding zeroed.
+                        // Lines `ra..rb` of the tile read input rows
+                        // `y = oy + shift - pt` inside `0..h`.
+                        let shift = (i * d[0]) as isize;
+                        let (first, end) = (rows.start as isize, rows.end as isize);
+                        let lo = (pt as isize - shift).max(first);
+                        let hi = ((g.h + pt) as isize - shift).min(end);
+                        let (ra, rb) = if hi > lo {
+                            ((lo - first) as usize, (hi - first) as usize)
+                        } else {
+                            (0, 0)
+                        };
+                        dst[..ra * g.wo].fill(T::ZERO);
+                        dst[rb * g.wo..].fill(T::ZERO);
+                        if ra < rb {
+                            let y0 = (lo + shift) as usize - pt;
+                            let len = (rb - ra - 1) * g.wo + cols.len();
+                            dst[ra * g.wo + cols.start..][..len]
+                                .copy_from_slice(&plane[y0 * g.w + x0..][..len]);
+                            for line in dst[ra * g.wo..rb * g.wo].chunks_exact_mut(g.wo) {
+                                line[..cols.start].fill(T::ZERO);
+                                line[cols.end..].fill(T::ZERO);
+                            }
+                        }
+                        row += 1;
+                        continue;
+                    }
                     for (r, oy) in rows.clone().enumerate() {
                         let y = (oy * s[0] + i * d[0]) as isize - pt as isize;
                         let line = &mut dst[r * g.wo..][..g.wo];
@@ -700,7 +731,9 @@ mod tests {
 
     /// The forward, split into tiles of output rows (several per sample, the
     /// last one short), against the convolution's definition summed
-    /// directly, with stride, asymmetric padding, dilation, groups and bias.
+    /// directly: with stride, asymmetric padding, dilation, groups and bias,
+    /// and with output rows as wide as the input's (im2col's one-copy path),
+    /// the top or the bottom lines reading padding.
     #[test]
     fn tiled_forward_matches_the_direct_sum() {
         use crate::tensor::DType;
@@ -712,12 +745,6 @@ mod tests {
             (2, 128, 11, 130, 8, 2)
         };
         let (kh, kw) = (3, 3);
-        let op = Conv2d {
-            stride: [1, 2],
-            padding: [2, 1, 1, 0],
-            dilation: [2, 1],
-            groups,
-        };
         let mut rng = crate::Generator::new(5);
         let mut randn = |s: &[usize]| Tensor::randn_with(s, &mut rng).to_dtype(DType::F64);
         let (x, wt, b) = (
@@ -725,36 +752,48 @@ mod tests {
             randn(&[o, c / groups, kh, kw]),
             randn(&[o]),
         );
-        let g = op.geometry(&x, &wt).unwrap();
-        assert!(g.ho.div_ceil(super::tile_rows(&g)) > 2, "crosses tiles");
-        let y = apply(op, &[&x, &wt, &b]);
         let (xs, ws, bs) = (x.to_vec::<f64>(), wt.to_vec::<f64>(), b.to_vec::<f64>());
         let (cg, og) = (c / groups, o / groups);
-        let mut want = vec![0.0; n * o * g.ho * g.wo];
-        for (i, v) in want.iter_mut().enumerate() {
-            let (ox, oy) = (i % g.wo, i / g.wo % g.ho);
-            let (oc, s) = (i / (g.wo * g.ho) % o, i / (g.wo * g.ho * o));
-            *v = bs[oc];
-            for ci in 0..cg {
-                for (ki, kj) in (0..kh).flat_map(|a| (0..kw).map(move |b| (a, b))) {
-                    let yy = (oy + ki * 2) as isize - 2;
-                    let xx = (ox * 2 + kj) as isize - 1;
-                    if yy < 0 || yy >= h as isize || xx < 0 || xx >= w as isize {
-                        continue;
+        for (stride, padding, dilation) in [
+            ([1, 2], [2, 1, 1, 0], [2, 1]),
+            ([1, 1], [2, 0, 1, 1], [2, 1]),
+            ([1, 1], [0, 3, 1, 1], [1, 1]),
+        ] {
+            let op = Conv2d {
+                stride,
+                padding,
+                dilation,
+                groups,
+            };
+            let g = op.geometry(&x, &wt).unwrap();
+            assert!(g.ho.div_ceil(super::tile_rows(&g)) > 2, "crosses tiles");
+            let y = apply(op, &[&x, &wt, &b]);
+            let mut want = vec![0.0; n * o * g.ho * g.wo];
+            for (i, v) in want.iter_mut().enumerate() {
+                let (ox, oy) = (i % g.wo, i / g.wo % g.ho);
+                let (oc, s) = (i / (g.wo * g.ho) % o, i / (g.wo * g.ho * o));
+                *v = bs[oc];
+                for ci in 0..cg {
+                    for (ki, kj) in (0..kh).flat_map(|a| (0..kw).map(move |b| (a, b))) {
+                        let yy = (oy * stride[0] + ki * dilation[0]) as isize - padding[0] as isize;
+                        let xx = (ox * stride[1] + kj * dilation[1]) as isize - padding[2] as isize;
+                        if yy < 0 || yy >= h as isize || xx < 0 || xx >= w as isize {
+                            continue;
+                        }
+                        let cin = oc / og * cg + ci;
+                        *v += xs[((s * c + cin) * h + yy as usize) * w + xx as usize]
+                            * ws[((oc * cg + ci) * kh + ki) * kw + kj];
                     }
-                    let cin = oc / og * cg + ci;
-                    *v += xs[((s * c + cin) * h + yy as usize) * w + xx as usize]
-                        * ws[((oc * cg + ci) * kh + ki) * kw + kj];
                 }
             }
+            let got = y.to_vec::<f64>();
+            let worst = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f64::max);
+            assert!(worst < 1e-12, "{op:?}: max difference {worst}");
         }
-        let got = y.to_vec::<f64>();
-        let worst = got
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f64::max);
-        assert!(worst < 1e-12, "max difference {worst}");
     }
 
     /// `inside` against the per-element test it replaces, over small
