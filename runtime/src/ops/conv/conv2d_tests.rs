@@ -1,0 +1,117 @@
+//! Unit tests of the conv2d op's CPU kernels (a child module of
+//! `conv2d`, so they reach its private helpers).
+
+use super::{inside, Conv2d};
+use crate::autograd::apply;
+use crate::tensor::Tensor;
+
+/// A tap can lie wholly in the right padding, past the row's end: with
+/// "same" and an even kernel on one column (1 zero before, 2 after),
+/// taps 0, 2 and 3 read padding only, forward and backward.
+#[test]
+fn taps_wholly_in_the_padding_read_nothing() {
+    let x = Tensor::from_vec(vec![2.0f64, -1.0], [1, 1, 2, 1]).requires_grad_(true);
+    let w = Tensor::from_vec(vec![1.0f64, 10.0, 100.0, 1000.0], [1, 1, 1, 4]);
+    let op = Conv2d {
+        stride: [1, 1],
+        padding: [0, 0, 1, 2],
+        dilation: [1, 1],
+        groups: 1,
+    };
+    let y = apply(op, &[&x, &w]);
+    assert_eq!(y.to_vec::<f64>(), [20.0, -10.0]);
+    y.backward_with(&Tensor::from_vec(vec![1.0f64, 3.0], [1, 1, 2, 1]));
+    assert_eq!(x.grad().unwrap().to_vec::<f64>(), [10.0, 30.0]);
+}
+
+/// The forward, split into tiles of output rows (several per sample, the
+/// last one short), against the convolution's definition summed
+/// directly: with stride, asymmetric padding, dilation, groups and bias,
+/// and with output rows as wide as the input's (im2col's one-copy path),
+/// the top or the bottom lines reading padding.
+#[test]
+fn tiled_forward_matches_the_direct_sum() {
+    use crate::tensor::DType;
+    // 576 x 64 columns per output row: a tile holds 3 of the 10 rows
+    // (3 or 7 rows under Miri, whose tiles are 512 elements).
+    let (n, c, h, w, o, groups) = if cfg!(miri) {
+        (1, 4, 9, 8, 4, 2)
+    } else {
+        (2, 128, 11, 130, 8, 2)
+    };
+    let (kh, kw) = (3, 3);
+    let mut rng = crate::Generator::new(5);
+    let mut randn = |s: &[usize]| Tensor::randn_with(s, &mut rng).to_dtype(DType::F64);
+    let (x, wt, b) = (
+        randn(&[n, c, h, w]),
+        randn(&[o, c / groups, kh, kw]),
+        randn(&[o]),
+    );
+    let (xs, ws, bs) = (x.to_vec::<f64>(), wt.to_vec::<f64>(), b.to_vec::<f64>());
+    let (cg, og) = (c / groups, o / groups);
+    for (stride, padding, dilation) in [
+        ([1, 2], [2, 1, 1, 0], [2, 1]),
+        ([1, 1], [2, 0, 1, 1], [2, 1]),
+        ([1, 1], [0, 3, 1, 1], [1, 1]),
+    ] {
+        let op = Conv2d {
+            stride,
+            padding,
+            dilation,
+            groups,
+        };
+        let g = op.geometry(&x, &wt).unwrap();
+        assert!(g.ho.div_ceil(super::tile_rows(&g)) >= 2, "crosses tiles");
+        let y = apply(op, &[&x, &wt, &b]);
+        let mut want = vec![0.0; n * o * g.ho * g.wo];
+        for (i, v) in want.iter_mut().enumerate() {
+            let (ox, oy) = (i % g.wo, i / g.wo % g.ho);
+            let (oc, s) = (i / (g.wo * g.ho) % o, i / (g.wo * g.ho * o));
+            *v = bs[oc];
+            for ci in 0..cg {
+                for (ki, kj) in (0..kh).flat_map(|a| (0..kw).map(move |b| (a, b))) {
+                    let yy = (oy * stride[0] + ki * dilation[0]) as isize - padding[0] as isize;
+                    let xx = (ox * stride[1] + kj * dilation[1]) as isize - padding[2] as isize;
+                    if yy < 0 || yy >= h as isize || xx < 0 || xx >= w as isize {
+                        continue;
+                    }
+                    let cin = oc / og * cg + ci;
+                    *v += xs[((s * c + cin) * h + yy as usize) * w + xx as usize]
+                        * ws[((oc * cg + ci) * kh + ki) * kw + kj];
+                }
+            }
+        }
+        let got = y.to_vec::<f64>();
+        let worst = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(worst < 1e-12, "{op:?}: max difference {worst}");
+    }
+}
+
+/// `inside` against the per-element test it replaces, over small
+/// sizes, strides, tap offsets and paddings.
+#[test]
+#[cfg_attr(miri, ignore = "plain arithmetic, and a long sweep under Miri")]
+fn inside_is_the_range_of_columns_whose_tap_is_in_the_row() {
+    for w in 0..7 {
+        for wo in 0..9 {
+            for s in 1..4 {
+                for off in 0..7 {
+                    for pad in 0..5 {
+                        let want: Vec<usize> = (0..wo)
+                            .filter(|&ox| {
+                                let x = (ox * s + off) as isize - pad as isize;
+                                x >= 0 && x < w as isize
+                            })
+                            .collect();
+                        let got: Vec<usize> = inside(wo, w, s, off, pad).collect();
+                        assert_eq!(got, want, "wo {wo} w {w} s {s} off {off} pad {pad}");
+                    }
+                }
+            }
+        }
+    }
+}
