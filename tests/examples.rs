@@ -9,44 +9,48 @@ mod linear_regression;
 
 #[test]
 fn gradient_descent_reaches_the_minimum() {
-    let _seed = global_seed();
-    let (x1, x2) = gradient_descent::descend(100, 0.1, false);
-    assert!((x1 - 3.0).abs() < 1e-3, "x1 = {x1}");
-    assert!((x2 + 2.0).abs() < 1e-3, "x2 = {x2}");
-    // With lr 0.1 each step shrinks the distance to the minimum by 0.8, so a
-    // few steps must still be far from it: the loop really is the descent.
-    let (y1, _) = gradient_descent::descend(3, 0.1, false);
-    let expected = 3.0 * (1.0 - 0.8f64.powi(3));
-    assert!(
-        (y1 - expected).abs() < 1e-5,
-        "after 3 steps x1 = {y1}, expected {expected}"
-    );
+    seeded(|| {
+        let (x1, x2) = gradient_descent::descend(100, 0.1, false);
+        assert!((x1 - 3.0).abs() < 1e-3, "x1 = {x1}");
+        assert!((x2 + 2.0).abs() < 1e-3, "x2 = {x2}");
+        // With lr 0.1 each step shrinks the distance to the minimum by 0.8, so a
+        // few steps must still be far from it: the loop really is the descent.
+        let (y1, _) = gradient_descent::descend(3, 0.1, false);
+        let expected = 3.0 * (1.0 - 0.8f64.powi(3));
+        assert!(
+            (y1 - expected).abs() < 1e-5,
+            "after 3 steps x1 = {y1}, expected {expected}"
+        );
+    });
 }
 
 #[test]
 fn linear_regression_recovers_the_true_parameters() {
-    let _seed = global_seed();
-    let (w, b, w_true, b_true) = linear_regression::fit(false);
-    for (l, t) in w.iter().zip(&w_true) {
-        assert!((l - t).abs() < 0.01, "learnt {w:?}, true {w_true:?}");
-    }
-    assert!((b - b_true).abs() < 0.01, "learnt b {b}, true {b_true}");
+    seeded(|| {
+        let (w, b, w_true, b_true) = linear_regression::fit(false);
+        for (l, t) in w.iter().zip(&w_true) {
+            assert!((l - t).abs() < 0.01, "learnt {w:?}, true {w_true:?}");
+        }
+        assert!((b - b_true).abs() < 0.01, "learnt b {b}, true {b_true}");
+    });
 }
 
 #[test]
 fn vector_jacobian_products_match_the_analytic_jacobian() {
-    let _seed = global_seed();
-    let err = jacobian::max_error(false);
-    assert!(err < 1e-12, "max difference {err}");
+    seeded(|| {
+        let err = jacobian::max_error(false);
+        assert!(err < 1e-12, "max difference {err}");
+    });
 }
 
-/// The examples seed the global generator (`manual_seed(0)`) and then draw
-/// their models' initial weights from it (or draw from it unseeded); tests
-/// run in parallel threads, so each holds this lock and gets the numbers
-/// its example prints when run alone.
-fn global_seed() -> std::sync::MutexGuard<'static, ()> {
-    static SEEDED: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    SEEDED.lock().unwrap_or_else(|e| e.into_inner())
+/// Runs one example's test. The examples seed the default generator
+/// (`manual_seed(0)`) and draw their models' initial weights from it (or
+/// draw from it unseeded); the tests run in parallel threads, each with a
+/// default generator of its own (`with_thread_generator`), so each gets
+/// the numbers its example prints when run alone, and the long ones share
+/// the cores instead of queueing for one process-wide generator.
+fn seeded<R>(test: impl FnOnce() -> R) -> R {
+    deriv::with_thread_generator(test)
 }
 
 #[path = "../examples/mlp_class.rs"]
@@ -56,17 +60,19 @@ mod mlp_sequential;
 
 #[test]
 fn sequential_network_learns_the_circle() {
-    let _seed = global_seed();
-    let acc = mlp_sequential::train(false);
-    assert!(acc >= 0.95, "held-out accuracy {acc}");
+    seeded(|| {
+        let acc = mlp_sequential::train(false);
+        assert!(acc >= 0.95, "held-out accuracy {acc}");
+    });
 }
 
 #[test]
 fn class_network_learns_the_spirals_and_its_two_backward_paths_agree() {
-    let _seed = global_seed();
-    assert!(mlp_class::paths_difference() < 1e-6);
-    let acc = mlp_class::train(false);
-    assert!(acc >= 0.95, "held-out accuracy {acc}");
+    seeded(|| {
+        assert!(mlp_class::paths_difference() < 1e-6);
+        let acc = mlp_class::train(false);
+        assert!(acc >= 0.95, "held-out accuracy {acc}");
+    });
 }
 
 #[path = "../examples/classification.rs"]
@@ -78,23 +84,26 @@ mod trainer;
 
 #[test]
 fn perceptron_by_hand_classifies_breast_tumours() {
-    let _seed = global_seed();
-    let acc = perceptron::train(false);
-    assert!(acc >= 0.95, "held-out accuracy {acc}");
+    seeded(|| {
+        let acc = perceptron::train(false);
+        assert!(acc >= 0.95, "held-out accuracy {acc}");
+    });
 }
 
 #[test]
 fn linear_sgd_and_a_data_loader_classify_breast_tumours() {
-    let _seed = global_seed();
-    let acc = classification::train(false);
-    assert!(acc >= 0.95, "held-out accuracy {acc}");
+    seeded(|| {
+        let acc = classification::train(false);
+        assert!(acc >= 0.95, "held-out accuracy {acc}");
+    });
 }
 
 #[test]
 fn trainer_fits_an_mlp_to_the_digits() {
-    let _seed = global_seed();
-    let acc = trainer::train(30, false).unwrap();
-    assert!(acc >= 0.95, "held-out accuracy {acc}");
+    seeded(|| {
+        let acc = trainer::train(30, false).unwrap();
+        assert!(acc >= 0.95, "held-out accuracy {acc}");
+    });
 }
 
 #[path = "../examples/cnn.rs"]
@@ -102,9 +111,10 @@ mod cnn;
 
 #[test]
 fn cnn_classifies_the_digits_as_images() {
-    let _seed = global_seed();
-    let acc = cnn::train(15, false).unwrap();
-    assert!(acc >= 0.98, "held-out accuracy {acc}");
+    seeded(|| {
+        let acc = cnn::train(15, false).unwrap();
+        assert!(acc >= 0.98, "held-out accuracy {acc}");
+    });
 }
 
 #[path = "../examples/lstm.rs"]
@@ -112,9 +122,12 @@ mod lstm;
 
 #[test]
 fn lstm_classifies_the_digits_as_row_sequences() {
-    let _seed = global_seed();
-    let acc = lstm::train(15, false).unwrap();
-    assert!(acc >= 0.95, "held-out accuracy {acc}");
+    seeded(|| {
+        // 9 of the example's 15 epochs: its held-out accuracy is 0.975
+        // there (past 0.95 from epoch 7 on), in a third less time.
+        let acc = lstm::train(9, false).unwrap();
+        assert!(acc >= 0.95, "held-out accuracy {acc}");
+    });
 }
 
 #[path = "../examples/transformer.rs"]
@@ -122,7 +135,8 @@ mod transformer;
 
 #[test]
 fn transformer_learns_to_sort() {
-    let _seed = global_seed();
-    let share = transformer::train(200, false);
-    assert!(share >= 0.95, "held-out sequences sorted exactly: {share}");
+    seeded(|| {
+        let share = transformer::train(200, false);
+        assert!(share >= 0.95, "held-out sequences sorted exactly: {share}");
+    });
 }

@@ -58,7 +58,7 @@ pub use ops::elementwise::Operand;
 pub use ops::index::{DimIndex, Ellipsis, SliceRange, TensorIndex, TensorIndexer};
 pub use ops::reduce::Dims;
 pub use ops::shape::ShapeSpec;
-pub use random::{manual_seed, with_global_generator, Generator};
+pub use random::{manual_seed, with_global_generator, with_thread_generator, Generator};
 pub use tensor::{DType, Element, Float, Math, Tensor, TensorLiteral, TensorOptions};
 
 /// Everything a model script needs: `use deriv::prelude::*;` brings the
