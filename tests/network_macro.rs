@@ -721,7 +721,7 @@ fn odd_but_valid_bodies() {
 // ---------------------------------------------------------------- tests/ui/pass
 
 /// Each tests/ui/pass case, compiled here as a module of this test crate
-/// and its `main` run (tests/ui.rs says why not through trybuild).
+/// and its `main` run (tests/end_to_end/compile_errors.rs says why not through trybuild).
 macro_rules! ui_pass_cases {
     ($($case:ident),* $(,)?) => {
         $(

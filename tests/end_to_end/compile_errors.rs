@@ -1,8 +1,8 @@
 //! Compile-time behaviour of `network!` and `#[derive(Module)]`: each
 //! tests/ui/fail case must fail with exactly its committed .stderr (the error
 //! at the user's tokens). Regenerate the .stderr files with
-//! `TRYBUILD=overwrite cargo test --test ui` and read every one before
-//! committing it.
+//! `TRYBUILD=overwrite cargo test --test end_to_end compile_errors` and read every one
+//! before committing it.
 //!
 //! The tests/ui/pass cases are compiled and run by tests/network_macro.rs
 //! instead (each `include!`d as a module): in the main build they cost

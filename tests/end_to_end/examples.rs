@@ -1,10 +1,10 @@
 //! The runnable examples, checked: each computes what it says it computes.
 
-#[path = "../examples/gradient_descent.rs"]
+#[path = "../../examples/gradient_descent.rs"]
 mod gradient_descent;
-#[path = "../examples/jacobian.rs"]
+#[path = "../../examples/jacobian.rs"]
 mod jacobian;
-#[path = "../examples/linear_regression.rs"]
+#[path = "../../examples/linear_regression.rs"]
 mod linear_regression;
 
 #[test]
@@ -53,9 +53,9 @@ fn seeded<R>(test: impl FnOnce() -> R) -> R {
     deriv::with_thread_generator(test)
 }
 
-#[path = "../examples/mlp_class.rs"]
+#[path = "../../examples/mlp_class.rs"]
 mod mlp_class;
-#[path = "../examples/mlp_sequential.rs"]
+#[path = "../../examples/mlp_sequential.rs"]
 mod mlp_sequential;
 
 #[test]
@@ -75,11 +75,11 @@ fn class_network_learns_the_spirals_and_its_two_backward_paths_agree() {
     });
 }
 
-#[path = "../examples/classification.rs"]
+#[path = "../../examples/classification.rs"]
 mod classification;
-#[path = "../examples/perceptron.rs"]
+#[path = "../../examples/perceptron.rs"]
 mod perceptron;
-#[path = "../examples/trainer.rs"]
+#[path = "../../examples/trainer.rs"]
 mod trainer;
 
 #[test]
@@ -106,7 +106,7 @@ fn trainer_fits_an_mlp_to_the_digits() {
     });
 }
 
-#[path = "../examples/cnn.rs"]
+#[path = "../../examples/cnn.rs"]
 mod cnn;
 
 #[test]
@@ -117,7 +117,7 @@ fn cnn_classifies_the_digits_as_images() {
     });
 }
 
-#[path = "../examples/lstm.rs"]
+#[path = "../../examples/lstm.rs"]
 mod lstm;
 
 #[test]
@@ -130,7 +130,7 @@ fn lstm_classifies_the_digits_as_row_sequences() {
     });
 }
 
-#[path = "../examples/transformer.rs"]
+#[path = "../../examples/transformer.rs"]
 mod transformer;
 
 #[test]
