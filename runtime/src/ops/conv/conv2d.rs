@@ -508,9 +508,13 @@ col_scratch!(f64);
 const TILE_ELEMS: usize = if cfg!(miri) { 512 } else { 1 << 17 };
 
 /// Output rows per forward tile: as many whole rows as fit
-/// [`TILE_ELEMS`], at least one.
-fn tile_rows(g: &Geometry) -> usize {
-    (TILE_ELEMS / (g.k() * g.wo).max(1)).clamp(1, g.ho.max(1))
+/// [`TILE_ELEMS`], at least one; fewer where that would leave some of the
+/// `width` threads without a part (a batch-1 input with deep channels on
+/// a small map is one tile, which ran on one thread).
+fn tile_rows(g: &Geometry, width: usize) -> usize {
+    let fit = (TILE_ELEMS / (g.k() * g.wo).max(1)).clamp(1, g.ho.max(1));
+    let tiles_wanted = width.div_ceil((g.n * g.groups).max(1));
+    fit.min(g.ho.div_ceil(tiles_wanted).max(1))
 }
 
 pub(crate) fn forward_cpu<T: Float + Host + Gemm + ColScratch + Send + Sync>(
@@ -532,7 +536,7 @@ pub(crate) fn forward_cpu<T: Float + Host + Gemm + ColScratch + Send + Sync>(
         // Parts are (sample, group, tile of output rows): each writes the
         // columns of its rows in its group's `og` output planes, disjoint
         // from every other part's.
-        let rows = tile_rows(&g);
+        let rows = tile_rows(&g, crate::backend::cpu::pool::par_width());
         let tiles = g.ho.div_ceil(rows);
         let parts = g.n * g.groups * tiles;
         let base = crate::backend::cpu::SharedPtr::new(o.as_mut_ptr());

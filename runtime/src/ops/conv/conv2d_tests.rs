@@ -61,7 +61,7 @@ fn tiled_forward_matches_the_direct_sum() {
             groups,
         };
         let g = op.geometry(&x, &wt).unwrap();
-        assert!(g.ho.div_ceil(super::tile_rows(&g)) >= 2, "crosses tiles");
+        assert!(g.ho.div_ceil(super::tile_rows(&g, 1)) >= 2, "crosses tiles");
         let y = apply(op, &[&x, &wt, &b]);
         let mut want = vec![0.0; n * o * g.ho * g.wo];
         for (i, v) in want.iter_mut().enumerate() {
@@ -114,4 +114,27 @@ fn inside_is_the_range_of_columns_whose_tap_is_in_the_row() {
             }
         }
     }
+}
+
+/// A batch-1 input whose columns fit one tile is still split into as
+/// many row tiles as there are threads (one tile left the others idle);
+/// a batch with a part per thread keeps its memory-sized tiles.
+#[test]
+fn a_single_tile_input_is_split_across_the_threads() {
+    let op = Conv2d {
+        stride: [1, 1],
+        padding: [1, 1, 1, 1],
+        dilation: [1, 1],
+        groups: 1,
+    };
+    let tiles = |n: usize, width: usize| {
+        let x = Tensor::zeros([n, 16, 14, 14]);
+        let g = op.geometry(&x, &Tensor::zeros([16, 16, 3, 3])).unwrap();
+        g.ho.div_ceil(super::tile_rows(&g, width))
+    };
+    assert_eq!(tiles(1, 1), 1);
+    assert_eq!(tiles(1, 2), 2);
+    assert_eq!(tiles(1, 4), 4);
+    assert_eq!(tiles(1, 64), 14, "at most one tile per output row");
+    assert_eq!(tiles(2, 2), 1);
 }
