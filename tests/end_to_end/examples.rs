@@ -124,7 +124,7 @@ mod lstm;
 fn lstm_classifies_the_digits_as_row_sequences() {
     seeded(|| {
         // 9 of the example's 15 epochs: its held-out accuracy is 0.975
-        // there (past 0.95 from epoch 7 on), in a third less time.
+        // there (past 0.95 from epoch 7 on), in 60% of the time.
         let acc = lstm::train(9, false).unwrap();
         assert!(acc >= 0.95, "held-out accuracy {acc}");
     });
