@@ -15,8 +15,8 @@
 //! - `fma_ceiling/threads` is what the cores can do at their present clocks:
 //!   each thread runs independent AVX2 FMA chains from registers (no memory
 //!   traffic), so `Gelem/s` is GFLOP/s, the bound for `matmul_f32`.
-//! - `unary_f32/<op>` reports elements per second of f32 `log`, `logsigmoid` and
-//!   `softplus` over 10⁶ elements.
+//! - `unary_f32/<op>` reports elements per second of f32 `log`, `logsigmoid`,
+//!   `softplus`, `elu` and `mish` over 10⁶ elements.
 //! - `example0_step` reports the time of one step: forward, backward, the SGD
 //!   update under `no_grad`, and zeroing both gradients.
 
@@ -76,8 +76,9 @@ fn elementwise(c: &mut Criterion) {
     }
 }
 
-/// f32 `log`, `logsigmoid` and `softplus` over 10⁶ elements (elements/s): the
-/// transcendental loops, which vectorise only with inline arithmetic.
+/// f32 `log`, `logsigmoid`, `softplus`, `elu` and `mish` over 10⁶ elements
+/// (elements/s): the transcendental loops, which vectorise only with inline
+/// arithmetic.
 fn transcendental(c: &mut Criterion) {
     let mut group = c.benchmark_group("unary_f32");
     group.warm_up_time(Duration::from_millis(500));
@@ -87,12 +88,14 @@ fn transcendental(c: &mut Criterion) {
     let x = Tensor::rand([n]) * 10.0;
     group.throughput(Throughput::Elements(n as u64));
     type UnaryFn = fn(&Tensor) -> Tensor;
-    let ops: [(&str, UnaryFn); 3] = [
+    let ops: [(&str, UnaryFn); 5] = [
         ("log", |x| x.log()),
         ("logsigmoid", |x| deriv::nn::functional::logsigmoid(x)),
         ("softplus", |x| {
             deriv::nn::functional::softplus(x, 1.0, 20.0)
         }),
+        ("elu", |x| deriv::nn::functional::elu(x, 1.0)),
+        ("mish", |x| deriv::nn::functional::mish(x)),
     ];
     for (name, op) in ops {
         group.bench_function(BenchmarkId::new(name, n), |bch| {
