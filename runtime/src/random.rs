@@ -132,7 +132,7 @@ thread_local! {
 /// other threads draws from theirs.
 ///
 /// ```
-/// use deriv_runtime::{manual_seed, with_thread_generator, Tensor};
+/// use deriv_runtime::{manual_seed, with_thread_generator, Generator, Tensor};
 /// let run = || {
 ///     with_thread_generator(|| {
 ///         manual_seed(3);
@@ -140,10 +140,9 @@ thread_local! {
 ///     })
 /// };
 /// let other = std::thread::spawn(run);
-/// manual_seed(3);
-/// let here = Tensor::rand([4]).to_vec::<f32>();
-/// assert_eq!(run(), here);
-/// assert_eq!(other.join().unwrap(), here);
+/// let seeded_3 = Tensor::rand_with([4], &mut Generator::new(3)).to_vec::<f32>();
+/// assert_eq!(run(), seeded_3);
+/// assert_eq!(other.join().unwrap(), seeded_3);
 /// ```
 pub fn with_thread_generator<R>(f: impl FnOnce() -> R) -> R {
     /// Puts the enclosing scope's generator back, also on unwinding.
