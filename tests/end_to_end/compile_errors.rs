@@ -9,8 +9,7 @@
 //! seconds, while one pass case here would make trybuild *build* (not just
 //! check) every dependency again in its own target folder.
 
-#[test]
-fn ui() {
+pub fn ui() {
     let t = trybuild::TestCases::new();
     t.compile_fail("tests/ui/fail/*.rs");
 }
