@@ -22,7 +22,7 @@ use std::fmt;
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum Device {
-    /// Main memory, computed with the `gemm` crate and rayon.
+    /// Main memory, computed with faer and rayon.
     #[default]
     Cpu,
     /// NVIDIA GPU number `i` (the `cuda` feature).

@@ -1,5 +1,5 @@
 //! The tensor runtime of `deriv`: N-dimensional tensors on a [`Device`], CPU
-//! kernels (the `gemm` crate for matmul, rayon for large elementwise work), and a dynamic
+//! kernels (faer for matmul, rayon for large elementwise work), and a dynamic
 //! autograd tape with PyTorch's semantics.
 //!
 //! Most users depend on the `deriv` facade crate, which re-exports all of this.

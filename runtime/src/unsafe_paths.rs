@@ -164,7 +164,7 @@ fn helper_pool_runs_every_part_once_from_several_threads() {
     });
 }
 
-/// `matmul` on its every path at small sizes: one thread (`gemm` and the
+/// `matmul` on its every path at small sizes: one thread (faer and the
 /// AVX2 kernel), row and column blocks, whole products per thread over a
 /// batch, transposed operands and an empty inner dimension (Miri's
 /// thresholds send the larger of these through the splits).

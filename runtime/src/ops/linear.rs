@@ -1,6 +1,6 @@
 //! `F.linear(x, w, b)`: `y = x·wᵀ + b` as one op. On the CPU the bias is
 //! written into the output and the product accumulated onto it (one pass
-//! over the output, the `gemm` crate or the AVX2 kernel, split over the helper pool when
+//! over the output, faer or the AVX2 kernel, split over the helper pool when
 //! large); the gradients are `dx = g·w`, `dw += gᵀ·x` and `db += Σ_rows g`,
 //! each straight into its gradient slot (on the buffer-reusing path, into
 //! the parameters' `.grad()` buffers). Elsewhere (GPU, integer inputs,
@@ -396,7 +396,7 @@ mod tests {
 
     /// The Linear op's fused kernels against the definitions (forward, and
     /// the gradients added into existing buffers), at
-    /// sizes that take every path: the small kernel, `gemm`, the split across
+    /// sizes that take every path: the small kernel, faer, the split across
     /// the helper pool (rows and columns), a strided input, and f64.
     #[test]
     #[cfg_attr(

@@ -1,7 +1,9 @@
-//! Matrix products through the `gemm` crate: 1-D, 2-D and batched N-D with broadcast batch
-//! dims. Strides go straight to `gemm`, so a transposed operand costs no copy.
+//! Matrix products through faer: 1-D, 2-D and batched N-D with broadcast batch
+//! dims. Strides go straight to faer, so a transposed operand costs no copy.
 
 use std::mem::MaybeUninit;
+
+use faer::{Accum, MatMut, MatRef, Par};
 
 use super::reduce::sum_to;
 use super::same_device;
@@ -51,7 +53,7 @@ impl<T> Operand<'_, T> {
 }
 
 /// An element type's own kernel for small single-threaded products, where
-/// a packing GEMM's packing costs more than it saves; false when it does not apply.
+/// faer's packing costs more than it saves; false when it does not apply.
 trait SmallGemm: Sized {
     /// # Safety
     /// `a` and `b` (pointer, row stride, column stride, elements readable
@@ -95,11 +97,10 @@ impl SmallGemm for f64 {}
 /// batch) and possibly uninitialised: every element is written, none is read.
 ///
 /// Big products are cut into blocks of rows (or columns, for a wide result),
-/// each a single-threaded `gemm` product on its own thread; the calling thread
+/// each a single-threaded faer product on its own thread; the calling thread
 /// computes one block itself (see `cpu::par_parts`). On 2 cores this beats
-/// handing the whole product to faer's own parallel split (the matrix
-/// crate before `gemm`) by 10-50% at n = 192..1024 (thread wake-ups) and
-/// matched it at n = 2048.
+/// handing the whole product to faer's own parallel split by 10-50% at
+/// n = 192..1024 (thread wake-ups) and matches it at n = 2048.
 macro_rules! gemm_batches {
     ($t:ty, $a:expr, $b:expr, $out:expr, $m:expr, $n:expr, $k:expr) => {{
         let (a, b, out, m, n, k) = ($a, $b, $out, $m, $n, $k);
@@ -123,9 +124,9 @@ macro_rules! gemm_batches {
         let block = |i: usize, r0: usize, rows: usize, c0: usize, cols: usize| {
             // SAFETY: offsets and strides come from valid layouts of these
             // buffers (checked above), the block lies inside product i's
-            // m x n slice of `out`, and parallel blocks are disjoint. `gemm`
-            // only writes it (`read_dst` false: it does not read the previous
-            // values), so it may be uninitialised.
+            // m x n slice of `out`, and parallel blocks are disjoint. faer
+            // only writes it (`Accum::Replace`: documented not to read the
+            // previous values), so it may be uninitialised.
             unsafe {
                 let dst = dst_base.get().add(i * m * n + r0 * n + c0);
                 if k == 0 {
@@ -146,13 +147,11 @@ macro_rules! gemm_batches {
                         return;
                     }
                 }
-                crate::backend::cpu::gemm::gemm_seq::<$t>(
-                    (rows, cols, k),
-                    (dst.cast::<$t>(), n as isize, 1),
-                    false,
-                    (a_ptr, (a.rs, a.cs)),
-                    (b_ptr, (b.rs, b.cs)),
-                );
+                let lhs = MatRef::<$t>::from_raw_parts(a_ptr, rows, k, a.rs, a.cs);
+                let rhs = MatRef::<$t>::from_raw_parts(b_ptr, k, cols, b.rs, b.cs);
+                let dst =
+                    MatMut::<$t>::from_raw_parts_mut(dst.cast::<$t>(), rows, cols, n as isize, 1);
+                faer::linalg::matmul::matmul(dst, Accum::Replace, lhs, rhs, 1.0, Par::Seq);
             }
         };
         let batches = a.offsets.len();
@@ -616,7 +615,7 @@ pub(crate) mod tests {
         }
     }
 
-    /// Every scheduling branch of `gemm_batches`: single-threaded (`gemm` and the
+    /// Every scheduling branch of `gemm_batches`: single-threaded (faer and the
     /// small kernel), row blocks, column blocks, transposed operands, whole
     /// products per thread, and an empty inner dimension.
     #[test]

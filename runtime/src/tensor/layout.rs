@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 
 /// The most elements a tensor may have, and the furthest storage element a
 /// view may reach: `isize::MAX`, the bound Rust puts on every allocation and
-/// pointer offset (and on the signed strides `gemm` takes), as PyTorch's int64
+/// pointer offset (and on the signed strides faer takes), as PyTorch's int64
 /// sizes bound its tensors.
 pub(crate) const MAX_NUMEL: usize = isize::MAX as usize;
 
@@ -96,7 +96,7 @@ pub(crate) fn extent_of(offset: usize, shape: &[usize], strides: &[usize]) -> Op
 /// Panics, in release builds too, unless a `rows` x `cols` matrix with row
 /// and column strides `rs`, `cs` from element `offset` lies inside a buffer
 /// of `len` elements (its extent is [`extent_of`]'s): the bounds check that
-/// the matrix kernels taking raw pointers (`gemm`, the sgemm micro-kernel)
+/// the matrix kernels taking raw pointers (faer, the sgemm micro-kernel)
 /// make once per call, naming `op`.
 #[track_caller]
 pub(crate) fn assert_matrix_within(

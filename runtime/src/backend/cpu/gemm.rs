@@ -1,15 +1,17 @@
 //! Matrix products on slices: the single-threaded kernel per float type
-//! (the `gemm` crate, or `sgemm.rs` for small f32 products) and the split of a large
+//! (faer, or `sgemm.rs` for small f32 products) and the split of a large
 //! product into row or column blocks over the helper pool. What the Linear
 //! op and the losses' fused kernels call; the backend sees pointers and
 //! strides only.
 
 use std::mem::MaybeUninit;
 
+use faer::{Accum, MatMut, MatRef, Par};
+
 use super::{pool, sgemm};
 use crate::tensor::{assert_matrix_within, DType, Float};
 
-/// The float element types with a single-threaded matrix product ([`gemm_seq`],
+/// The float element types with a single-threaded matrix product (faer's,
 /// or the AVX2 kernel of `sgemm.rs` for small f32 products).
 pub(crate) trait Gemm: Float {
     /// `c (+)= a · b` on one thread, for `c` row-major with row stride `ldc`.
@@ -122,16 +124,15 @@ macro_rules! gemm_for {
                 if !acc && ldc == n && small_gemm::<$t>(m, n, k, a, b, c) {
                     return;
                 }
-                let strides = |x: Mat<Self>| (x.rs as isize, x.cs as isize);
                 // SAFETY: forwarded from the caller.
                 unsafe {
-                    gemm_seq(
-                        (m, n, k),
-                        (c, ldc as isize, 1),
-                        acc,
-                        (a.ptr, strides(a)),
-                        (b.ptr, strides(b)),
-                    )
+                    let lhs =
+                        MatRef::<$t>::from_raw_parts(a.ptr, m, k, a.rs as isize, a.cs as isize);
+                    let rhs =
+                        MatRef::<$t>::from_raw_parts(b.ptr, k, n, b.rs as isize, b.cs as isize);
+                    let dst = MatMut::<$t>::from_raw_parts_mut(c, m, n, ldc as isize, 1);
+                    let beta = if acc { Accum::Add } else { Accum::Replace };
+                    faer::linalg::matmul::matmul(dst, beta, lhs, rhs, 1.0, Par::Seq);
                 }
             }
         }
@@ -140,54 +141,11 @@ macro_rules! gemm_for {
 gemm_for!(f32);
 gemm_for!(f64);
 
-/// `c (+)= a · b` for an m x n `c`, m x k `a` and k x n `b` given by their
-/// first element and (row, column) strides, on one thread (the callers split
-/// large products themselves): the `gemm` crate, whose AVX-512, AVX2 or NEON
-/// kernels are chosen at run time. `c` is only written, not read, unless
-/// `acc`, so it may be uninitialised then.
-///
-/// # Safety
-/// Each matrix lies inside its buffer; nothing else touches `c`'s elements
-/// during the call.
-pub(crate) unsafe fn gemm_seq<T: Float>(
-    (m, n, k): (usize, usize, usize),
-    (c, c_rs, c_cs): (*mut T, isize, isize),
-    acc: bool,
-    (a, (a_rs, a_cs)): (*const T, (isize, isize)),
-    (b, (b_rs, b_cs)): (*const T, (isize, isize)),
-) {
-    // SAFETY: forwarded from the caller; `T` is f32 or f64 (the `Float`
-    // types), which `gemm` supports (it panics on any other type).
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            c,
-            c_cs,
-            c_rs,
-            acc,
-            a,
-            a_cs,
-            a_rs,
-            b,
-            b_cs,
-            b_rs,
-            T::ONE,
-            T::ONE,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        )
-    }
-}
-
 /// The AVX2 kernel for small f32 products (see `backend::cpu::sgemm`); false
-/// when it does not apply (then [`gemm_seq`] runs).
+/// when it does not apply (then faer runs).
 fn small_gemm<T: Gemm>(m: usize, n: usize, k: usize, a: Mat<T>, b: Mat<T>, c: *mut T) -> bool {
     // Past two row tiles with B rows 128+ elements apart, the kernel copies B
-    // into a panel it allocates each call: leave those to `gemm_seq`.
+    // into a panel it allocates each call: leave those to faer.
     if T::DTYPE != DType::F32 || (m > 12 && b.rs >= 128) {
         return false;
     }

@@ -1,7 +1,7 @@
 //! A register-tiled f32 matrix product for small single-threaded products on
 //! x86-64 with AVX2 and FMA.
 //!
-//! Packing GEMMs (faer's, the `gemm` crate's) pack both operands first, which costs ~10% at n = 64; here A
+//! faer's kernels pack both operands first, which costs ~10% at n = 64; here A
 //! is read in place (one broadcast per element, any strides) and B's rows are
 //! loaded straight from memory (or from one copied 16-column panel when B is
 //! wide), so it needs B's columns to be contiguous and n a multiple of 16.
@@ -41,8 +41,7 @@ impl MatPtr {
 /// `c = a · b` for `a` m x k, `b` k x n, and `c` a contiguous row-major m x n
 /// block that is only written. Returns false, having written nothing, when
 /// this kernel does not apply (no AVX2/FMA, `b`'s columns not contiguous, or
-/// a shape it would handle worse than a packing GEMM); the caller then uses
-/// the `gemm` crate.
+/// a shape it would handle worse than faer); the caller then uses faer.
 ///
 /// Checks once per call, in release builds too, that a and b lie inside the
 /// buffers their `len` describes and that `c` holds m x n elements.
@@ -65,10 +64,9 @@ pub(crate) unsafe fn sgemm(
         c.len()
     );
     // Partial tiles of columns would need masked loads, which cost more than
-    // a packing GEMM's packing; fewer rows than a tile leave registers idle. Past a few
+    // faer's packing; fewer rows than a tile leave registers idle. Past a few
     // row tiles, a wide B or a long k makes the unpacked operands miss cache
-    // and the packing GEMM wins (measured against faer's, on square and
-    // skinny shapes).
+    // and faer wins (measured on square and skinny shapes).
     if m < MR || n == 0 || !n.is_multiple_of(NR) || k == 0 || b.cs != 1 {
         return false;
     }
