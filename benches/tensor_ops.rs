@@ -14,7 +14,9 @@
 //!   f32 reads and one f32 write per element), so `GiB/s` is memory bandwidth.
 //! - `fma_ceiling/threads` is what the cores can do at their present clocks:
 //!   each thread runs independent AVX2 FMA chains from registers (no memory
-//!   traffic), so `Gelem/s` is GFLOP/s, the bound for `matmul_f32`.
+//!   traffic), so `Gelem/s` is GFLOP/s, the bound for `matmul_f32`;
+//!   `fma_ceiling/avx512/threads` the same with AVX-512 (only where the CPU
+//!   has it), the bound where the kernels use AVX-512.
 //! - `unary_f32/<op>` reports elements per second of f32 `log`, `logsigmoid`,
 //!   `softplus`, `elu` and `mish` over 10⁶ elements.
 //! - `example0_step` reports the time of one step: forward, backward, the SGD
@@ -153,6 +155,24 @@ fn fma_chains(rounds: usize) -> f32 {
     lanes.iter().sum()
 }
 
+/// [`fma_chains`] with AVX-512's 16 lanes: 384 flops a round.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn fma_chains_avx512(rounds: usize) -> f32 {
+    use std::arch::x86_64::*;
+    let mut acc = [_mm512_set1_ps(0.0); 12];
+    let (x, y) = (_mm512_set1_ps(0.999), _mm512_set1_ps(0.001));
+    for _ in 0..rounds {
+        for a in acc.iter_mut() {
+            *a = _mm512_fmadd_ps(*a, x, y);
+        }
+    }
+    _mm512_reduce_add_ps(
+        acc.iter()
+            .fold(_mm512_setzero_ps(), |s, a| _mm512_add_ps(s, *a)),
+    )
+}
+
 /// The f32 FMA ceiling with as many threads as deriv's pool (rayon's default,
 /// or RAYON_NUM_THREADS): the figure W1's GFLOP/s is a fraction of.
 fn fma_ceiling(c: &mut Criterion) {
@@ -173,22 +193,32 @@ fn fma_ceiling(c: &mut Criterion) {
         group.measurement_time(Duration::from_secs(3));
         group.sample_size(10);
         group.sampling_mode(SamplingMode::Flat);
+        let on_all = |t: usize, chains: fn(usize) -> f32| {
+            std::thread::scope(|s| {
+                let helpers: Vec<_> = (1..t)
+                    .map(|_| s.spawn(move || chains(FMA_ROUNDS)))
+                    .collect();
+                black_box(chains(FMA_ROUNDS));
+                for h in helpers {
+                    black_box(h.join().unwrap());
+                }
+            })
+        };
         group.throughput(Throughput::Elements((threads * FMA_ROUNDS * 192) as u64));
         group.bench_with_input(BenchmarkId::from_parameter(threads), &threads, |bch, &t| {
-            bch.iter(|| {
-                std::thread::scope(|s| {
-                    let helpers: Vec<_> = (1..t)
-                        // SAFETY: avx2 and fma were detected above.
-                        .map(|_| s.spawn(|| unsafe { fma_chains(FMA_ROUNDS) }))
-                        .collect();
-                    // SAFETY: as above.
-                    black_box(unsafe { fma_chains(FMA_ROUNDS) });
-                    for h in helpers {
-                        black_box(h.join().unwrap());
-                    }
-                })
-            })
+            // SAFETY: avx2 and fma were detected above.
+            bch.iter(|| on_all(t, |r| unsafe { fma_chains(r) }))
         });
+        // The kernels that use AVX-512 where the CPU has it (faer's GEMM,
+        // the direct convolution) are bound by this one there.
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            group.throughput(Throughput::Elements((threads * FMA_ROUNDS * 384) as u64));
+            let id = BenchmarkId::new("avx512", threads);
+            group.bench_with_input(id, &threads, |bch, &t| {
+                // SAFETY: avx512f was detected just above.
+                bch.iter(|| on_all(t, |r| unsafe { fma_chains_avx512(r) }))
+            });
+        }
         group.finish();
     }
 }

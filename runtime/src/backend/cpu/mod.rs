@@ -9,6 +9,7 @@ use super::memory;
 use crate::error::{OrPanic, Result};
 use crate::tensor::Layout;
 
+pub(crate) mod conv;
 pub(crate) mod gemm;
 pub(crate) mod pool;
 pub(crate) mod rows;

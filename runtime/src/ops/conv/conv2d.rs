@@ -10,6 +10,7 @@
 //! composed of the gather, batched-matmul and scatter-add kernels.
 
 use crate::autograd::{GradSlot, Op, Out, Spec};
+use crate::backend::cpu::conv;
 use crate::backend::cpu::gemm::{gemm, Gemm, Mat};
 use crate::backend::Host;
 use crate::error::{Error, Result};
@@ -513,6 +514,11 @@ const TILE_ELEMS: usize = if cfg!(miri) { 512 } else { 1 << 17 };
 /// a small map is one tile, which ran on one thread).
 fn tile_rows(g: &Geometry, width: usize) -> usize {
     let fit = (TILE_ELEMS / (g.k() * g.wo).max(1)).clamp(1, g.ho.max(1));
+    split_rows(g, fit, width)
+}
+
+/// `fit` rows a tile, or fewer so each of `width` threads has a part.
+fn split_rows(g: &Geometry, fit: usize, width: usize) -> usize {
     let tiles_wanted = width.div_ceil((g.n * g.groups).max(1));
     fit.min(g.ho.div_ceil(tiles_wanted).max(1))
 }
@@ -533,6 +539,31 @@ pub(crate) fn forward_cpu<T: Float + Host + Gemm + ColScratch + Send + Sync>(
         let (sample_in, positions) = (g.c * g.h * g.w, g.positions());
         let block = g.og() * positions;
         assert_eq!(o.len(), g.n * g.groups * block, "conv2d: output size");
+        if let Some((level, d)) = direct_plan::<T>(op, &g) {
+            let rows = split_rows(&g, d.tile_rows(), crate::backend::cpu::pool::par_width());
+            let tiles = g.ho.div_ceil(rows);
+            let base = crate::backend::cpu::SharedPtr::new(o.as_mut_ptr().cast::<f32>());
+            let (xs, ws, bs) = (as_f32(xs), as_f32(ws), bs.map(as_f32));
+            let (group_in, group_w) = (g.cg() * g.h * g.w, g.og() * g.k());
+            crate::backend::cpu::par_parts(g.n * g.groups * tiles, |p| {
+                let (ng, tile) = (p / tiles, p % tiles);
+                let (n, grp) = (ng / g.groups, ng % g.groups);
+                let oy = tile * rows..((tile + 1) * rows).min(g.ho);
+                let x = &xs[n * sample_in + grp * group_in..][..group_in];
+                let w = &ws[grp * group_w..][..group_w];
+                let b = bs.map(|b| &b[grp * g.og()..][..g.og()]);
+                f32::with_col(conv::scratch_len(level, &d, oy.len()), |pad| {
+                    // SAFETY: `level` is this CPU's; block `ng` of `o`
+                    // (o.len() checked above) holds the group's og planes,
+                    // and this part writes rows `oy` of them only.
+                    unsafe {
+                        let planes = base.get().add(ng * block);
+                        conv::conv_rows(level, &d, x, w, b, oy, planes, positions, acc, pad)
+                    }
+                })
+            });
+            return;
+        }
         // Parts are (sample, group, tile of output rows): each writes the
         // columns of its rows in its group's `og` output planes, disjoint
         // from every other part's.
@@ -581,6 +612,35 @@ pub(crate) fn forward_cpu<T: Float + Host + Gemm + ColScratch + Send + Sync>(
             })
         });
     });
+}
+
+/// The direct kernel's sizes and vector width where it applies: f32 at
+/// stride 1 on a CPU with AVX2 + FMA or AVX-512.
+fn direct_plan<T: Float>(op: &Conv2d, g: &Geometry) -> Option<(conv::Level, conv::Direct)> {
+    if T::DTYPE != DType::F32 || op.stride != [1, 1] {
+        return None;
+    }
+    let d = conv::Direct {
+        c: g.cg(),
+        h: g.h,
+        w: g.w,
+        o: g.og(),
+        kh: g.kh,
+        kw: g.kw,
+        pad_top: op.padding[0],
+        pad_left: op.padding[2],
+        dilation: op.dilation,
+        ho: g.ho,
+        wo: g.wo,
+    };
+    Some((conv::level()?, d))
+}
+
+/// `s` as the f32 slice it is.
+fn as_f32<T: Float>(s: &[T]) -> &[f32] {
+    assert!(T::DTYPE == DType::F32, "conv2d: internal error: not f32");
+    // SAFETY: T is f32 (its dtype says so): same size, alignment and bits.
+    unsafe { std::slice::from_raw_parts(s.as_ptr().cast::<f32>(), s.len()) }
 }
 
 /// `dx (+)= fold(Wᵀ·dY) (+ bias per channel)`, sample by sample (the bias:

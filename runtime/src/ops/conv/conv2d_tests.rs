@@ -24,6 +24,46 @@ fn taps_wholly_in_the_padding_read_nothing() {
     assert_eq!(x.grad().unwrap().to_vec::<f64>(), [10.0, 30.0]);
 }
 
+/// The convolution's definition summed directly, in f64: `x` `[n, c, h,
+/// w]`, `wt` `[o, c/groups, kh, kw]`, `b` `[o]`.
+fn direct_sum(op: &Conv2d, x: &Tensor, wt: &Tensor, b: &Tensor) -> Vec<f64> {
+    use crate::tensor::DType;
+    let g = op.geometry(x, wt).unwrap();
+    let f64s = |t: &Tensor| t.to_dtype(DType::F64).to_vec::<f64>();
+    let (xs, ws, bs) = (f64s(x), f64s(wt), f64s(b));
+    let (c, h, w, o, kh, kw) = (g.c, g.h, g.w, g.o, g.kh, g.kw);
+    let (cg, og) = (g.cg(), g.og());
+    let (stride, padding, dilation) = (op.stride, op.padding, op.dilation);
+    let mut want = vec![0.0; g.n * o * g.ho * g.wo];
+    for (i, v) in want.iter_mut().enumerate() {
+        let (ox, oy) = (i % g.wo, i / g.wo % g.ho);
+        let (oc, s) = (i / (g.wo * g.ho) % o, i / (g.wo * g.ho * o));
+        *v = bs[oc];
+        for ci in 0..cg {
+            for (ki, kj) in (0..kh).flat_map(|a| (0..kw).map(move |b| (a, b))) {
+                let yy = (oy * stride[0] + ki * dilation[0]) as isize - padding[0] as isize;
+                let xx = (ox * stride[1] + kj * dilation[1]) as isize - padding[2] as isize;
+                if yy < 0 || yy >= h as isize || xx < 0 || xx >= w as isize {
+                    continue;
+                }
+                let cin = oc / og * cg + ci;
+                *v += xs[((s * c + cin) * h + yy as usize) * w + xx as usize]
+                    * ws[((oc * cg + ci) * kh + ki) * kw + kj];
+            }
+        }
+    }
+    want
+}
+
+/// The largest difference between `got` and `want`.
+fn worst(got: &[f64], want: &[f64]) -> f64 {
+    assert_eq!(got.len(), want.len());
+    got.iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max)
+}
+
 /// The forward, split into tiles of output rows (several per sample, the
 /// last one short), against the convolution's definition summed
 /// directly: with stride, asymmetric padding, dilation, groups and bias,
@@ -47,8 +87,6 @@ fn tiled_forward_matches_the_direct_sum() {
         randn(&[o, c / groups, kh, kw]),
         randn(&[o]),
     );
-    let (xs, ws, bs) = (x.to_vec::<f64>(), wt.to_vec::<f64>(), b.to_vec::<f64>());
-    let (cg, og) = (c / groups, o / groups);
     for (stride, padding, dilation) in [
         ([1, 2], [2, 1, 1, 0], [2, 1]),
         ([1, 1], [2, 0, 1, 1], [2, 1]),
@@ -63,31 +101,61 @@ fn tiled_forward_matches_the_direct_sum() {
         let g = op.geometry(&x, &wt).unwrap();
         assert!(g.ho.div_ceil(super::tile_rows(&g, 1)) >= 2, "crosses tiles");
         let y = apply(op, &[&x, &wt, &b]);
-        let mut want = vec![0.0; n * o * g.ho * g.wo];
-        for (i, v) in want.iter_mut().enumerate() {
-            let (ox, oy) = (i % g.wo, i / g.wo % g.ho);
-            let (oc, s) = (i / (g.wo * g.ho) % o, i / (g.wo * g.ho * o));
-            *v = bs[oc];
-            for ci in 0..cg {
-                for (ki, kj) in (0..kh).flat_map(|a| (0..kw).map(move |b| (a, b))) {
-                    let yy = (oy * stride[0] + ki * dilation[0]) as isize - padding[0] as isize;
-                    let xx = (ox * stride[1] + kj * dilation[1]) as isize - padding[2] as isize;
-                    if yy < 0 || yy >= h as isize || xx < 0 || xx >= w as isize {
-                        continue;
-                    }
-                    let cin = oc / og * cg + ci;
-                    *v += xs[((s * c + cin) * h + yy as usize) * w + xx as usize]
-                        * ws[((oc * cg + ci) * kh + ki) * kw + kj];
-                }
-            }
-        }
-        let got = y.to_vec::<f64>();
-        let worst = got
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f64::max);
+        let worst = worst(&y.to_vec::<f64>(), &direct_sum(&op, &x, &wt, &b));
         assert!(worst < 1e-12, "{op:?}: max difference {worst}");
+    }
+}
+
+/// The f32 forward at stride 1 (the direct kernel where the CPU has AVX2 or
+/// AVX-512) against the f64 sum: output channels that leave a short
+/// register tile (7 = 6 + 1 = 4 + 3), rows whose wide positions end
+/// mid-block, several row tiles a sample, dilation, asymmetric and no
+/// padding, groups, a 1-channel 5 x 5 kernel (LeNet's first layer) and a
+/// 1 x 1 one.
+#[test]
+fn stride_one_f32_forward_matches_the_direct_sum() {
+    // [n, c, h, w, o, groups], [kh, kw], padding, dilation.
+    type Case = ([usize; 6], [usize; 2], [usize; 4], [usize; 2]);
+    let shapes: &[Case] = if cfg!(miri) {
+        &[
+            ([1, 2, 5, 6, 7, 1], [3, 3], [1, 1, 1, 1], [1, 1]),
+            ([1, 4, 4, 5, 2, 2], [2, 3], [0, 1, 2, 0], [1, 2]),
+        ]
+    } else {
+        &[
+            ([2, 64, 13, 21, 7, 1], [3, 3], [1, 1, 1, 1], [1, 1]),
+            ([3, 1, 28, 28, 6, 1], [5, 5], [2, 2, 2, 2], [1, 1]),
+            ([2, 6, 14, 14, 16, 1], [5, 5], [0; 4], [1, 1]),
+            ([1, 8, 9, 70, 12, 2], [2, 3], [0, 1, 2, 0], [2, 1]),
+            ([2, 130, 30, 33, 5, 1], [3, 3], [1, 1, 1, 1], [1, 1]),
+            ([1, 6, 7, 9, 3, 3], [1, 1], [0; 4], [1, 1]),
+        ]
+    };
+    let mut rng = crate::Generator::new(11);
+    for &([n, c, h, w, o, groups], [kh, kw], padding, dilation) in shapes {
+        let mut randn = |s: &[usize]| Tensor::randn_with(s, &mut rng);
+        let (x, wt, b) = (
+            randn(&[n, c, h, w]),
+            randn(&[o, c / groups, kh, kw]),
+            randn(&[o]),
+        );
+        let op = Conv2d {
+            stride: [1, 1],
+            padding,
+            dilation,
+            groups,
+        };
+        let y = apply(op, &[&x, &wt, &b]);
+        let want = direct_sum(&op, &x, &wt, &b);
+        let got: Vec<f64> = y.to_vec::<f32>().into_iter().map(f64::from).collect();
+        // f32 sums of c·kh·kw products of unit normals.
+        let tol = 1e-5 * ((c / groups * kh * kw) as f64).sqrt() * 8.0;
+        let worst = worst(&got, &want);
+        assert!(
+            worst < tol,
+            "{op:?} on {:?}: max difference {worst}",
+            x.shape()
+        );
     }
 }
 
