@@ -6,11 +6,11 @@
 //! (the GEMM kernel), the (sample, group, tile) parts split across the
 //! helper pool; backward unfolds whole samples again (nothing but the input
 //! and the weight is kept): `dW += dY·colsᵀ`,
-//! `dX` folds `Wᵀ·dY` back (col2im), `db = Σ dY`. On the GPU the op is
-//! composed of the gather, batched-matmul and scatter-add kernels.
+//! `dX` folds `Wᵀ·dY` back (col2im), `db = Σ dY`. At stride 1 in f32 the
+//! forward and `dX` skip the columns (`conv2d_direct.rs`). On the GPU the
+//! op is composed of the gather, batched-matmul and scatter-add kernels.
 
 use crate::autograd::{GradSlot, Op, Out, Spec};
-use crate::backend::cpu::conv;
 use crate::backend::cpu::gemm::{gemm, Gemm, Mat};
 use crate::backend::Host;
 use crate::error::{Error, Result};
@@ -539,30 +539,9 @@ pub(crate) fn forward_cpu<T: Float + Host + Gemm + ColScratch + Send + Sync>(
         let (sample_in, positions) = (g.c * g.h * g.w, g.positions());
         let block = g.og() * positions;
         assert_eq!(o.len(), g.n * g.groups * block, "conv2d: output size");
-        if let Some((level, d)) = direct_plan::<T>(op, &g) {
-            let rows = split_rows(&g, d.tile_rows(), crate::backend::cpu::pool::par_width());
-            let tiles = g.ho.div_ceil(rows);
-            let base = crate::backend::cpu::SharedPtr::new(o.as_mut_ptr().cast::<f32>());
+        if let Some((level, d)) = direct::forward_plan::<T>(op, &g) {
             let (xs, ws, bs) = (as_f32(xs), as_f32(ws), bs.map(as_f32));
-            let (group_in, group_w) = (g.cg() * g.h * g.w, g.og() * g.k());
-            crate::backend::cpu::par_parts(g.n * g.groups * tiles, |p| {
-                let (ng, tile) = (p / tiles, p % tiles);
-                let (n, grp) = (ng / g.groups, ng % g.groups);
-                let oy = tile * rows..((tile + 1) * rows).min(g.ho);
-                let x = &xs[n * sample_in + grp * group_in..][..group_in];
-                let w = &ws[grp * group_w..][..group_w];
-                let b = bs.map(|b| &b[grp * g.og()..][..g.og()]);
-                f32::with_col(conv::scratch_len(level, &d, oy.len()), |pad| {
-                    // SAFETY: `level` is this CPU's; block `ng` of `o`
-                    // (o.len() checked above) holds the group's og planes,
-                    // and this part writes rows `oy` of them only.
-                    unsafe {
-                        let planes = base.get().add(ng * block);
-                        conv::conv_rows(level, &d, x, w, b, oy, planes, positions, acc, pad)
-                    }
-                })
-            });
-            return;
+            return direct::run(level, &d, g.n, g.groups, xs, ws, bs, as_f32_mut(o), acc);
         }
         // Parts are (sample, group, tile of output rows): each writes the
         // columns of its rows in its group's `og` output planes, disjoint
@@ -614,33 +593,18 @@ pub(crate) fn forward_cpu<T: Float + Host + Gemm + ColScratch + Send + Sync>(
     });
 }
 
-/// The direct kernel's sizes and vector width where it applies: f32 at
-/// stride 1 on a CPU with AVX2 + FMA or AVX-512.
-fn direct_plan<T: Float>(op: &Conv2d, g: &Geometry) -> Option<(conv::Level, conv::Direct)> {
-    if T::DTYPE != DType::F32 || op.stride != [1, 1] {
-        return None;
-    }
-    let d = conv::Direct {
-        c: g.cg(),
-        h: g.h,
-        w: g.w,
-        o: g.og(),
-        kh: g.kh,
-        kw: g.kw,
-        pad_top: op.padding[0],
-        pad_left: op.padding[2],
-        dilation: op.dilation,
-        ho: g.ho,
-        wo: g.wo,
-    };
-    Some((conv::level()?, d))
-}
-
 /// `s` as the f32 slice it is.
 fn as_f32<T: Float>(s: &[T]) -> &[f32] {
     assert!(T::DTYPE == DType::F32, "conv2d: internal error: not f32");
     // SAFETY: T is f32 (its dtype says so): same size, alignment and bits.
     unsafe { std::slice::from_raw_parts(s.as_ptr().cast::<f32>(), s.len()) }
+}
+
+/// [`as_f32`], mutable.
+fn as_f32_mut<T: Float>(s: &mut [T]) -> &mut [f32] {
+    assert!(T::DTYPE == DType::F32, "conv2d: internal error: not f32");
+    // SAFETY: as as_f32.
+    unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast::<f32>(), s.len()) }
 }
 
 /// `dx (+)= fold(Wᵀ·dY) (+ bias per channel)`, sample by sample (the bias:
@@ -657,6 +621,12 @@ pub(crate) fn input_grad<T: Float + Host + Gemm + ColScratch + Send + Sync>(
     out.host_slice::<T, 3>([w, dy, bias.unwrap_or(w)], |[wb, gb, bb], o, acc| {
         let (ws, gs) = (elems::<T>(wb, w), elems::<T>(gb, dy));
         let bs = bias.map(|b| elems::<T>(bb, b));
+        if let Some((level, d)) = direct::input_grad_plan::<T>(op, &g) {
+            let (ws, gs, bs) = (as_f32(ws), as_f32(gs), bs.map(as_f32));
+            return direct::with_flipped(&g, ws, |wf| {
+                direct::run(level, &d, g.n, g.groups, gs, wf, bs, as_f32_mut(o), acc)
+            });
+        }
         let sample_in = g.c * g.h * g.w;
         let sample_out = g.o * g.positions();
         per_sample(o, sample_in, |n, dx| {
@@ -769,6 +739,8 @@ pub(crate) fn bias_grad<T: Float + Host>(
     });
 }
 
+#[path = "conv2d_direct.rs"]
+mod direct;
 #[cfg(test)]
 #[path = "conv2d_tests.rs"]
 mod tests;

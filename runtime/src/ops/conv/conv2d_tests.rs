@@ -210,3 +210,55 @@ fn a_single_tile_input_is_split_across_the_threads() {
     assert_eq!(tiles(1, 64), 14, "at most one tile per output row");
     assert_eq!(tiles(2, 2), 1);
 }
+
+/// The f32 input gradient at stride 1 (the direct kernel on the flipped
+/// weight where the CPU has AVX2 or AVX-512, im2col's fold where the
+/// padding passes the kernel's span) against the f64 one (im2col's fold):
+/// groups, dilation, asymmetric padding, bias-free and with bias.
+#[test]
+fn stride_one_f32_input_grad_matches_f64() {
+    use crate::tensor::DType;
+    // [n, c, h, w, o, groups], [kh, kw], padding, dilation.
+    type Case = ([usize; 6], [usize; 2], [usize; 4], [usize; 2]);
+    let cases: &[Case] = if cfg!(miri) {
+        &[([1, 2, 4, 5, 7, 1], [2, 3], [1, 0, 2, 1], [1, 1])]
+    } else {
+        &[
+            ([2, 16, 12, 13, 7, 1], [3, 3], [1, 1, 1, 1], [1, 1]),
+            ([2, 6, 14, 14, 16, 1], [5, 5], [0; 4], [1, 1]),
+            ([1, 8, 9, 20, 12, 2], [2, 3], [0, 1, 2, 0], [2, 1]),
+            ([1, 3, 6, 7, 6, 3], [3, 2], [3, 0, 0, 2], [1, 1]),
+        ]
+    };
+    let mut rng = crate::Generator::new(3);
+    for &([n, c, h, w, o, groups], [kh, kw], padding, dilation) in cases {
+        let op = Conv2d {
+            stride: [1, 1],
+            padding,
+            dilation,
+            groups,
+        };
+        let mut randn = |s: &[usize]| Tensor::randn_with(s, &mut rng);
+        let (x, wt, b) = (
+            randn(&[n, c, h, w]),
+            randn(&[o, c / groups, kh, kw]),
+            randn(&[o]),
+        );
+        let g = op.geometry(&x, &wt).unwrap();
+        let gy = randn(&[n, o, g.ho, g.wo]);
+        let grad = |dtype: DType| {
+            let x = x.to_dtype(dtype).detach().requires_grad_(true);
+            let (wt, b, gy) = (wt.to_dtype(dtype), b.to_dtype(dtype), gy.to_dtype(dtype));
+            apply(op, &[&x, &wt, &b]).backward_with(&gy);
+            let g = x.grad().unwrap().to_dtype(DType::F64);
+            g.to_vec::<f64>()
+        };
+        let tol = 1e-5 * ((o / groups * kh * kw) as f64).sqrt() * 8.0;
+        let worst = worst(&grad(DType::F32), &grad(DType::F64));
+        assert!(
+            worst < tol,
+            "{op:?} on {:?}: max difference {worst}",
+            x.shape()
+        );
+    }
+}
