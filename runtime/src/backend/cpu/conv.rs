@@ -108,7 +108,12 @@ pub(crate) unsafe fn conv_rows(
         x.len() >= d.c * d.h * d.w && w.len() >= d.o * d.c * d.kh * d.kw,
         "conv2d (direct): input or weight shorter than its sizes"
     );
-    assert!(rows.end <= d.ho && bias.is_none_or(|b| b.len() >= d.o));
+    assert!(
+        rows.end <= d.ho && bias.is_none_or(|b| b.len() >= d.o),
+        "conv2d (direct): output rows {rows:?} past {} or a bias shorter than {} channels",
+        d.ho,
+        d.o
+    );
     assert!(
         pad.len() >= scratch_len(level, d, rows.len()),
         "conv2d (direct): scratch"
@@ -138,6 +143,12 @@ pub(crate) unsafe fn conv_rows(
             Level::Avx512 => avx512(&tile),
             Level::Avx2 => avx2(&tile),
         }
+    }
+    // `level` returns None off x86, so no Level reaches here.
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (level, tile);
+        unreachable!("conv2d (direct): no vector kernel on this architecture");
     }
 }
 
@@ -175,7 +186,9 @@ fn fill_padded(d: &Direct, x: &[f32], rows: Range<usize>, pad: &mut [f32]) {
     }
 }
 
-/// One part's operands, for the vector bodies.
+/// One part's operands, for the vector bodies (x86 only: elsewhere
+/// [`level`] is `None` and nothing reads them).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 struct Tile {
     d: Direct,
     /// Channels × taps: the reduction length.
@@ -197,13 +210,20 @@ const AVX2_NB: usize = 24;
 
 /// A vector of f32 lanes, for the shared tile body.
 #[cfg(target_arch = "x86_64")]
+/// Each method is called only from code compiled for the vector's
+/// features; `load` and `store` touch `N` elements from `p`.
 trait Lanes: Copy {
+    /// Lanes per vector.
     const N: usize;
+    /// All lanes 0.
     unsafe fn zero() -> Self;
+    /// `N` elements from `p`, unaligned.
     unsafe fn load(p: *const f32) -> Self;
+    /// `v` in every lane.
     unsafe fn splat(v: f32) -> Self;
-    /// `a · b + c`.
+    /// `a · b + c`, fused.
     unsafe fn fma(a: Self, b: Self, c: Self) -> Self;
+    /// The lanes to `p`, unaligned.
     unsafe fn store(self, p: *mut f32);
 }
 
@@ -371,6 +391,7 @@ unsafe fn block<V: Lanes, const RR: usize, const C: usize, const NB: usize>(
 ///
 /// # Safety
 /// As [`block`].
+#[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn store<const RR: usize, const NB: usize>(
     t: &Tile,

@@ -514,13 +514,14 @@ const TILE_ELEMS: usize = if cfg!(miri) { 512 } else { 1 << 17 };
 /// a small map is one tile, which ran on one thread).
 fn tile_rows(g: &Geometry, width: usize) -> usize {
     let fit = (TILE_ELEMS / (g.k() * g.wo).max(1)).clamp(1, g.ho.max(1));
-    split_rows(g, fit, width)
+    rows_per_tile(fit, g.ho, g.n * g.groups, width)
 }
 
-/// `fit` rows a tile, or fewer so each of `width` threads has a part.
-fn split_rows(g: &Geometry, fit: usize, width: usize) -> usize {
-    let tiles_wanted = width.div_ceil((g.n * g.groups).max(1));
-    fit.min(g.ho.div_ceil(tiles_wanted).max(1))
+/// `fit` rows a tile, or fewer so that `blocks` blocks of `rows` output rows
+/// give each of `width` threads a part (at least a row a tile).
+fn rows_per_tile(fit: usize, rows: usize, blocks: usize, width: usize) -> usize {
+    let tiles_wanted = width.div_ceil(blocks.max(1));
+    fit.min(rows.div_ceil(tiles_wanted).max(1))
 }
 
 pub(crate) fn forward_cpu<T: Float + Host + Gemm + ColScratch + Send + Sync>(

@@ -118,8 +118,7 @@ pub(super) fn run(
         "conv2d (direct): operand sizes"
     );
     // Memory-sized tiles, or fewer rows so each thread has a part.
-    let tiles_wanted = pool::par_width().div_ceil((n * groups).max(1));
-    let rows = d.tile_rows().min(d.ho.div_ceil(tiles_wanted).max(1));
+    let rows = super::rows_per_tile(d.tile_rows(), d.ho, n * groups, pool::par_width());
     let tiles = d.ho.div_ceil(rows);
     let base = SharedPtr::new(out.as_mut_ptr());
     par_parts(n * groups * tiles, |p| {
