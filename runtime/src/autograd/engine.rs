@@ -28,7 +28,7 @@ pub(crate) fn accumulate(leaf: &Tensor, g: Tensor) {
         g
     };
     let mut slot = leaf.grad_slot();
-    match &*slot {
+    match &slot.grad {
         Some(existing) => {
             if !add_same_shape(existing, &g) {
                 existing.add_(&g);
@@ -38,7 +38,9 @@ pub(crate) fn accumulate(leaf: &Tensor, g: Tensor) {
             // Keep the tensor when nothing else sees its storage; otherwise copy,
             // so a later in-place `zero_()` cannot reach anyone else's data.
             let owned = Arc::strong_count(g.storage()) == 1 && g.is_contiguous();
-            *slot = Some(if owned { g } else { g.clone_data() });
+            slot.grad = Some(if owned { g } else { g.clone_data() });
+            // Computed apart: a recycled buffer would only hold memory now.
+            slot.spare = None;
         }
     }
 }

@@ -173,22 +173,44 @@ pub struct LayerWorkspace {
     pub(crate) shape: Vec<usize>,
 }
 
-/// `param`'s `.grad()` when the kernels can add into it in place
-/// (contiguous, of the parameter's shape and dtype); a zeroed one is
-/// installed when there is none yet (the first step). `None`: the gradient
-/// is computed apart and added with [`accumulate_grad`].
+/// Whether `g` can take `param`'s gradient in place: contiguous, of the
+/// parameter's shape, dtype and device.
+fn fits_param(g: &Tensor, param: &Tensor) -> bool {
+    g.is_contiguous()
+        && g.dtype() == param.dtype()
+        && g.device() == param.device()
+        && crate::tensor::same_shape(g.shape(), param.shape())
+}
+
+/// `param`'s `.grad()` when the kernels can add into it in place; a zeroed
+/// one (the buffer `zero_grad()` recycled, or a new one) is installed when
+/// there is none yet. `None`: the gradient is computed apart and added
+/// with [`accumulate_grad`].
 pub(crate) fn grad_buffer(param: &Tensor) -> Option<Tensor> {
     let mut slot = param.grad_slot();
-    match &*slot {
-        Some(g) => (g.is_contiguous()
-            && g.dtype() == param.dtype()
-            && crate::tensor::same_shape(g.shape(), param.shape()))
-        .then(|| g.clone()),
-        None => {
-            let g = no_grad(|| param.zeros_like());
-            *slot = Some(g.clone());
-            Some(g)
-        }
+    if slot.grad.is_none() {
+        let g = match slot.spare.take().filter(|s| fits_param(s, param)) {
+            Some(spare) => {
+                no_grad(|| spare.zero_());
+                spare
+            }
+            None => no_grad(|| param.zeros_like()),
+        };
+        slot.grad = Some(g);
+    }
+    slot.grad.as_ref().filter(|g| fits_param(g, param)).cloned()
+}
+
+/// Where a layer's kernels put `param`'s gradient, as the sum and the
+/// buffer of its [`GradSlot`]: added in place into its `.grad()` (both that
+/// tensor), written over the buffer `zero_grad()` recycled (the buffer
+/// only; installed afterwards), or into a new tensor (neither).
+fn grad_target(param: &Tensor) -> (Option<Tensor>, Option<Tensor>) {
+    let mut slot = param.grad_slot();
+    match &slot.grad {
+        Some(g) if fits_param(g, param) => (Some(g.clone()), Some(g.clone())),
+        Some(_) => (None, None),
+        None => (None, slot.spare.take().filter(|s| fits_param(s, param))),
     }
 }
 
@@ -256,9 +278,13 @@ impl<O: Op> ParamOpWorkspace<O> {
             copy.copy_(g);
             copy
         };
-        backward_into_grads(params, &mut self.dx, &mut self.buf, input_grad, |slots| {
-            op.backward(saved, grad_out, slots)
-        })
+        backward_into_grads(
+            params,
+            &mut self.dx,
+            Some(&mut self.buf),
+            input_grad,
+            |slots| op.backward(saved, grad_out, slots),
+        )
     }
 }
 
@@ -286,10 +312,11 @@ impl TrainStep for Linear {
     }
 }
 
-/// The allocating backward of a layer whose op takes `[input, params..]`
-/// (a leading run of present `params`): the parameters' gradients added
-/// into their `.grad()` as the tape does, the input's returned when
-/// `input_grad`.
+/// The backward of a layer whose op takes `[input, params..]` (a leading
+/// run of present `params`) on the allocating compile-time path: the
+/// parameters' gradients added into their `.grad()` as the tape does (in
+/// place where there is one, into the buffer `zero_grad()` recycled where
+/// there is not), the input's returned (a new tensor) when `input_grad`.
 pub(crate) fn backward_params<O: Op, const P: usize>(
     op: &O,
     saved: &O::Saved,
@@ -297,62 +324,63 @@ pub(crate) fn backward_params<O: Op, const P: usize>(
     grad_out: &Tensor,
     input_grad: bool,
 ) -> Option<Tensor> {
-    no_grad(|| {
-        let present = params.iter().take_while(|p| p.is_some()).count();
-        let mut dx = None;
-        let mut sums: [Option<Tensor>; P] = std::array::from_fn(|_| None);
-        {
-            let mut slots: smallvec::SmallVec<[GradSlot<'_>; 4]> = smallvec::SmallVec::new();
-            slots.push(GradSlot::new(&mut dx, input_grad));
-            for sum in sums.iter_mut().take(present) {
-                slots.push(GradSlot::new(sum, true));
-            }
-            op.backward(saved, grad_out, &mut slots);
-        }
-        for (param, g) in params.iter().zip(sums) {
-            if let (Some(param), Some(g)) = (param, g) {
-                accumulate_grad(param, g);
-            }
-        }
-        dx
-    })
+    let mut dx = None;
+    backward_into_grads(params, &mut dx, None, input_grad, |slots| {
+        op.backward(saved, grad_out, slots)
+    });
+    dx
 }
 
-/// The buffer-reusing backward of a layer whose op takes `[input, params..]`:
-/// runs `backward` on gradient slots for the input (into the reusable
-/// `buf`, when `input_grad`) and for each present parameter (a leading run
-/// of `params`; an absent one ends it), which add straight into the
-/// parameters' `.grad()` buffers where they can; then runs the parameters'
-/// gradient hooks (or accumulates a gradient computed apart) and keeps the
-/// input gradient in `dx`.
+/// The backward of a layer whose op takes `[input, params..]`: runs
+/// `backward` on gradient slots for the input (into the reusable `buf` when
+/// there is one, when `input_grad`) and for each present parameter (a
+/// leading run of `params`; an absent one ends it), which add straight into
+/// the parameters' `.grad()` buffers where they can (see [`grad_target`]);
+/// then runs the parameters' gradient hooks (or installs or accumulates a
+/// gradient computed apart) and keeps the input gradient in `dx`.
 pub(crate) fn backward_into_grads<'w, const P: usize>(
     params: [Option<&Tensor>; P],
     dx: &'w mut Option<Tensor>,
-    buf: &mut Option<Tensor>,
+    buf: Option<&mut Option<Tensor>>,
     input_grad: bool,
     backward: impl FnOnce(&mut [GradSlot<'_>]),
 ) -> Option<&'w Tensor> {
-    let present = params.iter().take_while(|p| p.is_some()).count();
-    let mut sums: [Option<Tensor>; P] = params.map(|p| p.and_then(grad_buffer));
-    let mut bufs = sums.clone();
-    let in_place: [bool; P] = std::array::from_fn(|i| sums[i].is_some());
-    let mut input_sum = None;
-    {
-        let mut slots: smallvec::SmallVec<[GradSlot<'_>; 4]> = smallvec::SmallVec::new();
-        slots.push(GradSlot::with_buffer(&mut input_sum, buf, input_grad));
-        for (sum, b) in sums.iter_mut().zip(bufs.iter_mut()).take(present) {
-            slots.push(GradSlot::with_buffer(sum, b, true));
+    no_grad(|| {
+        let present = params.iter().take_while(|p| p.is_some()).count();
+        let mut targets: [(Option<Tensor>, Option<Tensor>); P] =
+            params.map(|p| p.map(grad_target).unwrap_or_default());
+        let in_place: [bool; P] = std::array::from_fn(|i| targets[i].0.is_some());
+        let mut sums: [Option<Tensor>; P] = std::array::from_fn(|i| targets[i].0.take());
+        let mut bufs: [Option<Tensor>; P] = std::array::from_fn(|i| targets[i].1.take());
+        let mut input_sum = None;
+        {
+            let mut slots: smallvec::SmallVec<[GradSlot<'_>; 4]> = smallvec::SmallVec::new();
+            slots.push(match buf {
+                Some(buf) => GradSlot::with_buffer(&mut input_sum, buf, input_grad),
+                None => GradSlot::new(&mut input_sum, input_grad),
+            });
+            for (sum, b) in sums.iter_mut().zip(bufs.iter_mut()).take(present) {
+                slots.push(match b {
+                    Some(_) => GradSlot::with_buffer(sum, b, true),
+                    None => GradSlot::new(sum, true),
+                });
+            }
+            backward(&mut slots);
         }
-        backward(&mut slots);
-    }
-    for ((param, g), in_place) in params.iter().zip(sums).zip(in_place).take(present) {
-        let param = param.expect("a leading present parameter");
-        match (in_place, g) {
-            (true, _) => grad_accumulated(param),
-            (false, Some(g)) => accumulate_grad(param, g),
-            (false, None) => {}
+        drop(bufs);
+        for ((param, g), in_place) in params.iter().zip(sums).zip(in_place).take(present) {
+            let param = param.expect("a leading present parameter");
+            match (in_place, g) {
+                (true, _) => grad_accumulated(param),
+                (false, Some(g)) => accumulate_grad(param, g),
+                (false, None) => {}
+            }
         }
-    }
-    *dx = input_sum;
+        *dx = input_sum;
+    });
     dx.as_ref()
 }
+
+#[cfg(test)]
+#[path = "linear_grad_tests.rs"]
+mod grad_tests;

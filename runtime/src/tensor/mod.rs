@@ -45,10 +45,21 @@ pub(crate) struct TensorImpl {
     pub(crate) grad_fn: Option<Arc<GradNode>>,
     /// Set by `requires_grad_` on leaves; non-leaves require grad through `grad_fn`.
     pub(crate) requires_grad: AtomicBool,
-    /// The accumulated gradient of a leaf.
-    pub(crate) grad: Mutex<Option<Tensor>>,
+    /// The accumulated gradient of a leaf, and a recycled buffer for it.
+    pub(crate) grad: Mutex<GradCell>,
     /// Post-accumulate-grad hooks of a leaf; unset (and free) until one is registered.
     pub(crate) hooks: OnceLock<Arc<crate::autograd::Hooks>>,
+}
+
+/// A leaf's gradient, and the buffer of one that an optimizer's
+/// `zero_grad()` dropped while nobody else held it: the next compile-time
+/// backward writes the new gradient into that buffer instead of allocating
+/// one (`.grad()` is `None` meanwhile, as in PyTorch; the tape's backward,
+/// which computes its gradients apart, frees it when it stores a new one).
+#[derive(Default)]
+pub(crate) struct GradCell {
+    pub(crate) grad: Option<Tensor>,
+    pub(crate) spare: Option<Tensor>,
 }
 
 impl Tensor {
@@ -76,7 +87,7 @@ impl Tensor {
             array,
             grad_fn: None,
             requires_grad: AtomicBool::new(false),
-            grad: Mutex::new(None),
+            grad: Mutex::new(GradCell::default()),
             hooks: OnceLock::new(),
         }))
     }
@@ -335,11 +346,7 @@ impl Tensor {
     /// The accumulated gradient of a leaf, a handle sharing its storage, so
     /// `x.grad().unwrap().zero_()` resets it as in PyTorch.
     pub fn grad(&self) -> Option<Tensor> {
-        self.0
-            .grad
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.grad_slot().grad.clone()
     }
 
     /// Replaces the stored gradient (`None` drops it, like `x.grad = None`).
@@ -352,7 +359,20 @@ impl Tensor {
                 self.shape()
             );
         }
-        *self.0.grad.lock().unwrap_or_else(|e| e.into_inner()) = grad;
+        *self.grad_slot() = GradCell { grad, spare: None };
+    }
+
+    /// Drops the stored gradient as `set_grad(None)` does, but keeps its
+    /// buffer for the next backward to write into when nothing else holds
+    /// it (no handle, no view): what an optimizer's `zero_grad()` does.
+    pub(crate) fn set_grad_none_recycling(&self) {
+        let mut cell = self.grad_slot();
+        cell.spare = cell.grad.take().filter(|g| {
+            Arc::strong_count(&g.0) == 1
+                && Arc::strong_count(g.storage()) == 1
+                && g.is_contiguous()
+                && g.is_leaf()
+        });
     }
 
     /// Zeroes the stored gradient in place, keeping its buffer for the next
@@ -363,7 +383,7 @@ impl Tensor {
         }
     }
 
-    pub(crate) fn grad_slot(&self) -> std::sync::MutexGuard<'_, Option<Tensor>> {
+    pub(crate) fn grad_slot(&self) -> std::sync::MutexGuard<'_, GradCell> {
         self.0.grad.lock().unwrap_or_else(|e| e.into_inner())
     }
 

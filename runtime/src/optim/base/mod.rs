@@ -234,7 +234,7 @@ impl<A: Algorithm> Core<A> {
 
     pub(crate) fn zero_grad(&mut self) {
         for p in self.groups.iter().flat_map(|g| &g.params) {
-            p.set_grad(None);
+            p.set_grad_none_recycling();
         }
     }
 
