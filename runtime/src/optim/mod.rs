@@ -60,7 +60,11 @@ pub trait Optimizer: Send {
     fn step(&mut self);
 
     /// Drops every parameter's gradient (PyTorch's default
-    /// `zero_grad(set_to_none=True)`): the next backward allocates fresh ones.
+    /// `zero_grad(set_to_none=True)`): `.grad()` is `None` until the next
+    /// backward. A dropped gradient nothing else holds keeps its buffer in
+    /// the parameter, and a layer's compile-time `backward` writes the next
+    /// gradient into it instead of allocating; the tape's backward (which
+    /// computes gradients apart) and `set_grad(None)` free it.
     fn zero_grad(&mut self);
 
     /// Zeroes the existing gradient buffers in place
