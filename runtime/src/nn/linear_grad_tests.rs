@@ -6,7 +6,7 @@ use super::Linear;
 use crate::nn::{Differentiable, Module};
 use crate::optim::{Optimizer, SGD};
 use crate::{Device, Tensor};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 fn layer_and_batch() -> (Linear, Tensor, Tensor) {
     let mut rng = crate::Generator::new(7);
@@ -22,8 +22,11 @@ fn backward(fc: &Linear, x: &Tensor, g: &Tensor) {
     assert!(fc.backward(saved, g, false).is_none());
 }
 
-fn storage_addr(t: &Tensor) -> usize {
-    Arc::as_ptr(t.storage()) as usize
+/// A weak reference to `p`'s gradient storage: it keeps the allocation (so
+/// a new storage cannot land at the same address) but not the storage,
+/// and does not count as a holder (`Arc::strong_count` stays 1).
+fn grad_storage(p: &Tensor) -> Weak<crate::backend::Storage> {
+    Arc::downgrade(p.grad().expect("a gradient").storage())
 }
 
 fn grads(fc: &Linear) -> Vec<Vec<f32>> {
@@ -39,22 +42,19 @@ fn zero_grad_recycles_the_dropped_buffer_and_backward_overwrites_it() {
     let mut opt = SGD::new(fc.parameters(), 0.1);
     backward(&fc, &x, &g);
     let first = grads(&fc);
-    let addrs: Vec<usize> = fc
-        .parameters()
-        .iter()
-        .map(|p| storage_addr(&p.grad().unwrap()))
-        .collect();
+    let old: Vec<_> = fc.parameters().iter().map(grad_storage).collect();
     opt.zero_grad();
     assert!(fc.parameters().iter().all(|p| p.grad().is_none()));
     backward(&fc, &x, &g);
     // Written over, not added to what the recycled buffer held.
     assert_eq!(grads(&fc), first);
-    let again: Vec<usize> = fc
-        .parameters()
-        .iter()
-        .map(|p| storage_addr(&p.grad().unwrap()))
-        .collect();
-    assert_eq!(again, addrs, "the recycled buffers were not reused");
+    for (p, old) in fc.parameters().iter().zip(old) {
+        let old = old.upgrade().expect("the recycled buffer was freed");
+        assert!(
+            Arc::ptr_eq(&old, p.grad().unwrap().storage()),
+            "the recycled buffer was not reused"
+        );
+    }
 }
 
 #[test]
