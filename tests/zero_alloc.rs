@@ -523,7 +523,8 @@ fn derived_sequential_generic_struct_has_the_ws_path() {
 /// What a user writes: the W4 step with the library's optimizers (not the
 /// plain update above): `step` and `zero_grad_in_place` reuse their state
 /// and allocate nothing in steady state, also where the update of a big
-/// parameter is split across threads.
+/// parameter is split across threads. So does `zero_grad()`, which sets
+/// `.grad()` to `None` but leaves the dropped buffers for the next backward.
 #[test]
 fn w4_step_with_library_optimizers_allocates_nothing() {
     use deriv::optim::{Adam, Optimizer, SGD};
@@ -538,7 +539,12 @@ fn w4_step_with_library_optimizers_allocates_nothing() {
         }),
         ("Adam", |p| Box::new(Adam::new(p, 1e-3))),
     ];
-    for (label, make) in optimizers {
+    for ((label, make), set_to_none) in optimizers.into_iter().flat_map(|o| [(o, false), (o, true)])
+    {
+        let label = format!(
+            "{label}, zero_grad{}",
+            if set_to_none { "()" } else { "_in_place()" }
+        );
         manual_seed(0);
         let model = W4::default();
         let mut ws = model.workspace();
@@ -550,7 +556,11 @@ fn w4_step_with_library_optimizers_allocates_nothing() {
             let value = deriv::vjp::cross_entropy_into(y, t, &loss, &grad);
             let _ = model.backward_ws(&mut ws, &grad, false);
             opt.step();
-            opt.zero_grad_in_place();
+            if set_to_none {
+                opt.zero_grad();
+            } else {
+                opt.zero_grad_in_place();
+            }
             value
         };
         for (x, t) in batches.iter().cycle().take(3) {
@@ -563,6 +573,9 @@ fn w4_step_with_library_optimizers_allocates_nothing() {
             }
         });
         assert_eq!(n, 0, "{label}: {n} allocations in 100 steady-state steps");
+        if set_to_none {
+            assert!(model.parameters().iter().all(|p| p.grad().is_none()));
+        }
         assert!(
             losses[100 - batches.len()] < losses[0],
             "{label}: loss {} -> {} on batch 0",
